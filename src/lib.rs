@@ -1,0 +1,13 @@
+//! p2psip: a peer-to-peer SIP softphone daemon. Nodes form a Chord ring whose maintenance
+//! messages are SIP requests (SOSIMPLE / dSIP style); ordinary softphones register with their
+//! local node's proxy and call each other with no SIP server anywhere.
+//!
+//! # Layout
+//! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
+//!
+//! # Sans-IO
+//! Protocol logic never touches a socket, a file or the clock: state machines take `now` and
+//! inputs as arguments and return what to send and when to wake. Only `daemon` does I/O.
+#![forbid(unsafe_code)]
+
+pub mod sip;

@@ -1,0 +1,567 @@
+//! The SIP message model (RFC 3261 §7): a start line, an ordered list of header fields and a
+//! body.
+//!
+//! Header fields are kept as the raw lines they arrived as (shared with the receive buffer, no
+//! copy), so a proxy forwards headers it does not understand byte for byte. Typed access parses
+//! on demand; [`crate::sip::validate`] checks once, on receipt, that the headers every element
+//! needs are well-formed.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::header::{AuthParams, CSeq, HeaderName, MediaType, NameAddr, Via};
+use super::method::Method;
+use super::syntax::{is_token, parse_u32, split_top_level, trim};
+use super::uri::Uri;
+
+/// `SIP/x.y`. Only 2.0 is spoken; others are kept so the element can answer 505.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub major: u16,
+    pub minor: u16,
+}
+
+impl Version {
+    pub const SIP_2_0: Version = Version { major: 2, minor: 0 };
+
+    pub(crate) fn parse(s: &[u8]) -> Option<Version> {
+        let rest = s.get(..4).filter(|p| p.eq_ignore_ascii_case(b"SIP/")).map(|_| &s[4..])?;
+        let dot = rest.iter().position(|&b| b == b'.')?;
+        let major = u16::try_from(parse_u32(&rest[..dot])?).ok()?;
+        let minor = u16::try_from(parse_u32(&rest[dot + 1..])?).ok()?;
+        Some(Version { major, minor })
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/{}.{}", self.major, self.minor)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    pub version: Version,
+    /// 100..=699 (RFC 3261 §7.2); the parser refuses anything else.
+    pub code: u16,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request(RequestLine),
+    Response(StatusLine),
+}
+
+/// One header field line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    name: HeaderName,
+    /// The whole field line as received or built, without the final CRLF; may contain folded
+    /// continuation lines.
+    line: Bytes,
+    /// Where the value starts within `line` (after the colon and any white space).
+    value_start: usize,
+}
+
+impl Header {
+    /// Builds `Name: value` with the canonical long name.
+    pub fn new(name: HeaderName, value: impl fmt::Display) -> Header {
+        let line = format!("{}: {}", name.as_str(), value);
+        let value_start = name.as_str().len() + 2;
+        Header { name, line: Bytes::from(line), value_start }
+    }
+
+    /// A header as the parser found it. `value_start <= line.len()` must hold.
+    pub(crate) fn from_raw(name: HeaderName, line: Bytes, value_start: usize) -> Header {
+        debug_assert!(value_start <= line.len());
+        Header { name, line, value_start }
+    }
+
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// The raw value, trimmed of surrounding white space; folding inside is kept.
+    pub fn value(&self) -> &[u8] {
+        trim(self.line.get(self.value_start..).unwrap_or_default())
+    }
+
+    /// The value as text when it is UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.value()).ok()
+    }
+
+    /// The whole line as it will be printed.
+    pub fn raw_line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The comma-separated elements of the value (RFC 3261 §7.3.1), or `None` if a quoted
+    /// string or `<` is left open.
+    pub fn elements(&self) -> Option<Vec<&[u8]>> {
+        let v = self.value();
+        if v.is_empty() {
+            return Some(Vec::new());
+        }
+        Some(split_top_level(v, b',')?.into_iter().map(trim).collect())
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.line))
+    }
+}
+
+/// Why a header could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("malformed {0} header")]
+    Malformed(&'static str),
+    #[error("more than one {0} header")]
+    Multiple(&'static str),
+}
+
+/// The header fields of a message, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &HeaderName) -> Option<&Header> {
+        self.0.iter().find(|h| &h.name == name)
+    }
+
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
+        self.0.iter().filter(move |h| &h.name == name)
+    }
+
+    pub fn count(&self, name: &HeaderName) -> usize {
+        self.get_all(name).count()
+    }
+
+    /// Appends a header at the end.
+    pub fn push(&mut self, h: Header) {
+        self.0.push(h);
+    }
+
+    /// Inserts a header before all others of the same name, or at the end if there are none
+    /// (how a proxy adds its Via or Record-Route, RFC 3261 §16.6).
+    pub fn push_front_of(&mut self, h: Header) {
+        match self.0.iter().position(|x| x.name == h.name) {
+            Some(i) => self.0.insert(i, h),
+            None => self.0.push(h),
+        }
+    }
+
+    /// Replaces every header of that name with one new header, keeping the position of the
+    /// first.
+    pub fn set(&mut self, h: Header) {
+        match self.0.iter().position(|x| x.name == h.name) {
+            Some(i) => {
+                self.0[i] = h;
+                let name = self.0[i].name.clone();
+                let mut seen = 0usize;
+                self.0.retain(|x| {
+                    if x.name == name {
+                        seen += 1;
+                        seen == 1
+                    } else {
+                        true
+                    }
+                });
+            }
+            None => self.0.push(h),
+        }
+    }
+
+    /// Removes all headers of that name; returns how many were removed.
+    pub fn remove_all(&mut self, name: &HeaderName) -> usize {
+        let before = self.0.len();
+        self.0.retain(|h| &h.name != name);
+        before - self.0.len()
+    }
+
+    /// Removes the first list element of a list header (a Via or Route entry): the element is
+    /// dropped from its line, and the line goes when it was the only element.
+    pub fn remove_first_element(&mut self, name: &HeaderName) -> Option<Vec<u8>> {
+        let i = self.0.iter().position(|h| &h.name == name)?;
+        let elements: Vec<Vec<u8>> = self.0[i].elements()?.into_iter().map(<[u8]>::to_vec).collect();
+        let mut it = elements.into_iter();
+        let first = it.next()?;
+        let rest: Vec<Vec<u8>> = it.collect();
+        if rest.is_empty() {
+            self.0.remove(i);
+        } else {
+            let joined = rest.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect::<Vec<_>>().join(", ");
+            self.0[i] = Header::new(name.clone(), joined);
+        }
+        Some(first)
+    }
+
+    /// Every list element of every header of that name, in order; `None` when a value leaves
+    /// a quote or bracket open.
+    pub fn elements<'a>(&'a self, name: &'a HeaderName) -> Option<Vec<&'a [u8]>> {
+        let mut out = Vec::new();
+        for h in self.get_all(name) {
+            out.extend(h.elements()?);
+        }
+        Some(out)
+    }
+}
+
+impl FromIterator<Header> for Headers {
+    fn from_iter<I: IntoIterator<Item = Header>>(iter: I) -> Self {
+        Headers(iter.into_iter().collect())
+    }
+}
+
+impl Extend<Header> for Headers {
+    fn extend<I: IntoIterator<Item = Header>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
+}
+
+/// The value of a Contact header: either `*` (only in a REGISTER removing all bindings,
+/// RFC 3261 §10.2.2) or a list of addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contacts {
+    Star,
+    List(Vec<NameAddr>),
+}
+
+/// A SIP request or response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub start: StartLine,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// Header name strings for error messages, so the errors stay `'static`.
+fn label(name: &HeaderName) -> &'static str {
+    match name {
+        HeaderName::Via => "Via",
+        HeaderName::From => "From",
+        HeaderName::To => "To",
+        HeaderName::CallId => "Call-ID",
+        HeaderName::CSeq => "CSeq",
+        HeaderName::Contact => "Contact",
+        HeaderName::MaxForwards => "Max-Forwards",
+        HeaderName::Route => "Route",
+        HeaderName::RecordRoute => "Record-Route",
+        HeaderName::Expires => "Expires",
+        HeaderName::ContentLength => "Content-Length",
+        HeaderName::ContentType => "Content-Type",
+        HeaderName::Require => "Require",
+        HeaderName::ProxyRequire => "Proxy-Require",
+        HeaderName::Supported => "Supported",
+        HeaderName::Accept => "Accept",
+        HeaderName::Authorization => "Authorization",
+        HeaderName::WwwAuthenticate => "WWW-Authenticate",
+        HeaderName::ProxyAuthorization => "Proxy-Authorization",
+        HeaderName::ProxyAuthenticate => "Proxy-Authenticate",
+        HeaderName::DhtPeerId => "DHT-PeerID",
+        HeaderName::DhtLink => "DHT-Link",
+        _ => "header",
+    }
+}
+
+impl Message {
+    /// A request with no headers yet.
+    pub fn request(method: Method, uri: Uri) -> Message {
+        Message {
+            start: StartLine::Request(RequestLine { method, uri, version: Version::SIP_2_0 }),
+            headers: Headers::default(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// A response with no headers yet.
+    pub fn response(code: u16, reason: impl Into<String>) -> Message {
+        Message {
+            start: StartLine::Response(StatusLine { version: Version::SIP_2_0, code, reason: reason.into() }),
+            headers: Headers::default(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request(r) => Some(&r.method),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    pub fn request_uri(&self) -> Option<&Uri> {
+        match &self.start {
+            StartLine::Request(r) => Some(&r.uri),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response(s) => Some(s.code),
+            StartLine::Request(_) => None,
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        match &self.start {
+            StartLine::Request(r) => r.version,
+            StartLine::Response(s) => s.version,
+        }
+    }
+
+    /// The value of the one header of that name; an error if it is missing or repeated.
+    fn single<'a>(&'a self, name: &'a HeaderName) -> Result<&'a Header, HeaderError> {
+        let mut it = self.headers.get_all(name);
+        let first = it.next().ok_or(HeaderError::Missing(label(name)))?;
+        if it.next().is_some() {
+            return Err(HeaderError::Multiple(label(name)));
+        }
+        Ok(first)
+    }
+
+    fn optional_single<'a>(&'a self, name: &'a HeaderName) -> Result<Option<&'a Header>, HeaderError> {
+        match self.single(name) {
+            Ok(h) => Ok(Some(h)),
+            Err(HeaderError::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list<T>(&self, name: &HeaderName, parse: impl Fn(&[u8]) -> Option<T>) -> Result<Vec<T>, HeaderError> {
+        let elements = self.headers.elements(name).ok_or(HeaderError::Malformed(label(name)))?;
+        elements.into_iter().map(|e| parse(e).ok_or(HeaderError::Malformed(label(name)))).collect()
+    }
+
+    /// All Via entries, topmost first.
+    pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
+        let v = self.list(&HeaderName::Via, Via::parse)?;
+        if v.is_empty() {
+            return Err(HeaderError::Missing("Via"));
+        }
+        Ok(v)
+    }
+
+    /// The topmost Via, which names the previous hop (RFC 3261 §18.2.2).
+    pub fn top_via(&self) -> Result<Via, HeaderError> {
+        let h = self.headers.get(&HeaderName::Via).ok_or(HeaderError::Missing("Via"))?;
+        let first = h.elements().and_then(|e| e.first().copied()).ok_or(HeaderError::Malformed("Via"))?;
+        Via::parse(first).ok_or(HeaderError::Malformed("Via"))
+    }
+
+    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(self.single(&HeaderName::From)?.value()).ok_or(HeaderError::Malformed("From"))
+    }
+
+    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(self.single(&HeaderName::To)?.value()).ok_or(HeaderError::Malformed("To"))
+    }
+
+    pub fn call_id(&self) -> Result<&str, HeaderError> {
+        let v = self.single(&HeaderName::CallId)?.value();
+        // callid = word [ "@" word ]: no white space, not empty.
+        if v.is_empty() || v.iter().any(|b| b.is_ascii_whitespace() || *b < 0x21) {
+            return Err(HeaderError::Malformed("Call-ID"));
+        }
+        std::str::from_utf8(v).map_err(|_| HeaderError::Malformed("Call-ID"))
+    }
+
+    pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+        CSeq::parse(self.single(&HeaderName::CSeq)?.value()).ok_or(HeaderError::Malformed("CSeq"))
+    }
+
+    /// Max-Forwards, if present (RFC 2543 requests may lack it). Values above 255 are malformed.
+    pub fn max_forwards(&self) -> Result<Option<u8>, HeaderError> {
+        self.optional_single(&HeaderName::MaxForwards)?
+            .map(|h| {
+                parse_u32(h.value()).and_then(|v| u8::try_from(v).ok()).ok_or(HeaderError::Malformed("Max-Forwards"))
+            })
+            .transpose()
+    }
+
+    /// Expires as delta-seconds.
+    pub fn expires(&self) -> Result<Option<u32>, HeaderError> {
+        self.optional_single(&HeaderName::Expires)?
+            .map(|h| parse_u32(h.value()).ok_or(HeaderError::Malformed("Expires")))
+            .transpose()
+    }
+
+    pub fn content_length(&self) -> Result<Option<u32>, HeaderError> {
+        self.optional_single(&HeaderName::ContentLength)?
+            .map(|h| parse_u32(h.value()).ok_or(HeaderError::Malformed("Content-Length")))
+            .transpose()
+    }
+
+    pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
+        self.optional_single(&HeaderName::ContentType)?
+            .map(|h| MediaType::parse(h.value()).ok_or(HeaderError::Malformed("Content-Type")))
+            .transpose()
+    }
+
+    pub fn contacts(&self) -> Result<Contacts, HeaderError> {
+        let elements = self.headers.elements(&HeaderName::Contact).ok_or(HeaderError::Malformed("Contact"))?;
+        if elements.len() == 1 && elements[0] == b"*" {
+            return Ok(Contacts::Star);
+        }
+        elements
+            .into_iter()
+            .map(|e| NameAddr::parse(e).ok_or(HeaderError::Malformed("Contact")))
+            .collect::<Result<_, _>>()
+            .map(Contacts::List)
+    }
+
+    pub fn routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.list(&HeaderName::Route, NameAddr::parse)
+    }
+
+    pub fn record_routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.list(&HeaderName::RecordRoute, NameAddr::parse)
+    }
+
+    /// The option tags of a Require, Proxy-Require, Supported or Unsupported header.
+    pub fn option_tags(&self, name: &HeaderName) -> Result<Vec<String>, HeaderError> {
+        self.list(name, |e| is_token(e).then(|| String::from_utf8_lossy(e).into_owned()))
+    }
+
+    /// Accept media ranges (without q-values ordering).
+    pub fn accept(&self) -> Result<Vec<MediaType>, HeaderError> {
+        self.list(&HeaderName::Accept, MediaType::parse)
+    }
+
+    /// Credentials or challenges of an auth header (one per header line: their values contain
+    /// commas, so they are not split as lists).
+    pub fn auth(&self, name: &HeaderName) -> Result<Vec<AuthParams>, HeaderError> {
+        self.headers
+            .get_all(name)
+            .map(|h| AuthParams::parse(h.value()).ok_or(HeaderError::Malformed(label(name))))
+            .collect()
+    }
+
+    /// Replaces the body; sets Content-Type (when given) and Content-Length to match.
+    pub fn set_body(&mut self, body: Bytes, content_type: Option<&MediaType>) {
+        self.headers.remove_all(&HeaderName::ContentType);
+        if let Some(ct) = content_type {
+            self.headers.push(Header::new(HeaderName::ContentType, ct));
+        }
+        self.headers.set(Header::new(HeaderName::ContentLength, body.len()));
+        self.body = body;
+    }
+
+    /// Prints the message. Content-Length is written from the body's real length (replacing
+    /// any header that says otherwise), since TCP framing depends on it (RFC 3261 §18.3).
+    pub fn encode_into(&self, out: &mut BytesMut) {
+        match &self.start {
+            StartLine::Request(r) => {
+                out.put_slice(r.method.as_str().as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(r.uri.to_string().as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(r.version.to_string().as_bytes());
+            }
+            StartLine::Response(s) => {
+                out.put_slice(s.version.to_string().as_bytes());
+                out.put_slice(format!(" {} ", s.code).as_bytes());
+                out.put_slice(s.reason.as_bytes());
+            }
+        }
+        out.put_slice(b"\r\n");
+        let mut wrote_length = false;
+        for h in self.headers.iter() {
+            if h.name == HeaderName::ContentLength {
+                if wrote_length {
+                    continue;
+                }
+                wrote_length = true;
+                if parse_u32(h.value()) != u32::try_from(self.body.len()).ok() {
+                    out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+                    continue;
+                }
+            }
+            out.put_slice(&h.line);
+            out.put_slice(b"\r\n");
+        }
+        if !wrote_length {
+            out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(&self.body);
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(512 + self.body.len());
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// A response to this request as RFC 3261 §8.2.6.2 builds it: Via (all of them), From,
+    /// To, Call-ID and CSeq copied; a To tag added when the response is not 100 and the
+    /// request had none (the caller passes the tag it keeps for this dialog or transaction).
+    pub fn make_response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
+        let mut resp = Message::response(code, reason);
+        for h in self.headers.iter() {
+            match h.name {
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    resp.headers.push(h.clone())
+                }
+                HeaderName::To => {
+                    let needs_tag = code != 100 && self.to().map(|t| t.tag().is_none()).unwrap_or(false);
+                    match (needs_tag, to_tag, self.to()) {
+                        (true, Some(tag), Ok(mut to)) => {
+                            to.set_param("tag", Some(tag.to_owned()));
+                            resp.headers.push(Header::new(HeaderName::To, to));
+                        }
+                        _ => resp.headers.push(h.clone()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        resp
+    }
+
+    /// The transaction's Call-ID, CSeq and top Via branch in one call, for logs.
+    pub fn summary(&self) -> String {
+        let first = match &self.start {
+            StartLine::Request(r) => format!("{} {}", r.method, r.uri),
+            StartLine::Response(s) => format!("{} {}", s.code, s.reason),
+        };
+        let cseq = self.cseq().map(|c| c.to_string()).unwrap_or_default();
+        format!("{first} (cseq {cseq}, call-id {})", self.call_id().unwrap_or("?"))
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.encode()))
+    }
+}
