@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
+//! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //!
 //! # Sans-IO
 //! Protocol logic never touches a socket, a file or the clock: state machines take `now` and
 //! inputs as arguments and return what to send and when to wake. Only `daemon` does I/O.
 #![forbid(unsafe_code)]
 
+pub mod peer;
 pub mod sip;

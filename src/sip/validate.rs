@@ -6,20 +6,34 @@
 //! at a UAS) live with the element that plays the role.
 
 use super::header::HeaderName;
-use super::message::{HeaderError, Message, Version};
+use super::message::{Header, HeaderError, Message, Version};
 use super::method::Method;
 use super::uri::Uri;
 
-/// Why a request is refused: the status and reason phrase to answer with.
+/// Why a request is refused: the status, reason phrase and any headers the status calls for
+/// (Unsupported with 420, Allow with 405/501, Accept with 415, a challenge with 401).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub status: u16,
     pub reason: String,
+    pub headers: Vec<Header>,
 }
 
 impl Rejection {
     pub fn new(status: u16, reason: impl Into<String>) -> Rejection {
-        Rejection { status, reason: reason.into() }
+        Rejection { status, reason: reason.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, h: Header) -> Rejection {
+        self.headers.push(h);
+        self
+    }
+
+    /// The response to `request` that carries this rejection.
+    pub fn to_response(&self, request: &Message, to_tag: Option<&str>) -> Message {
+        let mut resp = request.make_response(self.status, &self.reason, to_tag);
+        resp.headers.extend(self.headers.iter().cloned());
+        resp
     }
 }
 
@@ -75,8 +89,7 @@ pub fn check_request(msg: &Message) -> Result<(), Rejection> {
             return Err(Rejection::new(400, "Headers not allowed in Request-URI"));
         }
     }
-    // RFC 3261 §17.1.1.3: a CANCEL/ACK cannot carry a body meaningfully only for CANCEL; the
-    // method itself needs no more checks here.
+    // RFC 3261 §9.1: a CANCEL has no body.
     if *method == Method::Cancel && !msg.body.is_empty() {
         return Err(Rejection::new(400, "CANCEL with a body"));
     }
@@ -89,10 +102,7 @@ pub fn check_response(msg: &Message) -> Result<(), &'static str> {
         return Err("unsupported version");
     }
     let vias = msg.vias().map_err(|_| "bad Via")?;
-    if vias.len() > 1 {
-        // RFC 3261 §18.1.2: a response with more than one Via is for someone else… unless we
-        // are a proxy, in which case the caller handles it. Broadcast sent-by is never valid.
-    }
+    // RFC 4475 §3.3.10: a broadcast sent-by is never a place to send anything.
     for via in &vias {
         if via.host == super::uri::Host::Ipv4(std::net::Ipv4Addr::BROADCAST) {
             return Err("broadcast Via sent-by");

@@ -1,0 +1,28 @@
+//! What the node has seen and done, for `p2psip status` and for tests.
+
+/// Monotonic counters; the driver reads them for the status API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// SIP messages received (datagrams and stream frames), whether or not they parsed.
+    pub messages_in: u64,
+    /// SIP messages sent, retransmissions included.
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Input that was not a SIP message at all, or whose framing was broken.
+    pub parse_errors: u64,
+    /// Requests refused with a 4xx–6xx because they were malformed or unsupported.
+    pub requests_rejected: u64,
+    /// Messages dropped without an answer (responses matching nothing, unanswerable garbage).
+    pub messages_dropped: u64,
+    /// Retransmitted requests absorbed by a server transaction.
+    pub retransmissions_absorbed: u64,
+    /// UDP datagrams over the size limit, dropped before parsing.
+    pub oversized_datagrams: u64,
+    /// CRLF keep-alive pings answered (RFC 5626 §4.4.1).
+    pub keepalives: u64,
+    /// Server transactions created since start.
+    pub server_transactions: u64,
+    /// Client transactions created since start.
+    pub client_transactions: u64,
+}

@@ -1,0 +1,106 @@
+//! Addresses as the peer sees them: which of its listeners a message used, over which
+//! transport, from whom; and where responses go (RFC 3261 §18.2.2, RFC 3581 §4).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::sip::header::Via;
+
+/// The node's two faces: node-to-node SIP, and the proxy that local softphones use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    Overlay,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// A stream connection, numbered by the driver that owns the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// One end of a message's journey: our listener, the transport, the remote address, and for
+/// streams the connection it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub listener: Listener,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    /// For TCP: the connection a message arrived on, or the one to send on. `None` asks the
+    /// driver to use any open connection to `remote`, or to open one.
+    pub conn: Option<ConnectionId>,
+}
+
+/// Bytes for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Endpoint,
+    pub data: Bytes,
+}
+
+/// Where the response to a request received from `from` goes.
+///
+/// - Over a stream: back on the same connection (RFC 3261 §18.2.2); the driver opens a new one
+///   to the same address if it has closed.
+/// - Over UDP: to the source IP (the `received` address, §18.2.1) and, when the top Via asks
+///   for `rport`, the source port (RFC 3581 §4); otherwise the sent-by port or 5060.
+///   `maddr` is ignored: honouring it would let anyone aim our responses at a third party.
+/// - With no readable Via, the source address: the only one we know.
+pub fn reply_endpoint(from: &Endpoint, top_via: Option<&Via>) -> Endpoint {
+    if from.transport.is_reliable() {
+        return *from;
+    }
+    let port = match top_via {
+        None => from.remote.port(),
+        Some(via) if via.rport().is_some() => from.remote.port(),
+        Some(via) => via.port.unwrap_or(5060),
+    };
+    Endpoint { remote: SocketAddr::new(from.remote.ip(), port), ..*from }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(transport: Transport) -> Endpoint {
+        Endpoint { listener: Listener::Proxy, transport, remote: "127.0.0.9:40000".parse().unwrap(), conn: None }
+    }
+
+    #[test]
+    fn udp_replies_follow_via() {
+        let via = Via::parse(b"SIP/2.0/UDP phone.example.com:5062;branch=z9hG4bK1").unwrap();
+        assert_eq!(reply_endpoint(&ep(Transport::Udp), Some(&via)).remote, "127.0.0.9:5062".parse().unwrap());
+        let via = Via::parse(b"SIP/2.0/UDP phone.example.com;branch=z9hG4bK1").unwrap();
+        assert_eq!(reply_endpoint(&ep(Transport::Udp), Some(&via)).remote, "127.0.0.9:5060".parse().unwrap());
+        let via = Via::parse(b"SIP/2.0/UDP phone.example.com:5062;branch=z9hG4bK1;rport").unwrap();
+        assert_eq!(reply_endpoint(&ep(Transport::Udp), Some(&via)).remote, "127.0.0.9:40000".parse().unwrap());
+        assert_eq!(reply_endpoint(&ep(Transport::Udp), None).remote, "127.0.0.9:40000".parse().unwrap());
+    }
+
+    #[test]
+    fn tcp_replies_on_the_connection() {
+        let from = Endpoint { conn: Some(ConnectionId(7)), ..ep(Transport::Tcp) };
+        let via = Via::parse(b"SIP/2.0/TCP phone.example.com:5062;branch=z9hG4bK1").unwrap();
+        assert_eq!(reply_endpoint(&from, Some(&via)), from);
+    }
+}
