@@ -115,12 +115,9 @@ pub fn check_response(msg: &Message) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// True when enough of a request is readable to send any response to it: a top Via with a
-/// usable sent-by, plus Call-ID, CSeq, From and To lines to copy (they are copied raw, so
-/// they need only be present).
+/// True when a response can be sent at all: it needs a top Via to be routed (RFC 3261
+/// §18.2.2). Whatever of From, To, Call-ID and CSeq exists is copied raw; a request missing
+/// them still deserves its 400 (RFC 4475 §3.3.1).
 pub fn can_answer(msg: &Message) -> bool {
     msg.headers.get(&HeaderName::Via).is_some()
-        && [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq]
-            .iter()
-            .all(|n| msg.headers.get(n).is_some())
 }
