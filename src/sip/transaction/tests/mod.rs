@@ -1,9 +1,11 @@
 //! Tests of the transaction layer on a virtual clock: per-state unit tests for each side
-//! ([`client`], [`server`]) and matching rules ([`matching`]).
+//! ([`client`], [`server`]), matching rules ([`matching`]) and a lock-step lossy network
+//! ([`sim`]).
 
 mod client;
 mod matching;
 mod server;
+mod sim;
 
 use std::time::{Duration, Instant};
 
