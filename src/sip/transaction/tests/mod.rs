@@ -1,8 +1,9 @@
 //! Tests of the transaction layer on a virtual clock: per-state unit tests for each side
-//! ([`client`], [`server`]), matching rules ([`matching`]) and a lock-step lossy network
-//! ([`sim`]).
+//! ([`client`], [`server`]), matching rules ([`matching`]), a lock-step lossy network
+//! ([`sim`]) and random input ([`fuzz`]).
 
 mod client;
+mod fuzz;
 mod matching;
 mod server;
 mod sim;
