@@ -17,6 +17,7 @@ pub mod message;
 pub mod method;
 pub mod parse;
 pub mod syntax;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 
