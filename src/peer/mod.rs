@@ -25,6 +25,7 @@ pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 
 use crate::sip::header::Via;
+use crate::sip::transaction::{Event, Received, ServerTxId, Timers, TransactionLayer};
 use crate::sip::validate::{self, Rejection};
 use crate::sip::{parse, Header, HeaderName, Headers, Message, Method, RequestLine, StartLine, Uri, Version};
 
@@ -43,6 +44,8 @@ pub struct PeerConfig {
     pub max_datagram_size: usize,
     /// Seeds the generator for tags, branches and nonce keys.
     pub seed: u64,
+    /// T1, T2, T4 (RFC 3261 §17.1.1.1).
+    pub timers: Timers,
     /// `Server` / `User-Agent` value.
     pub server: String,
 }
@@ -55,6 +58,7 @@ impl PeerConfig {
             domain: "p2p.test".into(),
             max_datagram_size: 16 * 1024,
             seed: 0,
+            timers: Timers::default(),
             server: format!("p2psip/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -67,6 +71,7 @@ pub struct Peer {
     /// Key for the HMAC that makes digest nonces verifiable without state.
     nonce_key: ring::hmac::Key,
     started: Instant,
+    transactions: TransactionLayer<Endpoint>,
     outbox: VecDeque<Transmit>,
     counters: Counters,
     /// `host:port` of our listeners, for loop detection (RFC 3261 §16.3 step 4).
@@ -80,12 +85,13 @@ impl Peer {
         let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
         Peer {
             nonce_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
-            config,
             rng,
             started: now,
+            transactions: TransactionLayer::new(config.timers),
             outbox: VecDeque::new(),
             counters: Counters::default(),
             own_sent_by,
+            config,
         }
     }
 
@@ -95,6 +101,11 @@ impl Peer {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Live server and client transactions.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.transactions.server_count(), self.transactions.client_count())
     }
 
     /// One datagram, or one frame cut from a stream, arrived from `from`.
@@ -135,7 +146,7 @@ impl Peer {
                             body: Bytes::new(),
                         };
                         let reason = capitalise(&e.kind.to_string());
-                        self.reject(now, from, &stub, Rejection::new(400, reason));
+                        self.reject_stateless(from, &stub, Rejection::new(400, reason));
                     }
                     None => self.counters.messages_dropped += 1,
                 }
@@ -149,35 +160,103 @@ impl Peer {
         self.transmit(Transmit { to: from, data: Bytes::from_static(b"\r\n") });
     }
 
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.transactions.handle_timeout(now);
+        self.drain_transactions();
+    }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-
-    fn transmit(&mut self, t: Transmit) {
+        let t = self.outbox.pop_front()?;
         self.counters.messages_out += 1;
         self.counters.bytes_out += t.data.len() as u64;
         trace!(to = %t.to.remote, len = t.data.len(), "transmit");
+        Some(t)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.transactions.poll_timeout()
+    }
+
+    /// Queues bytes sent outside any transaction (stateless answers, keep-alive pongs).
+    fn transmit(&mut self, t: Transmit) {
         self.outbox.push_back(t);
+    }
+
+    /// Moves what the transaction layer wants sent into the outbox and handles its events.
+    fn drain_transactions(&mut self) {
+        while let Some((to, data)) = self.transactions.poll_transmit() {
+            self.outbox.push_back(Transmit { to, data });
+        }
+        while let Some(event) = self.transactions.poll_event() {
+            match event {
+                Event::ServerAckTimeout { id } => debug!(%id, "no ACK for our final response (Timer H)"),
+                Event::ClientTimeout { id } => debug!(%id, "request timed out (Timer B/F)"),
+                Event::ServerTerminated { .. } | Event::ClientTerminated { .. } => {}
+            }
+        }
     }
 
     fn handle_request(&mut self, now: Instant, from: Endpoint, mut msg: Message) {
         if let Err(rejection) = validate::check_request(&msg) {
+            // Too malformed to be trusted with a transaction: answer once, statelessly.
             debug!(from = %from.remote, status = rejection.status, reason = %rejection.reason, "request refused");
-            self.reject(now, from, &msg, rejection);
+            self.reject_stateless(from, &msg, rejection);
             return;
         }
         stamp_received(&mut msg, &from);
-        let answer = self.route(now, &from, &msg);
-        match answer {
-            Answer::Respond(resp) => self.send_response(&from, &msg, resp),
-            Answer::Reject(rejection) => self.reject(now, from, &msg, rejection),
-            Answer::Nothing => {}
+        let reply_to = reply_endpoint(&from, msg.top_via().ok().as_ref());
+        let received = self.transactions.handle_message(now, msg, reply_to, from.transport.is_reliable());
+        match received {
+            Received::Request { id, request, cancels } => {
+                self.counters.server_transactions += 1;
+                let answer = match cancels {
+                    // RFC 3261 §9.2: a CANCEL matching a transaction gets 200; the INVITE gets
+                    // 487 if it is still unanswered (ours never are for long: answers are
+                    // immediate, so `respond` reports AlreadyFinal and nothing more is sent).
+                    Some(invite) => {
+                        self.answer_invite(now, invite, &request, 487, "Request Terminated");
+                        let tag = self.new_tag();
+                        Answer::Respond(request.make_response(200, "OK", Some(&tag)))
+                    }
+                    None => self.route(now, &from, &request),
+                };
+                self.answer(now, id, &request, answer);
+            }
+            Received::Absorbed => self.counters.retransmissions_absorbed += 1,
+            // An ACK for a 2xx we never sent, or that is not ours to route yet.
+            Received::Ack { request } => debug!(msg = %request.summary(), "ACK matching no transaction"),
+            Received::Response { .. } | Received::Stray { .. } => {}
+        }
+        self.drain_transactions();
+    }
+
+    fn answer(&mut self, now: Instant, id: ServerTxId, request: &Message, answer: Answer) {
+        let response = match answer {
+            Answer::Respond(resp) => resp,
+            Answer::Reject(rejection) => {
+                self.counters.requests_rejected += 1;
+                let tag = self.new_tag();
+                let mut resp = rejection.to_response(request, Some(&tag));
+                resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+                resp
+            }
+            Answer::Nothing => return,
+        };
+        if let Err(e) = self.transactions.respond(now, id, response) {
+            debug!(%id, error = %e, "could not answer");
+        }
+    }
+
+    fn answer_invite(&mut self, now: Instant, invite: ServerTxId, cancel: &Message, code: u16, reason: &str) {
+        let tag = self.new_tag();
+        let resp = cancel.make_response(code, reason, Some(&tag));
+        // The 487 goes with the INVITE's CSeq method: rebuild CSeq from the CANCEL's number.
+        let mut resp = resp;
+        if let Ok(cseq) = cancel.cseq() {
+            resp.headers.set(Header::new(HeaderName::CSeq, format!("{} INVITE", cseq.seq)));
+        }
+        if self.transactions.respond(now, invite, resp).is_ok() {
+            debug!(%invite, "INVITE cancelled");
         }
     }
 
@@ -228,17 +307,27 @@ impl Peer {
         }
     }
 
-    fn handle_response(&mut self, _now: Instant, from: Endpoint, msg: Message) {
+    fn handle_response(&mut self, now: Instant, from: Endpoint, msg: Message) {
         if let Err(why) = validate::check_response(&msg) {
             debug!(from = %from.remote, why, "dropped malformed response");
-        } else {
-            debug!(from = %from.remote, msg = %msg.summary(), "dropped response matching no transaction");
+            self.counters.messages_dropped += 1;
+            return;
         }
-        self.counters.messages_dropped += 1;
+        match self.transactions.handle_message(now, msg, from, from.transport.is_reliable()) {
+            Received::Stray { response } => {
+                debug!(from = %from.remote, msg = %response.summary(), "dropped response matching no transaction");
+                self.counters.messages_dropped += 1;
+            }
+            Received::Response { id, response } => debug!(%id, status = ?response.status(), "response"),
+            _ => {}
+        }
+        self.drain_transactions();
     }
 
-    fn reject(&mut self, _now: Instant, from: Endpoint, request: &Message, rejection: Rejection) {
-        // RFC 3261 §17.1.1.3: an ACK is never answered.
+    /// Answers a request once, outside any transaction: for requests too malformed to match
+    /// one (RFC 4475 §3.1.2). An ACK is never answered (RFC 3261 §17.1.1.3); a request
+    /// without a Via cannot be.
+    fn reject_stateless(&mut self, from: Endpoint, request: &Message, rejection: Rejection) {
         if request.method() == Some(&Method::Ack) || !validate::can_answer(request) {
             self.counters.messages_dropped += 1;
             return;
@@ -247,11 +336,7 @@ impl Peer {
         let tag = self.new_tag();
         let mut resp = rejection.to_response(request, Some(&tag));
         resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-        self.send_response(&from, request, resp);
-    }
-
-    fn send_response(&mut self, from: &Endpoint, request: &Message, resp: Message) {
-        let to = reply_endpoint(from, request.top_via().ok().as_ref());
+        let to = reply_endpoint(&from, request.top_via().ok().as_ref());
         self.transmit(Transmit { to, data: resp.encode() });
     }
 
@@ -319,3 +404,6 @@ fn replace_top_via(headers: &mut Headers, via: &Via) {
 pub fn new_branch(rng: &mut impl Rng) -> String {
     format!("{}{:016x}", crate::sip::header::BRANCH_MAGIC_COOKIE, rng.random::<u64>())
 }
+
+#[cfg(test)]
+mod tests;
