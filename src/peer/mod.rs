@@ -24,6 +24,7 @@ use tracing::{debug, trace, warn};
 pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 
+use crate::sip::framing::FramingError;
 use crate::sip::header::Via;
 use crate::sip::transaction::{Event, Received, ServerTxId, Timers, TransactionLayer};
 use crate::sip::validate::{self, Rejection};
@@ -158,6 +159,13 @@ impl Peer {
     pub fn handle_ping(&mut self, _now: Instant, from: Endpoint) {
         self.counters.keepalives += 1;
         self.transmit(Transmit { to: from, data: Bytes::from_static(b"\r\n") });
+    }
+
+    /// A stream's framing broke (RFC 3261 §18.3: bad or missing Content-Length, oversize
+    /// message). The driver closes that connection; the peer only counts and logs it.
+    pub fn handle_framing_error(&mut self, _now: Instant, from: Endpoint, error: &FramingError) {
+        self.counters.parse_errors += 1;
+        debug!(from = %from.remote, %error, "stream framing error; connection closed");
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -1,0 +1,50 @@
+//! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
+//! is doing. Parsing and formatting only; `main` runs the commands through [`crate::daemon`].
+
+pub mod node;
+pub mod status;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+pub use node::NodeArgs;
+pub use status::StatusArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p2psip",
+    version,
+    about = "A peer-to-peer SIP softphone daemon",
+    long_about = "A peer-to-peer SIP softphone daemon.\n\n\
+        Run `p2psip node` on your machine and point an ordinary SIP softphone at its proxy \
+        address (default 127.0.0.1:5060). Nodes will find each other through a Chord overlay \
+        carried in SIP, with no SIP server anywhere; today a node answers OPTIONS and REGISTER \
+        and reports its state on a local HTTP status API.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output: -v for debug, -vv for trace (p2psip's own modules). Logs go to
+    /// stderr; RUST_LOG (e.g. RUST_LOG=p2psip=debug) sets the filter, default info.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Node(NodeArgs),
+    Status(StatusArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

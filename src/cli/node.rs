@@ -1,0 +1,82 @@
+//! `p2psip node`: its flags, and how they override the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::daemon::Overrides;
+
+/// Run a p2psip node in the foreground until Ctrl-C or SIGTERM.
+///
+/// The node listens for SIP over UDP and TCP on two addresses: the overlay address (--listen),
+/// where other nodes reach it, and the proxy address (--proxy), where local softphones register
+/// and send calls. A local HTTP API (--http) reports its status (`p2psip status`).
+///
+/// Settings come from the defaults, then the TOML file given with --config (keys: listen,
+/// proxy, http, join, domain, max_datagram_size, data_dir), then these flags, each later one
+/// winning. Exits 0 after a clean shutdown, 1 if it cannot start (address in use, bad config).
+#[derive(Debug, Clone, Args)]
+#[command(verbatim_doc_comment)]
+pub struct NodeArgs {
+    /// TOML settings file. Unknown keys are an error.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the node's state, created if missing [default: $XDG_DATA_HOME/p2psip]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Overlay address: node-to-node SIP over UDP and TCP [default: 0.0.0.0:5070]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Proxy address that local softphones use, UDP and TCP [default: 127.0.0.1:5060]
+    #[arg(long, value_name = "ADDR")]
+    pub proxy: Option<SocketAddr>,
+
+    /// HTTP status API address (GET /status, GET /health) [default: 127.0.0.1:5090]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
+    /// A node to join the overlay through; repeat for several. Accepted and reported, but
+    /// joining is not implemented yet.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Vec<SocketAddr>,
+
+    /// SIP domain that local phones register in [default: p2p.test]
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+}
+
+impl NodeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            proxy: self.proxy,
+            http: self.http,
+            join: self.join.clone(),
+            domain: self.domain.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use crate::cli::Cli;
+    use crate::daemon::config::{Config, DEFAULT_DOMAIN};
+
+    /// The help text states defaults by hand (flags must not override the file with them).
+    #[test]
+    fn help_states_the_real_defaults() {
+        let mut cmd = Cli::command();
+        let help = cmd.find_subcommand_mut("node").expect("node command").render_long_help().to_string();
+        let d = Config::default();
+        for value in [d.listen.to_string(), d.proxy.to_string(), d.http.to_string(), DEFAULT_DOMAIN.to_string()] {
+            assert!(help.contains(&format!("[default: {value}]")), "{value} missing from:\n{help}");
+        }
+    }
+}

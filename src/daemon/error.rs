@@ -1,0 +1,63 @@
+//! What can stop the daemon from starting or running. Peer misbehaviour never appears here:
+//! it is counted and logged by the peer and the connection tasks.
+
+use std::net::SocketAddr;
+
+use super::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding a listener failed, usually because the address is already in use.
+    #[error("cannot bind the {what} to {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node's seed (tags, branches, nonce keys) must be unpredictable.
+    #[error("the system random number generator failed")]
+    Random,
+    /// Any other operating-system failure while setting up (signals, socket addresses).
+    #[error("cannot {doing}")]
+    Io {
+        doing: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Errors of `p2psip status`: talking to a node's HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no node is answering at http://{addr} (is `p2psip node` running?)")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node at http://{addr} did not answer within {secs} s")]
+    Timeout { addr: SocketAddr, secs: u64 },
+    #[error("cannot build a request for http://{addr}/status")]
+    Request {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("HTTP exchange with http://{addr} failed")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("http://{addr}/status answered {status}")]
+    Status { addr: SocketAddr, status: hyper::StatusCode },
+    #[error("http://{addr}/status did not return status JSON")]
+    Json {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}

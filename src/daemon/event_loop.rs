@@ -1,0 +1,238 @@
+//! The node's one event loop. It owns the [`Peer`] and waits on everything that can feed it:
+//! datagrams on both UDP sockets, new TCP connections on both listeners, frames and closes
+//! from connection tasks, the peer's next deadline, status queries, and shutdown. After each
+//! input it drains [`Peer::poll_transmit`] onto the right socket or connection.
+//!
+//! TCP sending follows RFC 3261 §18.2.2: on the connection named in the transmit if it is
+//! still open, else on any open connection to the same remote, else on a new one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::{debug, trace, warn};
+
+use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
+use super::listeners::Listeners;
+use super::status::{NodeInfo, Status, StatusQuery, Transactions};
+use crate::peer::{ConnectionId, Endpoint, Listener, Peer, Transmit, Transport};
+use crate::sip::framing::Frame;
+
+/// The largest UDP payload; the peer applies the configured (smaller) limit and counts drops.
+const UDP_BUFFER: usize = 65_535;
+/// Connection events waiting for the loop; connection tasks pause reading when it is full.
+const EVENT_QUEUE: usize = 1024;
+
+/// An open (or opening) TCP connection, as the loop sees it.
+struct Connection {
+    listener: Listener,
+    remote: SocketAddr,
+    /// Bytes to write; dropping it tells the connection task to close.
+    outgoing: mpsc::Sender<Bytes>,
+}
+
+pub(crate) struct EventLoop {
+    peer: Peer,
+    listeners: Listeners,
+    info: NodeInfo,
+    started: Instant,
+    connections: BTreeMap<ConnectionId, Connection>,
+    next_connection: u64,
+    events_tx: mpsc::Sender<ConnEvent>,
+    events: mpsc::Receiver<ConnEvent>,
+    queries: mpsc::Receiver<StatusQuery>,
+}
+
+impl EventLoop {
+    pub fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<StatusQuery>) -> EventLoop {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        EventLoop {
+            peer,
+            listeners,
+            info,
+            started: Instant::now(),
+            connections: BTreeMap::new(),
+            next_connection: 0,
+            events_tx,
+            events,
+            queries,
+        }
+    }
+
+    /// Runs until `shutdown` completes. Returning drops the listeners and every connection's
+    /// queue, which closes the sockets.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut overlay_buf = vec![0u8; UDP_BUFFER];
+        let mut proxy_buf = vec![0u8; UDP_BUFFER];
+        // Re-armed to the peer's deadline on every turn; only polled when there is one.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.peer.poll_timeout();
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(at.into());
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                r = self.listeners.overlay.udp.recv_from(&mut overlay_buf) => {
+                    self.on_datagram(Listener::Overlay, r, &overlay_buf);
+                }
+                r = self.listeners.proxy.udp.recv_from(&mut proxy_buf) => {
+                    self.on_datagram(Listener::Proxy, r, &proxy_buf);
+                }
+                r = self.listeners.overlay.tcp.accept() => self.on_accept(Listener::Overlay, r),
+                r = self.listeners.proxy.tcp.accept() => self.on_accept(Listener::Proxy, r),
+                Some(event) = self.events.recv() => self.on_conn_event(event),
+                Some(query) = self.queries.recv() => {
+                    // The HTTP handler may have given up waiting; nothing to do then.
+                    let _ = query.send(self.status());
+                }
+                () = &mut sleep, if deadline.is_some() => self.peer.handle_timeout(Instant::now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn on_datagram(&mut self, listener: Listener, r: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+        match r {
+            Ok((n, remote)) => {
+                let from = Endpoint { listener, transport: Transport::Udp, remote, conn: None };
+                self.peer.handle_input(Instant::now(), from, Bytes::copy_from_slice(&buf[..n]));
+            }
+            // E.g. ICMP port unreachable from an earlier send, reported on this socket.
+            Err(e) => debug!(?listener, error = %e, "UDP receive error"),
+        }
+    }
+
+    fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {
+        match r {
+            Ok((stream, remote)) => {
+                let (id, rx) = self.add_connection(listener, remote);
+                debug!(?listener, %remote, conn = id.0, "TCP connection accepted");
+                tokio::spawn(connection::serve(id, stream, rx, self.events_tx.clone()));
+            }
+            // Usually out of file descriptors; the listener itself stays usable.
+            Err(e) => warn!(?listener, error = %e, "TCP accept failed"),
+        }
+    }
+
+    fn on_conn_event(&mut self, event: ConnEvent) {
+        let now = Instant::now();
+        match event {
+            ConnEvent::Frame { id, frame } => {
+                // Frames still in flight from a connection the loop already dropped are stale.
+                let Some(c) = self.connections.get(&id) else { return };
+                let from = endpoint(id, c);
+                match frame {
+                    Frame::Message(data) => self.peer.handle_input(now, from, data),
+                    Frame::Ping => self.peer.handle_ping(now, from),
+                }
+            }
+            ConnEvent::Closed { id, reason } => {
+                let Some(c) = self.connections.remove(&id) else { return };
+                let from = endpoint(id, &c);
+                match reason {
+                    CloseReason::Framing(e) => self.peer.handle_framing_error(now, from, &e),
+                    CloseReason::Eof | CloseReason::Local => {
+                        debug!(remote = %c.remote, conn = id.0, "TCP connection closed")
+                    }
+                    CloseReason::Io(e) => debug!(remote = %c.remote, conn = id.0, error = %e, "TCP connection failed"),
+                    CloseReason::ConnectFailed(e) => {
+                        debug!(remote = %c.remote, conn = id.0, error = %e, "TCP connect failed; messages dropped")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.peer.poll_transmit() {
+            match t.to.transport {
+                Transport::Udp => {
+                    let socket = &self.listeners.face(t.to.listener).udp;
+                    if let Err(e) = socket.send_to(&t.data, t.to.remote).await {
+                        debug!(to = %t.to.remote, error = %e, "UDP send failed");
+                    }
+                }
+                Transport::Tcp => self.send_tcp(t),
+            }
+        }
+    }
+
+    fn send_tcp(&mut self, t: Transmit) {
+        let Transmit { to, data } = t;
+        let id = to
+            .conn
+            .filter(|id| self.connections.contains_key(id))
+            .or_else(|| self.open_connection_to(to.listener, to.remote))
+            .unwrap_or_else(|| self.connect(to.listener, to.remote));
+        let Some(c) = self.connections.get(&id) else { return };
+        match c.outgoing.try_send(data) {
+            Ok(()) => trace!(to = %to.remote, conn = id.0, "queued on TCP connection"),
+            Err(TrySendError::Full(_)) => {
+                // The remote is not reading; dropping the queue closes the connection.
+                debug!(to = %to.remote, conn = id.0, "TCP connection too slow; closing it");
+                self.connections.remove(&id);
+            }
+            Err(TrySendError::Closed(data)) => {
+                // The task ended and its Closed event is still queued: use a fresh connection.
+                self.connections.remove(&id);
+                let id = self.connect(to.listener, to.remote);
+                if let Some(c) = self.connections.get(&id) {
+                    let _ = c.outgoing.try_send(data);
+                }
+            }
+        }
+    }
+
+    fn open_connection_to(&self, listener: Listener, remote: SocketAddr) -> Option<ConnectionId> {
+        // A linear scan: a node holds few connections, and this runs only when the peer
+        // did not name one.
+        self.connections.iter().find(|(_, c)| c.listener == listener && c.remote == remote).map(|(id, _)| *id)
+    }
+
+    /// Starts an outbound connection; messages queue on it while it opens.
+    fn connect(&mut self, listener: Listener, remote: SocketAddr) -> ConnectionId {
+        let (id, rx) = self.add_connection(listener, remote);
+        let local_ip = self.listeners.face(listener).addr.ip();
+        debug!(?listener, %remote, conn = id.0, "opening TCP connection");
+        tokio::spawn(connection::connect_and_serve(id, local_ip, remote, rx, self.events_tx.clone()));
+        id
+    }
+
+    fn add_connection(&mut self, listener: Listener, remote: SocketAddr) -> (ConnectionId, mpsc::Receiver<Bytes>) {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        let (outgoing, rx) = mpsc::channel(OUTGOING_QUEUE);
+        self.connections.insert(id, Connection { listener, remote, outgoing });
+        (id, rx)
+    }
+
+    fn status(&self) -> Status {
+        let info = &self.info;
+        Status {
+            node_id: None,
+            version: env!("CARGO_PKG_VERSION"),
+            listen: info.listen,
+            proxy: info.proxy,
+            http: info.http,
+            domain: info.domain.clone(),
+            join: info.join.clone(),
+            data_dir: info.data_dir.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            counters: self.peer.counters().clone(),
+            transactions: Transactions::of(&self.peer),
+        }
+    }
+}
+
+fn endpoint(id: ConnectionId, c: &Connection) -> Endpoint {
+    Endpoint { listener: c.listener, transport: Transport::Tcp, remote: c.remote, conn: Some(id) }
+}

@@ -1,0 +1,60 @@
+//! Binding the node's four SIP listeners (UDP and TCP on the overlay and proxy addresses)
+//! and its HTTP listener, before anything else starts, so that a busy address is one clear
+//! error at startup rather than a half-running node.
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::DaemonError;
+use crate::peer::Listener;
+
+/// One face of the node: a UDP socket and a TCP listener on the same address.
+pub(crate) struct Face {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+    /// The bound address (a requested port 0 resolved to the one the system chose).
+    pub addr: SocketAddr,
+}
+
+pub(crate) struct Listeners {
+    pub overlay: Face,
+    pub proxy: Face,
+}
+
+impl Listeners {
+    pub async fn bind(overlay: SocketAddr, proxy: SocketAddr) -> Result<Listeners, DaemonError> {
+        Ok(Listeners {
+            overlay: Face::bind(Listener::Overlay, overlay).await?,
+            proxy: Face::bind(Listener::Proxy, proxy).await?,
+        })
+    }
+
+    pub fn face(&self, listener: Listener) -> &Face {
+        match listener {
+            Listener::Overlay => &self.overlay,
+            Listener::Proxy => &self.proxy,
+        }
+    }
+}
+
+impl Face {
+    async fn bind(listener: Listener, addr: SocketAddr) -> Result<Face, DaemonError> {
+        let (udp_what, tcp_what) = match listener {
+            Listener::Overlay => ("overlay UDP socket", "overlay TCP listener"),
+            Listener::Proxy => ("proxy UDP socket", "proxy TCP listener"),
+        };
+        let udp = UdpSocket::bind(addr).await.map_err(|source| DaemonError::Bind { what: udp_what, addr, source })?;
+        let addr = udp.local_addr().map_err(|source| DaemonError::Io { doing: "read a socket address", source })?;
+        // The same port for TCP, so one `host:port` names the node on both transports.
+        let tcp = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what: tcp_what, addr, source })?;
+        Ok(Face { udp, tcp, addr })
+    }
+}
+
+pub(crate) async fn bind_http(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), DaemonError> {
+    let l =
+        TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what: "HTTP status API", addr, source })?;
+    let addr = l.local_addr().map_err(|source| DaemonError::Io { doing: "read a socket address", source })?;
+    Ok((l, addr))
+}

@@ -1,0 +1,313 @@
+//! Shared helpers for the integration tests: real `p2psip` processes, free ports, and tiny
+//! HTTP and SIP clients.
+//!
+//! Every process a test starts is owned by a guard that kills it by its own PID on drop, so a
+//! failing assertion never leaves a node running. Tests wait for conditions by polling with a
+//! deadline, never by sleeping a fixed time. Each test uses its own loopback address
+//! (127.0.0.x) so tests in one binary can run in parallel.
+// Not every test binary uses every helper; tests may poll with the real clock.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+
+/// How long a node may take to start answering `/health`.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `cond` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP address")
+}
+
+/// `n` distinct ports on `ip` that are free for both UDP and TCP right now. All candidates
+/// are held until the last one is found, so the kernel cannot hand out one twice.
+pub fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let tcp = TcpListener::bind((ip, 0)).expect("bind an ephemeral TCP port");
+        let port = tcp.local_addr().expect("local address").port();
+        if let Ok(udp) = UdpSocket::bind((ip, port)) {
+            held.push((port, tcp, udp));
+        }
+    }
+    held.into_iter().map(|(port, _, _)| port).collect()
+}
+
+pub fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
+    free_ports(ip, n).into_iter().map(|p| SocketAddr::new(ip, p)).collect()
+}
+
+/// A child process that is killed (by PID, through its handle) when the guard drops.
+pub struct ChildGuard {
+    child: Child,
+    exit: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard { child, exit: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has ended.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("try_wait");
+        }
+        self.exit
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_for(timeout, || self.try_exit())
+    }
+
+    /// Sends SIGTERM to this process only.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(ok.success(), "kill -TERM {} failed", self.pid());
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `p2psip` command for tests: no RUST_LOG from the environment, and the XDG data home in
+/// `dir` so nothing touches the real home directory.
+pub fn p2psip(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").env("XDG_DATA_HOME", dir.join("xdg-data")).current_dir(dir);
+    cmd
+}
+
+/// What a finished command printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `p2psip args…` to completion (killing it after `timeout`), capturing its output.
+pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
+    let dir = TempDir::new().expect("temp dir");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let child = p2psip(dir.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("stdout file"))
+        .stderr(File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn p2psip");
+    let mut guard = ChildGuard::new(child);
+    let status = guard.wait_exit(timeout);
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("p2psip {args:?} still running after {timeout:?}; stderr:\n{stderr}"));
+    Finished { status, stdout, stderr }
+}
+
+/// A running node on one loopback address, with its own data directory and log file.
+pub struct Node {
+    pub process: ChildGuard,
+    pub listen: SocketAddr,
+    pub proxy: SocketAddr,
+    pub http: SocketAddr,
+    dir: TempDir,
+}
+
+impl Node {
+    /// Starts a node on `ip` with free ports and waits until it answers `/health`.
+    pub fn start(ip: &str) -> Node {
+        Node::start_with(ip, &[])
+    }
+
+    /// Starts a node on free ports of `ip_text`, with `extra` flags after the addresses.
+    pub fn start_with(ip_text: &str, extra: &[&str]) -> Node {
+        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
+        let mut args: Vec<String> =
+            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::launch(http, &args)
+    }
+
+    /// Starts a node from a config file, overriding only its HTTP address.
+    pub fn start_with_config(config: &Path, http: SocketAddr) -> Node {
+        let config = config.to_str().expect("utf-8 path").to_string();
+        Node::launch(http, &["--config".into(), config, "--http".into(), http.to_string()])
+    }
+
+    /// `p2psip node ARGS --data-dir <temp>`, then waits until `http` answers `/health`; the
+    /// overlay and proxy addresses are read back from `/status`.
+    fn launch(http: SocketAddr, args: &[String]) -> Node {
+        let dir = TempDir::new().expect("temp dir");
+        let log = File::create(dir.path().join("node.log")).expect("log file");
+        let child = p2psip(dir.path())
+            .arg("node")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn p2psip node");
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut node = Node { process: ChildGuard::new(child), listen: unknown, proxy: unknown, http, dir };
+        node.wait_ready();
+        let status = node.status_json();
+        let addr = |key: &str| status[key].as_str().and_then(|s| s.parse().ok()).expect("address in /status");
+        (node.listen, node.proxy) = (addr("listen"), addr("proxy"));
+        node
+    }
+
+    pub fn wait_ready(&mut self) {
+        let ready = wait_for(READY_TIMEOUT, || {
+            if let Some(status) = self.process.try_exit() {
+                panic!("node exited during startup ({status}); log:\n{}", self.log());
+            }
+            http_get(self.http, "/health").filter(|(code, body)| *code == 200 && body == "ok")
+        });
+        assert!(ready.is_some(), "node not ready after {READY_TIMEOUT:?}; log:\n{}", self.log());
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.http, "/status").expect("GET /status");
+        assert_eq!(code, 200, "GET /status: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        let status = self.status_json();
+        status["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {status}"))
+    }
+}
+
+/// A minimal HTTP/1.1 GET: `(status code, body)`, or `None` if nothing answered.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// An OPTIONS request to the node itself (no user part), RFC 3261 §11.
+pub fn options_request(target: SocketAddr, local: SocketAddr, transport: &str, call_id: &str) -> String {
+    format!(
+        "OPTIONS sip:{target} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:test@{local}>;tag={call_id}\r\n\
+         To: <sip:{target}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The status code of a SIP response, if `text` is one.
+pub fn status_code(text: &str) -> Option<u16> {
+    text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// Sends an OPTIONS over UDP and waits for the final response with the same Call-ID,
+/// retransmitting as a non-INVITE client transaction does (RFC 3261 §17.1.2.2: from T1,
+/// doubling up to T2) until Timer F (64·T1) fires. Returns the status code, `None` on timeout.
+pub fn udp_options(sock: &UdpSocket, target: SocketAddr, call_id: &str) -> Option<u16> {
+    const T1: Duration = Duration::from_millis(500);
+    const T2: Duration = Duration::from_secs(4);
+    let request = options_request(target, sock.local_addr().expect("local address"), "UDP", call_id);
+    let give_up = Instant::now() + 64 * T1;
+    let mut interval = T1;
+    let mut buf = vec![0u8; 65_535];
+    while Instant::now() < give_up {
+        sock.send_to(request.as_bytes(), target).expect("send OPTIONS");
+        let resend_at = Instant::now() + interval;
+        while let Some(wait) = resend_at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            sock.set_read_timeout(Some(wait)).expect("set timeout");
+            let Ok(n) = sock.recv(&mut buf) else { break };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let ours = text.lines().any(|l| l.eq_ignore_ascii_case(&format!("Call-ID: {call_id}")));
+            match status_code(&text) {
+                Some(code) if ours && code >= 200 => return Some(code),
+                _ => {}
+            }
+        }
+        interval = (interval * 2).min(T2);
+    }
+    None
+}
+
+/// Reads one SIP response from a stream (headers, then Content-Length body) and returns the
+/// status code; `None` if the stream ends or stays silent for `timeout`.
+pub fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            while got.len() < end + 4 + len {
+                let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+                got.extend_from_slice(&buf[..n]);
+            }
+            return status_code(&head);
+        }
+        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+        got.extend_from_slice(&buf[..n]);
+    }
+}
