@@ -3,11 +3,12 @@
 //!
 //! # Layout
 //! - [`message`]: [`Message`], [`Header`], typed accessors, response construction.
-//! - [`parse`]: bytes to [`Message`]; structure and Content-Length framing only.
+//! - [`mod@parse`]: bytes to [`Message`]; structure and Content-Length framing only.
 //! - [`header`]: typed header values (Via, name-addr, CSeq, auth, media types).
 //! - [`uri`]: SIP and other URIs, hosts.
 //! - [`framing`]: cutting a TCP stream into messages; CRLF keep-alives.
 //! - [`validate`]: the checks every element makes on receipt (RFC 4475's expectations).
+//! - [`transaction`]: client and server transactions, timers A–M (§17, RFC 6026).
 //!
 //! Nothing here does I/O or reads a clock.
 
