@@ -11,5 +11,6 @@
 //! inputs as arguments and return what to send and when to wake. Only `daemon` does I/O.
 #![forbid(unsafe_code)]
 
+pub mod overlay;
 pub mod peer;
 pub mod sip;
