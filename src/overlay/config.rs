@@ -46,6 +46,11 @@ pub struct ChordConfig {
     pub jitter_percent: u32,
     /// The ID hash of the overlay; used to check claims, never to derive our own ID.
     pub id_hash: IdHash,
+    /// Refuse (`IdMismatch`) any request whose sender's ID is not the one its address
+    /// derives ([`super::NodeId::verify_claim`]). Only meaningful when the driver passes the
+    /// address the request was observed to come from as `from.addr`; off by default because
+    /// the caller, which saw the packet, normally checks, and decides what to do about NATs.
+    pub verify_claims: bool,
     /// Seeds the node's ChaCha8 generator (jitter only; nothing secret comes from it).
     pub seed: u64,
 }
@@ -64,6 +69,7 @@ impl Default for ChordConfig {
             join_retry_interval: Duration::from_secs(10),
             jitter_percent: 20,
             id_hash: IdHash::Sha1,
+            verify_claims: false,
             seed: 0,
         }
     }

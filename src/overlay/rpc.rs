@@ -81,8 +81,9 @@ impl Request {
 /// Why a request was refused (a 4xx in SIP terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RefuseReason {
-    /// A `Join` whose joiner is not the sender (or whose ID does not match its address).
-    #[error("the joiner's ID does not match the address it came from")]
+    /// A `Join` whose joiner is not the sender, or (with `verify_claims`) a sender whose ID
+    /// does not match the address it came from.
+    #[error("the sender's ID does not match the address it came from")]
     IdMismatch,
     /// The sender claims the receiver's own ID.
     #[error("that ID is in use")]

@@ -31,6 +31,14 @@ impl Chord {
             self.counters.malformed_contacts += 1;
             return self.refuse(&from, &request, RefuseReason::Malformed);
         }
+        if self.config.verify_claims
+            && !NodeId::verify_claim(from.id, from.addr.ip(), from.addr.port(), self.config.id_hash)
+        {
+            if matches!(request, Request::Join { .. }) {
+                self.counters.joins_refused += 1;
+            }
+            return self.refuse(&from, &request, RefuseReason::IdMismatch);
+        }
         if from.id == self.me.id {
             if matches!(request, Request::Join { .. }) {
                 self.counters.joins_refused += 1;

@@ -65,6 +65,19 @@ fn refuses_impostors_malformed_contacts_and_requests_after_leaving() {
 }
 
 #[test]
+fn with_verify_claims_a_sender_must_own_its_id() {
+    let now = Instant::now();
+    let config = ChordConfig { verify_claims: true, ..ChordConfig::default() };
+    let mut a = Chord::new(contact(1), config, now);
+    let honest = contact(2);
+    assert_eq!(a.handle_request(now, honest.clone(), Request::Ping), Response::Ok);
+    let forged = Contact::new(contact(3).id, honest.addr);
+    let r = a.handle_request(now, forged.clone(), Request::Join { joiner: forged });
+    assert_eq!(r, Response::Refused { reason: RefuseReason::IdMismatch });
+    assert_eq!(a.counters().joins_refused, 1);
+}
+
+#[test]
 fn a_joining_node_does_not_route_or_admit() {
     let (mut a, now) = node(1);
     a.join(now, vec![contact(9).addr]);

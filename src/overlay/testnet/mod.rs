@@ -53,14 +53,15 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    /// 10–50 ms one-way latency, no loss, default Chord settings.
+    /// 10–50 ms one-way latency, no loss, default Chord settings except that nodes check
+    /// every sender's ID against its address (the bench passes true source addresses).
     pub fn new(seed: u64) -> NetConfig {
         NetConfig {
             latency_min: Duration::from_millis(10),
             latency_max: Duration::from_millis(50),
             loss_per_mille: 0,
             seed,
-            chord: ChordConfig::default(),
+            chord: ChordConfig { verify_claims: true, ..ChordConfig::default() },
             record_events: true,
             retransmit_interval: Some(Duration::from_millis(500)),
         }
