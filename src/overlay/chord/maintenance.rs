@@ -1,0 +1,524 @@
+//! The client side: our own periodic work and the commands (Chord ToN Fig. 6 and 7, §IV-E;
+//! Zave 2012; dSIP dhtchord §6.2–6.6).
+//!
+//! - `stabilize`: ask the successor for its predecessor and successor list; if its predecessor
+//!   lies between us, ask *that* node too and adopt it only once it has answered (Zave: never
+//!   adopt a successor you have not heard from), repeating until the successor's predecessor is
+//!   us or behind us; then `notify` it unless it already knows us. The successor list becomes
+//!   the successor's list shifted by one. A successor that fails is dropped and the next one
+//!   asked at once; when none is left the node is isolated and rejoins.
+//! - `check_predecessor`: ping the predecessor unless it spoke to us within the period; clear
+//!   it (or let a waiting notifier take its place) when it does not answer.
+//! - `fix_fingers`: check a few distinct fingers per round, each by an iterative lookup that
+//!   first asks the finger itself, so a finger that is still right costs one request.
+//! - Lookups: iterative (see [`crate::overlay::lookup`]).
+//! - `join`: send `Join` to each bootstrap address in turn, following redirects, and take the
+//!   admitting node's predecessor, successor list and fingers at once. `leave`: hand our
+//!   neighbours to our predecessor and successor.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::server::Step;
+use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NodeState, Purpose};
+use crate::overlay::id::{NodeId, ID_BITS};
+use crate::overlay::lookup::{Lookup, LookupError, LookupId, Next};
+use crate::overlay::rpc::{Contact, Request, Response, RpcFailure, RpcTarget};
+
+impl Chord {
+    // ---- commands ----
+
+    /// Joins the ring that the nodes at `bootstrap` belong to. Addresses are tried in order,
+    /// and again every [`crate::overlay::ChordConfig::join_retry_interval`] while all fail. With
+    /// no usable address (an empty list, or only our own) the node stays a ring of one: that
+    /// is how the first node of an overlay starts.
+    pub fn join(&mut self, now: Instant, bootstrap: Vec<SocketAddr>) {
+        if matches!(self.state, NodeState::Leaving | NodeState::Left) {
+            return;
+        }
+        let me = self.me.addr;
+        self.bootstrap = bootstrap.into_iter().filter(|a| *a != me).collect();
+        self.start_join(now);
+    }
+
+    /// Leaves gracefully: tells the predecessor and the successor, each of whom gets both our
+    /// predecessor and our successor list, and stops all maintenance. [`Event::Left`] follows
+    /// once both have answered or timed out.
+    pub fn leave(&mut self, now: Instant) {
+        if matches!(self.state, NodeState::Leaving | NodeState::Left) {
+            return;
+        }
+        let was_joined = self.state == NodeState::Joined;
+        self.state = NodeState::Leaving;
+        self.join = None;
+        self.join_retry_at = None;
+        let ids: Vec<LookupId> = self.lookups.keys().copied().collect();
+        for id in ids {
+            self.finish_lookup(now, id, Err(LookupError::Cancelled));
+        }
+        if was_joined {
+            let request = Request::Leave {
+                predecessor: self.predecessor.clone(),
+                successors: self.successors.as_slice().to_vec(),
+            };
+            let mut targets: Vec<Contact> = self.successors.first().cloned().into_iter().collect();
+            if let Some(p) = &self.predecessor {
+                if !targets.iter().any(|t| t.id == p.id) {
+                    targets.push(p.clone());
+                }
+            }
+            for t in targets {
+                self.leaves_outstanding += 1;
+                self.send(now, RpcTarget::Node(t), request.clone(), Purpose::Leave);
+            }
+        }
+        if self.leaves_outstanding == 0 {
+            self.finish_leave();
+        }
+    }
+
+    /// Starts an iterative lookup of the node responsible for `key`; the answer comes as
+    /// [`Event::LookupDone`] with the same id (at once, if this node already knows it).
+    pub fn lookup(&mut self, now: Instant, key: NodeId) -> LookupId {
+        let id = self.new_lookup_id();
+        self.counters.lookups_started += 1;
+        if !self.participating() {
+            self.counters.lookups_failed += 1;
+            self.events.push_back(Event::LookupDone { id, key, result: Err(LookupError::NotJoined), path: Vec::new() });
+            return id;
+        }
+        self.start_lookup(now, id, key, LookupPurpose::User(id), None);
+        id
+    }
+
+    // ---- lookups ----
+
+    fn new_lookup_id(&mut self) -> LookupId {
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        id
+    }
+
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        id: LookupId,
+        key: NodeId,
+        purpose: LookupPurpose,
+        first: Option<Contact>,
+    ) {
+        let me = self.me.id;
+        let lookup = match self.find_successor_step(now, key) {
+            Step::Done(node) => {
+                self.lookups.insert(id, ActiveLookup { lookup: Lookup::new(me, key, [], None), purpose });
+                self.finish_lookup(now, id, Ok(node));
+                return;
+            }
+            Step::Closer(_) => {
+                let known = self.fingers.distinct().into_iter().chain(self.successors.as_slice());
+                let failed = &self.recently_failed;
+                let known = known.filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
+                Lookup::new(me, key, known, first)
+            }
+        };
+        self.lookups.insert(id, ActiveLookup { lookup, purpose });
+        self.lookup_step(now, id);
+    }
+
+    fn lookup_step(&mut self, now: Instant, id: LookupId) {
+        let max_hops = self.config.max_hops;
+        let Some(active) = self.lookups.get_mut(&id) else { return };
+        if active.lookup.path().len() >= max_hops as usize {
+            self.finish_lookup(now, id, Err(LookupError::HopLimit(max_hops)));
+            return;
+        }
+        let key = active.lookup.key();
+        let (asked, request) = match active.lookup.next_request() {
+            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }),
+            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours),
+            None if active.lookup.take_own_list() => {
+                // Last resort: our own successor list, read as a live answerer's would be.
+                let failed = &self.recently_failed;
+                let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
+                match active.lookup.add_successor_list(&self.me, self.successors.as_slice(), skip) {
+                    Some(node) => self.finish_lookup(now, id, Ok(node)),
+                    None => self.lookup_step(now, id),
+                }
+                return;
+            }
+            None => {
+                self.finish_lookup(now, id, Err(LookupError::NoRoute));
+                return;
+            }
+        };
+        self.send(now, RpcTarget::Node(asked.clone()), request, Purpose::Lookup { lookup: id, asked });
+    }
+
+    pub(super) fn on_lookup_answer(
+        &mut self,
+        now: Instant,
+        id: LookupId,
+        asked: Contact,
+        result: Result<Response, RpcFailure>,
+    ) {
+        if !self.lookups.contains_key(&id) {
+            return;
+        }
+        match result {
+            Ok(Response::Successor { node }) if node.is_plausible() => self.finish_lookup(now, id, Ok(node)),
+            Ok(Response::Closer { nodes }) => {
+                if let Some(active) = self.lookups.get_mut(&id) {
+                    active.lookup.add_closer(&asked, &nodes);
+                    active.lookup.answered(&asked);
+                }
+                self.lookup_step(now, id);
+            }
+            Ok(Response::Neighbours { successors, .. }) => {
+                // The fallback: the successors of a live node, toward the key.
+                let failed = &self.recently_failed;
+                let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
+                let answer =
+                    self.lookups.get_mut(&id).and_then(|a| a.lookup.add_successor_list(&asked, &successors, skip));
+                match answer {
+                    Some(node) => self.finish_lookup(now, id, Ok(node)),
+                    None => self.lookup_step(now, id),
+                }
+            }
+            Ok(Response::Refused { .. }) => self.lookup_step(now, id),
+            Ok(_) => {
+                self.counters.unexpected_responses += 1;
+                self.lookup_step(now, id);
+            }
+            Err(_) => {
+                self.mark_failed(now, asked.id);
+                if let Some(active) = self.lookups.get_mut(&id) {
+                    active.lookup.failed(asked.id);
+                }
+                self.lookup_step(now, id);
+            }
+        }
+    }
+
+    fn finish_lookup(&mut self, now: Instant, id: LookupId, result: Result<Contact, LookupError>) {
+        let Some(active) = self.lookups.remove(&id) else { return };
+        match active.purpose {
+            LookupPurpose::User(id) => {
+                if result.is_err() {
+                    self.counters.lookups_failed += 1;
+                }
+                let key = active.lookup.key();
+                let path = active.lookup.into_path();
+                self.events.push_back(Event::LookupDone { id, key, result, path });
+            }
+            LookupPurpose::Finger(index) => {
+                self.next_finger = match &result {
+                    Ok(node) if self.participating() => self.fingers.set_successor_of(index, node),
+                    _ => index + 1,
+                };
+                self.fix_next_finger(now);
+            }
+        }
+    }
+
+    // ---- stabilize ----
+
+    pub(super) fn stabilize(&mut self, now: Instant) {
+        if !self.participating() || self.stabilize_steps.is_some() {
+            return;
+        }
+        let target = match self.successors.first() {
+            Some(s) => s.clone(),
+            // A ring of one that has been notified: its predecessor is its only candidate.
+            None => match &self.predecessor {
+                Some(p) if !self.is_failed(now, p.id) => p.clone(),
+                _ => return,
+            },
+        };
+        self.stabilize_steps = Some(0);
+        self.send(now, RpcTarget::Node(target.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: target });
+    }
+
+    pub(super) fn on_stabilize_answer(&mut self, now: Instant, asked: Contact, result: Result<Response, RpcFailure>) {
+        let steps = self.stabilize_steps.unwrap_or(0) + 1;
+        self.stabilize_steps = None;
+        if !self.participating() {
+            return;
+        }
+        let me = self.me.id;
+        let old_first = self.first_successor_id();
+        let Ok(Response::Neighbours { predecessor, successors }) = result else {
+            if matches!(result, Ok(ref r) if !matches!(r, Response::Refused { .. })) {
+                self.counters.unexpected_responses += 1;
+            }
+            self.stabilize_failed(now, asked, steps);
+            return;
+        };
+        let is_successor = old_first == Some(asked.id);
+        // A candidate is adopted only if it still lies between us and our successor (which
+        // may have changed while we waited).
+        let is_closer = asked.id.in_open(me, self.successor().id);
+        if is_successor || is_closer {
+            let failed = &self.recently_failed;
+            self.successors.reconcile(&asked, &successors, |c| failed.get(&c.id).is_some_and(|t| *t > now));
+            self.successors_touched(old_first);
+        }
+        let successor = self.successor().clone();
+        if successor.id == me {
+            return;
+        }
+        if let Some(x) = predecessor.as_ref() {
+            let follow = x.id.in_open(me, successor.id) && x.is_plausible() && !self.is_failed(now, x.id);
+            if follow && steps < self.config.max_hops {
+                // Our successor has a predecessor between us: a closer successor, unless it is
+                // dead. Ask it before adopting it.
+                self.stabilize_steps = Some(steps);
+                let x = x.clone();
+                self.send(now, RpcTarget::Node(x.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: x });
+                return;
+            }
+        }
+        let known = predecessor.as_ref().is_some_and(|p| p.id == me);
+        if !known && (is_successor || is_closer) {
+            self.send(now, RpcTarget::Node(successor), Request::Notify, Purpose::Notify);
+        }
+    }
+
+    fn stabilize_failed(&mut self, now: Instant, asked: Contact, steps: u32) {
+        self.mark_failed(now, asked.id);
+        if self.predecessor.as_ref().is_some_and(|p| p.id == asked.id) {
+            self.set_predecessor(now, None);
+        }
+        let old_first = self.first_successor_id();
+        if !self.successors.remove(asked.id) {
+            // A candidate that died before we adopted it: our successor still stands, and
+            // should hear from us.
+            if old_first.is_some() {
+                let successor = self.successor().clone();
+                self.send(now, RpcTarget::Node(successor), Request::Notify, Purpose::Notify);
+            }
+            return;
+        }
+        self.successors_touched(old_first);
+        if self.successors.is_empty() {
+            self.isolated(now);
+        } else if steps < self.config.max_hops {
+            // Ask the next successor straight away (Chord ToN §IV-E.3).
+            self.stabilize_steps = Some(steps);
+            let next = self.successor().clone();
+            self.send(now, RpcTarget::Node(next.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: next });
+        }
+    }
+
+    fn isolated(&mut self, now: Instant) {
+        debug!(node = ?self.me.id, "isolated: every successor failed");
+        self.counters.isolations += 1;
+        self.events.push_back(Event::Isolated);
+        self.start_join(now);
+    }
+
+    // ---- check_predecessor ----
+
+    pub(super) fn check_predecessor(&mut self, now: Instant) {
+        let Some(p) = self.predecessor.clone() else { return };
+        if self.checking_predecessor {
+            return;
+        }
+        let interval = self.config.check_predecessor_interval;
+        if let Some(heard) = self.predecessor_heard_at.filter(|t| now.saturating_duration_since(*t) < interval) {
+            // It spoke to us recently: that proves it alive. Look again when a whole period of
+            // silence would have passed, not a whole period from now.
+            self.check_predecessor_at = self.check_predecessor_at.min(heard + interval);
+            return;
+        }
+        self.checking_predecessor = true;
+        self.send(
+            now,
+            RpcTarget::Node(p.clone()),
+            Request::Ping,
+            Purpose::CheckPredecessor { predecessor: p, candidate: None },
+        );
+    }
+
+    pub(super) fn on_check_predecessor_answer(
+        &mut self,
+        now: Instant,
+        predecessor: Contact,
+        candidate: Option<Contact>,
+        result: Result<Response, RpcFailure>,
+    ) {
+        self.checking_predecessor = false;
+        let still_ours = self.predecessor.as_ref().is_some_and(|p| p.id == predecessor.id);
+        if matches!(result, Ok(Response::Ok)) {
+            if still_ours {
+                self.predecessor_heard_at = Some(now);
+            }
+            return;
+        }
+        self.mark_failed(now, predecessor.id);
+        if still_ours && !matches!(self.state, NodeState::Leaving | NodeState::Left) {
+            let next = candidate.filter(|c| !self.is_failed(now, c.id));
+            self.set_predecessor(now, next);
+        }
+    }
+
+    // ---- fix_fingers ----
+
+    pub(super) fn fix_fingers(&mut self, now: Instant) {
+        if !self.participating() || self.finger_budget.is_some() {
+            return;
+        }
+        self.finger_budget = Some(self.config.fingers_per_round.max(1));
+        self.fix_next_finger(now);
+    }
+
+    fn fix_next_finger(&mut self, now: Instant) {
+        let Some(budget) = self.finger_budget else { return };
+        if budget == 0 || !self.participating() {
+            self.finger_budget = None;
+            return;
+        }
+        let me = self.me.id;
+        let successor = self.successor().clone();
+        // Fingers starting at or before our successor need no lookup.
+        while self.next_finger < ID_BITS && self.fingers.start(self.next_finger).in_left_open(me, successor.id) {
+            self.next_finger = self.fingers.set_successor_of(self.next_finger, &successor);
+        }
+        if self.next_finger >= ID_BITS {
+            // The round ends when the table has been walked once; the next starts afresh.
+            self.next_finger = 0;
+            self.finger_budget = None;
+            return;
+        }
+        self.finger_budget = Some(budget - 1);
+        let index = self.next_finger;
+        let start = self.fingers.start(index);
+        let first = self.fingers.get(index).filter(|c| c.id != me && !self.is_failed(now, c.id)).cloned();
+        let id = self.new_lookup_id();
+        self.start_lookup(now, id, start, LookupPurpose::Finger(index), first);
+    }
+
+    // ---- join ----
+
+    /// (Re)joins through the bootstrap list, then any other node we still know.
+    pub(super) fn start_join(&mut self, now: Instant) {
+        let mut targets: VecDeque<RpcTarget> = self.bootstrap.iter().map(|a| RpcTarget::Address(*a)).collect();
+        // After isolation the predecessor and fingers may still be alive (a fresh node knows
+        // nobody, so this adds nothing for a first join).
+        let known = self.predecessor.iter().chain(self.fingers.distinct());
+        for c in known {
+            if c.id != self.me.id && !self.is_failed(now, c.id) && !targets.iter().any(|t| t.addr() == c.addr) {
+                targets.push_back(RpcTarget::Node(c.clone()));
+            }
+        }
+        if targets.is_empty() {
+            if self.successors.is_empty() {
+                self.state = NodeState::Alone;
+            }
+            return;
+        }
+        self.state = NodeState::Joining;
+        self.stabilize_steps = None;
+        self.finger_budget = None;
+        self.join = Some(JoinAttempt { targets, redirects: 0 });
+        self.join_next(now);
+    }
+
+    fn join_next(&mut self, now: Instant) {
+        let Some(attempt) = self.join.as_mut() else { return };
+        if attempt.redirects > self.config.max_hops {
+            attempt.targets.clear();
+        }
+        match attempt.targets.pop_front() {
+            Some(target) => {
+                let joiner = self.me.clone();
+                self.send(now, target, Request::Join { joiner }, Purpose::Join);
+            }
+            None => {
+                debug!(node = ?self.me.id, "every bootstrap node failed");
+                self.join = None;
+                self.events.push_back(Event::BootstrapFailed);
+                self.join_retry_at = Some(now + self.jittered(self.config.join_retry_interval));
+            }
+        }
+    }
+
+    pub(super) fn on_join_answer(&mut self, now: Instant, result: Result<Response, RpcFailure>) {
+        if self.state != NodeState::Joining || self.join.is_none() {
+            return;
+        }
+        match result {
+            Ok(Response::Joined { predecessor, successors, fingers }) => {
+                if !self.adopt_join(now, predecessor, &successors, &fingers) {
+                    self.counters.unexpected_responses += 1;
+                    self.join_next(now);
+                }
+            }
+            Ok(Response::Closer { nodes }) => {
+                let me = self.me.id;
+                if let Some(attempt) = self.join.as_mut() {
+                    attempt.redirects += 1;
+                    for n in nodes.iter().rev().filter(|n| n.id != me && n.is_plausible()) {
+                        attempt.targets.push_front(RpcTarget::Node(n.clone()));
+                    }
+                }
+                self.join_next(now);
+            }
+            _ => self.join_next(now),
+        }
+    }
+
+    /// Takes the admitting node's view at once (Zave: a joiner needs a full successor list
+    /// before it counts as a member). Returns false if the answer is unusable.
+    fn adopt_join(
+        &mut self,
+        now: Instant,
+        predecessor: Option<Contact>,
+        successors: &[Contact],
+        fingers: &[Contact],
+    ) -> bool {
+        let me = self.me.id;
+        let predecessor = predecessor.filter(|p| p.id != me && p.is_plausible());
+        let old_first = self.first_successor_id();
+        self.successors.replace(successors, |_| false);
+        if self.successors.is_empty() {
+            match &predecessor {
+                // A two-node ring: our predecessor is our successor too.
+                Some(p) => self.successors.replace([p], |_| false),
+                None => return false,
+            }
+        }
+        self.join = None;
+        self.join_retry_at = None;
+        self.state = NodeState::Joined;
+        let known: Vec<Contact> =
+            fingers.iter().chain(self.successors.as_slice()).chain(predecessor.iter()).cloned().collect();
+        self.fingers.rebuild(&known);
+        self.next_finger = 0;
+        let successor = self.successor().clone();
+        debug!(node = ?me, ?successor, "joined");
+        self.events.push_back(Event::Joined { successor });
+        self.successors_touched(old_first);
+        self.set_predecessor(now, predecessor);
+        // Notify the successor now; check the guessed fingers soon.
+        self.stabilize_at = now;
+        self.fix_fingers_at = now + self.jittered(self.config.stabilize_interval);
+        true
+    }
+
+    // ---- leave ----
+
+    pub(super) fn on_leave_answer(&mut self) {
+        self.leaves_outstanding = self.leaves_outstanding.saturating_sub(1);
+        if self.leaves_outstanding == 0 && self.state == NodeState::Leaving {
+            self.finish_leave();
+        }
+    }
+
+    fn finish_leave(&mut self) {
+        self.state = NodeState::Left;
+        self.events.push_back(Event::Left);
+    }
+}

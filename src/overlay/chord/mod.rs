@@ -1,0 +1,422 @@
+//! `Chord`: one node's overlay state machine (Stoica et al., SIGCOMM 2001 / ToN 2003, with
+//! Zave's corrections; dSIP dhtchord-00 for the join and leave exchanges).
+//!
+//! Inputs: [`Chord::join`], [`Chord::leave`], [`Chord::lookup`] (commands);
+//! [`Chord::handle_request`] (a request from another node, answered synchronously);
+//! [`Chord::handle_response`] (the answer to one of our requests); [`Chord::handle_timeout`].
+//! Outputs: [`Chord::poll_rpc`] (requests to send), [`Chord::poll_event`] (what happened),
+//! [`Chord::poll_timeout`] (when to call `handle_timeout` next). Every input takes `now`;
+//! nothing here reads a clock, and the only randomness is timer jitter from a seeded ChaCha8.
+//!
+//! Where things live: answering requests (`find_successor`, `notify`, admitting a joiner,
+//! splicing out a leaver) in `server.rs`; our own periodic work (`stabilize`,
+//! `check_predecessor`, `fix_fingers`), lookups, joining and leaving in `maintenance.rs`.
+//!
+//! Not here: SIP (the caller maps [`Request`]/[`Response`] onto REGISTERs), verifying that a
+//! sender's ID matches its address (the caller, with [`NodeId::verify_claim`]), retransmission
+//! (the SIP transaction layer), storage and replication (the store).
+
+mod maintenance;
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::ChordConfig;
+use super::finger::{Finger, FingerTable};
+use super::id::NodeId;
+use super::lookup::{Lookup, LookupError, LookupId};
+use super::rpc::{Contact, OutgoingRpc, Request, Response, RpcFailure, RpcId, RpcTarget};
+use super::successors::SuccessorList;
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// A ring of one: created, or the last node left after the others departed gracefully.
+    /// Answers requests and admits joiners.
+    Alone,
+    /// Looking for its place through the bootstrap list (first join, or rejoin after
+    /// isolation). Does not route or admit.
+    Joining,
+    /// Part of a ring with at least one other node.
+    Joined,
+    /// Told its neighbours it is leaving; waiting for their answers.
+    Leaving,
+    /// Gone. Refuses everything; the driver may drop it.
+    Left,
+}
+
+/// What happened, in the past tense. Drained with [`Chord::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A join (or rejoin) was admitted; `successor` is our successor.
+    Joined { successor: Contact },
+    /// Our successor is now `successor` (ourselves when alone).
+    SuccessorChanged { successor: Contact },
+    /// Our predecessor is now `predecessor`.
+    PredecessorChanged { predecessor: Option<Contact> },
+    /// A lookup started with [`Chord::lookup`] finished. `path` lists the nodes asked, in order.
+    LookupDone { id: LookupId, key: NodeId, result: Result<Contact, LookupError>, path: Vec<Contact> },
+    /// Every successor failed: we are cut off from the ring and rejoin through the bootstrap
+    /// list (and any other node we still know).
+    Isolated,
+    /// Every bootstrap node failed or refused; the join is retried after
+    /// [`ChordConfig::join_retry_interval`].
+    BootstrapFailed,
+    /// [`Chord::leave`] has finished.
+    Left,
+}
+
+/// What the node has seen, for the status API and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChordCounters {
+    pub requests_handled: u64,
+    /// Requests answered with `Refused` for any reason.
+    pub requests_refused: u64,
+    /// `Join`s refused because the joiner was not the sender or claimed our ID.
+    pub joins_refused: u64,
+    /// Requests from contacts that cannot be nodes (port 0, unspecified or multicast address).
+    pub malformed_contacts: u64,
+    pub rpcs_sent: u64,
+    /// Requests that failed: our deadline passed, or the driver reported a failure.
+    pub rpc_failures: u64,
+    /// Responses that came after their deadline or matched nothing; ignored.
+    pub late_responses: u64,
+    /// Answers that made no sense for the question (a `Joined` to a `Ping`, …); ignored.
+    pub unexpected_responses: u64,
+    pub lookups_started: u64,
+    pub lookups_failed: u64,
+    /// Times every successor was lost at once.
+    pub isolations: u64,
+}
+
+/// Why a pending request was sent, so its answer goes to the right place.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// `stabilize`: `GetNeighbours` to our successor, or to a candidate closer successor.
+    Stabilize {
+        asked: Contact,
+    },
+    Notify,
+    CheckPredecessor {
+        predecessor: Contact,
+        candidate: Option<Contact>,
+    },
+    Lookup {
+        lookup: LookupId,
+        asked: Contact,
+    },
+    Join,
+    Leave,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+#[derive(Debug, Clone)]
+enum LookupPurpose {
+    User(LookupId),
+    Finger(u32),
+}
+
+#[derive(Debug, Clone)]
+struct ActiveLookup {
+    lookup: Lookup,
+    purpose: LookupPurpose,
+}
+
+#[derive(Debug, Clone)]
+struct JoinAttempt {
+    targets: VecDeque<RpcTarget>,
+    redirects: u32,
+}
+
+/// One Chord node. See the module documentation for the contract.
+#[derive(Debug)]
+pub struct Chord {
+    me: Contact,
+    config: ChordConfig,
+    rng: ChaCha8Rng,
+    state: NodeState,
+    predecessor: Option<Contact>,
+    /// When the predecessor last spoke to us (any request), so `check_predecessor` can skip
+    /// its ping.
+    predecessor_heard_at: Option<Instant>,
+    successors: SuccessorList,
+    fingers: FingerTable,
+    bootstrap: Vec<SocketAddr>,
+
+    next_rpc: u64,
+    pending: BTreeMap<RpcId, Pending>,
+    deadlines: BTreeSet<(Instant, RpcId)>,
+    outbox: VecDeque<OutgoingRpc>,
+    events: VecDeque<Event>,
+
+    next_lookup: u64,
+    lookups: BTreeMap<LookupId, ActiveLookup>,
+
+    stabilize_at: Instant,
+    /// Steps taken by the stabilize round in flight, if one is.
+    stabilize_steps: Option<u32>,
+    check_predecessor_at: Instant,
+    checking_predecessor: bool,
+    fix_fingers_at: Instant,
+    /// Fingers left to check in the round in flight, if one is.
+    finger_budget: Option<u32>,
+    /// The finger the next check starts from; wraps to 0 after the last.
+    next_finger: u32,
+    join: Option<JoinAttempt>,
+    join_retry_at: Option<Instant>,
+    leaves_outstanding: usize,
+    /// Nodes that failed to answer, ignored until the instant given.
+    recently_failed: BTreeMap<NodeId, Instant>,
+    counters: ChordCounters,
+}
+
+impl Chord {
+    /// A ring of one: `me` is its own successor and has no predecessor.
+    pub fn new(me: Contact, config: ChordConfig, now: Instant) -> Chord {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let r = config.successor_list_len;
+        let stabilize_at = now + jittered(&mut rng, &config, config.stabilize_interval);
+        let check_predecessor_at = now + jittered(&mut rng, &config, config.check_predecessor_interval);
+        let fix_fingers_at = now + jittered(&mut rng, &config, config.fix_fingers_interval);
+        Chord {
+            successors: SuccessorList::new(me.id, r),
+            fingers: FingerTable::new(me.clone()),
+            me,
+            config,
+            rng,
+            state: NodeState::Alone,
+            predecessor: None,
+            predecessor_heard_at: None,
+            bootstrap: Vec::new(),
+            next_rpc: 0,
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            next_lookup: 0,
+            lookups: BTreeMap::new(),
+            stabilize_at,
+            stabilize_steps: None,
+            check_predecessor_at,
+            checking_predecessor: false,
+            fix_fingers_at,
+            finger_budget: None,
+            next_finger: 0,
+            join: None,
+            join_retry_at: None,
+            leaves_outstanding: 0,
+            recently_failed: BTreeMap::new(),
+            counters: ChordCounters::default(),
+        }
+    }
+
+    pub fn me(&self) -> &Contact {
+        &self.me
+    }
+
+    pub fn config(&self) -> &ChordConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.state
+    }
+
+    pub fn predecessor(&self) -> Option<&Contact> {
+        self.predecessor.as_ref()
+    }
+
+    /// Our successor: the first entry of the successor list, or ourselves when we have none.
+    pub fn successor(&self) -> &Contact {
+        self.successors.first().unwrap_or(&self.me)
+    }
+
+    /// The successor list, nearest first, never containing ourselves.
+    pub fn successors(&self) -> &[Contact] {
+        self.successors.as_slice()
+    }
+
+    /// All 160 fingers with their starts.
+    pub fn fingers(&self) -> impl Iterator<Item = Finger<'_>> + '_ {
+        self.fingers.iter()
+    }
+
+    pub fn counters(&self) -> &ChordCounters {
+        &self.counters
+    }
+
+    /// The next request to send.
+    pub fn poll_rpc(&mut self) -> Option<OutgoingRpc> {
+        self.outbox.pop_front()
+    }
+
+    /// The next thing that happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Chord::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rpc = self.deadlines.first().map(|(t, _)| *t);
+        if self.state == NodeState::Left {
+            return rpc;
+        }
+        let timers =
+            [Some(self.stabilize_at), Some(self.check_predecessor_at), Some(self.fix_fingers_at), self.join_retry_at];
+        timers.into_iter().chain([rpc]).flatten().min()
+    }
+
+    /// The answer to request `rpc`, or why there is none. Answers after the request's
+    /// deadline, or to requests we never sent, are counted and ignored.
+    pub fn handle_response(&mut self, now: Instant, rpc: RpcId, result: Result<Response, RpcFailure>) {
+        let Some(pending) = self.pending.remove(&rpc) else {
+            self.counters.late_responses += 1;
+            return;
+        };
+        self.deadlines.remove(&(pending.deadline, rpc));
+        let result = if now >= pending.deadline {
+            // Our deadline passed before the driver told us; the node counts as failed.
+            self.counters.late_responses += 1;
+            Err(RpcFailure::Timeout)
+        } else {
+            result
+        };
+        if result.is_err() {
+            self.counters.rpc_failures += 1;
+        }
+        self.dispatch(now, pending.purpose, result);
+    }
+
+    /// Fires whatever is due: expired requests, then the periodic maintenance.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, rpc)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(pending) = self.pending.remove(&rpc) {
+                self.counters.rpc_failures += 1;
+                self.dispatch(now, pending.purpose, Err(RpcFailure::Timeout));
+            }
+        }
+        self.recently_failed.retain(|_, until| *until > now);
+        if self.state == NodeState::Left {
+            return;
+        }
+        if self.join_retry_at.is_some_and(|t| t <= now) {
+            self.join_retry_at = None;
+            self.start_join(now);
+        }
+        if self.stabilize_at <= now {
+            self.stabilize_at = now + self.jittered(self.config.stabilize_interval);
+            self.stabilize(now);
+        }
+        if self.check_predecessor_at <= now {
+            self.check_predecessor_at = now + self.jittered(self.config.check_predecessor_interval);
+            self.check_predecessor(now);
+        }
+        if self.fix_fingers_at <= now {
+            self.fix_fingers_at = now + self.jittered(self.config.fix_fingers_interval);
+            self.fix_fingers(now);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, purpose: Purpose, result: Result<Response, RpcFailure>) {
+        match purpose {
+            Purpose::Stabilize { asked } => self.on_stabilize_answer(now, asked, result),
+            Purpose::Notify => {
+                // Nothing to do either way: the next stabilize notices a dead successor.
+            }
+            Purpose::CheckPredecessor { predecessor, candidate } => {
+                self.on_check_predecessor_answer(now, predecessor, candidate, result)
+            }
+            Purpose::Lookup { lookup, asked } => self.on_lookup_answer(now, lookup, asked, result),
+            Purpose::Join => self.on_join_answer(now, result),
+            Purpose::Leave => self.on_leave_answer(),
+        }
+    }
+
+    // ---- small shared helpers ----
+
+    fn participating(&self) -> bool {
+        matches!(self.state, NodeState::Alone | NodeState::Joined)
+    }
+
+    fn send(&mut self, now: Instant, to: RpcTarget, request: Request, purpose: Purpose) -> RpcId {
+        let id = RpcId(self.next_rpc);
+        self.next_rpc += 1;
+        let deadline = now + self.config.rpc_timeout;
+        self.pending.insert(id, Pending { deadline, purpose });
+        self.deadlines.insert((deadline, id));
+        self.outbox.push_back(OutgoingRpc { id, to, request });
+        self.counters.rpcs_sent += 1;
+        id
+    }
+
+    fn jittered(&mut self, d: Duration) -> Duration {
+        jittered(&mut self.rng, &self.config, d)
+    }
+
+    fn is_failed(&self, now: Instant, id: NodeId) -> bool {
+        self.recently_failed.get(&id).is_some_and(|until| *until > now)
+    }
+
+    /// `id` did not answer (or refused, or said it is leaving): forget it in the finger table
+    /// and ignore it for a while when others name it.
+    fn mark_failed(&mut self, now: Instant, id: NodeId) {
+        self.recently_failed.insert(id, now + self.config.failed_memory());
+        self.fingers.remove(id);
+    }
+
+    fn set_predecessor(&mut self, now: Instant, predecessor: Option<Contact>) {
+        let changed = self.predecessor.as_ref().map(|p| p.id) != predecessor.as_ref().map(|p| p.id);
+        self.predecessor = predecessor;
+        self.predecessor_heard_at = self.predecessor.as_ref().map(|_| now);
+        if changed {
+            tracing::debug!(node = ?self.me.id, predecessor = ?self.predecessor, "predecessor changed");
+            self.events.push_back(Event::PredecessorChanged { predecessor: self.predecessor.clone() });
+        }
+    }
+
+    /// Call after touching the successor list, with its first entry from before.
+    fn successors_touched(&mut self, old_first: Option<NodeId>) {
+        let new_first = self.successors.first().map(|c| c.id);
+        if new_first != old_first {
+            let successor = self.successor().clone();
+            tracing::debug!(node = ?self.me.id, successor = ?successor, "successor changed");
+            self.events.push_back(Event::SuccessorChanged { successor });
+        }
+        if !self.successors.is_empty() && self.state == NodeState::Alone {
+            self.state = NodeState::Joined;
+        }
+    }
+
+    fn first_successor_id(&self) -> Option<NodeId> {
+        self.successors.first().map(|c| c.id)
+    }
+}
+
+fn jittered(rng: &mut ChaCha8Rng, config: &ChordConfig, d: Duration) -> Duration {
+    let percent = u64::from(config.jitter_percent.min(100));
+    // Capped so that `2 * span` below cannot overflow; nobody configures 146-year intervals.
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).min(u64::MAX / 4);
+    let span = nanos / 100 * percent;
+    if span == 0 {
+        return d;
+    }
+    let offset = rng.random_range(0..=2 * span);
+    Duration::from_nanos(nanos - span + offset)
+}
+
+#[cfg(test)]
+mod tests;

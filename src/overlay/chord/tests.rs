@@ -1,0 +1,407 @@
+//! One node driven by hand: refusals, deadlines, the exact messages of each maintenance step,
+//! and a fuzz of arbitrary inputs that must never panic or break the node's own invariants.
+#![allow(clippy::disallowed_methods)] // one real `Instant::now()` as the virtual clock's origin
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::overlay::id::IdHash;
+use crate::overlay::rpc::RefuseReason;
+
+fn contact(last: u8) -> Contact {
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 5060);
+    Contact::new(NodeId::from_addr(addr.ip(), addr.port(), IdHash::Sha1), addr)
+}
+
+fn node(last: u8) -> (Chord, Instant) {
+    let now = Instant::now();
+    (Chord::new(contact(last), ChordConfig::default(), now), now)
+}
+
+fn drain_rpcs(c: &mut Chord) -> Vec<OutgoingRpc> {
+    std::iter::from_fn(|| c.poll_rpc()).collect()
+}
+
+fn drain_events(c: &mut Chord) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+#[test]
+fn refuses_impostors_malformed_contacts_and_requests_after_leaving() {
+    let (mut a, now) = node(1);
+    let b = contact(2);
+    let c = contact(3);
+    let refused = |r: Response| match r {
+        Response::Refused { reason } => Some(reason),
+        _ => None,
+    };
+    // A Join whose joiner is not the sender.
+    assert_eq!(
+        refused(a.handle_request(now, b.clone(), Request::Join { joiner: c.clone() })),
+        Some(RefuseReason::IdMismatch)
+    );
+    // Our own ID from elsewhere.
+    let twin = Contact::new(a.me().id, c.addr);
+    assert_eq!(
+        refused(a.handle_request(now, twin.clone(), Request::Join { joiner: twin })),
+        Some(RefuseReason::IdInUse)
+    );
+    // Port 0, unspecified address.
+    let bad = Contact::new(b.id, SocketAddr::from(([0, 0, 0, 0], 5060)));
+    assert_eq!(refused(a.handle_request(now, bad, Request::Ping)), Some(RefuseReason::Malformed));
+    let bad = Contact::new(b.id, SocketAddr::from(([10, 0, 0, 2], 0)));
+    assert_eq!(refused(a.handle_request(now, bad, Request::Notify)), Some(RefuseReason::Malformed));
+    assert_eq!(a.counters().joins_refused, 2);
+    assert_eq!(a.counters().malformed_contacts, 2);
+    assert_eq!(a.counters().requests_refused, 4);
+    // None of that changed anything.
+    assert!(a.predecessor().is_none());
+    a.leave(now);
+    assert_eq!(drain_events(&mut a), vec![Event::Left]);
+    assert_eq!(refused(a.handle_request(now, b, Request::Ping)), Some(RefuseReason::Leaving));
+}
+
+#[test]
+fn with_verify_claims_a_sender_must_own_its_id() {
+    let now = Instant::now();
+    let config = ChordConfig { verify_claims: true, ..ChordConfig::default() };
+    let mut a = Chord::new(contact(1), config, now);
+    let honest = contact(2);
+    assert_eq!(a.handle_request(now, honest.clone(), Request::Ping), Response::Ok);
+    let forged = Contact::new(contact(3).id, honest.addr);
+    let r = a.handle_request(now, forged.clone(), Request::Join { joiner: forged });
+    assert_eq!(r, Response::Refused { reason: RefuseReason::IdMismatch });
+    assert_eq!(a.counters().joins_refused, 1);
+}
+
+#[test]
+fn a_joining_node_does_not_route_or_admit() {
+    let (mut a, now) = node(1);
+    a.join(now, vec![contact(9).addr]);
+    assert_eq!(a.state(), NodeState::Joining);
+    let b = contact(2);
+    let r = a.handle_request(now, b.clone(), Request::FindSuccessor { key: b.id });
+    assert_eq!(r, Response::Refused { reason: RefuseReason::NotJoined });
+    let r = a.handle_request(now, b.clone(), Request::Join { joiner: b.clone() });
+    assert_eq!(r, Response::Refused { reason: RefuseReason::NotJoined });
+    let id = a.lookup(now, b.id);
+    assert!(matches!(
+        drain_events(&mut a).as_slice(),
+        [Event::LookupDone { id: i, result: Err(LookupError::NotJoined), .. }] if *i == id
+    ));
+}
+
+#[test]
+fn join_takes_the_whole_successor_list_at_once() {
+    let (mut a, now) = node(1);
+    a.join(now, vec![contact(9).addr, a.me().addr]);
+    let rpcs = drain_rpcs(&mut a);
+    // Our own address is never a bootstrap.
+    assert_eq!(rpcs.len(), 1);
+    assert_eq!(rpcs[0].to, RpcTarget::Address(contact(9).addr));
+    assert_eq!(rpcs[0].request, Request::Join { joiner: a.me().clone() });
+    let mut others: Vec<Contact> = (2..12).map(contact).collect();
+    others.sort_by_key(|c| a.me().id.distance(c.id));
+    let pred = others.pop().unwrap();
+    let answer = Response::Joined { predecessor: Some(pred.clone()), successors: others.clone(), fingers: vec![] };
+    a.handle_response(now, rpcs[0].id, Ok(answer));
+    assert_eq!(a.state(), NodeState::Joined);
+    assert_eq!(a.successors(), &others[..8]);
+    assert_eq!(a.predecessor(), Some(&pred));
+    let events = drain_events(&mut a);
+    assert_eq!(events[0], Event::Joined { successor: others[0].clone() });
+    // The first stabilize is due at once.
+    assert_eq!(a.poll_timeout(), Some(now));
+    a.handle_timeout(now);
+    let rpcs = drain_rpcs(&mut a);
+    assert_eq!(rpcs[0].to, RpcTarget::Node(others[0].clone()));
+    assert_eq!(rpcs[0].request, Request::GetNeighbours);
+}
+
+#[test]
+fn join_follows_redirects_and_retries_later_when_everyone_fails() {
+    let (mut a, now) = node(1);
+    a.join(now, vec![contact(9).addr]);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    a.handle_response(now, rpc.id, Ok(Response::Closer { nodes: vec![contact(5), contact(6)] }));
+    let rpc = drain_rpcs(&mut a).remove(0);
+    assert_eq!(rpc.to, RpcTarget::Node(contact(5)));
+    a.handle_response(now, rpc.id, Err(RpcFailure::Unreachable));
+    let rpc = drain_rpcs(&mut a).remove(0);
+    assert_eq!(rpc.to, RpcTarget::Node(contact(6)));
+    // No answer: our own deadline fires.
+    let deadline = a.poll_timeout().unwrap();
+    assert_eq!(deadline, now + a.config().rpc_timeout);
+    a.handle_timeout(deadline);
+    assert_eq!(drain_events(&mut a), vec![Event::BootstrapFailed]);
+    assert!(drain_rpcs(&mut a).is_empty());
+    // It tries the bootstrap list again after join_retry_interval (± jitter).
+    let retry = loop {
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        let rpcs = drain_rpcs(&mut a);
+        if let Some(r) = rpcs.first() {
+            break (t, r.to.clone());
+        }
+        assert!(t < deadline + Duration::from_secs(20));
+    };
+    assert!(retry.0 >= deadline + Duration::from_secs(8) && retry.0 <= deadline + Duration::from_secs(12), "{retry:?}");
+    assert_eq!(retry.1, RpcTarget::Address(contact(9).addr));
+}
+
+/// A two-node ring made by hand: `a` joined through `b`.
+fn pair() -> (Chord, Chord, Instant) {
+    let (mut a, now) = node(1);
+    let mut b = Chord::new(contact(2), ChordConfig::default(), now);
+    a.join(now, vec![b.me().addr]);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    let answer = b.handle_request(now, a.me().clone(), rpc.request);
+    a.handle_response(now, rpc.id, Ok(answer));
+    assert_eq!(a.successor(), b.me());
+    drain_events(&mut a);
+    (a, b, now)
+}
+
+#[test]
+fn a_late_answer_counts_as_a_failure_and_an_unknown_one_is_ignored() {
+    let (mut a, b, now) = pair();
+    a.handle_timeout(now);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    assert_eq!(rpc.request, Request::GetNeighbours);
+    let late = now + a.config().rpc_timeout;
+    let answer = Response::Neighbours { predecessor: Some(a.me().clone()), successors: vec![a.me().clone()] };
+    a.handle_response(late, rpc.id, Ok(answer.clone()));
+    assert_eq!(a.counters().late_responses, 1);
+    // The successor is gone; with nobody left the node is isolated and rejoins via b.
+    assert!(a.successors().is_empty());
+    let events = drain_events(&mut a);
+    assert!(events.contains(&Event::Isolated), "{events:?}");
+    assert_eq!(a.state(), NodeState::Joining);
+    let rejoin = drain_rpcs(&mut a);
+    assert_eq!(rejoin[0].to, RpcTarget::Address(b.me().addr));
+    a.handle_response(late, RpcId(999), Ok(answer));
+    assert_eq!(a.counters().late_responses, 2);
+}
+
+#[test]
+fn stabilize_asks_a_closer_successor_before_adopting_it() {
+    let (mut a, b, now) = pair();
+    // b reports a predecessor x between a and b.
+    let x = (3..60).map(contact).find(|x| x.id.in_open(a.me().id, b.me().id)).unwrap();
+    a.handle_timeout(now);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    let answer = Response::Neighbours { predecessor: Some(x.clone()), successors: vec![a.me().clone()] };
+    a.handle_response(now, rpc.id, Ok(answer));
+    let rpc = drain_rpcs(&mut a).remove(0);
+    assert_eq!((rpc.to.clone(), rpc.request.clone()), (RpcTarget::Node(x.clone()), Request::GetNeighbours));
+    // Not adopted yet; x dies: a keeps b and notifies it.
+    assert_eq!(a.successor(), b.me());
+    a.handle_response(now, rpc.id, Err(RpcFailure::Timeout));
+    assert_eq!(a.successor(), b.me());
+    let rpc = drain_rpcs(&mut a).remove(0);
+    assert_eq!((rpc.to, rpc.request), (RpcTarget::Node(b.me().clone()), Request::Notify));
+}
+
+#[test]
+fn notify_contradicting_a_dead_predecessor_replaces_it() {
+    let (mut b, now) = node(2);
+    let ids: Vec<Contact> = (3..40).map(contact).collect();
+    // p precedes b; c precedes p: c's notify contradicts p.
+    let p = ids.iter().find(|p| ids.iter().any(|c| c.id.in_open(b.me().id, p.id))).unwrap().clone();
+    let c = ids.iter().find(|c| c.id.in_open(b.me().id, p.id)).unwrap().clone();
+    assert_eq!(b.handle_request(now, p.clone(), Request::Notify), Response::Ok);
+    assert_eq!(b.predecessor(), Some(&p));
+    drain_rpcs(&mut b);
+    assert_eq!(b.handle_request(now, c.clone(), Request::Notify), Response::Ok);
+    assert_eq!(b.predecessor(), Some(&p));
+    let ping = drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping).unwrap();
+    assert_eq!(ping.to, RpcTarget::Node(p.clone()));
+    b.handle_response(now, ping.id, Err(RpcFailure::Timeout));
+    assert_eq!(b.predecessor(), Some(&c));
+}
+
+#[test]
+fn check_predecessor_is_free_while_the_predecessor_talks_to_us() {
+    let (mut b, now) = node(2);
+    let p = contact(3);
+    b.handle_request(now, p.clone(), Request::Notify);
+    // p answers whatever b asks it (stabilize), but only some rounds does p ask b anything.
+    let mut pings = Vec::new();
+    let mut step = |b: &mut Chord, t: Instant, p_talks: bool| {
+        if p_talks {
+            b.handle_request(t, p.clone(), Request::GetNeighbours);
+        }
+        b.handle_timeout(t);
+        for rpc in drain_rpcs(b) {
+            let answer = match rpc.request {
+                Request::GetNeighbours => {
+                    Response::Neighbours { predecessor: Some(b.me().clone()), successors: vec![] }
+                }
+                Request::Ping => {
+                    pings.push(t);
+                    Response::Ok
+                }
+                _ => Response::Ok,
+            };
+            b.handle_response(t, rpc.id, Ok(answer));
+        }
+    };
+    let mut t = now;
+    for _ in 0..30 {
+        t += Duration::from_secs(1);
+        step(&mut b, t, true);
+    }
+    assert_eq!(b.successor(), &p);
+    assert_eq!(b.predecessor(), Some(&p));
+    for _ in 0..8 {
+        t += Duration::from_secs(1);
+        step(&mut b, t, false);
+    }
+    // Only the quiet stretch cost a ping.
+    assert!(!pings.is_empty() && pings.iter().all(|at| *at > now + Duration::from_secs(30)), "{pings:?}");
+}
+
+#[test]
+fn leave_hands_the_neighbours_over() {
+    let (mut a, now) = node(1);
+    let mut others: Vec<Contact> = (2..12).map(contact).collect();
+    others.sort_by_key(|c| a.me().id.distance(c.id));
+    let pred = others.pop().unwrap();
+    a.join(now, vec![others[0].addr]);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    a.handle_response(
+        now,
+        rpc.id,
+        Ok(Response::Joined { predecessor: Some(pred.clone()), successors: others.clone(), fingers: vec![] }),
+    );
+    drain_events(&mut a);
+    drain_rpcs(&mut a);
+    a.leave(now);
+    let rpcs = drain_rpcs(&mut a);
+    let expected = Request::Leave { predecessor: Some(pred.clone()), successors: others[..8].to_vec() };
+    let targets: Vec<RpcTarget> = rpcs.iter().map(|r| r.to.clone()).collect();
+    assert_eq!(targets, vec![RpcTarget::Node(others[0].clone()), RpcTarget::Node(pred.clone())]);
+    assert!(rpcs.iter().all(|r| r.request == expected));
+    assert_eq!(a.state(), NodeState::Leaving);
+    a.handle_response(now, rpcs[0].id, Ok(Response::Ok));
+    a.handle_response(now, rpcs[1].id, Err(RpcFailure::Timeout));
+    assert_eq!(a.state(), NodeState::Left);
+    assert_eq!(drain_events(&mut a), vec![Event::Left]);
+    assert_eq!(a.poll_timeout(), None);
+}
+
+// ---- fuzz: arbitrary inputs ----
+
+fn arb_contact() -> impl Strategy<Value = Contact> {
+    // A few real nodes, plus malformed addresses and random IDs.
+    prop_oneof![
+        (1u8..12).prop_map(contact),
+        (any::<[u8; 20]>(), any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(id, ip, port)| Contact::new(NodeId::from_bytes(id), SocketAddr::from((ip, port)))),
+    ]
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        any::<[u8; 20]>().prop_map(|k| Request::FindSuccessor { key: NodeId::from_bytes(k) }),
+        Just(Request::GetNeighbours),
+        Just(Request::Notify),
+        Just(Request::Ping),
+        arb_contact().prop_map(|joiner| Request::Join { joiner }),
+        (proptest::option::of(arb_contact()), proptest::collection::vec(arb_contact(), 0..12))
+            .prop_map(|(predecessor, successors)| Request::Leave { predecessor, successors }),
+    ]
+}
+
+fn arb_response() -> impl Strategy<Value = Result<Response, RpcFailure>> {
+    let list = || proptest::collection::vec(arb_contact(), 0..12);
+    prop_oneof![
+        arb_contact().prop_map(|node| Ok(Response::Successor { node })),
+        list().prop_map(|nodes| Ok(Response::Closer { nodes })),
+        (proptest::option::of(arb_contact()), list())
+            .prop_map(|(predecessor, successors)| Ok(Response::Neighbours { predecessor, successors })),
+        (proptest::option::of(arb_contact()), list(), list())
+            .prop_map(|(predecessor, successors, fingers)| Ok(Response::Joined { predecessor, successors, fingers })),
+        Just(Ok(Response::Ok)),
+        Just(Ok(Response::Refused { reason: RefuseReason::NotJoined })),
+        Just(Err(RpcFailure::Timeout)),
+        Just(Err(RpcFailure::Malformed)),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Request(Contact, Request),
+    /// Answer the n-th outstanding request (modulo), or a made-up id.
+    Response(usize, bool, Result<Response, RpcFailure>),
+    Advance(u16),
+    Join(Vec<u8>),
+    Lookup([u8; 20]),
+    Leave,
+}
+
+fn arb_input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        8 => (arb_contact(), arb_request()).prop_map(|(c, r)| Input::Request(c, r)),
+        8 => (any::<usize>(), any::<bool>(), arb_response()).prop_map(|(n, real, r)| Input::Response(n, real, r)),
+        4 => any::<u16>().prop_map(Input::Advance),
+        1 => proptest::collection::vec(1u8..12, 0..3).prop_map(Input::Join),
+        2 => any::<[u8; 20]>().prop_map(Input::Lookup),
+        1 => Just(Input::Leave),
+    ]
+}
+
+fn check_own_invariants(c: &Chord) -> Result<(), TestCaseError> {
+    let me = c.me().id;
+    let list = c.successors();
+    prop_assert!(list.len() <= c.config().successor_list_len);
+    prop_assert!(list.iter().all(|s| s.id != me), "successor list contains me");
+    prop_assert!(list.windows(2).all(|w| me.distance(w[0].id) < me.distance(w[1].id)), "list out of order");
+    prop_assert!(c.predecessor().is_none_or(|p| p.id != me), "I am my own predecessor");
+    prop_assert!(c.fingers().count() == 160);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_inputs_never_panic_or_corrupt_the_tables(inputs in proptest::collection::vec(arb_input(), 1..80)) {
+        let (mut c, mut now) = node(1);
+        let mut outstanding: Vec<RpcId> = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Request(from, request) => {
+                    c.handle_request(now, from, request);
+                }
+                Input::Response(n, real, result) => {
+                    let rpc = if real && !outstanding.is_empty() {
+                        outstanding.remove(n % outstanding.len())
+                    } else {
+                        RpcId(n as u64)
+                    };
+                    c.handle_response(now, rpc, result);
+                }
+                Input::Advance(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    c.handle_timeout(now);
+                }
+                Input::Join(b) => c.join(now, b.into_iter().map(|i| contact(i).addr).collect()),
+                Input::Lookup(k) => {
+                    c.lookup(now, NodeId::from_bytes(k));
+                }
+                Input::Leave => c.leave(now),
+            }
+            outstanding.extend(drain_rpcs(&mut c).into_iter().map(|r| r.id));
+            drain_events(&mut c);
+            check_own_invariants(&c)?;
+            if let Some(t) = c.poll_timeout() {
+                // Deadlines are never in the past by more than the last step.
+                prop_assert!(t + Duration::from_secs(70) >= now);
+            }
+        }
+    }
+}

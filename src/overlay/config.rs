@@ -1,0 +1,85 @@
+//! Tunables of the Chord core, with defaults chosen for laptops on home and office networks.
+//!
+//! Why these numbers (longer discussion in `docs/overlay-chord.md`):
+//! - Laptops sleep, roam and close their lids without leaving; a neighbour that vanished must
+//!   be noticed in seconds, not the minutes RELOAD's defaults allow (`chord-update-interval`
+//!   600 s). `stabilize` every 5 s and a 2 s RPC deadline find a dead successor within about
+//!   7 s; a dead predecessor is found as fast, and usually for free, because a live one asks us
+//!   `GetNeighbours` every stabilize round (we only ping when it has gone quiet).
+//! - Fingers only shorten paths; stale ones cost hops, not correctness. They are checked every
+//!   30 s, three per round, each by one request to the finger itself, so a table of
+//!   `log2 N` distinct fingers is re-verified every few minutes at a few requests per minute.
+//! - The RPC deadline is Chord's own failure detector: the SIP layer below retransmits over UDP
+//!   (T1 = 500 ms, so two retransmissions fit in 2 s) but would wait 32 s (Timer F) before
+//!   declaring failure.
+//! - Every periodic timer is jittered by ±20% from the node's seeded generator so nodes started
+//!   together (a test, a lab, a power cut) do not stabilize in lock-step.
+
+use std::time::Duration;
+
+use super::id::IdHash;
+
+/// Configuration of one [`super::Chord`] node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChordConfig {
+    /// `r`, the length of the successor list (Chord ToN §IV-E.3). The ring survives `r - 1`
+    /// consecutive simultaneous failures.
+    pub successor_list_len: usize,
+    /// Period of `stabilize` (ask the successor for its predecessor and successor list).
+    pub stabilize_interval: Duration,
+    /// Period of `check_predecessor`; the ping is skipped when the predecessor spoke to us
+    /// within the last period.
+    pub check_predecessor_interval: Duration,
+    /// Period of a `fix_fingers` round.
+    pub fix_fingers_interval: Duration,
+    /// Distinct fingers checked per `fix_fingers` round.
+    pub fingers_per_round: u32,
+    /// How long the core waits for any answer before treating the node as failed.
+    pub rpc_timeout: Duration,
+    /// Most nodes one lookup (or join, or one stabilize round) may ask: SIP's Max-Forwards.
+    pub max_hops: u32,
+    /// How many closer nodes a redirect (`Response::Closer`) names, best first.
+    pub redirect_width: usize,
+    /// Wait before trying the bootstrap list again after every entry failed.
+    pub join_retry_interval: Duration,
+    /// Each periodic timer fires at its interval ± this many percent (capped at 100).
+    pub jitter_percent: u32,
+    /// The ID hash of the overlay; used to check claims, never to derive our own ID.
+    pub id_hash: IdHash,
+    /// Refuse (`IdMismatch`) any request whose sender's ID is not the one its address
+    /// derives ([`super::NodeId::verify_claim`]). Only meaningful when the driver passes the
+    /// address the request was observed to come from as `from.addr`; off by default because
+    /// the caller, which saw the packet, normally checks, and decides what to do about NATs.
+    pub verify_claims: bool,
+    /// Seeds the node's ChaCha8 generator (jitter only; nothing secret comes from it).
+    pub seed: u64,
+}
+
+impl Default for ChordConfig {
+    fn default() -> ChordConfig {
+        ChordConfig {
+            successor_list_len: 8,
+            stabilize_interval: Duration::from_secs(5),
+            check_predecessor_interval: Duration::from_secs(5),
+            fix_fingers_interval: Duration::from_secs(30),
+            fingers_per_round: 3,
+            rpc_timeout: Duration::from_secs(2),
+            max_hops: 32,
+            redirect_width: 3,
+            join_retry_interval: Duration::from_secs(10),
+            jitter_percent: 20,
+            id_hash: IdHash::Sha1,
+            verify_claims: false,
+            seed: 0,
+        }
+    }
+}
+
+impl ChordConfig {
+    /// How long a node that failed to answer is ignored when others still name it (in their
+    /// successor lists, as their predecessor): long enough for its neighbours to notice the
+    /// failure themselves (one check of the predecessor plus one stabilize round).
+    pub fn failed_memory(&self) -> Duration {
+        self.check_predecessor_interval + self.stabilize_interval + self.rpc_timeout
+    }
+}

@@ -1,0 +1,184 @@
+//! The overlay's message vocabulary: what one node asks another, and what it answers.
+//!
+//! Each variant is meant to become one SIP request or response in `peer::overlay_sip`
+//! (dSIP, draft-zangrilli-p2psip-dsip-dhtchord-00): requests are REGISTERs carrying the
+//! sender's `DHT-PeerID`, answers are 200s carrying `DHT-Link` headers (`P` for the
+//! predecessor, `S1…Sr` for the successor list, `F` for fingers), redirects are 302s with one
+//! `Contact` per candidate. The exact table is in `docs/overlay-chord.md`.
+//!
+//! The vocabulary is deliberately small and carries only what Chord needs; it knows nothing of
+//! SIP, of retransmission (the SIP transaction layer below retransmits over UDP) or of
+//! resources and replicas (the store's business).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::id::NodeId;
+
+/// A node as others know it: its ring position and where to reach it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Contact {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+}
+
+impl Contact {
+    pub fn new(id: NodeId, addr: SocketAddr) -> Contact {
+        Contact { id, addr }
+    }
+
+    /// Whether this contact could be a node at all: a routable-looking address with a port.
+    /// IDs themselves are always well formed once parsed; whether they match the address is
+    /// [`NodeId::verify_claim`]'s question, asked by the caller who saw the packet.
+    pub fn is_plausible(&self) -> bool {
+        let ip = self.addr.ip();
+        self.addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast()
+    }
+}
+
+impl fmt::Debug for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}@{}", self.id, self.addr)
+    }
+}
+
+/// What one node asks another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Chord's `find_successor(key)`, one iterative step: "who is responsible for `key`, or who
+    /// is closer to it than you?" Answered with [`Response::Successor`] or [`Response::Closer`].
+    FindSuccessor { key: NodeId },
+    /// `stabilize`'s question to a successor: "who is your predecessor, and what is your
+    /// successor list?" Answered with [`Response::Neighbours`].
+    GetNeighbours,
+    /// Chord's `notify`: "I think I might be your predecessor." The candidate is the sender.
+    Notify,
+    /// `check_predecessor`'s liveness probe. Answered with [`Response::Ok`].
+    Ping,
+    /// A joining node asks to be admitted; routed toward the joiner's ID like `FindSuccessor`
+    /// (redirects with [`Response::Closer`]). The node that will be its predecessor or its
+    /// successor answers [`Response::Joined`] with everything the joiner needs (dSIP §6.3).
+    Join { joiner: Contact },
+    /// Graceful departure (dSIP §6.5, Chord ToN §IV-E.3): the sender leaves and hands over its
+    /// neighbours so the receiver can splice the ring without waiting for a timeout.
+    Leave { predecessor: Option<Contact>, successors: Vec<Contact> },
+}
+
+impl Request {
+    /// Short name for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::FindSuccessor { .. } => "FindSuccessor",
+            Request::GetNeighbours => "GetNeighbours",
+            Request::Notify => "Notify",
+            Request::Ping => "Ping",
+            Request::Join { .. } => "Join",
+            Request::Leave { .. } => "Leave",
+        }
+    }
+}
+
+/// Why a request was refused (a 4xx in SIP terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefuseReason {
+    /// A `Join` whose joiner is not the sender, or (with `verify_claims`) a sender whose ID
+    /// does not match the address it came from.
+    #[error("the sender's ID does not match the address it came from")]
+    IdMismatch,
+    /// The sender claims the receiver's own ID.
+    #[error("that ID is in use")]
+    IdInUse,
+    /// The sender's contact cannot be a node (unspecified address, port 0, multicast).
+    #[error("malformed contact")]
+    Malformed,
+    /// The receiver is not part of a ring yet and cannot route or admit.
+    #[error("not joined")]
+    NotJoined,
+    /// The receiver has left, or is leaving, the ring.
+    #[error("leaving")]
+    Leaving,
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// "`node` is responsible for the key": the answerer itself, or its successor.
+    Successor { node: Contact },
+    /// An iterative redirect (302): nodes closer to the key than the answerer, best first.
+    /// More than one so that the querier can fall back when the first has died.
+    Closer { nodes: Vec<Contact> },
+    /// The answer to `GetNeighbours`.
+    Neighbours { predecessor: Option<Contact>, successors: Vec<Contact> },
+    /// The answer to an admitted `Join`: the joiner's predecessor, its successor list (first
+    /// entry = its successor; Zave: a joiner must take a full list at once) and fingers to seed
+    /// its own table.
+    Joined { predecessor: Option<Contact>, successors: Vec<Contact>, fingers: Vec<Contact> },
+    /// The answer to `Ping`, `Notify` and `Leave`.
+    Ok,
+    /// The request was refused.
+    Refused { reason: RefuseReason },
+}
+
+impl Response {
+    /// Short name for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Successor { .. } => "Successor",
+            Response::Closer { .. } => "Closer",
+            Response::Neighbours { .. } => "Neighbours",
+            Response::Joined { .. } => "Joined",
+            Response::Ok => "Ok",
+            Response::Refused { .. } => "Refused",
+        }
+    }
+}
+
+/// Identifies one outgoing request; the driver hands it back with the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RpcId(pub u64);
+
+/// Why a request got no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RpcFailure {
+    /// The driver gave up (the core also gives up by itself at its own deadline).
+    #[error("timed out")]
+    Timeout,
+    /// The transport reported the destination unreachable (ICMP, connection refused).
+    #[error("unreachable")]
+    Unreachable,
+    /// An answer arrived but could not be understood.
+    #[error("malformed response")]
+    Malformed,
+}
+
+/// Where a request goes: a known node, or a bare address (a bootstrap node whose ID we do not
+/// know yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcTarget {
+    Node(Contact),
+    Address(SocketAddr),
+}
+
+impl RpcTarget {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            RpcTarget::Node(c) => c.addr,
+            RpcTarget::Address(a) => *a,
+        }
+    }
+
+    pub fn id(&self) -> Option<NodeId> {
+        match self {
+            RpcTarget::Node(c) => Some(c.id),
+            RpcTarget::Address(_) => None,
+        }
+    }
+}
+
+/// A request the core wants sent. Answer it with `Chord::handle_response(now, id, …)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRpc {
+    pub id: RpcId,
+    pub to: RpcTarget,
+    pub request: Request,
+}

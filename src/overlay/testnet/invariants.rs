@@ -1,0 +1,163 @@
+//! The ring's correctness conditions, checked against the truth the test bench knows: the
+//! sorted IDs of its members (live nodes that have not left).
+//!
+//! Chord's definitions (ToN §IV-E; Zave 2012): the ring is *correct* when every member's
+//! successor is the next member clockwise and its predecessor the previous one; the successor
+//! lists are correct when each holds the next `min(r, N - 1)` members in order. Fingers are
+//! an optimisation, measured as a fraction rather than required.
+
+use std::time::Duration;
+
+use super::TestNet;
+use crate::overlay::id::NodeId;
+
+/// An invariant that does not hold, with the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{invariant} violated after {elapsed:?} (seed {seed}): {detail}")]
+pub struct InvariantViolation {
+    pub invariant: &'static str,
+    pub detail: String,
+    pub elapsed: Duration,
+    pub seed: u64,
+}
+
+fn violation(net: &TestNet, invariant: &'static str, detail: String) -> InvariantViolation {
+    InvariantViolation { invariant, detail, elapsed: net.elapsed(), seed: net.seed() }
+}
+
+/// The members' IDs in ring order, each with its index.
+pub fn sorted_members(net: &TestNet) -> Vec<(NodeId, usize)> {
+    let mut members: Vec<(NodeId, usize)> = net.members().filter_map(|i| net.contact(i).map(|c| (c.id, i))).collect();
+    members.sort();
+    members
+}
+
+/// The admitted members' IDs in ring order, each with its index: who should answer lookups.
+pub fn sorted_admitted(net: &TestNet) -> Vec<(NodeId, usize)> {
+    let mut admitted: Vec<(NodeId, usize)> = net.admitted().filter_map(|i| net.contact(i).map(|c| (c.id, i))).collect();
+    admitted.sort();
+    admitted
+}
+
+/// The member responsible for `key` (`successor(key)`): the first at or after it, wrapping.
+pub fn true_successor(sorted: &[(NodeId, usize)], key: NodeId) -> Option<NodeId> {
+    let i = sorted.partition_point(|(id, _)| *id < key);
+    sorted.get(i).or(sorted.first()).map(|(id, _)| *id)
+}
+
+/// Every member's successor is the next member in ID order (itself when alone).
+pub fn successors_match_sorted_ids(net: &TestNet) -> Result<(), InvariantViolation> {
+    let sorted = sorted_members(net);
+    let n = sorted.len();
+    for (k, (id, ix)) in sorted.iter().enumerate() {
+        let expected = sorted[(k + 1) % n].0;
+        let actual = net.node(*ix).map(|c| c.successor().id);
+        if actual != Some(expected) {
+            return Err(violation(
+                net,
+                "successors_match_sorted_ids",
+                format!("node {id:?} (#{ix}) has successor {actual:?}, expected {expected:?} ({n} members)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every member's predecessor is the previous member in ID order (none when alone).
+pub fn predecessors_match(net: &TestNet) -> Result<(), InvariantViolation> {
+    let sorted = sorted_members(net);
+    let n = sorted.len();
+    for (k, (id, ix)) in sorted.iter().enumerate() {
+        let expected = if n == 1 { None } else { Some(sorted[(k + n - 1) % n].0) };
+        let actual = net.node(*ix).and_then(|c| c.predecessor().map(|p| p.id));
+        if actual != expected {
+            return Err(violation(
+                net,
+                "predecessors_match",
+                format!("node {id:?} (#{ix}) has predecessor {actual:?}, expected {expected:?} ({n} members)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every member's successor list is exactly the next `min(r, N - 1)` members.
+pub fn successor_lists_correct(net: &TestNet) -> Result<(), InvariantViolation> {
+    let sorted = sorted_members(net);
+    let n = sorted.len();
+    for (k, (id, ix)) in sorted.iter().enumerate() {
+        let Some(node) = net.node(*ix) else { continue };
+        let r = node.config().successor_list_len.max(1);
+        let expected: Vec<NodeId> = (1..=r.min(n - 1)).map(|j| sorted[(k + j) % n].0).collect();
+        let actual: Vec<NodeId> = node.successors().iter().map(|c| c.id).collect();
+        if actual != expected {
+            return Err(violation(
+                net,
+                "successor_lists_correct",
+                format!("node {id:?} (#{ix}) has successor list {actual:?}, expected {expected:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ring is correct: successors, predecessors and successor lists all match the members.
+pub fn ring_correct(net: &TestNet) -> Result<(), InvariantViolation> {
+    successors_match_sorted_ids(net)?;
+    predecessors_match(net)?;
+    successor_lists_correct(net)
+}
+
+/// The fraction of all members' fingers (160 each) that hold the true successor of their
+/// start. Fingers whose start precedes the successor are included; with `N` nodes about
+/// `160 - log2 N` of each node's fingers are of that kind.
+pub fn fingers_correct_fraction(net: &TestNet) -> f64 {
+    let sorted = sorted_members(net);
+    let (mut right, mut total) = (0u64, 0u64);
+    for (_, ix) in &sorted {
+        let Some(node) = net.node(*ix) else { continue };
+        for f in node.fingers() {
+            total += 1;
+            if f.node.map(|c| c.id) == true_successor(&sorted, f.start) {
+                right += 1;
+            }
+        }
+    }
+    if total == 0 {
+        return 1.0;
+    }
+    right as f64 / total as f64
+}
+
+/// The fraction of *distinct* fingers (each node's table entries after its successor) that are
+/// correct: the ones that shorten paths, and the ones a lookup-based `fix_fingers` must find.
+pub fn far_fingers_correct_fraction(net: &TestNet) -> f64 {
+    let sorted = sorted_members(net);
+    let (mut right, mut total) = (0u64, 0u64);
+    for (id, ix) in &sorted {
+        let Some(node) = net.node(*ix) else { continue };
+        let Some(succ) = true_successor(&sorted, id.add_pow2(0)) else { continue };
+        for f in node.fingers() {
+            if f.start.in_left_open(*id, succ) {
+                continue;
+            }
+            total += 1;
+            if f.node.map(|c| c.id) == true_successor(&sorted, f.start) {
+                right += 1;
+            }
+        }
+    }
+    if total == 0 {
+        return 1.0;
+    }
+    right as f64 / total as f64
+}
+
+/// Fails unless [`far_fingers_correct_fraction`] is at least `min`.
+pub fn fingers_at_least(net: &TestNet, min: f64) -> Result<(), InvariantViolation> {
+    let f = far_fingers_correct_fraction(net);
+    if f < min {
+        return Err(violation(net, "fingers_correct_fraction", format!("{f:.4} of far fingers correct, want {min}")));
+    }
+    Ok(())
+}
