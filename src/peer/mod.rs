@@ -10,6 +10,7 @@
 
 pub mod counters;
 pub mod endpoint;
+pub mod overlay_sip;
 pub mod policy;
 
 use std::collections::VecDeque;

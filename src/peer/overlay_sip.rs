@@ -1,0 +1,555 @@
+//! The one place where "this Chord message is that SIP request": the overlay's vocabulary
+//! ([`crate::overlay::rpc`]) to SIP and back. `docs/overlay-over-sip.md` is the same table in
+//! prose; keep the two side by side.
+//!
+//! In the manner of dSIP (draft-bryan-p2psip-dsip-00, draft-zangrilli-p2psip-dsip-dhtchord-00):
+//!
+//! | Chord (Stoica et al.)           | SIP request                                              | answer |
+//! |---------------------------------|----------------------------------------------------------|--------|
+//! | `find_successor(k)`, one step   | `REGISTER sip:<k>@<hop>`, no Contact (a query, RFC 3261 §10.2.3) | `200` + `DHT-Link: …;link=R`, or `302` + `Contact`s of closer peers |
+//! | `stabilize`: successor's neighbours | `REGISTER sip:<succ-id>@<succ>`, no Contact          | `200` + `link=R` (itself), `link=P1`, `link=S1…Sr` |
+//! | `notify`                        | `REGISTER sip:<succ-id>@<succ>`, `Contact` = sender, `Expires` > 0 | `200` |
+//! | join (dSIP §6.3)                | `REGISTER sip:<own-id>@<hop>`, `Contact` = joiner, `Expires` > 0 | `200` + `P1`, `S1…Sr`, `F1…Fk`, or `302` |
+//! | graceful leave (dSIP §6.5)      | `REGISTER sip:<recv-id>@<recv>`, `Expires: 0`, `DHT-Link` hand-off `P1`, `S1…` | `200` |
+//! | `check_predecessor` ping        | `OPTIONS sip:<pred-id>@<pred>`                           | `200` |
+//!
+//! Every overlay request carries `Require: dht` (so a SIP element without the extension
+//! answers 420, RFC 3261 §8.2.2.3) and the sender's `DHT-PeerID`:
+//! `<sip:<40 hex>@<ip>:<port>>;algorithm=sha1;dht=Chord;version=1;overlay=<name>`.
+//! Refusals map to SIP statuses in [`refusal_status`].
+
+use std::net::SocketAddr;
+
+use crate::overlay::{Contact, IdHash, NodeId, OutgoingRpc, RefuseReason, Request, Response, RpcTarget};
+use crate::sip::header::NameAddr;
+use crate::sip::syntax::Param;
+use crate::sip::uri::{Host, SipUri};
+use crate::sip::{Contacts, Header, HeaderName, Message, Method, Uri};
+
+/// The option tag of the overlay extension (RFC 3261 §19.2).
+pub const OPTION_TAG: &str = "dht";
+/// The version of p2psip's overlay protocol, carried in `DHT-PeerID;version=`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The DHT name, as dSIP's `dht=` parameter.
+pub const DHT_NAME: &str = "Chord";
+/// How long a peer registration (join, notify) binds, in seconds. Nothing expires on it yet:
+/// stabilize refreshes the relationship far more often. It is there so that a dSIP-style
+/// element reading the request sees a normal registration.
+pub const PEER_EXPIRES: u32 = 600;
+
+/// What the overlay says about itself on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayInfo {
+    pub name: String,
+    pub hash: IdHash,
+}
+
+/// Why a received overlay request cannot be handed to Chord, and the status it gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("missing or malformed DHT-PeerID")]
+    PeerId,
+    #[error("malformed DHT-Link")]
+    Link,
+    #[error("malformed Request-URI for an overlay request")]
+    RequestUri,
+    #[error("unsupported overlay protocol version {0}")]
+    Version(String),
+    #[error("overlay {0} is not this overlay")]
+    Overlay(String),
+    #[error("DHT-PeerID does not match the address the request came from")]
+    IdMismatch,
+    #[error("not an overlay method")]
+    Method,
+}
+
+impl DecodeError {
+    /// The SIP status and reason phrase for the refusal.
+    pub fn status(&self) -> (u16, String) {
+        match self {
+            DecodeError::Version(_) => (420, "Bad Extension".into()),
+            DecodeError::IdMismatch => (403, "Peer-ID does not match source address".into()),
+            DecodeError::Overlay(_) => (404, "Not in this overlay".into()),
+            DecodeError::Method => (405, "Method Not Allowed".into()),
+            e => (400, capitalised(&e.to_string())),
+        }
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// True for requests that use the overlay extension (`Require: dht`).
+pub fn is_overlay_request(msg: &Message) -> bool {
+    msg.option_tags(&HeaderName::Require).is_ok_and(|tags| tags.iter().any(|t| t.eq_ignore_ascii_case(OPTION_TAG)))
+}
+
+/// `sip:<id>@<ip>:<port>`, how nodes are named in DHT-PeerID, DHT-Link and Contact.
+pub fn node_uri(id: &NodeId, addr: SocketAddr) -> SipUri {
+    let mut uri = SipUri::new(Host::from(addr.ip()), Some(addr.port()));
+    uri.user = Some(id.to_string());
+    uri
+}
+
+fn contact_from_uri(uri: &Uri) -> Option<Contact> {
+    let sip = uri.as_sip()?;
+    let id = NodeId::from_hex(sip.user.as_deref()?).ok()?;
+    let addr = SocketAddr::new(sip.host.ip()?, sip.port?);
+    Some(Contact::new(id, addr))
+}
+
+fn peer_id_header(me: &Contact, overlay: &OverlayInfo) -> Header {
+    let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
+    na.params = vec![
+        Param::new("algorithm", Some(overlay.hash.name())),
+        Param::new("dht", Some(DHT_NAME)),
+        Param::new("version", Some(PROTOCOL_VERSION.to_string())),
+        Param::new("overlay", Some(overlay.name.as_str())),
+    ];
+    Header::new(HeaderName::DhtPeerId, na)
+}
+
+fn link_header(c: &Contact, link: &str) -> Header {
+    let mut na = NameAddr::new(Uri::Sip(node_uri(&c.id, c.addr)));
+    na.params = vec![Param::new("link", Some(link))];
+    Header::new(HeaderName::DhtLink, na)
+}
+
+/// The sender's `DHT-PeerID`, checked for version and overlay name.
+pub fn peer_id(msg: &Message, overlay: &OverlayInfo) -> Result<Contact, DecodeError> {
+    let h = msg.headers.get(&HeaderName::DhtPeerId).ok_or(DecodeError::PeerId)?;
+    let na = NameAddr::parse(h.value()).ok_or(DecodeError::PeerId)?;
+    let version = na.param("version").and_then(|p| p.value.clone()).unwrap_or_default();
+    if version.split('.').next() != Some(&PROTOCOL_VERSION.to_string()) {
+        return Err(DecodeError::Version(version));
+    }
+    if let Some(name) = na.param("overlay").and_then(|p| p.unquoted_value()) {
+        if name != overlay.name {
+            return Err(DecodeError::Overlay(name));
+        }
+    }
+    contact_from_uri(&na.uri).ok_or(DecodeError::PeerId)
+}
+
+/// Every `DHT-Link`, as `(link type, contact)` in order.
+pub fn links(msg: &Message) -> Result<Vec<(String, Contact)>, DecodeError> {
+    let elements = msg.headers.elements(&HeaderName::DhtLink).ok_or(DecodeError::Link)?;
+    elements
+        .into_iter()
+        .map(|e| {
+            let na = NameAddr::parse(e).ok_or(DecodeError::Link)?;
+            let link = na.param("link").and_then(|p| p.value.clone()).ok_or(DecodeError::Link)?;
+            Ok((link.to_ascii_uppercase(), contact_from_uri(&na.uri).ok_or(DecodeError::Link)?))
+        })
+        .collect()
+}
+
+/// Links of one type family (`P`, `S`, `F`), ordered by their depth number.
+fn family(links: &[(String, Contact)], prefix: char) -> Vec<Contact> {
+    let mut v: Vec<(u32, Contact)> = links
+        .iter()
+        .filter_map(|(t, c)| {
+            let rest = t.strip_prefix(prefix)?;
+            Some((rest.parse().ok()?, c.clone()))
+        })
+        .collect();
+    v.sort_by_key(|(depth, _)| *depth);
+    v.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The pieces of an outgoing overlay request that the transaction user chooses.
+pub struct RequestIds<'a> {
+    pub call_id: &'a str,
+    pub from_tag: &'a str,
+    pub cseq: u32,
+}
+
+/// The SIP request for an outgoing RPC. The caller adds the Via (with its branch), sends it
+/// from the overlay listener, and maps the answer back with [`decode_response`].
+pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, ids: RequestIds<'_>) -> Message {
+    let target_addr = rpc.to.addr();
+    let target_id = rpc.to.id();
+    // The Request-URI's user part names what the request is about: the key, or the receiver.
+    let about = match &rpc.request {
+        Request::FindSuccessor { key } => Some(*key),
+        Request::Join { joiner } => Some(joiner.id),
+        _ => target_id,
+    };
+    let mut ruri = SipUri::new(Host::from(target_addr.ip()), Some(target_addr.port()));
+    ruri.user = about.map(|id| id.to_string());
+    let method = if matches!(rpc.request, Request::Ping) { Method::Options } else { Method::Register };
+    let mut msg = Message::request(method.clone(), Uri::Sip(ruri.clone()));
+    let me_uri = node_uri(&me.id, me.addr);
+    let mut from = NameAddr::new(Uri::Sip(me_uri.clone()));
+    from.set_param("tag", Some(ids.from_tag.to_owned()));
+    let to = match target_id {
+        Some(id) => NameAddr::new(Uri::Sip(node_uri(&id, target_addr))),
+        None => NameAddr::new(Uri::Sip(ruri)),
+    };
+    let h = &mut msg.headers;
+    h.push(Header::new(HeaderName::MaxForwards, 70));
+    h.push(Header::new(HeaderName::From, from));
+    h.push(Header::new(HeaderName::To, to));
+    h.push(Header::new(HeaderName::CallId, ids.call_id));
+    h.push(Header::new(HeaderName::CSeq, format!("{} {}", ids.cseq, method)));
+    h.push(Header::new(HeaderName::Require, OPTION_TAG));
+    h.push(peer_id_header(me, overlay));
+    match &rpc.request {
+        Request::Notify | Request::Join { .. } => {
+            h.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(me_uri))));
+            h.push(Header::new(HeaderName::Expires, PEER_EXPIRES));
+        }
+        Request::Leave { predecessor, successors } => {
+            h.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(me_uri))));
+            h.push(Header::new(HeaderName::Expires, 0));
+            if let Some(p) = predecessor {
+                h.push(link_header(p, "P1"));
+            }
+            for (i, s) in successors.iter().enumerate() {
+                h.push(link_header(s, &format!("S{}", i + 1)));
+            }
+        }
+        Request::FindSuccessor { .. } | Request::GetNeighbours | Request::Ping => {}
+    }
+    msg.headers.push(Header::new(HeaderName::ContentLength, 0));
+    msg
+}
+
+/// Reads a received overlay request (one for which [`is_overlay_request`] holds): who sent it
+/// and what it asks. `observed` is the address the packet came from; `reliable` says whether it
+/// came over a stream, whose source port is ephemeral. The sender's claimed ID must be the one
+/// its address derives (port-suffixed Node IDs), and over UDP the claimed port must be the one
+/// we saw.
+pub fn decode_request(
+    msg: &Message,
+    observed: SocketAddr,
+    reliable: bool,
+    me: &NodeId,
+    overlay: &OverlayInfo,
+) -> Result<(Contact, Request), DecodeError> {
+    let sender = peer_id(msg, overlay)?;
+    let claim_ok = sender.addr.ip() == observed.ip()
+        && (reliable || sender.addr.port() == observed.port())
+        && NodeId::verify_claim(sender.id, sender.addr.ip(), sender.addr.port(), overlay.hash);
+    if !claim_ok {
+        return Err(DecodeError::IdMismatch);
+    }
+    let about = match msg.request_uri() {
+        Some(Uri::Sip(u)) => match u.user.as_deref() {
+            None => None,
+            Some(user) => Some(NodeId::from_hex(user).map_err(|_| DecodeError::RequestUri)?),
+        },
+        _ => return Err(DecodeError::RequestUri),
+    };
+    let request = match msg.method() {
+        Some(Method::Options) => Request::Ping,
+        Some(Method::Register) => {
+            let has_contact = matches!(msg.contacts(), Ok(Contacts::List(ref l)) if !l.is_empty());
+            let expires = msg.expires().ok().flatten();
+            if expires == Some(0) {
+                let links = links(msg)?;
+                Request::Leave { predecessor: family(&links, 'P').into_iter().next(), successors: family(&links, 'S') }
+            } else if has_contact && about == Some(sender.id) {
+                Request::Join { joiner: sender.clone() }
+            } else if has_contact {
+                Request::Notify
+            } else {
+                match about {
+                    Some(key) if key != *me => Request::FindSuccessor { key },
+                    _ => Request::GetNeighbours,
+                }
+            }
+        }
+        _ => return Err(DecodeError::Method),
+    };
+    Ok((sender, request))
+}
+
+/// The SIP status for a refusal by the Chord core.
+pub fn refusal_status(reason: RefuseReason) -> (u16, &'static str) {
+    match reason {
+        RefuseReason::IdMismatch => (403, "Peer-ID does not match source address"),
+        RefuseReason::IdInUse => (409, "Peer-ID in use"),
+        RefuseReason::Malformed => (400, "Malformed DHT-PeerID"),
+        RefuseReason::NotJoined => (480, "Not joined to the overlay"),
+        RefuseReason::Leaving => (503, "Leaving the overlay"),
+    }
+}
+
+/// The SIP response carrying Chord's answer to `request`. For a query REGISTER about our own
+/// ID (stabilize's question), `neighbours` adds our predecessor and successor list, and `me`
+/// is named responsible (`link=R`), so the one answer serves `find_successor` and `stabilize`.
+pub fn encode_response(
+    request: &Message,
+    response: &Response,
+    me: &Contact,
+    overlay: &OverlayInfo,
+    to_tag: &str,
+) -> Message {
+    let (code, reason) = match response {
+        Response::Closer { .. } => (302, "Moved Temporarily"),
+        Response::Refused { reason } => refusal_status(*reason),
+        _ => (200, "OK"),
+    };
+    let mut resp = request.make_response(code, reason, Some(to_tag));
+    resp.headers.push(peer_id_header(me, overlay));
+    resp.headers.push(Header::new(HeaderName::Supported, OPTION_TAG));
+    match response {
+        Response::Successor { node } => resp.headers.push(link_header(node, "R")),
+        Response::Closer { nodes } => {
+            // RFC 3261 §20.10: q orders the alternatives, best first.
+            let n = nodes.len().max(1) as f32;
+            for (i, c) in nodes.iter().enumerate() {
+                let mut na = NameAddr::new(Uri::Sip(node_uri(&c.id, c.addr)));
+                na.set_param("q", Some(format!("{:.2}", 1.0 - i as f32 / n)));
+                resp.headers.push(Header::new(HeaderName::Contact, na));
+            }
+        }
+        Response::Neighbours { predecessor, successors } => {
+            resp.headers.push(link_header(me, "R"));
+            if let Some(p) = predecessor {
+                resp.headers.push(link_header(p, "P1"));
+            }
+            for (i, s) in successors.iter().enumerate() {
+                resp.headers.push(link_header(s, &format!("S{}", i + 1)));
+            }
+        }
+        Response::Joined { predecessor, successors, fingers } => {
+            if let Some(p) = predecessor {
+                resp.headers.push(link_header(p, "P1"));
+            }
+            for (i, s) in successors.iter().enumerate() {
+                resp.headers.push(link_header(s, &format!("S{}", i + 1)));
+            }
+            for (i, f) in fingers.iter().enumerate() {
+                resp.headers.push(link_header(f, &format!("F{}", i + 1)));
+            }
+        }
+        Response::Ok | Response::Refused { .. } => {}
+    }
+    resp
+}
+
+/// Reads the answer to an overlay request we sent: what Chord should hear. `None` when the
+/// answer is not a valid one for that request (the caller reports `RpcFailure::Malformed`).
+pub fn decode_response(sent: &Request, msg: &Message) -> Option<Response> {
+    let code = msg.status()?;
+    if let Some(reason) = refusal_for(code) {
+        return Some(Response::Refused { reason });
+    }
+    let links = links(msg).ok()?;
+    match (sent, code) {
+        (Request::FindSuccessor { .. } | Request::Join { .. }, 302) => {
+            let Ok(Contacts::List(list)) = msg.contacts() else { return None };
+            let mut nodes: Vec<(f32, Contact)> = list
+                .iter()
+                .filter_map(|na| {
+                    let q = na.param("q").and_then(|p| p.value.as_deref()?.parse().ok()).unwrap_or(1.0);
+                    Some((q, contact_from_uri(&na.uri)?))
+                })
+                .collect();
+            // Best first; a stable sort keeps the sender's order among equal q.
+            nodes.sort_by(|a, b| b.0.total_cmp(&a.0));
+            (!nodes.is_empty()).then(|| Response::Closer { nodes: nodes.into_iter().map(|(_, c)| c).collect() })
+        }
+        (Request::FindSuccessor { .. }, 200) => {
+            let node = links.iter().find(|(t, _)| t == "R").map(|(_, c)| c.clone())?;
+            Some(Response::Successor { node })
+        }
+        (Request::GetNeighbours, 200) => {
+            let successors = family(&links, 'S');
+            Some(Response::Neighbours { predecessor: family(&links, 'P').into_iter().next(), successors })
+        }
+        (Request::Join { .. }, 200) => Some(Response::Joined {
+            predecessor: family(&links, 'P').into_iter().next(),
+            successors: family(&links, 'S'),
+            fingers: family(&links, 'F'),
+        }),
+        (Request::Notify | Request::Ping | Request::Leave { .. }, 200) => Some(Response::Ok),
+        _ => None,
+    }
+}
+
+fn refusal_for(code: u16) -> Option<RefuseReason> {
+    Some(match code {
+        403 => RefuseReason::IdMismatch,
+        409 => RefuseReason::IdInUse,
+        400 => RefuseReason::Malformed,
+        480 => RefuseReason::NotJoined,
+        503 => RefuseReason::Leaving,
+        _ => return None,
+    })
+}
+
+/// The node named by an RPC target, for logs.
+pub fn target_label(t: &RpcTarget) -> String {
+    match t {
+        RpcTarget::Node(c) => format!("{c:?}"),
+        RpcTarget::Address(a) => a.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::RpcId;
+    use crate::sip::parse;
+
+    fn contact(port: u16) -> Contact {
+        let ip = "127.0.0.7".parse().unwrap();
+        Contact::new(NodeId::from_addr(ip, port, IdHash::Sha1), SocketAddr::new(ip, port))
+    }
+
+    fn overlay() -> OverlayInfo {
+        OverlayInfo { name: "test.p2p".into(), hash: IdHash::Sha1 }
+    }
+
+    /// Encodes, prints, parses and decodes a request, as the wire would.
+    fn over_the_wire(request: Request, to: RpcTarget) -> (Contact, Request) {
+        let me = contact(5070);
+        let rpc = OutgoingRpc { id: RpcId(1), to: to.clone(), request };
+        let msg = encode_request(&rpc, &me, &overlay(), RequestIds { call_id: "c1", from_tag: "t1", cseq: 1 });
+        let mut msg = parse(msg.encode()).unwrap();
+        msg.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
+        assert!(is_overlay_request(&msg));
+        let receiver = to.id().unwrap_or(contact(5071).id);
+        decode_request(&msg, me.addr, false, &receiver, &overlay()).unwrap()
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let target = RpcTarget::Node(contact(5071));
+        let key = contact(9999).id;
+        let cases = [
+            Request::FindSuccessor { key },
+            Request::GetNeighbours,
+            Request::Notify,
+            Request::Ping,
+            Request::Join { joiner: contact(5070) },
+            Request::Leave { predecessor: Some(contact(5060)), successors: vec![contact(5071), contact(5072)] },
+            Request::Leave { predecessor: None, successors: vec![] },
+        ];
+        for req in cases {
+            let (sender, got) = over_the_wire(req.clone(), target.clone());
+            assert_eq!(sender, contact(5070));
+            assert_eq!(got, req);
+        }
+        // A join through a bootstrap address we know no ID for.
+        let (_, got) = over_the_wire(Request::Join { joiner: contact(5070) }, RpcTarget::Address(contact(5071).addr));
+        assert_eq!(got, Request::Join { joiner: contact(5070) });
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let me = contact(5071);
+        let req_msg = {
+            let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(me.clone()), request: Request::GetNeighbours };
+            let mut m =
+                encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
+            m.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
+            m
+        };
+        let cases = [
+            (Request::FindSuccessor { key: contact(1).id }, Response::Successor { node: contact(5072) }),
+            (
+                Request::FindSuccessor { key: contact(1).id },
+                Response::Closer { nodes: vec![contact(5073), contact(5074)] },
+            ),
+            (
+                Request::GetNeighbours,
+                Response::Neighbours {
+                    predecessor: Some(contact(5069)),
+                    successors: vec![contact(5072), contact(5073)],
+                },
+            ),
+            (Request::GetNeighbours, Response::Neighbours { predecessor: None, successors: vec![contact(5072)] }),
+            (
+                Request::Join { joiner: contact(5070) },
+                Response::Joined {
+                    predecessor: Some(contact(5069)),
+                    successors: vec![contact(5071)],
+                    fingers: vec![contact(5080), contact(5090)],
+                },
+            ),
+            (Request::Ping, Response::Ok),
+            (Request::Notify, Response::Refused { reason: RefuseReason::IdMismatch }),
+            (Request::Ping, Response::Refused { reason: RefuseReason::NotJoined }),
+        ];
+        for (sent, answer) in cases {
+            let resp = encode_response(&req_msg, &answer, &me, &overlay(), "tt");
+            let resp = parse(resp.encode()).unwrap();
+            assert_eq!(decode_response(&sent, &resp), Some(answer));
+        }
+    }
+
+    #[test]
+    fn stabilize_answer_also_answers_find_successor_of_own_id() {
+        let me = contact(5071);
+        let req = {
+            let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(me.clone()), request: Request::GetNeighbours };
+            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
+        };
+        let answer = Response::Neighbours { predecessor: None, successors: vec![contact(5072)] };
+        let resp = parse(encode_response(&req, &answer, &me, &overlay(), "t").encode()).unwrap();
+        assert_eq!(
+            decode_response(&Request::FindSuccessor { key: me.id }, &resp),
+            Some(Response::Successor { node: me })
+        );
+    }
+
+    #[test]
+    fn claims_are_checked_against_the_source() {
+        let me = contact(5070);
+        let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(contact(5071)), request: Request::Ping };
+        let msg = encode_request(&rpc, &me, &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
+        let other_ip: SocketAddr = "127.0.0.8:5070".parse().unwrap();
+        let other_port: SocketAddr = "127.0.0.7:6000".parse().unwrap();
+        let id = contact(5071).id;
+        assert_eq!(decode_request(&msg, other_ip, false, &id, &overlay()), Err(DecodeError::IdMismatch));
+        assert_eq!(decode_request(&msg, other_port, false, &id, &overlay()), Err(DecodeError::IdMismatch));
+        // Over TCP the source port is ephemeral: the address must still match.
+        assert!(decode_request(&msg, other_port, true, &id, &overlay()).is_ok());
+        // A forged ID for a genuine address.
+        let mut forged = msg.clone();
+        let fake = Contact::new(contact(5099).id, me.addr);
+        forged.headers.set(peer_id_header(&fake, &overlay()));
+        assert_eq!(decode_request(&forged, me.addr, false, &id, &overlay()), Err(DecodeError::IdMismatch));
+    }
+
+    #[test]
+    fn version_and_overlay_name_are_checked() {
+        let me = contact(5070);
+        let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(contact(5071)), request: Request::Ping };
+        let msg = encode_request(&rpc, &me, &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
+        let other = OverlayInfo { name: "other".into(), hash: IdHash::Sha1 };
+        assert!(matches!(decode_request(&msg, me.addr, false, &me.id, &other), Err(DecodeError::Overlay(_))));
+        let text = String::from_utf8(msg.encode().to_vec()).unwrap().replace("version=1", "version=2");
+        let v2 = parse(bytes::Bytes::from(text)).unwrap();
+        let err = decode_request(&v2, me.addr, false, &me.id, &overlay()).unwrap_err();
+        assert_eq!(err.status().0, 420);
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_not_panics() {
+        let base = "REGISTER sip:127.0.0.7:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bK1\r\n\
+                    From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n";
+        for extra in [
+            "",
+            "DHT-PeerID: garbage\r\n",
+            "DHT-PeerID: <sip:zz@127.0.0.7:5070>;version=1\r\n",
+            "DHT-PeerID: <sip:127.0.0.7:5070>;version=1\r\n",
+            "DHT-PeerID: <sip:0000000000000000000000000000000000000000@example.com:5070>;version=1\r\n",
+        ] {
+            let msg = parse(bytes::Bytes::from(format!("{base}{extra}\r\n"))).unwrap();
+            let me = contact(5071);
+            assert!(decode_request(&msg, contact(5070).addr, false, &me.id, &overlay()).is_err(), "{extra}");
+        }
+        let resp = parse(bytes::Bytes::from_static(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nDHT-Link: <sip:nothex@1.2.3.4:5>;link=R\r\n\r\n",
+        ))
+        .unwrap();
+        assert_eq!(decode_response(&Request::FindSuccessor { key: NodeId::ZERO }, &resp), None);
+    }
+}
