@@ -25,4 +25,9 @@ pub struct Counters {
     pub server_transactions: u64,
     /// Client transactions created since start.
     pub client_transactions: u64,
+    /// Overlay requests (`Require: dht`) received on the overlay listener.
+    pub overlay_requests: u64,
+    /// Overlay requests refused: a bad DHT-PeerID, a claimed ID that does not match the source
+    /// address, another overlay or protocol version, or Chord's own refusal.
+    pub overlay_refused: u64,
 }

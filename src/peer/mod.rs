@@ -10,6 +10,7 @@
 
 pub mod counters;
 pub mod endpoint;
+mod overlay;
 pub mod overlay_sip;
 pub mod policy;
 
@@ -24,7 +25,9 @@ use tracing::{debug, trace, warn};
 
 pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
+pub use overlay::PeerEvent;
 
+use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
 use crate::sip::framing::FramingError;
 use crate::sip::header::Via;
 use crate::sip::transaction::{Event, Received, ServerTxId, Timers, TransactionLayer};
@@ -50,6 +53,13 @@ pub struct PeerConfig {
     pub timers: Timers,
     /// `Server` / `User-Agent` value.
     pub server: String,
+    /// The overlay's name, carried in every `DHT-PeerID`; requests naming another are refused.
+    pub overlay_name: String,
+    /// The Chord core's tunables (its seed is derived from `seed`).
+    pub chord: ChordConfig,
+    /// The overlay address other nodes reach us at, from which the Node ID derives. Defaults to
+    /// `overlay_addr`; a node listening on a wildcard address must say which one it is.
+    pub advertised_addr: Option<SocketAddr>,
 }
 
 impl PeerConfig {
@@ -62,7 +72,15 @@ impl PeerConfig {
             seed: 0,
             timers: Timers::default(),
             server: format!("p2psip/{}", env!("CARGO_PKG_VERSION")),
+            overlay_name: "p2p.test".into(),
+            chord: ChordConfig::default(),
+            advertised_addr: None,
         }
+    }
+
+    /// The address the Node ID derives from.
+    pub fn node_addr(&self) -> SocketAddr {
+        self.advertised_addr.unwrap_or(self.overlay_addr)
     }
 }
 
@@ -78,6 +96,8 @@ pub struct Peer {
     counters: Counters,
     /// `host:port` of our listeners, for loop detection (RFC 3261 §16.3 step 4).
     own_sent_by: Vec<String>,
+    overlay: overlay::OverlayFace,
+    events: VecDeque<PeerEvent>,
 }
 
 impl Peer {
@@ -85,7 +105,18 @@ impl Peer {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let key_bytes: [u8; 32] = rng.random();
         let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
+        let node_addr = config.node_addr();
+        let id = NodeId::from_addr(node_addr.ip(), node_addr.port(), config.chord.id_hash);
+        let chord_config = ChordConfig { seed: rng.random(), ..config.chord.clone() };
+        let overlay = overlay::OverlayFace {
+            chord: Chord::new(Contact::new(id, node_addr), chord_config, now),
+            info: overlay_sip::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
+            pending: Default::default(),
+            next_cseq: 0,
+        };
         Peer {
+            overlay,
+            events: VecDeque::new(),
             nonce_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
             rng,
             started: now,
@@ -171,7 +202,9 @@ impl Peer {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
-        self.drain_transactions();
+        self.drain_transactions(now);
+        self.overlay.chord.handle_timeout(now);
+        self.drain_overlay(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -183,7 +216,10 @@ impl Peer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.transactions.poll_timeout()
+        match (self.transactions.poll_timeout(), self.overlay.chord.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Queues bytes sent outside any transaction (stateless answers, keep-alive pongs).
@@ -191,18 +227,26 @@ impl Peer {
         self.outbox.push_back(t);
     }
 
-    /// Moves what the transaction layer wants sent into the outbox and handles its events.
-    fn drain_transactions(&mut self) {
+    /// Moves what the transaction layer wants sent into the outbox.
+    fn drain_transactions_only(&mut self) {
         while let Some((to, data)) = self.transactions.poll_transmit() {
             self.outbox.push_back(Transmit { to, data });
         }
+    }
+
+    /// Moves what the transaction layer wants sent into the outbox and handles its events.
+    fn drain_transactions(&mut self, now: Instant) {
+        self.drain_transactions_only();
         while let Some(event) = self.transactions.poll_event() {
             match event {
                 Event::ServerAckTimeout { id } => debug!(%id, "no ACK for our final response (Timer H)"),
-                Event::ClientTimeout { id } => debug!(%id, "request timed out (Timer B/F)"),
-                Event::ServerTerminated { .. } | Event::ClientTerminated { .. } => {}
+                Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
+                    self.overlay_transaction_failed(now, id);
+                }
+                Event::ServerTerminated { .. } => {}
             }
         }
+        self.drain_transactions_only();
     }
 
     fn handle_request(&mut self, now: Instant, from: Endpoint, mut msg: Message) {
@@ -236,7 +280,7 @@ impl Peer {
             Received::Ack { request } => debug!(msg = %request.summary(), "ACK matching no transaction"),
             Received::Response { .. } | Received::Stray { .. } => {}
         }
-        self.drain_transactions();
+        self.drain_transactions(now);
     }
 
     fn answer(&mut self, now: Instant, id: ServerTxId, request: &Message, answer: Answer) {
@@ -272,6 +316,9 @@ impl Peer {
     /// Decides what a valid request gets, by listener and role.
     fn route(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
         let Some(method) = msg.method().cloned() else { return Answer::Nothing };
+        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
+            return self.handle_overlay_request(now, from, msg);
+        }
         if let Err(r) = policy::check_scheme(msg) {
             return Answer::Reject(r);
         }
@@ -303,7 +350,12 @@ impl Peer {
         match method {
             Method::Options => {
                 let tag = self.new_tag();
-                Answer::Respond(policy::options_ok(msg, &tag, &self.config.server))
+                // The overlay extension is spoken on the overlay listener only.
+                let supported: &[&str] = match from.listener {
+                    Listener::Overlay => &[overlay_sip::OPTION_TAG],
+                    Listener::Proxy => policy::SUPPORTED,
+                };
+                Answer::Respond(policy::options_ok(msg, &tag, &self.config.server, supported))
             }
             Method::Register if from.listener == Listener::Proxy => {
                 let nonce = self.new_nonce(now);
@@ -327,10 +379,10 @@ impl Peer {
                 debug!(from = %from.remote, msg = %response.summary(), "dropped response matching no transaction");
                 self.counters.messages_dropped += 1;
             }
-            Received::Response { id, response } => debug!(%id, status = ?response.status(), "response"),
+            Received::Response { id, response } => self.handle_overlay_response(now, id, &response),
             _ => {}
         }
-        self.drain_transactions();
+        self.drain_transactions(now);
     }
 
     /// Answers a request once, outside any transaction: for requests too malformed to match

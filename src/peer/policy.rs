@@ -11,8 +11,9 @@ use crate::sip::{Header, HeaderName, Message, Method, Uri};
 /// Methods the node handles in some role (RFC 3261 §20.5). Sent in Allow.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE";
 
-/// Option tags the node implements (RFC 3261 §19.2). None yet: the `dht` extension arrives
-/// with the overlay, and until then a request that requires it gets 420.
+/// Option tags the node implements for phones (RFC 3261 §19.2). None yet. The overlay's `dht`
+/// extension is spoken only on the overlay listener (`overlay_sip::OPTION_TAG`); a request that
+/// requires it anywhere else gets 420.
 pub const SUPPORTED: &[&str] = &[];
 
 /// Body types the node's own UAS role understands (RFC 3261 §8.2.3).
@@ -95,10 +96,10 @@ pub fn uas_checks(msg: &Message) -> Result<(), Rejection> {
 }
 
 /// The answer to OPTIONS addressed to the node (RFC 3261 §11.2): 200 with what it can do.
-pub fn options_ok(msg: &Message, to_tag: &str, server: &str) -> Message {
+pub fn options_ok(msg: &Message, to_tag: &str, server: &str, supported: &[&str]) -> Message {
     let mut resp = msg.make_response(200, "OK", Some(to_tag));
     resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
-    resp.headers.push(Header::new(HeaderName::Supported, SUPPORTED.join(", ")));
+    resp.headers.push(Header::new(HeaderName::Supported, supported.join(", ")));
     resp.headers.push(Header::new(HeaderName::Accept, ACCEPT));
     resp.headers.push(Header::new(HeaderName::Server, server));
     resp

@@ -80,8 +80,10 @@ fn invite_to_unknown_user_retransmits_404_until_ack() {
     p.handle_input(now, from(Transport::Udp), Bytes::from(ack));
     assert!(drain(&mut p).is_empty(), "an ACK is never answered");
     // …and no more after the ACK.
-    while let Some(t) = p.poll_timeout() {
-        now = t;
+    // Until every transaction is over (the peer's Chord timers run forever, so not "until no
+    // deadline"); a lone node has no one to send overlay requests to.
+    while p.transaction_counts() != (0, 0) {
+        now = p.poll_timeout().expect("a transaction has a timer");
         p.handle_timeout(now);
         assert!(drain(&mut p).is_empty());
     }
@@ -96,8 +98,10 @@ fn over_tcp_nothing_is_retransmitted() {
     let out = drain(&mut p);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, tcp, "back on the same connection");
-    while let Some(t) = p.poll_timeout() {
-        now = t;
+    // Until every transaction is over (the peer's Chord timers run forever, so not "until no
+    // deadline"); a lone node has no one to send overlay requests to.
+    while p.transaction_counts() != (0, 0) {
+        now = p.poll_timeout().expect("a transaction has a timer");
         p.handle_timeout(now);
         assert!(drain(&mut p).is_empty());
     }
@@ -154,4 +158,134 @@ fn loop_through_ourselves_is_482() {
     req = req.replacen("From:", &format!("{extra}From:"), 1);
     p.handle_input(now, from(Transport::Udp), Bytes::from(req));
     assert_eq!(drain(&mut p)[0].1.status(), Some(482));
+}
+
+/// Peers exchanging real SIP bytes over a lossless virtual network, in lock-step.
+mod ring {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    struct Net {
+        now: Instant,
+        peers: BTreeMap<SocketAddr, Peer>,
+    }
+
+    impl Net {
+        fn new(addrs: &[&str]) -> Net {
+            let now = Instant::now();
+            let peers = addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let overlay: SocketAddr = a.parse().unwrap();
+                    let proxy = SocketAddr::new(overlay.ip(), 5060);
+                    let config = PeerConfig { seed: i as u64, ..PeerConfig::new(overlay, proxy) };
+                    (overlay, Peer::new(config, now))
+                })
+                .collect();
+            Net { now, peers }
+        }
+
+        /// Delivers every queued datagram (instantly), then advances to the next deadline.
+        fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            loop {
+                let mut moved = true;
+                while moved {
+                    moved = false;
+                    let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
+                    for a in addrs {
+                        while let Some(t) = self.peers.get_mut(&a).unwrap().poll_transmit() {
+                            moved = true;
+                            let Some(dest) = self.peers.get_mut(&t.to.remote) else { continue };
+                            let from = Endpoint { remote: a, ..t.to };
+                            dest.handle_input(self.now, from, t.data);
+                        }
+                    }
+                }
+                let next = self.peers.values().filter_map(Peer::poll_timeout).min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        for p in self.peers.values_mut() {
+                            if p.poll_timeout().is_some_and(|d| d <= self.now) {
+                                p.handle_timeout(self.now);
+                            }
+                        }
+                    }
+                    _ => {
+                        self.now = end;
+                        return;
+                    }
+                }
+            }
+        }
+
+        fn ring_ok(&self) -> bool {
+            let mut ids: Vec<NodeId> = self.peers.values().map(Peer::node_id).collect();
+            ids.sort();
+            self.peers.values().all(|p| {
+                let me = p.node_id();
+                let i = ids.iter().position(|x| *x == me).unwrap();
+                p.chord().successor().id == ids[(i + 1) % ids.len()]
+                    && p.chord().predecessor().map(|c| c.id) == Some(ids[(i + ids.len() - 1) % ids.len()])
+            })
+        }
+    }
+
+    #[test]
+    fn three_peers_form_a_ring_over_sip() {
+        let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070", "127.0.0.3:5070", "127.0.0.3:5072"]);
+        let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let now = net.now;
+        for (a, p) in net.peers.iter_mut() {
+            if *a != boot {
+                p.join(now, vec![boot]);
+            }
+        }
+        net.run_for(Duration::from_secs(30));
+        assert!(net.ring_ok(), "ring not correct after 30 s");
+        let overlay: u64 = net.peers.values().map(|p| p.counters().overlay_requests).sum();
+        assert!(overlay > 0);
+        // Every refusal was Chord's own (a node asked before its join completed), none the SIP
+        // mapping's: every DHT-PeerID matched the address it came from.
+        for p in net.peers.values() {
+            assert_eq!(p.counters().overlay_refused, p.chord().counters().requests_refused);
+        }
+    }
+
+    #[test]
+    fn a_forged_peer_id_is_refused() {
+        let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
+        let now = net.now;
+        // A join whose DHT-PeerID claims 127.0.0.9 but comes from 127.0.0.2.
+        let text = "REGISTER sip:0000000000000000000000000000000000000001@127.0.0.1:5070 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKforged\r\nFrom: <sip:x@127.0.0.2>;tag=1\r\n\
+             To: <sip:x@127.0.0.1>\r\nCall-ID: forged\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n\
+             DHT-PeerID: <sip:0000000000000000000000000000000000000001@127.0.0.9:5070>;version=1\r\n\
+             Contact: <sip:0000000000000000000000000000000000000001@127.0.0.9:5070>\r\nExpires: 600\r\n\r\n";
+        let from = Endpoint {
+            listener: Listener::Overlay,
+            transport: Transport::Udp,
+            remote: "127.0.0.2:5070".parse().unwrap(),
+            conn: None,
+        };
+        let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        p.handle_input(now, from, Bytes::from_static(text.as_bytes()));
+        let out = drain(p);
+        assert_eq!(out[0].1.status(), Some(403));
+        assert_eq!(p.counters().overlay_refused, 1);
+        // The extension is not spoken on the proxy listener: a UAS there refuses it (§8.2.2.3).
+        let proxy = Endpoint { listener: Listener::Proxy, ..from };
+        let to_node = text
+            .replace("forged", "forged2")
+            .replace("0000000000000000000000000000000000000001@127.0.0.1:5070 SIP", "127.0.0.1:5060 SIP");
+        p.handle_input(now, proxy, Bytes::from(to_node));
+        let out = drain(p);
+        assert_eq!(out[0].1.status(), Some(420));
+        assert_eq!(out[0].1.option_tags(&HeaderName::Unsupported).unwrap(), ["dht"]);
+        net.run_for(Duration::from_secs(1));
+    }
 }

@@ -1,0 +1,157 @@
+//! The peer's overlay face: drives the [`Chord`] core, sends its RPCs as SIP client
+//! transactions from the overlay listener, and answers overlay requests that arrive there.
+//! Which SIP shape each RPC takes is [`super::overlay_sip`]'s business alone.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::Rng;
+use tracing::{debug, info};
+
+use super::overlay_sip::{self, OverlayInfo, RequestIds};
+use super::{new_branch, Answer, Endpoint, Listener, Peer, Transport};
+use crate::overlay::{Chord, Event, LookupId, NodeId, Request, RpcFailure, RpcId};
+use crate::sip::transaction::ClientTxId;
+use crate::sip::validate::Rejection;
+use crate::sip::{Header, HeaderName, Message};
+
+/// An overlay RPC in flight: which Chord RPC a client transaction carries.
+#[derive(Debug)]
+pub(super) struct PendingRpc {
+    pub rpc: RpcId,
+    pub request: Request,
+}
+
+/// Overlay state the peer keeps beside the Chord core.
+pub(super) struct OverlayFace {
+    pub chord: Chord,
+    pub info: OverlayInfo,
+    pub pending: BTreeMap<ClientTxId, PendingRpc>,
+    pub next_cseq: u32,
+}
+
+/// What happened in the overlay that the driver (daemon, simulator) may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    Overlay(Event),
+}
+
+impl Peer {
+    /// The node's position on the ring.
+    pub fn node_id(&self) -> NodeId {
+        self.overlay.chord.me().id
+    }
+
+    /// The Chord core, for status reports.
+    pub fn chord(&self) -> &Chord {
+        &self.overlay.chord
+    }
+
+    /// Joins the overlay through any of `bootstrap` (dSIP §6.3).
+    pub fn join(&mut self, now: Instant, bootstrap: Vec<SocketAddr>) {
+        self.overlay.chord.join(now, bootstrap);
+        self.drain_overlay(now);
+    }
+
+    /// Leaves gracefully: neighbours are told and handed each other (dSIP §6.5).
+    pub fn leave(&mut self, now: Instant) {
+        self.overlay.chord.leave(now);
+        self.drain_overlay(now);
+    }
+
+    /// Starts finding the node responsible for `key`; the answer comes as a
+    /// `PeerEvent::Overlay(Event::LookupDone { .. })`.
+    pub fn lookup(&mut self, now: Instant, key: NodeId) -> LookupId {
+        let id = self.overlay.chord.lookup(now, key);
+        self.drain_overlay(now);
+        id
+    }
+
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Answers an overlay request (`Require: dht`) that reached the overlay listener.
+    pub(super) fn handle_overlay_request(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
+        self.counters.overlay_requests += 1;
+        let me = self.overlay.chord.me().clone();
+        let decoded =
+            overlay_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &me.id, &self.overlay.info);
+        let (sender, request) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.counters.overlay_refused += 1;
+                debug!(from = %from.remote, error = %e, "overlay request refused");
+                let (status, reason) = e.status();
+                let mut rejection = Rejection::new(status, reason);
+                if status == 420 {
+                    rejection = rejection.with_header(Header::new(HeaderName::Unsupported, overlay_sip::OPTION_TAG));
+                }
+                return Answer::Reject(rejection);
+            }
+        };
+        let response = self.overlay.chord.handle_request(now, sender, request);
+        if matches!(response, crate::overlay::Response::Refused { .. }) {
+            self.counters.overlay_refused += 1;
+        }
+        let tag = self.new_tag();
+        let answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+        self.drain_overlay(now);
+        Answer::Respond(answer)
+    }
+
+    /// A final response to one of our overlay requests.
+    pub(super) fn handle_overlay_response(&mut self, now: Instant, id: ClientTxId, response: &Message) {
+        if response.status().is_none_or(|c| c < 200) {
+            return;
+        }
+        let Some(pending) = self.overlay.pending.remove(&id) else { return };
+        let result = overlay_sip::decode_response(&pending.request, response).ok_or(RpcFailure::Malformed);
+        if result.is_err() {
+            debug!(%id, status = ?response.status(), "malformed overlay answer");
+        }
+        self.overlay.chord.handle_response(now, pending.rpc, result);
+        self.drain_overlay(now);
+    }
+
+    /// The transaction behind an overlay RPC timed out (Timer F) or ended unanswered.
+    pub(super) fn overlay_transaction_failed(&mut self, now: Instant, id: ClientTxId) {
+        if let Some(pending) = self.overlay.pending.remove(&id) {
+            self.overlay.chord.handle_response(now, pending.rpc, Err(RpcFailure::Timeout));
+            self.drain_overlay(now);
+        }
+    }
+
+    /// Sends what the Chord core asked for and passes on what it reported.
+    pub(super) fn drain_overlay(&mut self, now: Instant) {
+        while let Some(rpc) = self.overlay.chord.poll_rpc() {
+            let me = self.overlay.chord.me().clone();
+            let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), me.addr.ip());
+            let from_tag = self.new_tag();
+            self.overlay.next_cseq = self.overlay.next_cseq.wrapping_add(1) % (1 << 31);
+            let ids = RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: self.overlay.next_cseq };
+            let mut msg = overlay_sip::encode_request(&rpc, &me, &self.overlay.info, ids);
+            let branch = new_branch(&mut self.rng);
+            let via = format!("SIP/2.0/UDP {};branch={branch};rport", super::sent_by(self.config.overlay_addr));
+            msg.headers.push_front_of(Header::new(HeaderName::Via, via));
+            let to =
+                Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: rpc.to.addr(), conn: None };
+            debug!(rpc = rpc.request.name(), to = %overlay_sip::target_label(&rpc.to), "overlay request");
+            let tx = self.transactions.send_request(now, msg, to, false);
+            self.counters.client_transactions += 1;
+            self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request });
+        }
+        while let Some(event) = self.overlay.chord.poll_event() {
+            match &event {
+                Event::Joined { successor } => info!(successor = ?successor, "joined the overlay"),
+                Event::SuccessorChanged { successor } => debug!(successor = ?successor, "successor changed"),
+                Event::Isolated => info!("lost every successor; rejoining through the bootstrap list"),
+                Event::BootstrapFailed => info!("no bootstrap node answered; will retry"),
+                _ => {}
+            }
+            self.events.push_back(PeerEvent::Overlay(event));
+        }
+        self.drain_transactions_only();
+    }
+}
