@@ -179,15 +179,15 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
     };
     let mut ruri = SipUri::new(Host::from(target_addr.ip()), Some(target_addr.port()));
     ruri.user = about.map(|id| id.to_string());
+    let _ = target_id;
     let method = if matches!(rpc.request, Request::Ping) { Method::Options } else { Method::Register };
     let mut msg = Message::request(method.clone(), Uri::Sip(ruri.clone()));
     let me_uri = node_uri(&me.id, me.addr);
-    let mut from = NameAddr::new(Uri::Sip(me_uri.clone()));
+    // From and To name the two nodes by address only: the IDs travel in DHT-PeerID and the
+    // Request-URI, and every byte counts in maintenance traffic.
+    let mut from = NameAddr::new(Uri::Sip(SipUri::new(Host::from(me.addr.ip()), Some(me.addr.port()))));
     from.set_param("tag", Some(ids.from_tag.to_owned()));
-    let to = match target_id {
-        Some(id) => NameAddr::new(Uri::Sip(node_uri(&id, target_addr))),
-        None => NameAddr::new(Uri::Sip(ruri)),
-    };
+    let to = NameAddr::new(Uri::Sip(SipUri::new(Host::from(target_addr.ip()), Some(target_addr.port()))));
     let h = &mut msg.headers;
     h.push(Header::new(HeaderName::MaxForwards, 70));
     h.push(Header::new(HeaderName::From, from));

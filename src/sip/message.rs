@@ -167,13 +167,11 @@ impl Headers {
         self.0.push(h);
     }
 
-    /// Inserts a header before all others of the same name, or at the end if there are none
-    /// (how a proxy adds its Via or Record-Route, RFC 3261 §16.6).
+    /// Inserts a header before all others of the same name, or first of all if there are none
+    /// (how an element adds its Via or a proxy its Record-Route, RFC 3261 §8.1.1.7, §16.6).
     pub fn push_front_of(&mut self, h: Header) {
-        match self.0.iter().position(|x| x.name == h.name) {
-            Some(i) => self.0.insert(i, h),
-            None => self.0.push(h),
-        }
+        let i = self.0.iter().position(|x| x.name == h.name).unwrap_or(0);
+        self.0.insert(i, h);
     }
 
     /// Replaces every header of that name with one new header, keeping the position of the
