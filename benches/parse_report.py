@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Prints the B8 table (ns/message, median of criterion's samples) from the last
+`cargo bench --bench parse` run, for docs/performance.md."""
+import glob, json, os, sys
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
+groups = ["register", "invite_sdp", "rfc4475_valid", "rfc4475_common"]
+parsers = ["p2psip", "rsip", "rsipstack"]
+ns = {}
+for bench in glob.glob(os.path.join(root, "*", "*", "new", "benchmark.json")):
+    b = json.load(open(bench))
+    est = json.load(open(os.path.join(os.path.dirname(bench), "estimates.json")))
+    n = b["throughput"]["Elements"]
+    parser, mode = b["function_id"].split("/")
+    ns[(b["group_id"], parser, mode)] = (est["median"]["point_estimate"] / n, n)
+if not ns:
+    sys.exit("no criterion results under " + root)
+for mode in ["parse", "parse_read"]:
+    print(f"\n{mode}: ns per message (messages timed)\n")
+    print("| corpus | p2psip | rsip 0.4 | rsipstack 0.7 | rsip / p2psip | rsipstack / p2psip |")
+    print("|---|---|---|---|---|---|")
+    for g in groups:
+        row = [ns.get((g, p, mode)) for p in parsers]
+        cells = [f"{v[0]:,.0f} ({v[1]})" if v else "–" for v in row]
+        ratio = lambda o: f"{o[0] / row[0][0]:.1f}×" if o and row[0] else "–"
+        print(f"| {g} | " + " | ".join(cells) + f" | {ratio(row[1])} | {ratio(row[2])} |")
