@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Prints the B8 table (ns/message, median of criterion's samples) from the last
-`cargo bench --bench parse` run, for docs/performance.md."""
+"""Prints the B8 tables (ns/message, median of criterion's samples; thread CPU time and wall
+time) from the last `cargo bench --bench parse` run, for docs/performance.md."""
 import glob, json, os, sys
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "criterion")
@@ -12,15 +12,16 @@ for bench in glob.glob(os.path.join(root, "*", "*", "new", "benchmark.json")):
     est = json.load(open(os.path.join(os.path.dirname(bench), "estimates.json")))
     n = b["throughput"]["Elements"]
     parser, mode = b["function_id"].split("/")
-    ns[(b["group_id"], parser, mode)] = (est["median"]["point_estimate"] / n, n)
+    corpus, clock = b["group_id"].split("/")
+    ns[(corpus, clock, parser, mode)] = (est["median"]["point_estimate"] / n, n)
 if not ns:
     sys.exit("no criterion results under " + root)
-for mode in ["parse", "parse_read"]:
-    print(f"\n{mode}: ns per message (messages timed)\n")
+for clock, mode in [(c, m) for c in ["cpu", "wall"] for m in ["parse", "parse_read"]]:
+    print(f"\n{mode}, {clock} time: ns per message (messages timed)\n")
     print("| corpus | p2psip | rsip 0.4 | rsipstack 0.7 | rsip / p2psip | rsipstack / p2psip |")
     print("|---|---|---|---|---|---|")
     for g in groups:
-        row = [ns.get((g, p, mode)) for p in parsers]
+        row = [ns.get((g, clock, p, mode)) for p in parsers]
         cells = [f"{v[0]:,.0f} ({v[1]})" if v else "–" for v in row]
         ratio = lambda o: f"{o[0] / row[0][0]:.1f}×" if o and row[0] else "–"
         print(f"| {g} | " + " | ".join(cells) + f" | {ratio(row[1])} | {ratio(row[2])} |")
