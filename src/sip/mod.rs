@@ -13,6 +13,8 @@
 //! Nothing here does I/O or reads a clock.
 
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod message;
 pub mod method;

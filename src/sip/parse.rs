@@ -15,7 +15,7 @@ use memchr::memchr;
 use super::header::HeaderName;
 use super::message::{Header, Headers, Message, RequestLine, StartLine, StatusLine, Version};
 use super::method::Method;
-use super::syntax::{is_token, parse_u32, trim};
+use super::syntax::{is_lws, is_token, parse_u32, trim};
 use super::uri::Uri;
 
 /// What was wrong with a message.
@@ -214,9 +214,12 @@ fn parse_headers(buf: &Bytes, mut pos: usize) -> Result<(Headers, usize), Header
                     return Err((ParseErrorKind::HeaderLine, pos, found));
                 }
             };
-            // HCOLON allows SP/HT before the colon, but not inside the name.
-            let name = trim(&line[..colon]);
-            if line[..colon].iter().take(name.len()).any(|&b| b == b' ' || b == b'\t') {
+            // HCOLON allows SP/HT before the colon, but not inside the name. The name is a
+            // token (checked above), so only white space trimmed from its front can be found
+            // among the first name.len() bytes of the line; the line rarely has any.
+            let name_len = trim(&line[..colon]).len();
+            let lead = line[..colon].iter().position(|&b| !is_lws(b)).unwrap_or(colon);
+            if line[..lead.min(name_len)].iter().any(|&b| b == b' ' || b == b'\t') {
                 return Err((ParseErrorKind::HeaderLine, pos, headers.into_iter().collect()));
             }
             current = Some((pos, pos + colon, line_end));

@@ -1,5 +1,6 @@
 //! `Via` (RFC 3261 §20.42, §18.2.1, RFC 3581 rport).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::sip::syntax::{find_param, is_token, parse_params, trim, write_params, Param};
@@ -51,15 +52,17 @@ impl Via {
             None => (rest.trim(), Vec::new()),
         };
         // LWS is allowed around the colon of sent-by only in odd old stacks; strip it.
-        let sent_by: String = sent_by.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let sent_by: Cow<'_, str> = if sent_by.contains(|c: char| c.is_ascii_whitespace()) {
+            Cow::Owned(sent_by.chars().filter(|c| !c.is_ascii_whitespace()).collect())
+        } else {
+            Cow::Borrowed(sent_by)
+        };
         let (host, port) = parse_host_port(&sent_by)?;
-        Some(Via {
-            protocol: format!("{}/{}", name.to_ascii_uppercase(), version),
-            transport: transport.to_ascii_uppercase(),
-            host,
-            port,
-            params,
-        })
+        // Built by hand: `format!` costs more than the rest of this line's parsing.
+        let mut protocol = name.to_ascii_uppercase();
+        protocol.push('/');
+        protocol.push_str(version);
+        Some(Via { protocol, transport: transport.to_ascii_uppercase(), host, port, params })
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {
