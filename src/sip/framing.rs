@@ -6,8 +6,8 @@
 //! caller closes that connection; other connections are unaffected.
 
 use bytes::{Buf, Bytes, BytesMut};
-use memchr::memmem;
 
+use super::parse::header_end;
 use super::syntax::{parse_u32, trim};
 
 /// What the framer found at the front of the stream.
@@ -74,14 +74,20 @@ impl StreamFramer {
                 self.buf.advance(2);
                 continue;
             }
+            if self.buf.starts_with(b"\n") {
+                self.buf.advance(1);
+                continue;
+            }
             if self.buf.starts_with(b"\r\n") || self.buf.as_ref() == b"\r" {
                 // Could be the start of a ping: wait for more.
                 return Ok(None);
             }
             break;
         }
-        let head_end = match memmem::find(&self.buf, b"\r\n\r\n") {
-            Some(i) => i + 4,
+        // The parser's own rule for where headers end (bare LF tolerated), so that the frame we
+        // cut is the message the parser reads.
+        let head_end = match header_end(&self.buf) {
+            Some(end) => end,
             None => {
                 if self.buf.len() > self.max_headers {
                     return Err(FramingError::HeadersTooLong(self.max_headers));

@@ -55,6 +55,10 @@ pub fn fuzz_framer(data: &[u8]) {
             assert!(bytes.len() <= DEFAULT_MAX_MESSAGE);
             if let Ok(msg) = parse(bytes.clone()) {
                 check_message(&msg);
+                // Framer and parser agree on where the body starts.
+                let skip = bytes.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                let head_end = skip + super::parse::header_end(&bytes[skip..]).expect("a frame has a header end");
+                assert_eq!(&msg.body[..], &bytes[head_end..], "framer and parser disagree on the body");
             }
         }
     }

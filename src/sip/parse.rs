@@ -115,6 +115,21 @@ enum StartLineOrUri {
     BadUri,
 }
 
+/// Where the header section that starts at `buf[0]` (the start line) ends: the index just past
+/// the first empty line. Lines end with LF, optionally preceded by CR (bare LF is tolerated, as
+/// for datagrams). The stream framer uses this same rule, so a frame and its parse agree on
+/// where the body starts.
+pub fn header_end(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let (line, next) = next_line(buf, pos)?;
+        if line.is_empty() && pos > 0 {
+            return Some(next);
+        }
+        pos = next;
+    }
+}
+
 /// Returns the line starting at `pos` (without CR LF) and the position after its end.
 fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let nl = pos + memchr(b'\n', &buf[pos..])?;
