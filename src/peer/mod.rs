@@ -286,13 +286,7 @@ impl Peer {
     fn answer(&mut self, now: Instant, id: ServerTxId, request: &Message, answer: Answer) {
         let response = match answer {
             Answer::Respond(resp) => resp,
-            Answer::Reject(rejection) => {
-                self.counters.requests_rejected += 1;
-                let tag = self.new_tag();
-                let mut resp = rejection.to_response(request, Some(&tag));
-                resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-                resp
-            }
+            Answer::Reject(rejection) => self.rejection_response(request, &rejection),
             Answer::Nothing => return,
         };
         if let Err(e) = self.transactions.respond(now, id, response) {
@@ -393,12 +387,18 @@ impl Peer {
             self.counters.messages_dropped += 1;
             return;
         }
+        let resp = self.rejection_response(request, &rejection);
+        let to = reply_endpoint(&from, request.top_via().ok().as_ref());
+        self.transmit(Transmit { to, data: resp.encode() });
+    }
+
+    /// The response carrying a refusal, with a fresh To tag and our Server header; counted.
+    fn rejection_response(&mut self, request: &Message, rejection: &Rejection) -> Message {
         self.counters.requests_rejected += 1;
         let tag = self.new_tag();
         let mut resp = rejection.to_response(request, Some(&tag));
         resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-        let to = reply_endpoint(&from, request.top_via().ok().as_ref());
-        self.transmit(Transmit { to, data: resp.encode() });
+        resp
     }
 
     fn new_tag(&mut self) -> String {

@@ -117,6 +117,18 @@ fn link_header(c: &Contact, link: &str) -> Header {
     Header::new(HeaderName::DhtLink, na)
 }
 
+/// Appends `DHT-Link`s: the predecessor as `P1`, successors `S1…`, fingers `F1…`.
+fn push_links(msg: &mut Message, predecessor: Option<&Contact>, successors: &[Contact], fingers: &[Contact]) {
+    if let Some(p) = predecessor {
+        msg.headers.push(link_header(p, "P1"));
+    }
+    for (prefix, list) in [("S", successors), ("F", fingers)] {
+        for (i, c) in list.iter().enumerate() {
+            msg.headers.push(link_header(c, &format!("{prefix}{}", i + 1)));
+        }
+    }
+}
+
 /// The sender's `DHT-PeerID`, checked for version and overlay name.
 pub fn peer_id(msg: &Message, overlay: &OverlayInfo) -> Result<Contact, DecodeError> {
     let h = msg.headers.get(&HeaderName::DhtPeerId).ok_or(DecodeError::PeerId)?;
@@ -204,12 +216,7 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
         Request::Leave { predecessor, successors } => {
             h.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(me_uri))));
             h.push(Header::new(HeaderName::Expires, 0));
-            if let Some(p) = predecessor {
-                h.push(link_header(p, "P1"));
-            }
-            for (i, s) in successors.iter().enumerate() {
-                h.push(link_header(s, &format!("S{}", i + 1)));
-            }
+            push_links(&mut msg, predecessor.as_ref(), successors, &[]);
         }
         Request::FindSuccessor { .. } | Request::GetNeighbours | Request::Ping => {}
     }
@@ -309,23 +316,10 @@ pub fn encode_response(
         }
         Response::Neighbours { predecessor, successors } => {
             resp.headers.push(link_header(me, "R"));
-            if let Some(p) = predecessor {
-                resp.headers.push(link_header(p, "P1"));
-            }
-            for (i, s) in successors.iter().enumerate() {
-                resp.headers.push(link_header(s, &format!("S{}", i + 1)));
-            }
+            push_links(&mut resp, predecessor.as_ref(), successors, &[]);
         }
         Response::Joined { predecessor, successors, fingers } => {
-            if let Some(p) = predecessor {
-                resp.headers.push(link_header(p, "P1"));
-            }
-            for (i, s) in successors.iter().enumerate() {
-                resp.headers.push(link_header(s, &format!("S{}", i + 1)));
-            }
-            for (i, f) in fingers.iter().enumerate() {
-                resp.headers.push(link_header(f, &format!("F{}", i + 1)));
-            }
+            push_links(&mut resp, predecessor.as_ref(), successors, fingers);
         }
         Response::Ok | Response::Refused { .. } => {}
     }
