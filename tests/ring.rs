@@ -249,3 +249,40 @@ fn forged_register(sock: &UdpSocket, target: SocketAddr, claimed_id: NodeId, cla
     }
     None
 }
+
+#[test]
+fn sigterm_leaves_the_ring_and_exits_zero() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let config = write_config(dir.path());
+    let first = Node::start_with("127.0.0.18", &["--config", &config]);
+    let join = first.listen.to_string();
+    let mut second = Node::start_with("127.0.0.18", &["--config", &config, "--join", &join]);
+    wait_for_ring(&[&first, &second], "two nodes");
+
+    let sent = Instant::now();
+    second.process.terminate();
+    let exit = second.process.wait_exit(Duration::from_secs(10)).expect("the node exits after SIGTERM");
+    assert!(exit.success(), "exit status {exit}; log:\n{}", second.log());
+    let exited = sent.elapsed();
+    assert!(second.log().contains("left the overlay"), "{}", second.log());
+    // Told, not timed out: the survivor is alone again before any failure could be detected.
+    let alone = wait_for(PATIENCE, || {
+        status(&first)
+            .filter(|s| s["overlay"]["state"] == "alone" && s["predecessor"].is_null())
+            .map(|_| sent.elapsed())
+    })
+    .expect("the first node is alone again");
+    println!("SIGTERM: exited after {exited:?}, the other node alone after {alone:?}");
+    assert!(exited < Duration::from_secs(3), "leaving is bounded: {exited:?}");
+}
+
+#[test]
+fn lookup_failure_is_one_line_and_nonzero() {
+    // 192.0.2.1 (TEST-NET-1) never answers: the node stays `joining` and cannot route.
+    let node = Node::start_with("127.0.0.19", &["--join", "192.0.2.1:5070"]);
+    let out = run_p2psip(&["lookup", "sip:bob@p2p.test", "--http", &node.http.to_string()], PATIENCE);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].contains("lookup of") && lines[0].contains("not part of a ring"), "{}", lines[0]);
+}
