@@ -19,8 +19,9 @@ use crate::daemon::Overrides;
 /// overlay, telling its neighbours (waiting at most 1 s), and exits.
 ///
 /// Settings come from the defaults, then the TOML file given with --config (keys: listen,
-/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a [chord]
-/// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after a clean shutdown, 1 if it cannot start (address in use, bad config).
+/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a `[chord]`
+/// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after
+/// a clean shutdown, 1 if it cannot start (address in use, bad config).
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeArgs {

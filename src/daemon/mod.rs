@@ -58,7 +58,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (http_listener, http_addr) = listeners::bind_http(config.http).await?;
     let (listen, proxy) = (listeners.overlay.addr, listeners.proxy.addr);
 
-    let span = tracing::info_span!("node", %listen);
+    // `id` (the Node ID, short form) is filled in once the peer exists.
+    let span = tracing::info_span!("node", %listen, id = tracing::field::Empty);
     span.in_scope(|| {
         info!(%proxy, http = %http_addr, data_dir = %data_dir.display(), "p2psip node listening (UDP and TCP)");
     });
@@ -72,6 +73,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
     let node_addr = peer_config.node_addr();
     let mut peer = Peer::new(peer_config, Instant::now());
+    span.record("id", tracing::field::debug(peer.node_id()));
     span.in_scope(|| {
         info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");
         // Our own address in the list (a shared config file) would only bounce back to us.
