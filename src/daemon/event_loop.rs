@@ -85,6 +85,9 @@ impl EventLoop {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         tokio::pin!(shutdown);
+        // What the peer queued before the loop started (the join) goes out now, not at its
+        // first retransmission.
+        self.flush().await;
         loop {
             let deadline = self.peer.poll_timeout();
             if let Some(at) = deadline {
