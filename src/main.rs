@@ -10,11 +10,13 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use p2psip::cli::{self, Cli, Command, NodeArgs, StatusArgs};
+use p2psip::cli::{self, Cli, Command, LookupArgs, NodeArgs, StatusArgs};
 use p2psip::daemon::{self, Config};
 
 /// How long `p2psip status` waits for a node.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `p2psip lookup` waits; the node gives up on a lookup after 30 s itself.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(35);
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Node(a) => node(a),
         Command::Status(a) => status(a),
+        Command::Lookup(a) => lookup(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +55,17 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", cli::status::summary(&status));
+    }
+    Ok(())
+}
+
+fn lookup(args: LookupArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    let answer = runtime.block_on(daemon::fetch_json(args.http, &args.path(), LOOKUP_TIMEOUT))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", cli::lookup::summary(&answer));
     }
     Ok(())
 }

@@ -23,7 +23,18 @@ fn one_error_line(out: &Finished) -> String {
 fn help_explains_node_and_status() {
     let out = run_p2psip(&["node", "--help"], QUICK);
     assert!(out.status.success(), "{}", out.stderr);
-    for flag in ["--config", "--data-dir", "--listen", "--proxy", "--http", "--join", "--domain", "0.0.0.0:5070"] {
+    for flag in [
+        "--config",
+        "--data-dir",
+        "--listen",
+        "--proxy",
+        "--http",
+        "--join",
+        "--advertise",
+        "--overlay",
+        "--domain",
+        "0.0.0.0:5070",
+    ] {
         assert!(out.stdout.contains(flag), "node --help lacks {flag}:\n{}", out.stdout);
     }
     let out = run_p2psip(&["status", "--help"], QUICK);
@@ -106,7 +117,12 @@ fn status_without_a_node_fails_clearly() {
 fn status_command_and_api_report_the_node() {
     let node = Node::start_with("127.0.0.43", &["--join", "192.0.2.1:5070", "--domain", "example.test"]);
     let status = node.status_json();
-    assert!(status["node_id"].is_null(), "{status}");
+    let node_id = status["node_id"].as_str().expect("node_id");
+    assert!(node_id.len() == 40 && node_id.bytes().all(|b| b.is_ascii_hexdigit()), "{status}");
+    assert_eq!(status["overlay"]["name"], "p2p.test");
+    assert_eq!(status["overlay"]["state"], "joining", "192.0.2.1 never answers: {status}");
+    assert!(status["overlay"]["counters"]["rpcs_sent"].is_u64(), "{status}");
+    assert!(status["predecessor"].is_null() && status["successors"].is_array() && status["fingers"].is_array());
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["listen"], node.listen.to_string());
     assert_eq!(status["proxy"], node.proxy.to_string());
@@ -119,7 +135,7 @@ fn status_command_and_api_report_the_node() {
     }
     assert!(status["transactions"]["server"].is_u64() && status["transactions"]["client"].is_u64());
     assert!(node.data_dir().is_dir(), "the data directory is created");
-    assert!(node.log().contains("not implemented yet"), "--join is logged as not implemented");
+    assert!(node.log().contains("joining the overlay"), "--join is logged");
 
     let http = node.http.to_string();
     let out = run_p2psip(&["status", "--http", &http, "--json"], QUICK);

@@ -1,11 +1,13 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
-//! is doing. Parsing and formatting only; `main` runs the commands through [`crate::daemon`].
+//! is doing, `p2psip lookup` asks one which node is responsible for a key. Parsing and formatting only; `main` runs the commands through [`crate::daemon`].
 
+pub mod lookup;
 pub mod node;
 pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub use lookup::LookupArgs;
 pub use node::NodeArgs;
 pub use status::StatusArgs;
 
@@ -17,8 +19,9 @@ pub use status::StatusArgs;
     long_about = "A peer-to-peer SIP softphone daemon.\n\n\
         Run `p2psip node` on your machine and point an ordinary SIP softphone at its proxy \
         address (default 127.0.0.1:5060). Nodes will find each other through a Chord overlay \
-        carried in SIP, with no SIP server anywhere; today a node answers OPTIONS and REGISTER \
-        and reports its state on a local HTTP status API.",
+        carried in SIP, with no SIP server anywhere; today nodes form the overlay (--join), \
+        answer OPTIONS and REGISTER, find the node responsible for a key (`p2psip lookup`) and \
+        report their state on a local HTTP status API.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -35,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     Node(NodeArgs),
     Status(StatusArgs),
+    Lookup(LookupArgs),
 }
 
 #[cfg(test)]

@@ -13,9 +13,15 @@ use crate::daemon::Overrides;
 /// where other nodes reach it, and the proxy address (--proxy), where local softphones register
 /// and send calls. A local HTTP API (--http) reports its status (`p2psip status`).
 ///
+/// With --join the node joins a Chord overlay through those nodes; without it, it starts a
+/// new overlay that others can join. Its Node ID derives from its overlay address (--listen,
+/// or --advertise when listening on a wildcard address). On Ctrl-C or SIGTERM it leaves the
+/// overlay, telling its neighbours (waiting at most 1 s), and exits.
+///
 /// Settings come from the defaults, then the TOML file given with --config (keys: listen,
-/// proxy, http, join, domain, max_datagram_size, data_dir), then these flags, each later one
-/// winning. Exits 0 after a clean shutdown, 1 if it cannot start (address in use, bad config).
+/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a `[chord]`
+/// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after
+/// a clean shutdown, 1 if it cannot start (address in use, bad config).
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeArgs {
@@ -39,10 +45,19 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
 
-    /// A node to join the overlay through; repeat for several. Accepted and reported, but
-    /// joining is not implemented yet.
+    /// A node (its overlay address) to join the overlay through; repeat for several
     #[arg(long, value_name = "ADDR")]
     pub join: Vec<SocketAddr>,
+
+    /// The overlay address other nodes reach this one at, from which its Node ID derives.
+    /// Only needed when --listen is a wildcard (0.0.0.0): then it defaults to the local IP
+    /// that routes toward the first --join node, else 127.0.0.1
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+
+    /// Name of the overlay to form or join; nodes of other overlays are refused [default: p2p.test]
+    #[arg(long, value_name = "NAME")]
+    pub overlay: Option<String>,
 
     /// SIP domain that local phones register in [default: p2p.test]
     #[arg(long, value_name = "DOMAIN")]
@@ -58,6 +73,8 @@ impl NodeArgs {
             join: self.join.clone(),
             domain: self.domain.clone(),
             data_dir: self.data_dir.clone(),
+            overlay: self.overlay.clone(),
+            advertise: self.advertise,
         }
     }
 }
@@ -67,7 +84,7 @@ mod tests {
     use clap::CommandFactory;
 
     use crate::cli::Cli;
-    use crate::daemon::config::{Config, DEFAULT_DOMAIN};
+    use crate::daemon::config::{Config, DEFAULT_DOMAIN, DEFAULT_OVERLAY};
 
     /// The help text states defaults by hand (flags must not override the file with them).
     #[test]
@@ -75,7 +92,13 @@ mod tests {
         let mut cmd = Cli::command();
         let help = cmd.find_subcommand_mut("node").expect("node command").render_long_help().to_string();
         let d = Config::default();
-        for value in [d.listen.to_string(), d.proxy.to_string(), d.http.to_string(), DEFAULT_DOMAIN.to_string()] {
+        for value in [
+            d.listen.to_string(),
+            d.proxy.to_string(),
+            d.http.to_string(),
+            DEFAULT_DOMAIN.to_string(),
+            DEFAULT_OVERLAY.to_string(),
+        ] {
             assert!(help.contains(&format!("[default: {value}]")), "{value} missing from:\n{help}");
         }
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::Args;
 use serde_json::Value;
 
-/// Show a running node's status: its addresses, uptime and counters.
+/// Show a running node's status: its ID, ring neighbours, addresses, uptime and counters.
 ///
 /// Asks the node's local HTTP API (GET /status). Exits 1 with a message when no node answers.
 #[derive(Debug, Clone, Args)]
@@ -31,12 +31,23 @@ pub fn summary(status: &Value) -> String {
     let mut out = String::new();
     let node_id = match &status["node_id"] {
         Value::String(s) => s.clone(),
-        _ => "none yet (the overlay is not implemented)".into(),
+        _ => "?".into(),
     };
+    let neighbour = |v: &Value| match (v["node_id"].as_str(), v["addr"].as_str()) {
+        (Some(id), Some(addr)) => format!("{id} at {addr}"),
+        _ => "-".into(),
+    };
+    let overlay = &status["overlay"];
+    let successor = status["successors"].as_array().and_then(|s| s.first()).map(neighbour).unwrap_or("-".into());
+    let fingers = status["fingers"].as_array().map(|f| f.len().to_string()).unwrap_or("?".into());
     let uptime = status["uptime_secs"].as_u64().map(format_duration).unwrap_or_else(|| "?".into());
     let tx = &status["transactions"];
     let rows = [
         ("node id", node_id),
+        ("ring", format!("{} ({})", overlay["name"].as_str().unwrap_or("?"), overlay["state"].as_str().unwrap_or("?"))),
+        ("predecessor", neighbour(&status["predecessor"])),
+        ("successor", successor),
+        ("fingers", format!("{fingers} distinct")),
         ("version", text("version")),
         ("uptime", uptime),
         ("overlay", format!("{} (UDP, TCP)", text("listen"))),
@@ -73,9 +84,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn summary_shows_the_ring() {
+        let status = serde_json::json!({
+            "node_id": "aa", "predecessor": {"node_id": "99", "addr": "127.0.0.2:5070"},
+            "successors": [{"node_id": "bb", "addr": "127.0.0.3:5070"}], "fingers": [{}, {}],
+            "overlay": {"name": "p2p.test", "state": "joined"},
+        });
+        let s = summary(&status);
+        assert!(s.contains("predecessor   99 at 127.0.0.2:5070"), "{s}");
+        assert!(s.contains("successor     bb at 127.0.0.3:5070"), "{s}");
+        assert!(s.contains("fingers       2 distinct"), "{s}");
+        assert!(s.contains("ring          p2p.test (joined)"), "{s}");
+    }
+
+    #[test]
     fn summary_lists_addresses_and_counters() {
         let status = serde_json::json!({
-            "node_id": null, "version": "0.1.0", "listen": "127.0.0.1:5070", "proxy": "127.0.0.1:5060",
+            "node_id": "ab", "version": "0.1.0", "listen": "127.0.0.1:5070", "proxy": "127.0.0.1:5060",
             "http": "127.0.0.1:5090", "uptime_secs": 3725, "domain": "p2p.test",
             "counters": {"messages_in": 3, "parse_errors": 1},
             "transactions": {"server": 2, "client": 0},
@@ -85,7 +110,7 @@ mod tests {
         assert!(s.contains("uptime        1h 2m 5s"), "{s}");
         assert!(s.contains("  parse_errors  1"), "{s}");
         assert!(s.contains("2 server, 0 client in progress"), "{s}");
-        assert!(s.contains("none yet"), "{s}");
-        assert_eq!(summary(&Value::Null).lines().count(), 8, "missing fields do not fail");
+        assert!(s.contains("node id       ab"), "{s}");
+        assert_eq!(summary(&Value::Null).lines().count(), 12, "missing fields do not fail");
     }
 }

@@ -6,8 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::overlay::ChordConfig;
 
 /// Everything `p2psip node` needs to start. Every key is optional in the file.
 ///
@@ -19,6 +22,16 @@ use serde::{Deserialize, Serialize};
 /// domain = "p2p.test"
 /// max_datagram_size = 16384
 /// data_dir = "/var/lib/p2psip"
+/// overlay = "p2p.test"         # the overlay's name, carried in every DHT-PeerID
+/// advertise = "192.0.2.8:5070" # the overlay address others reach us at (when listen is 0.0.0.0)
+///
+/// [chord]                      # Chord timers; defaults are ChordConfig's
+/// stabilize_interval_ms = 5000
+/// check_predecessor_interval_ms = 5000
+/// fix_fingers_interval_ms = 30000
+/// rpc_timeout_ms = 2000
+/// join_retry_interval_ms = 10000
+/// successor_list_len = 8
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,12 +50,86 @@ pub struct Config {
     pub max_datagram_size: usize,
     /// Where the node keeps its state; `$XDG_DATA_HOME/p2psip` when unset.
     pub data_dir: Option<PathBuf>,
+    /// The overlay's name; requests naming another overlay are refused.
+    pub overlay: String,
+    /// The overlay address other nodes reach this one at, from which its Node ID derives.
+    /// Needed only when `listen` is a wildcard address; see `daemon::advertised_addr`.
+    pub advertise: Option<SocketAddr>,
+    /// Chord's timers.
+    pub chord: ChordSettings,
+}
+
+/// The `[chord]` table: the Chord core's tunables, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChordSettings {
+    pub stabilize_interval_ms: u64,
+    pub check_predecessor_interval_ms: u64,
+    pub fix_fingers_interval_ms: u64,
+    pub rpc_timeout_ms: u64,
+    pub join_retry_interval_ms: u64,
+    pub successor_list_len: usize,
+}
+
+impl Default for ChordSettings {
+    fn default() -> ChordSettings {
+        let d = ChordConfig::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        ChordSettings {
+            stabilize_interval_ms: ms(d.stabilize_interval),
+            check_predecessor_interval_ms: ms(d.check_predecessor_interval),
+            fix_fingers_interval_ms: ms(d.fix_fingers_interval),
+            rpc_timeout_ms: ms(d.rpc_timeout),
+            join_retry_interval_ms: ms(d.join_retry_interval),
+            successor_list_len: d.successor_list_len,
+        }
+    }
+}
+
+impl ChordSettings {
+    /// The core's configuration: these timers over [`ChordConfig`]'s other defaults.
+    pub fn chord_config(&self) -> ChordConfig {
+        let ms = Duration::from_millis;
+        ChordConfig {
+            stabilize_interval: ms(self.stabilize_interval_ms),
+            check_predecessor_interval: ms(self.check_predecessor_interval_ms),
+            fix_fingers_interval: ms(self.fix_fingers_interval_ms),
+            rpc_timeout: ms(self.rpc_timeout_ms),
+            join_retry_interval: ms(self.join_retry_interval_ms),
+            successor_list_len: self.successor_list_len,
+            ..ChordConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let timers = [
+            ("chord.stabilize_interval_ms", self.stabilize_interval_ms),
+            ("chord.check_predecessor_interval_ms", self.check_predecessor_interval_ms),
+            ("chord.fix_fingers_interval_ms", self.fix_fingers_interval_ms),
+            ("chord.rpc_timeout_ms", self.rpc_timeout_ms),
+            ("chord.join_retry_interval_ms", self.join_retry_interval_ms),
+        ];
+        for (key, value) in timers {
+            // A zero period would spin the event loop.
+            if !(10..=3_600_000).contains(&value) {
+                return Err(ConfigError::Invalid { key, message: format!("{value} is not between 10 and 3600000") });
+            }
+        }
+        if !(1..=64).contains(&self.successor_list_len) {
+            return Err(ConfigError::Invalid {
+                key: "chord.successor_list_len",
+                message: format!("{} is not between 1 and 64", self.successor_list_len),
+            });
+        }
+        Ok(())
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5070";
 pub const DEFAULT_PROXY: &str = "127.0.0.1:5060";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:5090";
 pub const DEFAULT_DOMAIN: &str = "p2p.test";
+pub const DEFAULT_OVERLAY: &str = "p2p.test";
 pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = 16 * 1024;
 /// The UDP receive buffer's size: no datagram (IPv6 jumbograms aside) is larger.
 pub const MAX_DATAGRAM_SIZE_LIMIT: usize = 65_535;
@@ -57,6 +144,9 @@ impl Default for Config {
             domain: DEFAULT_DOMAIN.into(),
             max_datagram_size: DEFAULT_MAX_DATAGRAM_SIZE,
             data_dir: None,
+            overlay: DEFAULT_OVERLAY.into(),
+            advertise: None,
+            chord: ChordSettings::default(),
         }
     }
 }
@@ -71,6 +161,8 @@ pub struct Overrides {
     pub join: Vec<SocketAddr>,
     pub domain: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub overlay: Option<String>,
+    pub advertise: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +224,12 @@ impl Config {
         if let Some(d) = o.data_dir {
             self.data_dir = Some(d);
         }
+        if let Some(n) = o.overlay {
+            self.overlay = n;
+        }
+        if let Some(a) = o.advertise {
+            self.advertise = Some(a);
+        }
     }
 
     /// Checks what the types alone do not.
@@ -148,7 +246,22 @@ impl Config {
                 message: format!("{:?} is not a domain name", self.domain),
             });
         }
-        Ok(())
+        if self.overlay.is_empty() || self.overlay.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '"' | ','))
+        {
+            return Err(ConfigError::Invalid {
+                key: "overlay",
+                message: format!("{:?} is not an overlay name", self.overlay),
+            });
+        }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "advertise",
+                    message: format!("{a} is not a reachable address"),
+                });
+            }
+        }
+        self.chord.validate()
     }
 
     /// The data directory: the configured one, else `$XDG_DATA_HOME/p2psip`.
@@ -231,5 +344,20 @@ mod tests {
         c.max_datagram_size = 1300;
         c.domain = String::new();
         assert!(c.validate().unwrap_err().to_string().contains("domain"));
+        let mut c = Config::default();
+        c.chord.stabilize_interval_ms = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("chord.stabilize_interval_ms"));
+    }
+
+    #[test]
+    fn chord_table_overrides_the_core_defaults() {
+        let c = parse("overlay = \"lab\"\n[chord]\nstabilize_interval_ms = 500\nrpc_timeout_ms = 250\n").unwrap();
+        assert_eq!(c.overlay, "lab");
+        let chord = c.chord.chord_config();
+        assert_eq!(chord.stabilize_interval, Duration::from_millis(500));
+        assert_eq!(chord.rpc_timeout, Duration::from_millis(250));
+        assert_eq!(chord.fix_fingers_interval, ChordConfig::default().fix_fingers_interval);
+        assert_eq!(Config::default().chord.chord_config(), ChordConfig::default());
+        assert!(parse("[chord]\nstabilize = 1\n").is_err(), "unknown chord keys are rejected");
     }
 }

@@ -40,7 +40,7 @@ pub enum StatusError {
     },
     #[error("the node at http://{addr} did not answer within {secs} s")]
     Timeout { addr: SocketAddr, secs: u64 },
-    #[error("cannot build a request for http://{addr}/status")]
+    #[error("cannot build a request for http://{addr}")]
     Request {
         addr: SocketAddr,
         #[source]
@@ -52,9 +52,9 @@ pub enum StatusError {
         #[source]
         source: hyper::Error,
     },
-    #[error("http://{addr}/status answered {status}")]
-    Status { addr: SocketAddr, status: hyper::StatusCode },
-    #[error("http://{addr}/status did not return status JSON")]
+    #[error("the node at http://{addr} answered {status}: {message}")]
+    Status { addr: SocketAddr, status: hyper::StatusCode, message: String },
+    #[error("the node at http://{addr} did not return JSON")]
     Json {
         addr: SocketAddr,
         #[source]

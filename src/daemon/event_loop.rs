@@ -5,6 +5,10 @@
 //!
 //! TCP sending follows RFC 3261 §18.2.2: on the connection named in the transmit if it is
 //! still open, else on any open connection to the same remote, else on a new one.
+//!
+//! The peer's events are drained after every turn; a `LookupDone` answers the HTTP lookup
+//! that started it. On shutdown the node leaves the overlay and keeps serving overlay
+//! datagrams until its neighbours have answered or [`LEAVE_TIMEOUT`] has passed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,20 +18,24 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tracing::{debug, trace, warn};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
 
 use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
 use super::listeners::Listeners;
-use super::status::{NodeInfo, Status, StatusQuery, Transactions};
-use crate::peer::{ConnectionId, Endpoint, Listener, Peer, Transmit, Transport};
+use super::query::{LookupAnswer, Query};
+use super::status::{self, NodeInfo, Status, Transactions};
+use crate::overlay::{Event, LookupId, NodeId, NodeState};
+use crate::peer::{ConnectionId, Endpoint, Listener, Peer, PeerEvent, Transmit, Transport};
 use crate::sip::framing::Frame;
 
 /// The largest UDP payload; the peer applies the configured (smaller) limit and counts drops.
 const UDP_BUFFER: usize = 65_535;
 /// Connection events waiting for the loop; connection tasks pause reading when it is full.
 const EVENT_QUEUE: usize = 1024;
+/// How long a leaving node waits for its neighbours to acknowledge (dSIP §6.5).
+pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An open (or opening) TCP connection, as the loop sees it.
 struct Connection {
@@ -46,11 +54,13 @@ pub(crate) struct EventLoop {
     next_connection: u64,
     events_tx: mpsc::Sender<ConnEvent>,
     events: mpsc::Receiver<ConnEvent>,
-    queries: mpsc::Receiver<StatusQuery>,
+    queries: mpsc::Receiver<Query>,
+    /// HTTP lookups waiting for their `LookupDone`.
+    lookups: BTreeMap<LookupId, oneshot::Sender<Result<LookupAnswer, String>>>,
 }
 
 impl EventLoop {
-    pub fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<StatusQuery>) -> EventLoop {
+    pub fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<Query>) -> EventLoop {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         EventLoop {
             peer,
@@ -62,11 +72,12 @@ impl EventLoop {
             events_tx,
             events,
             queries,
+            lookups: BTreeMap::new(),
         }
     }
 
-    /// Runs until `shutdown` completes. Returning drops the listeners and every connection's
-    /// queue, which closes the sockets.
+    /// Runs until `shutdown` completes, then leaves the overlay. Returning drops the listeners
+    /// and every connection's queue, which closes the sockets.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut overlay_buf = vec![0u8; UDP_BUFFER];
         let mut proxy_buf = vec![0u8; UDP_BUFFER];
@@ -74,6 +85,9 @@ impl EventLoop {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         tokio::pin!(shutdown);
+        // What the peer queued before the loop started (the join) goes out now, not at its
+        // first retransmission.
+        self.flush().await;
         loop {
             let deadline = self.peer.poll_timeout();
             if let Some(at) = deadline {
@@ -90,13 +104,65 @@ impl EventLoop {
                 r = self.listeners.overlay.tcp.accept() => self.on_accept(Listener::Overlay, r),
                 r = self.listeners.proxy.tcp.accept() => self.on_accept(Listener::Proxy, r),
                 Some(event) = self.events.recv() => self.on_conn_event(event),
-                Some(query) = self.queries.recv() => {
-                    // The HTTP handler may have given up waiting; nothing to do then.
-                    let _ = query.send(self.status());
-                }
+                Some(query) = self.queries.recv() => self.on_query(query),
                 () = &mut sleep, if deadline.is_some() => self.peer.handle_timeout(Instant::now()),
             }
             self.flush().await;
+            self.drain_events();
+        }
+        self.leave(&mut overlay_buf).await;
+    }
+
+    /// Tells the neighbours we go, and serves overlay datagrams until they have answered
+    /// (the core reports `Left`) or [`LEAVE_TIMEOUT`] passes.
+    async fn leave(&mut self, buf: &mut [u8]) {
+        let started = Instant::now();
+        self.peer.leave(started);
+        self.flush().await;
+        let give_up = tokio::time::sleep(LEAVE_TIMEOUT);
+        tokio::pin!(give_up);
+        while self.peer.chord().state() != NodeState::Left {
+            let deadline = self.peer.poll_timeout().unwrap_or(started + LEAVE_TIMEOUT);
+            tokio::select! {
+                () = &mut give_up => break,
+                r = self.listeners.overlay.udp.recv_from(buf) => self.on_datagram(Listener::Overlay, r, buf),
+                () = tokio::time::sleep_until(deadline.into()) => self.peer.handle_timeout(Instant::now()),
+            }
+            self.flush().await;
+            self.drain_events();
+        }
+        info!(state = status::state_name(self.peer.chord().state()), elapsed = ?started.elapsed(), "left the overlay");
+    }
+
+    fn on_query(&mut self, query: Query) {
+        match query {
+            // The HTTP handler may have given up waiting; nothing to do then.
+            Query::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Query::Lookup { key, reply } => {
+                let key = NodeId::from_user_key(&key, self.peer.chord().config().id_hash);
+                let id = self.peer.lookup(Instant::now(), key);
+                debug!(%key, lookup = id.0, "lookup requested over HTTP");
+                self.lookups.insert(id, reply);
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(PeerEvent::Overlay(event)) = self.peer.poll_event() {
+            match event {
+                Event::LookupDone { id, key, result, path } => {
+                    debug!(%key, lookup = id.0, ?result, hops = path.len(), "lookup done");
+                    if let Some(reply) = self.lookups.remove(&id) {
+                        let answer = result
+                            .map(|node| LookupAnswer::new(key, &node, &path))
+                            .map_err(|e| format!("lookup of {key} failed: {e}"));
+                        let _ = reply.send(answer);
+                    }
+                }
+                other => debug!(event = ?other, "overlay event"),
+            }
         }
     }
 
@@ -217,8 +283,9 @@ impl EventLoop {
 
     fn status(&self) -> Status {
         let info = &self.info;
+        let chord = self.peer.chord();
         Status {
-            node_id: None,
+            node_id: self.peer.node_id().to_string(),
             version: env!("CARGO_PKG_VERSION"),
             listen: info.listen,
             proxy: info.proxy,
@@ -229,6 +296,10 @@ impl EventLoop {
             uptime_secs: self.started.elapsed().as_secs(),
             counters: self.peer.counters().clone(),
             transactions: Transactions::of(&self.peer),
+            predecessor: chord.predecessor().map(Into::into),
+            successors: chord.successors().iter().map(Into::into).collect(),
+            fingers: status::distinct_fingers(chord),
+            overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
         }
     }
 }

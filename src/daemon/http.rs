@@ -1,28 +1,40 @@
-//! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]) and `GET /health`.
+//! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]), `GET /health`, and
+//! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]).
 //!
-//! Handlers never touch the peer: they ask the event loop for a snapshot over a channel.
+//! Handlers never touch the peer: they send the event loop a [`Query`] over a channel.
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
+use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::status::{Status, StatusQuery};
+use super::query::{LookupAnswer, Query};
+use super::status::Status;
 
 /// How long a status request waits for the event loop.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a lookup may take. The core bounds it too (`max_hops` requests of at most
+/// `rpc_timeout` each); this only keeps a stuck request from hanging the client.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) fn router(queries: mpsc::Sender<StatusQuery>) -> Router {
-    Router::new().route("/status", get(status)).route("/health", get(health)).with_state(queries)
+type Failure = (StatusCode, String);
+
+pub(crate) fn router(queries: mpsc::Sender<Query>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/lookup", get(lookup))
+        .with_state(queries)
 }
 
 /// Serves until `stop` fires (or its sender is dropped), then lets open requests finish.
-pub(crate) async fn serve(listener: TcpListener, queries: mpsc::Sender<StatusQuery>, stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>, stop: oneshot::Receiver<()>) {
     let shutdown = async {
         let _ = stop.await;
     };
@@ -35,13 +47,43 @@ async fn health() -> &'static str {
     "ok"
 }
 
-async fn status(State(queries): State<mpsc::Sender<StatusQuery>>) -> Result<Json<Status>, (StatusCode, &'static str)> {
-    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
-    let (tx, rx) = oneshot::channel();
-    queries.send(tx).await.map_err(|_| unavailable)?;
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-        Ok(Ok(status)) => Ok(Json(status)),
-        Ok(Err(_)) => Err(unavailable),
-        Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "the node's event loop is not answering")),
+fn unavailable() -> Failure {
+    (StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down".into())
+}
+
+async fn ask<T>(
+    queries: &mpsc::Sender<Query>,
+    query: Query,
+    rx: oneshot::Receiver<T>,
+    limit: Duration,
+) -> Result<T, Failure> {
+    queries.send(query).await.map_err(|_| unavailable())?;
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(unavailable()),
+        Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, format!("no answer within {} s", limit.as_secs()))),
     }
+}
+
+async fn status(State(queries): State<mpsc::Sender<Query>>) -> Result<Json<Status>, Failure> {
+    let (tx, rx) = oneshot::channel();
+    ask(&queries, Query::Status(tx), rx, QUERY_TIMEOUT).await.map(Json)
+}
+
+/// `key` is 40 hex digits or any percent-encoded text, hashed as
+/// [`crate::overlay::NodeId::from_user_key`] says.
+async fn lookup(State(queries): State<mpsc::Sender<Query>>, uri: Uri) -> Result<Json<LookupAnswer>, Failure> {
+    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+    let raw = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key=")))
+        .ok_or_else(|| bad("missing ?key="))?;
+    let text =
+        percent_decode_str(&raw.replace('+', " ")).decode_utf8().map_err(|_| bad("the key is not UTF-8"))?.into_owned();
+    if text.is_empty() {
+        return Err(bad("empty key"));
+    }
+    let (tx, rx) = oneshot::channel();
+    let answer = ask(&queries, Query::Lookup { key: text, reply: tx }, rx, LOOKUP_TIMEOUT).await?;
+    answer.map(Json).map_err(|message| (StatusCode::BAD_GATEWAY, message))
 }

@@ -14,7 +14,10 @@
 //! - [`status_client`]: `p2psip status`'s side of it.
 //! - `signal`: SIGINT/SIGTERM.
 //!
-//! Not here yet: joining an overlay (`join` is accepted and reported), TLS, connection limits.
+//! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
+//!
+//! The node joins the overlay through `--join` at start and leaves it on shutdown.
+//! Not here yet: TLS, connection limits.
 
 pub mod config;
 mod connection;
@@ -22,10 +25,12 @@ mod error;
 mod event_loop;
 mod http;
 mod listeners;
+mod query;
 mod signal;
 pub mod status;
 pub mod status_client;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +38,8 @@ use tracing::{info, warn, Instrument};
 
 pub use config::{Config, ConfigError, Overrides};
 pub use error::{DaemonError, StatusError};
-pub use status_client::fetch_status;
+pub use query::LookupAnswer;
+pub use status_client::{fetch_json, fetch_status};
 
 use crate::peer::{Peer, PeerConfig};
 use event_loop::EventLoop;
@@ -52,19 +58,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (http_listener, http_addr) = listeners::bind_http(config.http).await?;
     let (listen, proxy) = (listeners.overlay.addr, listeners.proxy.addr);
 
-    let span = tracing::info_span!("node", %listen);
+    // `id` (the Node ID, short form) is filled in once the peer exists.
+    let span = tracing::info_span!("node", %listen, id = tracing::field::Empty);
     span.in_scope(|| {
         info!(%proxy, http = %http_addr, data_dir = %data_dir.display(), "p2psip node listening (UDP and TCP)");
-        if !config.join.is_empty() {
-            warn!(join = ?config.join, "joining an overlay is not implemented yet; --join is stored and ignored");
-        }
     });
 
     let mut peer_config = PeerConfig::new(listen, proxy);
     peer_config.domain = config.domain.clone();
     peer_config.max_datagram_size = config.max_datagram_size;
     peer_config.seed = random_seed()?;
-    let peer = Peer::new(peer_config, Instant::now());
+    peer_config.overlay_name = config.overlay.clone();
+    peer_config.chord = config.chord.chord_config();
+    peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
+    let node_addr = peer_config.node_addr();
+    let mut peer = Peer::new(peer_config, Instant::now());
+    span.record("id", tracing::field::debug(peer.node_id()));
+    span.in_scope(|| {
+        info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");
+        // Our own address in the list (a shared config file) would only bounce back to us.
+        let bootstrap: Vec<SocketAddr> = config.join.iter().copied().filter(|a| *a != node_addr).collect();
+        if !bootstrap.is_empty() {
+            info!(join = ?bootstrap, "joining the overlay");
+            peer.join(Instant::now(), bootstrap);
+        }
+    });
 
     let (query_tx, query_rx) = mpsc::channel(16);
     let (stop_http, http_stopped) = oneshot::channel();
@@ -79,9 +97,45 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The overlay address to derive the Node ID from and to advertise, when it is not `listen`
+/// itself: `advertise` if given; else, for a wildcard `listen`, the local IP the OS would send
+/// from toward the first `join` peer (a connected UDP socket sends nothing), else 127.0.0.1.
+fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[SocketAddr]) -> Option<SocketAddr> {
+    if advertise.is_some() || !listen.ip().is_unspecified() {
+        return advertise;
+    }
+    let toward = |peer: &SocketAddr| -> Option<IpAddr> {
+        let any: SocketAddr = if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().ok()? };
+        let socket = UdpSocket::bind(any).ok()?;
+        socket.connect(peer).ok()?;
+        Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+    };
+    let ip = join.first().and_then(toward).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if join.is_empty() {
+        warn!(%ip, "listening on a wildcard address with nothing to join: advertising {ip}; set --advertise");
+    }
+    Some(SocketAddr::new(ip, listen.port()))
+}
+
 /// 64 bits from the operating system: the peer derives its nonce key from this seed.
 fn random_seed() -> Result<u64, DaemonError> {
     let bytes: [u8; 8] =
         ring::rand::generate(&ring::rand::SystemRandom::new()).map_err(|_| DaemonError::Random)?.expose();
     Ok(u64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_address() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        assert_eq!(advertised_addr(a("127.0.0.2:5070"), None, &[]), None, "a specific listen address is used as is");
+        assert_eq!(advertised_addr(a("0.0.0.0:5070"), Some(a("192.0.2.1:6000")), &[]), Some(a("192.0.2.1:6000")));
+        assert_eq!(advertised_addr(a("0.0.0.0:5070"), None, &[]), Some(a("127.0.0.1:5070")));
+        assert_eq!(advertised_addr(a("0.0.0.0:5070"), None, &[a("127.0.0.9:5070")]).map(|s| s.port()), Some(5070));
+        let toward_loopback = advertised_addr(a("0.0.0.0:5070"), None, &[a("127.0.0.9:5070")]).unwrap();
+        assert!(toward_loopback.ip().is_loopback(), "{toward_loopback}");
+    }
 }

@@ -4,15 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokio::sync::oneshot;
 
+use crate::overlay::{Chord, ChordCounters, Contact, NodeState};
 use crate::peer::{Counters, Peer};
 
 /// The JSON body of `GET /status`. Field names are a contract with `p2psip status` and scripts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// The overlay Node-ID; `null` until the overlay exists.
-    pub node_id: Option<String>,
+    /// The overlay Node-ID, 40 hex digits.
+    pub node_id: String,
     pub version: &'static str,
     pub listen: SocketAddr,
     pub proxy: SocketAddr,
@@ -23,6 +23,73 @@ pub struct Status {
     pub uptime_secs: u64,
     pub counters: Counters,
     pub transactions: Transactions,
+    pub predecessor: Option<Node>,
+    /// The successor list, nearest first.
+    pub successors: Vec<Node>,
+    /// The distinct finger entries that name a node, in finger order.
+    pub fingers: Vec<FingerEntry>,
+    pub overlay: OverlayStatus,
+}
+
+/// A node as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub node_id: String,
+    pub addr: SocketAddr,
+}
+
+impl From<&Contact> for Node {
+    fn from(c: &Contact) -> Node {
+        Node { node_id: c.id.to_string(), addr: c.addr }
+    }
+}
+
+/// One finger: the start of its interval (40 hex) and the node it points at.
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerEntry {
+    pub start: String,
+    pub node_id: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OverlayStatus {
+    pub name: String,
+    /// `alone`, `joining`, `joined`, `leaving` or `left`.
+    pub state: &'static str,
+    pub counters: ChordCounters,
+}
+
+impl OverlayStatus {
+    pub fn of(name: &str, chord: &Chord) -> OverlayStatus {
+        OverlayStatus { name: name.to_owned(), state: state_name(chord.state()), counters: chord.counters().clone() }
+    }
+}
+
+pub fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Alone => "alone",
+        NodeState::Joining => "joining",
+        NodeState::Joined => "joined",
+        NodeState::Leaving => "leaving",
+        NodeState::Left => "left",
+    }
+}
+
+/// Fingers that name a node, each node listed once (at its first, lowest-index finger).
+pub fn distinct_fingers(chord: &Chord) -> Vec<FingerEntry> {
+    let mut seen = std::collections::BTreeSet::new();
+    chord
+        .fingers()
+        .filter_map(|f| {
+            let node = f.node?;
+            seen.insert(node.id).then(|| FingerEntry {
+                start: f.start.to_string(),
+                node_id: node.id.to_string(),
+                addr: node.addr,
+            })
+        })
+        .collect()
 }
 
 /// Transactions now in progress (`server`, `client`); the totals since start are in the
@@ -39,9 +106,6 @@ impl Transactions {
         Transactions { server: server as u64, client: client as u64 }
     }
 }
-
-/// A request for a snapshot, answered by the event loop that owns the peer.
-pub(crate) type StatusQuery = oneshot::Sender<Status>;
 
 /// The parts of the status that do not change while the node runs.
 #[derive(Debug, Clone)]

@@ -144,6 +144,14 @@ impl NodeId {
         NodeId::from_bytes(hash.digest(key))
     }
 
+    /// The ID a user names on the command line or the status API (`p2psip lookup KEY`): 40 hex
+    /// digits are taken as the ID itself; any other text is a key, and its ID is
+    /// [`NodeId::for_key`] of the text's UTF-8 bytes exactly as given, with no trimming or
+    /// normalisation (so `alice@p2p.test` and `sip:alice@p2p.test` are different keys).
+    pub fn from_user_key(text: &str, hash: IdHash) -> NodeId {
+        NodeId::from_hex(text).unwrap_or_else(|_| NodeId::for_key(text.as_bytes(), hash))
+    }
+
     /// Whether `claimed` is the ID a node at `observed_ip:observed_port` must have. The caller
     /// passes the address a request actually came from (the transport source, after `rport`),
     /// never one the peer wrote into a header.
@@ -268,6 +276,15 @@ mod tests {
         assert_eq!(NodeId::from_hex("12"), Err(IdParseError::Length(2)));
         assert_eq!(NodeId::from_hex(&"g".repeat(40)), Err(IdParseError::NotHex(0)));
         assert_eq!(NodeId::from_hex("é123456789abcdef0123456789abcdef0123456"), Err(IdParseError::NotHex(0)));
+    }
+
+    #[test]
+    fn user_keys_are_hex_ids_or_hashed_text() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(NodeId::from_user_key(hex, IdHash::Sha1).to_string(), hex);
+        let aor = "sip:alice@p2p.test";
+        assert_eq!(NodeId::from_user_key(aor, IdHash::Sha1), NodeId::for_key(aor.as_bytes(), IdHash::Sha1));
+        assert_ne!(NodeId::from_user_key("alice@p2p.test", IdHash::Sha1), NodeId::from_user_key(aor, IdHash::Sha1));
     }
 
     #[test]

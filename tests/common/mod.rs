@@ -87,6 +87,14 @@ impl ChildGuard {
         wait_for(timeout, || self.try_exit())
     }
 
+    /// Kills this process only, at once (SIGKILL through its own handle), and reaps it.
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            self.child.kill().expect("kill -9");
+            self.exit = Some(self.child.wait().expect("wait"));
+        }
+    }
+
     /// Sends SIGTERM to this process only.
     pub fn terminate(&self) {
         let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
@@ -155,6 +163,20 @@ impl Node {
     /// Starts a node on free ports of `ip_text`, with `extra` flags after the addresses.
     pub fn start_with(ip_text: &str, extra: &[&str]) -> Node {
         let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
+        let mut args: Vec<String> =
+            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::launch(http, &args)
+    }
+
+    /// Starts a node whose overlay address is `listen` (proxy and HTTP on free ports of the same
+    /// IP), with `extra` flags after the addresses.
+    pub fn start_at(listen: SocketAddr, extra: &[&str]) -> Node {
+        // The listen port is free now too, so the kernel may offer it; skip it.
+        let ports: Vec<SocketAddr> = free_addrs(listen.ip(), 3).into_iter().filter(|a| *a != listen).collect();
+        let (proxy, http) = (ports[0], ports[1]);
         let mut args: Vec<String> =
             ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
                 .map(String::from)
