@@ -334,7 +334,7 @@ fn lookup_paths_at_200_and_1000_nodes() {
 
 /// B1 at 10,000 nodes: release only (`cargo test --release -- --ignored`), several minutes.
 #[test]
-#[ignore]
+#[ignore = "a benchmark: minutes in a debug build; run it with --release -- --ignored"]
 fn lookup_paths_at_10000_nodes() {
     let report = scenarios::lookup_hops_experiment(Instant::now(), 10_000, 93, 2).unwrap_or_else(|e| panic!("{e}"));
     println!("N=10000: {report:?}");
