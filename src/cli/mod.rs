@@ -1,12 +1,15 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
-//! is doing. Parsing and formatting only; `main` runs the commands through [`crate::daemon`].
+//! is doing, `p2psip sim` simulates a ring of them. Parsing and formatting only; `main` runs
+//! the commands through [`crate::daemon`] and [`crate::sim`].
 
 pub mod node;
+pub mod sim;
 pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
 pub use node::NodeArgs;
+pub use sim::SimArgs;
 pub use status::StatusArgs;
 
 #[derive(Debug, Parser)]
@@ -35,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     Node(NodeArgs),
     Status(StatusArgs),
+    Sim(SimArgs),
 }
 
 #[cfg(test)]
