@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::overlay::ChordConfig;
 use crate::sim::network::NetworkConfig;
 use crate::sim::scenario::{LookupStats, SimParams, SimReport};
 
@@ -62,6 +63,15 @@ pub struct SimArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
     pub loss: f64,
 
+    /// Every node's stabilize period (and check-predecessor period), in seconds
+    /// [default: ChordConfig's, 5]
+    #[arg(long, value_name = "SECS")]
+    pub stabilize_interval: Option<f64>,
+
+    /// Every node's fix_fingers period, in seconds [default: ChordConfig's, 30]
+    #[arg(long, value_name = "SECS")]
+    pub fix_fingers_interval: Option<f64>,
+
     /// Print the report as JSON (stable snake_case field names) instead of a summary
     #[arg(long)]
     pub json: bool,
@@ -77,7 +87,16 @@ fn fraction(s: &str) -> Result<f64, String> {
 impl SimArgs {
     pub fn params(&self) -> SimParams {
         let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
+        let mut chord = ChordConfig::default();
+        if let Some(s) = self.stabilize_interval {
+            chord.stabilize_interval = Duration::from_secs_f64(s.max(0.1));
+            chord.check_predecessor_interval = chord.stabilize_interval;
+        }
+        if let Some(s) = self.fix_fingers_interval {
+            chord.fix_fingers_interval = Duration::from_secs_f64(s.max(0.1));
+        }
         SimParams {
+            chord,
             lookups: self.lookups,
             fail: self.fail,
             churn_per_min: self.churn.max(0.0),
@@ -94,11 +113,12 @@ impl SimArgs {
 
 fn lookups_line(s: &LookupStats) -> String {
     format!(
-        "{:.2}% of {} right ({} failed, {} wrong); hops mean {:.2}, p50 {}, p99 {}, max {}",
+        "{:.2}% of {} right ({} failed, {} wrong of which {} named a departed node); hops mean {:.2}, p50 {}, p99 {}, max {}",
         s.success * 100.0,
         s.lookups,
         s.failed,
         s.wrong,
+        s.wrong_departed,
         s.mean_hops,
         s.p50_hops,
         s.p99_hops,

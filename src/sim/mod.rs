@@ -74,6 +74,9 @@ pub struct LookupRecord {
     pub finished_at: Instant,
     /// The answer was the key's true successor among the admitted nodes when it arrived.
     pub correct: bool,
+    /// The answer named a node that was no longer in the ring (dead, gone, or rejoining): the
+    /// caller finds out when it contacts that node, and looks up again.
+    pub named_departed: bool,
 }
 
 struct Slot {
@@ -368,6 +371,7 @@ impl Sim {
                     let truth = self.admitted.range(key..).next().or(self.admitted.iter().next()).copied();
                     let result = result.map(|c| c.id);
                     let correct = result.as_ref().ok().is_some_and(|r| Some(*r) == truth);
+                    let named_departed = result.as_ref().ok().is_some_and(|r| !self.admitted.contains(r));
                     self.finished_lookups.push(LookupRecord {
                         node: ix,
                         key,
@@ -376,6 +380,7 @@ impl Sim {
                         started_at,
                         finished_at: now,
                         correct,
+                        named_departed,
                     });
                 }
                 _ => {}

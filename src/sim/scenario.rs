@@ -66,6 +66,9 @@ pub struct LookupStats {
     pub failed: usize,
     /// Returned another node.
     pub wrong: usize,
+    /// Of `wrong`: answers naming a node no longer in the ring (its caller finds out on
+    /// contact and looks up again); the rest named a live node that is not responsible.
+    pub wrong_departed: usize,
     /// `succeeded / lookups`.
     pub success: f64,
     pub mean_hops: f64,
@@ -84,6 +87,9 @@ impl LookupStats {
                 (Err(_), _) => stats.failed += 1,
                 (Ok(_), true) => stats.succeeded += 1,
                 (Ok(_), false) => stats.wrong += 1,
+            }
+            if r.named_departed && !r.correct {
+                stats.wrong_departed += 1;
             }
             if r.result.is_ok() {
                 hops.push(r.hops);
