@@ -164,6 +164,8 @@ pub fn summary(r: &SimReport) -> String {
     if let Some(f) = &r.fail {
         row("fail at once", format!("{} nodes ({:.0}%)", f.killed, f.fraction * 100.0));
         row("  at that instant", lookups_line(&f.immediate));
+        row("  retried", lookups_line(&f.retried));
+        row("  right after a retry", format!("{:.2}%", f.success_after_retry * 100.0));
         row("  ring healed", secs(f.heal_time_s));
         row("  after healing", lookups_line(&f.settled));
     }

@@ -121,6 +121,11 @@ pub struct FailReport {
     pub killed: usize,
     /// Lookups started at the instant of the failure.
     pub immediate: LookupStats,
+    /// Each immediate answer that named a departed node, looked up again by its caller once
+    /// its request to that node timed out (`rpc_timeout` after the answer).
+    pub retried: LookupStats,
+    /// Immediate lookups right at the first attempt or at that one retry.
+    pub success_after_retry: f64,
     /// Virtual seconds until the ring was correct again (`None`: not within 10 minutes).
     pub heal_time_s: Option<f64>,
     /// Lookups started once the ring had healed (or after 10 minutes).
@@ -309,10 +314,36 @@ pub fn fail_at_once(sim: &mut Sim, fraction: f64, lookups: usize) -> FailReport 
     for &ix in &members[..killed] {
         sim.kill(ix);
     }
-    let immediate = measure_lookups(sim, lookups);
+    start_lookups(sim, lookups);
+    wait_for_lookups(sim);
+    let mut records = sim.take_finished_lookups();
+    let immediate = LookupStats::from_records(&records, sim.pending_lookups());
+    // A caller handed a departed node finds out when its request there times out, and asks
+    // again from where it is: one retry per such answer, `rpc_timeout` after it arrived.
+    records.retain(|r| r.named_departed && !r.correct);
+    records.sort_by_key(|r| r.finished_at);
+    let timeout = sim.config().chord.rpc_timeout;
+    for r in &records {
+        sim.run_until(r.finished_at + timeout);
+        sim.lookup(r.node, r.key);
+    }
+    let retried = finish_lookups(sim);
+    let success_after_retry = if immediate.lookups == 0 {
+        1.0
+    } else {
+        (immediate.succeeded + retried.succeeded) as f64 / immediate.lookups as f64
+    };
     let heal = sim.run_until_ok(SETTLE_LIMIT, Duration::from_secs(5), invariants::ring_correct).ok();
     let settled = measure_lookups(sim, lookups);
-    FailReport { fraction, killed, immediate, heal_time_s: heal.map(|d| d.as_secs_f64()), settled }
+    FailReport {
+        fraction,
+        killed,
+        immediate,
+        retried,
+        success_after_retry,
+        heal_time_s: heal.map(|d| d.as_secs_f64()),
+        settled,
+    }
 }
 
 /// Poisson churn at `params.churn_per_min` for `params.churn_duration`: each event a random

@@ -64,6 +64,8 @@ fn half_the_ring_killed_at_once_heals() {
     assert!(fail.heal_time_s.is_some(), "{fail:?}");
     assert_eq!(fail.settled.success, 1.0, "{fail:?}");
     assert_eq!(fail.immediate.failed, 0, "{fail:?}");
+    assert_eq!(fail.retried.lookups, fail.immediate.wrong_departed, "{fail:?}");
+    assert!(fail.success_after_retry > fail.immediate.success, "{fail:?}");
 }
 
 #[test]
