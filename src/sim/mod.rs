@@ -66,6 +66,7 @@ impl SimConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupRecord {
     pub node: usize,
+    pub id: LookupId,
     pub key: NodeId,
     pub result: Result<NodeId, LookupError>,
     /// Nodes asked (zero when the querier knew the answer).
@@ -374,6 +375,7 @@ impl Sim {
                     let named_departed = result.as_ref().ok().is_some_and(|r| !self.admitted.contains(r));
                     self.finished_lookups.push(LookupRecord {
                         node: ix,
+                        id,
                         key,
                         result,
                         hops: path.len(),

@@ -7,6 +7,7 @@
 //! A lookup succeeds when it returns the key's true successor among the admitted nodes at the
 //! instant it finishes; an error or any other node counts against it.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -315,19 +316,40 @@ pub fn fail_at_once(sim: &mut Sim, fraction: f64, lookups: usize) -> FailReport 
         sim.kill(ix);
     }
     start_lookups(sim, lookups);
-    wait_for_lookups(sim);
-    let mut records = sim.take_finished_lookups();
-    let immediate = LookupStats::from_records(&records, sim.pending_lookups());
     // A caller handed a departed node finds out when its request there times out, and asks
     // again from where it is: one retry per such answer, `rpc_timeout` after it arrived.
-    records.retain(|r| r.named_departed && !r.correct);
-    records.sort_by_key(|r| r.finished_at);
     let timeout = sim.config().chord.rpc_timeout;
-    for r in &records {
-        sim.run_until(r.finished_at + timeout);
-        sim.lookup(r.node, r.key);
+    let limit = timeout * sim.config().chord.max_hops * 2;
+    let began = sim.now();
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let mut due: Vec<(Instant, usize, NodeId)> = Vec::new();
+    let mut retry_ids = BTreeSet::new();
+    loop {
+        for r in sim.take_finished_lookups() {
+            if retry_ids.contains(&(r.node, r.id)) {
+                second.push(r);
+            } else {
+                if r.named_departed && !r.correct {
+                    due.push((r.finished_at + timeout, r.node, r.key));
+                }
+                first.push(r);
+            }
+        }
+        due.sort();
+        while due.first().is_some_and(|d| d.0 <= sim.now()) {
+            let (_, node, key) = due.remove(0);
+            if let Some(id) = sim.lookup(node, key) {
+                retry_ids.insert((node, id));
+            }
+        }
+        if (sim.pending_lookups() == 0 && due.is_empty()) || sim.now() - began > limit {
+            break;
+        }
+        let step = sim.now() + Duration::from_millis(100);
+        sim.run_until(due.first().map_or(step, |d| d.0.min(step)));
     }
-    let retried = finish_lookups(sim);
+    let immediate = LookupStats::from_records(&first, lookups.saturating_sub(first.len()));
+    let retried = LookupStats::from_records(&second, retry_ids.len().saturating_sub(second.len()));
     let success_after_retry = if immediate.lookups == 0 {
         1.0
     } else {
