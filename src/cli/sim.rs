@@ -192,3 +192,47 @@ pub fn summary(r: &SimReport) -> String {
     row("wall time", format!("{:.1} s{rss}", r.wall_time_s));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(line: &str) -> SimArgs {
+        match Cli::try_parse_from(line.split_whitespace()).unwrap().command {
+            Command::Sim(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_params() {
+        let a = args(
+            "p2psip sim --nodes 50 --seed 7 --fail 0.2 --churn 12 --latency 40 --loss 1.5 --stabilize-interval 10",
+        );
+        let p = a.params();
+        assert_eq!((p.nodes, p.seed, p.fail, p.churn_per_min), (50, 7, Some(0.2), 12.0));
+        assert_eq!(p.network.latency, Duration::from_millis(40));
+        assert_eq!(p.network.loss_percent, 1.5);
+        assert_eq!(p.chord.stabilize_interval, Duration::from_secs(10));
+        assert_eq!(p.chord.check_predecessor_interval, Duration::from_secs(10));
+        assert_eq!(p.chord.fix_fingers_interval, ChordConfig::default().fix_fingers_interval);
+        assert!(Cli::try_parse_from(["p2psip", "sim", "--fail", "1.5"]).is_err());
+    }
+
+    #[test]
+    fn summary_names_every_measure() {
+        let r = SimReport {
+            nodes: 10,
+            fail: Some(Default::default()),
+            churn: Some(Default::default()),
+            ..Default::default()
+        };
+        let s = summary(&r);
+        for word in ["converged", "maintenance", "lookups", "fail at once", "after healing", "churn", "wall time"] {
+            assert!(s.contains(word), "{word} missing from\n{s}");
+        }
+    }
+}
