@@ -7,6 +7,7 @@
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
+//! - [`sim`]: the deterministic many-node simulator: whole peers, real SIP bytes, a virtual network.
 //! - [`cli`]: the `p2psip` command line (clap): `node`, `status`.
 //!
 //! # Sans-IO
@@ -20,4 +21,5 @@ pub mod cli;
 pub mod daemon;
 pub mod overlay;
 pub mod peer;
+pub mod sim;
 pub mod sip;

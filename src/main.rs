@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use p2psip::cli::{self, Cli, Command, LookupArgs, NodeArgs, StatusArgs};
+use p2psip::cli::{self, Cli, Command, LookupArgs, NodeArgs, SimArgs, StatusArgs};
 use p2psip::daemon::{self, Config};
 
 /// How long `p2psip status` waits for a node.
@@ -20,11 +20,14 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(35);
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    init_logging(args.verbose);
+    // The simulator runs thousands of nodes in one process: only their warnings by default.
+    let quiet = matches!(args.command, Command::Sim(_));
+    init_logging(args.verbose, quiet);
     let result = match args.command {
         Command::Node(a) => node(a),
         Command::Status(a) => status(a),
         Command::Lookup(a) => lookup(a),
+        Command::Sim(a) => sim(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,10 +73,35 @@ fn lookup(args: LookupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr. RUST_LOG sets the filter (default `info`); each -v raises p2psip's own
+/// Runs the simulator. Main owns the real clock: one reading as the virtual clock's epoch, and
+/// the wall time and peak memory the report carries.
+#[allow(clippy::disallowed_methods)]
+fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    let mut report = p2psip::sim::scenario::run(began, &args.params())
+        .map_err(|e| anyhow::anyhow!("{e}; replay with --seed {}", e.seed))?;
+    report.wall_time_s = began.elapsed().as_secs_f64();
+    report.peak_rss_kib = peak_rss_kib();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", cli::sim::summary(&report));
+    }
+    Ok(())
+}
+
+/// The process's peak resident set (`VmHWM` in /proc/self/status), where Linux reports it.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Logs to stderr. RUST_LOG sets the filter (default `info`, `warn` for `sim`); each -v raises p2psip's own
 /// level on top of it (debug, then trace).
-fn init_logging(verbose: u8) {
-    let mut filter = EnvFilter::builder().with_default_directive(tracing::Level::INFO.into()).from_env_lossy();
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = if quiet { tracing::Level::WARN } else { tracing::Level::INFO };
+    let mut filter = EnvFilter::builder().with_default_directive(default.into()).from_env_lossy();
     let level = match verbose {
         0 => None,
         1 => Some("p2psip=debug"),

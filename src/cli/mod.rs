@@ -1,14 +1,18 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
-//! is doing, `p2psip lookup` asks one which node is responsible for a key. Parsing and formatting only; `main` runs the commands through [`crate::daemon`].
+//! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
+//! simulates a ring of them. Parsing and formatting only; `main` runs the commands through
+//! [`crate::daemon`] and [`crate::sim`].
 
 pub mod lookup;
 pub mod node;
+pub mod sim;
 pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
 pub use lookup::LookupArgs;
 pub use node::NodeArgs;
+pub use sim::SimArgs;
 pub use status::StatusArgs;
 
 #[derive(Debug, Parser)]
@@ -39,6 +43,7 @@ pub enum Command {
     Node(NodeArgs),
     Status(StatusArgs),
     Lookup(LookupArgs),
+    Sim(SimArgs),
 }
 
 #[cfg(test)]

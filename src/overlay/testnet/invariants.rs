@@ -5,11 +5,46 @@
 //! successor is the next member clockwise and its predecessor the previous one; the successor
 //! lists are correct when each holds the next `min(r, N - 1)` members in order. Fingers are
 //! an optimisation, measured as a fraction rather than required.
+//!
+//! The checks read a ring through [`RingView`], so the abstract-RPC [`TestNet`] and the
+//! simulator of whole SIP peers (`crate::sim`) are held to the same conditions.
 
 use std::time::Duration;
 
 use super::TestNet;
+use crate::overlay::chord::{Chord, NodeState};
 use crate::overlay::id::NodeId;
+
+/// What the invariants need to know about a network of nodes: which are in the ring, each
+/// one's Chord state, and how to name a failing run (its virtual time and seed).
+pub trait RingView {
+    /// Node indices that should be in the ring: alive and not gone (`Left`).
+    fn member_indices(&self) -> Vec<usize>;
+    /// Node `ix`'s Chord core, if the network still holds it.
+    fn chord_of(&self, ix: usize) -> Option<&Chord>;
+    /// Virtual time since the network started.
+    fn elapsed_time(&self) -> Duration;
+    /// The seed that replays the run.
+    fn run_seed(&self) -> u64;
+}
+
+impl RingView for TestNet {
+    fn member_indices(&self) -> Vec<usize> {
+        self.members().collect()
+    }
+
+    fn chord_of(&self, ix: usize) -> Option<&Chord> {
+        self.node(ix)
+    }
+
+    fn elapsed_time(&self) -> Duration {
+        self.elapsed()
+    }
+
+    fn run_seed(&self) -> u64 {
+        self.seed()
+    }
+}
 
 /// An invariant that does not hold, with the evidence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,20 +56,27 @@ pub struct InvariantViolation {
     pub seed: u64,
 }
 
-fn violation(net: &TestNet, invariant: &'static str, detail: String) -> InvariantViolation {
-    InvariantViolation { invariant, detail, elapsed: net.elapsed(), seed: net.seed() }
+fn violation<N: RingView + ?Sized>(net: &N, invariant: &'static str, detail: String) -> InvariantViolation {
+    InvariantViolation { invariant, detail, elapsed: net.elapsed_time(), seed: net.run_seed() }
 }
 
 /// The members' IDs in ring order, each with its index.
-pub fn sorted_members(net: &TestNet) -> Vec<(NodeId, usize)> {
-    let mut members: Vec<(NodeId, usize)> = net.members().filter_map(|i| net.contact(i).map(|c| (c.id, i))).collect();
+pub fn sorted_members<N: RingView + ?Sized>(net: &N) -> Vec<(NodeId, usize)> {
+    let mut members: Vec<(NodeId, usize)> =
+        net.member_indices().into_iter().filter_map(|i| net.chord_of(i).map(|c| (c.me().id, i))).collect();
     members.sort();
     members
 }
 
 /// The admitted members' IDs in ring order, each with its index: who should answer lookups.
-pub fn sorted_admitted(net: &TestNet) -> Vec<(NodeId, usize)> {
-    let mut admitted: Vec<(NodeId, usize)> = net.admitted().filter_map(|i| net.contact(i).map(|c| (c.id, i))).collect();
+pub fn sorted_admitted<N: RingView + ?Sized>(net: &N) -> Vec<(NodeId, usize)> {
+    let mut admitted: Vec<(NodeId, usize)> = net
+        .member_indices()
+        .into_iter()
+        .filter_map(|i| net.chord_of(i).map(|c| (c, i)))
+        .filter(|(c, _)| matches!(c.state(), NodeState::Joined | NodeState::Alone))
+        .map(|(c, i)| (c.me().id, i))
+        .collect();
     admitted.sort();
     admitted
 }
@@ -46,12 +88,12 @@ pub fn true_successor(sorted: &[(NodeId, usize)], key: NodeId) -> Option<NodeId>
 }
 
 /// Every member's successor is the next member in ID order (itself when alone).
-pub fn successors_match_sorted_ids(net: &TestNet) -> Result<(), InvariantViolation> {
+pub fn successors_match_sorted_ids<N: RingView + ?Sized>(net: &N) -> Result<(), InvariantViolation> {
     let sorted = sorted_members(net);
     let n = sorted.len();
     for (k, (id, ix)) in sorted.iter().enumerate() {
         let expected = sorted[(k + 1) % n].0;
-        let actual = net.node(*ix).map(|c| c.successor().id);
+        let actual = net.chord_of(*ix).map(|c| c.successor().id);
         if actual != Some(expected) {
             return Err(violation(
                 net,
@@ -64,12 +106,12 @@ pub fn successors_match_sorted_ids(net: &TestNet) -> Result<(), InvariantViolati
 }
 
 /// Every member's predecessor is the previous member in ID order (none when alone).
-pub fn predecessors_match(net: &TestNet) -> Result<(), InvariantViolation> {
+pub fn predecessors_match<N: RingView + ?Sized>(net: &N) -> Result<(), InvariantViolation> {
     let sorted = sorted_members(net);
     let n = sorted.len();
     for (k, (id, ix)) in sorted.iter().enumerate() {
         let expected = if n == 1 { None } else { Some(sorted[(k + n - 1) % n].0) };
-        let actual = net.node(*ix).and_then(|c| c.predecessor().map(|p| p.id));
+        let actual = net.chord_of(*ix).and_then(|c| c.predecessor().map(|p| p.id));
         if actual != expected {
             return Err(violation(
                 net,
@@ -82,11 +124,11 @@ pub fn predecessors_match(net: &TestNet) -> Result<(), InvariantViolation> {
 }
 
 /// Every member's successor list is exactly the next `min(r, N - 1)` members.
-pub fn successor_lists_correct(net: &TestNet) -> Result<(), InvariantViolation> {
+pub fn successor_lists_correct<N: RingView + ?Sized>(net: &N) -> Result<(), InvariantViolation> {
     let sorted = sorted_members(net);
     let n = sorted.len();
     for (k, (id, ix)) in sorted.iter().enumerate() {
-        let Some(node) = net.node(*ix) else { continue };
+        let Some(node) = net.chord_of(*ix) else { continue };
         let r = node.config().successor_list_len.max(1);
         let expected: Vec<NodeId> = (1..=r.min(n - 1)).map(|j| sorted[(k + j) % n].0).collect();
         let actual: Vec<NodeId> = node.successors().iter().map(|c| c.id).collect();
@@ -102,20 +144,43 @@ pub fn successor_lists_correct(net: &TestNet) -> Result<(), InvariantViolation> 
 }
 
 /// The ring is correct: successors, predecessors and successor lists all match the members.
-pub fn ring_correct(net: &TestNet) -> Result<(), InvariantViolation> {
+pub fn ring_correct<N: RingView + ?Sized>(net: &N) -> Result<(), InvariantViolation> {
     successors_match_sorted_ids(net)?;
     predecessors_match(net)?;
     successor_lists_correct(net)
 }
 
+/// The fraction of all members' successor-list entries that hold the member they should (the
+/// `j`-th entry the `j`-th next member), over `min(r, N - 1)` entries per member.
+pub fn successor_entries_correct_fraction<N: RingView + ?Sized>(net: &N) -> f64 {
+    let sorted = sorted_members(net);
+    let n = sorted.len();
+    let (mut right, mut total) = (0u64, 0u64);
+    for (k, (_, ix)) in sorted.iter().enumerate() {
+        let Some(node) = net.chord_of(*ix) else { continue };
+        let r = node.config().successor_list_len.max(1).min(n - 1);
+        let actual = node.successors();
+        for j in 1..=r {
+            total += 1;
+            if actual.get(j - 1).map(|c| c.id) == Some(sorted[(k + j) % n].0) {
+                right += 1;
+            }
+        }
+    }
+    if total == 0 {
+        return 1.0;
+    }
+    right as f64 / total as f64
+}
+
 /// The fraction of all members' fingers (160 each) that hold the true successor of their
 /// start. Fingers whose start precedes the successor are included; with `N` nodes about
 /// `160 - log2 N` of each node's fingers are of that kind.
-pub fn fingers_correct_fraction(net: &TestNet) -> f64 {
+pub fn fingers_correct_fraction<N: RingView + ?Sized>(net: &N) -> f64 {
     let sorted = sorted_members(net);
     let (mut right, mut total) = (0u64, 0u64);
     for (_, ix) in &sorted {
-        let Some(node) = net.node(*ix) else { continue };
+        let Some(node) = net.chord_of(*ix) else { continue };
         for f in node.fingers() {
             total += 1;
             if f.node.map(|c| c.id) == true_successor(&sorted, f.start) {
@@ -131,11 +196,11 @@ pub fn fingers_correct_fraction(net: &TestNet) -> f64 {
 
 /// The fraction of *distinct* fingers (each node's table entries after its successor) that are
 /// correct: the ones that shorten paths, and the ones a lookup-based `fix_fingers` must find.
-pub fn far_fingers_correct_fraction(net: &TestNet) -> f64 {
+pub fn far_fingers_correct_fraction<N: RingView + ?Sized>(net: &N) -> f64 {
     let sorted = sorted_members(net);
     let (mut right, mut total) = (0u64, 0u64);
     for (id, ix) in &sorted {
-        let Some(node) = net.node(*ix) else { continue };
+        let Some(node) = net.chord_of(*ix) else { continue };
         let Some(succ) = true_successor(&sorted, id.add_pow2(0)) else { continue };
         for f in node.fingers() {
             if f.start.in_left_open(*id, succ) {
@@ -154,7 +219,7 @@ pub fn far_fingers_correct_fraction(net: &TestNet) -> f64 {
 }
 
 /// Fails unless [`far_fingers_correct_fraction`] is at least `min`.
-pub fn fingers_at_least(net: &TestNet, min: f64) -> Result<(), InvariantViolation> {
+pub fn fingers_at_least<N: RingView + ?Sized>(net: &N, min: f64) -> Result<(), InvariantViolation> {
     let f = far_fingers_correct_fraction(net);
     if f < min {
         return Err(violation(net, "fingers_correct_fraction", format!("{f:.4} of far fingers correct, want {min}")));

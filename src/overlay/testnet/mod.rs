@@ -1,5 +1,6 @@
-//! A lock-step network of [`Chord`] nodes on a virtual clock: the overlay's test bench, and
-//! the core the simulator builds on.
+//! A lock-step network of [`Chord`] nodes on a virtual clock: the overlay's test bench, with
+//! abstract RPCs instead of SIP (the simulator, `crate::sim`, runs whole peers and shares its
+//! [`invariants`]).
 //!
 //! One event queue holds every message in flight, each delivered after a latency drawn
 //! uniformly from `[latency_min, latency_max]` and dropped with probability `loss_per_mille`,

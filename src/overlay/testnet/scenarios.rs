@@ -1,6 +1,7 @@
 //! Ready-made experiments on a [`TestNet`]: growing a ring, measuring lookup paths. The tests
-//! run them at a few hundred nodes; the simulator calls [`lookup_hops_experiment`] at 1,000
-//! and 10,000 for target B1 (mean hops ≤ ½·log2 N, p99 ≤ log2 N).
+//! run them at a few hundred nodes, and [`lookup_hops_experiment`] at 1,000 and 10,000 for
+//! target B1 (mean hops ≤ ½·log2 N, p99 ≤ log2 N) on abstract RPCs; `crate::sim::scenario`
+//! measures the same for whole peers speaking SIP.
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,424 @@
+//! A deterministic many-node simulator: whole [`Peer`]s, exchanging the real SIP bytes they
+//! emit, over a virtual network ([`network`]) on a virtual clock.
+//!
+//! # Contract
+//! The simulator is the second driver of the sans-IO peer (the daemon is the first): one loop
+//! over a virtual clock that delivers the next datagram or fires the next node deadline,
+//! whichever is earlier, then drains that node's `poll_transmit` into the network and its
+//! `poll_event` into the simulator's records. Every random choice (addresses of joiners,
+//! latency, loss, victims, keys, node seeds) comes from ChaCha8 generators seeded by
+//! [`SimConfig::seed`], so a run, and a failure it reports, replays exactly from its seed.
+//!
+//! # Layout
+//! - [`network`]: latency ± jitter and loss for opaque datagrams.
+//! - this file: [`Sim`], the nodes and their lifecycle (spawn, join, leave, kill, lookup) and the
+//!   event loop; it implements the overlay's [`RingView`], so the ring invariants of
+//!   [`crate::overlay::testnet::invariants`] apply to it unchanged.
+//! - [`scenario`]: the experiments behind `p2psip sim` (grow, converge, measure hops, fail,
+//!   churn) and their [`scenario::SimReport`].
+//!
+//! # Not here
+//! Sockets, threads or sleeping; TCP (every message is a UDP datagram); NAT; partitions.
+//! A killed node's state is dropped at once, so memory follows the live population.
+
+pub mod network;
+pub mod scenario;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
+use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
+use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, Transport};
+use network::{Network, NetworkConfig, NetworkStats};
+
+/// The overlay port of a simulated node; a second node on the same host takes the next ports.
+pub const OVERLAY_PORT: u16 = 5070;
+
+/// Every tenth node shares its host with the node before it (a second instance on one
+/// machine, or two phones behind one NAT'd address), on the next port.
+const SHARED_HOST_EVERY: usize = 10;
+
+/// The simulation's parameters.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seeds the simulator's generator, the network's and every node's.
+    pub seed: u64,
+    pub network: NetworkConfig,
+    /// Every node's Chord configuration.
+    pub chord: ChordConfig,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig { seed, network: NetworkConfig::default(), chord: ChordConfig::default() }
+    }
+}
+
+/// One finished lookup, judged when it finished against the nodes admitted at that instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRecord {
+    pub node: usize,
+    pub id: LookupId,
+    pub key: NodeId,
+    pub result: Result<NodeId, LookupError>,
+    /// Nodes asked (zero when the querier knew the answer).
+    pub hops: usize,
+    pub started_at: Instant,
+    pub finished_at: Instant,
+    /// The answer was the key's true successor among the admitted nodes when it arrived.
+    pub correct: bool,
+    /// The answer named a node that was no longer in the ring (dead, gone, or rejoining): the
+    /// caller finds out when it contacts that node, and looks up again.
+    pub named_departed: bool,
+}
+
+struct Slot {
+    addr: SocketAddr,
+    id: NodeId,
+    /// `None` once killed or gone: a dead node costs one address and one ID.
+    peer: Option<Peer>,
+    /// The deadline registered in `Sim::timers`.
+    timer: Option<Instant>,
+}
+
+/// N peers on a virtual network.
+pub struct Sim {
+    start: Instant,
+    now: Instant,
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    network: Network,
+    slots: Vec<Slot>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    timers: BTreeSet<(Instant, usize)>,
+    /// IDs of nodes in the ring by their own account (joined, or a ring of one): the oracle.
+    admitted: BTreeSet<NodeId>,
+    pending_lookups: BTreeMap<(usize, LookupId), (NodeId, Instant)>,
+    finished_lookups: Vec<LookupRecord>,
+    /// Addresses handed out so far (a node's address is never reused).
+    next_host: u32,
+}
+
+impl Sim {
+    /// An empty network whose virtual clock starts at `start`.
+    pub fn new(start: Instant, config: SimConfig) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let network = Network::new(config.network.clone(), rng.random());
+        Sim {
+            start,
+            now: start,
+            config,
+            rng,
+            network,
+            slots: Vec::new(),
+            by_addr: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            admitted: BTreeSet::new(),
+            pending_lookups: BTreeMap::new(),
+            finished_lookups: Vec::new(),
+            next_host: 0,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    pub fn network_stats(&self) -> NetworkStats {
+        self.network.stats()
+    }
+
+    /// Nodes ever spawned, dead or alive.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn peer(&self, ix: usize) -> Option<&Peer> {
+        self.slots.get(ix).and_then(|s| s.peer.as_ref())
+    }
+
+    pub fn addr(&self, ix: usize) -> Option<SocketAddr> {
+        self.slots.get(ix).map(|s| s.addr)
+    }
+
+    pub fn is_alive(&self, ix: usize) -> bool {
+        self.peer(ix).is_some()
+    }
+
+    /// Live nodes that have not left: who should be in the ring.
+    pub fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.peer.as_ref().is_some_and(|p| !matches!(p.chord().state(), NodeState::Left)))
+            .map(|(i, _)| i)
+    }
+
+    /// Live nodes in the ring by their own account (joined, or a ring of one).
+    pub fn admitted(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.peer.as_ref().is_some_and(|p| matches!(p.chord().state(), NodeState::Joined | NodeState::Alone))
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// The key's true successor among the admitted nodes, now.
+    pub fn true_successor(&self, key: NodeId) -> Option<NodeId> {
+        self.admitted.range(key..).next().or(self.admitted.iter().next()).copied()
+    }
+
+    /// The address the next node gets: `10.a.b.c:5070`, except that every tenth node shares
+    /// the previous node's host on the next port.
+    fn next_addr(&mut self) -> SocketAddr {
+        let k = self.slots.len();
+        if k % SHARED_HOST_EVERY == SHARED_HOST_EVERY - 1 {
+            if let Some(prev) = self.slots.last() {
+                return SocketAddr::new(prev.addr.ip(), prev.addr.port() + 1);
+            }
+        }
+        self.next_host += 1;
+        let h = self.next_host;
+        let ip = Ipv4Addr::new(10, (h >> 16) as u8, (h >> 8) as u8, h as u8);
+        SocketAddr::new(IpAddr::V4(ip), OVERLAY_PORT)
+    }
+
+    /// Starts a node at a fresh address. It is a ring of one until it joins.
+    pub fn spawn(&mut self) -> usize {
+        let addr = self.next_addr();
+        let proxy = SocketAddr::new(addr.ip(), 5060);
+        let config =
+            PeerConfig { seed: self.rng.random(), chord: self.config.chord.clone(), ..PeerConfig::new(addr, proxy) };
+        let peer = Peer::new(config, self.now);
+        let ix = self.slots.len();
+        let id = peer.node_id();
+        self.slots.push(Slot { addr, id, peer: Some(peer), timer: None });
+        self.by_addr.insert(addr, ix);
+        if self.slots.len() == 1 || self.admitted.is_empty() {
+            // The first node creates the ring; later ones are alone only until they join.
+            self.admitted.insert(id);
+        }
+        self.after(ix);
+        ix
+    }
+
+    /// Has node `ix` join through the nodes in `bootstrap`, tried in order.
+    pub fn join(&mut self, ix: usize, bootstrap: &[usize]) {
+        let addrs = bootstrap.iter().filter_map(|b| self.addr(*b)).collect();
+        let now = self.now;
+        if let Some(p) = self.slots[ix].peer.as_mut() {
+            p.join(now, addrs);
+            self.after(ix);
+        }
+    }
+
+    /// Node `ix` leaves gracefully; its state is dropped once it reports `Left`.
+    pub fn leave(&mut self, ix: usize) {
+        let now = self.now;
+        if let Some(p) = self.slots[ix].peer.as_mut() {
+            self.admitted.remove(&p.node_id());
+            p.leave(now);
+            self.after(ix);
+        }
+    }
+
+    /// Node `ix` vanishes without a word; datagrams to it are dropped.
+    pub fn kill(&mut self, ix: usize) {
+        let slot = &mut self.slots[ix];
+        if slot.peer.take().is_some() {
+            self.admitted.remove(&slot.id);
+        }
+        if let Some(t) = slot.timer.take() {
+            self.timers.remove(&(t, ix));
+        }
+        self.pending_lookups.retain(|(n, _), _| *n != ix);
+    }
+
+    /// Starts a lookup for `key` at node `ix`; its record appears in [`Sim::finished_lookups`].
+    pub fn lookup(&mut self, ix: usize, key: NodeId) -> Option<LookupId> {
+        let now = self.now;
+        let id = self.slots.get_mut(ix)?.peer.as_mut()?.lookup(now, key);
+        self.pending_lookups.insert((ix, id), (key, now));
+        self.after(ix);
+        Some(id)
+    }
+
+    pub fn pending_lookups(&self) -> usize {
+        self.pending_lookups.len()
+    }
+
+    pub fn finished_lookups(&self) -> &[LookupRecord] {
+        &self.finished_lookups
+    }
+
+    /// Hands over the finished lookups' records, forgetting them.
+    pub fn take_finished_lookups(&mut self) -> Vec<LookupRecord> {
+        std::mem::take(&mut self.finished_lookups)
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let deadline = self.now + d;
+        self.run_until(deadline);
+    }
+
+    /// Delivers datagrams and fires deadlines in time order up to `deadline`.
+    pub fn run_until(&mut self, deadline: Instant) {
+        loop {
+            let next_timer = self.timers.first().map(|(t, _)| *t);
+            let next_datagram = self.network.poll_at();
+            let next = match (next_timer, next_datagram) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > deadline {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_datagram == Some(next) {
+                if let Some(d) = self.network.poll_delivery(self.now) {
+                    self.deliver(d);
+                }
+            } else if let Some((_, ix)) = self.timers.pop_first() {
+                self.slots[ix].timer = None;
+                let now = self.now;
+                if let Some(p) = self.slots[ix].peer.as_mut() {
+                    p.handle_timeout(now);
+                    self.after(ix);
+                }
+            }
+        }
+        self.now = self.now.max(deadline);
+    }
+
+    /// Runs in steps of `step` until `ok` holds, for at most `limit`; returns how long it took.
+    pub fn run_until_ok(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut ok: impl FnMut(&Sim) -> Result<(), InvariantViolation>,
+    ) -> Result<Duration, InvariantViolation> {
+        let began = self.now;
+        loop {
+            match ok(self) {
+                Ok(()) => return Ok(self.now - began),
+                Err(e) if self.now - began >= limit => return Err(e),
+                Err(_) => self.run_for(step),
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: network::Delivery) {
+        let Some(&ix) = self.by_addr.get(&d.to) else { return };
+        let now = self.now;
+        let Some(peer) = self.slots[ix].peer.as_mut() else { return };
+        let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: d.from, conn: None };
+        peer.handle_input(now, from, d.data);
+        self.after(ix);
+    }
+
+    /// Sends what node `ix` wants sent, records what it reported, and files its next deadline.
+    fn after(&mut self, ix: usize) {
+        let now = self.now;
+        let slot = &mut self.slots[ix];
+        let Some(peer) = slot.peer.as_mut() else { return };
+        while let Some(t) = peer.poll_transmit() {
+            self.network.send(now, slot.addr, t.to.remote, t.data);
+        }
+        let mut gone = false;
+        while let Some(PeerEvent::Overlay(event)) = peer.poll_event() {
+            match event {
+                Event::Joined { .. } => {
+                    self.admitted.insert(slot.id);
+                }
+                Event::Isolated => {
+                    self.admitted.remove(&slot.id);
+                }
+                Event::Left => gone = true,
+                Event::LookupDone { id, result, path, .. } => {
+                    let Some((key, started_at)) = self.pending_lookups.remove(&(ix, id)) else { continue };
+                    let truth = self.admitted.range(key..).next().or(self.admitted.iter().next()).copied();
+                    let result = result.map(|c| c.id);
+                    let correct = result.as_ref().ok().is_some_and(|r| Some(*r) == truth);
+                    let named_departed = result.as_ref().ok().is_some_and(|r| !self.admitted.contains(r));
+                    self.finished_lookups.push(LookupRecord {
+                        node: ix,
+                        id,
+                        key,
+                        result,
+                        hops: path.len(),
+                        started_at,
+                        finished_at: now,
+                        correct,
+                        named_departed,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let next = peer.poll_timeout();
+        if gone {
+            slot.peer = None;
+        }
+        let next = if gone { None } else { next };
+        if slot.timer != next {
+            if let Some(t) = slot.timer {
+                self.timers.remove(&(t, ix));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, ix));
+            }
+            slot.timer = next;
+        }
+    }
+}
+
+impl RingView for Sim {
+    fn member_indices(&self) -> Vec<usize> {
+        self.members().collect()
+    }
+
+    fn chord_of(&self, ix: usize) -> Option<&Chord> {
+        self.peer(ix).map(Peer::chord)
+    }
+
+    fn elapsed_time(&self) -> Duration {
+        self.elapsed()
+    }
+
+    fn run_seed(&self) -> u64 {
+        self.seed()
+    }
+}

@@ -1,0 +1,178 @@
+//! The virtual network: datagrams in flight on a virtual clock, each delayed by a fixed latency
+//! ± uniform jitter and lost with a fixed probability, all drawn from one seeded ChaCha8.
+//!
+//! It carries opaque bytes between socket addresses and knows nothing of SIP or of the nodes;
+//! like str0m's `netem`, it is itself sans-IO: `send(now, …)` queues, `poll_at` says when the
+//! next datagram lands, `poll_delivery(now)` hands it over. No reordering guarantees (jitter
+//! reorders, as UDP may), no duplication, no partitions, no bandwidth limit.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How the network treats every datagram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkConfig {
+    /// One-way delay around which each datagram's delay is drawn.
+    pub latency: Duration,
+    /// Each delay is `latency ± jitter`, uniformly (never below zero).
+    pub jitter: Duration,
+    /// Each datagram is lost with this probability, in percent.
+    pub loss_percent: f64,
+}
+
+impl Default for NetworkConfig {
+    /// 30 ms ± 20 ms (the overlay test bench's 10–50 ms), no loss.
+    fn default() -> NetworkConfig {
+        NetworkConfig { latency: Duration::from_millis(30), jitter: Duration::from_millis(20), loss_percent: 0.0 }
+    }
+}
+
+/// What the network has carried since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Datagrams handed to the network, lost ones included.
+    pub sent: u64,
+    /// Their payload bytes.
+    pub bytes_sent: u64,
+    pub lost: u64,
+    pub delivered: u64,
+}
+
+/// A datagram that has arrived.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub data: Bytes,
+}
+
+struct InFlight {
+    at: Instant,
+    /// Send order breaks ties, so equal arrival times replay in one order.
+    seq: u64,
+    delivery: Delivery,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &InFlight) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &InFlight) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InFlight {
+    // Reversed: BinaryHeap is a max-heap and the earliest arrival comes first.
+    fn cmp(&self, other: &InFlight) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Datagrams in flight.
+pub struct Network {
+    config: NetworkConfig,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    stats: NetworkStats,
+}
+
+impl Network {
+    pub fn new(config: NetworkConfig, seed: u64) -> Network {
+        Network {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            stats: NetworkStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> NetworkStats {
+        self.stats
+    }
+
+    /// Datagrams still in flight.
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a datagram, or loses it.
+    pub fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: Bytes) {
+        self.stats.sent += 1;
+        self.stats.bytes_sent += data.len() as u64;
+        if self.config.loss_percent > 0.0 && self.rng.random::<f64>() * 100.0 < self.config.loss_percent {
+            self.stats.lost += 1;
+            return;
+        }
+        let delay = self.delay();
+        self.seq += 1;
+        self.queue.push(InFlight { at: now + delay, seq: self.seq, delivery: Delivery { from, to, data } });
+    }
+
+    /// When the next datagram lands.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|f| f.at)
+    }
+
+    /// The next datagram due at or before `now`.
+    pub fn poll_delivery(&mut self, now: Instant) -> Option<Delivery> {
+        if self.queue.peek()?.at > now {
+            return None;
+        }
+        self.stats.delivered += 1;
+        self.queue.pop().map(|f| f.delivery)
+    }
+
+    fn delay(&mut self) -> Duration {
+        let jitter = self.config.jitter.as_micros() as i64;
+        let offset = if jitter > 0 { self.rng.random_range(-jitter..=jitter) } else { 0 };
+        let micros = (self.config.latency.as_micros() as i64 + offset).max(0);
+        Duration::from_micros(micros as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
+
+    use super::*;
+
+    #[test]
+    fn delays_stay_within_jitter_and_loss_is_about_right() {
+        let now = Instant::now();
+        let config = NetworkConfig { loss_percent: 10.0, ..NetworkConfig::default() };
+        let mut net = Network::new(config, 7);
+        let a: SocketAddr = "10.0.0.1:5070".parse().unwrap();
+        for _ in 0..10_000 {
+            net.send(now, a, a, Bytes::from_static(b"x"));
+        }
+        let lost = net.stats().lost;
+        assert!((800..1200).contains(&lost), "{lost} of 10,000 lost at 10%");
+        let far = now + Duration::from_secs(1);
+        let mut last = now;
+        while let Some(at) = net.poll_at() {
+            assert!(at >= now + Duration::from_millis(10) && at <= now + Duration::from_millis(50));
+            assert!(at >= last, "delivered in arrival order");
+            last = at;
+            net.poll_delivery(far).unwrap();
+        }
+        assert_eq!(net.stats().delivered + lost, 10_000);
+    }
+}

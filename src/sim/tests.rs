@@ -1,0 +1,108 @@
+//! The simulator on small rings: the ring invariants hold for many seeds, runs replay from
+//! their seed, and failures, churn and loss are survived.
+#![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
+
+use std::time::{Duration, Instant};
+
+use super::network::NetworkConfig;
+use super::scenario::{self, SimParams};
+use super::*;
+use crate::overlay::testnet::invariants;
+
+fn params(nodes: usize, seed: u64) -> SimParams {
+    SimParams { lookups: 2 * nodes, traffic_window: Duration::from_secs(10), ..SimParams::new(nodes, seed) }
+}
+
+/// Grows and converges a ring; every invariant then holds.
+fn converged(nodes: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(Instant::now(), SimConfig::new(seed));
+    scenario::grow(&mut sim, nodes, Duration::from_millis(50));
+    scenario::converge(&mut sim).unwrap_or_else(|e| panic!("{e}"));
+    sim
+}
+
+#[test]
+fn rings_of_100_converge_for_seeds_1_to_10() {
+    for seed in 1..=10 {
+        let mut sim = converged(100, seed);
+        invariants::ring_correct(&sim).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(invariants::successor_entries_correct_fraction(&sim), 1.0, "seed {seed}");
+        let stats = scenario::measure_lookups(&mut sim, 100);
+        assert_eq!(stats.succeeded, 100, "seed {seed}: {stats:?}");
+        assert!(stats.mean_hops <= 0.5 * 100f64.log2(), "seed {seed}: {stats:?}");
+    }
+}
+
+#[test]
+fn nodes_sharing_an_address_sit_side_by_side() {
+    let sim = converged(30, 3);
+    let shared: Vec<usize> = (0..sim.len()).filter(|ix| sim.addr(*ix).unwrap().port() != OVERLAY_PORT).collect();
+    assert_eq!(shared.len(), 3);
+    for ix in shared {
+        let host = sim.peer(ix - 1).unwrap();
+        // Same IP, next port: the IDs share all but the port bits, so nothing lies between.
+        assert_eq!(host.chord().successor().id, sim.peer(ix).unwrap().node_id(), "node #{ix}");
+    }
+}
+
+#[test]
+fn a_run_replays_from_its_seed() {
+    let p = params(30, 5);
+    let a = scenario::run(Instant::now(), &p).unwrap();
+    let b = scenario::run(Instant::now(), &p).unwrap();
+    assert_eq!(a, b);
+    let c = scenario::run(Instant::now(), &params(30, 6)).unwrap();
+    assert_ne!(a.datagrams, c.datagrams);
+}
+
+#[test]
+fn half_the_ring_killed_at_once_heals() {
+    let p = SimParams { fail: Some(0.5), ..params(60, 7) };
+    let r = scenario::run(Instant::now(), &p).unwrap();
+    let fail = r.fail.unwrap();
+    assert_eq!(fail.killed, 30);
+    assert!(fail.heal_time_s.is_some(), "{fail:?}");
+    assert_eq!(fail.settled.success, 1.0, "{fail:?}");
+    assert_eq!(fail.immediate.failed, 0, "{fail:?}");
+    assert_eq!(fail.retried.lookups, fail.immediate.wrong_departed, "{fail:?}");
+    assert!(fail.success_after_retry > fail.immediate.success, "{fail:?}");
+}
+
+#[test]
+fn churn_and_loss_leave_lookups_mostly_right() {
+    let p = SimParams {
+        churn_per_min: 12.0,
+        churn_duration: Duration::from_secs(120),
+        network: NetworkConfig { loss_percent: 1.0, ..NetworkConfig::default() },
+        ..params(40, 8)
+    };
+    let r = scenario::run(Instant::now(), &p).unwrap();
+    assert_eq!(r.lookups.success, 1.0, "{:?}", r.lookups);
+    let churn = r.churn.unwrap();
+    assert!(churn.departures > 10 && churn.joins > 10, "{churn:?}");
+    assert!(churn.lookups.success >= 0.9, "{churn:?}");
+    assert!(churn.converged_after_s.is_some(), "{churn:?}");
+}
+
+#[test]
+fn graceful_leave_keeps_the_ring_correct() {
+    let mut sim = converged(20, 9);
+    sim.leave(4);
+    sim.leave(11);
+    sim.run_for(Duration::from_secs(5));
+    assert!(!sim.is_alive(4) && !sim.is_alive(11), "state dropped once Left");
+    // Neighbours are spliced at once; deeper successor-list entries follow by stabilizing.
+    invariants::successors_match_sorted_ids(&sim).unwrap_or_else(|e| panic!("{e}"));
+    invariants::predecessors_match(&sim).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_for(Duration::from_secs(60));
+    invariants::ring_correct(&sim).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_violation_names_the_invariant_and_the_seed() {
+    let mut sim = converged(10, 11);
+    sim.kill(3);
+    let e = invariants::ring_correct(&sim).unwrap_err();
+    assert_eq!(e.seed, 11);
+    assert!(e.to_string().contains("seed 11"), "{e}");
+}
