@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
+//! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`cli`]: the `p2psip` command line (clap): `node`, `status`.
@@ -18,6 +19,7 @@ pub mod cli;
 // The one module allowed to read the clock (clippy.toml's sans-IO list).
 #[allow(clippy::disallowed_methods)]
 pub mod daemon;
+pub mod identity;
 pub mod overlay;
 pub mod peer;
 pub mod sip;
