@@ -6,6 +6,7 @@
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
+//! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`cli`]: the `p2psip` command line (clap): `node`, `status`.
@@ -23,3 +24,4 @@ pub mod identity;
 pub mod overlay;
 pub mod peer;
 pub mod sip;
+pub mod store;

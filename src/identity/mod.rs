@@ -62,4 +62,4 @@ pub enum IdentityError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
