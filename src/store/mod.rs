@@ -21,7 +21,7 @@ pub mod replica;
 pub use check::{check_store, IdentitySource, OwnerUsage, StorePolicy, StoreRefusal};
 pub use memory::{put_checked, MemoryStore, Store};
 pub use payload::{Contact, Registration};
-pub use record::{decode_chain, encode_chain, DecodeError, Record, RecordKind, Unsigned};
+pub use record::{decode_chain, encode_chain, DecodeError, Record, RecordKind, SignError, Unsigned};
 pub use replica::replica_keys;
 
 #[cfg(test)]

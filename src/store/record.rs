@@ -90,12 +90,7 @@ pub struct Unsigned {
 
 impl Unsigned {
     /// Signs with the owner's key and attaches the chain.
-    pub fn sign(
-        self,
-        key: &KeyPair,
-        signer_chain: Vec<Vec<u8>>,
-        rng: &dyn SecureRandom,
-    ) -> Result<Record, IdentityError> {
+    pub fn sign(self, key: &KeyPair, signer_chain: Vec<Vec<u8>>, rng: &dyn SecureRandom) -> Result<Record, SignError> {
         let mut record = Record {
             kind: self.kind,
             key: self.key,
@@ -106,10 +101,19 @@ impl Unsigned {
             signature: Vec::new(),
             signer_chain,
         };
-        let tbs = record.to_be_signed().map_err(|e| IdentityError::BadKey(e.to_string()))?;
+        let tbs = record.to_be_signed()?;
         record.signature = key.sign(&tbs, rng)?;
         Ok(record)
     }
+}
+
+/// Why a record could not be signed: a field does not fit the encoding, or the key failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Encoding(#[from] DecodeError),
+    #[error(transparent)]
+    Key(#[from] IdentityError),
 }
 
 /// A field too long for its length prefix, or bytes that are not a record.
