@@ -166,3 +166,61 @@ fn ca_reassembles_from_parts() {
     let stranger = KeyPair::generate(&fx.rng).unwrap();
     assert!(EnrollmentCa::from_parts("example.com", stranger, fx.ca.root_der().to_vec()).is_err());
 }
+
+/// A root with no path length limit, an intermediate under it, and a leaf for `aor` under that.
+fn chain_with_intermediate(rng: &SystemRandom, root_path_len: Option<u8>, aor: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use super::key::RcgenSigner;
+    let ca_params = |cn: &str, path_len: Option<u8>| {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(match path_len {
+            Some(n) => rcgen::BasicConstraints::Constrained(n),
+            None => rcgen::BasicConstraints::Unconstrained,
+        });
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(T0 as i64).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp((T0 + 3650 * DAY) as i64).unwrap();
+        p
+    };
+    let root_key = KeyPair::generate(rng).unwrap();
+    let root_params = ca_params("test root", root_path_len);
+    let root = root_params.self_signed(&RcgenSigner { key: &root_key, rng }).unwrap();
+    let root_issuer = rcgen::Issuer::new(root_params, RcgenSigner { key: &root_key, rng });
+
+    let mid_key = KeyPair::generate(rng).unwrap();
+    let mid_params = ca_params("test intermediate", None);
+    let mid = mid_params.signed_by(&RcgenSigner { key: &mid_key, rng }, &root_issuer).unwrap();
+    let mid_issuer = rcgen::Issuer::new(mid_params, RcgenSigner { key: &mid_key, rng });
+
+    let leaf_key = KeyPair::generate(rng).unwrap();
+    let mut leaf_params = ca_params(aor, None);
+    leaf_params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    leaf_params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    leaf_params.subject_alt_names = vec![rcgen::SanType::URI(aor.try_into().unwrap())];
+    let leaf = leaf_params.signed_by(&RcgenSigner { key: &leaf_key, rng }, &mid_issuer).unwrap();
+    (root.der().to_vec(), mid.der().to_vec(), leaf.der().to_vec())
+}
+
+#[test]
+fn chains_through_an_intermediate_within_the_path_length() {
+    let rng = SystemRandom::new();
+    let (root, mid, leaf) = chain_with_intermediate(&rng, None, "sip:carol@example.com");
+    let anchor = TrustAnchor::new(root.clone()).unwrap();
+    let id = verify_chain(&leaf, std::slice::from_ref(&mid), &anchor, T0 + DAY).unwrap();
+    assert_eq!(id.aor.as_str(), "sip:carol@example.com");
+    verify_chain(&leaf, &[mid, root], &anchor, T0 + DAY).unwrap();
+    // Without the intermediate the leaf's issuer is not the root.
+    assert_eq!(verify_chain(&leaf, &[], &anchor, T0 + DAY).unwrap_err(), IdentityError::UntrustedIssuer { depth: 0 });
+}
+
+#[test]
+fn a_root_with_path_length_zero_refuses_intermediates() {
+    // The enrollment CA's own root is pathLen 0: it signs leaves only.
+    let rng = SystemRandom::new();
+    let (root, mid, leaf) = chain_with_intermediate(&rng, Some(0), "sip:carol@example.com");
+    let anchor = TrustAnchor::new(root).unwrap();
+    assert_eq!(
+        verify_chain(&leaf, &[mid], &anchor, T0 + DAY).unwrap_err(),
+        IdentityError::UntrustedIssuer { depth: 1 }
+    );
+}

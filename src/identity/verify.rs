@@ -1,7 +1,7 @@
 //! Certificate chain verification against the overlay's configured root (RFC 5280 §6, the
 //! subset an overlay with one enrollment CA needs): each certificate's signature by the next,
 //! names chaining issuer → subject, every certificate valid at the caller's Unix time, issuers
-//! marked as CAs, and the AoR taken from the leaf's subjectAltName URI (RFC 6940 §11.2.2).
+//! marked as CAs within their path length constraint, and the AoR taken from the leaf's subjectAltName URI (RFC 6940 §11.2.2).
 //!
 //! Time is an argument (`unix_now`, seconds): a node checks validity against the clock its
 //! driver reads, and tests move it freely. Not here: revocation, name constraints, policies.
@@ -72,6 +72,15 @@ pub fn verify_chain(
     for (depth, issuer) in intermediates.iter().chain(std::iter::once(&root_cert)).enumerate() {
         not_after = not_after.min(check_time(current, depth, unix_now)?);
         if current.issuer() != issuer.subject() || !issuer.is_ca() {
+            return Err(IdentityError::UntrustedIssuer { depth });
+        }
+        // RFC 5280 §4.2.1.9: pathLenConstraint caps the intermediate CAs below this issuer;
+        // `depth` of them sit between it and the leaf.
+        let path_len = issuer
+            .basic_constraints()
+            .map_err(|e| IdentityError::BadCertificate(e.to_string()))?
+            .and_then(|bc| bc.value.path_len_constraint);
+        if path_len.is_some_and(|max| depth > max as usize) {
             return Err(IdentityError::UntrustedIssuer { depth });
         }
         current.verify_signature(Some(issuer.public_key())).map_err(|_| IdentityError::BadSignature { depth })?;
