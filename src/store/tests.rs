@@ -319,3 +319,21 @@ proptest! {
         let _ = decode_chain(&bytes);
     }
 }
+
+#[test]
+fn refused_resource_held_by_another_owner() {
+    // Only reachable when something bypassed the checks (an unchecked `put`, or a future kind
+    // without USER-MATCH); the check still holds the line.
+    let mut fx = Fixture::new("example.com");
+    let (ka, ca) = fx.enroll("sip:alice@example.com");
+    let (kb, cb) = fx.enroll("sip:bob@example.com");
+    let mut squatter = signed(&fx, registration("sip:bob@example.com", 1, NOW + 60, "sip:b@192.0.2.2"), &kb, &cb);
+    squatter.key = "sip:alice@example.com".into();
+    let mut store = MemoryStore::new();
+    store.put(squatter.clone());
+    let alice = signed(&fx, registration("sip:alice@example.com", 9, NOW + 60, "sip:a@192.0.2.1"), &ka, &ca);
+    let err = put_checked(&mut store, alice, &StorePolicy::default(), NOW, &mut fx.anchor()).unwrap_err();
+    assert!(matches!(err, StoreRefusal::HeldByOther { .. }), "{err:?}");
+    assert_eq!(store.get(RecordKind::Registration, "sip:alice@example.com"), Some(&squatter));
+    assert_eq!(store.usage(&Aor::parse("sip:alice@example.com").unwrap()), OwnerUsage::default());
+}
