@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
+//! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
+//! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`sim`]: the deterministic many-node simulator: whole peers, real SIP bytes, a virtual network.
@@ -19,7 +21,9 @@ pub mod cli;
 // The one module allowed to read the clock (clippy.toml's sans-IO list).
 #[allow(clippy::disallowed_methods)]
 pub mod daemon;
+pub mod identity;
 pub mod overlay;
 pub mod peer;
 pub mod sim;
 pub mod sip;
+pub mod store;

@@ -1,0 +1,28 @@
+//! Signed storage: records every node can verify without asking anyone, placed at replica
+//! positions around the ring (SOSIMPLE; RFC 6940 §§6.3.4, 7.3 for signing and USER-MATCH).
+//!
+//! # Layout
+//! - [`record`]: [`Record`], [`RecordKind`], the versioned signed encoding.
+//! - [`payload`]: [`Registration`] (AoR → contacts with expiry).
+//! - [`check`]: [`check_store`]: signature, chain, USER-MATCH, expiry, replay, size, quota.
+//! - [`replica`]: [`replica_keys`], H(K), H(K‖1) … H(K‖R).
+//! - [`memory`]: the [`Store`] trait and [`MemoryStore`].
+//!
+//! # Sans-IO
+//! Unix times are arguments; nothing reads a clock or a file. Not here: sending stores and
+//! fetches over the overlay, hand-off on membership changes, refreshing, persistence.
+
+pub mod check;
+pub mod memory;
+pub mod payload;
+pub mod record;
+pub mod replica;
+
+pub use check::{check_store, IdentitySource, OwnerUsage, StorePolicy, StoreRefusal};
+pub use memory::{put_checked, MemoryStore, Store};
+pub use payload::{Contact, Registration};
+pub use record::{decode_chain, encode_chain, DecodeError, Record, RecordKind, SignError, Unsigned};
+pub use replica::replica_keys;
+
+#[cfg(test)]
+mod tests;
