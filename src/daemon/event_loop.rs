@@ -282,17 +282,11 @@ impl EventLoop {
     }
 
     fn status(&self) -> Status {
-        let info = &self.info;
         let chord = self.peer.chord();
         Status {
             node_id: self.peer.node_id().to_string(),
             version: env!("CARGO_PKG_VERSION"),
-            listen: info.listen,
-            proxy: info.proxy,
-            http: info.http,
-            domain: info.domain.clone(),
-            join: info.join.clone(),
-            data_dir: info.data_dir.clone(),
+            node: self.info.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
             counters: self.peer.counters().clone(),
             transactions: Transactions::of(&self.peer),

@@ -14,12 +14,9 @@ pub struct Status {
     /// The overlay Node-ID, 40 hex digits.
     pub node_id: String,
     pub version: &'static str,
-    pub listen: SocketAddr,
-    pub proxy: SocketAddr,
-    pub http: SocketAddr,
-    pub domain: String,
-    pub join: Vec<SocketAddr>,
-    pub data_dir: PathBuf,
+    /// `listen`, `proxy`, `http`, `domain`, `join`, `data_dir`, at the top level of the JSON.
+    #[serde(flatten)]
+    pub node: NodeInfo,
     pub uptime_secs: u64,
     pub counters: Counters,
     pub transactions: Transactions,
@@ -108,8 +105,8 @@ impl Transactions {
 }
 
 /// The parts of the status that do not change while the node runs.
-#[derive(Debug, Clone)]
-pub(crate) struct NodeInfo {
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
     pub listen: SocketAddr,
     pub proxy: SocketAddr,
     pub http: SocketAddr,
