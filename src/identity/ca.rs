@@ -147,11 +147,7 @@ impl EnrollmentCa {
 
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = name(aor.as_str());
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            aor.as_str()
-                .try_into()
-                .map_err(|_| IdentityError::BadAor { aor: aor.to_string(), why: "not an IA5 string" })?,
-        )];
+        params.subject_alt_names = vec![aor_san(aor)?];
         params.is_ca = rcgen::IsCa::ExplicitNoCa;
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
@@ -167,15 +163,20 @@ impl EnrollmentCa {
     }
 }
 
+/// The subjectAltName URI that binds a certificate or request to `aor`.
+fn aor_san(aor: &Aor) -> Result<rcgen::SanType, IdentityError> {
+    let uri = aor
+        .as_str()
+        .try_into()
+        .map_err(|_| IdentityError::BadAor { aor: aor.to_string(), why: "not an IA5 string" })?;
+    Ok(rcgen::SanType::URI(uri))
+}
+
 /// Builds a PKCS#10 request for `aor`, signed by `key` (subjectAltName URI = the AoR).
 pub fn build_csr(aor: &Aor, key: &KeyPair, rng: &dyn SecureRandom) -> Result<Vec<u8>, IdentityError> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = name(aor.as_str());
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        aor.as_str()
-            .try_into()
-            .map_err(|_| IdentityError::BadAor { aor: aor.to_string(), why: "not an IA5 string" })?,
-    )];
+    params.subject_alt_names = vec![aor_san(aor)?];
     let signer = RcgenSigner { key, rng };
     let csr = params.serialize_request(&signer).map_err(rcgen_error)?;
     Ok(csr.der().to_vec())

@@ -163,12 +163,7 @@ impl Node {
     /// Starts a node on free ports of `ip_text`, with `extra` flags after the addresses.
     pub fn start_with(ip_text: &str, extra: &[&str]) -> Node {
         let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
-        let mut args: Vec<String> =
-            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
-                .map(String::from)
-                .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Node::launch(http, &args)
+        Node::launch_with(listen, proxy, http, extra)
     }
 
     /// Starts a node whose overlay address is `listen` (proxy and HTTP on free ports of the same
@@ -176,7 +171,11 @@ impl Node {
     pub fn start_at(listen: SocketAddr, extra: &[&str]) -> Node {
         // The listen port is free now too, so the kernel may offer it; skip it.
         let ports: Vec<SocketAddr> = free_addrs(listen.ip(), 3).into_iter().filter(|a| *a != listen).collect();
-        let (proxy, http) = (ports[0], ports[1]);
+        Node::launch_with(listen, ports[0], ports[1], extra)
+    }
+
+    /// `p2psip node --listen L --proxy P --http H EXTRA…`, waited for.
+    fn launch_with(listen: SocketAddr, proxy: SocketAddr, http: SocketAddr, extra: &[&str]) -> Node {
         let mut args: Vec<String> =
             ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
                 .map(String::from)
