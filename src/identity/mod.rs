@@ -8,6 +8,7 @@
 //! - [`key`]: P-256 ECDSA [`KeyPair`] (PKCS#8) and [`PublicKey`], randomness passed in.
 //! - [`ca`]: the enrollment CA's pure functions: root, CSR, issuing with "one name, one holder".
 //! - [`verify`]: [`verify_chain`] at an explicit Unix time, [`VerifiedCache`].
+//! - [`local`]: [`LocalIdentity`], an enrolled node's own key and chain, and the data-dir layout.
 //!
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
@@ -16,11 +17,13 @@
 pub mod aor;
 pub mod ca;
 pub mod key;
+pub mod local;
 pub mod verify;
 
 pub use aor::Aor;
 pub use ca::{build_csr, Enrollment, EnrollmentCa, Issued, IssuedNames};
 pub use key::{KeyPair, PublicKey};
+pub use local::LocalIdentity;
 pub use verify::{verify_chain, TrustAnchor, VerifiedCache, VerifiedIdentity};
 
 /// Why an identity operation failed. Variants up to `NameTaken` describe what a peer or an

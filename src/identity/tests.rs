@@ -224,3 +224,18 @@ fn a_root_with_path_length_zero_refuses_intermediates() {
         IdentityError::UntrustedIssuer { depth: 1 }
     );
 }
+
+#[test]
+fn local_identity_checks_the_chain_and_the_key() {
+    let mut fx = Fixture::new("example.com");
+    let (key, cert) = fx.enroll("sip:alice@example.com");
+    let id = LocalIdentity::new(key, vec![cert.clone()], fx.anchor(), T0 + DAY).unwrap();
+    assert_eq!(id.aor.as_str(), "sip:alice@example.com");
+    assert_eq!(id.not_after, T0 + 365 * DAY);
+
+    let other = KeyPair::generate(&fx.rng).unwrap();
+    let err = LocalIdentity::new(other, vec![cert.clone()], fx.anchor(), T0 + DAY).unwrap_err();
+    assert!(matches!(err, IdentityError::BadKey(_)), "{err}");
+    let (key, _) = fx.enroll("sip:bob@example.com");
+    assert!(LocalIdentity::new(key, vec![], fx.anchor(), T0 + DAY).is_err());
+}

@@ -1,0 +1,53 @@
+//! The node's own identity once enrolled, and where it lives in the data directory.
+//!
+//! Enrollment (`p2psip enroll`) writes these files once; the daemon reads them at start and hands
+//! a [`LocalIdentity`] to the peer, which signs its records with it. Loading and writing files is
+//! the daemon's job; this module only names the layout and holds the parsed values.
+
+use super::{verify_chain, Aor, IdentityError, KeyPair, TrustAnchor, VerifiedIdentity};
+
+/// File names inside a node's data directory (`--data-dir`).
+pub mod layout {
+    /// The private key, PKCS#8 DER, file mode 0600.
+    pub const KEY: &str = "identity/key.pk8";
+    /// The certificate chain, PEM, leaf first (the root may be left out).
+    pub const CHAIN: &str = "identity/chain.pem";
+    /// The overlay's root certificate, PEM: the trust anchor every record is checked against.
+    pub const ROOT: &str = "identity/root.pem";
+    /// The signed overlay configuration document, as the CA served it.
+    pub const CONFIG_DOC: &str = "overlay-config.json";
+    /// The embedded database of records this node stores for the overlay.
+    pub const RECORDS: &str = "records.redb";
+}
+
+/// An enrolled user's key, certificate chain and the overlay's root.
+#[derive(Debug)]
+pub struct LocalIdentity {
+    /// The AoR the leaf certificate binds, as verified.
+    pub aor: Aor,
+    pub key: KeyPair,
+    /// DER certificates, leaf first; the root may be left out.
+    pub chain: Vec<Vec<u8>>,
+    pub root: TrustAnchor,
+    /// The leaf's notAfter, Unix seconds.
+    pub not_after: u64,
+}
+
+impl LocalIdentity {
+    /// Checks that `chain` verifies up to `root` at `unix_now` and that its leaf certifies
+    /// `key`'s public key, and returns the identity it vouches for.
+    pub fn new(
+        key: KeyPair,
+        chain: Vec<Vec<u8>>,
+        root: TrustAnchor,
+        unix_now: u64,
+    ) -> Result<LocalIdentity, IdentityError> {
+        let (leaf, rest) =
+            chain.split_first().ok_or_else(|| IdentityError::BadCertificate("the chain is empty".into()))?;
+        let VerifiedIdentity { aor, public_key, not_after } = verify_chain(leaf, rest, &root, unix_now)?;
+        if public_key != key.public_key() {
+            return Err(IdentityError::BadKey("the certificate is for another key".into()));
+        }
+        Ok(LocalIdentity { aor, key, chain, root, not_after })
+    }
+}
