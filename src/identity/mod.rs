@@ -9,6 +9,7 @@
 //! - [`ca`]: the enrollment CA's pure functions: root, CSR, issuing with "one name, one holder".
 //! - [`verify`]: [`verify_chain`] at an explicit Unix time, [`VerifiedCache`].
 //! - [`local`]: [`LocalIdentity`], an enrolled node's own key and chain, and the data-dir layout.
+//! - [`pem`]: certificates as PEM, SHA-256 fingerprints.
 //!
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
@@ -18,6 +19,7 @@ pub mod aor;
 pub mod ca;
 pub mod key;
 pub mod local;
+pub mod pem;
 pub mod verify;
 
 pub use aor::Aor;
