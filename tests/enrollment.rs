@@ -218,7 +218,10 @@ fn email_verification_writes_a_mail_and_the_token_completes() {
     let w = work.path();
     let ca_dir = w.join("ca");
     let dir = ca_dir.to_str().unwrap();
-    assert_ok("ca init", &run(w, &["ca", "init", "--dir", dir, "--domain", "mail.test", "--verify", "email"]));
+    assert_ok(
+        "ca init",
+        &run(w, &["ca", "init", "--dir", dir, "--domain", "mail.test", "--verify", "email", "--secret-replicas"]),
+    );
     let ca = Ca::serve(w, &ca_dir, "127.0.0.72", &[]);
     let frank_dir = w.join("frank");
 
@@ -242,4 +245,15 @@ fn email_verification_writes_a_mail_and_the_token_completes() {
     assert_ok("enroll frank with the token", &done);
     assert!(done.stdout.contains("enrolled sip:frank@mail.test"), "{}", done.stdout);
     assert!(frank_dir.join("identity/chain.pem").is_file());
+    // Secret replica numbers: the salt reaches the member, privately, and matches the document.
+    assert_eq!(
+        std::fs::read_to_string(frank_dir.join("identity/replica-secret")).unwrap().trim(),
+        std::fs::read_to_string(ca_dir.join("replica-secret")).unwrap().trim()
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&frank_dir.join("identity/replica-secret")), 0o600);
+    // The document frank received is the public one the CA serves to anyone: no salt in it.
+    let served = std::fs::read_to_string(frank_dir.join("overlay-config.json")).unwrap();
+    let salt = std::fs::read_to_string(ca_dir.join("replica-secret")).unwrap();
+    assert!(served.contains("secret_sha256") && !served.contains(salt.trim()), "{served}");
 }

@@ -38,6 +38,8 @@ use crate::overlay_config::hex;
 
 /// Largest request body accepted (a PKCS#10 request is well under 2 KiB).
 const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long the TLS server certificate is good for (it is re-issued at every start).
 const TLS_CERT_LIFETIME: u64 = 30 * 86_400;
 
@@ -176,9 +178,14 @@ impl CaServer {
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(tls) => tls,
-                    Err(e) => {
+                // A client that never finishes its handshake does not hold a task for long.
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                    Ok(Err(e)) => {
                         debug!(%peer, error = %e, "TLS handshake failed");
                         return;
                     }
