@@ -326,3 +326,19 @@ fn csr_der(body: &[u8]) -> Option<Vec<u8>> {
         Some(body.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_read_as_der_or_pem() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(csr_der(&der), Some(der.clone()));
+        let pem = ::pem::encode(&::pem::Pem::new("CERTIFICATE REQUEST", der.clone()));
+        assert_eq!(csr_der(pem.as_bytes()), Some(der.clone()));
+        let key = ::pem::encode(&::pem::Pem::new("PRIVATE KEY", der));
+        assert_eq!(csr_der(key.as_bytes()), None, "only request blocks");
+        assert_eq!(csr_der(b"-----BEGIN nonsense"), None);
+    }
+}

@@ -119,3 +119,76 @@ pub fn save(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ring::rand::SystemRandom;
+
+    use super::*;
+    use crate::identity::{build_csr, Aor, EnrollmentCa};
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// Enrolls alice into `dir` by hand (what `p2psip enroll` does over HTTPS).
+    fn enroll_into(dir: &Path, rng: &SystemRandom) -> EnrollmentCa {
+        let ca =
+            EnrollmentCa::create("example.com", KeyPair::generate(rng).unwrap(), NOW - 10, NOW + 86_400, rng).unwrap();
+        let (key, new) = key_or_generate(dir, rng).unwrap();
+        assert!(new);
+        let aor = Aor::parse("sip:alice@example.com").unwrap();
+        let csr = build_csr(&aor, &key, rng).unwrap();
+        let cert = ca.issue(&mut BTreeMap::new(), &csr, &aor, NOW - 10, NOW + 3600, rng).unwrap().certificate_der;
+        let identity =
+            LocalIdentity::new(key, vec![cert, ca.root_der().to_vec()], ca.trust_anchor().unwrap(), NOW).unwrap();
+        let doc = ConfigDoc::new("example.com", ca.root_der(), NOW - 10, NOW + 3600).sign(ca.key(), rng).unwrap();
+        save(dir, &identity, &doc, None).unwrap();
+        ca
+    }
+
+    #[test]
+    fn loads_what_enrollment_saved_and_nothing_when_not_enrolled() {
+        let rng = SystemRandom::new();
+        let dir = tempfile::TempDir::new().unwrap();
+        assert!(load(dir.path(), NOW, &rng).unwrap().is_none());
+        enroll_into(dir.path(), &rng);
+        let enrolled = load(dir.path(), NOW, &rng).unwrap().unwrap();
+        assert_eq!(enrolled.identity.aor.as_str(), "sip:alice@example.com");
+        assert!(enrolled.issuer().contains("example.com"), "{}", enrolled.issuer());
+        assert_eq!(enrolled.config.sequence, 1);
+        let (again, new) = key_or_generate(dir.path(), &rng).unwrap();
+        assert!(!new, "an existing key is reused");
+        assert_eq!(again.public_key(), enrolled.identity.key.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(layout::KEY)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Expired by the time the node starts: refused.
+        assert!(load(dir.path(), NOW + 3601, &rng).is_err());
+    }
+
+    #[test]
+    fn refuses_a_tampered_document_or_another_root() {
+        let rng = SystemRandom::new();
+        let dir = tempfile::TempDir::new().unwrap();
+        enroll_into(dir.path(), &rng);
+        let doc_path = dir.path().join(layout::CONFIG_DOC);
+        let original = std::fs::read(&doc_path).unwrap();
+        let tampered = String::from_utf8(original.clone()).unwrap().replace("\\\"sequence\\\":1", "\\\"sequence\\\":2");
+        assert_ne!(tampered.as_bytes(), &original[..]);
+        std::fs::write(&doc_path, tampered).unwrap();
+        let err = load(dir.path(), NOW, &rng).unwrap_err();
+        assert!(matches!(err, DataDirError::ConfigDoc { source: ConfigDocError::BadSignature, .. }), "{err}");
+        std::fs::write(&doc_path, &original).unwrap();
+        assert!(load(dir.path(), NOW, &rng).is_ok());
+
+        // A root from another CA: the stored chain and document no longer check.
+        let other = tempfile::TempDir::new().unwrap();
+        enroll_into(other.path(), &rng);
+        std::fs::copy(other.path().join(layout::ROOT), dir.path().join(layout::ROOT)).unwrap();
+        assert!(load(dir.path(), NOW, &rng).is_err());
+    }
+}
