@@ -24,6 +24,9 @@ use super::{Aor, Enrollment, EnrollmentCa, IdentityError, IssuedNames, PublicKey
 
 /// How long an e-mailed token stays good, seconds.
 pub const TOKEN_LIFETIME: u64 = 3600;
+/// Most verifications waiting for their token at once; beyond it new ones are refused (the
+/// rate limit bounds each address, this bounds them all).
+pub const MAX_PENDING: usize = 10_000;
 /// Tolerated clock difference: certificates start this many seconds before the request.
 const BACKDATE: u64 = 300;
 
@@ -78,6 +81,8 @@ pub enum EnrollRefusal {
     BadToken(Aor),
     #[error("the CA failed to issue: {0}")]
     Internal(IdentityError),
+    #[error("too many verifications are waiting for their token; try again later")]
+    Busy,
 }
 
 impl EnrollRefusal {
@@ -88,6 +93,7 @@ impl EnrollRefusal {
             EnrollRefusal::WrongDomain(_) | EnrollRefusal::BadToken(_) => 403,
             EnrollRefusal::NameTaken(_) => 409,
             EnrollRefusal::Internal(_) => 500,
+            EnrollRefusal::Busy => 503,
         }
     }
 }
@@ -179,6 +185,9 @@ impl EnrollmentDesk {
         ca_url: &str,
         rng: &dyn SecureRandom,
     ) -> Result<EnrollOutcome, EnrollRefusal> {
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&aor) {
+            return Err(EnrollRefusal::Busy);
+        }
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes).map_err(|_| EnrollRefusal::Internal(IdentityError::KeyGeneration))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
