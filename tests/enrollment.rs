@@ -210,6 +210,32 @@ fn enroll_refuse_renew_survive_restart_rate_limit_and_node_identity() {
     assert!(status["identity"]["not_after"].as_u64().unwrap() > 0);
     assert_eq!(status["overlay"]["name"], "example.com", "the overlay name comes from the document");
     assert!(status["node_id"].is_string() && status["counters"].is_object(), "existing fields kept");
+    node.terminate();
+    assert!(node.wait_exit(TIMEOUT).is_some());
+
+    // A document altered in the data directory stops the node at start, with one clear line.
+    let doc_path = alice_dir.join("overlay-config.json");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let count = r#"\"replicas\":{\"mode\":\"public\",\"count\":"#;
+    let tampered = doc.replace(&format!("{count}2"), &format!("{count}1"));
+    assert_ne!(tampered, doc, "the test edits the document");
+    std::fs::write(&doc_path, tampered).unwrap();
+    let refused = run(
+        w,
+        &[
+            "node",
+            "--listen",
+            &listen.to_string(),
+            "--proxy",
+            &proxy.to_string(),
+            "--http",
+            &http.to_string(),
+            "--data-dir",
+            alice_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("signature does not verify with the overlay's root key"), "{}", refused.stderr);
 }
 
 #[test]
