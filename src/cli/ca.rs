@@ -48,7 +48,7 @@ pub enum IdHashArg {
 /// (DIR/root.pem) and the signed overlay configuration document (DIR/overlay-config.json).
 ///
 /// The document names the overlay, its domain and root certificate, the ID hash, the replica
-/// count and numbers, Chord's timers (the defaults), bootstrap peers, record size limits and
+/// count and numbers, Chord's timers, bootstrap peers, record size limits and
 /// per-owner quotas, a sequence number (1) and its validity. Refuses to overwrite an existing
 /// CA. Prints the root's SHA-256 fingerprint, which enrolling users pin.
 #[derive(Debug, Clone, Args)]
@@ -94,6 +94,15 @@ pub struct CaInitArgs {
     /// Validity of the certificates the CA issues, days
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     pub cert_days: u64,
+
+    /// JSON file replacing the document's default Chord timers and store limits, e.g.
+    /// {"chord": {"stabilize_interval_ms": 5000, "check_predecessor_interval_ms": 5000,
+    /// "fix_fingers_interval_ms": 30000, "rpc_timeout_ms": 2000, "join_retry_interval_ms":
+    /// 10000, "successor_list_len": 8}, "store": {"max_record_bytes": 16384,
+    /// "max_records_per_owner": 64, "max_bytes_per_owner": 262144, "max_lifetime_secs": 604800}}
+    /// (either object may be left out; each is given whole)
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 impl CaInitArgs {
@@ -115,6 +124,7 @@ impl CaInitArgs {
             bootstrap: self.bootstrap.clone(),
             valid_days: self.valid_days,
             cert_lifetime_days: self.cert_days,
+            settings: self.settings.clone(),
         }
     }
 }

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// Enroll: make a key, get a certificate for AOR and the overlay configuration document from
-/// the CA, and store them in the data directory for `p2psip node`.
+/// Get a certificate for an address of record from the overlay's CA (once, before `node`).
 ///
-/// Writes DATA_DIR/identity/key.pk8 (mode 0600; an existing key is reused, so enrolling again
+/// Makes a key, gets a certificate for AOR and the overlay configuration document from the CA,
+/// and stores them in the data directory for `p2psip node`. Writes DATA_DIR/identity/key.pk8 (mode 0600; an existing key is reused, so enrolling again
 /// renews the same name with the same key), identity/chain.pem, identity/root.pem and
 /// overlay-config.json. The CA's root must be pinned, with --ca-cert or --ca-fingerprint (the
 /// fingerprint `p2psip ca serve` prints): the TLS connection, the returned chain and the

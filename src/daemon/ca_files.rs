@@ -86,6 +86,17 @@ pub struct InitOptions {
     /// Validity of the root and of the document, days.
     pub valid_days: u64,
     pub cert_lifetime_days: u64,
+    /// A JSON file with `chord` and/or `store` objects (the document's own fields, complete)
+    /// replacing the defaults.
+    pub settings: Option<PathBuf>,
+}
+
+/// `ca init --settings FILE`: the document's timers and limits, when not the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentSettings {
+    chord: Option<crate::overlay_config::ChordTimers>,
+    store: Option<crate::overlay_config::StoreLimits>,
 }
 
 /// What `ca init` made.
@@ -117,6 +128,16 @@ pub fn init(opts: &InitOptions, unix_now: u64, rng: &dyn SecureRandom) -> Result
         doc.overlay = overlay.clone();
     }
     doc.id_hash = opts.id_hash;
+    if let Some(path) = &opts.settings {
+        let settings: DocumentSettings = serde_json::from_slice(&read_file(path)?)
+            .map_err(|e| CaError::Invalid { path: path.clone(), message: e.to_string() })?;
+        if let Some(chord) = settings.chord {
+            doc.chord = chord;
+        }
+        if let Some(store) = settings.store {
+            doc.store = store;
+        }
+    }
     doc.bootstrap = opts.bootstrap.clone();
     let secret = if opts.secret_replicas {
         let mut secret = [0u8; SECRET_LEN];
@@ -344,9 +365,15 @@ mod tests {
             bootstrap: vec![],
             valid_days: 10,
             cert_lifetime_days: 1,
+            settings: Some(dir.path().join("settings.json")),
         };
+        let chord = crate::overlay_config::ChordTimers { stabilize_interval_ms: 500, ..Default::default() };
+        let settings = serde_json::json!({ "chord": chord });
+        std::fs::write(dir.path().join("settings.json"), settings.to_string()).unwrap();
         let made = init(&opts, 1_800_000_000, &rng).unwrap();
         assert_eq!(made.config.domain, "example.com");
+        assert_eq!(made.config.chord.stabilize_interval_ms, 500, "from --settings");
+        assert_eq!(made.config.store, crate::overlay_config::StoreLimits::default());
         let loaded = load(&opts.dir, 1_800_000_000, &rng).unwrap();
         assert_eq!(fingerprint(loaded.ca.root_der()), made.root_fingerprint);
         assert_eq!(loaded.replica_secret.as_ref().map(Vec::len), Some(SECRET_LEN));
