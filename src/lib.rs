@@ -11,7 +11,7 @@
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`sim`]: the deterministic many-node simulator: whole peers, real SIP bytes, a virtual network.
-//! - [`cli`]: the `p2psip` command line (clap): `node`, `status`.
+//! - [`cli`]: the `p2psip` command line (clap): `node`, `status`, `lookup`, `sim`, `ca`, `enroll`.
 //!
 //! # Sans-IO
 //! Protocol logic never touches a socket, a file or the clock: state machines take `now` and

@@ -157,7 +157,7 @@ fn enroll_refuse_renew_survive_restart_rate_limit_and_node_identity() {
     let taken = "sip:alice@example.com is already enrolled with another key";
     let mallory = enroll(w, "sip:alice@example.com", &ca, &mallory_dir, &[]);
     assert!(!mallory.status.success(), "a second key for alice was accepted: {}", mallory.stdout);
-    assert!(mallory.stderr.contains(taken) && mallory.stderr.contains("409"), "{}", mallory.stderr);
+    assert!(mallory.stderr.contains(taken) && mallory.stderr.contains("(HTTP 409)"), "{}", mallory.stderr);
     assert!(!mallory_dir.join("identity/chain.pem").exists());
     // The holder's key renews.
     let renew = enroll(w, "sip:alice@example.com", &ca, &alice_dir, &[]);
@@ -177,7 +177,7 @@ fn enroll_refuse_renew_survive_restart_rate_limit_and_node_identity() {
     let limited = enroll(w, "sip:dave@example.com", &ca, &w.join("dave"), &[]);
     assert!(!limited.status.success(), "{}", limited.stdout);
     assert!(
-        limited.stderr.contains("(429)") && limited.stderr.contains("too many enrollment requests"),
+        limited.stderr.contains("(HTTP 429)") && limited.stderr.contains("too many enrollment requests"),
         "{}",
         limited.stderr
     );
@@ -266,7 +266,7 @@ fn email_verification_writes_a_mail_and_the_token_completes() {
     let token = mail.lines().find_map(|l| l.strip_prefix("token: ")).expect("token line").trim().to_owned();
 
     let wrong = enroll(w, "sip:frank@mail.test", &ca, &frank_dir, &["--token", "0123"]);
-    assert!(!wrong.status.success() && wrong.stderr.contains("(403)"), "{}", wrong.stderr);
+    assert!(!wrong.status.success() && wrong.stderr.contains("(HTTP 403)"), "{}", wrong.stderr);
     let done = enroll(w, "sip:frank@mail.test", &ca, &frank_dir, &["--token", &token]);
     assert_ok("enroll frank with the token", &done);
     assert!(done.stdout.contains("enrolled sip:frank@mail.test"), "{}", done.stdout);

@@ -76,7 +76,7 @@ pub enum EnrollError {
     Connect { url: String, message: String },
     #[error("the CA at {url} did not answer within {} s", TIMEOUT.as_secs())]
     Timeout { url: String },
-    #[error("the CA refused the enrollment ({status}): {message}")]
+    #[error("the CA refused the enrollment (HTTP {status}): {message}")]
     Refused { status: u16, message: String },
     #[error("the CA's answer is not usable: {0}")]
     BadAnswer(String),
