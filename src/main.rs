@@ -76,6 +76,11 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
             println!("root SHA-256 fingerprint {}", made.root_fingerprint);
             Ok(())
         }
+        CaCommand::Reissue(a) => {
+            let doc = daemon::ca_files::reissue(&a.options(), daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            println!("signed the configuration document for {}, sequence {}", doc.overlay, doc.sequence);
+            Ok(())
+        }
         CaCommand::Serve(a) => {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;

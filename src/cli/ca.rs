@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::daemon::ca_files::InitOptions;
+use crate::daemon::ca_files::{InitOptions, ReissueOptions};
 use crate::daemon::ca_server::ServeOptions;
 use crate::identity::enroll::VerifyMode;
 use crate::overlay_config::{IdHashName, MAX_REPLICAS};
 
 /// Run the overlay's enrollment CA: create it once (`init`), then serve enrollments (`serve`).
+///
+/// `reissue` signs a new version of the configuration document.
 ///
 /// The CA binds each address of record (sip:user@domain) to one key, and signs the overlay
 /// configuration document every node checks. Nodes contact it once, with `p2psip enroll`;
@@ -25,6 +27,41 @@ pub struct CaArgs {
 pub enum CaCommand {
     Init(CaInitArgs),
     Serve(CaServeArgs),
+    Reissue(CaReissueArgs),
+}
+
+/// Sign a new version of the overlay configuration document (sequence number + 1).
+///
+/// Keeps everything not asked for. `ca serve` serves the new document after a restart; nodes
+/// pick it up when they enroll again (renewal).
+#[derive(Debug, Clone, Args)]
+pub struct CaReissueArgs {
+    /// The CA's directory (from `p2psip ca init`)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Replace the bootstrap peers; repeat for several
+    #[arg(long, value_name = "ADDR", num_args = 1..)]
+    pub bootstrap: Vec<SocketAddr>,
+
+    /// JSON file replacing Chord timers and/or store limits (as for `ca init --settings`)
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+
+    /// New validity from now, days (at most the root's)
+    #[arg(long, value_name = "DAYS")]
+    pub valid_days: Option<u64>,
+}
+
+impl CaReissueArgs {
+    pub fn options(&self) -> ReissueOptions {
+        ReissueOptions {
+            dir: self.dir.clone(),
+            bootstrap: self.bootstrap.clone(),
+            settings: self.settings.clone(),
+            valid_days: self.valid_days,
+        }
+    }
 }
 
 /// How a new name's ownership is checked.

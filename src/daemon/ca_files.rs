@@ -129,14 +129,7 @@ pub fn init(opts: &InitOptions, unix_now: u64, rng: &dyn SecureRandom) -> Result
     }
     doc.id_hash = opts.id_hash;
     if let Some(path) = &opts.settings {
-        let settings: DocumentSettings = serde_json::from_slice(&read_file(path)?)
-            .map_err(|e| CaError::Invalid { path: path.clone(), message: e.to_string() })?;
-        if let Some(chord) = settings.chord {
-            doc.chord = chord;
-        }
-        if let Some(store) = settings.store {
-            doc.store = store;
-        }
+        apply_settings(&mut doc, path)?;
     }
     doc.bootstrap = opts.bootstrap.clone();
     let secret = if opts.secret_replicas {
@@ -161,6 +154,53 @@ pub fn init(opts: &InitOptions, unix_now: u64, rng: &dyn SecureRandom) -> Result
     // The key last: its presence is what marks the directory as an initialised CA.
     write_private(&dir.join(ROOT_KEY), ca.key().pkcs8_der())?;
     Ok(Initialized { root_fingerprint: fingerprint(ca.root_der()), config: doc })
+}
+
+/// What `ca reissue` changes; `None` / empty keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ReissueOptions {
+    pub dir: PathBuf,
+    pub bootstrap: Vec<SocketAddr>,
+    pub settings: Option<PathBuf>,
+    /// New validity from now, days (capped at the root's notAfter).
+    pub valid_days: Option<u64>,
+}
+
+/// Signs a new version of the configuration document: the current one with `opts` applied
+/// and its sequence number one higher. A running `ca serve` serves the new one after a restart.
+pub fn reissue(opts: &ReissueOptions, unix_now: u64, rng: &dyn SecureRandom) -> Result<ConfigDoc, CaError> {
+    let loaded = load(&opts.dir, unix_now, rng)?;
+    let mut doc = ConfigDoc::verify(&loaded.config_doc, &loaded.ca.trust_anchor()?, unix_now)?;
+    doc.sequence = doc.sequence.saturating_add(1);
+    if !opts.bootstrap.is_empty() {
+        doc.bootstrap = opts.bootstrap.clone();
+    }
+    if let Some(path) = &opts.settings {
+        apply_settings(&mut doc, path)?;
+    }
+    if let Some(days) = opts.valid_days {
+        doc.not_before = unix_now.saturating_sub(300);
+        doc.not_after = unix_now.saturating_add(days.saturating_mul(86_400)).min(loaded.root_not_after);
+    }
+    let signed = doc.sign(loaded.ca.key(), rng)?;
+    // Written beside and renamed over, so a reader never sees half a document.
+    let path = opts.dir.join(CONFIG_DOC);
+    let tmp = opts.dir.join(format!("{CONFIG_DOC}.new"));
+    write_file(&tmp, &signed)?;
+    std::fs::rename(&tmp, &path).map_err(|source| CaError::Io { doing: "replace", path, source })?;
+    Ok(doc)
+}
+
+fn apply_settings(doc: &mut ConfigDoc, path: &Path) -> Result<(), CaError> {
+    let settings: DocumentSettings = serde_json::from_slice(&read_file(path)?)
+        .map_err(|e| CaError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+    if let Some(chord) = settings.chord {
+        doc.chord = chord;
+    }
+    if let Some(store) = settings.store {
+        doc.store = store;
+    }
+    Ok(())
 }
 
 /// Everything `ca serve` loads from the directory.
@@ -384,6 +424,14 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
         assert!(matches!(init(&opts, 1_800_000_000, &rng), Err(CaError::Exists(_))));
+        let bootstrap = vec!["192.0.2.7:5070".parse().unwrap()];
+        let reissue_opts = ReissueOptions { dir: opts.dir.clone(), bootstrap: bootstrap.clone(), ..Default::default() };
+        let next = reissue(&reissue_opts, 1_800_000_100, &rng).unwrap();
+        assert_eq!((next.sequence, &next.bootstrap), (2, &bootstrap));
+        assert_eq!(next.chord.stabilize_interval_ms, 500, "what is not asked for is kept");
+        let reloaded = load(&opts.dir, 1_800_000_100, &rng).unwrap();
+        let served = ConfigDoc::verify(&reloaded.config_doc, &reloaded.ca.trust_anchor().unwrap(), 1_800_000_100);
+        assert_eq!(served.unwrap().sequence, 2);
         assert!(matches!(load(dir.path(), 1_800_000_000, &rng), Err(CaError::NotACa { .. })));
     }
 }
