@@ -121,10 +121,12 @@ fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         EnrollResult::Enrolled { aor, renewal, not_after, new_key } => {
             let how = if renewal { "renewed" } else { "enrolled" };
             let key = if new_key { "new key" } else { "existing key" };
-            println!(
-                "{how} {aor} ({key}); certificate valid until {not_after} (Unix time); stored in {}",
-                data_dir.display()
-            );
+            let until = i64::try_from(not_after)
+                .ok()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| format!("{not_after} (Unix time)"));
+            println!("{how} {aor} ({key}); certificate valid until {until}; stored in {}", data_dir.display());
         }
         EnrollResult::Pending { aor, mailed_to } => {
             println!(
