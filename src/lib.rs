@@ -6,11 +6,12 @@
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
+//! - [`overlay_config`]: the overlay configuration document, signed by the root key (RFC 6940 §11.1 in spirit). Sans-IO.
 //! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`sim`]: the deterministic many-node simulator: whole peers, real SIP bytes, a virtual network.
-//! - [`cli`]: the `p2psip` command line (clap): `node`, `status`.
+//! - [`cli`]: the `p2psip` command line (clap): `node`, `status`, `lookup`, `sim`, `ca`, `enroll`.
 //!
 //! # Sans-IO
 //! Protocol logic never touches a socket, a file or the clock: state machines take `now` and
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod daemon;
 pub mod identity;
 pub mod overlay;
+pub mod overlay_config;
 pub mod peer;
 pub mod sim;
 pub mod sip;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use p2psip::cli::{self, Cli, Command, LookupArgs, NodeArgs, SimArgs, StatusArgs};
+use p2psip::cli::{self, CaArgs, CaCommand, Cli, Command, EnrollArgs, LookupArgs, NodeArgs, SimArgs, StatusArgs};
 use p2psip::daemon::{self, Config};
 
 /// How long `p2psip status` waits for a node.
@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         Command::Status(a) => status(a),
         Command::Lookup(a) => lookup(a),
         Command::Sim(a) => sim(a),
+        Command::Ca(a) => ca(a),
+        Command::Enroll(a) => enroll(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,12 +45,96 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    config.apply(args.overrides());
+    let overrides = args.overrides();
+    // The enrolled identity and signed document in the data directory the file and flags
+    // name; the document's settings go between the file's and the flags'.
+    let mut named = config.clone();
+    named.apply(overrides.clone());
+    let enrolled = daemon::data_dir::load(&named.data_dir()?, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+    if let Some(enrolled) = &enrolled {
+        config.apply_document(&enrolled.config);
+    }
+    config.apply(overrides);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
-    let result = runtime.block_on(daemon::run(config));
+    let result = runtime.block_on(daemon::run(config, enrolled));
     // Connection tasks still reading are cut here rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(result?)
+}
+
+fn ca(args: CaArgs) -> anyhow::Result<()> {
+    match args.command {
+        CaCommand::Init(a) => {
+            let opts = a.options();
+            let made = daemon::ca_files::init(&opts, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            println!(
+                "created the enrollment CA for {} (overlay {}) in {}",
+                made.config.domain,
+                made.config.overlay,
+                opts.dir.display()
+            );
+            println!("root SHA-256 fingerprint {}", made.root_fingerprint);
+            Ok(())
+        }
+        CaCommand::Reissue(a) => {
+            let doc = daemon::ca_files::reissue(&a.options(), daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            println!("signed the configuration document for {}, sequence {}", doc.overlay, doc.sequence);
+            Ok(())
+        }
+        CaCommand::Serve(a) => {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+            runtime.block_on(async {
+                let server = daemon::ca_server::CaServer::bind(&a.options()).await?;
+                let verify = match server.verify {
+                    p2psip::identity::enroll::VerifyMode::None => "none",
+                    p2psip::identity::enroll::VerifyMode::Email => "email",
+                };
+                println!(
+                    "p2psip ca: serving https://{} for {} (verify {verify}, {} names issued); root SHA-256 fingerprint {}",
+                    server.addr, server.domain, server.issued, server.root_fingerprint
+                );
+                server.run_until_signal().await
+            })?;
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            Ok(())
+        }
+    }
+}
+
+fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    use daemon::enroll_client::{EnrollOptions, EnrollResult};
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => Config::default().data_dir()?,
+    };
+    let opts = EnrollOptions {
+        aor: args.aor,
+        ca_url: args.ca,
+        data_dir: data_dir.clone(),
+        ca_cert: args.ca_cert,
+        ca_fingerprint: args.ca_fingerprint,
+        token: args.token,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    match runtime.block_on(daemon::enroll_client::enroll(&opts, daemon::unix_now()))? {
+        EnrollResult::Enrolled { aor, renewal, not_after, new_key } => {
+            let how = if renewal { "renewed" } else { "enrolled" };
+            let key = if new_key { "new key" } else { "existing key" };
+            let until = i64::try_from(not_after)
+                .ok()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| format!("{not_after} (Unix time)"));
+            println!("{how} {aor} ({key}); certificate valid until {until}; stored in {}", data_dir.display());
+        }
+        EnrollResult::Pending { aor, mailed_to } => {
+            println!(
+                "verification pending: the CA mailed a token for {aor} to {mailed_to}; run this command again with --token TOKEN"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {

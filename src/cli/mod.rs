@@ -1,8 +1,11 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
 //! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
-//! simulates a ring of them. Parsing and formatting only; `main` runs the commands through
+//! simulates a ring of them, `p2psip ca` runs the enrollment CA and `p2psip enroll` gets a
+//! certificate from it. Parsing and formatting only; `main` runs the commands through
 //! [`crate::daemon`] and [`crate::sim`].
 
+pub mod ca;
+pub mod enroll;
 pub mod lookup;
 pub mod node;
 pub mod sim;
@@ -10,6 +13,8 @@ pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub use ca::{CaArgs, CaCommand};
+pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
 pub use node::NodeArgs;
 pub use sim::SimArgs;
@@ -25,7 +30,8 @@ pub use status::StatusArgs;
         address (default 127.0.0.1:5060). Nodes will find each other through a Chord overlay \
         carried in SIP, with no SIP server anywhere; today nodes form the overlay (--join), \
         answer OPTIONS and REGISTER, find the node responsible for a key (`p2psip lookup`) and \
-        report their state on a local HTTP status API.",
+        report their state on a local HTTP status API. `p2psip ca` runs the overlay's \
+        enrollment CA and `p2psip enroll` gets a user's certificate from it, once.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -44,6 +50,8 @@ pub enum Command {
     Status(StatusArgs),
     Lookup(LookupArgs),
     Sim(SimArgs),
+    Ca(CaArgs),
+    Enroll(EnrollArgs),
 }
 
 #[cfg(test)]

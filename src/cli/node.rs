@@ -22,6 +22,13 @@ use crate::daemon::Overrides;
 /// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a `[chord]`
 /// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after
 /// a clean shutdown, 1 if it cannot start (address in use, bad config).
+///
+/// If the data directory holds an enrolled identity (from `p2psip enroll`), the node loads it
+/// and verifies it again: the certificate chain against the stored root, the key against the
+/// certificate, and the overlay configuration document's signature against the root (a
+/// document that does not verify stops the node). The document's overlay name, domain, Chord
+/// timers and bootstrap peers (when no join is set) replace the config file's; these flags
+/// still win. `p2psip status --json` shows the identity under "identity" (null if none).
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeArgs {

@@ -59,6 +59,10 @@ pub fn summary(status: &Value) -> String {
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<14}{value}");
     }
+    if let Some(aor) = status["identity"]["aor"].as_str() {
+        let issuer = status["identity"]["issuer"].as_str().unwrap_or("?");
+        let _ = writeln!(out, "{:<14}{aor} (issued by {issuer})", "identity");
+    }
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);

@@ -232,6 +232,26 @@ impl Config {
         }
     }
 
+    /// Takes the overlay's settings from its signed configuration document: overlay name,
+    /// domain, Chord timers, and the bootstrap peers when no `join` is set. Applied after the
+    /// file and before the command-line flags, so flags win.
+    pub fn apply_document(&mut self, doc: &crate::overlay_config::ConfigDoc) {
+        self.overlay = doc.overlay.clone();
+        self.domain = doc.domain.clone();
+        let c = &doc.chord;
+        self.chord = ChordSettings {
+            stabilize_interval_ms: c.stabilize_interval_ms,
+            check_predecessor_interval_ms: c.check_predecessor_interval_ms,
+            fix_fingers_interval_ms: c.fix_fingers_interval_ms,
+            rpc_timeout_ms: c.rpc_timeout_ms,
+            join_retry_interval_ms: c.join_retry_interval_ms,
+            successor_list_len: c.successor_list_len,
+        };
+        if self.join.is_empty() {
+            self.join = doc.bootstrap.clone();
+        }
+    }
+
     /// Checks what the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=MAX_DATAGRAM_SIZE_LIMIT).contains(&self.max_datagram_size) {

@@ -15,12 +15,19 @@
 //! - `signal`: SIGINT/SIGTERM.
 //!
 //! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
+//! - [`data_dir`]: the enrolled identity and configuration document a node loads at start.
+//! - [`ca_files`], [`ca_server`]: the enrollment CA's directory and its HTTPS endpoint.
+//! - [`enroll_client`]: `p2psip enroll`, the one exchange a node has with the CA.
 //!
 //! The node joins the overlay through `--join` at start and leaves it on shutdown.
 //! Not here yet: TLS, connection limits.
 
+pub mod ca_files;
+pub mod ca_server;
 pub mod config;
 mod connection;
+pub mod data_dir;
+pub mod enroll_client;
 mod error;
 mod event_loop;
 mod http;
@@ -49,8 +56,10 @@ use status::NodeInfo;
 /// How long shutdown waits for the HTTP server to finish open requests.
 const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs a node until SIGINT or SIGTERM. Errors only while starting.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// Runs a node until SIGINT or SIGTERM. Errors only while starting. `enrolled` is the identity
+/// and configuration document [`data_dir::load`] found in the data directory, if any; its
+/// document's settings are already merged into `config` ([`Config::apply_document`]).
+pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result<(), DaemonError> {
     config.validate()?;
     let data_dir = config.create_data_dir()?;
     let shutdown = signal::shutdown_signal()?;
@@ -70,6 +79,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     peer_config.seed = random_seed()?;
     peer_config.overlay_name = config.overlay.clone();
     peer_config.chord = config.chord.chord_config();
+    if let Some(enrolled) = &enrolled {
+        peer_config.chord.id_hash = enrolled.config.id_hash.id_hash();
+        span.in_scope(
+            || info!(aor = %enrolled.identity.aor, not_after = enrolled.identity.not_after, "enrolled identity"),
+        );
+    }
     peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
     let node_addr = peer_config.node_addr();
     let mut peer = Peer::new(peer_config, Instant::now());
@@ -88,7 +103,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (stop_http, http_stopped) = oneshot::channel();
     let http = tokio::spawn(http::serve(http_listener, query_tx, http_stopped).instrument(span.clone()));
 
-    let info = NodeInfo { listen, proxy, http: http_addr, domain: config.domain, join: config.join, data_dir };
+    let identity = enrolled.as_ref().map(status::IdentityStatus::of);
+    let info =
+        NodeInfo { listen, proxy, http: http_addr, domain: config.domain, join: config.join, data_dir, identity };
     EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
@@ -115,6 +132,11 @@ fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[So
         warn!(%ip, "listening on a wildcard address with nothing to join: advertising {ip}; set --advertise");
     }
     Some(SocketAddr::new(ip, listen.port()))
+}
+
+/// The wall clock as Unix seconds (certificate and document validity).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// 64 bits from the operating system: the peer derives its nonce key from this seed.

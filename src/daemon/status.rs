@@ -113,4 +113,29 @@ pub struct NodeInfo {
     pub domain: String,
     pub join: Vec<SocketAddr>,
     pub data_dir: PathBuf,
+    /// The enrolled identity loaded from the data directory, `null` when not enrolled.
+    pub identity: Option<IdentityStatus>,
+}
+
+/// `"identity"` in the status: who this node's user is, as its certificate says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityStatus {
+    pub aor: String,
+    /// The leaf certificate's issuer (distinguished name).
+    pub issuer: String,
+    /// The leaf certificate's notAfter, Unix seconds.
+    pub not_after: u64,
+    /// The configuration document's sequence number.
+    pub config_sequence: u64,
+}
+
+impl IdentityStatus {
+    pub fn of(enrolled: &super::data_dir::Enrolled) -> IdentityStatus {
+        IdentityStatus {
+            aor: enrolled.identity.aor.to_string(),
+            issuer: enrolled.issuer(),
+            not_after: enrolled.identity.not_after,
+            config_sequence: enrolled.config.sequence,
+        }
+    }
 }

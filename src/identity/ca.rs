@@ -163,6 +163,45 @@ impl EnrollmentCa {
     }
 }
 
+impl EnrollmentCa {
+    /// Issues the CA's own TLS server certificate (RFC 5280 profile for TLS: serverAuth, the
+    /// names as dNSName or iPAddress subjectAltNames), for `key`, valid
+    /// `[not_before, not_after]`. Enrolling clients verify it against the pinned root.
+    pub fn issue_tls_server(
+        &self,
+        key: &KeyPair,
+        hosts: &[String],
+        not_before: u64,
+        not_after: u64,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<u8>, IdentityError> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = name(&format!("p2psip enrollment server for {}", self.domain));
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|h| match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+                Err(_) => h
+                    .as_str()
+                    .try_into()
+                    .map(rcgen::SanType::DnsName)
+                    .map_err(|_| IdentityError::Certificate(format!("{h:?} is not a host name"))),
+            })
+            .collect::<Result<_, _>>()?;
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, not_before, not_after)?;
+        params.serial_number = Some(serial(&key.public_key(), not_before, not_after.wrapping_add(1)));
+        let signer = RcgenSigner { key: &self.key, rng };
+        let issuer = rcgen::Issuer::from_ca_cert_der(&self.root_der.clone().into(), signer).map_err(rcgen_error)?;
+        let subject = SubjectKey(key.public_key());
+        let cert = params.signed_by(&subject, &issuer).map_err(rcgen_error)?;
+        Ok(cert.der().to_vec())
+    }
+}
+
 /// The subjectAltName URI that binds a certificate or request to `aor`.
 fn aor_san(aor: &Aor) -> Result<rcgen::SanType, IdentityError> {
     let uri = aor
@@ -183,7 +222,7 @@ pub fn build_csr(aor: &Aor, key: &KeyPair, rng: &dyn SecureRandom) -> Result<Vec
 }
 
 /// Parses and verifies a request: the subject's P-256 key and the AoR it asks for, if any.
-fn read_csr(csr_der: &[u8]) -> Result<(PublicKey, Option<Aor>), IdentityError> {
+pub(crate) fn read_csr(csr_der: &[u8]) -> Result<(PublicKey, Option<Aor>), IdentityError> {
     let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| IdentityError::BadRequest(e.to_string()))?;
     csr.verify_signature()
         .map_err(|_| IdentityError::BadRequest("the request's self-signature does not verify".into()))?;

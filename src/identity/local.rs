@@ -18,6 +18,8 @@ pub mod layout {
     pub const CONFIG_DOC: &str = "overlay-config.json";
     /// The embedded database of records this node stores for the overlay.
     pub const RECORDS: &str = "records.redb";
+    /// Secret replica mode only: the salt the CA gave at enrollment, hex, file mode 0600.
+    pub const REPLICA_SECRET: &str = "identity/replica-secret";
 }
 
 /// An enrolled user's key, certificate chain and the overlay's root.

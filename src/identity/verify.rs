@@ -154,6 +154,31 @@ impl VerifiedCache {
     }
 }
 
+/// What a certificate says about itself, for display (no verification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    pub subject: String,
+    pub issuer: String,
+    /// Validity, Unix seconds.
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl CertificateSummary {
+    /// Reads a DER certificate's names and validity.
+    pub fn of(der: &[u8]) -> Result<CertificateSummary, IdentityError> {
+        let cert = parse(der)?;
+        let validity = cert.validity();
+        let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+        Ok(CertificateSummary {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_before: secs(validity.not_before.timestamp()),
+            not_after: secs(validity.not_after.timestamp()),
+        })
+    }
+}
+
 fn chain_hash(cert_der: &[u8], chain: &[Vec<u8>]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     // Length-prefix every part so distinct chains never hash the same bytes.

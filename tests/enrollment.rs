@@ -1,0 +1,285 @@
+//! Enrollment end to end, with real processes on loopback: `p2psip ca init`, `ca serve`,
+//! `p2psip enroll`, and a node that loads the enrolled identity with the CA stopped.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{free_addrs, http_get, ip, p2psip, wait_for, ChildGuard, Finished};
+use tempfile::TempDir;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `p2psip ARGS` in `dir` to completion.
+fn run(dir: &Path, args: &[&str]) -> Finished {
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let (out_path, err_path) = (dir.join(format!("out-{n}")), dir.join(format!("err-{n}")));
+    let child = p2psip(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn p2psip");
+    let mut guard = ChildGuard::new(child);
+    let status = guard.wait_exit(TIMEOUT).unwrap_or_else(|| panic!("p2psip {args:?} did not finish"));
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// A running `p2psip ca serve`, its URL and the fingerprint it printed.
+struct Ca {
+    process: ChildGuard,
+    url: String,
+    fingerprint: String,
+    log: PathBuf,
+}
+
+impl Ca {
+    fn serve(work: &Path, ca_dir: &Path, ip_text: &str, extra: &[&str]) -> Ca {
+        let listen: SocketAddr = free_addrs(ip(ip_text), 1)[0];
+        let tag = listen.port();
+        let (out, log) = (work.join(format!("ca-{tag}.out")), work.join(format!("ca-{tag}.log")));
+        let child = p2psip(work)
+            .args(["ca", "serve", "--dir", ca_dir.to_str().unwrap(), "--listen", &listen.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ca serve");
+        let mut process = ChildGuard::new(child);
+        let line = wait_for(TIMEOUT, || {
+            if let Some(status) = process.try_exit() {
+                panic!("ca serve exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::fs::read_to_string(&out).ok().filter(|s| s.ends_with('\n'))
+        })
+        .expect("ca serve printed its startup line");
+        let url = line.split_whitespace().find(|w| w.starts_with("https://")).expect("URL in startup line").to_owned();
+        let fingerprint = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert_eq!(url, format!("https://{listen}"), "{line}");
+        Ca { process, url, fingerprint, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn enroll(work: &Path, aor: &str, ca: &Ca, data_dir: &Path, extra: &[&str]) -> Finished {
+    let mut args = vec![
+        "enroll",
+        aor,
+        "--ca",
+        &ca.url,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--ca-fingerprint",
+        &ca.fingerprint,
+    ];
+    args.extend_from_slice(extra);
+    run(work, &args)
+}
+
+fn assert_ok(what: &str, f: &Finished) {
+    assert!(f.status.success(), "{what} failed ({}):\nstdout: {}\nstderr: {}", f.status, f.stdout, f.stderr);
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[test]
+fn enroll_refuse_renew_survive_restart_rate_limit_and_node_identity() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let ca_dir = w.join("ca");
+    let init = run(w, &["ca", "init", "--dir", ca_dir.to_str().unwrap(), "--domain", "example.com", "--replicas", "2"]);
+    assert_ok("ca init", &init);
+    #[cfg(unix)]
+    assert_eq!(mode(&ca_dir.join("root-key.pk8")), 0o600);
+    let again = run(w, &["ca", "init", "--dir", ca_dir.to_str().unwrap(), "--domain", "example.com"]);
+    assert!(!again.status.success() && again.stderr.contains("refusing to overwrite"), "{}", again.stderr);
+
+    let ca = Ca::serve(w, &ca_dir, "127.0.0.71", &[]);
+    assert!(init.stdout.contains(&ca.fingerprint), "init and serve print the same fingerprint");
+
+    // No pin, or a wrong one: refused before anything is sent.
+    let (alice_dir, bob_dir, mallory_dir) = (w.join("alice"), w.join("bob"), w.join("mallory"));
+    let unpinned = run(w, &["enroll", "sip:alice@example.com", "--ca", &ca.url, "--data-dir", "x"]);
+    assert!(!unpinned.status.success() && unpinned.stderr.contains("must be pinned"), "{}", unpinned.stderr);
+    let wrong = run(
+        w,
+        &["enroll", "sip:alice@example.com", "--ca", &ca.url, "--data-dir", "x", "--ca-fingerprint", &"AB".repeat(32)],
+    );
+    assert!(
+        !wrong.status.success() && wrong.stderr.contains("does not match the pinned fingerprint"),
+        "{}",
+        wrong.stderr
+    );
+
+    let alice = enroll(w, "sip:alice@example.com", &ca, &alice_dir, &[]);
+    assert_ok("enroll alice", &alice);
+    assert!(alice.stdout.contains("enrolled sip:alice@example.com (new key)"), "{}", alice.stdout);
+    for file in ["identity/key.pk8", "identity/chain.pem", "identity/root.pem", "overlay-config.json"] {
+        assert!(alice_dir.join(file).is_file(), "{file} missing");
+    }
+    #[cfg(unix)]
+    assert_eq!(mode(&alice_dir.join("identity/key.pk8")), 0o600);
+    let root = ca_dir.join("root.pem");
+    let bob = run(
+        w,
+        &[
+            "enroll",
+            "sip:bob@example.com",
+            "--ca",
+            &ca.url,
+            "--data-dir",
+            bob_dir.to_str().unwrap(),
+            "--ca-cert",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert_ok("enroll bob (pinned by --ca-cert)", &bob);
+
+    // Another key for alice: refused, clearly, and nothing of it is stored.
+    let taken = "sip:alice@example.com is already enrolled with another key";
+    let mallory = enroll(w, "sip:alice@example.com", &ca, &mallory_dir, &[]);
+    assert!(!mallory.status.success(), "a second key for alice was accepted: {}", mallory.stdout);
+    assert!(mallory.stderr.contains(taken) && mallory.stderr.contains("(HTTP 409)"), "{}", mallory.stderr);
+    assert!(!mallory_dir.join("identity/chain.pem").exists());
+    // The holder's key renews.
+    let renew = enroll(w, "sip:alice@example.com", &ca, &alice_dir, &[]);
+    assert_ok("renew alice", &renew);
+    assert!(renew.stdout.contains("renewed sip:alice@example.com (existing key)"), "{}", renew.stdout);
+
+    // The issued names survive a restart of the CA.
+    let mut ca = ca;
+    ca.process.terminate();
+    assert!(ca.process.wait_exit(TIMEOUT).is_some_and(|s| s.success()), "CA did not stop cleanly: {}", ca.log());
+    let ca = Ca::serve(w, &ca_dir, "127.0.0.71", &["--rate-limit", "2/min"]);
+    let mallory = enroll(w, "sip:alice@example.com", &ca, &mallory_dir, &[]);
+    assert!(!mallory.status.success() && mallory.stderr.contains(taken), "after restart: {}", mallory.stderr);
+
+    // That was the first of two requests this minute; the third is refused with 429.
+    assert_ok("enroll carol", &enroll(w, "sip:carol@example.com", &ca, &w.join("carol"), &[]));
+    let limited = enroll(w, "sip:dave@example.com", &ca, &w.join("dave"), &[]);
+    assert!(!limited.status.success(), "{}", limited.stdout);
+    assert!(
+        limited.stderr.contains("(HTTP 429)") && limited.stderr.contains("too many enrollment requests"),
+        "{}",
+        limited.stderr
+    );
+    drop(ca);
+
+    // A node started on alice's data directory, with every CA stopped, shows who it is.
+    let [listen, proxy, http] = free_addrs(ip("127.0.0.71"), 3).try_into().unwrap();
+    let log = File::create(w.join("node.log")).unwrap();
+    let child = p2psip(w)
+        .args(["node", "--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
+        .args(["--data-dir", alice_dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut node = ChildGuard::new(child);
+    let status = wait_for(TIMEOUT, || {
+        assert!(
+            node.try_exit().is_none(),
+            "node exited: {}",
+            std::fs::read_to_string(w.join("node.log")).unwrap_or_default()
+        );
+        http_get(http, "/status").filter(|(code, _)| *code == 200)
+    })
+    .expect("node status");
+    let status: serde_json::Value = serde_json::from_str(&status.1).unwrap();
+    assert_eq!(status["identity"]["aor"], "sip:alice@example.com", "{status}");
+    assert!(status["identity"]["issuer"].as_str().unwrap().contains("example.com"), "{status}");
+    assert!(status["identity"]["not_after"].as_u64().unwrap() > 0);
+    assert_eq!(status["overlay"]["name"], "example.com", "the overlay name comes from the document");
+    assert!(status["node_id"].is_string() && status["counters"].is_object(), "existing fields kept");
+    node.terminate();
+    assert!(node.wait_exit(TIMEOUT).is_some());
+
+    // A document altered in the data directory stops the node at start, with one clear line.
+    let doc_path = alice_dir.join("overlay-config.json");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let count = r#"\"replicas\":{\"mode\":\"public\",\"count\":"#;
+    let tampered = doc.replace(&format!("{count}2"), &format!("{count}1"));
+    assert_ne!(tampered, doc, "the test edits the document");
+    std::fs::write(&doc_path, tampered).unwrap();
+    let refused = run(
+        w,
+        &[
+            "node",
+            "--listen",
+            &listen.to_string(),
+            "--proxy",
+            &proxy.to_string(),
+            "--http",
+            &http.to_string(),
+            "--data-dir",
+            alice_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("signature does not verify with the overlay's root key"), "{}", refused.stderr);
+}
+
+#[test]
+fn email_verification_writes_a_mail_and_the_token_completes() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let ca_dir = w.join("ca");
+    let dir = ca_dir.to_str().unwrap();
+    assert_ok(
+        "ca init",
+        &run(w, &["ca", "init", "--dir", dir, "--domain", "mail.test", "--verify", "email", "--secret-replicas"]),
+    );
+    let ca = Ca::serve(w, &ca_dir, "127.0.0.72", &[]);
+    let frank_dir = w.join("frank");
+
+    let first = enroll(w, "sip:frank@mail.test", &ca, &frank_dir, &[]);
+    assert_ok("enroll frank (asks for a token)", &first);
+    assert!(
+        first.stdout.contains("verification pending") && first.stdout.contains("frank@mail.test"),
+        "{}",
+        first.stdout
+    );
+    assert!(!frank_dir.join("identity/chain.pem").exists(), "no certificate before the token");
+    let mails: Vec<PathBuf> = std::fs::read_dir(ca_dir.join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = std::fs::read_to_string(&mails[0]).unwrap();
+    assert!(mail.starts_with("To: frank@mail.test\r\n"), "{mail}");
+    let token = mail.lines().find_map(|l| l.strip_prefix("token: ")).expect("token line").trim().to_owned();
+
+    let wrong = enroll(w, "sip:frank@mail.test", &ca, &frank_dir, &["--token", "0123"]);
+    assert!(!wrong.status.success() && wrong.stderr.contains("(HTTP 403)"), "{}", wrong.stderr);
+    let done = enroll(w, "sip:frank@mail.test", &ca, &frank_dir, &["--token", &token]);
+    assert_ok("enroll frank with the token", &done);
+    assert!(done.stdout.contains("enrolled sip:frank@mail.test"), "{}", done.stdout);
+    assert!(frank_dir.join("identity/chain.pem").is_file());
+    // Secret replica numbers: the salt reaches the member, privately, and matches the document.
+    assert_eq!(
+        std::fs::read_to_string(frank_dir.join("identity/replica-secret")).unwrap().trim(),
+        std::fs::read_to_string(ca_dir.join("replica-secret")).unwrap().trim()
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&frank_dir.join("identity/replica-secret")), 0o600);
+    // The document frank received is the public one the CA serves to anyone: no salt in it.
+    let served = std::fs::read_to_string(frank_dir.join("overlay-config.json")).unwrap();
+    let salt = std::fs::read_to_string(ca_dir.join("replica-secret")).unwrap();
+    assert!(served.contains("secret_sha256") && !served.contains(salt.trim()), "{served}");
+}
