@@ -1,8 +1,9 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
 //! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
-//! simulates a ring of them. Parsing and formatting only; `main` runs the commands through
+//! simulates a ring of them, `p2psip account` manages the accounts phones register with. Parsing and formatting only; `main` runs the commands through
 //! [`crate::daemon`] and [`crate::sim`].
 
+pub mod account;
 pub mod lookup;
 pub mod node;
 pub mod sim;
@@ -10,6 +11,7 @@ pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub use account::{AccountArgs, AccountCommand};
 pub use lookup::LookupArgs;
 pub use node::NodeArgs;
 pub use sim::SimArgs;
@@ -24,7 +26,7 @@ pub use status::StatusArgs;
         Run `p2psip node` on your machine and point an ordinary SIP softphone at its proxy \
         address (default 127.0.0.1:5060). Nodes will find each other through a Chord overlay \
         carried in SIP, with no SIP server anywhere; today nodes form the overlay (--join), \
-        answer OPTIONS and REGISTER, find the node responsible for a key (`p2psip lookup`) and \
+        register local phones (`p2psip account`) and route their calls and messages, find the node responsible for a key (`p2psip lookup`) and \
         report their state on a local HTTP status API.",
     propagate_version = true
 )]
@@ -44,6 +46,7 @@ pub enum Command {
     Status(StatusArgs),
     Lookup(LookupArgs),
     Sim(SimArgs),
+    Account(AccountArgs),
 }
 
 #[cfg(test)]

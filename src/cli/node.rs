@@ -19,9 +19,13 @@ use crate::daemon::Overrides;
 /// overlay, telling its neighbours (waiting at most 1 s), and exits.
 ///
 /// Settings come from the defaults, then the TOML file given with --config (keys: listen,
-/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a `[chord]`
-/// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after
+/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, a `[chord]`
+/// table of timers in milliseconds and a `[registrar]` table: ping_interval_ms,
+/// ping_timeout_ms, min_expires, max_expires, max_server_transactions), then these flags, each later one winning. Exits 0 after
 /// a clean shutdown, 1 if it cannot start (address in use, bad config).
+///
+/// Phones register on --proxy with the accounts of `p2psip account` (read at start: restart
+/// the node after changing them) and call each other's AoRs (sip:bob@DOMAIN) through it.
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeArgs {

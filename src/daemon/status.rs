@@ -26,6 +26,8 @@ pub struct Status {
     /// The distinct finger entries that name a node, in finger order.
     pub fingers: Vec<FingerEntry>,
     pub overlay: OverlayStatus,
+    /// The registrar and proxy: accounts, registered contacts, requests in flight.
+    pub proxy: crate::proxy::ProxyStatus,
 }
 
 /// A node as the status API shows it.
