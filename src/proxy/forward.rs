@@ -187,14 +187,17 @@ impl Proxy {
     }
 
     /// Whether a request received on `listener` is the proxy's (rather than the node's UAS
-    /// role): REGISTER on the proxy listener, anything aimed at a user, at another host, or
-    /// carrying a Route.
+    /// role): REGISTER on the proxy listener, anything aimed at a user, at another host's IP
+    /// address (a phone's Contact, in a dialog), or carrying a Route. A user-less URI naming a
+    /// domain is the node's to answer as a UAS.
     pub fn wants(&self, listener: Listener, msg: &Message) -> bool {
         let Some(Uri::Sip(uri)) = msg.request_uri() else { return false };
         if msg.method() == Some(&Method::Register) {
             return listener == Listener::Proxy;
         }
-        uri.user.is_some() || !self.is_our_domain(uri) || msg.headers.get(&HeaderName::Route).is_some()
+        uri.user.is_some()
+            || (uri.host.ip().is_some() && !self.is_own(&uri.host, uri.port))
+            || msg.headers.get(&HeaderName::Route).is_some()
     }
 
     fn tag(&mut self) -> String {
@@ -254,14 +257,11 @@ impl Proxy {
     /// RFC 3261 §10.3: steps 1–5 here (domain, authentication, authorisation), 6–8 in the
     /// [`Registrar`].
     fn register(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Result<Message, Rejection> {
-        // Step 1: the Request-URI names this registrar's domain.
+        // Step 1 (the Request-URI names this registrar's domain) is checked once the sender
+        // has authenticated: a stranger learns nothing but the challenge (RFC 4475 §3.3.7).
         let Some(Uri::Sip(ruri)) = msg.request_uri() else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
-        if !self.is_our_domain(ruri) {
-            return Err(Rejection::new(404, "Not Found (not this registrar's domain)"));
-        }
-        let to = msg.to()?;
-        let Uri::Sip(to_uri) = &to.uri else { return Err(Rejection::new(416, "Unsupported URI Scheme in To")) };
-        let aor = to_uri.aor();
+        let our_domain = self.is_our_domain(ruri);
+        let to_aor = msg.to().ok().and_then(|t| t.uri.as_sip().map(SipUri::aor));
         let realm = self.config.domain.clone();
         let clock = now.saturating_duration_since(self.started).as_secs();
         // Step 3 (§22.4): find our realm's Digest credentials; none means a challenge.
@@ -302,6 +302,10 @@ impl Proxy {
             // RFC 7616 §3.3: right password, old nonce: ask again without prompting the user.
             return Err(challenge(true, &self.nonces));
         }
+        if !our_domain {
+            return Err(Rejection::new(404, "Not Found (not this registrar's domain)"));
+        }
+        let Some(aor) = to_aor else { return Err(Rejection::new(416, "Unsupported URI Scheme in To")) };
         // Step 4: these credentials may change only their own AoR's bindings.
         if account.aor != aor {
             self.status.registers_refused += 1;
@@ -388,8 +392,9 @@ impl Proxy {
         let from_overlay = from.listener == Listener::Overlay;
         // A remaining Route (after ours was popped) is the next hop, loose routing (§16.12).
         if let Some(route) = req.routes().ok().and_then(|r| r.into_iter().next()) {
-            // From the overlay, only routes that lead into one of our registered phones.
-            let to = self.endpoint_for(&route.uri, now, from_overlay).ok_or_else(unreachable_route)?;
+            // Only routes that lead into one of our registered phones: with one proxy on the
+            // path, ours was the only Route. (Routes to other nodes come with the overlay.)
+            let to = self.endpoint_for(&route.uri, now, true).ok_or_else(unreachable_route)?;
             return Ok(vec![(ruri.clone(), to)]);
         }
         if sip.user.is_some() && self.is_our_domain(sip) {
