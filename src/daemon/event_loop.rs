@@ -294,7 +294,7 @@ impl EventLoop {
             successors: chord.successors().iter().map(Into::into).collect(),
             fingers: status::distinct_fingers(chord),
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
-            proxy: self.peer.proxy_status(),
+            registrar: self.peer.proxy_status(),
         }
     }
 }
