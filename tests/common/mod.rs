@@ -74,6 +74,11 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The child's stdin, when it was spawned with `Stdio::piped()`.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     /// The exit status if the process has ended.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
