@@ -16,12 +16,12 @@
 #
 # Kamailio (Debian's package, installed if missing) runs as a plain registrar (usrloc in
 # memory, digest auth with pv_www_authenticate, qop=auth) and stateful proxy (tm,
-# record_route, loose_route) with 2 UDP workers; p2psip runs a release build of `p2psip
+# record_route, loose_route) with 4 UDP workers and 512 MB of shared memory; p2psip runs a release build of `p2psip
 # node`. Both serve UDP on their own loopback address. Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRIAL_SECS=5 START=100 MAX=6400 STEPS=4
+TRIAL_SECS=5 START=200 MAX=12800 STEPS=3
 while (($#)); do
   case $1 in
     --trial-secs) TRIAL_SECS=$2 ;; --start) START=$2 ;; --max) MAX=$2 ;; --steps) STEPS=$2 ;;
@@ -70,7 +70,7 @@ cat >"$WORK/kam/kamailio.cfg" <<EOF
 #!KAMAILIO
 debug=0
 log_stderror=yes
-children=2
+children=4
 disable_tcp=yes
 listen=udp:$KAM_IP:$PORT
 mpath="$MODS/"
@@ -104,7 +104,7 @@ request_route {
 }
 EOF
 kamailio -c -f "$WORK/kam/kamailio.cfg" >"$WORK/kam/check.log" 2>&1 || { cat "$WORK/kam/check.log" >&2; exit 1; }
-kamailio -DD -E -Y "$WORK/kam" -P "$WORK/kam/kamailio.pid" -f "$WORK/kam/kamailio.cfg" 2>"$WORK/kam/kamailio.log" &
+kamailio -m 512 -M 16 -DD -E -Y "$WORK/kam" -P "$WORK/kam/kamailio.pid" -f "$WORK/kam/kamailio.cfg" 2>"$WORK/kam/kamailio.log" &
 KAM_PID=$!
 PIDS+=("$KAM_PID")
 

@@ -1,5 +1,5 @@
 //! sipp against a node's registrar and proxy (issue 5): REGISTER with digest authentication
-//! (right and wrong password), and a call INVITE/180/200/ACK/BYE from a sipp UAC to a sipp UAS
+//! (right and wrong password, UDP and TCP), and a call INVITE/180/200/ACK/BYE from a sipp UAC to a sipp UAS
 //! registered as bob, through the proxy, over UDP.
 //!
 //! sipp comes from the Debian package `sip-tester`; without it these tests fail (CI installs it).
@@ -56,10 +56,28 @@ fn logs(dir: &Path) -> String {
 }
 
 fn register(node: &Node, user: &str, password: &str, port: u16) -> (bool, String) {
+    register_over(node, user, password, port, "u1")
+}
+
+/// sipp's `-t`: `u1` for UDP, `t1` for TCP.
+fn register_over(node: &Node, user: &str, password: &str, port: u16, transport: &str) -> (bool, String) {
     let cwd = tempfile::TempDir::new().expect("temp dir");
     let local = node.proxy.ip().to_string();
-    let args =
-        ["-sf", &scenario("register.xml"), "-s", user, "-key", "domain", "p2p.test", "-au", user, "-ap", password];
+    let args = [
+        "-sf",
+        &scenario("register.xml"),
+        "-s",
+        user,
+        "-key",
+        "domain",
+        "p2p.test",
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-t",
+        transport,
+    ];
     let p = sipp(cwd.path(), &local, port, &args, Some(node.proxy));
     finish(p, cwd.path())
 }
@@ -79,6 +97,15 @@ fn register_with_digest_and_refuse_a_wrong_password() {
     assert_eq!(proxy["bindings"], 1, "{proxy}");
     assert_eq!(proxy["registers_accepted"], 1, "{proxy}");
     assert_eq!(proxy["registers_refused"], 1, "{proxy}");
+}
+
+#[test]
+fn register_over_tcp() {
+    let node = Node::start_with_accounts("127.0.0.53", ACCOUNTS, &[]);
+    let [port] = free_ports(node.proxy.ip(), 1).try_into().expect("a port");
+    let (ok, logs) = register_over(&node, "bob", "bob-secret", port, "t1");
+    assert!(ok, "REGISTER over TCP failed; sipp logs:\n{logs}\nnode log:\n{}", node.log());
+    assert_eq!(node.status_json()["registrar"]["bindings"], 1);
 }
 
 #[test]

@@ -315,6 +315,11 @@ impl Peer {
             return;
         }
         let reply_to = reply_endpoint(&from, msg.top_via().ok().as_ref());
+        if let Some(challenge) = self.register_challenge(now, &from, &msg) {
+            self.counters.requests_rejected += 1;
+            self.transmit(Transmit { to: reply_to, data: challenge.encode() });
+            return;
+        }
         let received = self.transactions.handle_message(now, msg, reply_to, from.transport.is_reliable());
         match received {
             Received::Request { id, request, cancels } => {
@@ -505,6 +510,16 @@ impl Peer {
             return self.answer(now, id, &request, Answer::Reject(rejection));
         }
         self.proxy.handle_request(now, &mut self.transactions, id, from, reply_to, request, cancels);
+    }
+
+    /// The stateless 401 for a phone's REGISTER without credentials (see
+    /// [`Proxy::stateless_challenge`]), once the registrar's role checks pass.
+    fn register_challenge(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Option<Message> {
+        if from.listener != Listener::Proxy || msg.method() != Some(&Method::Register) {
+            return None;
+        }
+        policy::check_scheme(msg).and_then(|()| policy::uas_checks(msg)).ok()?;
+        self.proxy.stateless_challenge(now, msg)
     }
 
     /// True when a new request would pass the server-transaction bound. ACK (no transaction)

@@ -254,6 +254,37 @@ impl Proxy {
         }
     }
 
+    /// The request's Digest credentials for our realm, if any.
+    fn credentials(&self, msg: &Message) -> Option<crate::sip::header::AuthParams> {
+        let realm = &self.config.domain;
+        msg.auth(&HeaderName::Authorization)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm)))
+    }
+
+    /// The 401 for a REGISTER that carries no credentials for our realm, to be sent without a
+    /// server transaction (as RFC 3261 §8.2.7 lets a UAS answer statelessly): a retransmission
+    /// just gets another challenge, and a first REGISTER costs no state. Without this, every
+    /// challenge would hold a transaction for Timer J (64·T1 over UDP). `None` when the
+    /// request has credentials and needs the full registrar.
+    pub fn stateless_challenge(&mut self, now: Instant, msg: &Message) -> Option<Message> {
+        if msg.method() != Some(&Method::Register) || self.credentials(msg).is_some() {
+            return None;
+        }
+        let clock = now.saturating_duration_since(self.started).as_secs();
+        let nonce = self.nonces.make(clock);
+        let tag = self.tag();
+        let rejection = challenges(&self.config.digest_algorithms, &self.config.domain, &nonce, false)
+            .into_iter()
+            .fold(Rejection::new(401, "Unauthorized"), |r, c| {
+                r.with_header(Header::new(HeaderName::WwwAuthenticate, c))
+            });
+        let mut resp = rejection.to_response(msg, Some(&tag));
+        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+        Some(resp)
+    }
+
     /// RFC 3261 §10.3: steps 1–5 here (domain, authentication, authorisation), 6–8 in the
     /// [`Registrar`].
     fn register(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Result<Message, Rejection> {
@@ -265,11 +296,7 @@ impl Proxy {
         let realm = self.config.domain.clone();
         let clock = now.saturating_duration_since(self.started).as_secs();
         // Step 3 (§22.4): find our realm's Digest credentials; none means a challenge.
-        let creds = msg
-            .auth(&HeaderName::Authorization)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(&realm)));
+        let creds = self.credentials(msg);
         let offer = self.config.digest_algorithms.clone();
         let challenge = |stale: bool, nonces: &NonceKey| {
             let nonce = nonces.make(clock);

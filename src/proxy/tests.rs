@@ -109,6 +109,7 @@ fn register_with_md5_and_sha256_and_refuse_wrong_passwords() {
 fn stale_nonce_is_rechallenged_with_stale_true() {
     let (mut p, now) = peer();
     let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
+    assert_eq!(p.transaction_counts(), (0, 0), "a challenge holds no transaction");
     let auth = authorization(&out[0].1, Algorithm::Md5, "alice", "alice-pw");
     let later = now + Duration::from_secs(301);
     let out = send(&mut p, later, phone(6000), register_text("alice", 6000, 2, &auth));
