@@ -57,6 +57,10 @@ fn account(args: AccountArgs) -> anyhow::Result<()> {
     let dir = config.data_dir()?;
     match args.command {
         AccountCommand::Add { aor, password_stdin, without_certificate } => {
+            // Refuse before asking for a password that could not be used.
+            if !without_certificate {
+                daemon::accounts::check_certificate(&dir, &aor)?;
+            }
             let password = read_password(password_stdin)?;
             let aor = daemon::accounts::add(&dir, &aor, &password, without_certificate)?;
             println!("account {aor} saved in {}", daemon::accounts::accounts_path(&dir).display());

@@ -113,19 +113,24 @@ pub fn certificate_aor(data_dir: &Path) -> Result<Option<String>, AccountsFileEr
     Ok(Some(aor))
 }
 
+/// Checks that the node's enrolled certificate names `aor` (issue 5: accounts only for AoRs
+/// this node holds a certificate for).
+pub fn check_certificate(data_dir: &Path, aor: &str) -> Result<(), AccountsFileError> {
+    let (aor, _, _) = canonical_aor(aor)?;
+    let path = data_dir.join(layout::CHAIN);
+    match certificate_aor(data_dir)? {
+        None => Err(AccountsFileError::NoCertificate { path }),
+        Some(cert) if cert != aor => Err(AccountsFileError::OtherCertificate { path, cert, aor }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// `p2psip account add`: checks the certificate (unless `without_certificate`), then adds or
 /// replaces the account. Returns the canonical AoR.
 pub fn add(data_dir: &Path, aor: &str, password: &str, without_certificate: bool) -> Result<String, AccountsFileError> {
     let account = Account::new(aor, password)?;
     if !without_certificate {
-        let path = data_dir.join(layout::CHAIN);
-        match certificate_aor(data_dir)? {
-            None => return Err(AccountsFileError::NoCertificate { path }),
-            Some(cert) if cert != account.aor => {
-                return Err(AccountsFileError::OtherCertificate { path, cert, aor: account.aor })
-            }
-            Some(_) => {}
-        }
+        check_certificate(data_dir, &account.aor)?;
     }
     let mut accounts = load(data_dir)?;
     let aor = account.aor.clone();
