@@ -13,7 +13,7 @@
 //!
 //! # What it does not do (yet)
 //! Nothing here reaches the overlay: an AoR with no local phone is looked up through
-//! [`directory::Directory`], whose overlay half answers "not found" until registration
+//! [`directory::resolve`], whose overlay half answers "not found" until registration
 //! records (issue 4) are merged. No DNS (RFC 3263): only IP-literal next hops are reached, and
 //! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
 //! Requests other than REGISTER are not authenticated: the proxy listener is meant for the
