@@ -241,3 +241,29 @@ fn overload_answers_503_with_retry_after() {
     assert!(statuses[2].headers.get(&HeaderName::other("Retry-After")).is_some());
     assert_eq!(p.counters().overload_rejected, 1);
 }
+
+#[test]
+fn caller_cancel_gets_200_and_487_and_cancels_the_ringing_phone() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    let invite = request_text("INVITE", "bob", "z9hG4bKinv7", 6000);
+    let out = send(&mut p, now, phone(6000), invite.clone());
+    let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
+    send(&mut p, now, to_bob, answer(&inv, 180, "Ringing", "b7"));
+    // RFC 3261 §9.1: the CANCEL copies the INVITE's Via, Call-ID, From, To and CSeq number.
+    let cancel = invite
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "Content-Length: 0\r\n\r\n";
+    let out = send(&mut p, now, phone(6000), cancel);
+    let to_alice: Vec<_> = out.iter().filter(|(to, _)| to.remote.port() == 6000).map(|(_, m)| m.clone()).collect();
+    assert!(to_alice.iter().any(|m| m.status() == Some(200) && m.cseq().unwrap().method == crate::sip::Method::Cancel));
+    assert!(to_alice.iter().any(|m| m.status() == Some(487) && m.cseq().unwrap().method == crate::sip::Method::Invite));
+    assert!(
+        out.iter().any(|(to, m)| *to == to_bob && m.method() == Some(&crate::sip::Method::Cancel)),
+        "bob's phone gets a CANCEL: {out:?}"
+    );
+}
