@@ -8,6 +8,7 @@
 //! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
 //! - [`overlay_config`]: the overlay configuration document, signed by the root key (RFC 6940 §11.1 in spirit). Sans-IO.
 //! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
+//! - [`proxy`]: the phone-facing registrar (digest auth, bindings) and stateful proxy (RFC 3261 §10, §16). Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
 //! - [`daemon`]: tokio driver: sockets, timers, files, signals, HTTP status API. All the I/O.
 //! - [`sim`]: the deterministic many-node simulator: whole peers, real SIP bytes, a virtual network.
@@ -26,6 +27,7 @@ pub mod identity;
 pub mod overlay;
 pub mod overlay_config;
 pub mod peer;
+pub mod proxy;
 pub mod sim;
 pub mod sip;
 pub mod store;

@@ -10,7 +10,10 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use p2psip::cli::{self, CaArgs, CaCommand, Cli, Command, EnrollArgs, LookupArgs, NodeArgs, SimArgs, StatusArgs};
+use p2psip::cli::{
+    self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, EnrollArgs, LookupArgs, NodeArgs, SimArgs,
+    StatusArgs,
+};
 use p2psip::daemon::{self, Config};
 
 /// How long `p2psip status` waits for a node.
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Command::Sim(a) => sim(a),
         Command::Ca(a) => ca(a),
         Command::Enroll(a) => enroll(a),
+        Command::Account(a) => account(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +139,51 @@ fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn account(args: AccountArgs) -> anyhow::Result<()> {
+    let config = Config { data_dir: args.data_dir.clone(), ..Config::default() };
+    let dir = config.data_dir()?;
+    match args.command {
+        AccountCommand::Add { aor, password_stdin, without_certificate } => {
+            // Refuse before asking for a password that could not be used.
+            if !without_certificate {
+                daemon::accounts::check_certificate(&dir, &aor)?;
+            }
+            let password = read_password(password_stdin)?;
+            let aor = daemon::accounts::add(&dir, &aor, &password, without_certificate)?;
+            println!("account {aor} saved in {}", daemon::accounts::accounts_path(&dir).display());
+        }
+        AccountCommand::List => {
+            for a in daemon::accounts::load(&dir)?.iter() {
+                println!("{}", a.aor);
+            }
+        }
+        AccountCommand::Remove { aor } => {
+            let aor = daemon::accounts::remove(&dir, &aor)?;
+            println!("account {aor} removed");
+        }
+    }
+    Ok(())
+}
+
+/// The password: stdin's first line, or typed at a terminal (echoed: p2psip has no
+/// terminal-control dependency; prefer --password-stdin in scripts and shared screens).
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    if !from_stdin {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("no password: pass --password-stdin and pipe it in, or run at a terminal");
+        }
+        eprint!("password for the account: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("cannot read the password")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(password)
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {

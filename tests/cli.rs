@@ -182,3 +182,24 @@ fn sigterm_exits_zero() {
     let rebind = wait_for(Duration::from_secs(5), || UdpSocket::bind(node.listen).ok());
     assert!(rebind.is_some());
 }
+
+#[test]
+fn account_needs_a_certificate_or_the_explicit_flag_and_lists_what_was_added() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let refused = run_p2psip(&["account", "add", "sip:alice@p2p.test", "--data-dir", data], Duration::from_secs(10));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        refused.stderr.contains("holds no certificate") && refused.stderr.contains("--without-certificate"),
+        "{}",
+        refused.stderr
+    );
+    let node = Node::start_with_accounts("127.0.0.71", &[("sip:bob@p2p.test", "pw")], &[]);
+    let node_data = node.data_dir();
+    let listed =
+        run_p2psip(&["account", "list", "--data-dir", node_data.to_str().expect("path")], Duration::from_secs(10));
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert_eq!(listed.stdout, "sip:bob@p2p.test\n");
+    assert_eq!(node.status_json()["registrar"]["accounts"], 1);
+}

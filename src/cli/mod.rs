@@ -1,9 +1,11 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
 //! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
-//! simulates a ring of them, `p2psip ca` runs the enrollment CA and `p2psip enroll` gets a
-//! certificate from it. Parsing and formatting only; `main` runs the commands through
-//! [`crate::daemon`] and [`crate::sim`].
+//! simulates a ring of them, `p2psip ca` runs the enrollment CA, `p2psip enroll` gets a
+//! certificate from it and `p2psip account` manages the accounts phones register with.
+//! Parsing and formatting only; `main` runs the commands through [`crate::daemon`] and
+//! [`crate::sim`].
 
+pub mod account;
 pub mod ca;
 pub mod enroll;
 pub mod lookup;
@@ -13,6 +15,7 @@ pub mod status;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub use account::{AccountArgs, AccountCommand};
 pub use ca::{CaArgs, CaCommand};
 pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
@@ -29,9 +32,10 @@ pub use status::StatusArgs;
         Run `p2psip node` on your machine and point an ordinary SIP softphone at its proxy \
         address (default 127.0.0.1:5060). Nodes will find each other through a Chord overlay \
         carried in SIP, with no SIP server anywhere; today nodes form the overlay (--join), \
-        answer OPTIONS and REGISTER, find the node responsible for a key (`p2psip lookup`) and \
-        report their state on a local HTTP status API. `p2psip ca` runs the overlay's \
-        enrollment CA and `p2psip enroll` gets a user's certificate from it, once.",
+        register local phones (`p2psip account`) and route their calls and messages, find the \
+        node responsible for a key (`p2psip lookup`) and report their state on a local HTTP \
+        status API. `p2psip ca` runs the overlay's enrollment CA and `p2psip enroll` gets a \
+        user's certificate from it, once.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -52,6 +56,7 @@ pub enum Command {
     Sim(SimArgs),
     Ca(CaArgs),
     Enroll(EnrollArgs),
+    Account(AccountArgs),
 }
 
 #[cfg(test)]

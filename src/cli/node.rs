@@ -19,8 +19,9 @@ use crate::daemon::Overrides;
 /// overlay, telling its neighbours (waiting at most 1 s), and exits.
 ///
 /// Settings come from the defaults, then the TOML file given with --config (keys: listen,
-/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, and a `[chord]`
-/// table of timers in milliseconds), then these flags, each later one winning. Exits 0 after
+/// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, a `[chord]`
+/// table of timers in milliseconds and a `[registrar]` table: ping_interval_ms,
+/// ping_timeout_ms, min_expires, max_expires, max_server_transactions), then these flags, each later one winning. Exits 0 after
 /// a clean shutdown, 1 if it cannot start (address in use, bad config).
 ///
 /// If the data directory holds an enrolled identity (from `p2psip enroll`), the node loads it
@@ -29,6 +30,9 @@ use crate::daemon::Overrides;
 /// document that does not verify stops the node). The document's overlay name, domain, Chord
 /// timers and bootstrap peers (when no join is set) replace the config file's; these flags
 /// still win. `p2psip status --json` shows the identity under "identity" (null if none).
+///
+/// Phones register on --proxy with the accounts of `p2psip account` (read at start: restart
+/// the node after changing them) and call each other's AoRs (sip:bob@DOMAIN) through it.
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NodeArgs {

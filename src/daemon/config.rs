@@ -32,6 +32,14 @@ use crate::overlay::ChordConfig;
 /// rpc_timeout_ms = 2000
 /// join_retry_interval_ms = 10000
 /// successor_list_len = 8
+///
+/// [registrar]                  # the phone-facing registrar and proxy
+/// ping_interval_ms = 30000     # OPTIONS to each registered phone this often
+/// ping_timeout_ms = 8000       # a phone silent this long after a ping is unregistered
+/// min_expires = 60             # shorter registrations get 423 Interval Too Brief
+/// max_expires = 3600           # longer ones are cut to this
+/// max_server_transactions = 20000  # beyond this, new requests get 503 with Retry-After
+/// digest_algorithms = ["MD5"]  # offered in REGISTER challenges, in order; add "SHA-256"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +65,84 @@ pub struct Config {
     pub advertise: Option<SocketAddr>,
     /// Chord's timers.
     pub chord: ChordSettings,
+    /// The registrar's and proxy's limits (`[registrar]`).
+    pub registrar: RegistrarSettings,
+}
+
+/// The `[registrar]` table: the phone-facing registrar's and proxy's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarSettings {
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub max_server_transactions: usize,
+    pub digest_algorithms: Vec<String>,
+}
+
+impl Default for RegistrarSettings {
+    fn default() -> RegistrarSettings {
+        let d = crate::peer::PeerConfig::new(([127, 0, 0, 1], 0).into(), ([127, 0, 0, 1], 0).into());
+        RegistrarSettings {
+            ping_interval_ms: d.ping_interval.as_millis() as u64,
+            ping_timeout_ms: d.ping_timeout.as_millis() as u64,
+            min_expires: d.registrar.min_expires,
+            max_expires: d.registrar.max_expires,
+            max_server_transactions: d.max_server_transactions,
+            digest_algorithms: d.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
+        }
+    }
+}
+
+impl RegistrarSettings {
+    /// Writes these settings into a peer's configuration.
+    pub fn apply_to(&self, c: &mut crate::peer::PeerConfig) {
+        c.ping_interval = Duration::from_millis(self.ping_interval_ms);
+        c.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
+        c.registrar.min_expires = self.min_expires;
+        c.registrar.max_expires = self.max_expires;
+        c.registrar.default_expires = c.registrar.default_expires.clamp(self.min_expires, self.max_expires);
+        c.max_server_transactions = self.max_server_transactions;
+        c.digest_algorithms = self
+            .digest_algorithms
+            .iter()
+            .filter_map(|a| crate::proxy::digest::Algorithm::from_param(Some(a)))
+            .collect();
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in
+            [("registrar.ping_interval_ms", self.ping_interval_ms), ("registrar.ping_timeout_ms", self.ping_timeout_ms)]
+        {
+            if !(10..=3_600_000).contains(&value) {
+                return Err(ConfigError::Invalid { key, message: format!("{value} is not between 10 and 3600000") });
+            }
+        }
+        if self.min_expires == 0 || self.min_expires > self.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "registrar.min_expires",
+                message: format!(
+                    "{} must be at least 1 and at most max_expires ({})",
+                    self.min_expires, self.max_expires
+                ),
+            });
+        }
+        let known = |a: &String| crate::proxy::digest::Algorithm::from_param(Some(a)).is_some();
+        if self.digest_algorithms.is_empty() || !self.digest_algorithms.iter().all(known) {
+            return Err(ConfigError::Invalid {
+                key: "registrar.digest_algorithms",
+                message: format!("{:?}: give one or more of \"MD5\", \"SHA-256\"", self.digest_algorithms),
+            });
+        }
+        if self.max_server_transactions == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registrar.max_server_transactions",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The `[chord]` table: the Chord core's tunables, in milliseconds.
@@ -147,6 +233,7 @@ impl Default for Config {
             overlay: DEFAULT_OVERLAY.into(),
             advertise: None,
             chord: ChordSettings::default(),
+            registrar: RegistrarSettings::default(),
         }
     }
 }
@@ -281,7 +368,8 @@ impl Config {
                 });
             }
         }
-        self.chord.validate()
+        self.chord.validate()?;
+        self.registrar.validate()
     }
 
     /// The data directory: the configured one, else `$XDG_DATA_HOME/p2psip`.

@@ -9,6 +9,8 @@ use super::config::ConfigError;
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Accounts(#[from] super::accounts::AccountsFileError),
     /// Binding a listener failed, usually because the address is already in use.
     #[error("cannot bind the {what} to {addr}")]
     Bind {

@@ -294,6 +294,7 @@ impl EventLoop {
             successors: chord.successors().iter().map(Into::into).collect(),
             fingers: status::distinct_fingers(chord),
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
+            registrar: self.peer.proxy_status(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! until SIGINT or SIGTERM.
 //!
 //! # Layout
+//! - [`accounts`]: the accounts file (`p2psip account`), mode 0600, and the certificate check.
 //! - [`config`]: the TOML settings file, defaults, command-line overrides, data directory.
 //! - `listeners`: binding UDP and TCP on the overlay and proxy addresses, and the HTTP port.
 //! - `event_loop`: the loop that owns the peer; where transmits go (RFC 3261 §18.2.2).
@@ -22,6 +23,7 @@
 //! The node joins the overlay through `--join` at start and leaves it on shutdown.
 //! Not here yet: TLS, connection limits.
 
+pub mod accounts;
 pub mod ca_files;
 pub mod ca_server;
 pub mod config;
@@ -86,8 +88,12 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
         );
     }
     peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
+    config.registrar.apply_to(&mut peer_config);
     let node_addr = peer_config.node_addr();
+    let accounts = accounts::load(&data_dir)?;
     let mut peer = Peer::new(peer_config, Instant::now());
+    span.in_scope(|| info!(accounts = accounts.len(), "local accounts loaded"));
+    peer.set_accounts(accounts);
     span.record("id", tracing::field::debug(peer.node_id()));
     span.in_scope(|| {
         info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");

@@ -26,6 +26,9 @@ pub struct Status {
     /// The distinct finger entries that name a node, in finger order.
     pub fingers: Vec<FingerEntry>,
     pub overlay: OverlayStatus,
+    /// The registrar and proxy: accounts, registered contacts, requests in flight. (`proxy`,
+    /// the top-level key, is the proxy listener's address.)
+    pub registrar: crate::proxy::ProxyStatus,
 }
 
 /// A node as the status API shows it.

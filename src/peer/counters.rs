@@ -30,4 +30,6 @@ pub struct Counters {
     /// Overlay requests refused: a bad DHT-PeerID, a claimed ID that does not match the source
     /// address, another overlay or protocol version, or Chord's own refusal.
     pub overlay_refused: u64,
+    /// Requests refused with 503 because too many server transactions were alive.
+    pub overload_rejected: u64,
 }

@@ -5,8 +5,9 @@
 //! and sends what [`Peer::poll_transmit`] returns. Nothing here reads a clock, opens a socket or
 //! touches a file; randomness comes from a ChaCha8 generator seeded by the config.
 //!
-//! What the peer does with a request (RFC 3261 §16.3, §8.2, §10.3) is decided in [`policy`];
-//! where responses go in [`endpoint`].
+//! What the peer does with a request (RFC 3261 §16.3, §8.2) is decided in [`policy`]; requests
+//! for users and REGISTERs from phones go to the [`Proxy`] (§10.3, §16); where responses go is
+//! in [`endpoint`].
 
 pub mod counters;
 pub mod endpoint;
@@ -16,7 +17,7 @@ pub mod policy;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -28,6 +29,9 @@ pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, T
 pub use overlay::PeerEvent;
 
 use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
+use crate::proxy::accounts::Accounts;
+use crate::proxy::registrar::RegistrarConfig;
+use crate::proxy::{Proxy, ProxyConfig, ProxyStatus};
 use crate::sip::framing::FramingError;
 use crate::sip::header::Via;
 use crate::sip::transaction::{Event, Received, ServerTxId, Timers, TransactionLayer};
@@ -60,6 +64,18 @@ pub struct PeerConfig {
     /// The overlay address other nodes reach us at, from which the Node ID derives. Defaults to
     /// `overlay_addr`; a node listening on a wildcard address must say which one it is.
     pub advertised_addr: Option<SocketAddr>,
+    /// The registrar's expiry limits.
+    pub registrar: RegistrarConfig,
+    /// How often registered phones are pinged with OPTIONS, and how long they have to answer.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Server transactions alive at once; a new request beyond this gets 503 with
+    /// Retry-After (issue 5 item 8), so memory stays bounded under overload.
+    pub max_server_transactions: usize,
+    /// The Retry-After of that 503, in seconds.
+    pub overload_retry_after: u32,
+    /// The digest algorithms REGISTER challenges offer, in order.
+    pub digest_algorithms: Vec<crate::proxy::digest::Algorithm>,
 }
 
 impl PeerConfig {
@@ -75,6 +91,12 @@ impl PeerConfig {
             overlay_name: "p2p.test".into(),
             chord: ChordConfig::default(),
             advertised_addr: None,
+            registrar: RegistrarConfig::default(),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(8),
+            max_server_transactions: 20_000,
+            overload_retry_after: 5,
+            digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
         }
     }
 
@@ -88,9 +110,6 @@ impl PeerConfig {
 pub struct Peer {
     config: PeerConfig,
     rng: ChaCha8Rng,
-    /// Key for the HMAC that makes digest nonces verifiable without state.
-    nonce_key: ring::hmac::Key,
-    started: Instant,
     transactions: TransactionLayer<Endpoint>,
     outbox: VecDeque<Transmit>,
     counters: Counters,
@@ -98,12 +117,13 @@ pub struct Peer {
     own_sent_by: Vec<String>,
     overlay: overlay::OverlayFace,
     events: VecDeque<PeerEvent>,
+    /// The registrar and proxy for local phones.
+    proxy: Proxy,
 }
 
 impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let key_bytes: [u8; 32] = rng.random();
         let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
         let id = NodeId::from_addr(node_addr.ip(), node_addr.port(), config.chord.id_hash);
@@ -114,12 +134,21 @@ impl Peer {
             pending: Default::default(),
             next_cseq: 0,
         };
+        let proxy_config = ProxyConfig {
+            other_addrs: vec![config.overlay_addr],
+            server: config.server.clone(),
+            registrar: config.registrar.clone(),
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            digest_algorithms: config.digest_algorithms.clone(),
+            ..ProxyConfig::new(&config.domain, config.proxy_addr)
+        };
+        let proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
         Peer {
             overlay,
             events: VecDeque::new(),
-            nonce_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
+            proxy,
             rng,
-            started: now,
             transactions: TransactionLayer::new(config.timers),
             outbox: VecDeque::new(),
             counters: Counters::default(),
@@ -134,6 +163,19 @@ impl Peer {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The local accounts phones may register with (`p2psip account`), replacing any before.
+    pub fn set_accounts(&mut self, accounts: Accounts) {
+        self.proxy.set_accounts(accounts);
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    pub fn proxy_status(&self) -> ProxyStatus {
+        self.proxy.status()
     }
 
     /// Live server and client transactions.
@@ -203,6 +245,8 @@ impl Peer {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         self.drain_transactions(now);
+        self.proxy.handle_timeout(now, &mut self.transactions);
+        self.drain_transactions(now);
         self.overlay.chord.handle_timeout(now);
         self.drain_overlay(now);
     }
@@ -216,10 +260,10 @@ impl Peer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.transactions.poll_timeout(), self.overlay.chord.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Queues bytes sent outside any transaction (stateless answers, keep-alive pongs).
@@ -240,13 +284,19 @@ impl Peer {
         while let Some(event) = self.transactions.poll_event() {
             match event {
                 Event::ServerAckTimeout { id } => debug!(%id, "no ACK for our final response (Timer H)"),
+                Event::ClientTimeout { id } if self.proxy.owns_client(id) => {
+                    self.proxy.handle_client_timeout(now, &mut self.transactions, id);
+                }
+                Event::ClientTerminated { id } if self.proxy.owns_client(id) => {
+                    self.proxy.handle_client_terminated(id);
+                }
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
                 }
-                Event::ServerTerminated { .. } => {}
+                Event::ServerTerminated { id } => self.proxy.handle_server_terminated(id),
             }
+            self.drain_transactions_only();
         }
-        self.drain_transactions_only();
     }
 
     fn handle_request(&mut self, now: Instant, from: Endpoint, mut msg: Message) {
@@ -257,11 +307,32 @@ impl Peer {
             return;
         }
         stamp_received(&mut msg, &from);
+        if self.overloaded(&msg) {
+            // Issue 5 item 8: refuse statelessly rather than grow without bound.
+            self.counters.overload_rejected += 1;
+            let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
+            self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
+            return;
+        }
         let reply_to = reply_endpoint(&from, msg.top_via().ok().as_ref());
+        if let Some(challenge) = self.register_challenge(now, &from, &msg) {
+            self.counters.requests_rejected += 1;
+            self.transmit(Transmit { to: reply_to, data: challenge.encode() });
+            return;
+        }
         let received = self.transactions.handle_message(now, msg, reply_to, from.transport.is_reliable());
         match received {
             Received::Request { id, request, cancels } => {
                 self.counters.server_transactions += 1;
+                let for_proxy = match cancels {
+                    Some(invite) => self.proxy.owns_server(invite),
+                    None => self.proxy_wants(&from, &request),
+                };
+                if for_proxy {
+                    self.proxy_request(now, id, from, reply_to, request, cancels);
+                    self.drain_transactions(now);
+                    return;
+                }
                 let answer = match cancels {
                     // RFC 3261 §9.2: a CANCEL matching a transaction gets 200; the INVITE gets
                     // 487 if it is still unanswered (ours never are for long: answers are
@@ -276,7 +347,12 @@ impl Peer {
                 self.answer(now, id, &request, answer);
             }
             Received::Absorbed => self.counters.retransmissions_absorbed += 1,
-            // An ACK for a 2xx we never sent, or that is not ours to route yet.
+            // An ACK for a 2xx: the proxy forwards it along the route set (RFC 3261 §16.12).
+            Received::Ack { request } if self.proxy_wants(&from, &request) => {
+                if policy::proxy_checks(&request, &self.own_sent_by).is_ok() {
+                    self.proxy.handle_ack(now, &mut self.transactions, from, request);
+                }
+            }
             Received::Ack { request } => debug!(msg = %request.summary(), "ACK matching no transaction"),
             Received::Response { .. } | Received::Stray { .. } => {}
         }
@@ -351,10 +427,6 @@ impl Peer {
                 };
                 Answer::Respond(policy::options_ok(msg, &tag, &self.config.server, supported))
             }
-            Method::Register if from.listener == Listener::Proxy => {
-                let nonce = self.new_nonce(now);
-                Answer::Reject(policy::register_answer(msg, &self.config.domain, &nonce))
-            }
             Method::Register => Answer::Reject(Rejection::new(403, "Forbidden (phones register on the proxy port)")),
             Method::Ack => Answer::Nothing,
             Method::Bye | Method::Cancel => Answer::Reject(Rejection::new(481, "Call/Transaction Does Not Exist")),
@@ -370,8 +442,14 @@ impl Peer {
         }
         match self.transactions.handle_message(now, msg, from, from.transport.is_reliable()) {
             Received::Stray { response } => {
-                debug!(from = %from.remote, msg = %response.summary(), "dropped response matching no transaction");
+                // A 2xx retransmission for an INVITE the proxy forwarded goes on (RFC 3261
+                // §16.7 step 10); anything else is dropped.
+                debug!(from = %from.remote, msg = %response.summary(), "response matching no transaction");
                 self.counters.messages_dropped += 1;
+                self.proxy.handle_stray_response(&mut self.transactions, response);
+            }
+            Received::Response { id, response } if self.proxy.owns_client(id) => {
+                self.proxy.handle_response(now, &mut self.transactions, id, response);
             }
             Received::Response { id, response } => self.handle_overlay_response(now, id, &response),
             _ => {}
@@ -405,13 +483,50 @@ impl Peer {
         format!("{:016x}", self.rng.random::<u64>())
     }
 
-    /// A nonce that the node can later check without keeping state: its age in seconds and an
-    /// HMAC over it (RFC 7616 §3.3 suggests time-stamp plus keyed hash).
-    fn new_nonce(&mut self, now: Instant) -> String {
-        let age = now.saturating_duration_since(self.started).as_secs();
-        let tag = ring::hmac::sign(&self.nonce_key, &age.to_be_bytes());
-        let mac: String = tag.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{age:x}.{mac}")
+    /// Whether a request goes to the proxy: a REGISTER on the proxy listener, or a request
+    /// for a user or another host (not an overlay RPC).
+    fn proxy_wants(&self, from: &Endpoint, msg: &Message) -> bool {
+        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
+            return false;
+        }
+        self.proxy.wants(from.listener, msg)
+    }
+
+    /// The role checks (RFC 3261 §16.3 for a proxy, §8.2 for the registrar), then the proxy.
+    fn proxy_request(
+        &mut self,
+        now: Instant,
+        id: ServerTxId,
+        from: Endpoint,
+        reply_to: Endpoint,
+        request: Message,
+        cancels: Option<ServerTxId>,
+    ) {
+        let checks = policy::check_scheme(&request).and_then(|()| match request.method() {
+            Some(Method::Register) => policy::uas_checks(&request),
+            _ => policy::proxy_checks(&request, &self.own_sent_by),
+        });
+        if let Err(rejection) = checks {
+            return self.answer(now, id, &request, Answer::Reject(rejection));
+        }
+        self.proxy.handle_request(now, &mut self.transactions, id, from, reply_to, request, cancels);
+    }
+
+    /// The stateless 401 for a phone's REGISTER without credentials (see
+    /// [`Proxy::stateless_challenge`]), once the registrar's role checks pass.
+    fn register_challenge(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Option<Message> {
+        if from.listener != Listener::Proxy || msg.method() != Some(&Method::Register) {
+            return None;
+        }
+        policy::check_scheme(msg).and_then(|()| policy::uas_checks(msg)).ok()?;
+        self.proxy.stateless_challenge(now, msg)
+    }
+
+    /// True when a new request would pass the server-transaction bound. ACK (no transaction)
+    /// and CANCEL (it ends one) always pass.
+    fn overloaded(&self, msg: &Message) -> bool {
+        !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
+            && self.transactions.server_count() >= self.config.max_server_transactions
     }
 }
 

@@ -1,8 +1,9 @@
 //! The checks and answers of each role the node plays for a request, in the order the RFC
 //! gives them: a proxy (RFC 3261 §16.3) for requests aimed at a user, a user agent server
-//! (§8.2) for requests aimed at the node itself, a registrar (§10.3) for REGISTER.
+//! (§8.2) for requests aimed at the node itself (and for REGISTER, before the registrar in
+//! `crate::proxy` takes it).
 //!
-//! Pure functions of the request (and, for the registrar, a nonce the caller made): no state.
+//! Pure functions of the request: no state.
 
 use crate::sip::header::MediaType;
 use crate::sip::validate::Rejection;
@@ -103,23 +104,4 @@ pub fn options_ok(msg: &Message, to_tag: &str, server: &str, supported: &[&str])
     resp.headers.push(Header::new(HeaderName::Accept, ACCEPT));
     resp.headers.push(Header::new(HeaderName::Server, server));
     resp
-}
-
-/// The registrar's answer to a REGISTER (RFC 3261 §10.3 step 3, §22.1): until accounts exist
-/// (`p2psip account add`), no credentials can be right, so a request without Digest credentials
-/// is challenged and one with them is refused. The challenge offers SHA-256 before MD5
-/// (RFC 8760 §2.4), each with `qop=auth`.
-pub fn register_answer(msg: &Message, realm: &str, nonce: &str) -> Rejection {
-    let has_digest = msg.auth(&HeaderName::Authorization).unwrap_or_default().iter().any(|c| c.is_digest());
-    if has_digest {
-        return Rejection::new(403, "Forbidden (no such account)");
-    }
-    let mut r = Rejection::new(401, "Unauthorized");
-    for algorithm in ["SHA-256", "MD5"] {
-        r = r.with_header(Header::new(
-            HeaderName::WwwAuthenticate,
-            format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={algorithm}, qop=\"auth\""),
-        ));
-    }
-    r
 }

@@ -130,8 +130,12 @@ fn register_is_challenged_then_refused() {
     let challenge = out[0].1.auth(&HeaderName::WwwAuthenticate).unwrap();
     assert_eq!(out[0].1.status(), Some(401));
     assert_eq!(challenge[0].get("realm"), Some("p2p.test"));
-    let auth = "Authorization: Digest username=\"alice\", realm=\"p2p.test\", nonce=\"x\", uri=\"sip:p2p.test\", response=\"00\"\r\n";
-    p.handle_input(now, from(Transport::Udp), request("REGISTER", "sip:p2p.test", "z9hG4bKr2", auth));
+    // A nonce this node never made is challenged again; a real one with no such account, 403.
+    let nonce = challenge[0].get("nonce").unwrap();
+    let auth = format!(
+        "Authorization: Digest username=\"alice\", realm=\"p2p.test\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", response=\"00\"\r\n"
+    );
+    p.handle_input(now, from(Transport::Udp), request("REGISTER", "sip:p2p.test", "z9hG4bKr2", &auth));
     assert_eq!(drain(&mut p)[0].1.status(), Some(403));
     // On the overlay listener, phones are told where to go.
     let overlay = Endpoint { listener: Listener::Overlay, ..from(Transport::Udp) };

@@ -74,6 +74,11 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The child's stdin, when it was spawned with `Stdio::piped()`.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     /// The exit status if the process has ended.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -193,7 +198,39 @@ impl Node {
     /// `p2psip node ARGS --data-dir <temp>`, then waits until `http` answers `/health`; the
     /// overlay and proxy addresses are read back from `/status`.
     fn launch(http: SocketAddr, args: &[String]) -> Node {
+        Node::launch_in(TempDir::new().expect("temp dir"), http, args)
+    }
+
+    /// Starts a node on free ports of `ip_text` whose data directory already holds these
+    /// accounts (`p2psip account add --without-certificate`, user → password), with `extra`
+    /// flags after the addresses.
+    pub fn start_with_accounts(ip_text: &str, accounts: &[(&str, &str)], extra: &[&str]) -> Node {
         let dir = TempDir::new().expect("temp dir");
+        let data = dir.path().join("data");
+        for (aor, password) in accounts {
+            let mut child = p2psip(dir.path())
+                .args(["account", "add", aor, "--password-stdin", "--without-certificate", "--data-dir"])
+                .arg(&data)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn p2psip account add");
+            writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+            let mut guard = ChildGuard::new(child);
+            let status = guard.wait_exit(Duration::from_secs(10)).expect("account add finishes");
+            assert!(status.success(), "p2psip account add {aor} failed");
+        }
+        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
+        let mut args: Vec<String> =
+            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::launch_in(dir, http, &args)
+    }
+
+    /// [`launch`](Self::launch) with a data directory (`DIR/data`) prepared beforehand.
+    fn launch_in(dir: TempDir, http: SocketAddr, args: &[String]) -> Node {
         let log = File::create(dir.path().join("node.log")).expect("log file");
         let child = p2psip(dir.path())
             .arg("node")

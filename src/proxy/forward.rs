@@ -1,0 +1,805 @@
+//! The proxy core (RFC 3261 §16): registrar front door, target resolution, forking, response
+//! selection, CANCEL, ACK for 2xx, and OPTIONS pings that unregister dead phones.
+//!
+//! Every forwarded request is a client transaction of the peer's [`TransactionLayer`]; every
+//! request received is a server transaction. A *context* ties one server transaction to its
+//! branches (§16.6) and lives until the server transaction ends, so the proxy's memory is
+//! bounded by the transaction layer's (which the peer bounds, answering 503 beyond it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tracing::debug;
+
+use super::accounts::Accounts;
+use super::digest::{challenges, Algorithm, Credentials, NonceCheck, NonceKey};
+use super::directory::{resolve, Resolution};
+use super::registrar::{Registrar, RegistrarConfig};
+use crate::peer::{new_branch, Endpoint, Listener, Transport};
+use crate::sip::header::{NameAddr, Via};
+use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};
+use crate::sip::validate::Rejection;
+use crate::sip::{Header, HeaderName, Host, Message, Method, SipUri, StartLine, Uri};
+
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The overlay's SIP domain: the digest realm, and the only domain whose AoRs are served.
+    pub domain: String,
+    /// The proxy listener's address: our Via sent-by and Record-Route.
+    pub addr: SocketAddr,
+    /// Our other addresses (the overlay listener): a Route naming one of them is ours too.
+    pub other_addrs: Vec<SocketAddr>,
+    pub server: String,
+    pub registrar: RegistrarConfig,
+    /// How often each registered phone gets an OPTIONS ping.
+    pub ping_interval: Duration,
+    /// A phone that has not answered a ping after this long is unregistered.
+    pub ping_timeout: Duration,
+    /// How long a nonce stays fresh.
+    pub nonce_lifetime: Duration,
+    /// The algorithms a challenge offers, in order (RFC 8760 §2.4); see
+    /// [`Algorithm::DEFAULT_OFFER`].
+    pub digest_algorithms: Vec<Algorithm>,
+}
+
+impl ProxyConfig {
+    pub fn new(domain: &str, addr: SocketAddr) -> ProxyConfig {
+        ProxyConfig {
+            domain: domain.to_ascii_lowercase(),
+            addr,
+            other_addrs: Vec::new(),
+            server: format!("p2psip/{}", env!("CARGO_PKG_VERSION")),
+            registrar: RegistrarConfig::default(),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(8),
+            nonce_lifetime: Duration::from_secs(300),
+            digest_algorithms: Algorithm::DEFAULT_OFFER.to_vec(),
+        }
+    }
+}
+
+/// What `p2psip status` shows of the proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProxyStatus {
+    pub accounts: usize,
+    /// Registered contacts, all AoRs.
+    pub bindings: usize,
+    /// Requests being forwarded now.
+    pub forwarding: usize,
+    /// REGISTERs accepted / refused (wrong credentials, no account) since start.
+    pub registers_accepted: u64,
+    pub registers_refused: u64,
+    /// Requests forwarded to a phone (one per request, not per branch).
+    pub requests_forwarded: u64,
+    /// Phones unregistered because they stopped answering OPTIONS pings.
+    pub pings_failed: u64,
+}
+
+/// One forwarded copy of a request (§16.6).
+#[derive(Debug)]
+struct Branch {
+    client: ClientTxId,
+    to: Endpoint,
+    /// A provisional response arrived, so a CANCEL may be sent (§9.1).
+    provisional: bool,
+    final_code: Option<u16>,
+    /// CANCEL asked for before any provisional response: sent when one arrives.
+    cancel_pending: bool,
+    cancelled: bool,
+}
+
+/// One request being proxied: its server transaction and branches.
+#[derive(Debug)]
+struct Context {
+    request: Message,
+    /// Where responses go if the server transaction is gone (2xx retransmissions).
+    reply_to: Endpoint,
+    branches: Vec<Branch>,
+    best: Option<Message>,
+    final_sent: bool,
+}
+
+#[derive(Debug)]
+struct Ping {
+    aor: String,
+    contact: Uri,
+    deadline: Instant,
+}
+
+/// The registrar and stateful proxy for local phones.
+pub struct Proxy {
+    config: ProxyConfig,
+    accounts: Accounts,
+    registrar: Registrar,
+    nonces: NonceKey,
+    started: Instant,
+    rng: ChaCha8Rng,
+    contexts: BTreeMap<ServerTxId, Context>,
+    branches: BTreeMap<ClientTxId, ServerTxId>,
+    /// CANCELs we sent: their responses are ours to absorb.
+    cancels: BTreeSet<ClientTxId>,
+    pings: BTreeMap<ClientTxId, Ping>,
+    next_ping_sweep: Instant,
+    status: ProxyStatus,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, accounts: Accounts, seed: u64, now: Instant) -> Proxy {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let key: [u8; 32] = rng.random();
+        Proxy {
+            nonces: NonceKey::new(&key, config.nonce_lifetime.as_secs()),
+            registrar: Registrar::new(config.registrar.clone()),
+            next_ping_sweep: now + config.ping_interval,
+            config,
+            accounts,
+            started: now,
+            rng,
+            contexts: BTreeMap::new(),
+            branches: BTreeMap::new(),
+            cancels: BTreeSet::new(),
+            pings: BTreeMap::new(),
+            status: ProxyStatus::default(),
+        }
+    }
+
+    pub fn set_accounts(&mut self, accounts: Accounts) {
+        self.accounts = accounts;
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn status(&self) -> ProxyStatus {
+        ProxyStatus {
+            accounts: self.accounts.len(),
+            bindings: self.registrar.binding_count(),
+            forwarding: self.contexts.len(),
+            ..self.status.clone()
+        }
+    }
+
+    /// True when `id` is one of the proxy's client transactions.
+    pub fn owns_client(&self, id: ClientTxId) -> bool {
+        self.branches.contains_key(&id) || self.pings.contains_key(&id) || self.cancels.contains(&id)
+    }
+
+    /// True when `id` is a request the proxy is forwarding (so a CANCEL for it is ours).
+    pub fn owns_server(&self, id: ServerTxId) -> bool {
+        self.contexts.contains_key(&id)
+    }
+
+    fn is_own(&self, host: &Host, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        std::iter::once(&self.config.addr)
+            .chain(&self.config.other_addrs)
+            .any(|a| host.ip() == Some(a.ip()) && a.port() == port)
+    }
+
+    fn is_our_domain(&self, uri: &SipUri) -> bool {
+        matches!(&uri.host, Host::Domain(d) if d.eq_ignore_ascii_case(&self.config.domain))
+            || self.is_own(&uri.host, uri.port)
+    }
+
+    /// Whether a request received on `listener` is the proxy's (rather than the node's UAS
+    /// role): REGISTER on the proxy listener, anything aimed at a user, at another host's IP
+    /// address (a phone's Contact, in a dialog), or carrying a Route. A user-less URI naming a
+    /// domain is the node's to answer as a UAS.
+    pub fn wants(&self, listener: Listener, msg: &Message) -> bool {
+        let Some(Uri::Sip(uri)) = msg.request_uri() else { return false };
+        if msg.method() == Some(&Method::Register) {
+            return listener == Listener::Proxy;
+        }
+        uri.user.is_some()
+            || (uri.host.ip().is_some() && !self.is_own(&uri.host, uri.port))
+            || msg.headers.get(&HeaderName::Route).is_some()
+    }
+
+    fn tag(&mut self) -> String {
+        format!("{:016x}", self.rng.random::<u64>())
+    }
+
+    fn respond(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, id: ServerTxId, resp: Message) {
+        if let Err(e) = tl.respond(now, id, resp) {
+            debug!(%id, error = %e, "could not answer");
+        }
+    }
+
+    fn reject(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        req: &Message,
+        r: Rejection,
+    ) {
+        let tag = self.tag();
+        let mut resp = r.to_response(req, Some(&tag));
+        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+        self.respond(now, tl, id, resp);
+    }
+
+    /// A new server transaction the proxy [`wants`](Self::wants). `reply_to` is where its
+    /// responses go; `cancels` the INVITE a CANCEL matched (§9.2).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        from: Endpoint,
+        reply_to: Endpoint,
+        request: Message,
+        cancels: Option<ServerTxId>,
+    ) {
+        let Some(method) = request.method().cloned() else { return };
+        match method {
+            Method::Register => {
+                let answer = self.register(now, from, &request);
+                match answer {
+                    Ok(resp) => self.respond(now, tl, id, resp),
+                    Err(r) => self.reject(now, tl, id, &request, r),
+                }
+            }
+            Method::Cancel => self.cancel(now, tl, id, &request, cancels),
+            _ => match self.forward(now, tl, id, from, reply_to, &request) {
+                Ok(()) => self.status.requests_forwarded += 1,
+                Err(r) => self.reject(now, tl, id, &request, r),
+            },
+        }
+    }
+
+    /// The request's Digest credentials for our realm, if any.
+    fn credentials(&self, msg: &Message) -> Option<crate::sip::header::AuthParams> {
+        let realm = &self.config.domain;
+        msg.auth(&HeaderName::Authorization)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm)))
+    }
+
+    /// The 401 for a REGISTER that carries no credentials for our realm, to be sent without a
+    /// server transaction (as RFC 3261 §8.2.7 lets a UAS answer statelessly): a retransmission
+    /// just gets another challenge, and a first REGISTER costs no state. Without this, every
+    /// challenge would hold a transaction for Timer J (64·T1 over UDP). `None` when the
+    /// request has credentials and needs the full registrar.
+    pub fn stateless_challenge(&mut self, now: Instant, msg: &Message) -> Option<Message> {
+        if msg.method() != Some(&Method::Register) || self.credentials(msg).is_some() {
+            return None;
+        }
+        let clock = now.saturating_duration_since(self.started).as_secs();
+        let nonce = self.nonces.make(clock);
+        let tag = self.tag();
+        let rejection = challenges(&self.config.digest_algorithms, &self.config.domain, &nonce, false)
+            .into_iter()
+            .fold(Rejection::new(401, "Unauthorized"), |r, c| {
+                r.with_header(Header::new(HeaderName::WwwAuthenticate, c))
+            });
+        let mut resp = rejection.to_response(msg, Some(&tag));
+        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+        Some(resp)
+    }
+
+    /// RFC 3261 §10.3: steps 1–5 here (domain, authentication, authorisation), 6–8 in the
+    /// [`Registrar`].
+    fn register(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Result<Message, Rejection> {
+        // Step 1 (the Request-URI names this registrar's domain) is checked once the sender
+        // has authenticated: a stranger learns nothing but the challenge (RFC 4475 §3.3.7).
+        let Some(Uri::Sip(ruri)) = msg.request_uri() else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
+        let our_domain = self.is_our_domain(ruri);
+        let to_aor = msg.to().ok().and_then(|t| t.uri.as_sip().map(SipUri::aor));
+        let realm = self.config.domain.clone();
+        let clock = now.saturating_duration_since(self.started).as_secs();
+        // Step 3 (§22.4): find our realm's Digest credentials; none means a challenge.
+        let creds = self.credentials(msg);
+        let offer = self.config.digest_algorithms.clone();
+        let challenge = |stale: bool, nonces: &NonceKey| {
+            let nonce = nonces.make(clock);
+            challenges(&offer, &realm, &nonce, stale).into_iter().fold(Rejection::new(401, "Unauthorized"), |r, c| {
+                r.with_header(Header::new(HeaderName::WwwAuthenticate, c))
+            })
+        };
+        let Some(creds) = creds else { return Err(challenge(false, &self.nonces)) };
+        let creds = match Credentials::from_params(&creds) {
+            Ok(c) => c,
+            Err(e) => {
+                self.status.registers_refused += 1;
+                return Err(Rejection::new(400, format!("Bad Authorization header ({e})")));
+            }
+        };
+        let nonce = self.nonces.check(&creds.nonce, clock);
+        if nonce == NonceCheck::Forged {
+            return Err(challenge(false, &self.nonces));
+        }
+        let Some(account) = self.accounts.by_user(&creds.username, &realm) else {
+            self.status.registers_refused += 1;
+            return Err(Rejection::new(403, "Forbidden"));
+        };
+        let method = msg.method().map(|m| m.as_str().to_owned()).unwrap_or_default();
+        if creds.verify(&method, &realm, account.ha1(creds.algorithm)).is_err() {
+            self.status.registers_refused += 1;
+            return Err(Rejection::new(403, "Forbidden"));
+        }
+        if nonce == NonceCheck::Stale {
+            // RFC 7616 §3.3: right password, old nonce: ask again without prompting the user.
+            return Err(challenge(true, &self.nonces));
+        }
+        if !our_domain {
+            return Err(Rejection::new(404, "Not Found (not this registrar's domain)"));
+        }
+        let Some(aor) = to_aor else { return Err(Rejection::new(416, "Unsupported URI Scheme in To")) };
+        // Step 4: these credentials may change only their own AoR's bindings.
+        if account.aor != aor {
+            self.status.registers_refused += 1;
+            return Err(Rejection::new(403, "Forbidden (credentials are for another AoR)"));
+        }
+        let tag = self.tag();
+        let resp = self.registrar.register(now, &aor, msg, from, &tag)?;
+        self.status.registers_accepted += 1;
+        Ok(resp)
+    }
+
+    /// §16.10: a CANCEL for an INVITE we are forwarding gets 200, the INVITE 487, and every
+    /// branch still pending a CANCEL of its own.
+    fn cancel(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        req: &Message,
+        invite: Option<ServerTxId>,
+    ) {
+        let Some(invite) = invite.filter(|i| self.contexts.contains_key(i)) else {
+            // §16.10: nothing to cancel here.
+            return self.reject(now, tl, id, req, Rejection::new(481, "Call/Transaction Does Not Exist"));
+        };
+        let tag = self.tag();
+        self.respond(now, tl, id, req.make_response(200, "OK", Some(&tag)));
+        let Some(ctx) = self.contexts.get_mut(&invite) else { return };
+        if !ctx.final_sent {
+            ctx.final_sent = true;
+            let resp = ctx.request.make_response(487, "Request Terminated", Some(&tag));
+            self.respond(now, tl, invite, resp);
+        }
+        self.cancel_branches(now, tl, invite, None);
+    }
+
+    /// Sends CANCEL on every pending branch of `sid` except `keep` (§16.7 step 10, §16.10).
+    fn cancel_branches(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        sid: ServerTxId,
+        keep: Option<ClientTxId>,
+    ) {
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        let mut to_send = Vec::new();
+        for b in ctx.branches.iter_mut() {
+            if Some(b.client) == keep || b.final_code.is_some() || b.cancelled {
+                continue;
+            }
+            if b.provisional {
+                b.cancelled = true;
+                to_send.push((b.client, b.to));
+            } else {
+                b.cancel_pending = true;
+            }
+        }
+        for (client, to) in to_send {
+            self.send_cancel(now, tl, client, to);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, client: ClientTxId, to: Endpoint) {
+        if let Ok(cancel) = tl.make_cancel(client) {
+            let id = tl.send_request(now, cancel, to, to.transport.is_reliable());
+            self.cancels.insert(id);
+        }
+    }
+
+    /// §16.4: a top Route naming us is removed.
+    fn pop_own_route(&self, req: &mut Message) {
+        let Ok(routes) = req.routes() else { return };
+        if let Some(Uri::Sip(u)) = routes.first().map(|r| &r.uri) {
+            if self.is_own(&u.host, u.port) {
+                req.headers.remove_first_element(&HeaderName::Route);
+            }
+        }
+    }
+
+    /// §16.5–16.6: where the request goes, as (request copy's Request-URI, endpoint) pairs.
+    fn targets(&self, now: Instant, from: Endpoint, req: &Message) -> Result<Vec<(Uri, Endpoint)>, Rejection> {
+        let ruri = req.request_uri().cloned().ok_or_else(|| Rejection::new(400, "No Request-URI"))?;
+        let Uri::Sip(sip) = &ruri else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
+        let from_overlay = from.listener == Listener::Overlay;
+        // A remaining Route (after ours was popped) is the next hop, loose routing (§16.12).
+        if let Some(route) = req.routes().ok().and_then(|r| r.into_iter().next()) {
+            // Only routes that lead into one of our registered phones: with one proxy on the
+            // path, ours was the only Route. (Routes to other nodes come with the overlay.)
+            let to = self.endpoint_for(&route.uri, now, true).ok_or_else(unreachable_route)?;
+            return Ok(vec![(ruri.clone(), to)]);
+        }
+        if sip.user.is_some() && self.is_our_domain(sip) {
+            // The AoR in canonical form (§10.3 step 5); a Request-URI naming our address
+            // rather than the domain means the same user.
+            let user = sip.user_unescaped().and_then(|u| String::from_utf8(u).ok()).unwrap_or_default();
+            let aor = format!("sip:{user}@{}", self.config.domain);
+            return match resolve(&aor, &self.registrar, &self.accounts, now) {
+                Resolution::Local(bindings) => Ok(bindings.iter().map(|b| (b.contact.uri.clone(), b.flow)).collect()),
+                Resolution::Offline => Err(Rejection::new(480, "Temporarily Unavailable")),
+                // The overlay lookup plugs in here (issue 4's registration records): park the
+                // request, look up H(AoR), forward to the node found. Until then nobody
+                // outside this node can be found.
+                Resolution::AskOverlay => Err(Rejection::new(404, "Not Found")),
+            };
+        }
+        // A Request-URI that is an address (a phone's Contact: in-dialog requests without a
+        // Route, or preloaded): allowed into a registered phone's flow from either side, and
+        // from local phones to any IP address within a dialog.
+        if sip.host.ip().is_some() && !self.is_own(&sip.host, sip.port) {
+            let in_dialog = req.to().ok().is_some_and(|t| t.tag().is_some());
+            if let Some(to) = self.endpoint_for(&ruri, now, from_overlay || !in_dialog) {
+                return Ok(vec![(ruri.clone(), to)]);
+            }
+            return Err(if from_overlay {
+                Rejection::new(403, "Forbidden (not a phone this node serves)")
+            } else {
+                Rejection::new(404, "Not Found (no dialog with that address)")
+            });
+        }
+        if sip.user.is_some() {
+            return Err(Rejection::new(404, "Not Found (not an overlay domain)"));
+        }
+        Err(Rejection::new(404, "Not Found"))
+    }
+
+    /// The endpoint for a URI: a registered phone's flow when it is one of their contacts,
+    /// else (unless `registered_only`) the URI's own IP address, port and transport.
+    fn endpoint_for(&self, uri: &Uri, now: Instant, registered_only: bool) -> Option<Endpoint> {
+        if let Some((_, b)) = self.registrar.by_contact(uri, now) {
+            return Some(b.flow);
+        }
+        if registered_only {
+            return None;
+        }
+        let Uri::Sip(s) = uri else { return None };
+        let ip = s.host.ip()?;
+        let transport = if s.transport().as_deref() == Some("tcp") { Transport::Tcp } else { Transport::Udp };
+        Some(Endpoint {
+            listener: Listener::Proxy,
+            transport,
+            remote: SocketAddr::new(ip, s.port.unwrap_or(5060)),
+            conn: None,
+        })
+    }
+
+    /// §16.6 for each target: copy, Request-URI, Max-Forwards, Record-Route, Via; send.
+    fn forward(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        from: Endpoint,
+        reply_to: Endpoint,
+        request: &Message,
+    ) -> Result<(), Rejection> {
+        let mut req = request.clone();
+        self.pop_own_route(&mut req);
+        let targets = self.targets(now, from, &req)?;
+        let method = request.method().cloned().unwrap_or(Method::Options);
+        let mut branches = Vec::with_capacity(targets.len());
+        for (uri, to) in targets {
+            let copy = self.prepare(&req, &method, uri, to);
+            let client = tl.send_request(now, copy, to, to.transport.is_reliable());
+            self.branches.insert(client, id);
+            branches.push(Branch {
+                client,
+                to,
+                provisional: false,
+                final_code: None,
+                cancel_pending: false,
+                cancelled: false,
+            });
+        }
+        self.contexts
+            .insert(id, Context { request: request.clone(), reply_to, branches, best: None, final_sent: false });
+        Ok(())
+    }
+
+    /// The copy of `req` for one branch (§16.6 steps 1–8).
+    fn prepare(&mut self, req: &Message, method: &Method, uri: Uri, to: Endpoint) -> Message {
+        let mut copy = req.clone();
+        // Step 2: the target becomes the Request-URI.
+        if let StartLine::Request(line) = &mut copy.start {
+            line.uri = uri;
+        }
+        // Step 3: Max-Forwards (checked non-zero by the peer, §16.3).
+        let mf = req.max_forwards().ok().flatten().map_or(70, |m| m.saturating_sub(1));
+        copy.headers.set(Header::new(HeaderName::MaxForwards, mf));
+        // Step 4: stay on the path of dialogs this request may create.
+        let out_of_dialog = req.to().ok().is_some_and(|t| t.tag().is_none());
+        if out_of_dialog && matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
+            copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(to.transport)));
+        }
+        // Step 8: our Via on top, with a fresh branch (RFC 3581 rport so replies find us).
+        let via = self.via(to.transport);
+        copy.headers.push_front_of(Header::new(HeaderName::Via, via));
+        copy
+    }
+
+    fn via(&mut self, transport: Transport) -> Via {
+        let branch = new_branch(&mut self.rng);
+        let a = self.config.addr;
+        let mut via = Via::new(transport.via_name(), a.ip().into(), Some(a.port()), &branch);
+        via.set_param("rport", None);
+        via
+    }
+
+    fn record_route(&self, transport: Transport) -> NameAddr {
+        let a = self.config.addr;
+        let mut uri = SipUri::new(a.ip().into(), Some(a.port()));
+        uri.params.push(crate::sip::syntax::Param { name: "lr".into(), value: None });
+        if transport == Transport::Tcp {
+            uri.params.push(crate::sip::syntax::Param { name: "transport".into(), value: Some("tcp".into()) });
+        }
+        NameAddr::new(Uri::Sip(uri))
+    }
+
+    /// An ACK matching no server transaction: the ACK for a 2xx, which travels end to end
+    /// along the route set (§16.4, §16.12); forwarded without a transaction.
+    pub fn handle_ack(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, from: Endpoint, ack: Message) {
+        if ack.max_forwards().ok().flatten() == Some(0) {
+            return;
+        }
+        let mut req = ack;
+        self.pop_own_route(&mut req);
+        match self.targets(now, from, &req) {
+            Ok(targets) => {
+                for (uri, to) in targets.into_iter().take(1) {
+                    let copy = self.prepare(&req, &Method::Ack, uri, to);
+                    tl.send_stateless(to, &copy);
+                }
+            }
+            Err(r) => debug!(status = r.status, "ACK not forwarded"),
+        }
+    }
+
+    /// A response for one of [`owns_client`](Self::owns_client)'s transactions (§16.7).
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        client: ClientTxId,
+        mut response: Message,
+    ) {
+        if self.cancels.contains(&client) {
+            return;
+        }
+        if self.pings.remove(&client).is_some() {
+            // Any response means the phone is alive.
+            return;
+        }
+        let Some(&sid) = self.branches.get(&client) else { return };
+        let code = response.status().unwrap_or(500);
+        // Step 3: our Via goes.
+        response.headers.remove_first_element(&HeaderName::Via);
+        if response.headers.get(&HeaderName::Via).is_none() {
+            return;
+        }
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        let Some(b) = ctx.branches.iter_mut().find(|b| b.client == client) else { return };
+        let invite = ctx.request.method() == Some(&Method::Invite);
+        match code {
+            100 => b.provisional = true,
+            101..=199 => {
+                b.provisional = true;
+                let cancel = b.cancel_pending && !b.cancelled;
+                let to = b.to;
+                if cancel {
+                    b.cancelled = true;
+                }
+                // Step 5: provisional responses go upstream at once.
+                if !ctx.final_sent {
+                    self.respond(now, tl, sid, response);
+                }
+                if cancel {
+                    self.send_cancel(now, tl, client, to);
+                }
+            }
+            200..=299 => {
+                b.final_code = Some(code);
+                let first = !ctx.final_sent;
+                ctx.final_sent = true;
+                let reply_to = ctx.reply_to;
+                // Step 9: every 2xx goes upstream at once (several for a forked INVITE).
+                if tl.respond(now, sid, response.clone()).is_err() {
+                    tl.send_stateless(reply_to, &response);
+                }
+                if invite && first {
+                    // Step 10: the call is answered; stop the other phones ringing.
+                    self.cancel_branches(now, tl, sid, Some(client));
+                }
+            }
+            _ => {
+                b.final_code = Some(code);
+                // Step 6: keep the best so far.
+                if better(&response, ctx.best.as_ref()) {
+                    ctx.best = Some(response);
+                }
+                if invite && code >= 600 {
+                    self.cancel_branches(now, tl, sid, Some(client));
+                }
+                self.maybe_send_best(now, tl, sid);
+            }
+        }
+    }
+
+    /// Step 7 once every branch has ended: the best response, or 480 when they all timed out.
+    fn maybe_send_best(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, sid: ServerTxId) {
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        if ctx.final_sent || ctx.branches.iter().any(|b| b.final_code.is_none()) {
+            return;
+        }
+        ctx.final_sent = true;
+        let tag = format!("{:016x}", self.rng.random::<u64>());
+        let resp = match ctx.best.take() {
+            // §16.7 step 6: a 503 from downstream becomes 500 (we are not the one overloaded).
+            Some(r) if r.status() == Some(503) => {
+                let mut r2 = ctx.request.make_response(500, "Server Internal Error", Some(&tag));
+                r2.headers.push(Header::new(HeaderName::Server, &self.config.server));
+                r2
+            }
+            // Every branch timed out: the user is registered but unreachable.
+            Some(r) if r.status() == Some(408) && ctx.branches.iter().all(|b| b.final_code == Some(408)) => {
+                ctx.request.make_response(480, "Temporarily Unavailable", Some(&tag))
+            }
+            Some(r) => r,
+            None => ctx.request.make_response(480, "Temporarily Unavailable", Some(&tag)),
+        };
+        self.respond(now, tl, sid, resp);
+    }
+
+    /// Timer B or F fired on a client transaction: a branch gives 408 (§16.7 step 2), a ping
+    /// unregisters its phone.
+    pub fn handle_client_timeout(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, client: ClientTxId) {
+        if let Some(ping) = self.pings.remove(&client) {
+            self.ping_failed(ping);
+            return;
+        }
+        let Some(&sid) = self.branches.get(&client) else { return };
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        if let Some(b) = ctx.branches.iter_mut().find(|b| b.client == client && b.final_code.is_none()) {
+            b.final_code = Some(408);
+            let tag = format!("{:016x}", self.rng.random::<u64>());
+            let timeout = ctx.request.make_response(408, "Request Timeout", Some(&tag));
+            if better(&timeout, ctx.best.as_ref()) {
+                ctx.best = Some(timeout);
+            }
+        }
+        self.maybe_send_best(now, tl, sid);
+    }
+
+    fn ping_failed(&mut self, ping: Ping) {
+        if self.registrar.remove(&ping.aor, &ping.contact) {
+            self.status.pings_failed += 1;
+            debug!(aor = %ping.aor, contact = %ping.contact, "phone stopped answering OPTIONS; unregistered");
+        }
+    }
+
+    /// A client transaction ended.
+    pub fn handle_client_terminated(&mut self, client: ClientTxId) {
+        self.branches.remove(&client);
+        self.cancels.remove(&client);
+        self.pings.remove(&client);
+    }
+
+    /// A server transaction ended: its context goes.
+    pub fn handle_server_terminated(&mut self, sid: ServerTxId) {
+        if let Some(ctx) = self.contexts.remove(&sid) {
+            for b in ctx.branches {
+                self.branches.remove(&b.client);
+            }
+        }
+    }
+
+    /// A response matching no client transaction: a 2xx retransmitted after our INVITE client
+    /// transaction ended (§16.7 step 10 / §18.1.2). If our Via is on top, it goes to the next
+    /// Via's sender.
+    pub fn handle_stray_response(&mut self, tl: &mut TransactionLayer<Endpoint>, mut response: Message) {
+        let Ok(top) = response.top_via() else { return };
+        if !self.is_own(&top.host, top.port) {
+            return;
+        }
+        response.headers.remove_first_element(&HeaderName::Via);
+        let Ok(next) = response.top_via() else { return };
+        if let Some(to) = via_endpoint(&next) {
+            tl.send_stateless(to, &response);
+        }
+    }
+
+    /// Expired bindings, ping sweeps, ping deadlines.
+    pub fn handle_timeout(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>) {
+        self.registrar.handle_timeout(now);
+        while self.registrar.poll_event().is_some() {}
+        let late: Vec<ClientTxId> = self.pings.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(ping) = self.pings.remove(&id) {
+                let _ = tl.terminate_client(id);
+                self.ping_failed(ping);
+            }
+        }
+        if now >= self.next_ping_sweep {
+            self.next_ping_sweep = now + self.config.ping_interval;
+            self.send_pings(now, tl);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pings = self.pings.values().map(|p| p.deadline).min();
+        let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);
+        [self.registrar.poll_timeout(), pings, sweep].into_iter().flatten().min()
+    }
+
+    /// One OPTIONS to every registered phone that has no ping outstanding.
+    fn send_pings(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>) {
+        let pending: BTreeSet<(String, String)> =
+            self.pings.values().map(|p| (p.aor.clone(), p.contact.to_string())).collect();
+        let targets: Vec<(String, Uri, Endpoint)> = self
+            .registrar
+            .aors()
+            .flat_map(|(aor, bs)| bs.iter().map(move |b| (aor.to_owned(), b.contact.uri.clone(), b.flow)))
+            .filter(|(aor, uri, _)| !pending.contains(&(aor.clone(), uri.to_string())))
+            .collect();
+        for (aor, uri, to) in targets {
+            let mut req = Message::request(Method::Options, uri.clone());
+            let via = self.via(to.transport);
+            let tag = self.tag();
+            let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), self.config.addr.ip());
+            req.headers.push(Header::new(HeaderName::Via, via));
+            req.headers.push(Header::new(HeaderName::MaxForwards, 70));
+            req.headers.push(Header::new(HeaderName::From, format!("<sip:{}>;tag={tag}", self.config.domain)));
+            req.headers.push(Header::new(HeaderName::To, format!("<{uri}>")));
+            req.headers.push(Header::new(HeaderName::CallId, call_id));
+            req.headers.push(Header::new(HeaderName::CSeq, "1 OPTIONS"));
+            req.headers.push(Header::new(HeaderName::UserAgent, &self.config.server));
+            let id = tl.send_request(now, req, to, to.transport.is_reliable());
+            self.pings.insert(id, Ping { aor, contact: uri, deadline: now + self.config.ping_timeout });
+        }
+    }
+}
+
+fn unreachable_route() -> Rejection {
+    Rejection::new(404, "Not Found (no route to that address)")
+}
+
+/// RFC 3261 §16.7 step 6: a 6xx wins; otherwise the lowest class, 4xx over 5xx... and among
+/// equals the first. 408 (our own timeout) loses to any real answer.
+fn better(candidate: &Message, best: Option<&Message>) -> bool {
+    let Some(best) = best else { return true };
+    let rank = |m: &Message| {
+        let code = m.status().unwrap_or(500);
+        match code {
+            600..=699 => 0,
+            408 => 5,
+            300..=399 => 1,
+            400..=499 => 2,
+            500..=599 => 3,
+            _ => 4,
+        }
+    };
+    rank(candidate) < rank(best)
+}
+
+/// Where a response goes by its (new) top Via: the `received`/`rport` the previous hop
+/// stamped, else the sent-by (RFC 3261 §18.2.2, RFC 3581 §4).
+fn via_endpoint(via: &Via) -> Option<Endpoint> {
+    let ip = via.received().and_then(|r| r.parse().ok()).or_else(|| via.host.ip())?;
+    let port = via.rport().flatten().or(via.port).unwrap_or(5060);
+    let transport = if via.transport.eq_ignore_ascii_case("TCP") { Transport::Tcp } else { Transport::Udp };
+    Some(Endpoint { listener: Listener::Proxy, transport, remote: SocketAddr::new(ip, port), conn: None })
+}

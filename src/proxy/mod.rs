@@ -1,0 +1,32 @@
+//! The softphone-facing side of a node: a registrar (RFC 3261 §10.3) with digest
+//! authentication, and a stateful proxy (§16) that forwards phones' requests to the phones
+//! registered for the target AoR, forking in parallel. Sans-IO, like the rest: the [`Proxy`]
+//! is driven by [`crate::peer::Peer`] with `now`, the messages it received, and the peer's
+//! transaction layer, through which it sends.
+//!
+//! # Layout
+//! - [`digest`]: digest credentials (MD5, SHA-256, `qop=auth`) and stateless nonces.
+//! - [`accounts`]: who may register here, with HA1 values; the accounts file's text format.
+//! - [`registrar`]: bindings, expiry, `Contact: *`, queries, CSeq ordering, flows.
+//! - [`directory`]: where a target AoR is: local bindings, or (later) the overlay.
+//! - `forward`: the proxy core: targets, forking, best response, CANCEL, ACK, pings.
+//!
+//! # What it does not do (yet)
+//! Nothing here reaches the overlay: an AoR with no local phone is looked up through
+//! [`directory::resolve`], whose overlay half answers "not found" until registration
+//! records (issue 4) are merged. No DNS (RFC 3263): only IP-literal next hops are reached, and
+//! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
+//! Requests other than REGISTER are not authenticated: the proxy listener is meant for the
+//! phones of one machine or LAN (it binds 127.0.0.1 by default). No Timer C (§16.6 step 11): an
+//! INVITE branch that rings forever stays until the caller cancels.
+
+pub mod accounts;
+pub mod digest;
+pub mod directory;
+mod forward;
+pub mod registrar;
+
+pub use forward::{Proxy, ProxyConfig, ProxyStatus};
+
+#[cfg(test)]
+mod tests;

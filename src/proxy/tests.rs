@@ -1,0 +1,269 @@
+//! The registrar and proxy through a whole [`Peer`], on a virtual clock: SIP bytes in, SIP
+//! bytes out, as phones would see them.
+#![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::accounts::{Account, Accounts};
+use super::digest::{ha1, Algorithm};
+use crate::peer::{Endpoint, Listener, Peer, PeerConfig, Transport};
+use crate::sip::{parse, HeaderName, Message};
+
+const PROXY: &str = "127.0.0.1:5060";
+
+fn peer() -> (Peer, Instant) {
+    let now = Instant::now();
+    let mut p = Peer::new(PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap()), now);
+    let mut accounts = Accounts::default();
+    accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
+    accounts.insert(Account::new("sip:bob@p2p.test", "bob-pw").unwrap());
+    accounts.insert(Account::new("sip:carol@p2p.test", "carol-pw").unwrap());
+    p.set_accounts(accounts);
+    (p, now)
+}
+
+fn phone(port: u16) -> Endpoint {
+    Endpoint {
+        listener: Listener::Proxy,
+        transport: Transport::Udp,
+        remote: format!("127.0.0.9:{port}").parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
+    std::iter::from_fn(|| p.poll_transmit()).map(|t| (t.to, parse(t.data).unwrap())).collect()
+}
+
+fn send(p: &mut Peer, now: Instant, from: Endpoint, text: String) -> Vec<(Endpoint, Message)> {
+    p.handle_input(now, from, Bytes::from(text));
+    drain(p)
+}
+
+fn register_text(user: &str, port: u16, cseq: u32, auth: &str) -> String {
+    format!(
+        "REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:{port};branch=z9hG4bKreg{user}{cseq};rport\r\n\
+         From: <sip:{user}@p2p.test>;tag=r{port}\r\nTo: <sip:{user}@p2p.test>\r\nCall-ID: reg-{user}-{port}\r\n\
+         CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.9:{port}>\r\nExpires: 600\r\nMax-Forwards: 70\r\n\
+         {auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The Authorization line answering `challenge` (qop=auth) for `user` with `password`.
+fn authorization(challenge: &Message, algorithm: Algorithm, user: &str, password: &str) -> String {
+    let c = &challenge.auth(&HeaderName::WwwAuthenticate).unwrap()[0];
+    let (realm, nonce) = (c.get("realm").unwrap(), c.get("nonce").unwrap());
+    let h = ha1(algorithm, user, realm, password);
+    let ha2 = algorithm.hash("REGISTER:sip:p2p.test");
+    let response = algorithm.hash(&format!("{h}:{nonce}:00000001:cn0:auth:{ha2}"));
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", \
+         algorithm={}, qop=auth, nc=00000001, cnonce=\"cn0\", response=\"{response}\"\r\n",
+        algorithm.name()
+    )
+}
+
+/// Registers `user` from 127.0.0.9:`port`; returns the final status.
+fn register(p: &mut Peer, now: Instant, user: &str, port: u16, password: &str, algorithm: Algorithm) -> u16 {
+    let out = send(p, now, phone(port), register_text(user, port, 1, ""));
+    assert_eq!(out[0].1.status(), Some(401));
+    let auth = authorization(&out[0].1, algorithm, user, password);
+    let out = send(p, now, phone(port), register_text(user, port, 2, &auth));
+    out.last().unwrap().1.status().unwrap()
+}
+
+fn request_text(method: &str, to_user: &str, branch: &str, from_port: u16) -> String {
+    format!(
+        "{method} sip:{to_user}@p2p.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:{from_port};branch={branch};rport\r\n\
+         From: <sip:alice@p2p.test>;tag=al1\r\nTo: <sip:{to_user}@p2p.test>\r\nCall-ID: call-{branch}\r\n\
+         CSeq: 1 {method}\r\nContact: <sip:alice@127.0.0.9:{from_port}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: 10\r\n\r\nv=0\r\nx=y\r\n"
+    )
+}
+
+/// A phone's answer to a request the proxy forwarded to it.
+fn answer(req: &Message, code: u16, reason: &str, tag: &str) -> String {
+    let mut resp = req.make_response(code, reason, Some(tag));
+    resp.headers.push(crate::sip::Header::new(HeaderName::Contact, "<sip:bob@127.0.0.9:6001>"));
+    String::from_utf8(resp.encode().to_vec()).unwrap()
+}
+
+#[test]
+fn register_with_md5_and_sha256_and_refuse_wrong_passwords() {
+    let (mut p, now) = peer();
+    assert_eq!(register(&mut p, now, "alice", 6000, "alice-pw", Algorithm::Md5), 200);
+    assert_eq!(register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Sha256), 200);
+    assert_eq!(register(&mut p, now, "carol", 6002, "wrong", Algorithm::Md5), 403);
+    // Alice's credentials cannot register Bob (RFC 3261 §10.3 step 4).
+    let out = send(&mut p, now, phone(6003), register_text("bob", 6003, 1, ""));
+    let auth = authorization(&out[0].1, Algorithm::Md5, "alice", "alice-pw");
+    let out = send(&mut p, now, phone(6003), register_text("bob", 6003, 2, &auth));
+    assert_eq!(out[0].1.status(), Some(403));
+    assert_eq!(p.proxy_status().bindings, 2);
+    assert_eq!(p.proxy_status().registers_refused, 2);
+}
+
+#[test]
+fn stale_nonce_is_rechallenged_with_stale_true() {
+    let (mut p, now) = peer();
+    let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
+    assert_eq!(p.transaction_counts(), (0, 0), "a challenge holds no transaction");
+    let auth = authorization(&out[0].1, Algorithm::Md5, "alice", "alice-pw");
+    let later = now + Duration::from_secs(301);
+    let out = send(&mut p, later, phone(6000), register_text("alice", 6000, 2, &auth));
+    let (_, resp) = out.last().unwrap();
+    assert_eq!(resp.status(), Some(401));
+    assert_eq!(resp.auth(&HeaderName::WwwAuthenticate).unwrap()[0].get("stale"), Some("true"));
+    assert_eq!(p.proxy_status().bindings, 0);
+}
+
+#[test]
+fn invite_forks_to_every_phone_and_the_answer_cancels_the_rest() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    register(&mut p, now, "bob", 6002, "bob-pw", Algorithm::Md5);
+    let out = send(&mut p, now, phone(6000), request_text("INVITE", "bob", "z9hG4bKinv1", 6000));
+    // 100 Trying to Alice, one INVITE to each of Bob's phones, through their flows.
+    assert_eq!(out[0].1.status(), Some(100));
+    let invites: Vec<_> = out.iter().filter(|(_, m)| m.method().is_some()).collect();
+    let mut ports: Vec<u16> = invites.iter().map(|(to, _)| to.remote.port()).collect();
+    ports.sort();
+    assert_eq!(ports, [6001, 6002]);
+    for (_, inv) in &invites {
+        assert_eq!(inv.vias().unwrap().len(), 2, "our Via on top of Alice's");
+        assert_eq!(inv.max_forwards().unwrap(), Some(69));
+        let rr = inv.record_routes().unwrap();
+        assert_eq!(rr[0].uri.to_string(), format!("sip:{PROXY};lr"));
+        assert_eq!(&inv.body[..], b"v=0\r\nx=y\r\n", "SDP passes unchanged");
+    }
+    let (to1, inv1) = invites[0].clone();
+    let (to2, inv2) = invites[1].clone();
+    // Both ring; the rings reach Alice.
+    let out = send(&mut p, now, to1, answer(&inv1, 180, "Ringing", "b1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.remote.port(), 6000);
+    assert_eq!(out[0].1.vias().unwrap().len(), 1, "our Via removed");
+    send(&mut p, now, to2, answer(&inv2, 180, "Ringing", "b2"));
+    // The first phone answers: the 200 goes to Alice and the other phone gets a CANCEL.
+    let out = send(&mut p, now, to1, answer(&inv1, 200, "OK", "b1"));
+    let ok = out.iter().find(|(_, m)| m.status() == Some(200)).expect("200 forwarded");
+    assert_eq!(ok.0.remote.port(), 6000);
+    let cancel = out.iter().find(|(_, m)| m.method() == Some(&crate::sip::Method::Cancel)).expect("CANCEL");
+    assert_eq!(cancel.0.remote.port(), to2.remote.port());
+    // The cancelled phone's 487 does not reach Alice.
+    let out = send(&mut p, now, to2, answer(&inv2, 487, "Request Terminated", "b2"));
+    assert!(out.iter().all(|(to, _)| to.remote.port() != 6000), "{out:?}");
+}
+
+#[test]
+fn statuses_for_unknown_offline_foreign_and_overlay_side() {
+    let (mut p, now) = peer();
+    let status = |p: &mut Peer, from: Endpoint, text: String| {
+        send(p, now, from, text).into_iter().filter_map(|(_, m)| m.status()).find(|s| *s >= 200)
+    };
+    assert_eq!(status(&mut p, phone(6000), request_text("MESSAGE", "nobody", "z9hG4bKm1", 6000)), Some(404));
+    // Carol has an account but no phone registered: temporarily unavailable.
+    assert_eq!(status(&mut p, phone(6000), request_text("MESSAGE", "carol", "z9hG4bKm2", 6000)), Some(480));
+    let foreign = request_text("MESSAGE", "bob", "z9hG4bKm3", 6000).replace("bob@p2p.test SIP", "bob@example.com SIP");
+    let out = send(&mut p, now, phone(6000), foreign);
+    assert_eq!(out[0].1.status(), Some(404));
+    assert!(
+        matches!(&out[0].1.start, crate::sip::StartLine::Response(s) if s.reason.contains("not an overlay domain"))
+    );
+    // From the overlay side, a request for a phone's address that is not registered here
+    // is refused, never relayed.
+    let overlay = Endpoint { listener: Listener::Overlay, ..phone(7000) };
+    let to_addr = request_text("MESSAGE", "bob", "z9hG4bKm4", 7000)
+        .replace("MESSAGE sip:bob@p2p.test", "MESSAGE sip:bob@127.0.0.9:6001");
+    assert_eq!(status(&mut p, overlay, to_addr), Some(403));
+}
+
+#[test]
+fn dead_phone_unregistered_by_ping_and_timed_out_branch_gives_480() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    // A MESSAGE to a phone that never answers: Timer F, then 480.
+    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", "z9hG4bKm9", 6000));
+    assert!(out.iter().any(|(to, m)| to.remote.port() == 6001 && m.method().is_some()));
+    let mut t = now;
+    let mut final_status = None;
+    while t < now + Duration::from_secs(40) && final_status.is_none() {
+        t = p.poll_timeout().unwrap();
+        p.handle_timeout(t);
+        final_status = drain(&mut p).into_iter().find(|(to, _)| to.remote.port() == 6000).and_then(|(_, m)| m.status());
+    }
+    assert_eq!(final_status, Some(480));
+    // The OPTIONS pings went unanswered too: the phone is gone.
+    while t < now + Duration::from_secs(120) && p.proxy_status().bindings > 0 {
+        t = p.poll_timeout().unwrap();
+        p.handle_timeout(t);
+        drain(&mut p);
+    }
+    assert_eq!(p.proxy_status().bindings, 0);
+    assert_eq!(p.proxy_status().pings_failed, 1);
+}
+
+#[test]
+fn pinged_phone_that_answers_stays() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    for _ in 0..200 {
+        let t = p.poll_timeout().unwrap();
+        if t > now + Duration::from_secs(100) {
+            break;
+        }
+        p.handle_timeout(t);
+        for (to, m) in drain(&mut p) {
+            if m.method() == Some(&crate::sip::Method::Options) {
+                let ok = m.make_response(200, "OK", Some("ph"));
+                p.handle_input(t, to, ok.encode());
+            }
+        }
+    }
+    assert_eq!(p.proxy_status().bindings, 1);
+    assert_eq!(p.proxy_status().pings_failed, 0);
+}
+
+#[test]
+fn overload_answers_503_with_retry_after() {
+    let now = Instant::now();
+    let mut config = PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap());
+    config.max_server_transactions = 2;
+    let mut p = Peer::new(config, now);
+    let statuses: Vec<_> = (0..3)
+        .map(|i| send(&mut p, now, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKo{i}"), 6000)))
+        .map(|out| out[0].1.clone())
+        .collect();
+    assert_eq!(statuses[0].status(), Some(404));
+    assert_eq!(statuses[2].status(), Some(503));
+    assert!(statuses[2].headers.get(&HeaderName::other("Retry-After")).is_some());
+    assert_eq!(p.counters().overload_rejected, 1);
+}
+
+#[test]
+fn caller_cancel_gets_200_and_487_and_cancels_the_ringing_phone() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    let invite = request_text("INVITE", "bob", "z9hG4bKinv7", 6000);
+    let out = send(&mut p, now, phone(6000), invite.clone());
+    let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
+    send(&mut p, now, to_bob, answer(&inv, 180, "Ringing", "b7"));
+    // RFC 3261 §9.1: the CANCEL copies the INVITE's Via, Call-ID, From, To and CSeq number.
+    let cancel = invite
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "Content-Length: 0\r\n\r\n";
+    let out = send(&mut p, now, phone(6000), cancel);
+    let to_alice: Vec<_> = out.iter().filter(|(to, _)| to.remote.port() == 6000).map(|(_, m)| m.clone()).collect();
+    assert!(to_alice.iter().any(|m| m.status() == Some(200) && m.cseq().unwrap().method == crate::sip::Method::Cancel));
+    assert!(to_alice.iter().any(|m| m.status() == Some(487) && m.cseq().unwrap().method == crate::sip::Method::Invite));
+    assert!(
+        out.iter().any(|(to, m)| *to == to_bob && m.method() == Some(&crate::sip::Method::Cancel)),
+        "bob's phone gets a CANCEL: {out:?}"
+    );
+}
