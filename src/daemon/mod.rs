@@ -15,6 +15,8 @@
 //! - `signal`: SIGINT/SIGTERM.
 //!
 //! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
+//! - [`identity_files`]: the root, key and chain from the data directory.
+//! - [`record_store`]: [`record_store::RedbStore`], the records this node stores, on disk.
 //!
 //! The node joins the overlay through `--join` at start and leaves it on shutdown.
 //! Not here yet: TLS, connection limits.
@@ -24,8 +26,10 @@ mod connection;
 mod error;
 mod event_loop;
 mod http;
+pub mod identity_files;
 mod listeners;
 mod query;
+pub mod record_store;
 mod signal;
 pub mod status;
 pub mod status_client;
@@ -72,8 +76,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     peer_config.chord = config.chord.chord_config();
     peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
     let node_addr = peer_config.node_addr();
-    let mut peer = Peer::new(peer_config, Instant::now());
+    let started = Instant::now();
+    let mut peer = Peer::new(peer_config, started);
     span.record("id", tracing::field::debug(peer.node_id()));
+    span.in_scope(|| enable_storage(&mut peer, &config, &data_dir, started))?;
     span.in_scope(|| {
         info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");
         // Our own address in the list (a shared config file) would only bounce back to us.
@@ -94,6 +100,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.
     let _ = tokio::time::timeout(HTTP_DRAIN, http).await;
+    Ok(())
+}
+
+/// Turns on signed storage when the data directory holds the overlay's root: records are kept
+/// in `records.redb`, and an enrolled node publishes its own.
+fn enable_storage(
+    peer: &mut Peer,
+    config: &Config,
+    data_dir: &std::path::Path,
+    started: Instant,
+) -> Result<(), DaemonError> {
+    let unix_now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let files = identity_files::load(data_dir, unix_now).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let Some(files) = files else {
+        info!("no identity/root.pem in the data directory: storage is off");
+        return Ok(());
+    };
+    let path = data_dir.join(crate::identity::local::layout::RECORDS);
+    let store = record_store::RedbStore::open(&path).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let held = crate::store::Store::iter(&store).count();
+    let aor = files.local.as_ref().map(|l| l.aor.to_string());
+    info!(records = held, aor = aor.as_deref().unwrap_or("(none)"), replicas = config.storage.replicas, "storage on");
+    let ids = crate::identity::VerifiedCache::new(files.root, 1024);
+    peer.enable_storage(started, config.storage.storage_config(unix_now), Box::new(store), ids, files.local);
     Ok(())
 }
 

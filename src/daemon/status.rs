@@ -26,6 +26,8 @@ pub struct Status {
     /// The distinct finger entries that name a node, in finger order.
     pub fingers: Vec<FingerEntry>,
     pub overlay: OverlayStatus,
+    /// Signed storage's counters; `null` when storage is off.
+    pub storage: Option<crate::peer::StorageCounters>,
 }
 
 /// A node as the status API shows it.

@@ -13,6 +13,8 @@ pub mod endpoint;
 mod overlay;
 pub mod overlay_sip;
 pub mod policy;
+mod storage;
+pub mod store_sip;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tracing::{debug, trace, warn};
 pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 pub use overlay::PeerEvent;
+pub use storage::{Place, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS};
 
 use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
 use crate::sip::framing::FramingError;
@@ -98,6 +101,8 @@ pub struct Peer {
     own_sent_by: Vec<String>,
     overlay: overlay::OverlayFace,
     events: VecDeque<PeerEvent>,
+    /// Signed records at replica positions; off until [`Peer::enable_storage`].
+    storage: Option<storage::StorageFace>,
 }
 
 impl Peer {
@@ -117,6 +122,7 @@ impl Peer {
         Peer {
             overlay,
             events: VecDeque::new(),
+            storage: None,
             nonce_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
             rng,
             started: now,
@@ -205,6 +211,7 @@ impl Peer {
         self.drain_transactions(now);
         self.overlay.chord.handle_timeout(now);
         self.drain_overlay(now);
+        self.storage_timeout(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -216,10 +223,8 @@ impl Peer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.transactions.poll_timeout(), self.overlay.chord.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let storage = self.storage.as_ref().map(|s| s.poll_timeout());
+        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), storage].into_iter().flatten().min()
     }
 
     /// Queues bytes sent outside any transaction (stateless answers, keep-alive pongs).
@@ -242,6 +247,7 @@ impl Peer {
                 Event::ServerAckTimeout { id } => debug!(%id, "no ACK for our final response (Timer H)"),
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
+                    self.storage_transaction_failed(now, id);
                 }
                 Event::ServerTerminated { .. } => {}
             }
@@ -310,6 +316,9 @@ impl Peer {
     /// Decides what a valid request gets, by listener and role.
     fn route(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
         let Some(method) = msg.method().cloned() else { return Answer::Nothing };
+        if from.listener == Listener::Overlay && store_sip::is_storage_request(msg) {
+            return self.handle_storage_request(now, from, msg);
+        }
         if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
             return self.handle_overlay_request(now, from, msg);
         }
@@ -372,6 +381,9 @@ impl Peer {
             Received::Stray { response } => {
                 debug!(from = %from.remote, msg = %response.summary(), "dropped response matching no transaction");
                 self.counters.messages_dropped += 1;
+            }
+            Received::Response { id, response } if self.is_storage_transaction(&id) => {
+                self.handle_storage_response(now, id, &response)
             }
             Received::Response { id, response } => self.handle_overlay_response(now, id, &response),
             _ => {}

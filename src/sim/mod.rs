@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
-use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, Transport};
+use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, StorageEvent, Transport};
 use network::{Network, NetworkConfig, NetworkStats};
 
 /// The overlay port of a simulated node; a second node on the same host takes the next ports.
@@ -103,6 +103,8 @@ pub struct Sim {
     admitted: BTreeSet<NodeId>,
     pending_lookups: BTreeMap<(usize, LookupId), (NodeId, Instant)>,
     finished_lookups: Vec<LookupRecord>,
+    /// Storage operations finished, by node, in order (drained by [`Sim::take_storage_events`]).
+    storage_events: Vec<(usize, StorageEvent)>,
     /// Addresses handed out so far (a node's address is never reused).
     next_host: u32,
 }
@@ -124,6 +126,7 @@ impl Sim {
             admitted: BTreeSet::new(),
             pending_lookups: BTreeMap::new(),
             finished_lookups: Vec::new(),
+            storage_events: Vec::new(),
             next_host: 0,
         }
     }
@@ -282,6 +285,10 @@ impl Sim {
     }
 
     /// Hands over the finished lookups' records, forgetting them.
+    pub fn take_storage_events(&mut self) -> Vec<(usize, StorageEvent)> {
+        std::mem::take(&mut self.storage_events)
+    }
+
     pub fn take_finished_lookups(&mut self) -> Vec<LookupRecord> {
         std::mem::take(&mut self.finished_lookups)
     }
@@ -358,7 +365,14 @@ impl Sim {
             self.network.send(now, slot.addr, t.to.remote, t.data);
         }
         let mut gone = false;
-        while let Some(PeerEvent::Overlay(event)) = peer.poll_event() {
+        while let Some(event) = peer.poll_event() {
+            let event = match event {
+                PeerEvent::Overlay(event) => event,
+                PeerEvent::Storage(event) => {
+                    self.storage_events.push((ix, event));
+                    continue;
+                }
+            };
             match event {
                 Event::Joined { .. } => {
                     self.admitted.insert(slot.id);
