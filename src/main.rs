@@ -70,6 +70,9 @@ fn lookup(args: LookupArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::lookup::summary(&answer));
     }
+    if let Some(aor) = cli::lookup::record_missing(&answer) {
+        anyhow::bail!("no valid copy of {aor}'s registration at any of its replica places");
+    }
     Ok(())
 }
 

@@ -152,6 +152,9 @@ struct PendingRequest {
     request: StorageRequest,
     /// A 302 is followed once.
     redirected: bool,
+    /// Chord's RPC deadline: a place that has not answered by then counts as failed (the
+    /// transaction's own Timer F, 32 s, is far too long for a read).
+    deadline: Instant,
 }
 
 /// Storage state the peer keeps beside the overlay.
@@ -213,7 +216,8 @@ impl StorageFace {
     }
 
     pub fn poll_timeout(&self) -> Instant {
-        self.refresh_at.map_or(self.expire_at, |r| r.min(self.expire_at))
+        let first_deadline = self.pending.values().map(|p| p.deadline).min();
+        [self.refresh_at, first_deadline].into_iter().flatten().fold(self.expire_at, Instant::min)
     }
 
     /// Whether a lookup's answer belongs to a storage operation.
@@ -470,8 +474,9 @@ impl Peer {
         let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: node.addr, conn: None };
         let tx = self.transactions.send_request(now, msg, to, false);
         self.counters.client_transactions += 1;
+        let deadline = now + self.overlay.chord.config().rpc_timeout;
         if let Some(storage) = self.storage.as_mut() {
-            storage.pending.insert(tx, PendingRequest { op, place, request, redirected });
+            storage.pending.insert(tx, PendingRequest { op, place, request, redirected, deadline });
         }
         self.drain_transactions_only();
     }
@@ -716,6 +721,13 @@ impl Peer {
     /// The storage timers: re-publishing our records, dropping expired ones.
     pub(super) fn storage_timeout(&mut self, now: Instant) {
         let unix_now = self.unix_now(now);
+        let Some(storage) = self.storage.as_mut() else { return };
+        let late: Vec<ClientTxId> =
+            storage.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            // A late answer then matches nothing and is ignored.
+            self.storage_transaction_failed(now, id);
+        }
         let Some(storage) = self.storage.as_mut() else { return };
         if now >= storage.expire_at {
             storage.expire_at = now + EXPIRE_INTERVAL;
