@@ -67,6 +67,12 @@ impl Default for StorageConfig {
 
 /// R when nothing says otherwise (see `docs/performance.md` for why).
 pub const DEFAULT_REPLICAS: u8 = 3;
+/// The highest replica number used: R, then R+1 spares for places that must move off an
+/// address already holding a copy.
+pub fn last_replica_number(replicas: u8) -> u8 {
+    replicas.saturating_mul(2).saturating_add(1)
+}
+
 /// A node that is alone (no `Joined` to wait for) publishes this long after start.
 const FIRST_PUBLISH_DELAY: Duration = Duration::from_secs(1);
 /// How often held records are checked for expiry.
@@ -142,8 +148,14 @@ struct Op {
     places: Vec<Place>,
     /// Copies fetched, per place.
     copies: Vec<Option<Record>>,
-    /// Places still waiting.
+    /// Places still waiting for their answer.
     remaining: usize,
+    /// Lookups still running before the requests go out.
+    resolving: usize,
+    /// The next replica number beyond R for a place that must move.
+    next_spare: u8,
+    /// H(K‖i) for every replica number, spares included.
+    keys: Vec<NodeId>,
 }
 
 struct PendingRequest {
@@ -356,7 +368,7 @@ impl Peer {
     ) -> Option<StorageOpId> {
         let storage = self.storage.as_mut()?;
         let hash = self.overlay.chord.config().id_hash;
-        let keys = replica_keys(key.as_bytes(), storage.config.replicas, hash);
+        let keys = replica_keys(key.as_bytes(), last_replica_number(storage.config.replicas), hash);
         let id = StorageOpId(storage.next_op);
         storage.next_op += 1;
         let replicas: Vec<u8> = only.unwrap_or_else(|| (0..=storage.config.replicas).collect());
@@ -376,9 +388,20 @@ impl Peer {
             })
             .collect();
         let n = places.len();
-        storage
-            .ops
-            .insert(id, Op { purpose, kind, key, record, places: places.clone(), copies: vec![None; n], remaining: n });
+        let next_spare = storage.config.replicas.saturating_add(1);
+        let op = Op {
+            purpose,
+            kind,
+            key,
+            record,
+            places: places.clone(),
+            copies: vec![None; n],
+            remaining: n,
+            resolving: n,
+            next_spare,
+            keys,
+        };
+        storage.ops.insert(id, op);
         for (ix, place) in places.iter().enumerate() {
             let lookup = self.overlay.chord.lookup(now, place.replica_key);
             if let Some(storage) = self.storage.as_mut() {
@@ -406,13 +429,13 @@ impl Peer {
                     match result {
                         Ok(node) => {
                             if let Some(p) = self.place_mut(op, place) {
-                                p.node = Some(node.clone());
+                                p.node = Some(node);
                                 p.path = path;
                             }
-                            self.send_to_place(now, op, place, node, false);
                         }
                         Err(e) => self.place_done(now, op, place, Err(format!("lookup failed: {e}"))),
                     }
+                    self.place_resolved(now, op);
                 }
                 Event::Joined { .. } => self.publish_own(now),
                 Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
@@ -421,6 +444,54 @@ impl Peer {
         }
         if let Some(s) = self.storage.as_mut() {
             s.busy = false;
+        }
+    }
+
+    /// One of an op's lookups has finished. Once all have, places that landed on an address
+    /// already holding another place move to the next spare replica number (so nodes sharing
+    /// an address, whose IDs are contiguous, never hold two copies of one record); when no
+    /// place needs to move, the requests go out.
+    fn place_resolved(&mut self, now: Instant, op: StorageOpId) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some(o) = storage.ops.get_mut(&op) else { return };
+        o.resolving = o.resolving.saturating_sub(1);
+        if o.resolving > 0 {
+            return;
+        }
+        let mut moves = Vec::new();
+        if !matches!(o.purpose, Purpose::Handoff { .. }) {
+            let mut used = std::collections::BTreeSet::new();
+            for (ix, p) in o.places.iter_mut().enumerate() {
+                let Some(node) = &p.node else { continue };
+                if used.insert(node.addr.ip()) {
+                    continue;
+                }
+                let Some(&spare_key) = o.keys.get(usize::from(o.next_spare)) else {
+                    // Out of spare numbers: the place stays where it is.
+                    continue;
+                };
+                p.replica = o.next_spare;
+                p.replica_key = spare_key;
+                p.node = None;
+                p.path.clear();
+                o.next_spare += 1;
+                moves.push((ix, spare_key));
+            }
+        }
+        if !moves.is_empty() {
+            o.resolving = moves.len();
+            for (ix, key) in moves {
+                let lookup = self.overlay.chord.lookup(now, key);
+                if let Some(storage) = self.storage.as_mut() {
+                    storage.lookups.insert(lookup, (op, ix));
+                }
+            }
+            return;
+        }
+        let targets: Vec<(usize, Contact)> =
+            o.places.iter().enumerate().filter_map(|(ix, p)| Some((ix, p.node.clone()?))).collect();
+        for (ix, node) in targets {
+            self.send_to_place(now, op, ix, node, false);
         }
     }
 
@@ -654,7 +725,7 @@ impl Peer {
             None => !k.in_left_open(new, me),
         };
         let hash = self.overlay.chord.config().id_hash;
-        let r = storage.config.replicas;
+        let r = last_replica_number(storage.config.replicas);
         let mut handoffs = Vec::new();
         for record in storage.store.iter() {
             let keys = replica_keys(record.key.as_bytes(), r, hash);
@@ -699,7 +770,7 @@ impl Peer {
             return;
         }
         let hash = self.overlay.chord.config().id_hash;
-        let r = storage.config.replicas;
+        let r = last_replica_number(storage.config.replicas);
         let records: Vec<(Record, u8, NodeId)> = storage
             .store
             .iter()
@@ -796,7 +867,7 @@ impl Peer {
                 StorageAnswer::NotFound
             }
             StorageRequest::Store { replica_key, record, .. } => {
-                let keys = replica_keys(record.key.as_bytes(), storage.config.replicas, hash);
+                let keys = replica_keys(record.key.as_bytes(), last_replica_number(storage.config.replicas), hash);
                 if !keys.contains(&replica_key) {
                     storage.counters.stores_refused += 1;
                     return StorageAnswer::Refused { status: 403, reason: "Not A Replica Key Of The Record".into() };
