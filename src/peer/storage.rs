@@ -259,6 +259,12 @@ impl Peer {
         self.storage = Some(face);
     }
 
+    /// The node's store, for tests that plant or remove records behind the protocol's back.
+    #[cfg(test)]
+    pub(crate) fn storage_for_tests(&mut self) -> &mut dyn Store {
+        self.storage.as_mut().map(|s| s.store.as_mut()).expect("storage is on")
+    }
+
     /// The storage counters, when storage is on.
     pub fn storage_counters(&self) -> Option<&StorageCounters> {
         self.storage.as_ref().map(|s| &s.counters)
@@ -459,6 +465,7 @@ impl Peer {
             return;
         }
         let mut moves = Vec::new();
+        let mut unplaceable = Vec::new();
         if !matches!(o.purpose, Purpose::Handoff { .. }) {
             let mut used = std::collections::BTreeSet::new();
             for (ix, p) in o.places.iter_mut().enumerate() {
@@ -467,7 +474,9 @@ impl Peer {
                     continue;
                 }
                 let Some(&spare_key) = o.keys.get(usize::from(o.next_spare)) else {
-                    // Out of spare numbers: the place stays where it is.
+                    // Out of spare numbers: no copy here rather than two on one address.
+                    p.node = None;
+                    unplaceable.push(ix);
                     continue;
                 };
                 p.replica = o.next_spare;
@@ -480,6 +489,9 @@ impl Peer {
         }
         if !moves.is_empty() {
             o.resolving = moves.len();
+            for ix in unplaceable {
+                self.place_done(now, op, ix, Err("no spare replica number on a distinct address".into()));
+            }
             for (ix, key) in moves {
                 let lookup = self.overlay.chord.lookup(now, key);
                 if let Some(storage) = self.storage.as_mut() {
@@ -492,6 +504,9 @@ impl Peer {
             o.places.iter().enumerate().filter_map(|(ix, p)| Some((ix, p.node.clone()?))).collect();
         for (ix, node) in targets {
             self.send_to_place(now, op, ix, node, false);
+        }
+        for ix in unplaceable {
+            self.place_done(now, op, ix, Err("no spare replica number on a distinct address".into()));
         }
     }
 
