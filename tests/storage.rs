@@ -171,7 +171,7 @@ fn record_errors(answer: &Value, aor: &str, ids: &[NodeId]) -> Option<String> {
         errors.push(format!("certificate subject {}", answer["certificate"]["subject"]));
     }
     // Replica numbers R+1… are spares for places that would share an address with another.
-    let keys = replica_keys(aor.as_bytes(), 2 * REPLICAS + 1, IdHash::Sha1);
+    let keys = replica_keys(aor.as_bytes(), 4 * REPLICAS + 3, IdHash::Sha1);
     let places = answer["replicas"].as_array().cloned().unwrap_or_default();
     if places.len() != usize::from(REPLICAS) + 1 {
         errors.push(format!("{} places", places.len()));

@@ -67,10 +67,10 @@ impl Default for StorageConfig {
 
 /// R when nothing says otherwise (see `docs/performance.md` for why).
 pub const DEFAULT_REPLICAS: u8 = 3;
-/// The highest replica number used: R, then R+1 spares for places that must move off an
-/// address already holding a copy.
+/// The highest replica number used: R, then 3(R+1) spares for places that must move off an
+/// address already holding a copy (small rings and large same-address groups need several).
 pub fn last_replica_number(replicas: u8) -> u8 {
-    replicas.saturating_mul(2).saturating_add(1)
+    replicas.saturating_mul(4).saturating_add(3)
 }
 
 /// A node that is alone (no `Joined` to wait for) publishes this long after start.
