@@ -35,7 +35,7 @@ pub(super) struct OverlayFace {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     Overlay(Event),
-    /// A storage operation finished ([`super::storage`]).
+    /// A storage operation finished ([`super::StorageEvent`]).
     Storage(super::StorageEvent),
 }
 
