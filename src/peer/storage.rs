@@ -28,15 +28,13 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use super::store_sip::{self, StorageAnswer, StorageRequest};
-use super::{new_branch, Answer, Endpoint, Listener, Peer, Transport};
+use super::{new_branch, Endpoint, Listener, Peer, Transport};
 use crate::identity::{LocalIdentity, VerifiedCache};
 use crate::overlay::{Contact, Event, LookupId, NodeId, NodeState};
 use crate::sip::transaction::ClientTxId;
-use crate::sip::validate::Rejection;
 use crate::sip::{Header, HeaderName, Message};
 use crate::store::{
-    check_store, encode_chain, put_checked, replica_keys, OwnerUsage, Record, RecordKind, Registration, Store,
-    StorePolicy, Unsigned,
+    check_store, encode_chain, replica_keys, OwnerUsage, Record, RecordKind, Registration, Store, StorePolicy, Unsigned,
 };
 
 /// How a node stores and publishes.
@@ -722,88 +720,6 @@ impl Peer {
         }
     }
 
-    /// Our predecessor changed. If a node joined between the old predecessor and us, the
-    /// replica keys in (old, new] are now its: those records go to it (hand-off on join), and a
-    /// record none of whose keys is still ours is dropped once a new place has accepted it.
-    /// With no earlier predecessor (a restart, a first join) every key no longer ours is
-    /// handed on. A predecessor that failed only widens our share: nothing moves; the owners'
-    /// refresh and read repair restore the copies the failed node held.
-    fn recheck_responsibility(&mut self, now: Instant) {
-        let me = self.node_id();
-        let new = self.overlay.chord.predecessor().map(|p| p.id);
-        let Some(storage) = self.storage.as_mut() else { return };
-        let old = std::mem::replace(&mut storage.last_predecessor, new);
-        let Some(new) = new else { return };
-        let moved = |k: NodeId| match old {
-            Some(old) if new.in_open(old, me) => k.in_left_open(old, new),
-            Some(_) => false,
-            None => !k.in_left_open(new, me),
-        };
-        let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
-        let mut handoffs = Vec::new();
-        for record in storage.store.iter() {
-            let keys = replica_keys(record.key.as_bytes(), r, hash);
-            let places: Vec<u8> = (0..=r).filter(|&i| keys.get(usize::from(i)).is_some_and(|k| moved(*k))).collect();
-            if places.is_empty() {
-                continue;
-            }
-            let still_ours = keys.iter().any(|k| k.in_left_open(new, me));
-            handoffs.push((record.clone(), places, !still_ours));
-        }
-        for (record, places, drop_after) in handoffs {
-            debug!(key = %record.key, ?places, "handing a record to its new place");
-            if let Some(s) = self.storage.as_mut() {
-                s.counters.handed_off += 1;
-            }
-            let _ = self.start_op(
-                now,
-                Purpose::Handoff { drop_after },
-                record.kind,
-                record.key.clone(),
-                Some(record),
-                Some(places),
-            );
-        }
-    }
-
-    /// Whether we are the node responsible for `key`: it lies in (predecessor, us]. With no
-    /// predecessor known (alone, or just after a failure) we take it.
-    fn is_responsible(&self, key: NodeId) -> bool {
-        match self.overlay.chord.predecessor() {
-            Some(p) => key.in_left_open(p.id, self.node_id()),
-            None => true,
-        }
-    }
-
-    /// A leaving node gives every record it holds to its successor (dSIP §6.5's hand-off),
-    /// which becomes responsible for our share of the ring.
-    pub(super) fn storage_leave(&mut self, now: Instant) {
-        let Some(storage) = self.storage.as_ref() else { return };
-        let successor = self.overlay.chord.successor().clone();
-        if successor.id == self.node_id() {
-            return;
-        }
-        let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
-        let records: Vec<(Record, u8, NodeId)> = storage
-            .store
-            .iter()
-            .filter_map(|rec| {
-                let keys = replica_keys(rec.key.as_bytes(), r, hash);
-                let (i, k) = keys.iter().enumerate().find(|(_, k)| self.is_responsible(**k))?;
-                Some((rec.clone(), u8::try_from(i).ok()?, *k))
-            })
-            .collect();
-        for (record, replica, replica_key) in records {
-            if let Some(s) = self.storage.as_mut() {
-                s.counters.handed_off += 1;
-            }
-            let request = StorageRequest::Store { replica, replica_key, record };
-            self.send_storage_request(now, None, 0, successor.clone(), request, false);
-        }
-    }
-
     /// The storage timers: re-publishing our records, dropping expired ones.
     pub(super) fn storage_timeout(&mut self, now: Instant) {
         let unix_now = self.unix_now(now);
@@ -833,103 +749,15 @@ impl Peer {
             self.run_storage(now);
         }
     }
-
-    /// Answers a storage request that reached the overlay listener.
-    pub(super) fn handle_storage_request(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
-        let Some(storage) = self.storage.as_mut() else {
-            return Answer::Reject(Rejection::new(501, "Storage Not Enabled"));
-        };
-        let decoded = store_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &self.overlay.info);
-        let (sender, request) = match decoded {
-            Ok(d) => d,
-            Err(e) => {
-                storage.counters.malformed += 1;
-                debug!(from = %from.remote, error = %e, "storage request refused");
-                let (status, reason) = e.status();
-                return Answer::Reject(Rejection::new(status, reason));
-            }
-        };
-        let answer = self.serve_storage(now, &sender, request);
-        let tag = self.new_tag();
-        let resp = store_sip::encode_response(msg, &answer, &tag);
-        self.run_storage(now);
-        Answer::Respond(resp)
-    }
-
-    /// What this node answers to a store or fetch from `sender` (possibly itself).
-    fn serve_storage(&mut self, now: Instant, sender: &Contact, request: StorageRequest) -> StorageAnswer {
-        let unix_now = self.unix_now(now);
-        let replica_key = request.replica_key();
-        // A leaving predecessor hands us its share before we are formally responsible.
-        let from_predecessor = self.overlay.chord.predecessor().is_some_and(|p| p.id == sender.id);
-        let responsible = self.is_responsible(replica_key);
-        let redirect_to = self.redirect_target(replica_key);
-        let hash = self.overlay.chord.config().id_hash;
-        let Some(storage) = self.storage.as_mut() else {
-            return StorageAnswer::Refused { status: 501, reason: "Storage Not Enabled".into() };
-        };
-        match request {
-            StorageRequest::Fetch { kind, key, .. } => {
-                if let Some(record) = storage.store.get(kind, &key) {
-                    storage.counters.fetches_served += 1;
-                    return StorageAnswer::Found(record.clone());
-                }
-                if !responsible {
-                    storage.counters.not_responsible += 1;
-                    return StorageAnswer::NotResponsible { node: redirect_to };
-                }
-                storage.counters.fetches_served += 1;
-                StorageAnswer::NotFound
-            }
-            StorageRequest::Store { replica_key, record, .. } => {
-                let keys = replica_keys(record.key.as_bytes(), last_replica_number(storage.config.replicas), hash);
-                if !keys.contains(&replica_key) {
-                    storage.counters.stores_refused += 1;
-                    return StorageAnswer::Refused { status: 403, reason: "Not A Replica Key Of The Record".into() };
-                }
-                if !responsible && !from_predecessor {
-                    storage.counters.not_responsible += 1;
-                    return StorageAnswer::NotResponsible { node: redirect_to };
-                }
-                // The same copy again (a second replica key of ours, a hand-off, a repair).
-                if storage.store.get(record.kind, &record.key).is_some_and(|held| *held == record) {
-                    return StorageAnswer::Stored;
-                }
-                match put_checked(storage.store.as_mut(), record, &storage.config.policy, unix_now, &mut storage.ids) {
-                    Ok(_) => {
-                        storage.counters.stores_accepted += 1;
-                        storage.counters.records_held = storage.store.iter().count() as u64;
-                        StorageAnswer::Stored
-                    }
-                    Err(refusal) => {
-                        storage.counters.stores_refused += 1;
-                        debug!(from = %sender.addr, %refusal, "store refused");
-                        StorageAnswer::Refused {
-                            status: refusal.status_code(),
-                            reason: refusal.reason_phrase().to_owned(),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Where to send a request for `key` that is not ours: our successor if the key lies
-    /// just after us, else our predecessor (the key is behind us).
-    fn redirect_target(&self, key: NodeId) -> Contact {
-        let me = self.overlay.chord.me();
-        let successor = self.overlay.chord.successor();
-        if key.in_left_open(me.id, successor.id) {
-            return successor.clone();
-        }
-        self.overlay.chord.predecessor().cloned().unwrap_or_else(|| successor.clone())
-    }
 }
 
 /// `sip:user@ip:port`: the user's contact at this node's overlay address.
 fn default_contact(identity: &LocalIdentity, addr: std::net::SocketAddr) -> String {
     format!("sip:{}@{}", identity.aor.user(), crate::sip::uri::host_port(&addr.ip().into(), Some(addr.port())))
 }
+
+mod membership;
+mod serve;
 
 #[cfg(test)]
 mod tests;
