@@ -4,14 +4,14 @@
 //! - **Stores** ([`Peer::put`]): for each replica number i ∈ 0..=R, look up the node
 //!   responsible for H(K‖i) ([`replica_keys`]) and send it the record ([`super::store_sip`]).
 //! - **Serving**: a storing node checks that it is responsible for the replica key (else `302`
-//!   to the node it believes is) and runs [`put_checked`]; refusals are SIP errors with the
-//!   refusal's reason phrase, counted in [`StorageCounters`].
+//!   to the node it believes is) and runs [`crate::store::put_checked`]; refusals are SIP errors
+//!   with the refusal's reason phrase, counted in [`StorageCounters`] (`serve`).
 //! - **Reads** ([`Peer::fetch`]): ask all R+1 places in parallel, verify every copy, take the
 //!   newest valid one, and rewrite places whose copy was missing, stale or invalid (read repair).
 //! - **Membership**: when our predecessor changes we re-check which records we are still
 //!   responsible for and hand the others to their new places; a leaving node hands its records
-//!   to its successor; owners re-publish every `refresh_interval`, which restores copies lost
-//!   with a failed node and keeps records from expiring.
+//!   to its successor (`membership`); owners re-publish every `refresh_interval`, which
+//!   restores copies lost with a failed node and keeps records from expiring.
 //! - **Publishing**: a node with a [`LocalIdentity`] publishes its certificate-chain record and
 //!   a registration (AoR → `sip:user@ip:port` of this node) once it has joined.
 //!
