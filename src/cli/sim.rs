@@ -217,8 +217,12 @@ pub fn summary(r: &SimReport) -> String {
         row(
             "  same address",
             format!(
-                "{} records with two copies on one address (largest group {} nodes)",
-                rec.same_address_violations, rec.largest_address_group
+                "{} records with two copies on one address (largest group {} nodes; {} places moved to \
+                 spare numbers; without the moves {} records would have had two)",
+                rec.same_address_violations,
+                rec.largest_address_group,
+                rec.places_moved,
+                rec.same_address_without_moves
             ),
         );
         if let Some(s) = r.signing_s {

@@ -18,8 +18,9 @@ use serde::Serialize;
 use super::Sim;
 use crate::identity::{build_csr, Aor, EnrollmentCa, IdentityError, KeyPair, TrustAnchor};
 use crate::overlay::testnet::invariants::InvariantViolation;
+use crate::overlay::NodeId;
 use crate::peer::StorageEvent;
-use crate::store::{Contact, Record, RecordKind, Registration, Unsigned};
+use crate::store::{replica_keys, Contact, Record, RecordKind, Registration, Unsigned};
 
 /// The simulated wall clock at the start of a run (2026-01-02T00:00:00Z), in Unix seconds.
 pub const SIM_UNIX_TIME: u64 = 1_767_312_000;
@@ -80,6 +81,12 @@ pub struct RecordsReport {
     pub largest_address_group: usize,
     /// Records two of whose copies sit on nodes sharing an address (the invariant wants 0).
     pub same_address_violations: usize,
+    /// Places moved to a spare replica number (beyond R) because their node's address already
+    /// held another place of the record.
+    pub places_moved: usize,
+    /// Records whose plain places H(K), H(K‖1) … H(K‖R) fall on two distinct nodes sharing an
+    /// address: what the invariant would see without the moves (the oracle, on the settled ring).
+    pub same_address_without_moves: usize,
     pub after_fail: Option<RecordsAfterFail>,
 }
 
@@ -106,10 +113,12 @@ pub fn store_all(sim: &mut Sim, set: &RecordSet, replicas: u8) -> RecordsReport 
     }
     let mut stored = 0;
     let mut places = 0;
+    let mut moved = 0;
     wait_for(sim, &mut waiting, |event| {
         if let StorageEvent::Stored { places: p, .. } = event {
             places += p.len();
             stored += p.iter().filter(|p| p.valid).count();
+            moved += p.iter().filter(|p| p.replica > replicas).count();
         }
     });
     let holders = holders(sim);
@@ -132,8 +141,23 @@ pub fn store_all(sim: &mut Sim, set: &RecordSet, replicas: u8) -> RecordsReport 
             .count(),
         largest_address_group: by_ip.values().copied().max().unwrap_or(0),
         same_address_violations: same_address_violations(sim),
+        places_moved: moved,
+        same_address_without_moves: {
+            let by_id: BTreeMap<NodeId, IpAddr> =
+                sim.members().filter_map(|ix| Some((sim.peer(ix)?.node_id(), sim.addr(ix)?.ip()))).collect();
+            set.records.iter().filter(|r| plain_places_share_an_address(sim, &by_id, r, replicas)).count()
+        },
         after_fail: None,
     }
+}
+
+/// Whether two distinct nodes responsible for H(K), H(K‖1) … H(K‖R) share an address.
+fn plain_places_share_an_address(sim: &Sim, by_id: &BTreeMap<NodeId, IpAddr>, record: &Record, replicas: u8) -> bool {
+    let hash = sim.config().chord.id_hash;
+    let nodes: BTreeSet<NodeId> =
+        replica_keys(record.key.as_bytes(), replicas, hash).into_iter().filter_map(|k| sim.true_successor(k)).collect();
+    let ips: Vec<IpAddr> = nodes.iter().filter_map(|id| by_id.get(id).copied()).collect();
+    ips.iter().collect::<BTreeSet<_>>().len() < ips.len()
 }
 
 /// Runs until every `(node, op)` in `waiting` has reported (or [`BATCH_LIMIT`] passed),
