@@ -218,7 +218,7 @@ pub fn summary(r: &SimReport) -> String {
             "  same address",
             format!(
                 "{} records with two copies on one address (largest group {} nodes; {} places moved to \
-                 spare numbers; without the moves {} records would have had two)",
+                 spare numbers; without the moves {} records would have had two places on one address)",
                 rec.same_address_violations,
                 rec.largest_address_group,
                 rec.places_moved,

@@ -84,8 +84,9 @@ pub struct RecordsReport {
     /// Places moved to a spare replica number (beyond R) because their node's address already
     /// held another place of the record.
     pub places_moved: usize,
-    /// Records whose plain places H(K), H(K‖1) … H(K‖R) fall on two distinct nodes sharing an
-    /// address: what the invariant would see without the moves (the oracle, on the settled ring).
+    /// Records whose plain places H(K), H(K‖1) … H(K‖R) fall on fewer than R+1 addresses (one
+    /// node, or nodes sharing an address, covering two places): what placement without the
+    /// moves would give (the oracle, on the settled ring).
     pub same_address_without_moves: usize,
     pub after_fail: Option<RecordsAfterFail>,
 }
@@ -151,12 +152,13 @@ pub fn store_all(sim: &mut Sim, set: &RecordSet, replicas: u8) -> RecordsReport 
     }
 }
 
-/// Whether two distinct nodes responsible for H(K), H(K‖1) … H(K‖R) share an address.
+/// Whether two of the places H(K), H(K‖1) … H(K‖R) fall on one address.
 fn plain_places_share_an_address(sim: &Sim, by_id: &BTreeMap<NodeId, IpAddr>, record: &Record, replicas: u8) -> bool {
     let hash = sim.config().chord.id_hash;
-    let nodes: BTreeSet<NodeId> =
-        replica_keys(record.key.as_bytes(), replicas, hash).into_iter().filter_map(|k| sim.true_successor(k)).collect();
-    let ips: Vec<IpAddr> = nodes.iter().filter_map(|id| by_id.get(id).copied()).collect();
+    let ips: Vec<IpAddr> = replica_keys(record.key.as_bytes(), replicas, hash)
+        .into_iter()
+        .filter_map(|k| by_id.get(&sim.true_successor(k)?).copied())
+        .collect();
     ips.iter().collect::<BTreeSet<_>>().len() < ips.len()
 }
 

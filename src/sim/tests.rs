@@ -116,8 +116,8 @@ fn records_in_sybil_groups_keep_distinct_addresses_and_survive_a_failure() {
     let rec = report.records.expect("records report");
     assert_eq!(rec.largest_address_group, 8);
     assert_eq!(rec.same_address_violations, 0);
-    // Without moving places off an address already used, groups this large would often hold
-    // two copies; the rule did the work.
+    // Without moving places off an address already used, many records would have two places on
+    // one address (ten addresses own nearly all the ring); the rule did the work.
     assert!(rec.same_address_without_moves > 0 && rec.places_moved > 0, "{rec:?}");
     // Ten addresses for four places: a few records run out of spare numbers on distinct
     // addresses and keep fewer copies rather than two on one address.
