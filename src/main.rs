@@ -205,6 +205,9 @@ fn lookup(args: LookupArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::lookup::summary(&answer));
     }
+    if let Some(aor) = cli::lookup::record_missing(&answer) {
+        anyhow::bail!("no valid copy of {aor}'s registration at any of its replica places");
+    }
     Ok(())
 }
 
@@ -213,8 +216,15 @@ fn lookup(args: LookupArgs) -> anyhow::Result<()> {
 #[allow(clippy::disallowed_methods)]
 fn sim(args: SimArgs) -> anyhow::Result<()> {
     let began = std::time::Instant::now();
-    let mut report = p2psip::sim::scenario::run(began, &args.params())
+    // Records are signed once, before the run, and the time it takes is reported.
+    let records = (args.records > 0)
+        .then(|| p2psip::sim::records::RecordSet::new(args.records))
+        .transpose()
+        .context("cannot sign the simulated records")?;
+    let signing_s = records.as_ref().map(|_| began.elapsed().as_secs_f64());
+    let mut report = p2psip::sim::scenario::run_with_records(began, &args.params(), records.as_ref())
         .map_err(|e| anyhow::anyhow!("{e}; replay with --seed {}", e.seed))?;
+    report.signing_s = signing_s;
     report.wall_time_s = began.elapsed().as_secs_f64();
     report.peak_rss_kib = peak_rss_kib();
     if args.json {

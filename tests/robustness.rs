@@ -30,7 +30,7 @@ fn garbage(i: usize, state: &mut u64, buf: &mut Vec<u8>) {
         *state
     };
     buf.clear();
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         buf.extend_from_slice(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP \x01\x02;;\r\nContent-Length: 99999\r\n\r\n");
     }
     let len = 1 + (next() % 1200) as usize;

@@ -72,6 +72,23 @@ pub struct SimArgs {
     #[arg(long, value_name = "SECS")]
     pub fix_fingers_interval: Option<f64>,
 
+    /// Signed records: after the lookups, store M registrations (each of its own enrolled
+    /// owner, signed once up front) at their R+1 places through the real SIP store path, and
+    /// check that no two nodes sharing an address hold copies of one record (exits 1 if any
+    /// do); with --fail, read every record back afterwards and report the share still readable
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    pub records: usize,
+
+    /// R for --records: each record lives at H(K), H(K‖1) … H(K‖R)
+    #[arg(long, value_name = "R", default_value_t = crate::peer::DEFAULT_REPLICAS,
+          value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub replicas: u8,
+
+    /// Put every N consecutive nodes on one address (consecutive ports, so contiguous IDs: a
+    /// Sybil group) instead of every tenth node sharing the previous node's address
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub same_address: usize,
+
     /// Print the report as JSON (stable snake_case field names) instead of a summary
     #[arg(long)]
     pub json: bool,
@@ -106,6 +123,8 @@ impl SimArgs {
                 jitter: ms(self.jitter),
                 loss_percent: self.loss.clamp(0.0, 100.0),
             },
+            replicas: self.replicas,
+            same_address: self.same_address,
             ..SimParams::new(self.nodes as usize, self.seed)
         }
     }
@@ -186,6 +205,41 @@ pub fn summary(r: &SimReport) -> String {
             ),
         );
         row("  ring correct after", secs(c.converged_after_s));
+    }
+    if let Some(rec) = &r.records {
+        row(
+            "records",
+            format!(
+                "{} with R = {} ({} of {} places stored, {} records on R+1 distinct nodes)",
+                rec.records, rec.replicas, rec.places_stored, rec.places, rec.records_fully_placed
+            ),
+        );
+        row(
+            "  same address",
+            format!(
+                "{} records with two copies on one address (largest group {} nodes; {} places moved to \
+                 spare numbers; without the moves {} records would have had two places on one address)",
+                rec.same_address_violations,
+                rec.largest_address_group,
+                rec.places_moved,
+                rec.same_address_without_moves
+            ),
+        );
+        if let Some(s) = r.signing_s {
+            row("  signed up front", format!("{s:.2} s"));
+        }
+        if let Some(a) = &rec.after_fail {
+            row(
+                "  after the failure",
+                format!(
+                    "{:.2}% readable ({} of {}; {} had a live copy)",
+                    a.readable_share * 100.0,
+                    a.readable,
+                    rec.records,
+                    a.with_a_live_copy
+                ),
+            );
+        }
     }
     row("virtual time", format!("{:.0} s, {} datagrams", r.virtual_time_s, r.datagrams));
     let rss = r.peak_rss_kib.map(|k| format!(", peak RSS {:.0} MiB", k as f64 / 1024.0)).unwrap_or_default();

@@ -70,6 +70,18 @@ pub fn summary(status: &Value) -> String {
             let _ = writeln!(out, "  {name:<width$}  {value}");
         }
     }
+    match &status["storage"] {
+        Value::Object(storage) => {
+            let _ = writeln!(out, "storage");
+            let width = storage.keys().map(String::len).max().unwrap_or(0);
+            for (name, value) in storage {
+                let _ = writeln!(out, "  {name:<width$}  {value}");
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "storage       off (no identity/root.pem in the data directory)");
+        }
+    }
     out
 }
 
@@ -115,6 +127,11 @@ mod tests {
         assert!(s.contains("  parse_errors  1"), "{s}");
         assert!(s.contains("2 server, 0 client in progress"), "{s}");
         assert!(s.contains("node id       ab"), "{s}");
-        assert_eq!(summary(&Value::Null).lines().count(), 12, "missing fields do not fail");
+        assert_eq!(summary(&Value::Null).lines().count(), 13, "missing fields do not fail");
+        assert!(s.contains("storage       off"), "{s}");
+        let mut with_storage = status.clone();
+        with_storage["storage"] = serde_json::json!({"records_held": 2, "stores_refused": 1});
+        let s = summary(&with_storage);
+        assert!(s.contains("storage\n") && s.contains("  stores_refused  1"), "{s}");
     }
 }

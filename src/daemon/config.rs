@@ -40,6 +40,10 @@ use crate::overlay::ChordConfig;
 /// max_expires = 3600           # longer ones are cut to this
 /// max_server_transactions = 20000  # beyond this, new requests get 503 with Retry-After
 /// digest_algorithms = ["MD5"]  # offered in REGISTER challenges, in order; add "SHA-256"
+/// [storage]                    # signed records (on when data_dir has identity/root.pem)
+/// replicas = 3                 # R: records live at H(K), H(K‖1) … H(K‖R)
+/// record_lifetime_secs = 3600  # how long this node's own records live
+/// refresh_interval_secs = 1200 # how often it re-publishes them
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,6 +71,8 @@ pub struct Config {
     pub chord: ChordSettings,
     /// The registrar's and proxy's limits (`[registrar]`).
     pub registrar: RegistrarSettings,
+    /// Replicas and the lifetime of this node's own records.
+    pub storage: StorageSettings,
 }
 
 /// The `[registrar]` table: the phone-facing registrar's and proxy's limits.
@@ -91,6 +97,26 @@ impl Default for RegistrarSettings {
             max_expires: d.registrar.max_expires,
             max_server_transactions: d.max_server_transactions,
             digest_algorithms: d.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
+        }
+    }
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub replicas: u8,
+    pub record_lifetime_secs: u64,
+    pub refresh_interval_secs: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> StorageSettings {
+        let d = crate::peer::StorageConfig::default();
+        StorageSettings {
+            replicas: d.replicas,
+            record_lifetime_secs: d.record_lifetime.as_secs(),
+            refresh_interval_secs: d.refresh_interval.as_secs(),
         }
     }
 }
@@ -139,6 +165,45 @@ impl RegistrarSettings {
             return Err(ConfigError::Invalid {
                 key: "registrar.max_server_transactions",
                 message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl StorageSettings {
+    /// The peer's storage configuration, with `unix_at_start` the wall clock at start.
+    pub fn storage_config(&self, unix_at_start: u64) -> crate::peer::StorageConfig {
+        crate::peer::StorageConfig {
+            replicas: self.replicas,
+            record_lifetime: Duration::from_secs(self.record_lifetime_secs),
+            refresh_interval: Duration::from_secs(self.refresh_interval_secs),
+            unix_at_start,
+            ..crate::peer::StorageConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0..=16).contains(&self.replicas) {
+            return Err(ConfigError::Invalid {
+                key: "storage.replicas",
+                message: format!("{} is not between 0 and 16", self.replicas),
+            });
+        }
+        let max_lifetime = crate::store::StorePolicy::default().max_lifetime;
+        if !(60..=max_lifetime).contains(&self.record_lifetime_secs) {
+            return Err(ConfigError::Invalid {
+                key: "storage.record_lifetime_secs",
+                message: format!("{} is not between 60 and {max_lifetime}", self.record_lifetime_secs),
+            });
+        }
+        if self.refresh_interval_secs == 0 || self.refresh_interval_secs >= self.record_lifetime_secs {
+            return Err(ConfigError::Invalid {
+                key: "storage.refresh_interval_secs",
+                message: format!(
+                    "{} must be above 0 and below record_lifetime_secs ({})",
+                    self.refresh_interval_secs, self.record_lifetime_secs
+                ),
             });
         }
         Ok(())
@@ -234,6 +299,7 @@ impl Default for Config {
             advertise: None,
             chord: ChordSettings::default(),
             registrar: RegistrarSettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -369,7 +435,8 @@ impl Config {
             }
         }
         self.chord.validate()?;
-        self.registrar.validate()
+        self.registrar.validate()?;
+        self.storage.validate()
     }
 
     /// The data directory: the configured one, else `$XDG_DATA_HOME/p2psip`.

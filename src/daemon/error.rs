@@ -22,6 +22,9 @@ pub enum DaemonError {
     /// The node's seed (tags, branches, nonce keys) must be unpredictable.
     #[error("the system random number generator failed")]
     Random,
+    /// The identity files or the record database could not be used.
+    #[error("storage: {0}")]
+    Storage(String),
     /// Any other operating-system failure while setting up (signals, socket addresses).
     #[error("cannot {doing}")]
     Io {

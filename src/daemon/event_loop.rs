@@ -26,9 +26,11 @@ use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
 use super::listeners::Listeners;
 use super::query::{LookupAnswer, Query};
 use super::status::{self, NodeInfo, Status, Transactions};
+use crate::identity::Aor;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
-use crate::peer::{ConnectionId, Endpoint, Listener, Peer, PeerEvent, Transmit, Transport};
+use crate::peer::{ConnectionId, Endpoint, Listener, Peer, PeerEvent, StorageEvent, StorageOpId, Transmit, Transport};
 use crate::sip::framing::Frame;
+use crate::store::RecordKind;
 
 /// The largest UDP payload; the peer applies the configured (smaller) limit and counts drops.
 const UDP_BUFFER: usize = 65_535;
@@ -57,6 +59,8 @@ pub(crate) struct EventLoop {
     queries: mpsc::Receiver<Query>,
     /// HTTP lookups waiting for their `LookupDone`.
     lookups: BTreeMap<LookupId, oneshot::Sender<Result<LookupAnswer, String>>>,
+    /// HTTP lookups of an AoR waiting for their fetch.
+    fetches: BTreeMap<StorageOpId, (String, oneshot::Sender<Result<LookupAnswer, String>>)>,
 }
 
 impl EventLoop {
@@ -73,6 +77,7 @@ impl EventLoop {
             events,
             queries,
             lookups: BTreeMap::new(),
+            fetches: BTreeMap::new(),
         }
     }
 
@@ -141,6 +146,15 @@ impl EventLoop {
                 let _ = reply.send(self.status());
             }
             Query::Lookup { key, reply } => {
+                // An AoR on a node that stores records: fetch its registration from every
+                // replica place.
+                if let (Ok(aor), Some(_)) = (Aor::parse(&key), self.peer.replicas()) {
+                    if let Some(op) = self.peer.fetch(Instant::now(), RecordKind::Registration, aor.as_str()) {
+                        debug!(%aor, op = op.0, "record lookup requested over HTTP");
+                        self.fetches.insert(op, (aor.to_string(), reply));
+                        return;
+                    }
+                }
                 let key = NodeId::from_user_key(&key, self.peer.chord().config().id_hash);
                 let id = self.peer.lookup(Instant::now(), key);
                 debug!(%key, lookup = id.0, "lookup requested over HTTP");
@@ -150,7 +164,14 @@ impl EventLoop {
     }
 
     fn drain_events(&mut self) {
-        while let Some(PeerEvent::Overlay(event)) = self.peer.poll_event() {
+        while let Some(event) = self.peer.poll_event() {
+            let event = match event {
+                PeerEvent::Overlay(event) => event,
+                PeerEvent::Storage(event) => {
+                    self.on_storage_event(event);
+                    continue;
+                }
+            };
             match event {
                 Event::LookupDone { id, key, result, path } => {
                     debug!(%key, lookup = id.0, ?result, hops = path.len(), "lookup done");
@@ -162,6 +183,20 @@ impl EventLoop {
                     }
                 }
                 other => debug!(event = ?other, "overlay event"),
+            }
+        }
+    }
+
+    fn on_storage_event(&mut self, event: StorageEvent) {
+        match event {
+            StorageEvent::Fetched { op, newest, places, .. } => {
+                if let Some((aor, reply)) = self.fetches.remove(&op) {
+                    let _ = reply.send(LookupAnswer::for_record(&aor, newest.as_ref(), &places));
+                }
+            }
+            StorageEvent::Stored { kind, key, places, .. } => {
+                let stored = places.iter().filter(|p| p.valid).count();
+                info!(?kind, %key, stored, places = places.len(), "record stored");
             }
         }
     }
@@ -295,6 +330,7 @@ impl EventLoop {
             fingers: status::distinct_fingers(chord),
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
             registrar: self.peer.proxy_status(),
+            storage: self.peer.storage_counters().cloned(),
         }
     }
 }

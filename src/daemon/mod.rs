@@ -19,6 +19,8 @@
 //! - [`data_dir`]: the enrolled identity and configuration document a node loads at start.
 //! - [`ca_files`], [`ca_server`]: the enrollment CA's directory and its HTTPS endpoint.
 //! - [`enroll_client`]: `p2psip enroll`, the one exchange a node has with the CA.
+//! - [`identity_files`]: the root, key and chain from the data directory.
+//! - [`record_store`]: [`record_store::RedbStore`], the records this node stores, on disk.
 //!
 //! The node joins the overlay through `--join` at start and leaves it on shutdown.
 //! Not here yet: TLS, connection limits.
@@ -33,8 +35,10 @@ pub mod enroll_client;
 mod error;
 mod event_loop;
 mod http;
+pub mod identity_files;
 mod listeners;
 mod query;
+pub mod record_store;
 mod signal;
 pub mod status;
 pub mod status_client;
@@ -91,10 +95,12 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     config.registrar.apply_to(&mut peer_config);
     let node_addr = peer_config.node_addr();
     let accounts = accounts::load(&data_dir)?;
-    let mut peer = Peer::new(peer_config, Instant::now());
+    let started = Instant::now();
+    let mut peer = Peer::new(peer_config, started);
     span.in_scope(|| info!(accounts = accounts.len(), "local accounts loaded"));
     peer.set_accounts(accounts);
     span.record("id", tracing::field::debug(peer.node_id()));
+    span.in_scope(|| enable_storage(&mut peer, &config, enrolled.as_ref(), &data_dir, started))?;
     span.in_scope(|| {
         info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");
         // Our own address in the list (a shared config file) would only bounce back to us.
@@ -117,6 +123,38 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.
     let _ = tokio::time::timeout(HTTP_DRAIN, http).await;
+    Ok(())
+}
+
+/// Turns on signed storage when the data directory holds the overlay's root: records are kept
+/// in `records.redb`, and an enrolled node publishes its own. An enrolled node's configuration
+/// document sets R and the store limits (RFC 6940 §11.1: the overlay, not each node, decides).
+fn enable_storage(
+    peer: &mut Peer,
+    config: &Config,
+    enrolled: Option<&data_dir::Enrolled>,
+    data_dir: &std::path::Path,
+    started: Instant,
+) -> Result<(), DaemonError> {
+    let unix_now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let files = identity_files::load(data_dir, unix_now).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let Some(files) = files else {
+        info!("no identity/root.pem in the data directory: storage is off");
+        return Ok(());
+    };
+    let path = data_dir.join(crate::identity::local::layout::RECORDS);
+    let store = record_store::RedbStore::open(&path).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let held = crate::store::Store::iter(&store).count();
+    let aor = files.local.as_ref().map(|l| l.aor.to_string());
+    let mut storage = config.storage.storage_config(unix_now);
+    if let Some(enrolled) = enrolled {
+        storage.replicas = enrolled.config.replicas.count();
+        storage.policy = enrolled.config.store.store_policy();
+    }
+    info!(records = held, aor = aor.as_deref().unwrap_or("(none)"), replicas = storage.replicas, "storage on");
+    let ids = crate::identity::VerifiedCache::new(files.root, 1024);
+    peer.enable_storage(started, storage, Box::new(store), ids, files.local);
     Ok(())
 }
 

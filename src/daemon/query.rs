@@ -6,6 +6,8 @@ use tokio::sync::oneshot;
 
 use super::status::{Node, Status};
 use crate::overlay::{Contact, NodeId};
+use crate::peer::Place;
+use crate::store::{Contact as RegisteredContact, Record, Registration};
 
 pub(crate) enum Query {
     Status(oneshot::Sender<Status>),
@@ -28,6 +30,10 @@ pub struct LookupAnswer {
     pub path: Vec<Node>,
     /// `path`'s length.
     pub hops: usize,
+    /// For an AoR on a node with storage: the record and its replicas (flattened into the
+    /// top level of the JSON: `aor`, `registration`, `certificate`, `replicas`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordAnswer>,
 }
 
 impl LookupAnswer {
@@ -37,6 +43,87 @@ impl LookupAnswer {
             node: node.into(),
             path: path.iter().map(Node::from).collect(),
             hops: path.len(),
+            record: None,
         }
+    }
+}
+
+/// What a lookup of an AoR adds: the registration found, its signer, and each replica place.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordAnswer {
+    /// The AoR looked up.
+    pub aor: String,
+    /// The newest valid registration, `null` when no place held a valid copy.
+    pub registration: Option<RegistrationAnswer>,
+    /// The signer's certificate, from the newest valid copy.
+    pub certificate: Option<CertificateAnswer>,
+    /// The R+1 places, replica 0 (the primary) first.
+    pub replicas: Vec<ReplicaAnswer>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationAnswer {
+    pub contacts: Vec<RegisteredContact>,
+    /// The record's expiry, Unix seconds.
+    pub expires_at: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateAnswer {
+    /// The AoR the certificate binds (its subjectAltName).
+    pub subject: String,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaAnswer {
+    /// The replica number i.
+    pub replica: u8,
+    /// H(K) for 0, H(K‖i) otherwise, 40 hex digits.
+    pub replica_key: String,
+    /// The node that answered for the place, if the lookup found one.
+    pub node: Option<Node>,
+    /// The copy it returned verified.
+    pub valid: bool,
+    /// The copy is valid and as new as the newest found.
+    pub current: bool,
+    /// The copy's sequence number, if there was one.
+    pub seq: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl LookupAnswer {
+    /// The answer to a lookup of `aor`: the plain fields from the primary place's lookup.
+    pub fn for_record(aor: &str, newest: Option<&Record>, places: &[Place]) -> Result<LookupAnswer, String> {
+        let primary = places.first().ok_or_else(|| format!("lookup of {aor}: no replica places"))?;
+        let node = primary.node.as_ref().ok_or_else(|| {
+            format!("lookup of {aor} failed: {}", primary.error.as_deref().unwrap_or("no node answered"))
+        })?;
+        let mut answer = LookupAnswer::new(primary.replica_key, node, &primary.path);
+        let registration = newest.and_then(|r| {
+            let reg = Registration::from_payload(&r.payload).ok()?;
+            Some(RegistrationAnswer { contacts: reg.contacts, expires_at: r.expires_at, seq: r.seq })
+        });
+        let certificate = newest.and_then(|r| {
+            let leaf = r.signer_chain.first()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+            Some(CertificateAnswer { subject: r.owner.to_string(), issuer: cert.issuer().to_string() })
+        });
+        let replicas = places
+            .iter()
+            .map(|p| ReplicaAnswer {
+                replica: p.replica,
+                replica_key: p.replica_key.to_string(),
+                node: p.node.as_ref().map(Node::from),
+                valid: p.valid,
+                current: p.current,
+                seq: p.seq,
+                error: p.error.clone(),
+            })
+            .collect();
+        answer.record = Some(RecordAnswer { aor: aor.to_owned(), registration, certificate, replicas });
+        Ok(answer)
     }
 }

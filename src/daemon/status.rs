@@ -29,6 +29,8 @@ pub struct Status {
     /// The registrar and proxy: accounts, registered contacts, requests in flight. (`proxy`,
     /// the top-level key, is the proxy listener's address.)
     pub registrar: crate::proxy::ProxyStatus,
+    /// Signed storage's counters; `null` when storage is off.
+    pub storage: Option<crate::peer::StorageCounters>,
 }
 
 /// A node as the status API shows it.

@@ -14,6 +14,8 @@ pub mod endpoint;
 mod overlay;
 pub mod overlay_sip;
 pub mod policy;
+mod storage;
+pub mod store_sip;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use tracing::{debug, trace, warn};
 pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 pub use overlay::PeerEvent;
+pub use storage::{Place, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS};
 
 use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
 use crate::proxy::accounts::Accounts;
@@ -119,6 +122,10 @@ pub struct Peer {
     events: VecDeque<PeerEvent>,
     /// The registrar and proxy for local phones.
     proxy: Proxy,
+    /// Signed records at replica positions; off until [`Peer::enable_storage`].
+    storage: Option<storage::StorageFace>,
+    /// When this peer was created: storage turns `now` into Unix time from it.
+    started: Instant,
 }
 
 impl Peer {
@@ -148,12 +155,14 @@ impl Peer {
             overlay,
             events: VecDeque::new(),
             proxy,
+            storage: None,
             rng,
             transactions: TransactionLayer::new(config.timers),
             outbox: VecDeque::new(),
             counters: Counters::default(),
             own_sent_by,
             config,
+            started: now,
         }
     }
 
@@ -249,6 +258,7 @@ impl Peer {
         self.drain_transactions(now);
         self.overlay.chord.handle_timeout(now);
         self.drain_overlay(now);
+        self.storage_timeout(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -260,7 +270,8 @@ impl Peer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout()]
+        let storage = self.storage.as_ref().map(|s| s.poll_timeout());
+        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout(), storage]
             .into_iter()
             .flatten()
             .min()
@@ -292,6 +303,7 @@ impl Peer {
                 }
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
+                    self.storage_transaction_failed(now, id);
                 }
                 Event::ServerTerminated { id } => self.proxy.handle_server_terminated(id),
             }
@@ -386,6 +398,9 @@ impl Peer {
     /// Decides what a valid request gets, by listener and role.
     fn route(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
         let Some(method) = msg.method().cloned() else { return Answer::Nothing };
+        if from.listener == Listener::Overlay && store_sip::is_storage_request(msg) {
+            return self.handle_storage_request(now, from, msg);
+        }
         if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
             return self.handle_overlay_request(now, from, msg);
         }
@@ -450,6 +465,9 @@ impl Peer {
             }
             Received::Response { id, response } if self.proxy.owns_client(id) => {
                 self.proxy.handle_response(now, &mut self.transactions, id, response);
+            }
+            Received::Response { id, response } if self.is_storage_transaction(&id) => {
+                self.handle_storage_response(now, id, &response)
             }
             Received::Response { id, response } => self.handle_overlay_response(now, id, &response),
             _ => {}

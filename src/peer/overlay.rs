@@ -35,6 +35,8 @@ pub(super) struct OverlayFace {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     Overlay(Event),
+    /// A storage operation finished ([`super::StorageEvent`]).
+    Storage(super::StorageEvent),
 }
 
 impl Peer {
@@ -56,6 +58,7 @@ impl Peer {
 
     /// Leaves gracefully: neighbours are told and handed each other (dSIP §6.5).
     pub fn leave(&mut self, now: Instant) {
+        self.storage_leave(now);
         self.overlay.chord.leave(now);
         self.drain_overlay(now);
     }
@@ -150,8 +153,17 @@ impl Peer {
                 Event::BootstrapFailed => info!("no bootstrap node answered; will retry"),
                 _ => {}
             }
+            if let Some(storage) = self.storage.as_mut().filter(|s| s.wants(&event)) {
+                storage.inbox.push_back(event.clone());
+                if matches!(event, Event::LookupDone { .. }) {
+                    continue;
+                }
+            }
             self.events.push_back(PeerEvent::Overlay(event));
         }
         self.drain_transactions_only();
+        if self.storage.as_ref().is_some_and(|s| !s.inbox.is_empty()) {
+            self.run_storage(now);
+        }
     }
 }

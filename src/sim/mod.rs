@@ -22,6 +22,7 @@
 //! A killed node's state is dropped at once, so memory follows the live population.
 
 pub mod network;
+pub mod records;
 pub mod scenario;
 
 #[cfg(test)]
@@ -34,9 +35,12 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::identity::{TrustAnchor, VerifiedCache};
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
-use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, Transport};
+use crate::peer::StorageConfig;
+use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, StorageEvent, Transport};
+use crate::store::MemoryStore;
 use network::{Network, NetworkConfig, NetworkStats};
 
 /// The overlay port of a simulated node; a second node on the same host takes the next ports.
@@ -54,11 +58,30 @@ pub struct SimConfig {
     pub network: NetworkConfig,
     /// Every node's Chord configuration.
     pub chord: ChordConfig,
+    /// Signed storage on every node, checked against this root.
+    pub storage: Option<SimStorage>,
+    /// Consecutive nodes per shared address: 0 or 1 keeps the default (every tenth node shares
+    /// the previous node's host); n ≥ 2 puts every n consecutive nodes on one address, on
+    /// consecutive ports, so their IDs are contiguous (a Sybil group).
+    pub same_address: usize,
+}
+
+/// Storage for every simulated node.
+#[derive(Debug, Clone)]
+pub struct SimStorage {
+    pub root: TrustAnchor,
+    pub config: StorageConfig,
 }
 
 impl SimConfig {
     pub fn new(seed: u64) -> SimConfig {
-        SimConfig { seed, network: NetworkConfig::default(), chord: ChordConfig::default() }
+        SimConfig {
+            seed,
+            network: NetworkConfig::default(),
+            chord: ChordConfig::default(),
+            storage: None,
+            same_address: 0,
+        }
     }
 }
 
@@ -103,6 +126,8 @@ pub struct Sim {
     admitted: BTreeSet<NodeId>,
     pending_lookups: BTreeMap<(usize, LookupId), (NodeId, Instant)>,
     finished_lookups: Vec<LookupRecord>,
+    /// Storage operations finished, by node, in order (drained by [`Sim::take_storage_events`]).
+    storage_events: Vec<(usize, StorageEvent)>,
     /// Addresses handed out so far (a node's address is never reused).
     next_host: u32,
 }
@@ -124,6 +149,7 @@ impl Sim {
             admitted: BTreeSet::new(),
             pending_lookups: BTreeMap::new(),
             finished_lookups: Vec::new(),
+            storage_events: Vec::new(),
             next_host: 0,
         }
     }
@@ -202,7 +228,9 @@ impl Sim {
     /// the previous node's host on the next port.
     fn next_addr(&mut self) -> SocketAddr {
         let k = self.slots.len();
-        if k % SHARED_HOST_EVERY == SHARED_HOST_EVERY - 1 {
+        let group = self.config.same_address;
+        let shares = if group >= 2 { !k.is_multiple_of(group) } else { k % SHARED_HOST_EVERY == SHARED_HOST_EVERY - 1 };
+        if shares {
             if let Some(prev) = self.slots.last() {
                 return SocketAddr::new(prev.addr.ip(), prev.addr.port() + 1);
             }
@@ -219,7 +247,11 @@ impl Sim {
         let proxy = SocketAddr::new(addr.ip(), 5060);
         let config =
             PeerConfig { seed: self.rng.random(), chord: self.config.chord.clone(), ..PeerConfig::new(addr, proxy) };
-        let peer = Peer::new(config, self.now);
+        let mut peer = Peer::new(config, self.now);
+        if let Some(storage) = &self.config.storage {
+            let ids = VerifiedCache::new(storage.root.clone(), 4096);
+            peer.enable_storage(self.now, storage.config.clone(), Box::new(MemoryStore::new()), ids, None);
+        }
         let ix = self.slots.len();
         let id = peer.node_id();
         self.slots.push(Slot { addr, id, peer: Some(peer), timer: None });
@@ -264,6 +296,22 @@ impl Sim {
         self.pending_lookups.retain(|(n, _), _| *n != ix);
     }
 
+    /// Stores `record` from node `ix`; the outcome arrives in [`Sim::take_storage_events`].
+    pub fn put(&mut self, ix: usize, record: crate::store::Record) -> Option<crate::peer::StorageOpId> {
+        let now = self.now;
+        let op = self.slots.get_mut(ix)?.peer.as_mut()?.put(now, record);
+        self.after(ix);
+        op
+    }
+
+    /// Fetches a registration from node `ix`; the outcome arrives in [`Sim::take_storage_events`].
+    pub fn fetch(&mut self, ix: usize, key: &str) -> Option<crate::peer::StorageOpId> {
+        let now = self.now;
+        let op = self.slots.get_mut(ix)?.peer.as_mut()?.fetch(now, crate::store::RecordKind::Registration, key);
+        self.after(ix);
+        op
+    }
+
     /// Starts a lookup for `key` at node `ix`; its record appears in [`Sim::finished_lookups`].
     pub fn lookup(&mut self, ix: usize, key: NodeId) -> Option<LookupId> {
         let now = self.now;
@@ -282,6 +330,10 @@ impl Sim {
     }
 
     /// Hands over the finished lookups' records, forgetting them.
+    pub fn take_storage_events(&mut self) -> Vec<(usize, StorageEvent)> {
+        std::mem::take(&mut self.storage_events)
+    }
+
     pub fn take_finished_lookups(&mut self) -> Vec<LookupRecord> {
         std::mem::take(&mut self.finished_lookups)
     }
@@ -358,7 +410,14 @@ impl Sim {
             self.network.send(now, slot.addr, t.to.remote, t.data);
         }
         let mut gone = false;
-        while let Some(PeerEvent::Overlay(event)) = peer.poll_event() {
+        while let Some(event) = peer.poll_event() {
+            let event = match event {
+                PeerEvent::Overlay(event) => event,
+                PeerEvent::Storage(event) => {
+                    self.storage_events.push((ix, event));
+                    continue;
+                }
+            };
             match event {
                 Event::Joined { .. } => {
                     self.admitted.insert(slot.id);

@@ -15,9 +15,11 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::network::NetworkConfig;
-use super::{LookupRecord, Sim, SimConfig};
+use super::records::{RecordSet, RecordsReport};
+use super::{LookupRecord, Sim, SimConfig, SimStorage};
 use crate::overlay::testnet::invariants::{self, InvariantViolation};
 use crate::overlay::{ChordConfig, NodeId};
+use crate::peer::StorageConfig;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -38,6 +40,10 @@ pub struct SimParams {
     pub join_interval: Duration,
     /// Quiet window (no lookups, no churn) over which maintenance traffic is measured.
     pub traffic_window: Duration,
+    /// R for `--records` (each record has R+1 places).
+    pub replicas: u8,
+    /// Nodes per shared address (see [`SimConfig::same_address`]).
+    pub same_address: usize,
 }
 
 impl SimParams {
@@ -53,6 +59,8 @@ impl SimParams {
             chord: ChordConfig::default(),
             join_interval: Duration::from_millis(50),
             traffic_window: Duration::from_secs(60),
+            replicas: crate::peer::DEFAULT_REPLICAS,
+            same_address: 0,
         }
     }
 }
@@ -177,6 +185,10 @@ pub struct SimReport {
     pub lookups: LookupStats,
     pub fail: Option<FailReport>,
     pub churn: Option<ChurnReport>,
+    /// `--records`: placement, the distinct-address invariant, reads after `--fail`.
+    pub records: Option<RecordsReport>,
+    /// Wall-clock seconds spent signing the records up front (filled in by the caller).
+    pub signing_s: Option<f64>,
     /// Virtual seconds simulated.
     pub virtual_time_s: f64,
     /// Datagrams sent by all nodes over the whole run.
@@ -192,7 +204,31 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(600);
 
 /// One whole run; an invariant that never came to hold is the error, naming the seed.
 pub fn run(start: Instant, params: &SimParams) -> Result<SimReport, InvariantViolation> {
-    let config = SimConfig { seed: params.seed, network: params.network.clone(), chord: params.chord.clone() };
+    run_with_records(start, params, None)
+}
+
+/// [`run`], with signed records stored after the lookups are measured and read back after
+/// `--fail` when `records` is given.
+pub fn run_with_records(
+    start: Instant,
+    params: &SimParams,
+    records: Option<&RecordSet>,
+) -> Result<SimReport, InvariantViolation> {
+    let storage = records.map(|set| SimStorage {
+        root: set.root.clone(),
+        config: StorageConfig {
+            replicas: params.replicas,
+            unix_at_start: super::records::SIM_UNIX_TIME,
+            ..StorageConfig::default()
+        },
+    });
+    let config = SimConfig {
+        seed: params.seed,
+        network: params.network.clone(),
+        chord: params.chord.clone(),
+        storage,
+        same_address: params.same_address,
+    };
     let mut sim = Sim::new(start, config);
     grow(&mut sim, params.nodes, params.join_interval);
     let convergence = converge(&mut sim)?;
@@ -216,8 +252,15 @@ pub fn run(start: Instant, params: &SimParams) -> Result<SimReport, InvariantVio
     };
     report.maintenance = measure_traffic(&mut sim, params.traffic_window);
     report.lookups = measure_lookups(&mut sim, params.lookups);
+    if let Some(set) = records {
+        report.records = Some(super::records::store_all(&mut sim, set, params.replicas));
+        super::records::replicas_on_distinct_addresses(&sim)?;
+    }
     if let Some(fraction) = params.fail {
         report.fail = Some(fail_at_once(&mut sim, fraction, params.lookups));
+        if let (Some(set), Some(r)) = (records, report.records.as_mut()) {
+            r.after_fail = Some(super::records::read_all(&mut sim, set, fraction));
+        }
     }
     if params.churn_per_min > 0.0 {
         report.churn = Some(churn(&mut sim, params));

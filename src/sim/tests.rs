@@ -106,3 +106,41 @@ fn a_violation_names_the_invariant_and_the_seed() {
     assert_eq!(e.seed, 11);
     assert!(e.to_string().contains("seed 11"), "{e}");
 }
+
+#[test]
+fn records_in_sybil_groups_keep_distinct_addresses_and_survive_a_failure() {
+    // Groups of 8 nodes share an address: contiguous IDs, as one attacker's would be.
+    let set = super::records::RecordSet::new(60).unwrap();
+    let p = SimParams { same_address: 8, fail: Some(0.2), replicas: 3, ..params(80, 5) };
+    let report = scenario::run_with_records(Instant::now(), &p, Some(&set)).unwrap_or_else(|e| panic!("{e}"));
+    let rec = report.records.expect("records report");
+    assert_eq!(rec.largest_address_group, 8);
+    assert_eq!(rec.same_address_violations, 0);
+    // Without moving places off an address already used, many records would have two places on
+    // one address (ten addresses own nearly all the ring); the rule did the work.
+    assert!(rec.same_address_without_moves > 0 && rec.places_moved > 0, "{rec:?}");
+    // Ten addresses for four places: a few records run out of spare numbers on distinct
+    // addresses and keep fewer copies rather than two on one address.
+    assert!(rec.records_fully_placed >= 50, "{rec:?}");
+    assert!(rec.places_stored >= rec.places - 20, "{rec:?}");
+    let after = rec.after_fail.expect("reads after --fail");
+    // Reads return every record that kept a live copy, and nothing else.
+    assert_eq!(after.readable, after.with_a_live_copy, "{after:?}");
+    assert!(after.readable >= 55, "{after:?}");
+}
+
+#[test]
+fn the_distinct_address_invariant_names_a_violation() {
+    let set = super::records::RecordSet::new(1).unwrap();
+    let storage = SimStorage { root: set.root.clone(), config: crate::peer::StorageConfig::default() };
+    let mut sim = Sim::new(Instant::now(), SimConfig { storage: Some(storage), same_address: 2, ..SimConfig::new(1) });
+    scenario::grow(&mut sim, 4, Duration::from_millis(50));
+    scenario::converge(&mut sim).unwrap_or_else(|e| panic!("{e}"));
+    // Plant one record on both nodes of the first address behind the store path's back.
+    for ix in [0, 1] {
+        let peer = sim.slots[ix].peer.as_mut().unwrap();
+        peer.storage_for_tests().put(set.records[0].clone());
+    }
+    let err = super::records::replicas_on_distinct_addresses(&sim).unwrap_err();
+    assert_eq!(err.invariant, "replicas_on_distinct_addresses");
+}

@@ -1,0 +1,182 @@
+//! The records a node stores for the overlay, kept in an embedded redb database
+//! (`records.redb` in the data directory) so that a restarted node serves what it held.
+//!
+//! [`RedbStore`] implements the sans-IO [`Store`] trait by write-through: every record lives in
+//! a [`MemoryStore`] (which answers reads and keeps per-owner usage) and every change is
+//! committed to the database before the call returns. At open, the database is read back into
+//! memory; a row that no longer decodes is dropped with a warning. The trait's methods cannot
+//! fail, so a failed write is logged and the memory copy still serves until restart.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tracing::warn;
+
+use crate::identity::Aor;
+use crate::store::{MemoryStore, OwnerUsage, Record, RecordKind, Store};
+
+/// kind code byte ‖ resource name → the record's wire encoding.
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+
+/// Why the database could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[error("record database {path}: {message}")]
+pub struct RecordStoreError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A [`Store`] that survives restart.
+pub struct RedbStore {
+    db: Database,
+    memory: MemoryStore,
+}
+
+fn row_key(kind: RecordKind, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(kind.code());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database at `path` and loads what it holds.
+    pub fn open(path: &Path) -> Result<RedbStore, RecordStoreError> {
+        let err =
+            |e: &dyn std::fmt::Display| RecordStoreError { path: path.display().to_string(), message: e.to_string() };
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        // Create the table so that a fresh database reads as empty.
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        txn.open_table(RECORDS).map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| err(&e))?;
+
+        let mut memory = MemoryStore::new();
+        let txn = db.begin_read().map_err(|e| err(&e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
+        for row in table.iter().map_err(|e| err(&e))? {
+            let (_, value) = row.map_err(|e| err(&e))?;
+            match Record::decode(value.value()) {
+                Ok(record) => {
+                    memory.put(record);
+                }
+                Err(e) => warn!(error = %e, "dropping an unreadable stored record"),
+            }
+        }
+        Ok(RedbStore { db, memory })
+    }
+
+    fn write(&self, f: impl FnOnce(&mut redb::Table<'_, &[u8], &[u8]>) -> Result<(), redb::StorageError>) {
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(RECORDS)?;
+                f(&mut table)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!(error = %e, "could not write the record database; the change is kept in memory only");
+        }
+    }
+}
+
+impl Store for RedbStore {
+    fn get(&self, kind: RecordKind, key: &str) -> Option<&Record> {
+        self.memory.get(kind, key)
+    }
+
+    fn put(&mut self, record: Record) -> Option<Record> {
+        match record.encode() {
+            Ok(bytes) => {
+                let k = row_key(record.kind, &record.key);
+                self.write(|t| t.insert(k.as_slice(), bytes.as_slice()).map(|_| ()));
+            }
+            Err(e) => warn!(error = %e, "a record that does not encode is kept in memory only"),
+        }
+        self.memory.put(record)
+    }
+
+    fn remove(&mut self, kind: RecordKind, key: &str) -> Option<Record> {
+        let k = row_key(kind, key);
+        self.write(|t| t.remove(k.as_slice()).map(|_| ()));
+        self.memory.remove(kind, key)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Record> + '_> {
+        self.memory.iter()
+    }
+
+    fn expire(&mut self, unix_now: u64) -> Vec<Record> {
+        let gone = self.memory.expire(unix_now);
+        if !gone.is_empty() {
+            let keys: Vec<Vec<u8>> = gone.iter().map(|r| row_key(r.kind, &r.key)).collect();
+            self.write(|t| {
+                for k in &keys {
+                    t.remove(k.as_slice())?;
+                }
+                Ok(())
+            });
+        }
+        gone
+    }
+
+    fn usage(&self, owner: &Aor) -> OwnerUsage {
+        self.memory.usage(owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::{Fixture, DAY, T0};
+    use crate::store::{Registration, Unsigned};
+
+    fn record(fx: &mut Fixture, user: &str, seq: u64) -> Record {
+        let (key, cert) = fx.enroll(user);
+        let owner = Aor::parse(user).unwrap();
+        Unsigned {
+            kind: RecordKind::Registration,
+            key: owner.to_string(),
+            owner,
+            seq,
+            expires_at: T0 + 2 * DAY,
+            payload: Registration::default().to_payload(),
+        }
+        .sign(&key, vec![cert], &fx.rng)
+        .unwrap()
+    }
+
+    #[test]
+    fn records_survive_reopening_and_removals_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.redb");
+        let mut fx = Fixture::new("example.com");
+        let alice = record(&mut fx, "sip:alice@example.com", 1);
+        let bob = record(&mut fx, "sip:bob@example.com", 1);
+        {
+            let mut store = RedbStore::open(&path).unwrap();
+            store.put(alice.clone());
+            store.put(bob.clone());
+            store.remove(RecordKind::Registration, "sip:bob@example.com");
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get(RecordKind::Registration, "sip:alice@example.com"), Some(&alice));
+        assert_eq!(store.get(RecordKind::Registration, "sip:bob@example.com"), None);
+        assert_eq!(store.usage(&alice.owner).records, 1);
+    }
+
+    #[test]
+    fn expiry_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.redb");
+        let mut fx = Fixture::new("example.com");
+        let alice = record(&mut fx, "sip:alice@example.com", 1);
+        {
+            let mut store = RedbStore::open(&path).unwrap();
+            store.put(alice.clone());
+            assert_eq!(store.expire(alice.expires_at).len(), 1);
+        }
+        assert_eq!(RedbStore::open(&path).unwrap().iter().count(), 0);
+    }
+}

@@ -1,0 +1,763 @@
+//! The peer's storage face: signed records kept at replica positions around the ring
+//! (SOSIMPLE; `docs/identity-and-store.md`), driven over the overlay.
+//!
+//! - **Stores** ([`Peer::put`]): for each replica number i ∈ 0..=R, look up the node
+//!   responsible for H(K‖i) ([`replica_keys`]) and send it the record ([`super::store_sip`]).
+//! - **Serving**: a storing node checks that it is responsible for the replica key (else `302`
+//!   to the node it believes is) and runs [`crate::store::put_checked`]; refusals are SIP errors
+//!   with the refusal's reason phrase, counted in [`StorageCounters`] (`serve`).
+//! - **Reads** ([`Peer::fetch`]): ask all R+1 places in parallel, verify every copy, take the
+//!   newest valid one, and rewrite places whose copy was missing, stale or invalid (read repair).
+//! - **Membership**: when our predecessor changes we re-check which records we are still
+//!   responsible for and hand the others to their new places; a leaving node hands its records
+//!   to its successor (`membership`); owners re-publish every `refresh_interval`, which
+//!   restores copies lost with a failed node and keeps records from expiring.
+//! - **Publishing**: a node with a [`LocalIdentity`] publishes its certificate-chain record and
+//!   a registration (AoR → `sip:user@ip:port` of this node) once it has joined.
+//!
+//! Unix time is `StorageConfig::unix_at_start` plus the time since the peer was created, so the
+//! driver injects the wall clock once. Signing uses ring's `SystemRandom` (ECDSA needs fresh
+//! randomness, and ring's random trait is sealed); the simulator stores pre-signed records.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use ring::rand::SystemRandom;
+use serde::Serialize;
+use tracing::{debug, info};
+
+use super::store_sip::{self, StorageAnswer, StorageRequest};
+use super::{new_branch, Endpoint, Listener, Peer, Transport};
+use crate::identity::{LocalIdentity, VerifiedCache};
+use crate::overlay::{Contact, Event, LookupId, NodeId, NodeState};
+use crate::sip::transaction::ClientTxId;
+use crate::sip::{Header, HeaderName, Message};
+use crate::store::{
+    check_store, encode_chain, replica_keys, OwnerUsage, Record, RecordKind, Registration, Store, StorePolicy, Unsigned,
+};
+
+/// How a node stores and publishes.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// R: copies beyond the primary (replica numbers 1..=R).
+    pub replicas: u8,
+    pub policy: StorePolicy,
+    /// How long this node's own records live.
+    pub record_lifetime: Duration,
+    /// How often this node re-publishes its own records (well before they expire).
+    pub refresh_interval: Duration,
+    /// Unix seconds at the `now` the peer was created with.
+    pub unix_at_start: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            replicas: DEFAULT_REPLICAS,
+            policy: StorePolicy::default(),
+            record_lifetime: Duration::from_secs(3600),
+            refresh_interval: Duration::from_secs(1200),
+            unix_at_start: 0,
+        }
+    }
+}
+
+/// R when nothing says otherwise (see `docs/performance.md` for why).
+pub const DEFAULT_REPLICAS: u8 = 3;
+/// The highest replica number used: R, then 3(R+1) spares for places that must move off an
+/// address already holding a copy (small rings and large same-address groups need several).
+pub fn last_replica_number(replicas: u8) -> u8 {
+    replicas.saturating_mul(4).saturating_add(3)
+}
+
+/// A node that is alone (no `Joined` to wait for) publishes this long after start.
+const FIRST_PUBLISH_DELAY: Duration = Duration::from_secs(1);
+/// How often held records are checked for expiry.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the storage face has done, for `p2psip status` and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StorageCounters {
+    /// Records held now.
+    pub records_held: u64,
+    pub stores_accepted: u64,
+    /// Stores refused by the checks (signature, chain, owner, expiry, replay, size, quota).
+    pub stores_refused: u64,
+    /// Stores and fetches for a replica key this node is not responsible for (answered 302).
+    pub not_responsible: u64,
+    /// Storage requests that could not be read.
+    pub malformed: u64,
+    pub fetches_served: u64,
+    /// Copies rewritten after a read found them missing, stale or invalid.
+    pub read_repairs: u64,
+    /// Records handed to another node after a membership change.
+    pub handed_off: u64,
+}
+
+/// Names one [`Peer::put`] or [`Peer::fetch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StorageOpId(pub u64);
+
+/// One of a record's R+1 places, as an operation found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The replica number i (0 is the primary).
+    pub replica: u8,
+    /// H(K) or H(K‖i).
+    pub replica_key: NodeId,
+    /// The node that answered for it (the lookup's result).
+    pub node: Option<Contact>,
+    /// The nodes the lookup asked.
+    pub path: Vec<Contact>,
+    /// A store: accepted. A fetch: a copy came back and verified.
+    pub valid: bool,
+    /// A fetch: the copy's sequence number, valid or not.
+    pub seq: Option<u64>,
+    /// A fetch: the copy is valid and the newest found.
+    pub current: bool,
+    pub error: Option<String>,
+}
+
+/// What the storage face reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageEvent {
+    /// A [`Peer::put`] has heard from every place.
+    Stored { op: StorageOpId, kind: RecordKind, key: String, places: Vec<Place> },
+    /// A [`Peer::fetch`] has heard from every place; `newest` is the newest valid copy.
+    Fetched { op: StorageOpId, kind: RecordKind, key: String, newest: Option<Record>, places: Vec<Place> },
+}
+
+enum Purpose {
+    /// [`Peer::put`]: reported with `Stored`.
+    Put,
+    /// A membership hand-off; `drop_after` removes our copy once a place accepted it.
+    Handoff { drop_after: bool },
+    /// [`Peer::fetch`]: reported with `Fetched`.
+    Fetch,
+}
+
+struct Op {
+    purpose: Purpose,
+    kind: RecordKind,
+    key: String,
+    /// The record stored (puts and hand-offs).
+    record: Option<Record>,
+    places: Vec<Place>,
+    /// Copies fetched, per place.
+    copies: Vec<Option<Record>>,
+    /// Places still waiting for their answer.
+    remaining: usize,
+    /// Lookups still running before the requests go out.
+    resolving: usize,
+    /// The next replica number beyond R for a place that must move.
+    next_spare: u8,
+    /// H(K‖i) for every replica number, spares included.
+    keys: Vec<NodeId>,
+}
+
+struct PendingRequest {
+    op: Option<StorageOpId>,
+    place: usize,
+    request: StorageRequest,
+    /// A 302 is followed once.
+    redirected: bool,
+    /// Chord's RPC deadline: a place that has not answered by then counts as failed (the
+    /// transaction's own Timer F, 32 s, is far too long for a read).
+    deadline: Instant,
+}
+
+/// Storage state the peer keeps beside the overlay.
+pub(super) struct StorageFace {
+    config: StorageConfig,
+    store: Box<dyn Store + Send>,
+    ids: VerifiedCache,
+    identity: Option<LocalIdentity>,
+    system_rng: SystemRandom,
+    /// The contacts of our registration (`publish_registration`).
+    contacts: Vec<String>,
+    /// Our records' last sequence number.
+    last_seq: u64,
+    refresh_at: Option<Instant>,
+    expire_at: Instant,
+    ops: BTreeMap<StorageOpId, Op>,
+    lookups: BTreeMap<LookupId, (StorageOpId, usize)>,
+    pending: BTreeMap<ClientTxId, PendingRequest>,
+    next_op: u64,
+    next_cseq: u32,
+    /// Overlay events for storage, handled after the overlay drains.
+    pub inbox: VecDeque<Event>,
+    busy: bool,
+    /// The predecessor at the last responsibility check.
+    last_predecessor: Option<NodeId>,
+    pub counters: StorageCounters,
+}
+
+impl StorageFace {
+    pub fn new(
+        config: StorageConfig,
+        store: Box<dyn Store + Send>,
+        ids: VerifiedCache,
+        identity: Option<LocalIdentity>,
+        now: Instant,
+    ) -> StorageFace {
+        let records_held = store.iter().count() as u64;
+        let refresh_at = identity.is_some().then(|| now + FIRST_PUBLISH_DELAY);
+        StorageFace {
+            config,
+            store,
+            ids,
+            identity,
+            system_rng: SystemRandom::new(),
+            contacts: Vec::new(),
+            last_seq: 0,
+            refresh_at,
+            expire_at: now + EXPIRE_INTERVAL,
+            ops: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_op: 0,
+            next_cseq: 0,
+            inbox: VecDeque::new(),
+            busy: false,
+            last_predecessor: None,
+            counters: StorageCounters { records_held, ..StorageCounters::default() },
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        let first_deadline = self.pending.values().map(|p| p.deadline).min();
+        [self.refresh_at, first_deadline].into_iter().flatten().fold(self.expire_at, Instant::min)
+    }
+
+    /// Whether a lookup's answer belongs to a storage operation.
+    pub fn wants(&self, event: &Event) -> bool {
+        match event {
+            Event::LookupDone { id, .. } => self.lookups.contains_key(id),
+            Event::Joined { .. } | Event::PredecessorChanged { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl Peer {
+    /// Turns storage on: records are checked against `ids`' root; `identity`, when given,
+    /// publishes this node's records once it has joined.
+    pub fn enable_storage(
+        &mut self,
+        now: Instant,
+        config: StorageConfig,
+        store: Box<dyn Store + Send>,
+        ids: VerifiedCache,
+        identity: Option<LocalIdentity>,
+    ) {
+        let contacts = identity.as_ref().map(|i| vec![default_contact(i, self.config.node_addr())]);
+        let mut face = StorageFace::new(config, store, ids, identity, now);
+        face.contacts = contacts.unwrap_or_default();
+        self.storage = Some(face);
+    }
+
+    /// The node's store, for tests that plant or remove records behind the protocol's back.
+    #[cfg(test)]
+    pub(crate) fn storage_for_tests(&mut self) -> &mut dyn Store {
+        self.storage.as_mut().map(|s| s.store.as_mut()).expect("storage is on")
+    }
+
+    /// The storage counters, when storage is on.
+    pub fn storage_counters(&self) -> Option<&StorageCounters> {
+        self.storage.as_ref().map(|s| &s.counters)
+    }
+
+    /// The replica count R, when storage is on.
+    pub fn replicas(&self) -> Option<u8> {
+        self.storage.as_ref().map(|s| s.config.replicas)
+    }
+
+    /// The records this node holds for the overlay.
+    pub fn held_records(&self) -> Vec<Record> {
+        self.storage.as_ref().map(|s| s.store.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Our AoR, when enrolled.
+    pub fn aor(&self) -> Option<&crate::identity::Aor> {
+        self.storage.as_ref()?.identity.as_ref().map(|i| &i.aor)
+    }
+
+    /// Unix seconds at `now`.
+    pub fn unix_now(&self, now: Instant) -> u64 {
+        let base = self.storage.as_ref().map_or(0, |s| s.config.unix_at_start);
+        base + now.saturating_duration_since(self.started).as_secs()
+    }
+
+    /// Stores `record` at its R+1 places; reported with [`StorageEvent::Stored`].
+    pub fn put(&mut self, now: Instant, record: Record) -> Option<StorageOpId> {
+        let op = self.start_op(now, Purpose::Put, record.kind, record.key.clone(), Some(record), None)?;
+        self.run_storage(now);
+        Some(op)
+    }
+
+    /// Fetches `(kind, key)` from its R+1 places; reported with [`StorageEvent::Fetched`].
+    pub fn fetch(&mut self, now: Instant, kind: RecordKind, key: &str) -> Option<StorageOpId> {
+        let op = self.start_op(now, Purpose::Fetch, kind, key.to_owned(), None, None)?;
+        self.run_storage(now);
+        Some(op)
+    }
+
+    /// Replaces our registration's contacts and publishes it (phones registering through the
+    /// proxy come with issue 5; the node's own overlay contact is the default).
+    pub fn publish_registration(&mut self, now: Instant, contacts: Vec<String>) -> Option<StorageOpId> {
+        let storage = self.storage.as_mut()?;
+        storage.contacts = contacts;
+        let record = self.sign_own(now, RecordKind::Registration)?;
+        self.put(now, record)
+    }
+
+    /// Signs and stores our certificate chain and registration, and schedules the next refresh.
+    fn publish_own(&mut self, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        if storage.identity.is_none() {
+            return;
+        }
+        storage.refresh_at = Some(now + storage.config.refresh_interval);
+        for kind in [RecordKind::CertificateChain, RecordKind::Registration] {
+            if let Some(record) = self.sign_own(now, kind) {
+                info!(kind = ?kind, key = %record.key, seq = record.seq, "publishing our record");
+                let _ = self.start_op(now, Purpose::Put, record.kind, record.key.clone(), Some(record), None);
+            }
+        }
+    }
+
+    /// One of our records, freshly signed with the next sequence number.
+    fn sign_own(&mut self, now: Instant, kind: RecordKind) -> Option<Record> {
+        let unix_now = self.unix_now(now);
+        let storage = self.storage.as_mut()?;
+        let identity = storage.identity.as_ref()?;
+        let expires_at = (unix_now + storage.config.record_lifetime.as_secs()).min(identity.not_after);
+        let payload = match kind {
+            RecordKind::CertificateChain => encode_chain(&identity.chain).ok()?,
+            RecordKind::Registration => Registration {
+                contacts: storage
+                    .contacts
+                    .iter()
+                    .map(|uri| crate::store::Contact { uri: uri.clone(), expires_at })
+                    .collect(),
+            }
+            .to_payload(),
+            RecordKind::Presence | RecordKind::OfflineMessage => return None,
+        };
+        // Sequence numbers grow with the wall clock (milliseconds' worth of room per second),
+        // so a restarted node does not replay numbers it used before.
+        let seq = storage.last_seq.saturating_add(1).max(unix_now.saturating_mul(1000));
+        storage.last_seq = seq;
+        let unsigned =
+            Unsigned { kind, key: identity.aor.to_string(), owner: identity.aor.clone(), seq, expires_at, payload };
+        match unsigned.sign(&identity.key, identity.chain.clone(), &storage.system_rng) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                debug!(error = %e, "could not sign our record");
+                None
+            }
+        }
+    }
+
+    /// Starts one operation: a lookup per place (or only `only`'s places).
+    fn start_op(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        kind: RecordKind,
+        key: String,
+        record: Option<Record>,
+        only: Option<Vec<u8>>,
+    ) -> Option<StorageOpId> {
+        let storage = self.storage.as_mut()?;
+        let hash = self.overlay.chord.config().id_hash;
+        let keys = replica_keys(key.as_bytes(), last_replica_number(storage.config.replicas), hash);
+        let id = StorageOpId(storage.next_op);
+        storage.next_op += 1;
+        let replicas: Vec<u8> = only.unwrap_or_else(|| (0..=storage.config.replicas).collect());
+        let places: Vec<Place> = replicas
+            .iter()
+            .filter_map(|&i| {
+                Some(Place {
+                    replica: i,
+                    replica_key: *keys.get(usize::from(i))?,
+                    node: None,
+                    path: Vec::new(),
+                    valid: false,
+                    seq: None,
+                    current: false,
+                    error: None,
+                })
+            })
+            .collect();
+        let n = places.len();
+        let next_spare = storage.config.replicas.saturating_add(1);
+        let op = Op {
+            purpose,
+            kind,
+            key,
+            record,
+            places: places.clone(),
+            copies: vec![None; n],
+            remaining: n,
+            resolving: n,
+            next_spare,
+            keys,
+        };
+        storage.ops.insert(id, op);
+        for (ix, place) in places.iter().enumerate() {
+            let lookup = self.overlay.chord.lookup(now, place.replica_key);
+            if let Some(storage) = self.storage.as_mut() {
+                storage.lookups.insert(lookup, (id, ix));
+            }
+        }
+        Some(id)
+    }
+
+    /// Handles the overlay events queued for storage until none are left. Re-entrant calls
+    /// (a lookup answered at once from our own tables) only queue.
+    pub(super) fn run_storage(&mut self, now: Instant) {
+        match self.storage.as_mut() {
+            Some(s) if !s.busy => s.busy = true,
+            _ => return,
+        }
+        loop {
+            self.drain_overlay(now);
+            let Some(event) = self.storage.as_mut().and_then(|s| s.inbox.pop_front()) else { break };
+            match event {
+                Event::LookupDone { id, result, path, .. } => {
+                    let Some((op, place)) = self.storage.as_mut().and_then(|s| s.lookups.remove(&id)) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(node) => {
+                            if let Some(p) = self.place_mut(op, place) {
+                                p.node = Some(node);
+                                p.path = path;
+                            }
+                        }
+                        Err(e) => self.place_done(now, op, place, Err(format!("lookup failed: {e}"))),
+                    }
+                    self.place_resolved(now, op);
+                }
+                Event::Joined { .. } => self.publish_own(now),
+                Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
+                _ => {}
+            }
+        }
+        if let Some(s) = self.storage.as_mut() {
+            s.busy = false;
+        }
+    }
+
+    /// One of an op's lookups has finished. Once all have, places that landed on an address
+    /// already holding another place move to the next spare replica number (so nodes sharing
+    /// an address, whose IDs are contiguous, never hold two copies of one record); when no
+    /// place needs to move, the requests go out.
+    fn place_resolved(&mut self, now: Instant, op: StorageOpId) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some(o) = storage.ops.get_mut(&op) else { return };
+        o.resolving = o.resolving.saturating_sub(1);
+        if o.resolving > 0 {
+            return;
+        }
+        let mut moves = Vec::new();
+        let mut unplaceable = Vec::new();
+        if !matches!(o.purpose, Purpose::Handoff { .. }) {
+            let mut used = std::collections::BTreeSet::new();
+            for (ix, p) in o.places.iter_mut().enumerate() {
+                let Some(node) = &p.node else { continue };
+                if used.insert(node.addr.ip()) {
+                    continue;
+                }
+                let Some(&spare_key) = o.keys.get(usize::from(o.next_spare)) else {
+                    // Out of spare numbers: no copy here rather than two on one address.
+                    p.node = None;
+                    unplaceable.push(ix);
+                    continue;
+                };
+                p.replica = o.next_spare;
+                p.replica_key = spare_key;
+                p.node = None;
+                p.path.clear();
+                o.next_spare += 1;
+                moves.push((ix, spare_key));
+            }
+        }
+        if !moves.is_empty() {
+            o.resolving = moves.len();
+            for ix in unplaceable {
+                self.place_done(now, op, ix, Err("no spare replica number on a distinct address".into()));
+            }
+            for (ix, key) in moves {
+                let lookup = self.overlay.chord.lookup(now, key);
+                if let Some(storage) = self.storage.as_mut() {
+                    storage.lookups.insert(lookup, (op, ix));
+                }
+            }
+            return;
+        }
+        let targets: Vec<(usize, Contact)> =
+            o.places.iter().enumerate().filter_map(|(ix, p)| Some((ix, p.node.clone()?))).collect();
+        for (ix, node) in targets {
+            self.send_to_place(now, op, ix, node, false);
+        }
+        for ix in unplaceable {
+            self.place_done(now, op, ix, Err("no spare replica number on a distinct address".into()));
+        }
+    }
+
+    fn place_mut(&mut self, op: StorageOpId, place: usize) -> Option<&mut Place> {
+        self.storage.as_mut()?.ops.get_mut(&op)?.places.get_mut(place)
+    }
+
+    /// Sends the place's request to `node`, or answers it here when `node` is us.
+    fn send_to_place(&mut self, now: Instant, op: StorageOpId, place: usize, node: Contact, redirected: bool) {
+        let Some(storage) = self.storage.as_ref() else { return };
+        let Some(o) = storage.ops.get(&op) else { return };
+        let Some(p) = o.places.get(place) else { return };
+        let request = match &o.record {
+            Some(record) => {
+                StorageRequest::Store { replica: p.replica, replica_key: p.replica_key, record: record.clone() }
+            }
+            None => StorageRequest::Fetch {
+                replica: p.replica,
+                replica_key: p.replica_key,
+                kind: o.kind,
+                key: o.key.clone(),
+            },
+        };
+        self.send_storage_request(now, Some(op), place, node, request, redirected);
+    }
+
+    fn send_storage_request(
+        &mut self,
+        now: Instant,
+        op: Option<StorageOpId>,
+        place: usize,
+        node: Contact,
+        request: StorageRequest,
+        redirected: bool,
+    ) {
+        let me = self.overlay.chord.me().clone();
+        if node.id == me.id {
+            let answer = self.serve_storage(now, &me, request.clone());
+            self.storage_answer(now, op, place, request, answer, redirected);
+            return;
+        }
+        let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), me.addr.ip());
+        let from_tag = self.new_tag();
+        let Some(storage) = self.storage.as_mut() else { return };
+        storage.next_cseq = storage.next_cseq.wrapping_add(1) % (1 << 31);
+        let ids = store_sip::RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: storage.next_cseq };
+        let mut msg = store_sip::encode_request(&request, node.addr, &me, &self.overlay.info, ids);
+        let branch = new_branch(&mut self.rng);
+        let via = format!("SIP/2.0/UDP {};branch={branch};rport", super::sent_by(self.config.overlay_addr));
+        msg.headers.push_front_of(Header::new(HeaderName::Via, via));
+        let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: node.addr, conn: None };
+        let tx = self.transactions.send_request(now, msg, to, false);
+        self.counters.client_transactions += 1;
+        let deadline = now + self.overlay.chord.config().rpc_timeout;
+        if let Some(storage) = self.storage.as_mut() {
+            storage.pending.insert(tx, PendingRequest { op, place, request, redirected, deadline });
+        }
+        self.drain_transactions_only();
+    }
+
+    /// Whether a client transaction is one of ours.
+    pub(super) fn is_storage_transaction(&self, id: &ClientTxId) -> bool {
+        self.storage.as_ref().is_some_and(|s| s.pending.contains_key(id))
+    }
+
+    /// A final answer to one of our storage requests.
+    pub(super) fn handle_storage_response(&mut self, now: Instant, id: ClientTxId, response: &Message) {
+        if response.status().is_none_or(|c| c < 200) {
+            return;
+        }
+        let Some(pending) = self.storage.as_mut().and_then(|s| s.pending.remove(&id)) else { return };
+        let answer = store_sip::decode_response(response);
+        self.storage_answer(now, pending.op, pending.place, pending.request, answer, pending.redirected);
+        self.run_storage(now);
+    }
+
+    /// The transaction behind a storage request timed out.
+    pub(super) fn storage_transaction_failed(&mut self, now: Instant, id: ClientTxId) {
+        let Some(pending) = self.storage.as_mut().and_then(|s| s.pending.remove(&id)) else { return };
+        if let Some(op) = pending.op {
+            self.place_done(now, op, pending.place, Err("no answer (timeout)".into()));
+        }
+        self.run_storage(now);
+    }
+
+    fn storage_answer(
+        &mut self,
+        now: Instant,
+        op: Option<StorageOpId>,
+        place: usize,
+        request: StorageRequest,
+        answer: StorageAnswer,
+        redirected: bool,
+    ) {
+        if let StorageAnswer::NotResponsible { node } = &answer {
+            if !redirected && node.id != self.overlay.chord.me().id {
+                if let Some(p) = op.and_then(|op| self.place_mut(op, place)) {
+                    p.node = Some(node.clone());
+                }
+                self.send_storage_request(now, op, place, node.clone(), request, true);
+                return;
+            }
+        }
+        let Some(op) = op else { return };
+        let result = match answer {
+            StorageAnswer::Stored => Ok(None),
+            StorageAnswer::Found(record) => Ok(Some(record)),
+            StorageAnswer::NotFound => Err("no record".to_owned()),
+            StorageAnswer::NotResponsible { node } => Err(format!("not responsible; redirected to {}", node.addr)),
+            StorageAnswer::Refused { status, reason } => Err(format!("{status} {reason}")),
+        };
+        match result {
+            Ok(copy) => {
+                if let Some(s) = self.storage.as_mut() {
+                    if let Some(o) = s.ops.get_mut(&op) {
+                        if let Some(slot) = o.copies.get_mut(place) {
+                            *slot = copy;
+                        }
+                    }
+                }
+                self.place_done(now, op, place, Ok(()));
+            }
+            Err(e) => self.place_done(now, op, place, Err(e)),
+        }
+    }
+
+    /// One place has its answer; the op finishes when every place has.
+    fn place_done(&mut self, now: Instant, op: StorageOpId, place: usize, result: Result<(), String>) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some(o) = storage.ops.get_mut(&op) else { return };
+        let Some(p) = o.places.get_mut(place) else { return };
+        match result {
+            Ok(()) => p.valid = true,
+            Err(e) => p.error = Some(e),
+        }
+        o.remaining = o.remaining.saturating_sub(1);
+        if o.remaining == 0 {
+            self.finish_op(now, op);
+        }
+    }
+
+    fn finish_op(&mut self, now: Instant, op: StorageOpId) {
+        let unix_now = self.unix_now(now);
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some(mut o) = storage.ops.remove(&op) else { return };
+        match o.purpose {
+            Purpose::Put => {
+                let event = StorageEvent::Stored { op, kind: o.kind, key: o.key, places: o.places };
+                self.events.push_back(super::PeerEvent::Storage(event));
+            }
+            Purpose::Handoff { drop_after } => {
+                if drop_after && o.places.iter().any(|p| p.valid) {
+                    if let Some(record) = &o.record {
+                        let still_ours =
+                            storage.store.get(record.kind, &record.key).is_some_and(|r| r.seq == record.seq);
+                        if still_ours {
+                            storage.store.remove(record.kind, &record.key);
+                            storage.counters.records_held = storage.store.iter().count() as u64;
+                        }
+                    }
+                }
+            }
+            Purpose::Fetch => {
+                // Verify every copy as a storing node would (chain, owner, signature, expiry).
+                for (p, copy) in o.places.iter_mut().zip(&o.copies) {
+                    let Some(record) = copy else {
+                        p.valid = false;
+                        continue;
+                    };
+                    p.seq = Some(record.seq);
+                    let verdict = if record.kind != o.kind || record.key != o.key {
+                        Err("the copy is for another resource".to_owned())
+                    } else {
+                        check_store(
+                            record,
+                            None,
+                            OwnerUsage::default(),
+                            &storage.config.policy,
+                            unix_now,
+                            &mut storage.ids,
+                        )
+                        .map(|_| ())
+                        .map_err(|e| format!("invalid copy: {e}"))
+                    };
+                    if let Err(e) = verdict {
+                        p.valid = false;
+                        p.error = Some(e);
+                    }
+                }
+                let newest = o
+                    .places
+                    .iter()
+                    .zip(&o.copies)
+                    .filter(|(p, _)| p.valid)
+                    .filter_map(|(_, c)| c.clone())
+                    .max_by_key(|r| r.seq);
+                let mut repairs = Vec::new();
+                for p in &mut o.places {
+                    p.current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
+                    if let (Some(newest), Some(node), false) = (&newest, &p.node, p.current) {
+                        repairs.push((p.replica, p.replica_key, node.clone(), newest.clone()));
+                    }
+                }
+                storage.counters.read_repairs += repairs.len() as u64;
+                let event = StorageEvent::Fetched { op, kind: o.kind, key: o.key, newest, places: o.places };
+                self.events.push_back(super::PeerEvent::Storage(event));
+                for (replica, replica_key, node, record) in repairs {
+                    debug!(replica, node = %node.addr, "read repair");
+                    let request = StorageRequest::Store { replica, replica_key, record };
+                    self.send_storage_request(now, None, 0, node, request, false);
+                }
+            }
+        }
+    }
+
+    /// The storage timers: re-publishing our records, dropping expired ones.
+    pub(super) fn storage_timeout(&mut self, now: Instant) {
+        let unix_now = self.unix_now(now);
+        let Some(storage) = self.storage.as_mut() else { return };
+        let late: Vec<ClientTxId> =
+            storage.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            // A late answer then matches nothing and is ignored.
+            self.storage_transaction_failed(now, id);
+        }
+        let Some(storage) = self.storage.as_mut() else { return };
+        if now >= storage.expire_at {
+            storage.expire_at = now + EXPIRE_INTERVAL;
+            let gone = storage.store.expire(unix_now);
+            if !gone.is_empty() {
+                debug!(count = gone.len(), "expired records dropped");
+            }
+            storage.counters.records_held = storage.store.iter().count() as u64;
+        }
+        let refresh_due = storage.refresh_at.is_some_and(|at| now >= at);
+        let joined = matches!(self.overlay.chord.state(), NodeState::Joined | NodeState::Alone);
+        if refresh_due && !joined {
+            // Publishing waits for the ring; try again shortly.
+            storage.refresh_at = Some(now + FIRST_PUBLISH_DELAY);
+        } else if refresh_due {
+            self.publish_own(now);
+            self.run_storage(now);
+        }
+    }
+}
+
+/// `sip:user@ip:port`: the user's contact at this node's overlay address.
+fn default_contact(identity: &LocalIdentity, addr: std::net::SocketAddr) -> String {
+    format!("sip:{}@{}", identity.aor.user(), crate::sip::uri::host_port(&addr.ip().into(), Some(addr.port())))
+}
+
+mod membership;
+mod serve;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! The storing node's side: answering stores and fetches for the replica keys it is
+//! responsible for (`docs/storage-over-sip.md`, "What the storing node checks").
+
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::last_replica_number;
+use crate::overlay::{Contact, NodeId};
+use crate::peer::store_sip::{self, StorageAnswer, StorageRequest};
+use crate::peer::{Answer, Endpoint, Peer};
+use crate::sip::validate::Rejection;
+use crate::sip::Message;
+use crate::store::{put_checked, replica_keys};
+
+impl Peer {
+    /// Answers a storage request that reached the overlay listener.
+    pub(in crate::peer) fn handle_storage_request(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
+        let Some(storage) = self.storage.as_mut() else {
+            return Answer::Reject(Rejection::new(501, "Storage Not Enabled"));
+        };
+        let decoded = store_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &self.overlay.info);
+        let (sender, request) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                storage.counters.malformed += 1;
+                debug!(from = %from.remote, error = %e, "storage request refused");
+                let (status, reason) = e.status();
+                return Answer::Reject(Rejection::new(status, reason));
+            }
+        };
+        let answer = self.serve_storage(now, &sender, request);
+        let tag = self.new_tag();
+        let resp = store_sip::encode_response(msg, &answer, &tag);
+        self.run_storage(now);
+        Answer::Respond(resp)
+    }
+
+    /// What this node answers to a store or fetch from `sender` (possibly itself).
+    pub(in crate::peer) fn serve_storage(
+        &mut self,
+        now: Instant,
+        sender: &Contact,
+        request: StorageRequest,
+    ) -> StorageAnswer {
+        let unix_now = self.unix_now(now);
+        let replica_key = request.replica_key();
+        // A leaving predecessor hands us its share before we are formally responsible.
+        let from_predecessor = self.overlay.chord.predecessor().is_some_and(|p| p.id == sender.id);
+        let responsible = self.is_responsible(replica_key);
+        let redirect_to = self.redirect_target(replica_key);
+        let hash = self.overlay.chord.config().id_hash;
+        let Some(storage) = self.storage.as_mut() else {
+            return StorageAnswer::Refused { status: 501, reason: "Storage Not Enabled".into() };
+        };
+        match request {
+            StorageRequest::Fetch { kind, key, .. } => {
+                if let Some(record) = storage.store.get(kind, &key) {
+                    storage.counters.fetches_served += 1;
+                    return StorageAnswer::Found(record.clone());
+                }
+                if !responsible {
+                    storage.counters.not_responsible += 1;
+                    return StorageAnswer::NotResponsible { node: redirect_to };
+                }
+                storage.counters.fetches_served += 1;
+                StorageAnswer::NotFound
+            }
+            StorageRequest::Store { replica_key, record, .. } => {
+                let keys = replica_keys(record.key.as_bytes(), last_replica_number(storage.config.replicas), hash);
+                if !keys.contains(&replica_key) {
+                    storage.counters.stores_refused += 1;
+                    return StorageAnswer::Refused { status: 403, reason: "Not A Replica Key Of The Record".into() };
+                }
+                if !responsible && !from_predecessor {
+                    storage.counters.not_responsible += 1;
+                    return StorageAnswer::NotResponsible { node: redirect_to };
+                }
+                // The same copy again (a second replica key of ours, a hand-off, a repair).
+                if storage.store.get(record.kind, &record.key).is_some_and(|held| *held == record) {
+                    return StorageAnswer::Stored;
+                }
+                match put_checked(storage.store.as_mut(), record, &storage.config.policy, unix_now, &mut storage.ids) {
+                    Ok(_) => {
+                        storage.counters.stores_accepted += 1;
+                        storage.counters.records_held = storage.store.iter().count() as u64;
+                        StorageAnswer::Stored
+                    }
+                    Err(refusal) => {
+                        storage.counters.stores_refused += 1;
+                        debug!(from = %sender.addr, %refusal, "store refused");
+                        StorageAnswer::Refused {
+                            status: refusal.status_code(),
+                            reason: refusal.reason_phrase().to_owned(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where to send a request for `key` that is not ours: our successor if the key lies
+    /// just after us, else our predecessor (the key is behind us).
+    pub(in crate::peer) fn redirect_target(&self, key: NodeId) -> Contact {
+        let me = self.overlay.chord.me();
+        let successor = self.overlay.chord.successor();
+        if key.in_left_open(me.id, successor.id) {
+            return successor.clone();
+        }
+        self.overlay.chord.predecessor().cloned().unwrap_or_else(|| successor.clone())
+    }
+}

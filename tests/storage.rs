@@ -1,0 +1,302 @@
+//! Signed records in a real overlay (issue 4): twelve daemons on 127.0.0.51–62, two of them
+//! enrolled as alice and bob. Both publish; `p2psip lookup` from a third node returns each
+//! registration with all R+1 copies valid and held by the nodes responsible for H(K‖i);
+//! after `kill -9` of alice's primary holder the lookup still returns her record; the killed
+//! node, restarted on its old address and data directory, serves what it stored before.
+//!
+//! The data directories are written by a helper that enrolls through the library
+//! (`EnrollmentCa`, `build_csr`); the CA is never running. The addresses 127.0.0.51–62 belong
+//! to this file.
+// Tests measure with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
+use p2psip::daemon::identity_files;
+use p2psip::identity::{build_csr, Aor, EnrollmentCa, KeyPair};
+use p2psip::overlay::{IdHash, NodeId};
+use p2psip::store::replica_keys;
+use ring::rand::SystemRandom;
+use serde_json::Value;
+
+const DOMAIN: &str = "p2p.test";
+const REPLICAS: u8 = 3;
+/// Short Chord timers; the owners do not refresh during the test (sequence numbers stay put).
+const CONFIG: &str = "domain = \"p2p.test\"\n\
+    [chord]\n\
+    stabilize_interval_ms = 500\n\
+    check_predecessor_interval_ms = 500\n\
+    fix_fingers_interval_ms = 1000\n\
+    rpc_timeout_ms = 500\n\
+    join_retry_interval_ms = 1000\n\
+    [storage]\n\
+    replicas = 3\n\
+    record_lifetime_secs = 3600\n\
+    refresh_interval_secs = 3000\n";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A daemon with a data directory the test owns, so it can be restarted on it.
+struct Daemon {
+    process: ChildGuard,
+    listen: SocketAddr,
+    http: SocketAddr,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(
+        listen: SocketAddr,
+        proxy: SocketAddr,
+        http: SocketAddr,
+        data: &Path,
+        config: &Path,
+        join: Option<SocketAddr>,
+    ) -> Daemon {
+        let log = data.with_extension(format!("{}.log", std::process::id()));
+        let mut cmd = p2psip(data.parent().expect("parent"));
+        cmd.arg("node")
+            .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data);
+        if let Some(j) = join {
+            cmd.args(["--join", &j.to_string()]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::options().create(true).append(true).open(&log).expect("log"))
+            .spawn()
+            .expect("spawn p2psip node");
+        let mut d = Daemon { process: ChildGuard::new(child), listen, http, data: data.to_owned(), log };
+        let ready = wait_for(Duration::from_secs(15), || {
+            if let Some(status) = d.process.try_exit() {
+                panic!("node exited during startup ({status}); log:\n{}", d.log());
+            }
+            http_get(http, "/health").filter(|(code, _)| *code == 200)
+        });
+        assert!(ready.is_some(), "node not ready; log:\n{}", d.log());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn id(&self) -> NodeId {
+        NodeId::from_addr(self.listen.ip(), self.listen.port(), IdHash::Sha1)
+    }
+
+    fn status(&self) -> Option<Value> {
+        let (code, body) = http_get(self.http, "/status")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    }
+}
+
+/// Writes every node's data directory: the root for all, a key and certificate for `enrolled`.
+fn write_data_dirs(base: &Path, n: usize, enrolled: &BTreeMap<usize, &str>) -> Vec<PathBuf> {
+    let rng = SystemRandom::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let root_key = KeyPair::generate(&rng).expect("root key");
+    let ca = EnrollmentCa::create(DOMAIN, root_key, now - 60, now + 30 * 86_400, &rng).expect("CA");
+    let mut names = BTreeMap::new();
+    (0..n)
+        .map(|i| {
+            let dir = base.join(format!("node{i}"));
+            let identity = enrolled.get(&i).map(|aor| {
+                let aor = Aor::parse(aor).expect("AoR");
+                let key = KeyPair::generate(&rng).expect("key");
+                let csr = build_csr(&aor, &key, &rng).expect("CSR");
+                let cert = ca.issue(&mut names, &csr, &aor, now - 60, now + 7 * 86_400, &rng).expect("issue");
+                (key, cert.certificate_der)
+            });
+            let id = identity.as_ref().map(|(k, c)| (k, std::slice::from_ref(c)));
+            identity_files::write(&dir, ca.root_der(), id).expect("write data dir");
+            dir
+        })
+        .collect()
+}
+
+fn id_of(v: &Value) -> Option<NodeId> {
+    v["node_id"].as_str()?.parse().ok()
+}
+
+/// Whether every node's successor and predecessor are its ring neighbours.
+fn ring_ok(nodes: &[&Daemon]) -> bool {
+    let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
+    ids.sort();
+    let n = ids.len();
+    nodes.iter().all(|node| {
+        let Some(s) = node.status() else { return false };
+        let i = ids.binary_search(&node.id()).expect("own id");
+        s["overlay"]["state"] == "joined"
+            && s["successors"].get(0).and_then(id_of) == Some(ids[(i + 1) % n])
+            && id_of(&s["predecessor"]) == Some(ids[(i + n - 1) % n])
+    })
+}
+
+fn wait_for_ring(nodes: &[&Daemon], what: &str) {
+    assert!(wait_for(PATIENCE, || ring_ok(nodes).then_some(())).is_some(), "{what}: ring not correct");
+}
+
+/// The node responsible for `key` among `ids`.
+fn successor_of(key: NodeId, ids: &[NodeId]) -> NodeId {
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    sorted.iter().copied().find(|id| *id >= key).unwrap_or(sorted[0])
+}
+
+fn lookup(asker: &Daemon, aor: &str) -> Option<Value> {
+    let out = run_p2psip(&["lookup", aor, "--json", "--http", &asker.http.to_string()], PATIENCE);
+    serde_json::from_str(&out.stdout).ok()
+}
+
+/// What is wrong with a record lookup's answer, given the live nodes' IDs.
+fn record_errors(answer: &Value, aor: &str, ids: &[NodeId]) -> Option<String> {
+    let mut errors = Vec::new();
+    if answer["registration"].is_null() {
+        errors.push("no registration".to_owned());
+    }
+    if answer["certificate"]["subject"] != aor {
+        errors.push(format!("certificate subject {}", answer["certificate"]["subject"]));
+    }
+    // Replica numbers R+1… are spares for places that would share an address with another.
+    let keys = replica_keys(aor.as_bytes(), 4 * REPLICAS + 3, IdHash::Sha1);
+    let places = answer["replicas"].as_array().cloned().unwrap_or_default();
+    if places.len() != usize::from(REPLICAS) + 1 {
+        errors.push(format!("{} places", places.len()));
+    }
+    let mut holders = std::collections::BTreeSet::new();
+    for place in &places {
+        let Some(key) = place["replica"].as_u64().and_then(|i| keys.get(i as usize)) else {
+            errors.push(format!("bad replica number {}", place["replica"]));
+            continue;
+        };
+        let want = successor_of(*key, ids);
+        if !holders.insert(want) {
+            errors.push(format!("{want} holds two places"));
+        }
+        if place["replica_key"] != key.to_string() || id_of(&place["node"]) != Some(want) {
+            errors.push(format!("place {} held by {} not {want}", place["replica"], place["node"]));
+        }
+        if place["valid"] != true || place["current"] != true {
+            errors.push(format!("place {}: {}", place["replica"], place["error"]));
+        }
+    }
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// Polls the lookup until every place is right; panics with the last answer otherwise.
+fn wait_for_record(asker: &Daemon, aor: &str, ids: &[NodeId]) -> Value {
+    let mut last = String::new();
+    wait_for(PATIENCE, || {
+        let answer = lookup(asker, aor)?;
+        match record_errors(&answer, aor, ids) {
+            None => Some(answer),
+            Some(e) => {
+                last = format!("{e}\n{answer:#}");
+                None
+            }
+        }
+    })
+    .unwrap_or_else(|| panic!("lookup of {aor} never complete: {last}"))
+}
+
+#[test]
+fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let config = base.path().join("storage.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let alice = "sip:alice@p2p.test";
+    let bob = "sip:bob@p2p.test";
+    // Nodes 10 and 11 are alice's and bob's; they start once the others have a ring.
+    let enrolled = BTreeMap::from([(10, alice), (11, bob)]);
+    let dirs = write_data_dirs(base.path(), 12, &enrolled);
+    let addrs: Vec<[SocketAddr; 3]> = (0..12)
+        .map(|i| free_addrs(ip(&format!("127.0.0.{}", 51 + i)), 3).try_into().expect("three addresses"))
+        .collect();
+    let start = |i: usize, join: Option<SocketAddr>| {
+        let [listen, proxy, http] = addrs[i];
+        Daemon::start(listen, proxy, http, &dirs[i], &config, join)
+    };
+
+    let mut nodes = vec![start(0, None)];
+    let boot = nodes[0].listen;
+    for i in 1..10 {
+        nodes.push(start(i, Some(boot)));
+    }
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), "ten plain nodes");
+    nodes.push(start(10, Some(boot)));
+    nodes.push(start(11, Some(boot)));
+    let everyone: Vec<&Daemon> = nodes.iter().collect();
+    wait_for_ring(&everyone, "twelve nodes");
+    let ids: Vec<NodeId> = nodes.iter().map(Daemon::id).collect();
+
+    // Both publish; a third node reads each back from all four places.
+    let asker = &nodes[3];
+    let answer = wait_for_record(asker, alice, &ids);
+    let contacts = answer["registration"]["contacts"].as_array().expect("contacts");
+    assert_eq!(contacts[0]["uri"], format!("sip:alice@{}", nodes[10].listen), "{answer:#}");
+    assert!(answer["registration"]["seq"].as_u64().is_some_and(|s| s > 0));
+    assert!(answer["certificate"]["issuer"].as_str().is_some_and(|s| s.contains(DOMAIN)), "{answer:#}");
+    assert_eq!(answer["key"], NodeId::for_key(alice.as_bytes(), IdHash::Sha1).to_string());
+    wait_for_record(asker, bob, &ids);
+    let human = run_p2psip(&["lookup", alice, "--http", &asker.http.to_string()], PATIENCE);
+    assert!(human.status.success() && human.stdout.contains("valid, current"), "{}", human.stdout);
+
+    // kill -9 of alice's primary holder (if that is the asker or alice's node, another place's).
+    let victim_id = answer["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter_map(|p| id_of(&p["node"]))
+        .find(|id| *id != nodes[3].id() && *id != nodes[10].id() && *id != nodes[0].id())
+        .expect("a holder to kill");
+    let victim = nodes.iter().position(|n| n.id() == victim_id).expect("victim");
+    let held_before =
+        nodes[victim].status().expect("status")["storage"]["records_held"].as_u64().expect("records_held");
+    assert!(held_before >= 1);
+    nodes[victim].process.kill();
+    let answer = wait_for(PATIENCE, || {
+        let a = lookup(&nodes[3], alice)?;
+        (!a["registration"].is_null()).then_some(a)
+    })
+    .expect("alice's record is still found after kill -9 of a holder");
+    println!("after kill -9 of {}: {}", nodes[victim].listen, answer["replicas"]);
+    assert_eq!(answer["certificate"]["subject"], alice);
+
+    // The killed node restarts on its address and data directory and serves what it stored.
+    let [listen, proxy, http] = addrs[victim];
+    let data = nodes[victim].data.clone();
+    nodes[victim] = Daemon::start(listen, proxy, http, &data, &config, Some(boot));
+    let held_after = nodes[victim].status().expect("status")["storage"]["records_held"].as_u64();
+    assert_eq!(held_after, Some(held_before), "records loaded from records.redb");
+    let everyone: Vec<&Daemon> = nodes.iter().collect();
+    wait_for_ring(&everyone, "after the restart");
+    let answer = wait_for_record(&nodes[3], alice, &ids);
+    let served = answer["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .any(|p| id_of(&p["node"]) == Some(victim_id) && p["valid"] == true);
+    assert!(served, "the restarted node serves its copy: {answer:#}");
+    for n in &nodes {
+        assert!(n.process_alive(), "a node died; log:\n{}", n.log());
+    }
+}
+
+impl Daemon {
+    fn process_alive(&self) -> bool {
+        self.status().is_some()
+    }
+}
