@@ -4,9 +4,9 @@
 //! after `kill -9` of alice's primary holder the lookup still returns her record; the killed
 //! node, restarted on its old address and data directory, serves what it stored before.
 //!
-//! The data directories are written by a helper that enrolls through the library
-//! (`EnrollmentCa`, `build_csr`); the CA is never running. The addresses 127.0.0.51–62 belong
-//! to this file.
+//! Every node's user enrolls through a real CA (`p2psip ca init`, `ca serve` on 127.0.0.50,
+//! `p2psip enroll`), which is stopped before any node starts: the overlay works without it.
+//! The addresses 127.0.0.50–62 belong to this file.
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -19,24 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
-use p2psip::daemon::identity_files;
-use p2psip::identity::{build_csr, Aor, EnrollmentCa, KeyPair};
+use common::{ca, free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
 use p2psip::overlay::{IdHash, NodeId};
 use p2psip::store::replica_keys;
-use ring::rand::SystemRandom;
 use serde_json::Value;
 
 const DOMAIN: &str = "p2p.test";
 const REPLICAS: u8 = 3;
-/// Short Chord timers; the owners do not refresh during the test (sequence numbers stay put).
+/// The owners do not refresh during the test (sequence numbers stay put).
 const CONFIG: &str = "domain = \"p2p.test\"\n\
-    [chord]\n\
-    stabilize_interval_ms = 500\n\
-    check_predecessor_interval_ms = 500\n\
-    fix_fingers_interval_ms = 1000\n\
-    rpc_timeout_ms = 500\n\
-    join_retry_interval_ms = 1000\n\
     [storage]\n\
     replicas = 3\n\
     record_lifetime_secs = 3600\n\
@@ -103,28 +94,39 @@ impl Daemon {
     }
 }
 
-/// Writes every node's data directory: the root for all, a key and certificate for `enrolled`.
-fn write_data_dirs(base: &Path, n: usize, enrolled: &BTreeMap<usize, &str>) -> Vec<PathBuf> {
-    let rng = SystemRandom::new();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let root_key = KeyPair::generate(&rng).expect("root key");
-    let ca = EnrollmentCa::create(DOMAIN, root_key, now - 60, now + 30 * 86_400, &rng).expect("CA");
-    let mut names = BTreeMap::new();
-    (0..n)
+/// The overlay's Chord timers, short for the test; the configuration document carries them.
+const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
+    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
+    "successor_list_len": 8}}"#;
+
+/// Enrolls every node's user through a real CA (`ca init`, `ca serve`, `enroll`), then stops the
+/// CA: `enrolled` names the AoRs of some nodes, the others are `sip:nodeI@DOMAIN`.
+fn enroll_data_dirs(base: &Path, n: usize, enrolled: &BTreeMap<usize, &str>) -> Vec<PathBuf> {
+    let ca_dir = base.join("ca");
+    let settings = base.join("settings.json");
+    std::fs::write(&settings, SETTINGS).expect("settings");
+    let replicas = REPLICAS.to_string();
+    let init = ca::run(
+        base,
+        &["ca", "init", "--dir", ca_dir.to_str().expect("utf-8"), "--domain", DOMAIN, "--replicas", &replicas]
+            .into_iter()
+            .chain(["--settings", settings.to_str().expect("utf-8")])
+            .collect::<Vec<_>>(),
+    );
+    assert!(init.status.success(), "ca init: {}", init.stderr);
+    // Twelve enrollments from one address in a second: above the default rate limit.
+    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.50", &["--rate-limit", "100/min"]);
+    let dirs = (0..n)
         .map(|i| {
             let dir = base.join(format!("node{i}"));
-            let identity = enrolled.get(&i).map(|aor| {
-                let aor = Aor::parse(aor).expect("AoR");
-                let key = KeyPair::generate(&rng).expect("key");
-                let csr = build_csr(&aor, &key, &rng).expect("CSR");
-                let cert = ca.issue(&mut names, &csr, &aor, now - 60, now + 7 * 86_400, &rng).expect("issue");
-                (key, cert.certificate_der)
-            });
-            let id = identity.as_ref().map(|(k, c)| (k, std::slice::from_ref(c)));
-            identity_files::write(&dir, ca.root_der(), id).expect("write data dir");
+            let aor = enrolled.get(&i).map_or_else(|| format!("sip:node{i}@{DOMAIN}"), |a| a.to_string());
+            let done = ca::enroll(base, &aor, &authority, &dir, &[]);
+            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
             dir
         })
-        .collect()
+        .collect();
+    authority.process.kill();
+    dirs
 }
 
 fn id_of(v: &Value) -> Option<NodeId> {
@@ -221,7 +223,7 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
     let bob = "sip:bob@p2p.test";
     // Nodes 10 and 11 are alice's and bob's; they start once the others have a ring.
     let enrolled = BTreeMap::from([(10, alice), (11, bob)]);
-    let dirs = write_data_dirs(base.path(), 12, &enrolled);
+    let dirs = enroll_data_dirs(base.path(), 12, &enrolled);
     let addrs: Vec<[SocketAddr; 3]> = (0..12)
         .map(|i| free_addrs(ip(&format!("127.0.0.{}", 51 + i)), 3).try_into().expect("three addresses"))
         .collect();

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod ca;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
 
 /// How long a node may take to start answering `/health`.
