@@ -337,3 +337,22 @@ fn a_request_from_the_overlay_for_a_user_not_served_here_is_refused_not_relayed(
     let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
     assert_eq!(finals, vec![404]);
 }
+
+#[test]
+fn a_record_naming_a_node_that_does_not_answer_gives_480() {
+    use crate::sip::transaction::Event;
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
+    sent(&mut tl);
+    // Nobody answers: Timer B (64·T1) ends the branch.
+    let later = now + Duration::from_secs(40);
+    tl.handle_timeout(later);
+    while let Some(event) = tl.poll_event() {
+        if let Event::ClientTimeout { id } = event {
+            proxy.handle_client_timeout(later, &mut tl, id);
+        }
+    }
+    let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
+    assert_eq!(finals, vec![480]);
+}
