@@ -185,12 +185,24 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     alice.command("/message hello-bob-across-the-overlay");
     bob.expect("\"hello-bob-across-the-overlay\"");
 
+    // A second call, hung up by bob this time: his BYE follows the route set the other way.
+    alice.command("/dial sip:bob@p2p.test");
+    bob.expect("Call established: sip:alice@p2p.test");
+    let established = |p: &Phone| p.log().matches("Call established").count();
+    assert!(wait_for(WAIT, || (established(&alice) == 2 && established(&bob) == 2).then_some(())).is_some());
+    // baresip prints "session closed" on the side that did not hang up.
+    let closed = |p: &Phone| p.log().matches("session closed").count();
+    let before = closed(&alice);
+    let mut bob = bob;
+    bob.command("/hangup");
+    let reached = wait_for(WAIT, || (closed(&alice) == before + 1).then_some(()));
+    assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
+
     // Nobody has a record for this user: 404.
     alice.command("/dial sip:nobody@p2p.test");
     alice.expect("session closed: 404");
 
     // bob's phone dies without unregistering: node B's ping notices, and calling bob gets 480.
-    let mut bob = bob;
     bob.process.kill();
     let gone = wait_for(WAIT, || (b.status()["registrar"]["bindings"] == 0).then_some(()));
     assert!(gone.is_some(), "bob still registered: {}", b.status()["registrar"]);

@@ -144,7 +144,9 @@ impl Peer {
             next_cseq: 0,
         };
         let proxy_config = ProxyConfig {
-            other_addrs: vec![config.overlay_addr],
+            // The advertised overlay address first: our Via and Record-Route toward other
+            // nodes name it (a wildcard listen address would reach nobody).
+            other_addrs: vec![config.node_addr(), config.overlay_addr],
             server: config.server.clone(),
             registrar: config.registrar.clone(),
             ping_interval: config.ping_interval,
