@@ -236,6 +236,11 @@ async fn wait(signal: impl std::future::Future<Output = ()>, children: &mut Chil
             () = &mut signal => return Ok(()),
             () = tokio::time::sleep(Duration::from_millis(500)) => {
                 if let Some((name, status)) = children.exited() {
+                    // A Ctrl-C at a terminal reaches the nodes too (one process group), and
+                    // one may exit before our own handler has run: that is still a clean stop.
+                    if tokio::time::timeout(Duration::from_secs(1), &mut signal).await.is_ok() {
+                        return Ok(());
+                    }
                     bail!("{name} exited ({status}); stopping the demo");
                 }
             }
