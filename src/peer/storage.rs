@@ -303,8 +303,8 @@ impl Peer {
         Some(op)
     }
 
-    /// Replaces our registration's contacts and publishes it (phones registering through the
-    /// proxy come with issue 5; the node's own overlay contact is the default).
+    /// Replaces our registration's contacts and publishes it (the node's own overlay contact is
+    /// the default; `Peer::sync_registration` makes it follow the phones registered here).
     pub fn publish_registration(&mut self, now: Instant, contacts: Vec<String>) -> Option<StorageOpId> {
         let storage = self.storage.as_mut()?;
         storage.contacts = contacts;
