@@ -356,3 +356,29 @@ fn a_record_naming_a_node_that_does_not_answer_gives_480() {
     let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
     assert_eq!(finals, vec![480]);
 }
+
+#[test]
+fn a_cancel_while_the_record_is_fetched_ends_the_invite_and_nothing_is_forwarded() {
+    use crate::sip::transaction::Received;
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    sent(&mut tl);
+    let cancel = request_text("INVITE", "dave", "z9hG4bKovl1", 6000)
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "Content-Length: 0\r\n\r\n";
+    let msg = parse(Bytes::from(cancel)).unwrap();
+    let Received::Request { id: cid, request, cancels } = tl.handle_message(now, msg, phone(6000), false) else {
+        panic!("not a new request")
+    };
+    assert_eq!(cancels, Some(id), "the CANCEL matches the parked INVITE (§9.2)");
+    proxy.handle_request(now, &mut tl, cid, phone(6000), phone(6000), request, cancels);
+    let codes: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).collect();
+    assert!(codes.contains(&200) && codes.contains(&487), "{codes:?}");
+    // The fetch ends afterwards: nothing goes to the node it names.
+    proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
+    assert!(sent(&mut tl).iter().all(|(_, m)| !m.is_request()));
+}
