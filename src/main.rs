@@ -11,8 +11,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use p2psip::cli::{
-    self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, EnrollArgs, LookupArgs, NodeArgs, SimArgs,
-    StatusArgs,
+    self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, DemoArgs, EnrollArgs, LookupArgs, NodeArgs,
+    SimArgs, StatusArgs,
 };
 use p2psip::daemon::{self, Config};
 
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Ca(a) => ca(a),
         Command::Enroll(a) => enroll(a),
         Command::Account(a) => account(a),
+        Command::Demo(a) => demo(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +140,10 @@ fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    daemon::demo::run(args.options())
 }
 
 fn account(args: AccountArgs) -> anyhow::Result<()> {

@@ -1,12 +1,14 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
 //! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
 //! simulates a ring of them, `p2psip ca` runs the enrollment CA, `p2psip enroll` gets a
-//! certificate from it and `p2psip account` manages the accounts phones register with.
+//! certificate from it, `p2psip account` manages the accounts phones register with and
+//! `p2psip demo` starts a CA, three nodes and two accounts on loopback.
 //! Parsing and formatting only; `main` runs the commands through [`crate::daemon`] and
 //! [`crate::sim`].
 
 pub mod account;
 pub mod ca;
+pub mod demo;
 pub mod enroll;
 pub mod lookup;
 pub mod node;
@@ -17,6 +19,7 @@ use clap::{ArgAction, Parser, Subcommand};
 
 pub use account::{AccountArgs, AccountCommand};
 pub use ca::{CaArgs, CaCommand};
+pub use demo::DemoArgs;
 pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
 pub use node::NodeArgs;
@@ -57,6 +60,7 @@ pub enum Command {
     Ca(CaArgs),
     Enroll(EnrollArgs),
     Account(AccountArgs),
+    Demo(DemoArgs),
 }
 
 #[cfg(test)]

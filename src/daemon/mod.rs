@@ -18,6 +18,7 @@
 //! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
 //! - [`data_dir`]: the enrolled identity and configuration document a node loads at start.
 //! - [`ca_files`], [`ca_server`]: the enrollment CA's directory and its HTTPS endpoint.
+//! - [`demo`]: `p2psip demo`, a CA and three nodes as child processes on loopback.
 //! - [`enroll_client`]: `p2psip enroll`, the one exchange a node has with the CA.
 //! - [`identity_files`]: the root, key and chain from the data directory.
 //! - [`record_store`]: [`record_store::RedbStore`], the records this node stores, on disk.
@@ -31,6 +32,7 @@ pub mod ca_server;
 pub mod config;
 mod connection;
 pub mod data_dir;
+pub mod demo;
 pub mod enroll_client;
 mod error;
 mod event_loop;

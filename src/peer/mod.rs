@@ -126,6 +126,8 @@ pub struct Peer {
     storage: Option<storage::StorageFace>,
     /// When this peer was created: storage turns `now` into Unix time from it.
     started: Instant,
+    /// Registration fetches the proxy is waiting for: the requests parked on each.
+    proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
 }
 
 impl Peer {
@@ -142,7 +144,9 @@ impl Peer {
             next_cseq: 0,
         };
         let proxy_config = ProxyConfig {
-            other_addrs: vec![config.overlay_addr],
+            // The advertised overlay address first: our Via and Record-Route toward other
+            // nodes name it (a wildcard listen address would reach nobody).
+            other_addrs: vec![config.node_addr(), config.overlay_addr],
             server: config.server.clone(),
             registrar: config.registrar.clone(),
             ping_interval: config.ping_interval,
@@ -163,6 +167,7 @@ impl Peer {
             own_sent_by,
             config,
             started: now,
+            proxy_fetches: Default::default(),
         }
     }
 
@@ -212,8 +217,14 @@ impl Peer {
             return;
         }
         match parse(data) {
-            Ok(msg) if msg.is_request() => self.handle_request(now, from, msg),
-            Ok(msg) => self.handle_response(now, from, msg),
+            Ok(msg) if msg.is_request() => {
+                self.handle_request(now, from, msg);
+                self.proxy_overlay(now);
+            }
+            Ok(msg) => {
+                self.handle_response(now, from, msg);
+                self.proxy_overlay(now);
+            }
             Err(e) => {
                 self.counters.parse_errors += 1;
                 debug!(from = %from.remote, error = %e, "unparseable message");
@@ -259,6 +270,44 @@ impl Peer {
         self.overlay.chord.handle_timeout(now);
         self.drain_overlay(now);
         self.storage_timeout(now);
+        self.proxy_overlay(now);
+    }
+
+    /// The proxy's overlay half: keeps our registration record in step with the phones
+    /// registered for our AoR, starts the registration fetches parked requests wait for, and
+    /// hands finished fetches back to the proxy (RFC 3261 §16.5, issue 5).
+    fn proxy_overlay(&mut self, now: Instant) {
+        self.sync_registration(now);
+        while let Some((sid, aor)) = self.proxy.poll_lookup() {
+            match self.fetch(now, crate::store::RecordKind::Registration, &aor) {
+                Some(op) => {
+                    self.proxy_fetches.insert(op, sid);
+                }
+                // No storage on this node: nobody outside it can be found.
+                None => self.proxy.overlay_resolved(now, &mut self.transactions, sid, None),
+            }
+        }
+        if !self.proxy_fetches.is_empty() {
+            let unix_now = self.unix_now(now);
+            let mut done = Vec::new();
+            self.events.retain(|e| match e {
+                PeerEvent::Storage(StorageEvent::Fetched { op, newest, .. }) if self.proxy_fetches.contains_key(op) => {
+                    done.push((*op, newest.clone()));
+                    false
+                }
+                _ => true,
+            });
+            for (op, newest) in done {
+                let Some(sid) = self.proxy_fetches.remove(&op) else { continue };
+                let contacts = newest.map(|record| {
+                    crate::store::Registration::from_payload(&record.payload)
+                        .map(|r| r.live_contacts(unix_now).map(|c| c.uri.clone()).collect())
+                        .unwrap_or_default()
+                });
+                self.proxy.overlay_resolved(now, &mut self.transactions, sid, contacts);
+            }
+        }
+        self.drain_transactions(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

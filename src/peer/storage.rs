@@ -303,13 +303,41 @@ impl Peer {
         Some(op)
     }
 
-    /// Replaces our registration's contacts and publishes it (phones registering through the
-    /// proxy come with issue 5; the node's own overlay contact is the default).
+    /// Replaces our registration's contacts and publishes it (the node's own overlay contact is
+    /// the default; `Peer::sync_registration` makes it follow the phones registered here).
     pub fn publish_registration(&mut self, now: Instant, contacts: Vec<String>) -> Option<StorageOpId> {
         let storage = self.storage.as_mut()?;
         storage.contacts = contacts;
         let record = self.sign_own(now, RecordKind::Registration)?;
         self.put(now, record)
+    }
+
+    /// Issue 5, publishing: when this node has a local account for its own AoR, the
+    /// registration record follows the phones registered for it: this node's overlay contact
+    /// while at least one is (never a phone's own address), no contact once the last is gone
+    /// (a record with no contacts: the user exists but is offline, so callers get 480). A node
+    /// without such an account keeps publishing its overlay contact, as before. Only our own
+    /// AoR: the record must be signed by its key (USER-MATCH).
+    pub(super) fn sync_registration(&mut self, now: Instant) {
+        let node_addr = self.config.node_addr();
+        let Some(storage) = self.storage.as_ref() else { return };
+        let Some(identity) = storage.identity.as_ref() else { return };
+        let aor = identity.aor.to_string();
+        let has_account = self.proxy.has_account(&aor);
+        let phones = !self.proxy.registrar().lookup(&aor, now).is_empty();
+        let wanted = if phones || !has_account { vec![default_contact(identity, node_addr)] } else { Vec::new() };
+        if wanted == storage.contacts {
+            return;
+        }
+        let joined = matches!(self.overlay.chord.state(), NodeState::Joined | NodeState::Alone);
+        let first_publish_pending = storage.refresh_at.is_some() && storage.last_seq == 0;
+        info!(%aor, phones, "our registration record changes");
+        if joined && !first_publish_pending {
+            let _ = self.publish_registration(now, wanted);
+        } else if let Some(storage) = self.storage.as_mut() {
+            // Not on the ring yet: the first publication carries them.
+            storage.contacts = wanted;
+        }
     }
 
     /// Signs and stores our certificate chain and registration, and schedules the next refresh.

@@ -1,10 +1,9 @@
 //! Where a request for an AoR goes: the seam between the proxy and the overlay.
 //!
-//! Today only the local half exists: phones registered on this node. When registration
-//! records (issue 4: signed records stored at H(AoR)) are merged, [`Resolution::AskOverlay`]
-//! is where the proxy parks a request while the peer runs the overlay lookup; the peer then
-//! calls back with the remote node's overlay contact, and the request is forwarded there with
-//! Record-Route. Until then the proxy answers such requests 404.
+//! The local half is the phones registered on this node. [`Resolution::AskOverlay`] is where
+//! the proxy parks a request while the peer fetches the AoR's signed registration record
+//! (stored at H(AoR‖i)); the peer then calls back with the remote node's overlay contact, and
+//! the request is forwarded there with Record-Route (RFC 3261 §16.5–16.6).
 
 use std::time::Instant;
 
@@ -18,8 +17,8 @@ pub enum Resolution<'a> {
     Local(Vec<&'a Binding>),
     /// The AoR has an account here but no phone is registered: 480 (§21.4.18).
     Offline,
-    /// Nobody here serves the AoR: the overlay must be asked (pending until issue 4's records
-    /// exist; the proxy answers 404 for now).
+    /// Nobody here serves the AoR: the overlay's registration record decides (a request that
+    /// came from the overlay gets 404 instead: never relayed).
     AskOverlay,
 }
 

@@ -101,6 +101,11 @@ struct Context {
     branches: Vec<Branch>,
     best: Option<Message>,
     final_sent: bool,
+    /// Waiting for the overlay's registration record of this AoR (§16.5 target set still
+    /// unknown); no branch yet.
+    parked: Option<String>,
+    /// The listener the request came in on (for the double Record-Route, RFC 5658).
+    from_listener: Listener,
 }
 
 #[derive(Debug)]
@@ -125,6 +130,8 @@ pub struct Proxy {
     pings: BTreeMap<ClientTxId, Ping>,
     next_ping_sweep: Instant,
     status: ProxyStatus,
+    /// Parked requests whose AoR the peer must look up in the overlay.
+    lookups: Vec<(ServerTxId, String)>,
 }
 
 impl Proxy {
@@ -144,11 +151,17 @@ impl Proxy {
             cancels: BTreeSet::new(),
             pings: BTreeMap::new(),
             status: ProxyStatus::default(),
+            lookups: Vec::new(),
         }
     }
 
     pub fn set_accounts(&mut self, accounts: Accounts) {
         self.accounts = accounts;
+    }
+
+    /// Whether a local account exists for `aor`.
+    pub fn has_account(&self, aor: &str) -> bool {
+        self.accounts.get(aor).is_some()
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -248,7 +261,8 @@ impl Proxy {
             }
             Method::Cancel => self.cancel(now, tl, id, &request, cancels),
             _ => match self.forward(now, tl, id, from, reply_to, &request) {
-                Ok(()) => self.status.requests_forwarded += 1,
+                Ok(Forwarded::Sent) => self.status.requests_forwarded += 1,
+                Ok(Forwarded::Parked) => {}
                 Err(r) => self.reject(now, tl, id, &request, r),
             },
         }
@@ -402,27 +416,40 @@ impl Proxy {
         }
     }
 
-    /// §16.4: a top Route naming us is removed.
+    /// §16.4: a top Route naming us is removed; with the double Record-Route of RFC 5658
+    /// (§3.2) the next one may name our other listener, and goes too.
     fn pop_own_route(&self, req: &mut Message) {
-        let Ok(routes) = req.routes() else { return };
-        if let Some(Uri::Sip(u)) = routes.first().map(|r| &r.uri) {
-            if self.is_own(&u.host, u.port) {
-                req.headers.remove_first_element(&HeaderName::Route);
+        for _ in 0..2 {
+            let Ok(routes) = req.routes() else { return };
+            match routes.first().map(|r| &r.uri) {
+                Some(Uri::Sip(u)) if self.is_own(&u.host, u.port) => {
+                    req.headers.remove_first_element(&HeaderName::Route);
+                }
+                _ => return,
             }
         }
     }
 
     /// §16.5–16.6: where the request goes, as (request copy's Request-URI, endpoint) pairs.
-    fn targets(&self, now: Instant, from: Endpoint, req: &Message) -> Result<Vec<(Uri, Endpoint)>, Rejection> {
+    fn targets(&self, now: Instant, from: Endpoint, req: &Message) -> Result<Targets, Rejection> {
         let ruri = req.request_uri().cloned().ok_or_else(|| Rejection::new(400, "No Request-URI"))?;
         let Uri::Sip(sip) = &ruri else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
         let from_overlay = from.listener == Listener::Overlay;
         // A remaining Route (after ours was popped) is the next hop, loose routing (§16.12).
         if let Some(route) = req.routes().ok().and_then(|r| r.into_iter().next()) {
-            // Only routes that lead into one of our registered phones: with one proxy on the
-            // path, ours was the only Route. (Routes to other nodes come with the overlay.)
-            let to = self.endpoint_for(&route.uri, now, true).ok_or_else(unreachable_route)?;
-            return Ok(vec![(ruri.clone(), to)]);
+            // A route into one of our registered phones, or (for a local phone's request only)
+            // to another node's overlay listener: its Record-Route from the dialog's INVITE.
+            // A request from the overlay is never relayed on to a third node.
+            if let Some(to) = self.endpoint_for(&route.uri, now, true) {
+                return Ok(Targets::Send(vec![(ruri.clone(), to)]));
+            }
+            let node_route = matches!(&route.uri, Uri::Sip(u) if u.param(NODE_ROUTE_PARAM).is_some());
+            if !from_overlay && node_route {
+                if let Some(to) = overlay_endpoint(&route.uri) {
+                    return Ok(Targets::Send(vec![(ruri.clone(), to)]));
+                }
+            }
+            return Err(unreachable_route());
         }
         if sip.user.is_some() && self.is_our_domain(sip) {
             // The AoR in canonical form (§10.3 step 5); a Request-URI naming our address
@@ -430,12 +457,15 @@ impl Proxy {
             let user = sip.user_unescaped().and_then(|u| String::from_utf8(u).ok()).unwrap_or_default();
             let aor = format!("sip:{user}@{}", self.config.domain);
             return match resolve(&aor, &self.registrar, &self.accounts, now) {
-                Resolution::Local(bindings) => Ok(bindings.iter().map(|b| (b.contact.uri.clone(), b.flow)).collect()),
+                Resolution::Local(bindings) => {
+                    Ok(Targets::Send(bindings.iter().map(|b| (b.contact.uri.clone(), b.flow)).collect()))
+                }
                 Resolution::Offline => Err(Rejection::new(480, "Temporarily Unavailable")),
-                // The overlay lookup plugs in here (issue 4's registration records): park the
-                // request, look up H(AoR), forward to the node found. Until then nobody
-                // outside this node can be found.
-                Resolution::AskOverlay => Err(Rejection::new(404, "Not Found")),
+                // A request from another node for a user we do not serve is refused, never
+                // looked up again and relayed (issue 5: no relaying into someone's phone).
+                Resolution::AskOverlay if from_overlay => Err(Rejection::new(404, "Not Found")),
+                // §16.5: the target set comes from the overlay's registration record.
+                Resolution::AskOverlay => Ok(Targets::AskOverlay(aor)),
             };
         }
         // A Request-URI that is an address (a phone's Contact: in-dialog requests without a
@@ -444,7 +474,7 @@ impl Proxy {
         if sip.host.ip().is_some() && !self.is_own(&sip.host, sip.port) {
             let in_dialog = req.to().ok().is_some_and(|t| t.tag().is_some());
             if let Some(to) = self.endpoint_for(&ruri, now, from_overlay || !in_dialog) {
-                return Ok(vec![(ruri.clone(), to)]);
+                return Ok(Targets::Send(vec![(ruri.clone(), to)]));
             }
             return Err(if from_overlay {
                 Rejection::new(403, "Forbidden (not a phone this node serves)")
@@ -478,7 +508,8 @@ impl Proxy {
         })
     }
 
-    /// §16.6 for each target: copy, Request-URI, Max-Forwards, Record-Route, Via; send.
+    /// §16.6 for each target: copy, Request-URI, Max-Forwards, Record-Route, Via; send. An AoR
+    /// nobody here serves is parked until the peer has fetched its registration record.
     fn forward(
         &mut self,
         now: Instant,
@@ -487,17 +518,49 @@ impl Proxy {
         from: Endpoint,
         reply_to: Endpoint,
         request: &Message,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Forwarded, Rejection> {
         let mut req = request.clone();
         self.pop_own_route(&mut req);
         let targets = self.targets(now, from, &req)?;
-        let method = request.method().cloned().unwrap_or(Method::Options);
-        let mut branches = Vec::with_capacity(targets.len());
+        let mut ctx = Context {
+            request: request.clone(),
+            reply_to,
+            branches: Vec::new(),
+            best: None,
+            final_sent: false,
+            parked: None,
+            from_listener: from.listener,
+        };
+        let targets = match targets {
+            Targets::Send(targets) => targets,
+            Targets::AskOverlay(aor) => {
+                debug!(%aor, "target not served here; fetching its registration from the overlay");
+                ctx.parked = Some(aor.clone());
+                self.contexts.insert(id, ctx);
+                self.lookups.push((id, aor));
+                return Ok(Forwarded::Parked);
+            }
+        };
+        self.send_branches(now, tl, id, &mut ctx, &req, targets);
+        self.contexts.insert(id, ctx);
+        Ok(Forwarded::Sent)
+    }
+
+    fn send_branches(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        ctx: &mut Context,
+        req: &Message,
+        targets: Vec<(Uri, Endpoint)>,
+    ) {
+        let method = req.method().cloned().unwrap_or(Method::Options);
         for (uri, to) in targets {
-            let copy = self.prepare(&req, &method, uri, to);
+            let copy = self.prepare(req, &method, uri, ctx.from_listener, to);
             let client = tl.send_request(now, copy, to, to.transport.is_reliable());
             self.branches.insert(client, id);
-            branches.push(Branch {
+            ctx.branches.push(Branch {
                 client,
                 to,
                 provisional: false,
@@ -506,13 +569,63 @@ impl Proxy {
                 cancelled: false,
             });
         }
-        self.contexts
-            .insert(id, Context { request: request.clone(), reply_to, branches, best: None, final_sent: false });
-        Ok(())
+    }
+
+    /// The next parked request whose AoR the peer should look up in the overlay.
+    pub fn poll_lookup(&mut self) -> Option<(ServerTxId, String)> {
+        if self.lookups.is_empty() {
+            None
+        } else {
+            Some(self.lookups.remove(0))
+        }
+    }
+
+    /// The overlay lookup for a parked request ended: `contacts` are the live contacts of the
+    /// AoR's verified registration record (other nodes' overlay addresses), `None` when no
+    /// record exists. §16.5–16.6: the contacts are the target set; none at all is 404, a
+    /// record without contacts (the user's phones are gone) 480.
+    pub fn overlay_resolved(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        id: ServerTxId,
+        contacts: Option<Vec<String>>,
+    ) {
+        let Some(mut ctx) = self.contexts.remove(&id) else { return };
+        if ctx.final_sent || ctx.parked.take().is_none() {
+            // Cancelled while we looked (§16.10), or not parked at all.
+            self.contexts.insert(id, ctx);
+            return;
+        }
+        let targets: Vec<(Uri, Endpoint)> = contacts
+            .iter()
+            .flatten()
+            .filter_map(|c| Uri::parse(c))
+            .filter(|u| !matches!(u, Uri::Sip(s) if self.is_own(&s.host, s.port)))
+            .filter_map(|u| overlay_endpoint(&u).map(|to| (u, to)))
+            .collect();
+        if targets.is_empty() {
+            let (code, reason) = match contacts {
+                None => (404, "Not Found"),
+                Some(_) => (480, "Temporarily Unavailable"),
+            };
+            ctx.final_sent = true;
+            let tag = self.tag();
+            let mut resp = ctx.request.make_response(code, reason, Some(&tag));
+            resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+            self.contexts.insert(id, ctx);
+            self.respond(now, tl, id, resp);
+            return;
+        }
+        let mut req = ctx.request.clone();
+        self.pop_own_route(&mut req);
+        self.send_branches(now, tl, id, &mut ctx, &req, targets);
+        self.status.requests_forwarded += 1;
+        self.contexts.insert(id, ctx);
     }
 
     /// The copy of `req` for one branch (§16.6 steps 1–8).
-    fn prepare(&mut self, req: &Message, method: &Method, uri: Uri, to: Endpoint) -> Message {
+    fn prepare(&mut self, req: &Message, method: &Method, uri: Uri, from: Listener, to: Endpoint) -> Message {
         let mut copy = req.clone();
         // Step 2: the target becomes the Request-URI.
         if let StartLine::Request(line) = &mut copy.start {
@@ -524,28 +637,51 @@ impl Proxy {
         // Step 4: stay on the path of dialogs this request may create.
         let out_of_dialog = req.to().ok().is_some_and(|t| t.tag().is_none());
         if out_of_dialog && matches!(method, Method::Invite | Method::Subscribe | Method::Refer) {
-            copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(to.transport)));
+            // RFC 5658 §3.2: when the two legs use different listeners (phone side, overlay
+            // side), two Record-Routes: the lower one names the listener the request came in
+            // on, the upper one the listener it leaves from, so each side's in-dialog requests
+            // reach us where they can and we pop both (§16.4).
+            if from != to.listener {
+                copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(from, to.transport)));
+            }
+            copy.headers
+                .push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(to.listener, to.transport)));
         }
         // Step 8: our Via on top, with a fresh branch (RFC 3581 rport so replies find us).
-        let via = self.via(to.transport);
+        let via = self.via_on(to.listener, to.transport);
         copy.headers.push_front_of(Header::new(HeaderName::Via, via));
         copy
     }
 
     fn via(&mut self, transport: Transport) -> Via {
+        self.via_on(Listener::Proxy, transport)
+    }
+
+    /// The address of a listener: the proxy's, or the overlay's (the first other address).
+    fn listener_addr(&self, listener: Listener) -> SocketAddr {
+        match listener {
+            Listener::Overlay => self.config.other_addrs.first().copied().unwrap_or(self.config.addr),
+            Listener::Proxy => self.config.addr,
+        }
+    }
+
+    fn via_on(&mut self, listener: Listener, transport: Transport) -> Via {
         let branch = new_branch(&mut self.rng);
-        let a = self.config.addr;
+        let a = self.listener_addr(listener);
         let mut via = Via::new(transport.via_name(), a.ip().into(), Some(a.port()), &branch);
         via.set_param("rport", None);
         via
     }
 
-    fn record_route(&self, transport: Transport) -> NameAddr {
-        let a = self.config.addr;
+    fn record_route(&self, listener: Listener, transport: Transport) -> NameAddr {
+        let a = self.listener_addr(listener);
         let mut uri = SipUri::new(a.ip().into(), Some(a.port()));
         uri.params.push(crate::sip::syntax::Param { name: "lr".into(), value: None });
         if transport == Transport::Tcp {
             uri.params.push(crate::sip::syntax::Param { name: "transport".into(), value: Some("tcp".into()) });
+        }
+        if listener == Listener::Overlay {
+            uri.params.push(crate::sip::syntax::Param { name: NODE_ROUTE_PARAM.into(), value: None });
         }
         NameAddr::new(Uri::Sip(uri))
     }
@@ -559,12 +695,13 @@ impl Proxy {
         let mut req = ack;
         self.pop_own_route(&mut req);
         match self.targets(now, from, &req) {
-            Ok(targets) => {
+            Ok(Targets::Send(targets)) => {
                 for (uri, to) in targets.into_iter().take(1) {
-                    let copy = self.prepare(&req, &Method::Ack, uri, to);
+                    let copy = self.prepare(&req, &Method::Ack, uri, from.listener, to);
                     tl.send_stateless(to, &copy);
                 }
             }
+            Ok(Targets::AskOverlay(aor)) => debug!(%aor, "ACK for an AoR not served here; dropped"),
             Err(r) => debug!(status = r.status, "ACK not forwarded"),
         }
     }
@@ -771,6 +908,40 @@ impl Proxy {
             self.pings.insert(id, Ping { aor, contact: uri, deadline: now + self.config.ping_timeout });
         }
     }
+}
+
+/// Marks the Record-Route a node puts on its overlay leg: a local phone's in-dialog request
+/// whose next Route carries it goes to that node's overlay listener; any other Route to an
+/// address that is not a registered phone stays refused.
+const NODE_ROUTE_PARAM: &str = "p2psip-node";
+
+/// What [`Proxy::forward`] did with a request.
+enum Forwarded {
+    Sent,
+    /// Waiting for the overlay lookup ([`Proxy::poll_lookup`], [`Proxy::overlay_resolved`]).
+    Parked,
+}
+
+/// Where a request goes (§16.5).
+enum Targets {
+    Send(Vec<(Uri, Endpoint)>),
+    /// An AoR of our domain that nobody here serves: its registration record decides.
+    AskOverlay(String),
+}
+
+/// Another node's overlay listener named by a URI with an IP address (a registration
+/// record's contact, or that node's Record-Route): reached from our overlay listener, over UDP
+/// like the overlay's own requests (or TCP when the URI says so).
+fn overlay_endpoint(uri: &Uri) -> Option<Endpoint> {
+    let Uri::Sip(s) = uri else { return None };
+    let ip = s.host.ip()?;
+    let transport = if s.transport().as_deref() == Some("tcp") { Transport::Tcp } else { Transport::Udp };
+    Some(Endpoint {
+        listener: Listener::Overlay,
+        transport,
+        remote: SocketAddr::new(ip, s.port.unwrap_or(5060)),
+        conn: None,
+    })
 }
 
 fn unreachable_route() -> Rejection {

@@ -8,13 +8,14 @@
 //! - [`digest`]: digest credentials (MD5, SHA-256, `qop=auth`) and stateless nonces.
 //! - [`accounts`]: who may register here, with HA1 values; the accounts file's text format.
 //! - [`registrar`]: bindings, expiry, `Contact: *`, queries, CSeq ordering, flows.
-//! - [`directory`]: where a target AoR is: local bindings, or (later) the overlay.
+//! - [`directory`]: where a target AoR is: local bindings, or the overlay.
 //! - `forward`: the proxy core: targets, forking, best response, CANCEL, ACK, pings.
 //!
 //! # What it does not do (yet)
-//! Nothing here reaches the overlay: an AoR with no local phone is looked up through
-//! [`directory::resolve`], whose overlay half answers "not found" until registration
-//! records (issue 4) are merged. No DNS (RFC 3263): only IP-literal next hops are reached, and
+//! The proxy itself does not reach the overlay: a request for an AoR nobody here serves is
+//! parked ([`Proxy::poll_lookup`]) while the peer fetches and verifies the AoR's registration
+//! record, and resumed with its contacts ([`Proxy::overlay_resolved`]); `docs/proxy.md`, "The
+//! overlay path". No DNS (RFC 3263): only IP-literal next hops are reached, and
 //! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
 //! Requests other than REGISTER are not authenticated: the proxy listener is meant for the
 //! phones of one machine or LAN (it binds 127.0.0.1 by default). No Timer C (§16.6 step 11): an

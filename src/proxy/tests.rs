@@ -267,3 +267,118 @@ fn caller_cancel_gets_200_and_487_and_cancels_the_ringing_phone() {
         "bob's phone gets a CANCEL: {out:?}"
     );
 }
+
+/// The proxy alone with its own transaction layer, for the overlay path: a request for an AoR
+/// nobody here serves, as it arrives from `from`.
+fn parked(
+    from: Endpoint,
+    to_user: &str,
+) -> (super::Proxy, crate::sip::transaction::TransactionLayer<Endpoint>, crate::sip::transaction::ServerTxId, Instant) {
+    use crate::sip::transaction::{Received, Timers, TransactionLayer};
+    let now = Instant::now();
+    let mut config = super::ProxyConfig::new("p2p.test", PROXY.parse().unwrap());
+    config.other_addrs = vec!["127.0.0.1:5070".parse().unwrap()];
+    let mut accounts = Accounts::default();
+    accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
+    let mut proxy = super::Proxy::new(config, accounts, 7, now);
+    let mut tl = TransactionLayer::new(Timers::default());
+    let msg = parse(Bytes::from(request_text("INVITE", to_user, "z9hG4bKovl1", 6000))).unwrap();
+    let Received::Request { id, request, cancels } = tl.handle_message(now, msg, from, false) else {
+        panic!("not a new request")
+    };
+    proxy.handle_request(now, &mut tl, id, from, from, request, cancels);
+    (proxy, tl, id, now)
+}
+
+fn sent(tl: &mut crate::sip::transaction::TransactionLayer<Endpoint>) -> Vec<(Endpoint, Message)> {
+    std::iter::from_fn(|| tl.poll_transmit()).map(|(to, data)| (to, parse(data).unwrap())).collect()
+}
+
+#[test]
+fn a_remote_user_is_fetched_then_forwarded_to_the_node_in_the_record() {
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    // Parked: the peer is asked to fetch dave's record; nothing goes out but 100 Trying.
+    assert_eq!(proxy.poll_lookup(), Some((id, "sip:dave@p2p.test".to_owned())));
+    assert!(sent(&mut tl).iter().all(|(_, m)| m.status() == Some(100)));
+    proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
+    let out = sent(&mut tl);
+    let (to, invite) = out.iter().find(|(_, m)| m.is_request()).expect("the INVITE goes on");
+    assert_eq!(to.listener, Listener::Overlay);
+    assert_eq!(to.remote, "127.0.0.7:5070".parse().unwrap());
+    assert_eq!(invite.request_uri().unwrap().to_string(), "sip:dave@127.0.0.7:5070");
+    // Our Via names the overlay listener; Max-Forwards went down by one.
+    let via = invite.top_via().unwrap();
+    assert_eq!((via.host.to_string(), via.port), ("127.0.0.1".to_owned(), Some(5070)));
+    assert_eq!(invite.max_forwards().unwrap(), Some(69));
+    // RFC 5658: two Record-Routes, the overlay leg's on top and marked as a node's.
+    let rr: Vec<String> =
+        invite.headers.get_all(&HeaderName::RecordRoute).filter_map(|h| h.value_str().map(String::from)).collect();
+    let rr = rr.join(",");
+    assert!(rr.contains("127.0.0.1:5070;lr;p2psip-node") && rr.contains("127.0.0.1:5060;lr"), "{rr}");
+    assert!(rr.find("5070").unwrap() < rr.find("5060").unwrap(), "{rr}");
+}
+
+#[test]
+fn no_record_is_404_and_a_record_without_contacts_is_480() {
+    for (contacts, code) in [(None, 404), (Some(Vec::new()), 480)] {
+        let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+        assert!(proxy.poll_lookup().is_some());
+        proxy.overlay_resolved(now, &mut tl, id, contacts);
+        let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
+        assert_eq!(finals, vec![code]);
+    }
+}
+
+#[test]
+fn a_request_from_the_overlay_for_a_user_not_served_here_is_refused_not_relayed() {
+    let from = Endpoint { listener: Listener::Overlay, ..phone(6000) };
+    let (mut proxy, mut tl, _, _) = parked(from, "dave");
+    assert_eq!(proxy.poll_lookup(), None, "never looked up and relayed");
+    let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
+    assert_eq!(finals, vec![404]);
+}
+
+#[test]
+fn a_record_naming_a_node_that_does_not_answer_gives_480() {
+    use crate::sip::transaction::Event;
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
+    sent(&mut tl);
+    // Nobody answers: Timer B (64·T1) ends the branch.
+    let later = now + Duration::from_secs(40);
+    tl.handle_timeout(later);
+    while let Some(event) = tl.poll_event() {
+        if let Event::ClientTimeout { id } = event {
+            proxy.handle_client_timeout(later, &mut tl, id);
+        }
+    }
+    let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
+    assert_eq!(finals, vec![480]);
+}
+
+#[test]
+fn a_cancel_while_the_record_is_fetched_ends_the_invite_and_nothing_is_forwarded() {
+    use crate::sip::transaction::Received;
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    sent(&mut tl);
+    let cancel = request_text("INVITE", "dave", "z9hG4bKovl1", 6000)
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        + "Content-Length: 0\r\n\r\n";
+    let msg = parse(Bytes::from(cancel)).unwrap();
+    let Received::Request { id: cid, request, cancels } = tl.handle_message(now, msg, phone(6000), false) else {
+        panic!("not a new request")
+    };
+    assert_eq!(cancels, Some(id), "the CANCEL matches the parked INVITE (§9.2)");
+    proxy.handle_request(now, &mut tl, cid, phone(6000), phone(6000), request, cancels);
+    let codes: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).collect();
+    assert!(codes.contains(&200) && codes.contains(&487), "{codes:?}");
+    // The fetch ends afterwards: nothing goes to the node it names.
+    proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
+    assert!(sent(&mut tl).iter().all(|(_, m)| !m.is_request()));
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod baresip;
 pub mod ca;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");

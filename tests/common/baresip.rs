@@ -1,0 +1,120 @@
+//! Headless baresip phones driven from Rust (`tests/proxy_baresip.rs`, `tests/proxy_overlay.rs`).
+//!
+//! baresip comes from the Debian package `baresip`; without it these tests fail (CI installs
+//! it). The phones have no sound card: audio goes to ALSA's `null` device and comes from
+//! baresip's `ausine` tone generator.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use super::{wait_for, ChildGuard};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// One headless baresip, driven through its stdin, logging to a file.
+pub struct Phone {
+    pub name: &'static str,
+    pub process: ChildGuard,
+    stdin: ChildStdin,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn module_path() -> &'static str {
+    ["/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
+        .into_iter()
+        .find(|d| Path::new(d).join("g711.so").exists())
+        .expect("baresip is not installed (apt-get install -y baresip); this test needs it")
+}
+
+impl Phone {
+    /// baresip registered as `user` (password `password`) through `proxy`, SIP on `listen`,
+    /// auto-answering, with `peers` in its contact list (a MESSAGE goes to the current one).
+    pub fn start(name: &'static str, password: &str, proxy: SocketAddr, listen: SocketAddr, peers: &[&str]) -> Phone {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let config = format!(
+            "poll_method epoll\nsip_listen {listen}\nnet_interface {ip}\ncall_local_timeout 120\n\
+             audio_player alsa,null\naudio_alert alsa,null\naudio_source ausine,440\nausrc_srate 48000\n\
+             ausrc_channels 2\naudio_level no\nrtp_stats yes\nmodule_path {modules}\nmodule stdio.so\n\
+             module g711.so\nmodule alsa.so\nmodule ausine.so\nmodule_tmp uuid.so\nmodule_tmp account.so\n\
+             module_app contact.so\nmodule_app menu.so\n",
+            ip = listen.ip(),
+            modules = module_path(),
+        );
+        std::fs::write(dir.path().join("config"), config).expect("write config");
+        let account = format!(
+            "<sip:{name}@p2p.test>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"sip:{proxy}\";\
+             auth_user={name};auth_pass={password}\n"
+        );
+        std::fs::write(dir.path().join("accounts"), account).expect("write accounts");
+        let contacts: String = peers.iter().map(|p| format!("\"{p}\" <{p}>\n")).collect();
+        std::fs::write(dir.path().join("contacts"), contacts).expect("write contacts");
+        let log = dir.path().join("log");
+        // Command output goes to stderr, events to stdout: one file for both, as a terminal.
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file handle");
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("baresip is not installed (apt-get install -y baresip); this test needs it");
+        let mut process = ChildGuard::new(child);
+        let stdin = process_stdin(&mut process);
+        let phone = Phone { name, process, stdin, log, _dir: dir };
+        phone.expect("baresip is ready");
+        phone
+    }
+
+    /// The log with colour codes removed.
+    pub fn log(&self) -> String {
+        let raw = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw);
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ … letter
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait(&self, needle: &str) -> Option<String> {
+        wait_for(WAIT, || Some(self.log()).filter(|l| l.contains(needle)))
+    }
+
+    pub fn expect(&self, needle: &str) -> String {
+        self.wait(needle).unwrap_or_else(|| panic!("{}: no {needle:?} in its log:\n{}", self.name, self.log()))
+    }
+
+    pub fn command(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("write to baresip");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The (transmitted, received) RTP packet counts baresip printed at the end of a call.
+    pub fn packets(&self) -> Option<(u64, u64)> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.trim_start().starts_with("packets:"))?;
+        let mut n = line.split_whitespace().skip(1).map(|x| x.parse::<u64>().ok());
+        Some((n.next()??, n.next()??))
+    }
+}
+
+fn process_stdin(p: &mut ChildGuard) -> ChildStdin {
+    p.take_stdin().expect("baresip's stdin")
+}

@@ -1,0 +1,217 @@
+//! Phones on different nodes call and message each other through the overlay (issue 5).
+//!
+//! A real CA (`p2psip ca init`, `ca serve` on 127.0.0.81) enrolls alice, bob and a plain node,
+//! and is stopped before any node starts. Three nodes on 127.0.0.82–84 form a ring; alice has
+//! an account on node A (127.0.0.82), bob on node B (127.0.0.83). Two headless baresip phones
+//! register to their own node's proxy; bob's node then publishes bob's registration record
+//! (bob → node B's overlay contact). alice calls bob: node A fetches the record, verifies it
+//! and forwards to node B, which rings bob's phone; bob answers automatically, RTP flows both
+//! ways (baresip's counters), alice hangs up. alice sends bob a MESSAGE; an unknown user gets
+//! 404; once bob's phone is killed (node B's ping unregisters it), calling bob gets 480.
+//! The addresses 127.0.0.81–84 belong to this file.
+// Tests measure with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::baresip::{Phone, WAIT};
+use common::{ca, free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
+use serde_json::Value;
+
+const DOMAIN: &str = "p2p.test";
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Short Chord timers for the ring; the configuration document carries them.
+const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
+    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
+    "successor_list_len": 8}}"#;
+/// Fast pings, so bob's dead phone is noticed within seconds.
+const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n";
+
+struct Daemon {
+    _process: ChildGuard,
+    listen: SocketAddr,
+    proxy: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ip_text: &str, data: &Path, config: &Path, join: Option<SocketAddr>) -> Daemon {
+        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
+        let log = data.with_extension("log");
+        let mut cmd = p2psip(data.parent().expect("parent"));
+        cmd.arg("node")
+            .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data);
+        if let Some(j) = join {
+            cmd.args(["--join", &j.to_string()]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn p2psip node");
+        let mut process = ChildGuard::new(child);
+        let ready = wait_for(Duration::from_secs(15), || {
+            if let Some(status) = process.try_exit() {
+                panic!("node exited during startup ({status}); log:\n{}", std::fs::read_to_string(&log).unwrap());
+            }
+            http_get(http, "/health").filter(|(code, _)| *code == 200)
+        });
+        assert!(ready.is_some(), "node not ready");
+        Daemon { _process: process, listen, proxy, http, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn status(&self) -> Value {
+        http_get(self.http, "/status").and_then(|(_, b)| serde_json::from_str(&b).ok()).unwrap_or(Value::Null)
+    }
+}
+
+fn add_account(base: &Path, aor: &str, password: &str, data: &Path) {
+    // No --without-certificate: the node's enrolled certificate names this AoR.
+    let mut child = p2psip(base)
+        .args(["account", "add", aor, "--password-stdin", "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn p2psip account add");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let mut guard = ChildGuard::new(child);
+    let status = guard.wait_exit(Duration::from_secs(10)).expect("account add finishes");
+    assert!(status.success(), "p2psip account add {aor} failed");
+}
+
+/// The contacts of `aor`'s registration record as `asker` reads it from the overlay.
+fn registered_contacts(asker: &Daemon, aor: &str) -> Option<Vec<String>> {
+    let out = run_p2psip(&["lookup", aor, "--json", "--http", &asker.http.to_string()], PATIENCE);
+    let answer: Value = serde_json::from_str(&out.stdout).ok()?;
+    let contacts = answer["registration"]["contacts"].as_array()?;
+    Some(contacts.iter().filter_map(|c| c["uri"].as_str().map(String::from)).collect())
+}
+
+#[test]
+fn phones_on_two_nodes_call_and_message_through_the_overlay() {
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let ca_dir = base.join("ca");
+    let settings = base.join("settings.json");
+    std::fs::write(&settings, SETTINGS).expect("settings");
+    let init = ca::run(
+        base,
+        &["ca", "init", "--dir", ca_dir.to_str().unwrap(), "--domain", DOMAIN, "--replicas", "2"]
+            .into_iter()
+            .chain(["--settings", settings.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(init.status.success(), "ca init: {}", init.stderr);
+    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.81", &[]);
+    let users = ["sip:alice@p2p.test", "sip:bob@p2p.test", "sip:carol@p2p.test"];
+    let dirs: Vec<PathBuf> = users
+        .iter()
+        .enumerate()
+        .map(|(i, aor)| {
+            let dir = base.join(format!("node{i}"));
+            let done = ca::enroll(base, aor, &authority, &dir, &[]);
+            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
+            dir
+        })
+        .collect();
+    authority.process.kill();
+    add_account(base, users[0], "alice-pw", &dirs[0]);
+    add_account(base, users[1], "bob-pw", &dirs[1]);
+    let config = base.join("node.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+
+    let a = Daemon::start("127.0.0.82", &dirs[0], &config, None);
+    let b = Daemon::start("127.0.0.83", &dirs[1], &config, Some(a.listen));
+    let c = Daemon::start("127.0.0.84", &dirs[2], &config, Some(a.listen));
+    let joined =
+        wait_for(PATIENCE, || [&a, &b, &c].iter().all(|d| d.status()["overlay"]["state"] == "joined").then_some(()));
+    assert!(joined.is_some(), "ring not formed:\n{}", a.log());
+
+    let [pa, pb] = free_addrs(ip("127.0.0.82"), 1)
+        .into_iter()
+        .chain(free_addrs(ip("127.0.0.83"), 1))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("two addresses");
+    let mut alice = Phone::start("alice", "alice-pw", a.proxy, pa, &["sip:bob@p2p.test"]);
+    let bob = Phone::start("bob", "bob-pw", b.proxy, pb, &[]);
+    alice.expect("alice@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+    bob.expect("bob@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+
+    // bob's node publishes bob → its own overlay address (never the phone's address).
+    let bob_contact = format!("sip:bob@{}", b.listen);
+    let published =
+        wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs == std::slice::from_ref(&bob_contact)));
+    assert!(published.is_some(), "bob's record never named {bob_contact}:\n{}", b.log());
+
+    // alice calls bob across the overlay; bob answers by himself; media flows both ways.
+    let dialled = std::time::Instant::now();
+    alice.command("/dial sip:bob@p2p.test");
+    alice.expect("Call established: sip:bob@p2p.test");
+    // Polled every 20 ms: an upper bound on the set-up time, fetch of bob's record included.
+    println!("call set-up through the overlay: {} ms", dialled.elapsed().as_millis());
+    bob.expect("Call established: sip:alice@p2p.test");
+    alice.expect("incoming rtp for 'audio' established");
+    bob.expect("incoming rtp for 'audio' established");
+    alice.command("/hangup");
+    // The BYE followed the route set through both nodes to bob's phone.
+    bob.expect("session closed");
+    let counts = |p: &Phone| {
+        wait_for(WAIT, || p.packets()).unwrap_or_else(|| panic!("{}: no packet counts:\n{}", p.name, p.log()))
+    };
+    let (alice_tx, alice_rx) = counts(&alice);
+    let (bob_tx, bob_rx) = counts(&bob);
+    assert!(alice_tx > 0 && alice_rx > 0, "alice sent {alice_tx}, received {alice_rx}");
+    assert!(bob_tx > 0 && bob_rx > 0, "bob sent {bob_tx}, received {bob_rx}");
+
+    // A MESSAGE outside any call: bob's phone shows the text.
+    alice.command("/contact_next");
+    alice.expect("Current contact:");
+    alice.command("/message hello-bob-across-the-overlay");
+    bob.expect("\"hello-bob-across-the-overlay\"");
+
+    // A second call, hung up by bob this time: his BYE follows the route set the other way.
+    alice.command("/dial sip:bob@p2p.test");
+    bob.expect("Call established: sip:alice@p2p.test");
+    let established = |p: &Phone| p.log().matches("Call established").count();
+    assert!(wait_for(WAIT, || (established(&alice) == 2 && established(&bob) == 2).then_some(())).is_some());
+    // baresip prints "session closed" on the side that did not hang up.
+    let closed = |p: &Phone| p.log().matches("session closed").count();
+    let before = closed(&alice);
+    let mut bob = bob;
+    bob.command("/hangup");
+    let reached = wait_for(WAIT, || (closed(&alice) == before + 1).then_some(()));
+    assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
+
+    // Nobody has a record for this user: 404.
+    alice.command("/dial sip:nobody@p2p.test");
+    alice.expect("session closed: 404");
+
+    // bob's phone dies without unregistering: node B's ping notices, and calling bob gets 480.
+    bob.process.kill();
+    let gone = wait_for(WAIT, || (b.status()["registrar"]["bindings"] == 0).then_some(()));
+    assert!(gone.is_some(), "bob still registered: {}", b.status()["registrar"]);
+    alice.command("/dial sip:bob@p2p.test");
+    alice.expect("session closed: 480");
+    // And the record follows: no contact once the last phone is gone.
+    let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
+    assert!(emptied.is_some(), "bob's record still names a contact:\n{}", b.log());
+}
