@@ -93,6 +93,8 @@ pub struct StorageCounters {
     pub read_repairs: u64,
     /// Records handed to another node after a membership change.
     pub handed_off: u64,
+    /// Records stored again at all their places after a neighbour was detected dead.
+    pub re_puts: u64,
 }
 
 /// Names one [`Peer::put`] or [`Peer::fetch`].
@@ -135,6 +137,8 @@ enum Purpose {
     Handoff { drop_after: bool },
     /// [`Peer::fetch`]: reported with `Fetched`.
     Fetch,
+    /// A re-put after a failure ([`membership::Reput`]): placed like a put, not reported.
+    Reput,
 }
 
 struct Op {
@@ -190,6 +194,7 @@ pub(super) struct StorageFace {
     busy: bool,
     /// The predecessor at the last responsibility check.
     last_predecessor: Option<NodeId>,
+    reput: membership::Reput,
     pub counters: StorageCounters,
 }
 
@@ -221,20 +226,21 @@ impl StorageFace {
             inbox: VecDeque::new(),
             busy: false,
             last_predecessor: None,
+            reput: membership::Reput::default(),
             counters: StorageCounters { records_held, ..StorageCounters::default() },
         }
     }
 
     pub fn poll_timeout(&self) -> Instant {
         let first_deadline = self.pending.values().map(|p| p.deadline).min();
-        [self.refresh_at, first_deadline].into_iter().flatten().fold(self.expire_at, Instant::min)
+        [self.refresh_at, first_deadline, self.reput.next_at].into_iter().flatten().fold(self.expire_at, Instant::min)
     }
 
     /// Whether a lookup's answer belongs to a storage operation.
     pub fn wants(&self, event: &Event) -> bool {
         match event {
             Event::LookupDone { id, .. } => self.lookups.contains_key(id),
-            Event::Joined { .. } | Event::PredecessorChanged { .. } => true,
+            Event::Joined { .. } | Event::PredecessorChanged { .. } | Event::SuccessorChanged { .. } => true,
             _ => false,
         }
     }
@@ -441,7 +447,13 @@ impl Peer {
                     }
                     self.place_resolved(now, op);
                 }
-                Event::Joined { .. } => self.publish_own(now),
+                Event::Joined { successor } => {
+                    if let Some(s) = self.storage.as_mut() {
+                        s.reput.last_successor = Some(successor);
+                    }
+                    self.publish_own(now);
+                }
+                Event::SuccessorChanged { .. } => self.successor_changed(now),
                 Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
                 _ => {}
             }
@@ -651,6 +663,7 @@ impl Peer {
         let Some(storage) = self.storage.as_mut() else { return };
         let Some(mut o) = storage.ops.remove(&op) else { return };
         match o.purpose {
+            Purpose::Reput => {}
             Purpose::Put => {
                 let event = StorageEvent::Stored { op, kind: o.kind, key: o.key, places: o.places };
                 self.events.push_back(super::PeerEvent::Storage(event));
@@ -739,6 +752,10 @@ impl Peer {
             }
             storage.counters.records_held = storage.store.iter().count() as u64;
         }
+        if storage.reput.next_at.is_some_and(|at| now >= at) {
+            self.reput_timeout(now);
+        }
+        let Some(storage) = self.storage.as_mut() else { return };
         let refresh_due = storage.refresh_at.is_some_and(|at| now >= at);
         let joined = matches!(self.overlay.chord.state(), NodeState::Joined | NodeState::Alone);
         if refresh_due && !joined {

@@ -418,3 +418,39 @@ fn a_node_not_responsible_redirects_and_the_store_follows() {
     assert!(net.peers[&wrong].storage_counters().unwrap().not_responsible >= 1);
     assert!(net.holders(RecordKind::Registration, &record.key).contains(&responsible));
 }
+
+/// In ring order: a holder `p` of `key` whose successor `d` is also a holder and whose
+/// successor's successor `s` is not; none of them `except`.
+fn adjacent_holders(net: &Net, key: &str, except: SocketAddr) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    ids.sort();
+    let holders = net.holders(RecordKind::Registration, key);
+    let n = ids.len();
+    (0..n).map(|i| (ids[i].1, ids[(i + 1) % n].1, ids[(i + 2) % n].1)).find(|(p, d, s)| {
+        holders.contains(p) && holders.contains(d) && !holders.contains(s) && ![*p, *d, *s].contains(&except)
+    })
+}
+
+#[test]
+fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(9);
+    let (p, dead, s) = adjacent_holders(&net, key, alice).expect("the fixed layout has two adjacent holders");
+    let newest =
+        |net: &Net| net.peers.values().flat_map(|p| p.held_records()).filter(|r| r.key == key).map(|r| r.seq).max();
+    let seq = newest(&net);
+    let copies = |net: &Net| net.holders(RecordKind::Registration, key).len();
+    // (Earlier hand-offs may have left a copy beyond the R+1 places.)
+    let before = copies(&net);
+    assert!(before > usize::from(DEFAULT_REPLICAS));
+    // The holder dies silently: no leave, no hand-off.
+    net.peers.remove(&dead);
+    net.run_for(Duration::from_secs(60));
+    // Its successor took over its range, and the surviving neighbour's re-put reached it.
+    assert!(net.holders(RecordKind::Registration, key).contains(&s), "no copy at the new place {s}");
+    assert_eq!(copies(&net), before);
+    assert!(net.peers[&p].storage_counters().unwrap().re_puts >= 1);
+    // No owner refresh (no newer sequence number) and no read.
+    assert_eq!(newest(&net), seq);
+    assert_eq!(net.peers.values().map(|p| p.storage_counters().unwrap().fetches_served).sum::<u64>(), 0);
+}
