@@ -34,7 +34,8 @@ use crate::overlay::{Contact, Event, LookupId, NodeId, NodeState};
 use crate::sip::transaction::ClientTxId;
 use crate::sip::{Header, HeaderName, Message};
 use crate::store::{
-    check_store, encode_chain, replica_keys, OwnerUsage, Record, RecordKind, Registration, Store, StorePolicy, Unsigned,
+    check_store, encode_chain, replica_keys_numbered, with_spares, OwnerUsage, Record, RecordKind, Registration, Store,
+    StorePolicy, Unsigned,
 };
 
 /// How a node stores and publishes.
@@ -49,6 +50,9 @@ pub struct StorageConfig {
     pub refresh_interval: Duration,
     /// Unix seconds at the `now` the peer was created with.
     pub unix_at_start: u64,
+    /// The R replica numbers when they are not 1…R (an overlay keeping them secret:
+    /// `ReplicaPlacement::numbers`); spares follow [`crate::store::with_spares`].
+    pub replica_numbers: Option<Vec<u64>>,
 }
 
 impl Default for StorageConfig {
@@ -59,6 +63,7 @@ impl Default for StorageConfig {
             record_lifetime: Duration::from_secs(3600),
             refresh_interval: Duration::from_secs(1200),
             unix_at_start: 0,
+            replica_numbers: None,
         }
     }
 }
@@ -195,6 +200,8 @@ pub(super) struct StorageFace {
     /// The predecessor at the last responsibility check.
     last_predecessor: Option<NodeId>,
     reput: membership::Reput,
+    /// The replica numbers, R of them then the spares (index i is replica i + 1).
+    numbers: Vec<u64>,
     pub counters: StorageCounters,
 }
 
@@ -208,6 +215,9 @@ impl StorageFace {
     ) -> StorageFace {
         let records_held = store.iter().count() as u64;
         let refresh_at = identity.is_some().then(|| now + FIRST_PUBLISH_DELAY);
+        let r = config.replicas;
+        let base = config.replica_numbers.clone().unwrap_or_else(|| (1..=u64::from(r)).collect());
+        let numbers = with_spares(&base, usize::from(last_replica_number(r) - r));
         StorageFace {
             config,
             store,
@@ -227,6 +237,7 @@ impl StorageFace {
             busy: false,
             last_predecessor: None,
             reput: membership::Reput::default(),
+            numbers,
             counters: StorageCounters { records_held, ..StorageCounters::default() },
         }
     }
@@ -378,7 +389,7 @@ impl Peer {
     ) -> Option<StorageOpId> {
         let storage = self.storage.as_mut()?;
         let hash = self.overlay.chord.config().id_hash;
-        let keys = replica_keys(key.as_bytes(), last_replica_number(storage.config.replicas), hash);
+        let keys = replica_keys_numbered(key.as_bytes(), &storage.numbers, hash);
         let id = StorageOpId(storage.next_op);
         storage.next_op += 1;
         let replicas: Vec<u8> = only.unwrap_or_else(|| (0..=storage.config.replicas).collect());

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::{last_replica_number, Purpose};
+use super::Purpose;
 use crate::overlay::{Contact, NodeId};
 use crate::peer::store_sip::StorageRequest;
 use crate::peer::Peer;
-use crate::store::{replica_keys, Record};
+use crate::store::{replica_keys_numbered, Record};
 
 /// How many re-puts start per [`REPUT_SPACING`]: a large failure spreads its re-puts over time
 /// instead of bursting every held record's R+1 lookups at once.
@@ -129,10 +129,11 @@ impl Peer {
             None => !k.in_left_open(new, me),
         };
         let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
+        let numbers = &storage.numbers;
+        let r = u8::try_from(numbers.len()).unwrap_or(u8::MAX);
         let mut handoffs = Vec::new();
         for record in storage.store.iter() {
-            let keys = replica_keys(record.key.as_bytes(), r, hash);
+            let keys = replica_keys_numbered(record.key.as_bytes(), numbers, hash);
             let places: Vec<u8> = (0..=r).filter(|&i| keys.get(usize::from(i)).is_some_and(|k| moved(*k))).collect();
             if places.is_empty() {
                 continue;
@@ -174,12 +175,12 @@ impl Peer {
             return;
         }
         let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
+        let numbers = &storage.numbers;
         let records: Vec<(Record, u8, NodeId)> = storage
             .store
             .iter()
             .filter_map(|rec| {
-                let keys = replica_keys(rec.key.as_bytes(), r, hash);
+                let keys = replica_keys_numbered(rec.key.as_bytes(), numbers, hash);
                 let (i, k) = keys.iter().enumerate().find(|(_, k)| self.is_responsible(**k))?;
                 Some((rec.clone(), u8::try_from(i).ok()?, *k))
             })

@@ -11,7 +11,7 @@ use super::*;
 use crate::identity::tests::{Fixture, DAY, T0};
 use crate::identity::{Aor, KeyPair};
 use crate::peer::{PeerConfig, PeerEvent};
-use crate::store::MemoryStore;
+use crate::store::{replica_keys, MemoryStore};
 
 const NOW: u64 = T0 + DAY;
 
@@ -21,16 +21,23 @@ struct Net {
     peers: BTreeMap<SocketAddr, Peer>,
     events: Vec<(SocketAddr, StorageEvent)>,
     policy: StorePolicy,
+    /// Every node's replica numbers (secret placement), when not 1…R.
+    numbers: Option<Vec<u64>>,
 }
 
 impl Net {
     fn new(n: usize, policy: StorePolicy) -> Net {
+        Net::with_numbers(n, policy, None)
+    }
+
+    fn with_numbers(n: usize, policy: StorePolicy, numbers: Option<Vec<u64>>) -> Net {
         let mut net = Net {
             now: Instant::now(),
             fx: Fixture::new("example.com"),
             peers: BTreeMap::new(),
             events: Vec::new(),
             policy,
+            numbers,
         };
         for i in 0..n {
             net.add(&format!("127.0.0.{}:5070", i + 1), None);
@@ -39,7 +46,12 @@ impl Net {
     }
 
     fn storage_config(&self) -> StorageConfig {
-        StorageConfig { unix_at_start: NOW, policy: self.policy.clone(), ..StorageConfig::default() }
+        StorageConfig {
+            unix_at_start: NOW,
+            policy: self.policy.clone(),
+            replica_numbers: self.numbers.clone(),
+            ..StorageConfig::default()
+        }
     }
 
     /// A node at `addr`, enrolled as `aor` if given, joining through the first node.
@@ -453,4 +465,32 @@ fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
     // No owner refresh (no newer sequence number) and no read.
     assert_eq!(newest(&net), seq);
     assert_eq!(net.peers.values().map(|p| p.storage_counters().unwrap().fetches_served).sum::<u64>(), 0);
+}
+
+#[test]
+fn with_secret_replica_numbers_copies_sit_at_the_secret_places_and_members_read_them() {
+    let secret = [42u8; 32];
+    let placement = crate::overlay_config::ReplicaPlacement::secret(DEFAULT_REPLICAS, &secret);
+    let numbers = placement.numbers(Some(&secret)).unwrap();
+    let mut net = Net::with_numbers(9, StorePolicy::default(), Some(numbers.clone()));
+    let alice = net.add("127.0.0.100:5070", Some("sip:alice@example.com"));
+    net.run_for(Duration::from_secs(60));
+    let key = "sip:alice@example.com";
+    let spares = usize::from(last_replica_number(DEFAULT_REPLICAS) - DEFAULT_REPLICAS);
+    let secret_keys =
+        replica_keys_numbered(key.as_bytes(), &with_spares(&numbers, spares), crate::overlay::IdHash::Sha1);
+    let public_keys = replica_keys(key.as_bytes(), last_replica_number(DEFAULT_REPLICAS), crate::overlay::IdHash::Sha1);
+    let (newest, places) = net.fetch(addr("127.0.0.3:5070"), key);
+    assert!(newest.is_some(), "{places:#?}");
+    assert_eq!(places.len(), usize::from(DEFAULT_REPLICAS) + 1);
+    for p in &places {
+        assert!(p.valid && p.current, "{p:?}");
+        assert_eq!(p.replica_key, secret_keys[usize::from(p.replica)]);
+        if p.replica > 0 {
+            assert!(!public_keys.contains(&p.replica_key), "a secret place is a public one: {p:?}");
+        }
+        let holder = net.responsible(p.replica_key);
+        assert!(net.holders(RecordKind::Registration, key).contains(&holder), "no copy at {holder}");
+    }
+    let _ = alice;
 }
