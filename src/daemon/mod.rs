@@ -153,6 +153,13 @@ fn enable_storage(
     if let Some(enrolled) = enrolled {
         storage.replicas = enrolled.config.replicas.count();
         storage.policy = enrolled.config.store.store_policy();
+        // Public numbers are 1…R; secret ones come from the salt only members were given.
+        let numbers = enrolled
+            .config
+            .replicas
+            .numbers(enrolled.replica_secret.as_deref())
+            .map_err(|e| DaemonError::Storage(format!("replica numbers: {e}")))?;
+        storage.replica_numbers = Some(numbers);
     }
     info!(records = held, aor = aor.as_deref().unwrap_or("(none)"), replicas = storage.replicas, "storage on");
     let ids = crate::identity::VerifiedCache::new(files.root, 1024);

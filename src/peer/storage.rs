@@ -34,7 +34,8 @@ use crate::overlay::{Contact, Event, LookupId, NodeId, NodeState};
 use crate::sip::transaction::ClientTxId;
 use crate::sip::{Header, HeaderName, Message};
 use crate::store::{
-    check_store, encode_chain, replica_keys, OwnerUsage, Record, RecordKind, Registration, Store, StorePolicy, Unsigned,
+    check_store, encode_chain, replica_keys_numbered, with_spares, OwnerUsage, Record, RecordKind, Registration, Store,
+    StorePolicy, Unsigned,
 };
 
 /// How a node stores and publishes.
@@ -49,6 +50,9 @@ pub struct StorageConfig {
     pub refresh_interval: Duration,
     /// Unix seconds at the `now` the peer was created with.
     pub unix_at_start: u64,
+    /// The R replica numbers when they are not 1…R (an overlay keeping them secret:
+    /// `ReplicaPlacement::numbers`); spares follow [`crate::store::with_spares`].
+    pub replica_numbers: Option<Vec<u64>>,
 }
 
 impl Default for StorageConfig {
@@ -59,6 +63,7 @@ impl Default for StorageConfig {
             record_lifetime: Duration::from_secs(3600),
             refresh_interval: Duration::from_secs(1200),
             unix_at_start: 0,
+            replica_numbers: None,
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct StorageCounters {
     pub read_repairs: u64,
     /// Records handed to another node after a membership change.
     pub handed_off: u64,
+    /// Records stored again at all their places after a neighbour was detected dead.
+    pub re_puts: u64,
 }
 
 /// Names one [`Peer::put`] or [`Peer::fetch`].
@@ -135,6 +142,8 @@ enum Purpose {
     Handoff { drop_after: bool },
     /// [`Peer::fetch`]: reported with `Fetched`.
     Fetch,
+    /// A re-put after a failure ([`membership::Reput`]): placed like a put, not reported.
+    Reput,
 }
 
 struct Op {
@@ -190,6 +199,9 @@ pub(super) struct StorageFace {
     busy: bool,
     /// The predecessor at the last responsibility check.
     last_predecessor: Option<NodeId>,
+    reput: membership::Reput,
+    /// The replica numbers, R of them then the spares (index i is replica i + 1).
+    numbers: Vec<u64>,
     pub counters: StorageCounters,
 }
 
@@ -203,6 +215,9 @@ impl StorageFace {
     ) -> StorageFace {
         let records_held = store.iter().count() as u64;
         let refresh_at = identity.is_some().then(|| now + FIRST_PUBLISH_DELAY);
+        let r = config.replicas;
+        let base = config.replica_numbers.clone().unwrap_or_else(|| (1..=u64::from(r)).collect());
+        let numbers = with_spares(&base, usize::from(last_replica_number(r) - r));
         StorageFace {
             config,
             store,
@@ -221,20 +236,22 @@ impl StorageFace {
             inbox: VecDeque::new(),
             busy: false,
             last_predecessor: None,
+            reput: membership::Reput::default(),
+            numbers,
             counters: StorageCounters { records_held, ..StorageCounters::default() },
         }
     }
 
     pub fn poll_timeout(&self) -> Instant {
         let first_deadline = self.pending.values().map(|p| p.deadline).min();
-        [self.refresh_at, first_deadline].into_iter().flatten().fold(self.expire_at, Instant::min)
+        [self.refresh_at, first_deadline, self.reput.next_at].into_iter().flatten().fold(self.expire_at, Instant::min)
     }
 
     /// Whether a lookup's answer belongs to a storage operation.
     pub fn wants(&self, event: &Event) -> bool {
         match event {
             Event::LookupDone { id, .. } => self.lookups.contains_key(id),
-            Event::Joined { .. } | Event::PredecessorChanged { .. } => true,
+            Event::Joined { .. } | Event::PredecessorChanged { .. } | Event::SuccessorChanged { .. } => true,
             _ => false,
         }
     }
@@ -400,7 +417,7 @@ impl Peer {
     ) -> Option<StorageOpId> {
         let storage = self.storage.as_mut()?;
         let hash = self.overlay.chord.config().id_hash;
-        let keys = replica_keys(key.as_bytes(), last_replica_number(storage.config.replicas), hash);
+        let keys = replica_keys_numbered(key.as_bytes(), &storage.numbers, hash);
         let id = StorageOpId(storage.next_op);
         storage.next_op += 1;
         let replicas: Vec<u8> = only.unwrap_or_else(|| (0..=storage.config.replicas).collect());
@@ -469,7 +486,13 @@ impl Peer {
                     }
                     self.place_resolved(now, op);
                 }
-                Event::Joined { .. } => self.publish_own(now),
+                Event::Joined { successor } => {
+                    if let Some(s) = self.storage.as_mut() {
+                        s.reput.last_successor = Some(successor);
+                    }
+                    self.publish_own(now);
+                }
+                Event::SuccessorChanged { .. } => self.successor_changed(now),
                 Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
                 _ => {}
             }
@@ -679,6 +702,7 @@ impl Peer {
         let Some(storage) = self.storage.as_mut() else { return };
         let Some(mut o) = storage.ops.remove(&op) else { return };
         match o.purpose {
+            Purpose::Reput => {}
             Purpose::Put => {
                 let event = StorageEvent::Stored { op, kind: o.kind, key: o.key, places: o.places };
                 self.events.push_back(super::PeerEvent::Storage(event));
@@ -767,6 +791,10 @@ impl Peer {
             }
             storage.counters.records_held = storage.store.iter().count() as u64;
         }
+        if storage.reput.next_at.is_some_and(|at| now >= at) {
+            self.reput_timeout(now);
+        }
+        let Some(storage) = self.storage.as_mut() else { return };
         let refresh_due = storage.refresh_at.is_some_and(|at| now >= at);
         let joined = matches!(self.overlay.chord.state(), NodeState::Joined | NodeState::Alone);
         if refresh_due && !joined {

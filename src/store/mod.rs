@@ -22,7 +22,7 @@ pub use check::{check_store, IdentitySource, OwnerUsage, StorePolicy, StoreRefus
 pub use memory::{put_checked, MemoryStore, Store};
 pub use payload::{Contact, Registration};
 pub use record::{decode_chain, encode_chain, DecodeError, Record, RecordKind, SignError, Unsigned};
-pub use replica::replica_keys;
+pub use replica::{replica_keys, replica_keys_numbered, with_spares};
 
 #[cfg(test)]
 mod tests;

@@ -1,18 +1,106 @@
 //! Records moving with the ring: hand-off to a newcomer that took over some of our replica
-//! keys (a join), and to our successor when we leave (dSIP §6.5). A failed predecessor only
-//! widens our range; owners' refreshes and read repair restore what it held.
+//! keys (a join), and to our successor when we leave (dSIP §6.5); and re-put after a
+//! neighbour is detected dead ([`Reput`]): every record we hold is stored again at its R+1
+//! places, so the places that were on the dead node come back at the nodes now responsible.
 
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info};
 
-use super::{last_replica_number, Purpose};
-use crate::overlay::NodeId;
+use super::Purpose;
+use crate::overlay::{Contact, NodeId};
 use crate::peer::store_sip::StorageRequest;
 use crate::peer::Peer;
-use crate::store::{replica_keys, Record};
+use crate::store::{replica_keys_numbered, Record};
+
+/// How many re-puts start per [`REPUT_SPACING`]: a large failure spreads its re-puts over time
+/// instead of bursting every held record's R+1 lookups at once.
+pub(super) const REPUT_BATCH: usize = 4;
+/// The pause between re-put batches.
+pub(super) const REPUT_SPACING: Duration = Duration::from_millis(250);
+
+/// Re-put after a failure. A neighbour counts as dead when our predecessor is dropped (it
+/// failed the predecessor check or a stabilize) or replaced by a node further back, or when
+/// our first successor is replaced by one further on (the old one was dropped). Every record we
+/// hold is then queued to be stored again at all its places (the ordinary put path, spare
+/// numbers included); the receivers accept an identical copy as already held. The first batch
+/// waits one stabilize interval so the ring has absorbed the dead node's range, and a record is
+/// re-put at most once per `min_gap` (a stabilize interval), however many failures follow.
+#[derive(Default)]
+pub(in crate::peer) struct Reput {
+    /// Records waiting, in order.
+    queue: VecDeque<(crate::store::RecordKind, String)>,
+    /// When the next batch starts.
+    pub next_at: Option<Instant>,
+    /// When each record was last re-put (pruned once older than the gap).
+    last: BTreeMap<(crate::store::RecordKind, String), Instant>,
+    /// The first successor at the last check.
+    pub last_successor: Option<Contact>,
+}
 
 impl Peer {
+    /// A neighbour was detected dead: queue every held record for re-put.
+    pub(in crate::peer) fn neighbour_failed(&mut self, now: Instant, who: NodeId) {
+        let delay = self.overlay.chord.config().stabilize_interval;
+        let Some(storage) = self.storage.as_mut() else { return };
+        let queued: std::collections::BTreeSet<_> = storage.reput.queue.iter().cloned().collect();
+        let mut added = 0;
+        for record in storage.store.iter() {
+            let id = (record.kind, record.key.clone());
+            if !queued.contains(&id) {
+                storage.reput.queue.push_back(id);
+                added += 1;
+            }
+        }
+        info!(dead = ?who, records = added, "a neighbour failed; re-putting the records we hold");
+        if storage.reput.next_at.is_none() && !storage.reput.queue.is_empty() {
+            storage.reput.next_at = Some(now + delay);
+        }
+    }
+
+    /// Our first successor changed: if the old one lies between us and the new one, it was
+    /// dropped from the ring (dead, or left).
+    pub(in crate::peer) fn successor_changed(&mut self, now: Instant) {
+        let me = self.node_id();
+        let new = self.overlay.chord.successor().clone();
+        let Some(storage) = self.storage.as_mut() else { return };
+        let old = storage.reput.last_successor.replace(new.clone());
+        if let Some(old) = old {
+            if old.id != new.id && new.id != me && old.id.in_open(me, new.id) {
+                self.neighbour_failed(now, old.id);
+            }
+        }
+    }
+
+    /// Starts the next batch of re-puts when due.
+    pub(in crate::peer) fn reput_timeout(&mut self, now: Instant) {
+        let unix_now = self.unix_now(now);
+        let gap = self.overlay.chord.config().stabilize_interval;
+        let Some(storage) = self.storage.as_mut() else { return };
+        if storage.reput.next_at.is_none_or(|at| now < at) {
+            return;
+        }
+        storage.reput.last.retain(|_, at| now.saturating_duration_since(*at) < gap);
+        let mut batch = Vec::new();
+        while batch.len() < REPUT_BATCH {
+            let Some(id) = storage.reput.queue.pop_front() else { break };
+            if storage.reput.last.contains_key(&id) {
+                continue;
+            }
+            let Some(record) = storage.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now) else { continue };
+            batch.push(record.clone());
+            storage.reput.last.insert(id, now);
+        }
+        storage.reput.next_at = (!storage.reput.queue.is_empty()).then_some(now + REPUT_SPACING);
+        storage.counters.re_puts += batch.len() as u64;
+        for record in batch {
+            debug!(key = %record.key, seq = record.seq, "re-put after a failure");
+            let _ = self.start_op(now, Purpose::Reput, record.kind, record.key.clone(), Some(record), None);
+        }
+        self.run_storage(now);
+    }
+
     /// Our predecessor changed. If a node joined between the old predecessor and us, the
     /// replica keys in (old, new] are now its: those records go to it (hand-off on join), and a
     /// record none of whose keys is still ours is dropped once a new place has accepted it.
@@ -24,6 +112,16 @@ impl Peer {
         let new = self.overlay.chord.predecessor().map(|p| p.id);
         let Some(storage) = self.storage.as_mut() else { return };
         let old = std::mem::replace(&mut storage.last_predecessor, new);
+        // Dropped (it failed a check), or replaced by a node further back: it is gone.
+        let gone = match (old, new) {
+            (Some(o), None) => Some(o),
+            (Some(o), Some(n)) if o != n && o.in_open(n, me) => Some(o),
+            _ => None,
+        };
+        if let Some(dead) = gone {
+            self.neighbour_failed(now, dead);
+        }
+        let Some(storage) = self.storage.as_mut() else { return };
         let Some(new) = new else { return };
         let moved = |k: NodeId| match old {
             Some(old) if new.in_open(old, me) => k.in_left_open(old, new),
@@ -31,10 +129,11 @@ impl Peer {
             None => !k.in_left_open(new, me),
         };
         let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
+        let numbers = &storage.numbers;
+        let r = u8::try_from(numbers.len()).unwrap_or(u8::MAX);
         let mut handoffs = Vec::new();
         for record in storage.store.iter() {
-            let keys = replica_keys(record.key.as_bytes(), r, hash);
+            let keys = replica_keys_numbered(record.key.as_bytes(), numbers, hash);
             let places: Vec<u8> = (0..=r).filter(|&i| keys.get(usize::from(i)).is_some_and(|k| moved(*k))).collect();
             if places.is_empty() {
                 continue;
@@ -76,12 +175,12 @@ impl Peer {
             return;
         }
         let hash = self.overlay.chord.config().id_hash;
-        let r = last_replica_number(storage.config.replicas);
+        let numbers = &storage.numbers;
         let records: Vec<(Record, u8, NodeId)> = storage
             .store
             .iter()
             .filter_map(|rec| {
-                let keys = replica_keys(rec.key.as_bytes(), r, hash);
+                let keys = replica_keys_numbered(rec.key.as_bytes(), numbers, hash);
                 let (i, k) = keys.iter().enumerate().find(|(_, k)| self.is_responsible(**k))?;
                 Some((rec.clone(), u8::try_from(i).ok()?, *k))
             })

@@ -5,13 +5,12 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::last_replica_number;
 use crate::overlay::{Contact, NodeId};
 use crate::peer::store_sip::{self, StorageAnswer, StorageRequest};
 use crate::peer::{Answer, Endpoint, Peer};
 use crate::sip::validate::Rejection;
 use crate::sip::Message;
-use crate::store::{put_checked, replica_keys};
+use crate::store::{put_checked, replica_keys_numbered};
 
 impl Peer {
     /// Answers a storage request that reached the overlay listener.
@@ -67,7 +66,7 @@ impl Peer {
                 StorageAnswer::NotFound
             }
             StorageRequest::Store { replica_key, record, .. } => {
-                let keys = replica_keys(record.key.as_bytes(), last_replica_number(storage.config.replicas), hash);
+                let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, hash);
                 if !keys.contains(&replica_key) {
                     storage.counters.stores_refused += 1;
                     return StorageAnswer::Refused { status: 403, reason: "Not A Replica Key Of The Record".into() };

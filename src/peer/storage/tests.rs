@@ -11,7 +11,7 @@ use super::*;
 use crate::identity::tests::{Fixture, DAY, T0};
 use crate::identity::{Aor, KeyPair};
 use crate::peer::{PeerConfig, PeerEvent};
-use crate::store::MemoryStore;
+use crate::store::{replica_keys, MemoryStore};
 
 const NOW: u64 = T0 + DAY;
 
@@ -21,16 +21,23 @@ struct Net {
     peers: BTreeMap<SocketAddr, Peer>,
     events: Vec<(SocketAddr, StorageEvent)>,
     policy: StorePolicy,
+    /// Every node's replica numbers (secret placement), when not 1…R.
+    numbers: Option<Vec<u64>>,
 }
 
 impl Net {
     fn new(n: usize, policy: StorePolicy) -> Net {
+        Net::with_numbers(n, policy, None)
+    }
+
+    fn with_numbers(n: usize, policy: StorePolicy, numbers: Option<Vec<u64>>) -> Net {
         let mut net = Net {
             now: Instant::now(),
             fx: Fixture::new("example.com"),
             peers: BTreeMap::new(),
             events: Vec::new(),
             policy,
+            numbers,
         };
         for i in 0..n {
             net.add(&format!("127.0.0.{}:5070", i + 1), None);
@@ -39,7 +46,12 @@ impl Net {
     }
 
     fn storage_config(&self) -> StorageConfig {
-        StorageConfig { unix_at_start: NOW, policy: self.policy.clone(), ..StorageConfig::default() }
+        StorageConfig {
+            unix_at_start: NOW,
+            policy: self.policy.clone(),
+            replica_numbers: self.numbers.clone(),
+            ..StorageConfig::default()
+        }
     }
 
     /// A node at `addr`, enrolled as `aor` if given, joining through the first node.
@@ -417,4 +429,68 @@ fn a_node_not_responsible_redirects_and_the_store_follows() {
     net.run_for(Duration::from_secs(5));
     assert!(net.peers[&wrong].storage_counters().unwrap().not_responsible >= 1);
     assert!(net.holders(RecordKind::Registration, &record.key).contains(&responsible));
+}
+
+/// In ring order: a holder `p` of `key` whose successor `d` is also a holder and whose
+/// successor's successor `s` is not; none of them `except`.
+fn adjacent_holders(net: &Net, key: &str, except: SocketAddr) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    ids.sort();
+    let holders = net.holders(RecordKind::Registration, key);
+    let n = ids.len();
+    (0..n).map(|i| (ids[i].1, ids[(i + 1) % n].1, ids[(i + 2) % n].1)).find(|(p, d, s)| {
+        holders.contains(p) && holders.contains(d) && !holders.contains(s) && ![*p, *d, *s].contains(&except)
+    })
+}
+
+#[test]
+fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(9);
+    let (p, dead, s) = adjacent_holders(&net, key, alice).expect("the fixed layout has two adjacent holders");
+    let newest =
+        |net: &Net| net.peers.values().flat_map(|p| p.held_records()).filter(|r| r.key == key).map(|r| r.seq).max();
+    let seq = newest(&net);
+    let copies = |net: &Net| net.holders(RecordKind::Registration, key).len();
+    // (Earlier hand-offs may have left a copy beyond the R+1 places.)
+    let before = copies(&net);
+    assert!(before > usize::from(DEFAULT_REPLICAS));
+    // The holder dies silently: no leave, no hand-off.
+    net.peers.remove(&dead);
+    net.run_for(Duration::from_secs(60));
+    // Its successor took over its range, and the surviving neighbour's re-put reached it.
+    assert!(net.holders(RecordKind::Registration, key).contains(&s), "no copy at the new place {s}");
+    assert_eq!(copies(&net), before);
+    assert!(net.peers[&p].storage_counters().unwrap().re_puts >= 1);
+    // No owner refresh (no newer sequence number) and no read.
+    assert_eq!(newest(&net), seq);
+    assert_eq!(net.peers.values().map(|p| p.storage_counters().unwrap().fetches_served).sum::<u64>(), 0);
+}
+
+#[test]
+fn with_secret_replica_numbers_copies_sit_at_the_secret_places_and_members_read_them() {
+    let secret = [42u8; 32];
+    let placement = crate::overlay_config::ReplicaPlacement::secret(DEFAULT_REPLICAS, &secret);
+    let numbers = placement.numbers(Some(&secret)).unwrap();
+    let mut net = Net::with_numbers(9, StorePolicy::default(), Some(numbers.clone()));
+    let alice = net.add("127.0.0.100:5070", Some("sip:alice@example.com"));
+    net.run_for(Duration::from_secs(60));
+    let key = "sip:alice@example.com";
+    let spares = usize::from(last_replica_number(DEFAULT_REPLICAS) - DEFAULT_REPLICAS);
+    let secret_keys =
+        replica_keys_numbered(key.as_bytes(), &with_spares(&numbers, spares), crate::overlay::IdHash::Sha1);
+    let public_keys = replica_keys(key.as_bytes(), last_replica_number(DEFAULT_REPLICAS), crate::overlay::IdHash::Sha1);
+    let (newest, places) = net.fetch(addr("127.0.0.3:5070"), key);
+    assert!(newest.is_some(), "{places:#?}");
+    assert_eq!(places.len(), usize::from(DEFAULT_REPLICAS) + 1);
+    for p in &places {
+        assert!(p.valid && p.current, "{p:?}");
+        assert_eq!(p.replica_key, secret_keys[usize::from(p.replica)]);
+        if p.replica > 0 {
+            assert!(!public_keys.contains(&p.replica_key), "a secret place is a public one: {p:?}");
+        }
+        let holder = net.responsible(p.replica_key);
+        assert!(net.holders(RecordKind::Registration, key).contains(&holder), "no copy at {holder}");
+    }
+    let _ = alice;
 }
