@@ -28,15 +28,20 @@ pub struct LookupAnswer {
     pub path: Vec<Node>,
     /// `path`'s length.
     pub hops: usize,
+    /// How many of the last nodes on `path` were asked to confirm the answer rather than to
+    /// route (the node responsible answers for itself): Chord's routing hops are
+    /// `hops - confirmations`.
+    pub confirmations: usize,
 }
 
 impl LookupAnswer {
-    pub fn new(key: NodeId, node: &Contact, path: &[Contact]) -> LookupAnswer {
+    pub fn new(key: NodeId, node: &Contact, path: &[Contact], confirmations: u32) -> LookupAnswer {
         LookupAnswer {
             key: key.to_string(),
             node: node.into(),
             path: path.iter().map(Node::from).collect(),
             hops: path.len(),
+            confirmations: confirmations as usize,
         }
     }
 }
