@@ -338,6 +338,10 @@ pub fn encode_response(
         _ => (200, "OK"),
     };
     let mut resp = request.make_response(code, reason, Some(to_tag));
+    // make_response writes the tagged To in its long form; keep it compact like the rest.
+    if let Some(to) = resp.headers.get(&HeaderName::To).and_then(|h| h.value_str().map(str::to_owned)) {
+        resp.headers.set(compact(HeaderName::To, "t", to));
+    }
     // "Unchanged" echoes the querier's digest; nothing else needs one.
     let digest = match response {
         Response::NeighboursUnchanged => digest_of(request),
