@@ -234,7 +234,15 @@ impl Chord {
         // Not ours: send it to the node that will be its predecessor, or closer to it. (Not
         // `find_successor_step`: knowing the joiner's successor from our list is not enough,
         // the admitting node must be one of its neighbours.)
-        let nodes = self.closest_preceding_nodes(now, joiner.id, self.config.redirect_width.max(1));
+        let mut nodes = self.closest_preceding_nodes(now, joiner.id, self.config.redirect_width.max(1));
+        // Our fingers may all have died since we last used them, and a joiner whose redirects
+        // all fail would fall back on its bootstrap list alone, which churn may have emptied
+        // too (a fresh node knows nobody else). Our successor, which stabilize keeps live,
+        // lies between us and the joiner here: the last resort is to walk on from it.
+        let successor = self.successor().clone();
+        if successor.id != me && !nodes.is_empty() && !nodes.iter().any(|n| n.id == successor.id) {
+            nodes.push(successor);
+        }
         if nodes.is_empty() {
             // Nobody we know precedes it, so nobody lies between us: we are its predecessor.
             return Response::Joined {
