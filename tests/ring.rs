@@ -20,8 +20,12 @@ use p2psip::overlay::{IdHash, NodeId};
 /// One stabilize round at its longest: the configured 500 ms plus the core's 20% jitter.
 const ROUND: Duration = Duration::from_millis(600);
 const RPC_TIMEOUT: Duration = Duration::from_millis(500);
+/// A fixed stabilize period (no adaptive stretching): this test is about real daemons forming
+/// and healing a ring; the default adaptive timers are measured in the simulator
+/// (`docs/performance.md`).
 const CONFIG: &str = "[chord]\n\
     stabilize_interval_ms = 500\n\
+    stabilize_max_interval_ms = 500\n\
     check_predecessor_interval_ms = 500\n\
     fix_fingers_interval_ms = 1000\n\
     rpc_timeout_ms = 500\n\

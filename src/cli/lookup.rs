@@ -31,7 +31,8 @@ pub struct LookupArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5090")]
     pub http: SocketAddr,
 
-    /// Print the JSON answer instead of a summary: `key`, `node`, `path`, `hops`; for an AoR
+    /// Print the JSON answer instead of a summary: `key`, `node`, `path`, `hops`, `confirmations`
+    /// (how many of the last nodes on the path were asked to confirm the answer); for an AoR
     /// also `aor`, `registration`, `certificate` and `replicas`
     #[arg(long)]
     pub json: bool,
@@ -59,6 +60,10 @@ pub fn summary(answer: &Value) -> String {
     let _ = writeln!(out, "key           {}", answer["key"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "responsible   {}", node(&answer["node"]));
     let _ = writeln!(out, "hops          {}", answer["hops"]);
+    if let Some(c) = answer["confirmations"].as_u64().filter(|c| *c > 0) {
+        let _ =
+            writeln!(out, "  of which the last {c} confirmed the answer (the node responsible answering for itself)");
+    }
     if let Value::Array(path) = &answer["path"] {
         for (i, hop) in path.iter().enumerate() {
             let _ = writeln!(out, "  {:>2}. {}", i + 1, node(hop));

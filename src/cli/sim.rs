@@ -68,6 +68,12 @@ pub struct SimArgs {
     #[arg(long, value_name = "SECS")]
     pub stabilize_interval: Option<f64>,
 
+    /// Every node's longest stabilize period, in seconds: quiet rounds double the period from
+    /// --stabilize-interval up to this (adaptive stabilization; equal to --stabilize-interval
+    /// for a fixed period) [default: ChordConfig's, 5: fixed]
+    #[arg(long, value_name = "SECS")]
+    pub stabilize_max_interval: Option<f64>,
+
     /// Every node's fix_fingers period, in seconds [default: ChordConfig's, 30]
     #[arg(long, value_name = "SECS")]
     pub fix_fingers_interval: Option<f64>,
@@ -109,6 +115,9 @@ impl SimArgs {
             chord.stabilize_interval = Duration::from_secs_f64(s.max(0.1));
             chord.check_predecessor_interval = chord.stabilize_interval;
         }
+        if let Some(s) = self.stabilize_max_interval {
+            chord.stabilize_max_interval = Duration::from_secs_f64(s.max(0.1));
+        }
         if let Some(s) = self.fix_fingers_interval {
             chord.fix_fingers_interval = Duration::from_secs_f64(s.max(0.1));
         }
@@ -132,7 +141,8 @@ impl SimArgs {
 
 fn lookups_line(s: &LookupStats) -> String {
     format!(
-        "{:.2}% of {} right ({} failed, {} wrong of which {} named a departed node); hops mean {:.2}, p50 {}, p99 {}, max {}",
+        "{:.2}% of {} right ({} failed, {} wrong of which {} named a departed node); hops mean {:.2}, p50 {}, p99 {}, max {}; \
+         plus {:.2} confirmations (total mean {:.2}, p99 {})",
         s.success * 100.0,
         s.lookups,
         s.failed,
@@ -141,7 +151,10 @@ fn lookups_line(s: &LookupStats) -> String {
         s.mean_hops,
         s.p50_hops,
         s.p99_hops,
-        s.max_hops
+        s.max_hops,
+        s.mean_confirmations,
+        s.mean_total_hops,
+        s.p99_total_hops
     )
 }
 

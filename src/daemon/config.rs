@@ -27,6 +27,7 @@ use crate::overlay::ChordConfig;
 ///
 /// [chord]                      # Chord timers; defaults are ChordConfig's
 /// stabilize_interval_ms = 5000
+/// stabilize_max_interval_ms = 5000 # above stabilize_interval_ms: quiet rounds double the period up to this
 /// check_predecessor_interval_ms = 5000
 /// fix_fingers_interval_ms = 30000
 /// rpc_timeout_ms = 2000
@@ -215,6 +216,7 @@ impl StorageSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ChordSettings {
     pub stabilize_interval_ms: u64,
+    pub stabilize_max_interval_ms: u64,
     pub check_predecessor_interval_ms: u64,
     pub fix_fingers_interval_ms: u64,
     pub rpc_timeout_ms: u64,
@@ -228,6 +230,7 @@ impl Default for ChordSettings {
         let ms = |d: Duration| d.as_millis() as u64;
         ChordSettings {
             stabilize_interval_ms: ms(d.stabilize_interval),
+            stabilize_max_interval_ms: ms(d.stabilize_max_interval),
             check_predecessor_interval_ms: ms(d.check_predecessor_interval),
             fix_fingers_interval_ms: ms(d.fix_fingers_interval),
             rpc_timeout_ms: ms(d.rpc_timeout),
@@ -243,6 +246,9 @@ impl ChordSettings {
         let ms = Duration::from_millis;
         ChordConfig {
             stabilize_interval: ms(self.stabilize_interval_ms),
+            // Never shorter than the minimum (a config that sets only the minimum gets a
+            // fixed period if it is above the default maximum).
+            stabilize_max_interval: ms(self.stabilize_max_interval_ms.max(self.stabilize_interval_ms)),
             check_predecessor_interval: ms(self.check_predecessor_interval_ms),
             fix_fingers_interval: ms(self.fix_fingers_interval_ms),
             rpc_timeout: ms(self.rpc_timeout_ms),
@@ -255,6 +261,7 @@ impl ChordSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         let timers = [
             ("chord.stabilize_interval_ms", self.stabilize_interval_ms),
+            ("chord.stabilize_max_interval_ms", self.stabilize_max_interval_ms),
             ("chord.check_predecessor_interval_ms", self.check_predecessor_interval_ms),
             ("chord.fix_fingers_interval_ms", self.fix_fingers_interval_ms),
             ("chord.rpc_timeout_ms", self.rpc_timeout_ms),
@@ -399,6 +406,8 @@ impl Config {
             rpc_timeout_ms: c.rpc_timeout_ms,
             join_retry_interval_ms: c.join_retry_interval_ms,
             successor_list_len: c.successor_list_len,
+            // Not in the document (version 1): the node's own setting stays.
+            stabilize_max_interval_ms: self.chord.stabilize_max_interval_ms,
         };
         if self.join.is_empty() {
             self.join = doc.bootstrap.clone();

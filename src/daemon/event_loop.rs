@@ -173,11 +173,11 @@ impl EventLoop {
                 }
             };
             match event {
-                Event::LookupDone { id, key, result, path } => {
-                    debug!(%key, lookup = id.0, ?result, hops = path.len(), "lookup done");
+                Event::LookupDone { id, key, result, path, confirmations } => {
+                    debug!(%key, lookup = id.0, ?result, hops = path.len(), confirmations, "lookup done");
                     if let Some(reply) = self.lookups.remove(&id) {
                         let answer = result
-                            .map(|node| LookupAnswer::new(key, &node, &path))
+                            .map(|node| LookupAnswer::new(key, &node, &path, confirmations))
                             .map_err(|e| format!("lookup of {key} failed: {e}"));
                         let _ = reply.send(answer);
                     }

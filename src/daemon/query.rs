@@ -30,6 +30,10 @@ pub struct LookupAnswer {
     pub path: Vec<Node>,
     /// `path`'s length.
     pub hops: usize,
+    /// How many of the last nodes on `path` were asked to confirm the answer rather than to
+    /// route (the node responsible answers for itself): Chord's routing hops are
+    /// `hops - confirmations`.
+    pub confirmations: usize,
     /// For an AoR on a node with storage: the record and its replicas (flattened into the
     /// top level of the JSON: `aor`, `registration`, `certificate`, `replicas`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -37,12 +41,13 @@ pub struct LookupAnswer {
 }
 
 impl LookupAnswer {
-    pub fn new(key: NodeId, node: &Contact, path: &[Contact]) -> LookupAnswer {
+    pub fn new(key: NodeId, node: &Contact, path: &[Contact], confirmations: u32) -> LookupAnswer {
         LookupAnswer {
             key: key.to_string(),
             node: node.into(),
             path: path.iter().map(Node::from).collect(),
             hops: path.len(),
+            confirmations: confirmations as usize,
             record: None,
         }
     }
@@ -101,7 +106,7 @@ impl LookupAnswer {
         let node = primary.node.as_ref().ok_or_else(|| {
             format!("lookup of {aor} failed: {}", primary.error.as_deref().unwrap_or("no node answered"))
         })?;
-        let mut answer = LookupAnswer::new(primary.replica_key, node, &primary.path);
+        let mut answer = LookupAnswer::new(primary.replica_key, node, &primary.path, primary.confirmations);
         let registration = newest.and_then(|r| {
             let reg = Registration::from_payload(&r.payload).ok()?;
             Some(RegistrationAnswer { contacts: reg.contacts, expires_at: r.expires_at, seq: r.seq })

@@ -25,8 +25,13 @@ pub struct ChordConfig {
     /// `r`, the length of the successor list (Chord ToN §IV-E.3). The ring survives `r - 1`
     /// consecutive simultaneous failures.
     pub successor_list_len: usize,
-    /// Period of `stabilize` (ask the successor for its predecessor and successor list).
+    /// Period of `stabilize` (ask the successor for its predecessor and successor list) while
+    /// the neighbourhood changes; the shortest period.
     pub stabilize_interval: Duration,
+    /// The longest period of `stabilize`: each round that changes nothing doubles the period
+    /// up to this; any change or failure resets it to `stabilize_interval` (adaptive
+    /// stabilization). Equal to `stabilize_interval` for a fixed period.
+    pub stabilize_max_interval: Duration,
     /// Period of `check_predecessor`; the ping is skipped when the predecessor spoke to us
     /// within the last period.
     pub check_predecessor_interval: Duration,
@@ -60,6 +65,9 @@ impl Default for ChordConfig {
         ChordConfig {
             successor_list_len: 8,
             stabilize_interval: Duration::from_secs(5),
+            // Adaptive stretching is off by default: measured under heavy churn it let loopy
+            // rings form (docs/performance.md, "B5").
+            stabilize_max_interval: Duration::from_secs(5),
             check_predecessor_interval: Duration::from_secs(5),
             fix_fingers_interval: Duration::from_secs(30),
             fingers_per_round: 3,
@@ -76,6 +84,15 @@ impl Default for ChordConfig {
 }
 
 impl ChordConfig {
+    /// How long the predecessor may stay silent before `check_predecessor` pings it: it
+    /// proves itself alive by stabilizing with us at least once per longest stabilize period
+    /// (plus jitter and one RPC deadline).
+    pub fn predecessor_silence(&self) -> Duration {
+        let longest = self.stabilize_max_interval.max(self.stabilize_interval);
+        let jitter = longest / 100 * self.jitter_percent.min(100);
+        (longest + jitter + self.rpc_timeout).max(self.check_predecessor_interval)
+    }
+
     /// How long a node that failed to answer is ignored when others still name it (in their
     /// successor lists, as their predecessor): long enough for its neighbours to notice the
     /// failure themselves (one check of the predecessor plus one stabilize round).

@@ -13,11 +13,18 @@
 //! falls within it past entries that have all failed. The hop limit is
 //! [`super::ChordConfig::max_hops`].
 //!
+//! An answer is only final when the node it names has said so itself (dSIP's rule that the
+//! peer responsible answers for itself; Chord ToN §V-D's observation that right after failures
+//! the answer otherwise names the key's dead old successor). A [`Next::Confirm`] asks the named
+//! node the same question; if it does not answer, the backups the answer carried (the
+//! answerer's successor list after it) are asked in turn, and the first live one takes the
+//! key over. Confirmations are counted apart from routing hops.
+//!
 //! This module holds the state only; [`super::chord`] sends the requests and reads the clock.
 //!
 //! [`Response::Closer`]: super::rpc::Response::Closer
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::id::NodeId;
 use super::rpc::Contact;
@@ -57,7 +64,31 @@ pub struct Lookup {
     failed: BTreeSet<NodeId>,
     /// Whether the querier's own successor list has been used as the last fallback.
     own_list_used: bool,
+    /// The named answer and its backups, still to be confirmed, in order.
+    confirm: VecDeque<Contact>,
+    /// The node being asked to confirm, and whether it is a backup (an earlier one failed).
+    confirming: Option<(NodeId, bool)>,
+    /// Whether a node named as responsible failed to confirm, so the next one takes over.
+    fell_back: bool,
+    /// Nodes that were asked to confirm and disagreed (their view of their own arc lags, e.g.
+    /// their predecessor died unnoticed). Alive, and named again by a live node's successor
+    /// list, they are taken: asking again would only repeat the disagreement.
+    disputed: BTreeSet<NodeId>,
+    /// What a live node's successor list said about the key when it also offered new, closer
+    /// candidates: `(its distance to the key, answer, backups, stand-in)`. Used once those
+    /// candidates are exhausted, instead of walking back to nodes farther from the key.
+    list_answer: Option<(NodeId, Contact, Vec<Contact>, bool)>,
+    confirmations: u32,
     path: Vec<Contact>,
+}
+
+/// How a node asked to confirm an answer replied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// It is responsible: the lookup is done.
+    Done,
+    /// It disagrees; carry on routing.
+    Continue,
 }
 
 impl Lookup {
@@ -77,6 +108,12 @@ impl Lookup {
             answered: BTreeMap::new(),
             failed: BTreeSet::new(),
             own_list_used: false,
+            confirm: VecDeque::new(),
+            confirming: None,
+            fell_back: false,
+            disputed: BTreeSet::new(),
+            list_answer: None,
+            confirmations: 0,
             path: Vec::new(),
         };
         lookup.asked.insert(me);
@@ -108,6 +145,60 @@ impl Lookup {
         self.path
     }
 
+    /// How many of the nodes on the path were asked to confirm an answer (not routing hops).
+    pub fn confirmations(&self) -> u32 {
+        self.confirmations
+    }
+
+    /// An answer named `node` responsible, with `backups` to take over if it has failed: ask
+    /// them, in order, before anything else. `fell_back` says `node` is itself a stand-in for
+    /// a node known to have failed, so any answer from it will do. Nodes already known to have
+    /// failed (here or by `skip`) are left out.
+    /// Returns false when `node` needs no asking: it already answered this lookup, disagreeing.
+    pub fn confirm(
+        &mut self,
+        node: Contact,
+        backups: &[Contact],
+        fell_back: bool,
+        skip: impl Fn(NodeId) -> bool,
+    ) -> bool {
+        if self.disputed.contains(&node.id) {
+            return false;
+        }
+        self.confirm.clear();
+        self.fell_back = fell_back;
+        let mut first = true;
+        for c in std::iter::once(&node).chain(backups) {
+            let usable = c.is_plausible() && !self.failed.contains(&c.id) && !skip(c.id);
+            if usable && !self.confirm.iter().any(|x| x.id == c.id) {
+                self.confirm.push_back(c.clone());
+            } else if first {
+                self.fell_back = true;
+            }
+            first = false;
+        }
+        true
+    }
+
+    /// Whether `asked` is the node we asked to confirm the answer.
+    pub fn is_confirming(&self, asked: NodeId) -> bool {
+        self.confirming.is_some_and(|(id, _)| id == asked)
+    }
+
+    /// The node asked to confirm answered; `says_itself` when it named itself responsible.
+    /// A backup that answers at all is taken: the nodes before it in the list failed, so it
+    /// holds their arc now (or will at its next `check_predecessor`).
+    pub fn confirmed(&mut self, says_itself: bool) -> Confirmation {
+        let Some((asked, backup)) = self.confirming.take() else { return Confirmation::Continue };
+        if says_itself || backup {
+            Confirmation::Done
+        } else {
+            self.disputed.insert(asked);
+            self.confirm.clear();
+            Confirmation::Continue
+        }
+    }
+
     fn insert(&mut self, c: Contact) {
         if !self.asked.contains(&c.id) && c.is_plausible() {
             self.candidates.insert(c.id.distance(self.key), c);
@@ -127,6 +218,9 @@ impl Lookup {
     /// A node asked during this lookup did not answer.
     pub fn failed(&mut self, id: NodeId) {
         self.failed.insert(id);
+        if self.confirming.take().is_some_and(|(c, _)| c == id) {
+            self.fell_back = true;
+        }
     }
 
     /// The fallback's answer: `answerer`'s successor list. Its entries before the key become
@@ -140,18 +234,35 @@ impl Lookup {
         list: &[Contact],
         skip: impl Fn(NodeId) -> bool,
     ) -> Option<Contact> {
+        self.successor_list_answer(answerer, list, skip).map(|(c, _, _)| c)
+    }
+
+    /// As [`Lookup::add_successor_list`], with the entries after the answer (its backups) and
+    /// whether the answer stands in for a failed entry before it.
+    pub fn successor_list_answer(
+        &mut self,
+        answerer: &Contact,
+        list: &[Contact],
+        skip: impl Fn(NodeId) -> bool,
+    ) -> Option<(Contact, Vec<Contact>, bool)> {
         let before = self.candidates.len();
         self.add_closer(answerer, list);
-        if self.candidates.len() > before {
-            return None;
-        }
         let mut previous = answerer.id;
         let k = list.iter().position(|s| {
             let hit = self.key.in_left_open(previous, s.id);
             previous = s.id;
             hit
         })?;
-        list[k..].iter().find(|s| s.is_plausible() && !self.failed.contains(&s.id) && !skip(s.id)).cloned()
+        let at = list[k..].iter().position(|s| s.is_plausible() && !self.failed.contains(&s.id) && !skip(s.id))?;
+        let answer = (list[k + at].clone(), list[k + at + 1..].to_vec(), at > 0);
+        if self.candidates.len() > before {
+            let distance = answerer.id.distance(self.key);
+            if self.list_answer.as_ref().is_none_or(|(d, ..)| distance < *d) {
+                self.list_answer = Some((distance, answer.0, answer.1, answer.2));
+            }
+            return None;
+        }
+        Some(answer)
     }
 
     /// Whether the querier's own successor list is still unused as a last resort; marks it
@@ -170,7 +281,19 @@ impl Lookup {
     /// first; past that point, the successor list of the closest live answerer beats walking
     /// back to candidates farther from the key, which could only name the same nodes again.
     pub fn next_request(&mut self) -> Option<Next> {
+        if let Some(c) = self.confirm.pop_front() {
+            self.confirming = Some((c.id, self.fell_back));
+            self.confirmations += 1;
+            self.path.push(c.clone());
+            return Some(Next::Confirm(c));
+        }
         let candidate = self.candidates.first_key_value().map(|(d, _)| *d);
+        if let Some((d, ..)) = &self.list_answer {
+            if candidate.is_none_or(|c| c > *d) {
+                let (_, node, backups, fell_back) = self.list_answer.take()?;
+                return Some(Next::ListAnswer(node, backups, fell_back));
+            }
+        }
         let answerer = self.answered.first_key_value().map(|(d, _)| *d);
         let fallback = match (candidate, answerer) {
             (Some(c), Some(a)) => a < c,
@@ -199,6 +322,11 @@ pub enum Next {
     Ask(Contact),
     /// `GetNeighbours` to this live node, for its successor list.
     AskSuccessors(Contact),
+    /// `FindSuccessor(key)` to the node an answer named, to hear it from the node itself.
+    Confirm(Contact),
+    /// No request: a live node's successor list names this node responsible (then backups,
+    /// and whether it stands in for a failed entry); confirm it.
+    ListAnswer(Contact, Vec<Contact>, bool),
 }
 
 #[cfg(test)]

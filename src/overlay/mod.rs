@@ -44,4 +44,4 @@ pub use config::ChordConfig;
 pub use finger::Finger;
 pub use id::{IdHash, IdParseError, NodeId, ID_BITS};
 pub use lookup::{LookupError, LookupId};
-pub use rpc::{Contact, OutgoingRpc, RefuseReason, Request, Response, RpcFailure, RpcId, RpcTarget};
+pub use rpc::{neighbours_digest, Contact, OutgoingRpc, RefuseReason, Request, Response, RpcFailure, RpcId, RpcTarget};

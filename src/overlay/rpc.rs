@@ -49,9 +49,18 @@ pub enum Request {
     /// is closer to it than you?" Answered with [`Response::Successor`] or [`Response::Closer`].
     FindSuccessor { key: NodeId },
     /// `stabilize`'s question to a successor: "who is your predecessor, and what is your
-    /// successor list?" Answered with [`Response::Neighbours`].
-    GetNeighbours,
+    /// successor list?" Answered with [`Response::Neighbours`], or with
+    /// [`Response::NeighboursUnchanged`] when `digest` is the [`neighbours_digest`] of what the
+    /// answer would say (the querier keeps the last answer and sends its digest).
+    ///
+    /// With `notify` (stabilize's question, always) it is also Chord's `notify`: the receiver
+    /// treats the sender as a candidate predecessor before it answers, so the answer already
+    /// names it and no separate `Notify` is needed. Without (a lookup reading a successor list),
+    /// it is a plain question.
+    GetNeighbours { digest: Option<u64>, notify: bool },
     /// Chord's `notify`: "I think I might be your predecessor." The candidate is the sender.
+    /// Stabilize notifies through `GetNeighbours`; this is sent only when a candidate successor
+    /// died before we adopted it, to the successor we keep.
     Notify,
     /// `check_predecessor`'s liveness probe. Answered with [`Response::Ok`].
     Ping,
@@ -69,7 +78,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::FindSuccessor { .. } => "FindSuccessor",
-            Request::GetNeighbours => "GetNeighbours",
+            Request::GetNeighbours { .. } => "GetNeighbours",
             Request::Notify => "Notify",
             Request::Ping => "Ping",
             Request::Join { .. } => "Join",
@@ -102,13 +111,19 @@ pub enum RefuseReason {
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// "`node` is responsible for the key": the answerer itself, or its successor.
-    Successor { node: Contact },
+    /// "`node` is responsible for the key": the answerer itself (then `backups` is empty), or
+    /// its successor, followed in `backups` by the rest of the answerer's successor list, which
+    /// take over the key in that order if `node` has failed. A querier that did not hear this
+    /// from `node` itself confirms it with `node` (and, should it not answer, with the backups).
+    Successor { node: Contact, backups: Vec<Contact> },
     /// An iterative redirect (302): nodes closer to the key than the answerer, best first.
     /// More than one so that the querier can fall back when the first has died.
     Closer { nodes: Vec<Contact> },
     /// The answer to `GetNeighbours`.
     Neighbours { predecessor: Option<Contact>, successors: Vec<Contact> },
+    /// The answer to `GetNeighbours { digest: Some(d) }` when `d` still describes the answerer's
+    /// predecessor and successor list: "the same as last time".
+    NeighboursUnchanged,
     /// The answer to an admitted `Join`: the joiner's predecessor, its successor list (first
     /// entry = its successor; Zave: a joiner must take a full list at once) and fingers to seed
     /// its own table.
@@ -126,11 +141,39 @@ impl Response {
             Response::Successor { .. } => "Successor",
             Response::Closer { .. } => "Closer",
             Response::Neighbours { .. } => "Neighbours",
+            Response::NeighboursUnchanged => "NeighboursUnchanged",
             Response::Joined { .. } => "Joined",
             Response::Ok => "Ok",
             Response::Refused { .. } => "Refused",
         }
     }
+}
+
+/// A 64-bit digest of a `Neighbours` answer (FNV-1a over each node's ID and address, in
+/// order, the predecessor first), so that a querier can ask "has this changed?" in 16 hex
+/// digits. Not a security measure: a node that lies about its neighbours can do so anyway.
+pub fn neighbours_digest(predecessor: Option<&Contact>, successors: &[Contact]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(PRIME);
+        }
+    };
+    let mut node = |c: Option<&Contact>| match c {
+        None => eat(&[0]),
+        Some(c) => {
+            eat(&[1]);
+            eat(&c.id.to_bytes());
+            eat(c.addr.to_string().as_bytes());
+        }
+    };
+    node(predecessor);
+    for s in successors {
+        node(Some(s));
+    }
+    h
 }
 
 /// Identifies one outgoing request; the driver hands it back with the response.

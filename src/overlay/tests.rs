@@ -169,8 +169,10 @@ fn ring_heals_after_a_fifth_or_half_of_the_nodes_fail_at_once() {
             assert_eq!((during.failed, isolated), (0, 0), "seed {seed}");
         } else {
             // r consecutive nodes died: the node before them is cut off until it rejoins, and
-            // lookups that must pass it fail meanwhile.
-            assert!(during.failed * 10 <= during.lookups, "seed {seed}: {during:?}");
+            // lookups that must pass it fail meanwhile. Confirmed lookups wait out each dead
+            // node they are named (2 s), so more of them are still under way while it is cut
+            // off (seed 22, 8 in a row dead: 13 of 100 failed).
+            assert!(during.failed * 100 <= during.lookups * 15, "seed {seed}: {during:?}");
         }
         // Right after the failure a lookup may still name a dead node as responsible (its
         // predecessor has not noticed yet): about the fraction that failed, as in Chord ToN §V-D.
@@ -406,4 +408,44 @@ fn lookups_stay_consistent_under_churn() {
         rate * 100.0
     );
     assert!(rate >= 0.95, "seed 121: {rate}");
+}
+
+/// Regression (sim, N = 200, 1.4-minute sessions, seed 3): a joiner was redirected by its
+/// bootstrap node to three fingers that had all died, and its bootstrap nodes died too before
+/// it retried; knowing nobody else, it stayed `Joining` for good and the ring never became
+/// correct. A redirect now ends with the redirecting node's successor, which stabilize keeps
+/// live, so the joiner walks on from there.
+#[test]
+fn a_joiner_whose_redirects_and_bootstrap_died_still_joins() {
+    let mut net = net(11);
+    grow_sequentially(&mut net, 16).unwrap();
+    converge(&mut net, Duration::from_secs(120));
+    net.run_for(Duration::from_secs(200)); // fingers settle
+    let joiner = net.spawn(TestNet::default_addr(100));
+    let jid = net.contact(joiner).unwrap().id;
+    let sorted = invariants::sorted_members(&net);
+    // The bootstrap node: eight members before the joiner's place, so that it redirects.
+    let place = sorted.iter().position(|(id, _)| *id >= jid).unwrap_or(0);
+    let (bid, b) = sorted[(place + sorted.len() - 8) % sorted.len()];
+    let chord = net.node(b).unwrap();
+    let successor = chord.successor().id;
+    let mut ahead: Vec<&Contact> = chord
+        .fingers()
+        .filter_map(|f| f.node)
+        .chain(chord.successors())
+        .filter(|c| c.id.in_open(bid, jid) && c.id != successor)
+        .collect();
+    ahead.sort_by_key(|c| c.id.distance(jid));
+    ahead.dedup_by_key(|c| c.id);
+    let victims: Vec<usize> = ahead.iter().take(3).map(|c| net.index_of(c.id).unwrap()).collect();
+    assert_eq!(victims.len(), 3);
+    for &v in &victims {
+        net.kill(v);
+    }
+    net.join(joiner, &[b]);
+    // The bootstrap node answers, then dies before the joiner has tried its redirects.
+    net.run_for(Duration::from_millis(500));
+    net.kill(b);
+    converge(&mut net, Duration::from_secs(120));
+    assert_eq!(net.node(joiner).unwrap().state(), NodeState::Joined);
 }

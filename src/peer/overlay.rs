@@ -98,7 +98,7 @@ impl Peer {
         if matches!(response, crate::overlay::Response::Refused { .. }) {
             self.counters.overlay_refused += 1;
         }
-        let tag = self.new_tag();
+        let tag = format!("{:08x}", self.rng.random::<u32>());
         let answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
         self.drain_overlay(now);
         Answer::Respond(answer)
@@ -130,14 +130,17 @@ impl Peer {
     pub(super) fn drain_overlay(&mut self, now: Instant) {
         while let Some(rpc) = self.overlay.chord.poll_rpc() {
             let me = self.overlay.chord.me().clone();
-            let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), me.addr.ip());
-            let from_tag = self.new_tag();
+            // 64 random bits make a Call-ID unique enough (RFC 3261 §8.1.1.4 asks for global
+            // uniqueness, not a host part) and 32 a tag (§19.3); maintenance traffic is most of
+            // what a node sends, so every byte saved counts many times over.
+            let call_id = format!("{:016x}", self.rng.random::<u64>());
+            let from_tag = format!("{:08x}", self.rng.random::<u32>());
             self.overlay.next_cseq = self.overlay.next_cseq.wrapping_add(1) % (1 << 31);
             let ids = RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: self.overlay.next_cseq };
             let mut msg = overlay_sip::encode_request(&rpc, &me, &self.overlay.info, ids);
             let branch = new_branch(&mut self.rng);
             let via = format!("SIP/2.0/UDP {};branch={branch};rport", super::sent_by(self.config.overlay_addr));
-            msg.headers.push_front_of(Header::new(HeaderName::Via, via));
+            msg.headers.push_front_of(overlay_sip::compact(HeaderName::Via, "v", via));
             let to =
                 Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: rpc.to.addr(), conn: None };
             debug!(rpc = rpc.request.name(), to = %overlay_sip::target_label(&rpc.to), "overlay request");

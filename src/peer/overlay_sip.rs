@@ -6,9 +6,9 @@
 //!
 //! | Chord (Stoica et al.)           | SIP request                                              | answer |
 //! |---------------------------------|----------------------------------------------------------|--------|
-//! | `find_successor(k)`, one step   | `REGISTER sip:<k>@<hop>`, no Contact (a query, RFC 3261 §10.2.3) | `200` + `DHT-Link: …;link=R`, or `302` + `Contact`s of closer peers |
-//! | `stabilize`: successor's neighbours | `REGISTER sip:<succ-id>@<succ>`, no Contact          | `200` + `link=R` (itself), `link=P1`, `link=S1…Sr` |
-//! | `notify`                        | `REGISTER sip:<succ-id>@<succ>`, `Contact` = sender, `Expires` > 0 | `200` |
+//! | `find_successor(k)`, one step   | `REGISTER sip:<k>@<hop>`, no Contact (a query, RFC 3261 §10.2.3) | `200` + `DHT-Link: …;link=R` (+ backups `link=S2…Sr` when R is not the answerer), or `302` + `Contact`s of closer peers |
+//! | `stabilize`: successor's neighbours (and implicit `notify`) | `REGISTER sip:<succ-id>@<succ>`, no Contact; `DHT-PeerID;nh=<digest>` of the last answer | `200` + `link=R` (itself), `link=P1`, `link=S1…Sr`; or `200` + `link=R` and `DHT-PeerID;nh=<same digest>` when unchanged |
+//! | `notify` (only to make the receiver check a failed predecessor) | `REGISTER sip:<succ-id>@<succ>`, `Contact` = sender, `Expires` > 0 | `200` |
 //! | join (dSIP §6.3)                | `REGISTER sip:<own-id>@<hop>`, `Contact` = joiner, `Expires` > 0 | `200` + `P1`, `S1…Sr`, `F1…Fk`, or `302` |
 //! | graceful leave (dSIP §6.5)      | `REGISTER sip:<recv-id>@<recv>`, `Expires: 0`, `DHT-Link` hand-off `P1`, `S1…` | `200` |
 //! | `check_predecessor` ping        | `OPTIONS sip:<pred-id>@<pred>`                           | `200` |
@@ -17,6 +17,10 @@
 //! answers 420, RFC 3261 §8.2.2.3) and the sender's `DHT-PeerID`:
 //! `<sip:<40 hex>@<ip>:<port>>;algorithm=sha1;dht=Chord;version=1;overlay=<name>`.
 //! Refusals map to SIP statuses in [`refusal_status`].
+//!
+//! Maintenance traffic is most of what a node sends, so messages are kept small: the compact
+//! header forms of RFC 3261 §7.3.3 (`v`, `f`, `t`, `i`, `m`, `l`, `k`), short tags and
+//! Call-IDs, and conditional stabilize answers. Any SIP parser reads them.
 
 use std::net::SocketAddr;
 
@@ -36,6 +40,17 @@ pub const DHT_NAME: &str = "Chord";
 /// stabilize refreshes the relationship far more often. It is there so that a dSIP-style
 /// element reading the request sees a normal registration.
 pub const PEER_EXPIRES: u32 = 600;
+
+/// The `DHT-PeerID` parameter carrying a [`crate::overlay::neighbours_digest`]: in a
+/// stabilize query, of the answer the querier holds; in the answer, "still the same".
+pub const DIGEST_PARAM: &str = "nh";
+
+/// A header in its compact form (RFC 3261 §7.3.3), e.g. `v: …` for Via. `letter` must be the
+/// compact form of `name`.
+pub fn compact(name: HeaderName, letter: &str, value: impl std::fmt::Display) -> Header {
+    let line = format!("{letter}: {value}");
+    Header::from_raw(name, bytes::Bytes::from(line), letter.len() + 2)
+}
 
 /// What the overlay says about itself on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +115,7 @@ fn contact_from_uri(uri: &Uri) -> Option<Contact> {
     Some(Contact::new(id, addr))
 }
 
-fn peer_id_header(me: &Contact, overlay: &OverlayInfo) -> Header {
+fn peer_id_header(me: &Contact, overlay: &OverlayInfo, digest: Option<u64>) -> Header {
     let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
     na.params = vec![
         Param::new("algorithm", Some(overlay.hash.name())),
@@ -108,7 +123,18 @@ fn peer_id_header(me: &Contact, overlay: &OverlayInfo) -> Header {
         Param::new("version", Some(PROTOCOL_VERSION.to_string())),
         Param::new("overlay", Some(overlay.name.as_str())),
     ];
+    if let Some(d) = digest {
+        na.params.push(Param::new(DIGEST_PARAM, Some(format!("{d:016x}"))));
+    }
     Header::new(HeaderName::DhtPeerId, na)
+}
+
+/// The `nh` digest of a message's `DHT-PeerID`, if it has a well-formed one.
+fn digest_of(msg: &Message) -> Option<u64> {
+    let h = msg.headers.get(&HeaderName::DhtPeerId)?;
+    let na = NameAddr::parse(h.value())?;
+    let v = na.param(DIGEST_PARAM)?.value.clone()?;
+    (v.len() == 16).then(|| u64::from_str_radix(&v, 16).ok()).flatten()
 }
 
 fn link_header(c: &Contact, link: &str) -> Header {
@@ -123,9 +149,14 @@ fn push_links(msg: &mut Message, predecessor: Option<&Contact>, successors: &[Co
         msg.headers.push(link_header(p, "P1"));
     }
     for (prefix, list) in [("S", successors), ("F", fingers)] {
-        for (i, c) in list.iter().enumerate() {
-            msg.headers.push(link_header(c, &format!("{prefix}{}", i + 1)));
-        }
+        push_numbered(msg, prefix, 1, list);
+    }
+}
+
+/// Appends `DHT-Link`s `<prefix><first>`, `<prefix><first + 1>`, … for `list`.
+fn push_numbered(msg: &mut Message, prefix: &str, first: usize, list: &[Contact]) {
+    for (i, c) in list.iter().enumerate() {
+        msg.headers.push(link_header(c, &format!("{prefix}{}", i + first)));
     }
 }
 
@@ -200,27 +231,31 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
     let mut from = NameAddr::new(Uri::Sip(SipUri::new(Host::from(me.addr.ip()), Some(me.addr.port()))));
     from.set_param("tag", Some(ids.from_tag.to_owned()));
     let to = NameAddr::new(Uri::Sip(SipUri::new(Host::from(target_addr.ip()), Some(target_addr.port()))));
+    let digest = match &rpc.request {
+        Request::GetNeighbours { digest, .. } => *digest,
+        _ => None,
+    };
     let h = &mut msg.headers;
     h.push(Header::new(HeaderName::MaxForwards, 70));
-    h.push(Header::new(HeaderName::From, from));
-    h.push(Header::new(HeaderName::To, to));
-    h.push(Header::new(HeaderName::CallId, ids.call_id));
+    h.push(compact(HeaderName::From, "f", from));
+    h.push(compact(HeaderName::To, "t", to));
+    h.push(compact(HeaderName::CallId, "i", ids.call_id));
     h.push(Header::new(HeaderName::CSeq, format!("{} {}", ids.cseq, method)));
     h.push(Header::new(HeaderName::Require, OPTION_TAG));
-    h.push(peer_id_header(me, overlay));
+    h.push(peer_id_header(me, overlay, digest));
     match &rpc.request {
-        Request::Notify | Request::Join { .. } => {
-            h.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(me_uri))));
+        Request::Notify | Request::Join { .. } | Request::GetNeighbours { notify: true, .. } => {
+            h.push(compact(HeaderName::Contact, "m", NameAddr::new(Uri::Sip(me_uri))));
             h.push(Header::new(HeaderName::Expires, PEER_EXPIRES));
         }
         Request::Leave { predecessor, successors } => {
-            h.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(me_uri))));
+            h.push(compact(HeaderName::Contact, "m", NameAddr::new(Uri::Sip(me_uri))));
             h.push(Header::new(HeaderName::Expires, 0));
             push_links(&mut msg, predecessor.as_ref(), successors, &[]);
         }
-        Request::FindSuccessor { .. } | Request::GetNeighbours | Request::Ping => {}
+        Request::FindSuccessor { .. } | Request::GetNeighbours { notify: false, .. } | Request::Ping => {}
     }
-    msg.headers.push(Header::new(HeaderName::ContentLength, 0));
+    msg.headers.push(compact(HeaderName::ContentLength, "l", 0));
     msg
 }
 
@@ -261,11 +296,13 @@ pub fn decode_request(
             } else if has_contact && about == Some(sender.id) {
                 Request::Join { joiner: sender.clone() }
             } else if has_contact {
-                Request::Notify
+                // A notify is a registration of the sender with us, and also asks for our
+                // neighbours (stabilize); `Request::Notify` is the same message.
+                Request::GetNeighbours { digest: digest_of(msg), notify: true }
             } else {
                 match about {
                     Some(key) if key != *me => Request::FindSuccessor { key },
-                    _ => Request::GetNeighbours,
+                    _ => Request::GetNeighbours { digest: digest_of(msg), notify: false },
                 }
             }
         }
@@ -301,28 +338,44 @@ pub fn encode_response(
         _ => (200, "OK"),
     };
     let mut resp = request.make_response(code, reason, Some(to_tag));
-    resp.headers.push(peer_id_header(me, overlay));
-    resp.headers.push(Header::new(HeaderName::Supported, OPTION_TAG));
+    // make_response writes the tagged To in its long form; keep it compact like the rest.
+    if let Some(to) = resp.headers.get(&HeaderName::To).and_then(|h| h.value_str().map(str::to_owned)) {
+        resp.headers.set(compact(HeaderName::To, "t", to));
+    }
+    // "Unchanged" echoes the querier's digest; nothing else needs one.
+    let digest = match response {
+        Response::NeighboursUnchanged => digest_of(request),
+        _ => None,
+    };
+    resp.headers.push(peer_id_header(me, overlay, digest));
+    resp.headers.push(compact(HeaderName::Supported, "k", OPTION_TAG));
     match response {
-        Response::Successor { node } => resp.headers.push(link_header(node, "R")),
+        Response::Successor { node, backups } => {
+            // R is the answerer's first successor (S1) unless it is the answerer; the rest of
+            // its list follows as S2…, the backups.
+            resp.headers.push(link_header(node, "R"));
+            push_numbered(&mut resp, "S", 2, backups);
+        }
         Response::Closer { nodes } => {
             // RFC 3261 §20.10: q orders the alternatives, best first.
             let n = nodes.len().max(1) as f32;
             for (i, c) in nodes.iter().enumerate() {
                 let mut na = NameAddr::new(Uri::Sip(node_uri(&c.id, c.addr)));
                 na.set_param("q", Some(format!("{:.2}", 1.0 - i as f32 / n)));
-                resp.headers.push(Header::new(HeaderName::Contact, na));
+                resp.headers.push(compact(HeaderName::Contact, "m", na));
             }
         }
         Response::Neighbours { predecessor, successors } => {
             resp.headers.push(link_header(me, "R"));
             push_links(&mut resp, predecessor.as_ref(), successors, &[]);
         }
+        Response::NeighboursUnchanged => resp.headers.push(link_header(me, "R")),
         Response::Joined { predecessor, successors, fingers } => {
             push_links(&mut resp, predecessor.as_ref(), successors, fingers);
         }
         Response::Ok | Response::Refused { .. } => {}
     }
+    resp.headers.push(compact(HeaderName::ContentLength, "l", 0));
     resp
 }
 
@@ -350,9 +403,13 @@ pub fn decode_response(sent: &Request, msg: &Message) -> Option<Response> {
         }
         (Request::FindSuccessor { .. }, 200) => {
             let node = links.iter().find(|(t, _)| t == "R").map(|(_, c)| c.clone())?;
-            Some(Response::Successor { node })
+            Some(Response::Successor { node, backups: family(&links, 'S') })
         }
-        (Request::GetNeighbours, 200) => {
+        (Request::GetNeighbours { digest, .. }, 200) => {
+            let unchanged = digest.is_some() && digest_of(msg) == *digest;
+            if unchanged && !links.iter().any(|(t, _)| t.starts_with('P') || t.starts_with('S')) {
+                return Some(Response::NeighboursUnchanged);
+            }
             let successors = family(&links, 'S');
             Some(Response::Neighbours { predecessor: family(&links, 'P').into_iter().next(), successors })
         }
@@ -418,8 +475,9 @@ mod tests {
         let key = contact(9999).id;
         let cases = [
             Request::FindSuccessor { key },
-            Request::GetNeighbours,
-            Request::Notify,
+            Request::GetNeighbours { digest: None, notify: false },
+            Request::GetNeighbours { digest: None, notify: true },
+            Request::GetNeighbours { digest: Some(0x0123_4567_89ab_cdef), notify: true },
             Request::Ping,
             Request::Join { joiner: contact(5070) },
             Request::Leave { predecessor: Some(contact(5060)), successors: vec![contact(5071), contact(5072)] },
@@ -439,26 +497,40 @@ mod tests {
     fn every_response_round_trips() {
         let me = contact(5071);
         let req_msg = {
-            let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(me.clone()), request: Request::GetNeighbours };
+            let rpc = OutgoingRpc {
+                id: RpcId(1),
+                to: RpcTarget::Node(me.clone()),
+                request: Request::GetNeighbours { digest: None, notify: false },
+            };
             let mut m =
                 encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
             m.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
             m
         };
         let cases = [
-            (Request::FindSuccessor { key: contact(1).id }, Response::Successor { node: contact(5072) }),
+            (
+                Request::FindSuccessor { key: contact(1).id },
+                Response::Successor { node: contact(5072), backups: vec![] },
+            ),
+            (
+                Request::FindSuccessor { key: contact(1).id },
+                Response::Successor { node: contact(5072), backups: vec![contact(5073), contact(5074)] },
+            ),
             (
                 Request::FindSuccessor { key: contact(1).id },
                 Response::Closer { nodes: vec![contact(5073), contact(5074)] },
             ),
             (
-                Request::GetNeighbours,
+                Request::GetNeighbours { digest: None, notify: false },
                 Response::Neighbours {
                     predecessor: Some(contact(5069)),
                     successors: vec![contact(5072), contact(5073)],
                 },
             ),
-            (Request::GetNeighbours, Response::Neighbours { predecessor: None, successors: vec![contact(5072)] }),
+            (
+                Request::GetNeighbours { digest: None, notify: false },
+                Response::Neighbours { predecessor: None, successors: vec![contact(5072)] },
+            ),
             (
                 Request::Join { joiner: contact(5070) },
                 Response::Joined {
@@ -469,6 +541,7 @@ mod tests {
             ),
             (Request::Ping, Response::Ok),
             (Request::Notify, Response::Refused { reason: RefuseReason::IdMismatch }),
+            (Request::Notify, Response::Ok),
             (Request::Ping, Response::Refused { reason: RefuseReason::NotJoined }),
         ];
         for (sent, answer) in cases {
@@ -479,17 +552,61 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_neighbour_list_is_answered_by_its_digest() {
+        let me = contact(5071);
+        let (pred, succ) = (Some(contact(5069)), vec![contact(5072), contact(5073)]);
+        let digest = crate::overlay::neighbours_digest(pred.as_ref(), &succ);
+        let sent = Request::GetNeighbours { digest: Some(digest), notify: true };
+        let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(me.clone()), request: sent.clone() };
+        let mut req =
+            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
+        req.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
+        let (_, got) =
+            decode_request(&parse(req.encode()).unwrap(), contact(5070).addr, false, &me.id, &overlay()).unwrap();
+        assert_eq!(got, sent);
+        let unchanged = encode_response(&req, &Response::NeighboursUnchanged, &me, &overlay(), "tt");
+        let wire = parse(unchanged.encode()).unwrap();
+        assert!(!String::from_utf8_lossy(&wire.encode()).contains("link=S1"));
+        assert_eq!(decode_response(&sent, &wire), Some(Response::NeighboursUnchanged));
+        // An "unchanged" echoing another digest is not taken for one (it carries no list
+        // either, so it reads as an empty neighbourhood, which stabilize then checks).
+        let other = Request::GetNeighbours { digest: Some(digest ^ 1), notify: true };
+        assert_ne!(decode_response(&other, &wire), Some(Response::NeighboursUnchanged));
+        // A full answer to a conditional question is a full answer.
+        let full = Response::Neighbours { predecessor: pred, successors: succ };
+        let wire = parse(encode_response(&req, &full, &me, &overlay(), "tt").encode()).unwrap();
+        assert_eq!(decode_response(&sent, &wire), Some(full));
+    }
+
+    #[test]
+    fn messages_use_compact_header_forms() {
+        let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(contact(5071)), request: Request::Notify };
+        let msg = encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
+        let text = String::from_utf8(msg.encode().to_vec()).unwrap();
+        for line in ["\r\nf: ", "\r\nt: ", "\r\ni: c\r\n", "\r\nm: ", "\r\nl: 0\r\n"] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        // And they read back as the long forms.
+        let parsed = parse(msg.encode()).unwrap();
+        assert_eq!(parsed.headers.get(&HeaderName::CallId).map(|h| h.value().to_vec()), Some(b"c".to_vec()));
+    }
+
+    #[test]
     fn stabilize_answer_also_answers_find_successor_of_own_id() {
         let me = contact(5071);
         let req = {
-            let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(me.clone()), request: Request::GetNeighbours };
+            let rpc = OutgoingRpc {
+                id: RpcId(1),
+                to: RpcTarget::Node(me.clone()),
+                request: Request::GetNeighbours { digest: None, notify: false },
+            };
             encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
         };
         let answer = Response::Neighbours { predecessor: None, successors: vec![contact(5072)] };
         let resp = parse(encode_response(&req, &answer, &me, &overlay(), "t").encode()).unwrap();
         assert_eq!(
             decode_response(&Request::FindSuccessor { key: me.id }, &resp),
-            Some(Response::Successor { node: me })
+            Some(Response::Successor { node: me, backups: vec![contact(5072)] })
         );
     }
 
@@ -508,7 +625,7 @@ mod tests {
         // A forged ID for a genuine address.
         let mut forged = msg.clone();
         let fake = Contact::new(contact(5099).id, me.addr);
-        forged.headers.set(peer_id_header(&fake, &overlay()));
+        forged.headers.set(peer_id_header(&fake, &overlay(), None));
         assert_eq!(decode_request(&forged, me.addr, false, &id, &overlay()), Err(DecodeError::IdMismatch));
     }
 

@@ -117,6 +117,8 @@ pub struct Place {
     pub node: Option<Contact>,
     /// The nodes the lookup asked.
     pub path: Vec<Contact>,
+    /// How many of the last nodes on `path` were asked to confirm the answer.
+    pub confirmations: u32,
     /// A store: accepted. A fetch: a copy came back and verified.
     pub valid: bool,
     /// A fetch: the copy's sequence number, valid or not.
@@ -429,6 +431,7 @@ impl Peer {
                     replica_key: *keys.get(usize::from(i))?,
                     node: None,
                     path: Vec::new(),
+                    confirmations: 0,
                     valid: false,
                     seq: None,
                     current: false,
@@ -471,7 +474,7 @@ impl Peer {
             self.drain_overlay(now);
             let Some(event) = self.storage.as_mut().and_then(|s| s.inbox.pop_front()) else { break };
             match event {
-                Event::LookupDone { id, result, path, .. } => {
+                Event::LookupDone { id, result, path, confirmations, .. } => {
                     let Some((op, place)) = self.storage.as_mut().and_then(|s| s.lookups.remove(&id)) else {
                         continue;
                     };
@@ -480,6 +483,7 @@ impl Peer {
                             if let Some(p) = self.place_mut(op, place) {
                                 p.node = Some(node);
                                 p.path = path;
+                                p.confirmations = confirmations;
                             }
                         }
                         Err(e) => self.place_done(now, op, place, Err(format!("lookup failed: {e}"))),

@@ -92,8 +92,10 @@ pub struct LookupRecord {
     pub id: LookupId,
     pub key: NodeId,
     pub result: Result<NodeId, LookupError>,
-    /// Nodes asked (zero when the querier knew the answer).
+    /// Chord routing hops: nodes asked to route (zero when the querier knew the answer).
     pub hops: usize,
+    /// Nodes asked to confirm the answer (the node named responsible, or its backups).
+    pub confirmations: usize,
     pub started_at: Instant,
     pub finished_at: Instant,
     /// The answer was the key's true successor among the admitted nodes when it arrived.
@@ -426,7 +428,7 @@ impl Sim {
                     self.admitted.remove(&slot.id);
                 }
                 Event::Left => gone = true,
-                Event::LookupDone { id, result, path, .. } => {
+                Event::LookupDone { id, result, path, confirmations, .. } => {
                     let Some((key, started_at)) = self.pending_lookups.remove(&(ix, id)) else { continue };
                     let truth = self.admitted.range(key..).next().or(self.admitted.iter().next()).copied();
                     let result = result.map(|c| c.id);
@@ -437,7 +439,8 @@ impl Sim {
                         id,
                         key,
                         result,
-                        hops: path.len(),
+                        hops: path.len().saturating_sub(confirmations as usize),
+                        confirmations: confirmations as usize,
                         started_at,
                         finished_at: now,
                         correct,

@@ -84,6 +84,12 @@ pub struct LookupStats {
     pub p50_hops: usize,
     pub p99_hops: usize,
     pub max_hops: usize,
+    /// Mean nodes asked to confirm an answer (the node named responsible answering for
+    /// itself, or its backups when it has failed), on top of the routing hops above.
+    pub mean_confirmations: f64,
+    /// Mean and p99 of everything asked: routing hops plus confirmations.
+    pub mean_total_hops: f64,
+    pub p99_total_hops: usize,
 }
 
 impl LookupStats {
@@ -91,6 +97,7 @@ impl LookupStats {
         let mut stats =
             LookupStats { lookups: records.len() + unfinished, failed: unfinished, ..LookupStats::default() };
         let mut hops = Vec::with_capacity(records.len());
+        let mut totals = Vec::with_capacity(records.len());
         for r in records {
             match (&r.result, r.correct) {
                 (Err(_), _) => stats.failed += 1,
@@ -102,9 +109,17 @@ impl LookupStats {
             }
             if r.result.is_ok() {
                 hops.push(r.hops);
+                totals.push(r.hops + r.confirmations);
             }
         }
         hops.sort_unstable();
+        totals.sort_unstable();
+        if !totals.is_empty() {
+            let total: usize = totals.iter().sum();
+            stats.mean_total_hops = total as f64 / totals.len() as f64;
+            stats.mean_confirmations = stats.mean_total_hops - hops.iter().sum::<usize>() as f64 / hops.len() as f64;
+            stats.p99_total_hops = totals[(totals.len() * 99 / 100).min(totals.len() - 1)];
+        }
         if let Some(&max) = hops.last() {
             stats.mean_hops = hops.iter().sum::<usize>() as f64 / hops.len() as f64;
             stats.p50_hops = hops[hops.len() / 2];

@@ -64,8 +64,11 @@ fn half_the_ring_killed_at_once_heals() {
     assert!(fail.heal_time_s.is_some(), "{fail:?}");
     assert_eq!(fail.settled.success, 1.0, "{fail:?}");
     assert_eq!(fail.immediate.failed, 0, "{fail:?}");
-    assert_eq!(fail.retried.lookups, fail.immediate.wrong_departed, "{fail:?}");
-    assert!(fail.success_after_retry > fail.immediate.success, "{fail:?}");
+    // Every answer was confirmed by the node it names, alive at that moment: none names a
+    // departed node, so there is nothing to retry.
+    assert_eq!(fail.immediate.wrong_departed, 0, "{fail:?}");
+    assert_eq!(fail.retried.lookups, 0, "{fail:?}");
+    assert!(fail.immediate.success >= 0.95, "{fail:?}");
 }
 
 #[test]
@@ -94,7 +97,11 @@ fn graceful_leave_keeps_the_ring_correct() {
     // Neighbours are spliced at once; deeper successor-list entries follow by stabilizing.
     invariants::successors_match_sorted_ids(&sim).unwrap_or_else(|e| panic!("{e}"));
     invariants::predecessors_match(&sim).unwrap_or_else(|e| panic!("{e}"));
-    sim.run_for(Duration::from_secs(60));
+    // Deeper entries travel one node per stabilize round, and a quiet node's round may have
+    // stretched to the longest period (adaptive stabilization): allow that for each entry.
+    let chord = sim.config().chord.clone();
+    let rounds = chord.successor_list_len as u32;
+    sim.run_for(chord.stabilize_max_interval * 6 / 5 * rounds);
     invariants::ring_correct(&sim).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -23,10 +23,10 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::server::Step;
-use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NodeState, Purpose};
+use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NeighboursCache, NodeState, Purpose};
 use crate::overlay::id::{NodeId, ID_BITS};
-use crate::overlay::lookup::{Lookup, LookupError, LookupId, Next};
-use crate::overlay::rpc::{Contact, Request, Response, RpcFailure, RpcTarget};
+use crate::overlay::lookup::{Confirmation, Lookup, LookupError, LookupId, Next};
+use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcTarget};
 
 impl Chord {
     // ---- commands ----
@@ -87,7 +87,13 @@ impl Chord {
         self.counters.lookups_started += 1;
         if !self.participating() {
             self.counters.lookups_failed += 1;
-            self.events.push_back(Event::LookupDone { id, key, result: Err(LookupError::NotJoined), path: Vec::new() });
+            self.events.push_back(Event::LookupDone {
+                id,
+                key,
+                result: Err(LookupError::NotJoined),
+                path: Vec::new(),
+                confirmations: 0,
+            });
             return id;
         }
         self.start_lookup(now, id, key, LookupPurpose::User(id), None);
@@ -114,7 +120,9 @@ impl Chord {
         let lookup = match self.find_successor_step(now, key) {
             Step::Done(node) => {
                 self.lookups.insert(id, ActiveLookup { lookup: Lookup::new(me, key, [], None), purpose });
-                self.finish_lookup(now, id, Ok(node));
+                let backups: Vec<Contact> = self.successors.as_slice().iter().skip(1).cloned().collect();
+                let heard = node.id == me;
+                self.answer_found(now, id, node, &backups, false, heard);
                 return;
             }
             Step::Closer(_) => {
@@ -138,13 +146,18 @@ impl Chord {
         let key = active.lookup.key();
         let (asked, request) = match active.lookup.next_request() {
             Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }),
-            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours),
+            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }),
+            Some(Next::ListAnswer(node, backups, fell_back)) => {
+                self.answer_found(now, id, node, &backups, fell_back, false);
+                return;
+            }
+            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }),
             None if active.lookup.take_own_list() => {
                 // Last resort: our own successor list, read as a live answerer's would be.
                 let failed = &self.recently_failed;
                 let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
-                match active.lookup.add_successor_list(&self.me, self.successors.as_slice(), skip) {
-                    Some(node) => self.finish_lookup(now, id, Ok(node)),
+                match active.lookup.successor_list_answer(&self.me, self.successors.as_slice(), skip) {
+                    Some((node, backups, fell_back)) => self.answer_found(now, id, node, &backups, fell_back, false),
                     None => self.lookup_step(now, id),
                 }
                 return;
@@ -167,8 +180,25 @@ impl Chord {
         if !self.lookups.contains_key(&id) {
             return;
         }
+        let confirming = self.lookups.get(&id).is_some_and(|a| a.lookup.is_confirming(asked.id));
+        if confirming {
+            if let Ok(answer) = &result {
+                if !matches!(answer, Response::Refused { .. }) {
+                    self.on_confirmation(now, id, asked, answer.clone());
+                    return;
+                }
+            }
+        }
         match result {
-            Ok(Response::Successor { node }) if node.is_plausible() => self.finish_lookup(now, id, Ok(node)),
+            Ok(Response::Successor { node, backups }) if node.is_plausible() => {
+                // Alive, and right before the key: its successor list is the fallback should
+                // the named node disagree.
+                if let Some(active) = self.lookups.get_mut(&id) {
+                    active.lookup.answered(&asked);
+                }
+                let heard = node.id == asked.id;
+                self.answer_found(now, id, node, &backups, false, heard)
+            }
             Ok(Response::Closer { nodes }) => {
                 if let Some(active) = self.lookups.get_mut(&id) {
                     active.lookup.add_closer(&asked, &nodes);
@@ -181,13 +211,18 @@ impl Chord {
                 let failed = &self.recently_failed;
                 let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
                 let answer =
-                    self.lookups.get_mut(&id).and_then(|a| a.lookup.add_successor_list(&asked, &successors, skip));
+                    self.lookups.get_mut(&id).and_then(|a| a.lookup.successor_list_answer(&asked, &successors, skip));
                 match answer {
-                    Some(node) => self.finish_lookup(now, id, Ok(node)),
+                    Some((node, backups, fell_back)) => self.answer_found(now, id, node, &backups, fell_back, false),
                     None => self.lookup_step(now, id),
                 }
             }
-            Ok(Response::Refused { .. }) => self.lookup_step(now, id),
+            Ok(Response::Refused { .. }) => {
+                if let Some(active) = self.lookups.get_mut(&id) {
+                    active.lookup.failed(asked.id);
+                }
+                self.lookup_step(now, id)
+            }
             Ok(_) => {
                 self.counters.unexpected_responses += 1;
                 self.lookup_step(now, id);
@@ -202,6 +237,58 @@ impl Chord {
         }
     }
 
+    /// A lookup's answer is `node` (then `backups`). Done if `heard` from `node` itself, or for
+    /// `fix_fingers`, which checks its fingers by using them anyway (a dead finger is dropped
+    /// on its next use and found again by the next round); otherwise confirmed with `node`.
+    fn answer_found(
+        &mut self,
+        now: Instant,
+        id: LookupId,
+        node: Contact,
+        backups: &[Contact],
+        fell_back: bool,
+        heard: bool,
+    ) {
+        let Some(active) = self.lookups.get_mut(&id) else { return };
+        if heard || !matches!(active.purpose, LookupPurpose::User(_)) {
+            self.finish_lookup(now, id, Ok(node));
+            return;
+        }
+        let failed = &self.recently_failed;
+        if active.lookup.confirm(node.clone(), backups, fell_back, |n| failed.get(&n).is_some_and(|t| *t > now)) {
+            self.lookup_step(now, id);
+        } else {
+            self.finish_lookup(now, id, Ok(node));
+        }
+    }
+
+    /// The node asked to confirm a lookup's answer replied with `answer`.
+    fn on_confirmation(&mut self, now: Instant, id: LookupId, asked: Contact, answer: Response) {
+        let Some(active) = self.lookups.get_mut(&id) else { return };
+        let says_itself = matches!(&answer, Response::Successor { node, .. } if node.id == asked.id);
+        if active.lookup.confirmed(says_itself) == Confirmation::Done {
+            self.finish_lookup(now, id, Ok(asked));
+            return;
+        }
+        // It disagrees: it knows a node closer to the key (one that joined), or says its own
+        // successor is responsible. Go on from what it says.
+        match answer {
+            Response::Successor { node, backups } if node.is_plausible() => {
+                let heard = node.id == asked.id;
+                self.answer_found(now, id, node, &backups, false, heard)
+            }
+            Response::Closer { nodes } => {
+                active.lookup.add_closer(&asked, &nodes);
+                active.lookup.answered(&asked);
+                self.lookup_step(now, id);
+            }
+            _ => {
+                self.counters.unexpected_responses += 1;
+                self.lookup_step(now, id);
+            }
+        }
+    }
+
     fn finish_lookup(&mut self, now: Instant, id: LookupId, result: Result<Contact, LookupError>) {
         let Some(active) = self.lookups.remove(&id) else { return };
         match active.purpose {
@@ -210,8 +297,13 @@ impl Chord {
                     self.counters.lookups_failed += 1;
                 }
                 let key = active.lookup.key();
+                let confirmations = active.lookup.confirmations();
                 let path = active.lookup.into_path();
-                self.events.push_back(Event::LookupDone { id, key, result, path });
+                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
+            }
+            LookupPurpose::OwnPlace => {
+                self.checking_own_place = false;
+                self.on_own_place(now, result);
             }
             LookupPurpose::Finger(index) => {
                 self.next_finger = match &result {
@@ -238,7 +330,18 @@ impl Chord {
             },
         };
         self.stabilize_steps = Some(0);
-        self.send(now, RpcTarget::Node(target.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: target });
+        self.ask_neighbours(now, target);
+    }
+
+    /// `GetNeighbours` for stabilize, conditional on the last answer we had from `target`.
+    fn ask_neighbours(&mut self, now: Instant, target: Contact) {
+        let digest = self
+            .neighbours_cache
+            .as_ref()
+            .filter(|c| c.from == target)
+            .map(|c| neighbours_digest(c.predecessor.as_ref(), &c.successors));
+        let request = Request::GetNeighbours { digest, notify: true };
+        self.send(now, RpcTarget::Node(target.clone()), request, Purpose::Stabilize { asked: target });
     }
 
     pub(super) fn on_stabilize_answer(&mut self, now: Instant, asked: Contact, result: Result<Response, RpcFailure>) {
@@ -249,6 +352,25 @@ impl Chord {
         }
         let me = self.me.id;
         let old_first = self.first_successor_id();
+        let result = match result {
+            Ok(Response::NeighboursUnchanged) => match self.neighbours_cache.as_ref().filter(|c| c.from == asked) {
+                Some(c) => {
+                    Ok(Response::Neighbours { predecessor: c.predecessor.clone(), successors: c.successors.clone() })
+                }
+                // We sent no digest for it: nonsense.
+                None => Ok(Response::NeighboursUnchanged),
+            },
+            Ok(Response::Neighbours { predecessor, successors }) => {
+                let cache = NeighboursCache { from: asked.clone(), predecessor, successors };
+                let answer = Response::Neighbours {
+                    predecessor: cache.predecessor.clone(),
+                    successors: cache.successors.clone(),
+                };
+                self.neighbours_cache = Some(cache);
+                Ok(answer)
+            }
+            other => other,
+        };
         let Ok(Response::Neighbours { predecessor, successors }) = result else {
             if matches!(result, Ok(ref r) if !matches!(r, Response::Refused { .. })) {
                 self.counters.unexpected_responses += 1;
@@ -260,11 +382,13 @@ impl Chord {
         // A candidate is adopted only if it still lies between us and our successor (which
         // may have changed while we waited).
         let is_closer = asked.id.in_open(me, self.successor().id);
+        let before: Vec<NodeId> = self.successors.as_slice().iter().map(|c| c.id).collect();
         if is_successor || is_closer {
             let failed = &self.recently_failed;
             self.successors.reconcile(&asked, &successors, |c| failed.get(&c.id).is_some_and(|t| *t > now));
             self.successors_touched(old_first);
         }
+        let changed = steps > 1 || !self.successors.as_slice().iter().map(|c| c.id).eq(before.iter().copied());
         let successor = self.successor().clone();
         if successor.id == me {
             return;
@@ -275,18 +399,38 @@ impl Chord {
                 // Our successor has a predecessor between us: a closer successor, unless it is
                 // dead. Ask it before adopting it.
                 self.stabilize_steps = Some(steps);
-                let x = x.clone();
-                self.send(now, RpcTarget::Node(x.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: x });
+                self.ask_neighbours(now, x.clone());
                 return;
             }
         }
+        // Our question notified the successor; the answer names us unless its predecessor lies
+        // between us but has failed (we did not follow it), which our notify made it check
+        // (Zave's rectify). Either way the next round should come soon.
         let known = predecessor.as_ref().is_some_and(|p| p.id == me);
-        if !known && (is_successor || is_closer) {
-            self.send(now, RpcTarget::Node(successor), Request::Notify, Purpose::Notify);
+        if changed || !known {
+            self.stabilize_changed(now);
+        } else {
+            self.stabilize_quiet();
         }
     }
 
+    /// Adaptive stabilization (RFC 7363 §4.1 in spirit; Bamboo's periodic recovery): a round
+    /// that changed nothing doubles the period, up to [`crate::overlay::ChordConfig::stabilize_max_interval`].
+    fn stabilize_quiet(&mut self) {
+        let max = self.config.stabilize_max_interval.max(self.config.stabilize_interval);
+        self.stabilize_period = (self.stabilize_period * 2).min(max);
+    }
+
+    /// Something changed or failed near us: back to the shortest period, and the next round
+    /// no later than that.
+    pub(super) fn stabilize_changed(&mut self, now: Instant) {
+        self.stabilize_period = self.config.stabilize_interval;
+        let soon = now + self.jittered(self.stabilize_period);
+        self.stabilize_at = self.stabilize_at.min(soon);
+    }
+
     fn stabilize_failed(&mut self, now: Instant, asked: Contact, steps: u32) {
+        self.stabilize_changed(now);
         self.mark_failed(now, asked.id);
         if self.predecessor.as_ref().is_some_and(|p| p.id == asked.id) {
             self.set_predecessor(now, None);
@@ -308,7 +452,7 @@ impl Chord {
             // Ask the next successor straight away (Chord ToN §IV-E.3).
             self.stabilize_steps = Some(steps);
             let next = self.successor().clone();
-            self.send(now, RpcTarget::Node(next.clone()), Request::GetNeighbours, Purpose::Stabilize { asked: next });
+            self.ask_neighbours(now, next);
         }
     }
 
@@ -322,11 +466,14 @@ impl Chord {
     // ---- check_predecessor ----
 
     pub(super) fn check_predecessor(&mut self, now: Instant) {
-        let Some(p) = self.predecessor.clone() else { return };
+        let Some(p) = self.predecessor.clone() else {
+            self.check_own_place(now);
+            return;
+        };
         if self.checking_predecessor {
             return;
         }
-        let interval = self.config.check_predecessor_interval;
+        let interval = self.config.predecessor_silence();
         if let Some(heard) = self.predecessor_heard_at.filter(|t| now.saturating_duration_since(*t) < interval) {
             // It spoke to us recently: that proves it alive. Look again when a whole period of
             // silence would have passed, not a whole period from now.
@@ -340,6 +487,43 @@ impl Chord {
             Request::Ping,
             Purpose::CheckPredecessor { predecessor: p, candidate: None },
         );
+        // A live predecessor stabilizes with us at least once per its longest period; one that
+        // has gone quiet may have died, or may no longer count us as its successor.
+        self.check_own_place(now);
+    }
+
+    /// Repairs a ring that stabilize alone cannot: when nodes adopt successors from stale
+    /// lists under heavy churn, two interleaved chains can form in which every node's
+    /// successor names it as predecessor (Zave's "loopy" and orphaned states), while a node
+    /// of one chain hears nothing from the nodes before it. Such a node (no predecessor, or a
+    /// silent one) looks up its own ID through the rest of the ring; a node named responsible
+    /// that lies between it and its successor is a closer successor, asked (and notified) as
+    /// stabilize asks any candidate, which splices the two chains.
+    fn check_own_place(&mut self, now: Instant) {
+        if self.state != NodeState::Joined || self.checking_own_place || self.successors.is_empty() {
+            return;
+        }
+        self.checking_own_place = true;
+        let me = self.me.id;
+        let id = self.new_lookup_id();
+        let known = self.fingers.distinct().into_iter().chain(self.successors.as_slice());
+        let failed = &self.recently_failed;
+        let known = known.filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
+        // Not `start_lookup`: we would answer our own ID ourselves.
+        let lookup = Lookup::new(me, me, known, None);
+        self.lookups.insert(id, ActiveLookup { lookup, purpose: LookupPurpose::OwnPlace });
+        self.lookup_step(now, id);
+    }
+
+    fn on_own_place(&mut self, now: Instant, result: Result<Contact, LookupError>) {
+        let Ok(node) = result else { return };
+        let me = self.me.id;
+        if node.id == me || !node.id.in_open(me, self.successor().id) || self.stabilize_steps.is_some() {
+            return;
+        }
+        debug!(node = ?me, other = ?node, "the ring names another node for our place: asking it");
+        self.stabilize_steps = Some(0);
+        self.ask_neighbours(now, node);
     }
 
     pub(super) fn on_check_predecessor_answer(

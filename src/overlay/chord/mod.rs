@@ -59,8 +59,16 @@ pub enum Event {
     SuccessorChanged { successor: Contact },
     /// Our predecessor is now `predecessor`.
     PredecessorChanged { predecessor: Option<Contact> },
-    /// A lookup started with [`Chord::lookup`] finished. `path` lists the nodes asked, in order.
-    LookupDone { id: LookupId, key: NodeId, result: Result<Contact, LookupError>, path: Vec<Contact> },
+    /// A lookup started with [`Chord::lookup`] finished. `path` lists the nodes asked, in order;
+    /// the last `confirmations` of them (at most) were asked to confirm an answer rather than to
+    /// route: Chord's routing hops are `path.len() - confirmations`.
+    LookupDone {
+        id: LookupId,
+        key: NodeId,
+        result: Result<Contact, LookupError>,
+        path: Vec<Contact>,
+        confirmations: u32,
+    },
     /// Every successor failed: we are cut off from the ring and rejoin through the bootstrap
     /// list (and any other node we still know).
     Isolated,
@@ -114,6 +122,15 @@ enum Purpose {
     Leave,
 }
 
+/// The last full answer to stabilize's `GetNeighbours`, and who gave it: its digest makes the
+/// next question conditional.
+#[derive(Debug, Clone)]
+struct NeighboursCache {
+    from: Contact,
+    predecessor: Option<Contact>,
+    successors: Vec<Contact>,
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     deadline: Instant,
@@ -124,6 +141,9 @@ struct Pending {
 enum LookupPurpose {
     User(LookupId),
     Finger(u32),
+    /// Who does the rest of the ring think is responsible for our own ID? See
+    /// `Chord::check_own_place`.
+    OwnPlace,
 }
 
 #[derive(Debug, Clone)]
@@ -163,10 +183,16 @@ pub struct Chord {
     lookups: BTreeMap<LookupId, ActiveLookup>,
 
     stabilize_at: Instant,
+    /// The current stabilize period: from `stabilize_interval`, doubled after each round that
+    /// changed nothing, up to `stabilize_max_interval`; reset by any change or failure.
+    stabilize_period: Duration,
+    neighbours_cache: Option<NeighboursCache>,
     /// Steps taken by the stabilize round in flight, if one is.
     stabilize_steps: Option<u32>,
     check_predecessor_at: Instant,
     checking_predecessor: bool,
+    /// A lookup of our own ID is in flight (`check_own_place`).
+    checking_own_place: bool,
     fix_fingers_at: Instant,
     /// Fingers left to check in the round in flight, if one is.
     finger_budget: Option<u32>,
@@ -188,6 +214,7 @@ impl Chord {
         let stabilize_at = now + jittered(&mut rng, &config, config.stabilize_interval);
         let check_predecessor_at = now + jittered(&mut rng, &config, config.check_predecessor_interval);
         let fix_fingers_at = now + jittered(&mut rng, &config, config.fix_fingers_interval);
+        let stabilize_period = config.stabilize_interval;
         Chord {
             successors: SuccessorList::new(me.id, r),
             fingers: FingerTable::new(me.clone()),
@@ -206,9 +233,12 @@ impl Chord {
             next_lookup: 0,
             lookups: BTreeMap::new(),
             stabilize_at,
+            stabilize_period,
+            neighbours_cache: None,
             stabilize_steps: None,
             check_predecessor_at,
             checking_predecessor: false,
+            checking_own_place: false,
             fix_fingers_at,
             finger_budget: None,
             next_finger: 0,
@@ -318,7 +348,7 @@ impl Chord {
             self.start_join(now);
         }
         if self.stabilize_at <= now {
-            self.stabilize_at = now + self.jittered(self.config.stabilize_interval);
+            self.stabilize_at = now + self.jittered(self.stabilize_period);
             self.stabilize(now);
         }
         if self.check_predecessor_at <= now {
@@ -376,6 +406,8 @@ impl Chord {
     fn mark_failed(&mut self, now: Instant, id: NodeId) {
         self.recently_failed.insert(id, now + self.config.failed_memory());
         self.fingers.remove(id);
+        // Nodes are failing around us: no time for long stabilize periods.
+        self.stabilize_changed(now);
     }
 
     fn set_predecessor(&mut self, now: Instant, predecessor: Option<Contact>) {
@@ -383,6 +415,7 @@ impl Chord {
         self.predecessor = predecessor;
         self.predecessor_heard_at = self.predecessor.as_ref().map(|_| now);
         if changed {
+            self.stabilize_changed(now);
             tracing::debug!(node = ?self.me.id, predecessor = ?self.predecessor, "predecessor changed");
             self.events.push_back(Event::PredecessorChanged { predecessor: self.predecessor.clone() });
         }
@@ -392,6 +425,7 @@ impl Chord {
     fn successors_touched(&mut self, old_first: Option<NodeId>) {
         let new_first = self.successors.first().map(|c| c.id);
         if new_first != old_first {
+            self.stabilize_period = self.config.stabilize_interval;
             let successor = self.successor().clone();
             tracing::debug!(node = ?self.me.id, successor = ?successor, "successor changed");
             self.events.push_back(Event::SuccessorChanged { successor });

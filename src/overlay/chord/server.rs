@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::{Chord, NodeState, Purpose};
 use crate::overlay::id::NodeId;
-use crate::overlay::rpc::{Contact, RefuseReason, Request, Response, RpcTarget};
+use crate::overlay::rpc::{neighbours_digest, Contact, RefuseReason, Request, Response, RpcTarget};
 
 /// One step of `find_successor` as seen from this node.
 pub(super) enum Step {
@@ -55,14 +55,32 @@ impl Chord {
                     return self.refuse(&from, &request, RefuseReason::NotJoined);
                 }
                 match self.find_successor_step(now, key) {
-                    Step::Done(node) => Response::Successor { node },
+                    Step::Done(node) => {
+                        // Naming our successor, we add the rest of our list: should `node` have
+                        // failed unnoticed, the querier goes on with the next live one.
+                        let backups = if node.id == self.me.id {
+                            Vec::new()
+                        } else {
+                            self.successors.as_slice().iter().skip(1).cloned().collect()
+                        };
+                        Response::Successor { node, backups }
+                    }
                     Step::Closer(nodes) => Response::Closer { nodes },
                 }
             }
-            Request::GetNeighbours => Response::Neighbours {
-                predecessor: self.predecessor.clone(),
-                successors: self.successors.as_slice().to_vec(),
-            },
+            Request::GetNeighbours { digest, notify } => {
+                // Stabilize's notify, done before answering so the answer already names the
+                // asker (or, if our predecessor lies between us, the check of it has started).
+                if notify {
+                    self.notify(now, from);
+                }
+                let predecessor = self.predecessor.clone();
+                let successors = self.successors.as_slice();
+                if digest.is_some_and(|d| d == neighbours_digest(predecessor.as_ref(), successors)) {
+                    return Response::NeighboursUnchanged;
+                }
+                Response::Neighbours { predecessor, successors: successors.to_vec() }
+            }
             Request::Notify => {
                 self.notify(now, from);
                 Response::Ok
@@ -216,7 +234,15 @@ impl Chord {
         // Not ours: send it to the node that will be its predecessor, or closer to it. (Not
         // `find_successor_step`: knowing the joiner's successor from our list is not enough,
         // the admitting node must be one of its neighbours.)
-        let nodes = self.closest_preceding_nodes(now, joiner.id, self.config.redirect_width.max(1));
+        let mut nodes = self.closest_preceding_nodes(now, joiner.id, self.config.redirect_width.max(1));
+        // Our fingers may all have died since we last used them, and a joiner whose redirects
+        // all fail would fall back on its bootstrap list alone, which churn may have emptied
+        // too (a fresh node knows nobody else). Our successor, which stabilize keeps live,
+        // lies between us and the joiner here: the last resort is to walk on from it.
+        let successor = self.successor().clone();
+        if successor.id != me && !nodes.is_empty() && !nodes.iter().any(|n| n.id == successor.id) {
+            nodes.push(successor);
+        }
         if nodes.is_empty() {
             // Nobody we know precedes it, so nobody lies between us: we are its predecessor.
             return Response::Joined {

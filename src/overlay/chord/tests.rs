@@ -118,7 +118,7 @@ fn join_takes_the_whole_successor_list_at_once() {
     a.handle_timeout(now);
     let rpcs = drain_rpcs(&mut a);
     assert_eq!(rpcs[0].to, RpcTarget::Node(others[0].clone()));
-    assert_eq!(rpcs[0].request, Request::GetNeighbours);
+    assert_eq!(rpcs[0].request, Request::GetNeighbours { digest: None, notify: true });
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn a_late_answer_counts_as_a_failure_and_an_unknown_one_is_ignored() {
     let (mut a, b, now) = pair();
     a.handle_timeout(now);
     let rpc = drain_rpcs(&mut a).remove(0);
-    assert_eq!(rpc.request, Request::GetNeighbours);
+    assert_eq!(rpc.request, Request::GetNeighbours { digest: None, notify: true });
     let late = now + a.config().rpc_timeout;
     let answer = Response::Neighbours { predecessor: Some(a.me().clone()), successors: vec![a.me().clone()] };
     a.handle_response(late, rpc.id, Ok(answer.clone()));
@@ -196,7 +196,10 @@ fn stabilize_asks_a_closer_successor_before_adopting_it() {
     let answer = Response::Neighbours { predecessor: Some(x.clone()), successors: vec![a.me().clone()] };
     a.handle_response(now, rpc.id, Ok(answer));
     let rpc = drain_rpcs(&mut a).remove(0);
-    assert_eq!((rpc.to.clone(), rpc.request.clone()), (RpcTarget::Node(x.clone()), Request::GetNeighbours));
+    assert_eq!(
+        (rpc.to.clone(), rpc.request.clone()),
+        (RpcTarget::Node(x.clone()), Request::GetNeighbours { digest: None, notify: true })
+    );
     // Not adopted yet; x dies: a keeps b and notifies it.
     assert_eq!(a.successor(), b.me());
     a.handle_response(now, rpc.id, Err(RpcFailure::Timeout));
@@ -232,12 +235,12 @@ fn check_predecessor_is_free_while_the_predecessor_talks_to_us() {
     let mut pings = Vec::new();
     let mut step = |b: &mut Chord, t: Instant, p_talks: bool| {
         if p_talks {
-            b.handle_request(t, p.clone(), Request::GetNeighbours);
+            b.handle_request(t, p.clone(), Request::GetNeighbours { digest: None, notify: true });
         }
         b.handle_timeout(t);
         for rpc in drain_rpcs(b) {
             let answer = match rpc.request {
-                Request::GetNeighbours => {
+                Request::GetNeighbours { .. } => {
                     Response::Neighbours { predecessor: Some(b.me().clone()), successors: vec![] }
                 }
                 Request::Ping => {
@@ -256,7 +259,8 @@ fn check_predecessor_is_free_while_the_predecessor_talks_to_us() {
     }
     assert_eq!(b.successor(), &p);
     assert_eq!(b.predecessor(), Some(&p));
-    for _ in 0..8 {
+    // Silent for longer than the predecessor's longest stabilize period: pinged.
+    for _ in 0..b.config().predecessor_silence().as_secs() + 8 {
         t += Duration::from_secs(1);
         step(&mut b, t, false);
     }
@@ -307,7 +311,8 @@ fn arb_contact() -> impl Strategy<Value = Contact> {
 fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         any::<[u8; 20]>().prop_map(|k| Request::FindSuccessor { key: NodeId::from_bytes(k) }),
-        Just(Request::GetNeighbours),
+        (proptest::option::of(any::<u64>()), any::<bool>())
+            .prop_map(|(digest, notify)| Request::GetNeighbours { digest, notify }),
         Just(Request::Notify),
         Just(Request::Ping),
         arb_contact().prop_map(|joiner| Request::Join { joiner }),
@@ -319,7 +324,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
 fn arb_response() -> impl Strategy<Value = Result<Response, RpcFailure>> {
     let list = || proptest::collection::vec(arb_contact(), 0..12);
     prop_oneof![
-        arb_contact().prop_map(|node| Ok(Response::Successor { node })),
+        (arb_contact(), list()).prop_map(|(node, backups)| Ok(Response::Successor { node, backups })),
+        Just(Ok(Response::NeighboursUnchanged)),
         list().prop_map(|nodes| Ok(Response::Closer { nodes })),
         (proptest::option::of(arb_contact()), list())
             .prop_map(|(predecessor, successors)| Ok(Response::Neighbours { predecessor, successors })),

@@ -517,7 +517,7 @@ impl TestNet {
             outgoing.push(rpc);
         }
         while let Some(event) = slot.chord.poll_event() {
-            if let Event::LookupDone { id, key, result, path } = &event {
+            if let Event::LookupDone { id, key, result, path, .. } = &event {
                 let started_at = slot.lookup_started.remove(id).unwrap_or(now);
                 let outcome = LookupOutcome {
                     key: *key,
