@@ -47,14 +47,7 @@ fn two_baresip_phones_register_call_and_message_through_one_node() {
     bob.expect("\"hello-bob-from-alice\"");
     alice.command("/hangup");
     bob.expect("session closed");
-    // Each side's RTP counters, printed at the end of the call: sent and received.
-    let counts = |p: &Phone| {
-        wait_for(WAIT, || p.packets()).unwrap_or_else(|| panic!("{}: no packet counts:\n{}", p.name, p.log()))
-    };
-    let (alice_tx, alice_rx) = counts(&alice);
-    let (bob_tx, bob_rx) = counts(&bob);
-    assert!(alice_tx > 0 && alice_rx > 0, "alice sent {alice_tx}, received {alice_rx}");
-    assert!(bob_tx > 0 && bob_rx > 0, "bob sent {bob_tx}, received {bob_rx}");
+    common::baresip::assert_rtp_both_ways(&alice, &bob);
 
     // An unknown user.
     alice.command("/dial sip:nobody@p2p.test");

@@ -15,7 +15,6 @@
 mod common;
 
 use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -84,17 +83,7 @@ impl Daemon {
 
 fn add_account(base: &Path, aor: &str, password: &str, data: &Path) {
     // No --without-certificate: the node's enrolled certificate names this AoR.
-    let mut child = p2psip(base)
-        .args(["account", "add", aor, "--password-stdin", "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn p2psip account add");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
-    let mut guard = ChildGuard::new(child);
-    let status = guard.wait_exit(Duration::from_secs(10)).expect("account add finishes");
-    assert!(status.success(), "p2psip account add {aor} failed");
+    common::add_account(base, data, aor, password, &[]);
 }
 
 /// The contacts of `aor`'s registration record as `asker` reads it from the overlay.
@@ -174,13 +163,7 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     alice.command("/hangup");
     // The BYE followed the route set through both nodes to bob's phone.
     bob.expect("session closed");
-    let counts = |p: &Phone| {
-        wait_for(WAIT, || p.packets()).unwrap_or_else(|| panic!("{}: no packet counts:\n{}", p.name, p.log()))
-    };
-    let (alice_tx, alice_rx) = counts(&alice);
-    let (bob_tx, bob_rx) = counts(&bob);
-    assert!(alice_tx > 0 && alice_rx > 0, "alice sent {alice_tx}, received {alice_rx}");
-    assert!(bob_tx > 0 && bob_rx > 0, "bob sent {bob_tx}, received {bob_rx}");
+    common::baresip::assert_rtp_both_ways(&alice, &bob);
 
     // A MESSAGE outside any call: bob's phone shows the text.
     alice.command("/contact_next");

@@ -115,6 +115,16 @@ impl Phone {
     }
 }
 
+/// Each phone's RTP counters, printed at the end of a call, show packets sent and received:
+/// media flowed both ways (checked, not assumed).
+pub fn assert_rtp_both_ways(a: &Phone, b: &Phone) {
+    for p in [a, b] {
+        let (tx, rx) =
+            wait_for(WAIT, || p.packets()).unwrap_or_else(|| panic!("{}: no packet counts:\n{}", p.name, p.log()));
+        assert!(tx > 0 && rx > 0, "{} sent {tx} RTP packets, received {rx}", p.name);
+    }
+}
+
 fn process_stdin(p: &mut ChildGuard) -> ChildStdin {
     p.take_stdin().expect("baresip's stdin")
 }

@@ -153,6 +153,22 @@ pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
     Finished { status, stdout, stderr }
 }
 
+/// `p2psip account add AOR --password-stdin --data-dir DATA EXTRA…`, run in `dir`, must succeed.
+pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[&str]) {
+    let mut child = p2psip(dir)
+        .args(["account", "add", aor, "--password-stdin", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn p2psip account add");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let mut guard = ChildGuard::new(child);
+    let status = guard.wait_exit(Duration::from_secs(10)).expect("account add finishes");
+    assert!(status.success(), "p2psip account add {aor} failed");
+}
+
 /// A running node on one loopback address, with its own data directory and log file.
 pub struct Node {
     pub process: ChildGuard,
@@ -211,17 +227,7 @@ impl Node {
         let dir = TempDir::new().expect("temp dir");
         let data = dir.path().join("data");
         for (aor, password) in accounts {
-            let mut child = p2psip(dir.path())
-                .args(["account", "add", aor, "--password-stdin", "--without-certificate", "--data-dir"])
-                .arg(&data)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("spawn p2psip account add");
-            writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
-            let mut guard = ChildGuard::new(child);
-            let status = guard.wait_exit(Duration::from_secs(10)).expect("account add finishes");
-            assert!(status.success(), "p2psip account add {aor} failed");
+            add_account(dir.path(), &data, aor, password, &["--without-certificate"]);
         }
         let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
         let mut args: Vec<String> =
