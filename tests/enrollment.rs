@@ -205,3 +205,81 @@ fn email_verification_writes_a_mail_and_the_token_completes() {
     let salt = std::fs::read_to_string(ca_dir.join("replica-secret")).unwrap();
     assert!(served.contains("secret_sha256") && !served.contains(salt.trim()), "{served}");
 }
+
+/// A one-connection SMTP server: answers like a relay that takes everything and hands back
+/// the whole conversation (commands and the DATA payload, as received).
+fn tiny_smtp_server(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut seen = String::new();
+        out.write_all(b"220 tiny.test ESMTP\r\n").unwrap();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                return seen;
+            }
+            seen.push_str(&line);
+            let reply: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "EHLO" => b"250-tiny.test\r\n250 8BITMIME\r\n",
+                "DATA" => {
+                    out.write_all(b"354 go ahead\r\n").unwrap();
+                    while !seen.ends_with("\r\n.\r\n") {
+                        let mut data = String::new();
+                        assert_ne!(reader.read_line(&mut data).unwrap(), 0, "closed during DATA: {seen}");
+                        seen.push_str(&data);
+                    }
+                    b"250 queued\r\n"
+                }
+                "QUIT" => {
+                    out.write_all(b"221 bye\r\n").unwrap();
+                    return seen;
+                }
+                _ => b"250 ok\r\n",
+            };
+            out.write_all(reply).unwrap();
+        }
+    })
+}
+
+#[test]
+fn smtp_relay_delivers_the_token_and_a_dead_relay_is_a_502() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let ca_dir = w.join("ca");
+    let dir = ca_dir.to_str().unwrap();
+    assert_ok("ca init", &run(w, &["ca", "init", "--dir", dir, "--domain", "relay.test", "--verify", "email"]));
+    let relay = std::net::TcpListener::bind("127.0.0.73:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let server = tiny_smtp_server(relay);
+    let ca = Ca::serve(w, &ca_dir, "127.0.0.73", &["--smtp-relay", &relay_addr, "--mail-from", "ca@relay.test"]);
+    let gina_dir = w.join("gina");
+
+    let first = enroll(w, "sip:gina@relay.test", &ca, &gina_dir, &[]);
+    assert_ok("enroll gina (asks for a token)", &first);
+    let seen = server.join().expect("the SMTP server thread");
+    assert!(seen.starts_with("EHLO [127.") && seen.contains("]\r\nMAIL FROM"), "{seen}");
+    assert!(seen.contains("MAIL FROM:<ca@relay.test>\r\nRCPT TO:<gina@relay.test>\r\nDATA\r\n"), "{seen}");
+    assert!(seen.contains("\r\nFrom: ca@relay.test\r\nTo: gina@relay.test\r\n"), "{seen}");
+    assert!(seen.ends_with("\r\n.\r\nQUIT\r\n"), "{seen}");
+    assert!(!seen.replace("\r\n", "").contains('\n'), "bare LF in the conversation: {seen}");
+    let token = seen.lines().find_map(|l| l.strip_prefix("token: ")).expect("token line").trim().to_owned();
+    // The outbox file is still written, with the same token.
+    let outbox: Vec<PathBuf> = std::fs::read_dir(ca_dir.join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    assert!(std::fs::read_to_string(&outbox[0]).unwrap().contains(&format!("token: {token}")));
+
+    let done = enroll(w, "sip:gina@relay.test", &ca, &gina_dir, &["--token", &token]);
+    assert_ok("enroll gina with the mailed token", &done);
+    assert!(done.stdout.contains("enrolled sip:gina@relay.test"), "{}", done.stdout);
+    assert!(gina_dir.join("identity/chain.pem").is_file());
+
+    // Nothing listens at the relay address any more: the client is told the mail was not sent.
+    let hank = enroll(w, "sip:hank@relay.test", &ca, &w.join("hank"), &[]);
+    assert!(!hank.status.success(), "{}", hank.stdout);
+    assert!(hank.stderr.contains("(HTTP 502)") && hank.stderr.contains("SMTP relay"), "{}", hank.stderr);
+    assert!(ca.log().contains("cannot send a verification mail"), "{}", ca.log());
+}

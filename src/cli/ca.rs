@@ -173,7 +173,7 @@ impl CaInitArgs {
 /// One name, one holder: a request for an enrolled name with another key is refused (409),
 /// the same key renews. Issued names are kept in DIR/issued.redb and survive restarts.
 /// With `ca init --verify email`, a new name first gets a token mailed to user@domain
-/// (written to DIR/outbox/; sending through an SMTP relay is not implemented).
+/// (written to DIR/outbox/, and with --smtp-relay also sent through that relay).
 ///
 /// The TLS certificate is issued by the root at start for the listen address, localhost and
 /// each --tls-name. The first line on stdout gives the URL and the root's SHA-256
@@ -197,6 +197,16 @@ pub struct CaServeArgs {
     /// Another host name or address for the TLS certificate; repeat for several
     #[arg(long, value_name = "NAME")]
     pub tls_name: Vec<String>,
+
+    /// Also send verification mails through this SMTP relay (plain SMTP, no TLS or AUTH:
+    /// use a local relay such as the host's MTA, e.g. 127.0.0.1:25). If the relay does not
+    /// take a mail, the enrollment request is answered 502 (the outbox file is still written)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub smtp_relay: Option<String>,
+
+    /// Sender address of the mails sent through --smtp-relay [default: p2psip-ca@DOMAIN]
+    #[arg(long, value_name = "ADDR", requires = "smtp_relay")]
+    pub mail_from: Option<String>,
 }
 
 impl CaServeArgs {
@@ -206,6 +216,8 @@ impl CaServeArgs {
             listen: self.listen,
             rate_limit_per_minute: self.rate_limit,
             tls_names: self.tls_name.clone(),
+            smtp_relay: self.smtp_relay.clone(),
+            mail_from: self.mail_from.clone(),
         }
     }
 }

@@ -6,13 +6,15 @@
 //!   200 {"aor", "enrollment": "new"|"renewal", "chain": PEM leaf+root, "replica_secret": hex|null}
 //!   202 {"aor", "mailed_to"}         --verify email: a token was mailed; repeat with &token=
 //!   400 / 403 / 409 / 429 / 500      one line of text saying why (409: the name has another holder)
+//!   502                              --smtp-relay: the relay did not take the verification mail
 //! ```
 //!
 //! The TLS server certificate is issued at start by the root for the listen address,
 //! `localhost` and any `--tls-name`, with a fresh key kept in memory. Clients pin the root
 //! (its SHA-256 fingerprint is printed at start), so nothing else needs to be trusted. The
 //! enrollment rules are `identity::enroll`'s; this module only moves bytes, persists issued
-//! names (redb, `ca_files::IssuedDb`) and writes mails to the outbox.
+//! names (redb, `ca_files::IssuedDb`), writes mails to the outbox and, with `--smtp-relay`,
+//! also sends them (`smtp`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +33,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::ca_files::{self, CaError, IssuedDb, LoadedCa};
-use crate::identity::enroll::{EnrollOutcome, EnrollRequest, EnrollmentDesk, RateLimiter, VerifyMode};
+use super::smtp::{self, SmtpRelay};
+use crate::identity::enroll::{EnrollOutcome, EnrollRequest, EnrollmentDesk, Mail, RateLimiter, VerifyMode};
 use crate::identity::pem::{certificates_to_pem, fingerprint};
 use crate::identity::{Enrollment, KeyPair};
 use crate::overlay_config::hex;
@@ -52,6 +55,10 @@ pub struct ServeOptions {
     pub rate_limit_per_minute: u32,
     /// Extra host names or addresses for the TLS certificate.
     pub tls_names: Vec<String>,
+    /// Also send verification mails through this SMTP relay (`HOST:PORT`).
+    pub smtp_relay: Option<String>,
+    /// The sender of those mails; `p2psip-ca@DOMAIN` when not given.
+    pub mail_from: Option<String>,
 }
 
 /// A bound, ready CA server.
@@ -77,6 +84,7 @@ struct State {
     outbox: PathBuf,
     url: String,
     mails: u64,
+    smtp: Option<SmtpRelay>,
     rng: SystemRandom,
 }
 
@@ -130,6 +138,14 @@ impl CaServer {
         let domain = ca.domain().to_owned();
         let cert_lifetime = settings.cert_lifetime_days.saturating_mul(86_400);
         let issued = names.len();
+        let smtp = match &opts.smtp_relay {
+            Some(addr) => {
+                let from = opts.mail_from.clone().unwrap_or_else(|| format!("p2psip-ca@{domain}"));
+                smtp::check_address(&from).map_err(|e| CaError::Options(format!("--mail-from: {e}")))?;
+                Some(SmtpRelay { addr: addr.clone(), from })
+            }
+            None => None,
+        };
         let state = State {
             desk: EnrollmentDesk::new(ca, settings.verify, cert_lifetime, root_not_after),
             names,
@@ -139,6 +155,7 @@ impl CaServer {
             outbox: opts.dir.join(ca_files::OUTBOX),
             url,
             mails: 0,
+            smtp,
             rng,
         };
         Ok(CaServer {
@@ -266,19 +283,44 @@ async fn enroll(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incomin
         None => return text(400, "the body is not a PKCS#10 certificate request (DER or PEM)"),
     };
 
+    let (answer, relay_mail) = decide(&state, peer, &aor, &csr_der, token.as_deref());
+    // The lock is released: sending may take up to smtp::SMTP_TIMEOUT.
+    let Some((relay, mail)) = relay_mail else {
+        return answer;
+    };
+    match smtp::send(&relay, &mail).await {
+        Ok(()) => {
+            info!(%peer, to = %mail.to, relay = %relay.addr, "verification mail sent");
+            answer
+        }
+        Err(e) => {
+            warn!(%peer, to = %mail.to, relay = %relay.addr, error = %e, "cannot send a verification mail");
+            text(502, "the CA could not send the verification mail through its SMTP relay; try again later")
+        }
+    }
+}
+
+/// The answer, under the state's lock; with a mail still to send through the SMTP relay.
+fn decide(
+    state: &Mutex<State>,
+    peer: SocketAddr,
+    aor: &str,
+    csr_der: &[u8],
+    token: Option<&str>,
+) -> (Answer, Option<(SmtpRelay, Mail)>) {
     let Ok(mut guard) = state.lock() else {
-        return text(500, "internal error");
+        return (text(500, "internal error"), None);
     };
     let s = &mut *guard;
     let now = super::unix_now();
-    let request = EnrollRequest { aor: &aor, csr_der: &csr_der, token: token.as_deref() };
+    let request = EnrollRequest { aor, csr_der, token };
     let url = s.url.clone();
     match s.desk.handle(&mut s.names, &request, now, &url, &s.rng) {
         Ok(EnrollOutcome::Issued { aor, chain, enrollment }) => {
             if let Err(e) = s.names.commit() {
                 s.names.rollback();
                 warn!(error = %e, "cannot record an issued name");
-                return text(500, "the CA cannot record the enrollment; try again later");
+                return (text(500, "the CA cannot record the enrollment; try again later"), None);
             }
             let kind = match enrollment {
                 Enrollment::New => "new",
@@ -291,28 +333,29 @@ async fn enroll(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incomin
                 "chain": certificates_to_pem(&chain),
                 "replica_secret": s.replica_secret.as_deref().map(hex),
             });
-            answer(200, "application/json", body.to_string())
+            (answer(200, "application/json", body.to_string()), None)
         }
         Ok(EnrollOutcome::VerificationSent { aor, mail }) => {
             s.mails += 1;
             match ca_files::write_mail(&s.outbox, &mail, now, s.mails) {
                 Ok(path) => {
                     info!(%peer, %aor, mail = %path.display(), "verification mail written");
-                    answer(
+                    let accepted = answer(
                         202,
                         "application/json",
                         serde_json::json!({"aor": aor.as_str(), "mailed_to": mail.to}).to_string(),
-                    )
+                    );
+                    (accepted, s.smtp.clone().map(|relay| (relay, mail)))
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot write a verification mail");
-                    text(500, "the CA cannot send the verification mail")
+                    (text(500, "the CA cannot send the verification mail"), None)
                 }
             }
         }
         Err(refusal) => {
             info!(%peer, aor = %aor, status = refusal.status(), reason = %refusal, "refused");
-            text(refusal.status(), &refusal.to_string())
+            (text(refusal.status(), &refusal.to_string()), None)
         }
     }
 }

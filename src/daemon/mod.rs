@@ -18,6 +18,7 @@
 //! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
 //! - [`data_dir`]: the enrolled identity and configuration document a node loads at start.
 //! - [`ca_files`], [`ca_server`]: the enrollment CA's directory and its HTTPS endpoint.
+//! - [`smtp`]: verification mails through a plain SMTP relay (`ca serve --smtp-relay`).
 //! - [`demo`]: `p2psip demo`, a CA and three nodes as child processes on loopback.
 //! - [`enroll_client`]: `p2psip enroll`, the one exchange a node has with the CA.
 //! - [`identity_files`]: the root, key and chain from the data directory.
@@ -42,6 +43,7 @@ mod listeners;
 mod query;
 pub mod record_store;
 mod signal;
+pub mod smtp;
 pub mod status;
 pub mod status_client;
 
