@@ -204,7 +204,7 @@ pub struct CaServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub smtp_relay: Option<String>,
 
-    /// Sender address of the mails sent through --smtp-relay [default: p2psip-ca@DOMAIN]
+    /// Sender address of the mails sent through --smtp-relay (default: p2psip-ca@DOMAIN)
     #[arg(long, value_name = "ADDR", requires = "smtp_relay")]
     pub mail_from: Option<String>,
 }
