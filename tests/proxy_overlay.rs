@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::baresip::{Phone, WAIT};
-use common::{ca, free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
+use common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
 use serde_json::Value;
 
 const DOMAIN: &str = "p2p.test";
@@ -45,17 +45,7 @@ impl Daemon {
     fn start(ip_text: &str, data: &Path, config: &Path, join: Option<SocketAddr>) -> Daemon {
         let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
         let log = data.with_extension("log");
-        let mut cmd = p2psip(data.parent().expect("parent"));
-        cmd.arg("node")
-            .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data);
-        if let Some(j) = join {
-            cmd.args(["--join", &j.to_string()]);
-        }
-        let child = cmd
+        let child = common::node_command([listen, proxy, http], config, data, join)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log"))

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ca, free_addrs, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
+use common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
 use p2psip::overlay::{IdHash, NodeId};
 use p2psip::store::replica_keys;
 use serde_json::Value;
@@ -53,17 +53,7 @@ impl Daemon {
         join: Option<SocketAddr>,
     ) -> Daemon {
         let log = data.with_extension(format!("{}.log", std::process::id()));
-        let mut cmd = p2psip(data.parent().expect("parent"));
-        cmd.arg("node")
-            .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data);
-        if let Some(j) = join {
-            cmd.args(["--join", &j.to_string()]);
-        }
-        let child = cmd
+        let child = common::node_command([listen, proxy, http], config, data, join)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::options().create(true).append(true).open(&log).expect("log"))

@@ -153,6 +153,27 @@ pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
     Finished { status, stdout, stderr }
 }
 
+/// `p2psip node` on the given addresses with a config file and data directory, run in the data
+/// directory's parent, joining `join` if given; the caller sets up stdio and spawns it.
+pub fn node_command(
+    [listen, proxy, http]: [SocketAddr; 3],
+    config: &Path,
+    data: &Path,
+    join: Option<SocketAddr>,
+) -> Command {
+    let mut cmd = p2psip(data.parent().expect("parent"));
+    cmd.arg("node")
+        .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data);
+    if let Some(j) = join {
+        cmd.args(["--join", &j.to_string()]);
+    }
+    cmd
+}
+
 /// `p2psip account add AOR --password-stdin --data-dir DATA EXTRA…`, run in `dir`, must succeed.
 pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[&str]) {
     let mut child = p2psip(dir)
