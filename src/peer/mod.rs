@@ -142,6 +142,7 @@ impl Peer {
             info: overlay_sip::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
             pending: Default::default(),
             next_cseq: 0,
+            rpc_kinds: None,
         };
         let proxy_config = ProxyConfig {
             // The advertised overlay address first: our Via and Record-Route toward other

@@ -29,6 +29,9 @@ pub(super) struct OverlayFace {
     pub info: OverlayInfo,
     pub pending: BTreeMap<ClientTxId, PendingRpc>,
     pub next_cseq: u32,
+    /// `(Call-ID, kind)` of each overlay request sent, kept only once
+    /// [`Peer::record_rpc_kinds`] asked for it (the simulator's traffic breakdown).
+    pub rpc_kinds: Option<Vec<(String, &'static str)>>,
 }
 
 /// What happened in the overlay that the driver (daemon, simulator) may want to know.
@@ -69,6 +72,17 @@ impl Peer {
         let id = self.overlay.chord.lookup(now, key);
         self.drain_overlay(now);
         id
+    }
+
+    /// From now on, note the Call-ID and kind ([`Chord::rpc_kind`]) of every overlay request
+    /// sent, for [`Peer::take_rpc_kinds`]. Off by default: a daemon has no use for it.
+    pub fn record_rpc_kinds(&mut self) {
+        self.overlay.rpc_kinds.get_or_insert_with(Vec::new);
+    }
+
+    /// The `(Call-ID, kind)` pairs noted since the last call.
+    pub fn take_rpc_kinds(&mut self) -> Vec<(String, &'static str)> {
+        self.overlay.rpc_kinds.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
@@ -136,6 +150,9 @@ impl Peer {
             let call_id = format!("{:016x}", self.rng.random::<u64>());
             let from_tag = format!("{:08x}", self.rng.random::<u32>());
             self.overlay.next_cseq = self.overlay.next_cseq.wrapping_add(1) % (1 << 31);
+            if let Some(kinds) = self.overlay.rpc_kinds.as_mut() {
+                kinds.push((call_id.clone(), self.overlay.chord.rpc_kind(rpc.id).unwrap_or("other")));
+            }
             let ids = RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: self.overlay.next_cseq };
             let mut msg = overlay_sip::encode_request(&rpc, &me, &self.overlay.info, ids);
             let branch = new_branch(&mut self.rng);

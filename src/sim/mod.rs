@@ -24,6 +24,7 @@
 pub mod network;
 pub mod records;
 pub mod scenario;
+pub mod tally;
 
 #[cfg(test)]
 mod tests;
@@ -132,6 +133,8 @@ pub struct Sim {
     storage_events: Vec<(usize, StorageEvent)>,
     /// Addresses handed out so far (a node's address is never reused).
     next_host: u32,
+    /// Every datagram sent, by kind of RPC.
+    tally: tally::Tally,
 }
 
 impl Sim {
@@ -153,6 +156,7 @@ impl Sim {
             finished_lookups: Vec::new(),
             storage_events: Vec::new(),
             next_host: 0,
+            tally: tally::Tally::default(),
         }
     }
 
@@ -178,6 +182,11 @@ impl Sim {
 
     pub fn network_stats(&self) -> NetworkStats {
         self.network.stats()
+    }
+
+    /// Datagrams sent so far, by kind of RPC ([`tally`]).
+    pub fn traffic_by_kind(&self) -> BTreeMap<&'static str, tally::KindCounts> {
+        self.tally.snapshot()
     }
 
     /// Nodes ever spawned, dead or alive.
@@ -250,6 +259,7 @@ impl Sim {
         let config =
             PeerConfig { seed: self.rng.random(), chord: self.config.chord.clone(), ..PeerConfig::new(addr, proxy) };
         let mut peer = Peer::new(config, self.now);
+        peer.record_rpc_kinds();
         if let Some(storage) = &self.config.storage {
             let ids = VerifiedCache::new(storage.root.clone(), 4096);
             peer.enable_storage(self.now, storage.config.clone(), Box::new(MemoryStore::new()), ids, None);
@@ -408,7 +418,11 @@ impl Sim {
         let now = self.now;
         let slot = &mut self.slots[ix];
         let Some(peer) = slot.peer.as_mut() else { return };
+        for (call_id, kind) in peer.take_rpc_kinds() {
+            self.tally.note(now, call_id, kind);
+        }
         while let Some(t) = peer.poll_transmit() {
+            self.tally.count(now, &t.data);
             self.network.send(now, slot.addr, t.to.remote, t.data);
         }
         let mut gone = false;

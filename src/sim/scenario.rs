@@ -7,7 +7,7 @@
 //! A lookup succeeds when it returns the key's true successor among the admitted nodes at the
 //! instant it finishes; an error or any other node counts against it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::network::NetworkConfig;
 use super::records::{RecordSet, RecordsReport};
+use super::tally::{self, KindTraffic};
 use super::{LookupRecord, Sim, SimConfig, SimStorage};
 use crate::overlay::testnet::invariants::{self, InvariantViolation};
 use crate::overlay::{ChordConfig, NodeId};
@@ -169,6 +170,8 @@ pub struct ChurnReport {
     pub lookups: LookupStats,
     /// All SIP traffic during churn, per live node (lookups included, a few percent of it).
     pub traffic: Traffic,
+    /// The same by kind of RPC ([`super::tally`]).
+    pub traffic_by_kind: BTreeMap<String, KindTraffic>,
     /// Virtual seconds from the end of churn until the ring was correct (`None`: not in 10 min).
     pub converged_after_s: Option<f64>,
 }
@@ -196,6 +199,8 @@ pub struct SimReport {
     pub far_fingers_correct: f64,
     /// Steady-state maintenance traffic (no lookups, no churn).
     pub maintenance: Traffic,
+    /// The same window by kind of RPC (`stabilize`, `fix_fingers`, …; [`super::tally`]).
+    pub traffic_by_kind: BTreeMap<String, KindTraffic>,
     /// Lookups from random nodes for random keys on the converged ring.
     pub lookups: LookupStats,
     pub fail: Option<FailReport>,
@@ -265,7 +270,11 @@ pub fn run_with_records(
         far_fingers_correct: invariants::far_fingers_correct_fraction(&sim),
         ..SimReport::default()
     };
+    let by_kind = sim.traffic_by_kind();
+    let members = sim.members().count().max(1) as f64;
     report.maintenance = measure_traffic(&mut sim, params.traffic_window);
+    let per = members * params.traffic_window.as_secs_f64().max(f64::MIN_POSITIVE);
+    report.traffic_by_kind = tally::rates(&by_kind, &sim.traffic_by_kind(), per);
     report.lookups = measure_lookups(&mut sim, params.lookups);
     if let Some(set) = records {
         report.records = Some(super::records::store_all(&mut sim, set, params.replicas));
@@ -437,6 +446,7 @@ pub fn churn(sim: &mut Sim, params: &SimParams) -> ChurnReport {
     let began = sim.now();
     let end = began + duration;
     let before = sim.network_stats();
+    let by_kind = sim.traffic_by_kind();
     let population = sim.members().count().max(1);
     let mut next_event = began + exp(sim, rate);
     let mut next_lookup = began + exp(sim, lookup_rate);
@@ -477,6 +487,7 @@ pub fn churn(sim: &mut Sim, params: &SimParams) -> ChurnReport {
         messages_per_node_per_s: (after.sent - before.sent) as f64 / per,
         bytes_per_node_per_s: (after.bytes_sent - before.bytes_sent) as f64 / per,
     };
+    let traffic_by_kind = tally::rates(&by_kind, &sim.traffic_by_kind(), per);
     wait_for_lookups(sim);
     records.append(&mut sim.take_finished_lookups());
     let lookups = LookupStats::from_records(&records, sim.pending_lookups());
@@ -489,6 +500,7 @@ pub fn churn(sim: &mut Sim, params: &SimParams) -> ChurnReport {
         median_session_s: std::f64::consts::LN_2 * population as f64 / rate.max(f64::MIN_POSITIVE),
         lookups,
         traffic,
+        traffic_by_kind,
         converged_after_s: converged.map(|d| d.as_secs_f64()),
     }
 }

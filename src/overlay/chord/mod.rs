@@ -285,6 +285,29 @@ impl Chord {
         &self.counters
     }
 
+    /// What request `id`, still in flight, is for, by a short stable name: `stabilize`,
+    /// `notify`, `check_predecessor`, `lookup` (a routing step of a user lookup),
+    /// `confirmation` (asking the node named to answer for itself), `fix_fingers`, `own_place`,
+    /// `join` or `leave`. For traffic accounting (the simulator's `traffic_by_kind`).
+    pub fn rpc_kind(&self, id: RpcId) -> Option<&'static str> {
+        Some(match &self.pending.get(&id)?.purpose {
+            Purpose::Stabilize { .. } => "stabilize",
+            Purpose::Notify => "notify",
+            Purpose::CheckPredecessor { .. } => "check_predecessor",
+            Purpose::Join => "join",
+            Purpose::Leave => "leave",
+            Purpose::Lookup { lookup, asked } => match self.lookups.get(lookup) {
+                Some(a) => match a.purpose {
+                    LookupPurpose::User(_) if a.lookup.is_confirming(asked.id) => "confirmation",
+                    LookupPurpose::User(_) => "lookup",
+                    LookupPurpose::Finger(_) => "fix_fingers",
+                    LookupPurpose::OwnPlace => "own_place",
+                },
+                None => "lookup",
+            },
+        })
+    }
+
     /// The next request to send.
     pub fn poll_rpc(&mut self) -> Option<OutgoingRpc> {
         self.outbox.pop_front()
