@@ -140,8 +140,24 @@ impl Peer {
         }
     }
 
+    /// Stops the SIP transactions of RPCs the Chord core no longer waits for (its deadline
+    /// passed: the node counts as failed). Over UDP a non-INVITE client transaction would go on
+    /// retransmitting until Timer F, 32 s (RFC 3261 §17.1.2.2), about ten copies to a node that
+    /// is most likely dead; an answer that still comes is a stray response and dropped
+    /// (§18.1.2), as Chord would ignore it anyway.
+    fn abandon_overlay_transactions(&mut self) {
+        let chord = &self.overlay.chord;
+        let done: Vec<ClientTxId> =
+            self.overlay.pending.iter().filter(|(_, p)| !chord.is_pending(p.rpc)).map(|(tx, _)| *tx).collect();
+        for tx in done {
+            self.overlay.pending.remove(&tx);
+            let _ = self.transactions.terminate_client(tx);
+        }
+    }
+
     /// Sends what the Chord core asked for and passes on what it reported.
     pub(super) fn drain_overlay(&mut self, now: Instant) {
+        self.abandon_overlay_transactions();
         while let Some(rpc) = self.overlay.chord.poll_rpc() {
             let me = self.overlay.chord.me().clone();
             // 64 random bits make a Call-ID unique enough (RFC 3261 §8.1.1.4 asks for global

@@ -285,6 +285,12 @@ impl Chord {
         &self.counters
     }
 
+    /// Whether request `id` still waits for its answer. Once its deadline has passed (or the
+    /// core gave up on it otherwise) the caller may stop retransmitting it.
+    pub fn is_pending(&self, id: RpcId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// What request `id`, still in flight, is for, by a short stable name: `stabilize`,
     /// `notify`, `check_predecessor`, `lookup` (a routing step of a user lookup),
     /// `confirmation` (asking the node named to answer for itself), `fix_fingers`, `own_place`,
