@@ -236,7 +236,7 @@ fn forged_register(sock: &UdpSocket, target: SocketAddr, claimed_id: NodeId, cla
          Call-ID: forged1@{local}\r\n\
          CSeq: 1 REGISTER\r\n\
          Require: dht\r\n\
-         DHT-PeerID: <sip:{claimed_id}@{claimed}>;algorithm=sha1;dht=Chord;version=1;overlay=p2p.test\r\n\
+         DHT-PeerID: <sip:{claimed_id}@{claimed}>;version=2;overlay=p2p.test\r\n\
          Content-Length: 0\r\n\r\n"
     );
     sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");

@@ -7,15 +7,16 @@
 //! | Chord (Stoica et al.)           | SIP request                                              | answer |
 //! |---------------------------------|----------------------------------------------------------|--------|
 //! | `find_successor(k)`, one step   | `REGISTER sip:<k>@<hop>`, no Contact (a query, RFC 3261 §10.2.3) | `200` + `DHT-Link: …;link=R` (+ backups `link=S2…Sr` when R is not the answerer), or `302` + `Contact`s of closer peers |
-//! | `stabilize`: successor's neighbours (and implicit `notify`) | `REGISTER sip:<succ-id>@<succ>`, no Contact; `DHT-PeerID;nh=<digest>` of the last answer | `200` + `link=R` (itself), `link=P1`, `link=S1…Sr`; or `200` + `link=R` and `DHT-PeerID;nh=<same digest>` when unchanged |
-//! | `notify` (only to make the receiver check a failed predecessor) | `REGISTER sip:<succ-id>@<succ>`, `Contact` = sender, `Expires` > 0 | `200` |
-//! | join (dSIP §6.3)                | `REGISTER sip:<own-id>@<hop>`, `Contact` = joiner, `Expires` > 0 | `200` + `P1`, `S1…Sr`, `F1…Fk`, or `302` |
+//! | `stabilize`: successor's neighbours (and implicit `notify`) | `REGISTER sip:<succ-id>@<succ>`, no Contact; `DHT-PeerID;nh=<digest>` of the last answer | `200` + `link=R` (itself), `link=P1`, `link=S1…Sr`; or `200` + `DHT-PeerID;nh=<same digest>` and no links when unchanged |
+//! | `notify` (only to make the receiver check a failed predecessor) | `REGISTER sip:<succ-id>@<succ>`, `Contact` = sender's address | `200` |
+//! | join (dSIP §6.3)                | `REGISTER sip:<own-id>@<hop>`, `Contact` = joiner's address | `200` + `P1`, `S1…Sr`, `F1…Fk`, or `302` |
 //! | graceful leave (dSIP §6.5)      | `REGISTER sip:<recv-id>@<recv>`, `Expires: 0`, `DHT-Link` hand-off `P1`, `S1…` | `200` |
 //! | `check_predecessor` ping        | `OPTIONS sip:<pred-id>@<pred>`                           | `200` |
 //!
 //! Every overlay request carries `Require: dht` (so a SIP element without the extension
 //! answers 420, RFC 3261 §8.2.2.3) and the sender's `DHT-PeerID`:
-//! `<sip:<40 hex>@<ip>:<port>>;algorithm=sha1;dht=Chord;version=1;overlay=<name>`.
+//! `<sip:<40 hex>@<ip>:<port>>;version=2;overlay=<name>` (`algorithm=` only when the ID hash
+//! is not SHA-1, and no `dht=`: version 2 means Chord).
 //! Refusals map to SIP statuses in [`refusal_status`].
 //!
 //! Maintenance traffic is most of what a node sends, so messages are kept small: the compact
@@ -32,14 +33,16 @@ use crate::sip::{Contacts, Header, HeaderName, Message, Method, Uri};
 
 /// The option tag of the overlay extension (RFC 3261 §19.2).
 pub const OPTION_TAG: &str = "dht";
-/// The version of p2psip's overlay protocol, carried in `DHT-PeerID;version=`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version of p2psip's overlay protocol, carried in `DHT-PeerID;version=`. A node answers
+/// requests of another major version with `420 Bad Extension` and `Unsupported: dht`.
+///
+/// Version 2 (version 1 nodes cannot read it all): an "unchanged" stabilize answer no longer
+/// carries `link=R` (version 1 requires it to recognise the answer), notify and join Contacts
+/// name the sender's address only and carry no `Expires`, and `DHT-PeerID` drops the default
+/// `algorithm=sha1` and `dht=Chord`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The DHT name, as dSIP's `dht=` parameter.
 pub const DHT_NAME: &str = "Chord";
-/// How long a peer registration (join, notify) binds, in seconds. Nothing expires on it yet:
-/// stabilize refreshes the relationship far more often. It is there so that a dSIP-style
-/// element reading the request sees a normal registration.
-pub const PEER_EXPIRES: u32 = 600;
 
 /// The `DHT-PeerID` parameter carrying a [`crate::overlay::neighbours_digest`]: in a
 /// stabilize query, of the answer the querier holds; in the answer, "still the same".
@@ -115,14 +118,22 @@ fn contact_from_uri(uri: &Uri) -> Option<Contact> {
     Some(Contact::new(id, addr))
 }
 
+/// The parameters of a `DHT-PeerID`: the protocol version and the overlay name, and the ID
+/// hash only when it is not the default SHA-1 (every byte of maintenance traffic counts; the
+/// DHT is always Chord, which `version` implies).
+pub fn peer_id_params(overlay: &OverlayInfo) -> Vec<Param> {
+    let mut params = Vec::with_capacity(3);
+    if overlay.hash != IdHash::Sha1 {
+        params.push(Param::new("algorithm", Some(overlay.hash.name())));
+    }
+    params.push(Param::new("version", Some(PROTOCOL_VERSION.to_string())));
+    params.push(Param::new("overlay", Some(overlay.name.as_str())));
+    params
+}
+
 fn peer_id_header(me: &Contact, overlay: &OverlayInfo, digest: Option<u64>) -> Header {
     let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
-    na.params = vec![
-        Param::new("algorithm", Some(overlay.hash.name())),
-        Param::new("dht", Some(DHT_NAME)),
-        Param::new("version", Some(PROTOCOL_VERSION.to_string())),
-        Param::new("overlay", Some(overlay.name.as_str())),
-    ];
+    na.params = peer_id_params(overlay);
     if let Some(d) = digest {
         na.params.push(Param::new(DIGEST_PARAM, Some(format!("{d:016x}"))));
     }
@@ -225,7 +236,9 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
     let _ = target_id;
     let method = if matches!(rpc.request, Request::Ping) { Method::Options } else { Method::Register };
     let mut msg = Message::request(method.clone(), Uri::Sip(ruri.clone()));
-    let me_uri = node_uri(&me.id, me.addr);
+    // The Contact of a notify, join or leave names the sender by address: its ID is in
+    // DHT-PeerID, and the receiver reads only whether there is a Contact.
+    let me_uri = SipUri::new(Host::from(me.addr.ip()), Some(me.addr.port()));
     // From and To name the two nodes by address only: the IDs travel in DHT-PeerID and the
     // Request-URI, and every byte counts in maintenance traffic.
     let mut from = NameAddr::new(Uri::Sip(SipUri::new(Host::from(me.addr.ip()), Some(me.addr.port()))));
@@ -245,8 +258,9 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
     h.push(peer_id_header(me, overlay, digest));
     match &rpc.request {
         Request::Notify | Request::Join { .. } | Request::GetNeighbours { notify: true, .. } => {
+            // No Expires: the registrar's default applies (RFC 3261 §10.2.1.1); nothing
+            // expires on it, stabilize refreshes the relationship every few seconds.
             h.push(compact(HeaderName::Contact, "m", NameAddr::new(Uri::Sip(me_uri))));
-            h.push(Header::new(HeaderName::Expires, PEER_EXPIRES));
         }
         Request::Leave { predecessor, successors } => {
             h.push(compact(HeaderName::Contact, "m", NameAddr::new(Uri::Sip(me_uri))));
@@ -369,7 +383,8 @@ pub fn encode_response(
             resp.headers.push(link_header(me, "R"));
             push_links(&mut resp, predecessor.as_ref(), successors, &[]);
         }
-        Response::NeighboursUnchanged => resp.headers.push(link_header(me, "R")),
+        // The echoed digest alone says "unchanged"; the answerer is who we asked.
+        Response::NeighboursUnchanged => {}
         Response::Joined { predecessor, successors, fingers } => {
             push_links(&mut resp, predecessor.as_ref(), successors, fingers);
         }
@@ -636,10 +651,14 @@ mod tests {
         let msg = encode_request(&rpc, &me, &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
         let other = OverlayInfo { name: "other".into(), hash: IdHash::Sha1 };
         assert!(matches!(decode_request(&msg, me.addr, false, &me.id, &other), Err(DecodeError::Overlay(_))));
-        let text = String::from_utf8(msg.encode().to_vec()).unwrap().replace("version=1", "version=2");
-        let v2 = parse(bytes::Bytes::from(text)).unwrap();
-        let err = decode_request(&v2, me.addr, false, &me.id, &overlay()).unwrap_err();
-        assert_eq!(err.status().0, 420);
+        assert!(decode_request(&msg, me.addr, false, &me.id, &overlay()).is_ok());
+        for other in ["version=1", "version=3", "version=x"] {
+            let text = String::from_utf8(msg.encode().to_vec()).unwrap().replace("version=2", other);
+            let old = parse(bytes::Bytes::from(text)).unwrap();
+            let err = decode_request(&old, me.addr, false, &me.id, &overlay()).unwrap_err();
+            assert_eq!(err, DecodeError::Version(other["version=".len()..].to_owned()));
+            assert_eq!(err.status().0, 420);
+        }
     }
 
     #[test]
@@ -649,9 +668,9 @@ mod tests {
         for extra in [
             "",
             "DHT-PeerID: garbage\r\n",
-            "DHT-PeerID: <sip:zz@127.0.0.7:5070>;version=1\r\n",
-            "DHT-PeerID: <sip:127.0.0.7:5070>;version=1\r\n",
-            "DHT-PeerID: <sip:0000000000000000000000000000000000000000@example.com:5070>;version=1\r\n",
+            "DHT-PeerID: <sip:zz@127.0.0.7:5070>;version=2\r\n",
+            "DHT-PeerID: <sip:127.0.0.7:5070>;version=2\r\n",
+            "DHT-PeerID: <sip:0000000000000000000000000000000000000000@example.com:5070>;version=2\r\n",
         ] {
             let msg = parse(bytes::Bytes::from(format!("{base}{extra}\r\n"))).unwrap();
             let me = contact(5071);

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use super::overlay_sip::{self, node_uri, OverlayInfo, OPTION_TAG};
 use crate::overlay::{Contact, NodeId};
 use crate::sip::header::{MediaType, NameAddr};
-use crate::sip::syntax::Param;
 use crate::sip::uri::{Host, SipUri};
 use crate::sip::{Contacts, Header, HeaderName, Message, Method, Uri};
 use crate::store::{Record, RecordKind};
@@ -156,12 +155,7 @@ pub fn encode_request(
 
 fn peer_id_value(me: &Contact, overlay: &OverlayInfo) -> String {
     let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
-    na.params = vec![
-        Param::new("algorithm", Some(overlay.hash.name())),
-        Param::new("dht", Some(overlay_sip::DHT_NAME)),
-        Param::new("version", Some(overlay_sip::PROTOCOL_VERSION.to_string())),
-        Param::new("overlay", Some(overlay.name.as_str())),
-    ];
+    na.params = overlay_sip::peer_id_params(overlay);
     na.to_string()
 }
 

@@ -261,6 +261,35 @@ mod ring {
     }
 
     #[test]
+    fn a_request_of_another_protocol_version_gets_420_and_is_counted() {
+        let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
+        let now = net.now;
+        let sender: SocketAddr = "127.0.0.2:5070".parse().unwrap();
+        let id = NodeId::from_addr(sender.ip(), sender.port(), crate::overlay::IdHash::Sha1);
+        let request = |version: &str, call: &str| {
+            format!(
+                "REGISTER sip:127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {sender};branch=z9hG4bK{call}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{sender}>;tag=1\r\nTo: <sip:127.0.0.1:5070>\r\n\
+                 Call-ID: {call}\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n\
+                 DHT-PeerID: <sip:{id}@{sender}>;version={version}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: sender, conn: None };
+        let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        // A version 1 node (before the wire format changed) is told which extension failed.
+        p.handle_input(now, from, Bytes::from(request("1", "v1")));
+        let out = drain(p);
+        assert_eq!(out[0].1.status(), Some(420));
+        assert_eq!(out[0].1.option_tags(&HeaderName::Unsupported).unwrap(), ["dht"]);
+        assert_eq!(p.counters().overlay_refused, 1);
+        // The same request at our version is answered.
+        p.handle_input(now, from, Bytes::from(request(&overlay_sip::PROTOCOL_VERSION.to_string(), "v2")));
+        let out = drain(p);
+        assert_eq!(out[0].1.status(), Some(200));
+        assert_eq!(p.counters().overlay_refused, 1);
+    }
+
+    #[test]
     fn a_forged_peer_id_is_refused() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
         let now = net.now;
@@ -268,7 +297,7 @@ mod ring {
         let text = "REGISTER sip:0000000000000000000000000000000000000001@127.0.0.1:5070 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKforged\r\nFrom: <sip:x@127.0.0.2>;tag=1\r\n\
              To: <sip:x@127.0.0.1>\r\nCall-ID: forged\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n\
-             DHT-PeerID: <sip:0000000000000000000000000000000000000001@127.0.0.9:5070>;version=1\r\n\
+             DHT-PeerID: <sip:0000000000000000000000000000000000000001@127.0.0.9:5070>;version=2\r\n\
              Contact: <sip:0000000000000000000000000000000000000001@127.0.0.9:5070>\r\nExpires: 600\r\n\r\n";
         let from = Endpoint {
             listener: Listener::Overlay,

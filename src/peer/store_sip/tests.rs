@@ -122,7 +122,7 @@ fn garbage_resource_headers_are_errors_not_panics() {
                 Via: SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n\
                 Call-ID: x\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n";
     let me = contact(5070);
-    let peer_id = format!("DHT-PeerID: <sip:{}@127.0.0.7:5070>;version=1\r\n", me.id);
+    let peer_id = format!("DHT-PeerID: <sip:{}@127.0.0.7:5070>;version={}\r\n", me.id, overlay_sip::PROTOCOL_VERSION);
     for extra in [
         "DHT-Resource: garbage\r\n",
         "DHT-Resource: <sip:a@b.c>;kind=nonsense;replica=1\r\n",
