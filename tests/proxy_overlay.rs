@@ -31,7 +31,9 @@ const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predec
     "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
     "successor_list_len": 8}}"#;
 /// Fast pings, so bob's dead phone is noticed within seconds.
-const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n";
+/// A fixed stabilize period (the document's 500 ms; it does not carry the longest period).
+const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n\
+    [chord]\nstabilize_max_interval_ms = 500\n";
 
 struct Daemon {
     _process: ChildGuard,

@@ -31,7 +31,9 @@ const CONFIG: &str = "domain = \"p2p.test\"\n\
     [storage]\n\
     replicas = 3\n\
     record_lifetime_secs = 3600\n\
-    refresh_interval_secs = 3000\n";
+    refresh_interval_secs = 3000\n\
+    [chord]\n\
+    stabilize_max_interval_ms = 500\n";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A daemon with a data directory the test owns, so it can be restarted on it.

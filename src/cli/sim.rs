@@ -70,9 +70,14 @@ pub struct SimArgs {
 
     /// Every node's longest stabilize period, in seconds: quiet rounds double the period from
     /// --stabilize-interval up to this (adaptive stabilization; equal to --stabilize-interval
-    /// for a fixed period) [default: ChordConfig's, 5: fixed]
+    /// for a fixed period) [default: ChordConfig's, 30]
     #[arg(long, value_name = "SECS")]
     pub stabilize_max_interval: Option<f64>,
+
+    /// How long a node's neighbourhood must be quiet before its stabilize period stretches,
+    /// in seconds [default: ChordConfig's, 60]
+    #[arg(long, value_name = "SECS")]
+    pub stabilize_quiet_hold: Option<f64>,
 
     /// Every node's fix_fingers period, in seconds [default: ChordConfig's, 30]
     #[arg(long, value_name = "SECS")]
@@ -114,6 +119,9 @@ impl SimArgs {
         if let Some(s) = self.stabilize_interval {
             chord.stabilize_interval = Duration::from_secs_f64(s.max(0.1));
             chord.check_predecessor_interval = chord.stabilize_interval;
+        }
+        if let Some(s) = self.stabilize_quiet_hold {
+            chord.stabilize_quiet_hold = Duration::from_secs_f64(s.max(0.0));
         }
         if let Some(s) = self.stabilize_max_interval {
             chord.stabilize_max_interval = Duration::from_secs_f64(s.max(0.1));

@@ -27,7 +27,8 @@ use crate::overlay::ChordConfig;
 ///
 /// [chord]                      # Chord timers; defaults are ChordConfig's
 /// stabilize_interval_ms = 5000
-/// stabilize_max_interval_ms = 5000 # above stabilize_interval_ms: quiet rounds double the period up to this
+/// stabilize_max_interval_ms = 30000 # quiet rounds double the period up to this (= stabilize_interval_ms: fixed)
+/// stabilize_quiet_hold_ms = 60000  # ...once the neighbourhood has been quiet this long
 /// check_predecessor_interval_ms = 5000
 /// fix_fingers_interval_ms = 30000
 /// rpc_timeout_ms = 2000
@@ -217,6 +218,7 @@ impl StorageSettings {
 pub struct ChordSettings {
     pub stabilize_interval_ms: u64,
     pub stabilize_max_interval_ms: u64,
+    pub stabilize_quiet_hold_ms: u64,
     pub check_predecessor_interval_ms: u64,
     pub fix_fingers_interval_ms: u64,
     pub rpc_timeout_ms: u64,
@@ -231,6 +233,7 @@ impl Default for ChordSettings {
         ChordSettings {
             stabilize_interval_ms: ms(d.stabilize_interval),
             stabilize_max_interval_ms: ms(d.stabilize_max_interval),
+            stabilize_quiet_hold_ms: ms(d.stabilize_quiet_hold),
             check_predecessor_interval_ms: ms(d.check_predecessor_interval),
             fix_fingers_interval_ms: ms(d.fix_fingers_interval),
             rpc_timeout_ms: ms(d.rpc_timeout),
@@ -249,6 +252,7 @@ impl ChordSettings {
             // Never shorter than the minimum (a config that sets only the minimum gets a
             // fixed period if it is above the default maximum).
             stabilize_max_interval: ms(self.stabilize_max_interval_ms.max(self.stabilize_interval_ms)),
+            stabilize_quiet_hold: ms(self.stabilize_quiet_hold_ms),
             check_predecessor_interval: ms(self.check_predecessor_interval_ms),
             fix_fingers_interval: ms(self.fix_fingers_interval_ms),
             rpc_timeout: ms(self.rpc_timeout_ms),
@@ -408,6 +412,7 @@ impl Config {
             successor_list_len: c.successor_list_len,
             // Not in the document (version 1): the node's own setting stays.
             stabilize_max_interval_ms: self.chord.stabilize_max_interval_ms,
+            stabilize_quiet_hold_ms: self.chord.stabilize_quiet_hold_ms,
         };
         if self.join.is_empty() {
             self.join = doc.bootstrap.clone();

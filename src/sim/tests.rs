@@ -151,3 +151,34 @@ fn the_distinct_address_invariant_names_a_violation() {
     let err = super::records::replicas_on_distinct_addresses(&sim).unwrap_err();
     assert_eq!(err.invariant, "replicas_on_distinct_addresses");
 }
+
+/// Stabilize requests sent over the next `window`, per node per second.
+fn stabilize_rate(sim: &mut Sim, window: Duration) -> f64 {
+    let count = |s: &Sim| s.traffic_by_kind().get("stabilize").map_or(0, |k| k.requests.messages);
+    let before = count(sim);
+    sim.run_for(window);
+    (count(sim) - before) as f64 / (sim.members().count() as f64 * window.as_secs_f64())
+}
+
+#[test]
+fn a_quiet_neighbourhood_stretches_stabilize_only_after_the_hold() {
+    let run = |hold: Duration| {
+        let config = SimConfig {
+            chord: ChordConfig { stabilize_quiet_hold: hold, ..ChordConfig::default() },
+            ..SimConfig::new(4)
+        };
+        let mut sim = Sim::new(Instant::now(), config);
+        scenario::grow(&mut sim, 20, Duration::from_millis(50));
+        scenario::converge(&mut sim).unwrap_or_else(|e| panic!("{e}"));
+        sim.run_for(Duration::from_secs(120));
+        stabilize_rate(&mut sim, Duration::from_secs(120))
+    };
+    let min = ChordConfig::default().stabilize_interval.as_secs_f64();
+    let max = ChordConfig::default().stabilize_max_interval.as_secs_f64();
+    // A hold longer than the run: every round at the shortest period (±20% jitter).
+    let held = run(Duration::from_secs(3600));
+    assert!(held > 0.75 / min, "{held} per node per s with the period held at {min} s");
+    // The default hold (a minute) has passed: rounds come at the longest period.
+    let stretched = run(ChordConfig::default().stabilize_quiet_hold);
+    assert!(stretched < 1.5 / max, "{stretched} per node per s, longest period {max} s");
+}

@@ -410,13 +410,19 @@ impl Chord {
         if changed || !known {
             self.stabilize_changed(now);
         } else {
-            self.stabilize_quiet();
+            self.stabilize_quiet(now);
         }
     }
 
     /// Adaptive stabilization (RFC 7363 §4.1 in spirit; Bamboo's periodic recovery): a round
-    /// that changed nothing doubles the period, up to [`crate::overlay::ChordConfig::stabilize_max_interval`].
-    fn stabilize_quiet(&mut self) {
+    /// that changed nothing doubles the period, up to [`crate::overlay::ChordConfig::stabilize_max_interval`],
+    /// but only once nothing has changed for [`crate::overlay::ChordConfig::stabilize_quiet_hold`]:
+    /// the period follows the churn rate seen in the neighbourhood (under heavy churn a node sees
+    /// a change every few seconds and keeps the shortest period; in a quiet ring it stretches).
+    fn stabilize_quiet(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.changed_at) < self.config.stabilize_quiet_hold {
+            return;
+        }
         let max = self.config.stabilize_max_interval.max(self.config.stabilize_interval);
         self.stabilize_period = (self.stabilize_period * 2).min(max);
     }
@@ -424,6 +430,7 @@ impl Chord {
     /// Something changed or failed near us: back to the shortest period, and the next round
     /// no later than that.
     pub(super) fn stabilize_changed(&mut self, now: Instant) {
+        self.changed_at = now;
         self.stabilize_period = self.config.stabilize_interval;
         let soon = now + self.jittered(self.stabilize_period);
         self.stabilize_at = self.stabilize_at.min(soon);

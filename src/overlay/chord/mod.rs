@@ -186,6 +186,9 @@ pub struct Chord {
     /// The current stabilize period: from `stabilize_interval`, doubled after each round that
     /// changed nothing, up to `stabilize_max_interval`; reset by any change or failure.
     stabilize_period: Duration,
+    /// When the neighbourhood last changed (`stabilize_changed`): the period stretches only
+    /// after `stabilize_quiet_hold` without a change.
+    changed_at: Instant,
     neighbours_cache: Option<NeighboursCache>,
     /// Steps taken by the stabilize round in flight, if one is.
     stabilize_steps: Option<u32>,
@@ -234,6 +237,7 @@ impl Chord {
             lookups: BTreeMap::new(),
             stabilize_at,
             stabilize_period,
+            changed_at: now,
             neighbours_cache: None,
             stabilize_steps: None,
             check_predecessor_at,
