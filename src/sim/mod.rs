@@ -16,6 +16,7 @@
 //!   [`crate::overlay::testnet::invariants`] apply to it unchanged.
 //! - [`scenario`]: the experiments behind `p2psip sim` (grow, converge, measure hops, fail,
 //!   churn) and their [`scenario::SimReport`].
+//! - [`tally`]: every datagram attributed to the Chord RPC it carries (`traffic_by_kind`).
 //!
 //! # Not here
 //! Sockets, threads or sleeping; TCP (every message is a UDP datagram); NAT; partitions.
