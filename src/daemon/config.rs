@@ -37,6 +37,7 @@ use crate::overlay::ChordConfig;
 /// [registrar]                  # the phone-facing registrar and proxy
 /// ping_interval_ms = 30000     # OPTIONS to each registered phone this often
 /// ping_timeout_ms = 8000       # a phone silent this long after a ping is unregistered
+/// timer_c_ms = 185000          # Timer C: an INVITE branch ringing this long is cancelled (RFC 3261 §16.8)
 /// min_expires = 60             # shorter registrations get 423 Interval Too Brief
 /// max_expires = 3600           # longer ones are cut to this
 /// max_server_transactions = 20000  # beyond this, new requests get 503 with Retry-After
@@ -82,6 +83,7 @@ pub struct Config {
 pub struct RegistrarSettings {
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
+    pub timer_c_ms: u64,
     pub min_expires: u32,
     pub max_expires: u32,
     pub max_server_transactions: usize,
@@ -94,6 +96,7 @@ impl Default for RegistrarSettings {
         RegistrarSettings {
             ping_interval_ms: d.ping_interval.as_millis() as u64,
             ping_timeout_ms: d.ping_timeout.as_millis() as u64,
+            timer_c_ms: d.timer_c.as_millis() as u64,
             min_expires: d.registrar.min_expires,
             max_expires: d.registrar.max_expires,
             max_server_transactions: d.max_server_transactions,
@@ -127,6 +130,7 @@ impl RegistrarSettings {
     pub fn apply_to(&self, c: &mut crate::peer::PeerConfig) {
         c.ping_interval = Duration::from_millis(self.ping_interval_ms);
         c.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
+        c.timer_c = Duration::from_millis(self.timer_c_ms);
         c.registrar.min_expires = self.min_expires;
         c.registrar.max_expires = self.max_expires;
         c.registrar.default_expires = c.registrar.default_expires.clamp(self.min_expires, self.max_expires);
@@ -139,9 +143,11 @@ impl RegistrarSettings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in
-            [("registrar.ping_interval_ms", self.ping_interval_ms), ("registrar.ping_timeout_ms", self.ping_timeout_ms)]
-        {
+        for (key, value) in [
+            ("registrar.ping_interval_ms", self.ping_interval_ms),
+            ("registrar.ping_timeout_ms", self.ping_timeout_ms),
+            ("registrar.timer_c_ms", self.timer_c_ms),
+        ] {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::Invalid { key, message: format!("{value} is not between 10 and 3600000") });
             }

@@ -72,6 +72,8 @@ pub struct PeerConfig {
     /// How often registered phones are pinged with OPTIONS, and how long they have to answer.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
+    pub timer_c: Duration,
     /// Server transactions alive at once; a new request beyond this gets 503 with
     /// Retry-After (issue 5 item 8), so memory stays bounded under overload.
     pub max_server_transactions: usize,
@@ -97,6 +99,7 @@ impl PeerConfig {
             registrar: RegistrarConfig::default(),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(8),
+            timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
             overload_retry_after: 5,
             digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
@@ -151,6 +154,7 @@ impl Peer {
             registrar: config.registrar.clone(),
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
+            timer_c: config.timer_c,
             digest_algorithms: config.digest_algorithms.clone(),
             ..ProxyConfig::new(&config.domain, config.proxy_addr)
         };
