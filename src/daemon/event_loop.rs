@@ -239,6 +239,7 @@ impl EventLoop {
             ConnEvent::Closed { id, reason } => {
                 let Some(c) = self.connections.remove(&id) else { return };
                 let from = endpoint(id, &c);
+                self.peer.handle_connection_closed(now, from);
                 match reason {
                     CloseReason::Framing(e) => self.peer.handle_framing_error(now, from, &e),
                     CloseReason::Eof | CloseReason::Local => {

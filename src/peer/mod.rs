@@ -266,6 +266,17 @@ impl Peer {
         debug!(from = %from.remote, %error, "stream framing error; connection closed");
     }
 
+    /// A stream connection closed (either side, or a framing error). Phones registered over
+    /// it are unregistered, and our registration record follows (RFC 5626 §5.2 in spirit).
+    pub fn handle_connection_closed(&mut self, now: Instant, from: Endpoint) {
+        let (Listener::Proxy, Transport::Tcp, Some(conn)) = (from.listener, from.transport, from.conn) else {
+            return;
+        };
+        self.proxy.connection_closed(&mut self.transactions, conn);
+        self.drain_transactions(now);
+        self.proxy_overlay(now);
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         self.drain_transactions(now);

@@ -18,7 +18,7 @@ use super::accounts::Accounts;
 use super::digest::{challenges, Algorithm, Credentials, NonceCheck, NonceKey};
 use super::directory::{resolve, Resolution};
 use super::registrar::{Registrar, RegistrarConfig};
-use crate::peer::{new_branch, Endpoint, Listener, Transport};
+use crate::peer::{new_branch, ConnectionId, Endpoint, Listener, Transport};
 use crate::sip::header::{NameAddr, Via};
 use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};
 use crate::sip::validate::Rejection;
@@ -92,6 +92,8 @@ pub struct ProxyStatus {
     pub pings_failed: u64,
     /// INVITE branches given up by Timer C (RFC 3261 §16.8): cancelled, or ended as 408.
     pub timer_c_fired: u64,
+    /// Bindings removed because the TCP connection they were registered over closed.
+    pub unregistered_on_close: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -885,6 +887,28 @@ impl Proxy {
             }
         }
         self.maybe_send_best(now, tl, sid);
+    }
+
+    /// A stream connection closed: the bindings registered over it go (see
+    /// [`Registrar::remove_flow`]), and so do the OPTIONS pings waiting on them. The peer then
+    /// updates the overlay's registration record as on any unregistration.
+    pub fn connection_closed(&mut self, tl: &mut TransactionLayer<Endpoint>, conn: ConnectionId) {
+        let gone = self.registrar.remove_flow(conn);
+        if gone.is_empty() {
+            return;
+        }
+        debug!(conn = conn.0, bindings = gone.len(), "phone's TCP connection closed; unregistered");
+        self.status.unregistered_on_close += gone.len() as u64;
+        let moot: Vec<ClientTxId> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| gone.iter().any(|(aor, contact)| *aor == p.aor && *contact == p.contact))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moot {
+            self.pings.remove(&id);
+            let _ = tl.terminate_client(id);
+        }
     }
 
     fn ping_failed(&mut self, ping: Ping) {

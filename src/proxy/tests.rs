@@ -475,3 +475,33 @@ fn timer_c_without_a_provisional_or_an_unanswered_cancel_counts_as_408() {
     assert_eq!(*at, cancel_at + Duration::from_secs(32));
     assert_eq!(p.proxy_status().timer_c_fired, 1);
 }
+
+#[test]
+fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
+    let (mut p, now) = peer();
+    let tcp = |port: u16, conn: u64| Endpoint {
+        transport: Transport::Tcp,
+        conn: Some(crate::peer::ConnectionId(conn)),
+        ..phone(port)
+    };
+    // bob over connection 1, alice over connection 2 (REGISTERs on a stream: same text).
+    for (user, port, conn, pw) in [("bob", 6001, 1, "bob-pw"), ("alice", 6002, 2, "alice-pw")] {
+        let out = send(&mut p, now, tcp(port, conn), register_text(user, port, 1, ""));
+        let auth = authorization(&out[0].1, Algorithm::Md5, user, pw);
+        let out = send(&mut p, now, tcp(port, conn), register_text(user, port, 2, &auth));
+        assert_eq!(out.last().unwrap().1.status(), Some(200));
+    }
+    assert_eq!(p.proxy_status().bindings, 2);
+    // A UDP "close" or another connection's close changes nothing.
+    p.handle_connection_closed(now, phone(6001));
+    p.handle_connection_closed(now, tcp(6001, 7));
+    assert_eq!(p.proxy_status().bindings, 2);
+    p.handle_connection_closed(now, tcp(6001, 1));
+    assert_eq!(p.proxy_status().bindings, 1);
+    assert_eq!(p.proxy_status().unregistered_on_close, 1);
+    // bob is gone: a call to him gets 480; alice stays reachable.
+    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", "z9hG4bKtcp1", 6000));
+    assert_eq!(out.iter().filter_map(|(_, m)| m.status()).find(|s| *s >= 200), Some(480));
+    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "alice", "z9hG4bKtcp2", 6000));
+    assert!(out.iter().any(|(to, m)| to.conn == Some(crate::peer::ConnectionId(2)) && m.is_request()), "{out:?}");
+}
