@@ -41,6 +41,7 @@ use crate::overlay::ChordConfig;
 /// min_expires = 60             # shorter registrations get 423 Interval Too Brief
 /// max_expires = 3600           # longer ones are cut to this
 /// max_server_transactions = 20000  # beyond this, new requests get 503 with Retry-After
+/// overload_busy_percent = 90   # above this busy share of the loop, new requests are shed with 503; 0: off
 /// digest_algorithms = ["MD5"]  # offered in REGISTER challenges, in order; add "SHA-256"
 /// [storage]                    # signed records (on when data_dir has identity/root.pem)
 /// replicas = 3                 # R: records live at H(K), H(K‖1) … H(K‖R)
@@ -87,6 +88,7 @@ pub struct RegistrarSettings {
     pub min_expires: u32,
     pub max_expires: u32,
     pub max_server_transactions: usize,
+    pub overload_busy_percent: u8,
     pub digest_algorithms: Vec<String>,
 }
 
@@ -100,6 +102,7 @@ impl Default for RegistrarSettings {
             min_expires: d.registrar.min_expires,
             max_expires: d.registrar.max_expires,
             max_server_transactions: d.max_server_transactions,
+            overload_busy_percent: d.overload_busy_percent,
             digest_algorithms: d.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
         }
     }
@@ -135,6 +138,7 @@ impl RegistrarSettings {
         c.registrar.max_expires = self.max_expires;
         c.registrar.default_expires = c.registrar.default_expires.clamp(self.min_expires, self.max_expires);
         c.max_server_transactions = self.max_server_transactions;
+        c.overload_busy_percent = self.overload_busy_percent;
         c.digest_algorithms = self
             .digest_algorithms
             .iter()
@@ -166,6 +170,12 @@ impl RegistrarSettings {
             return Err(ConfigError::Invalid {
                 key: "registrar.digest_algorithms",
                 message: format!("{:?}: give one or more of \"MD5\", \"SHA-256\"", self.digest_algorithms),
+            });
+        }
+        if self.overload_busy_percent > 100 {
+            return Err(ConfigError::Invalid {
+                key: "registrar.overload_busy_percent",
+                message: format!("{} is not between 0 (off) and 100", self.overload_busy_percent),
             });
         }
         if self.max_server_transactions == 0 {

@@ -9,6 +9,7 @@
 //! for users and REGISTERs from phones go to the [`Proxy`] (§10.3, §16); where responses go is
 //! in [`endpoint`].
 
+mod admission;
 pub mod counters;
 pub mod endpoint;
 mod overlay;
@@ -79,6 +80,10 @@ pub struct PeerConfig {
     pub max_server_transactions: usize,
     /// The Retry-After of that 503, in seconds.
     pub overload_retry_after: u32,
+    /// Load-based admission on the proxy listener: above this busy share (percent) of the
+    /// driver's loop, a growing share of new requests gets 503 with Retry-After
+    /// ([`admission`]). 0 turns it off.
+    pub overload_busy_percent: u8,
     /// The digest algorithms REGISTER challenges offer, in order.
     pub digest_algorithms: Vec<crate::proxy::digest::Algorithm>,
 }
@@ -102,6 +107,7 @@ impl PeerConfig {
             timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
             overload_retry_after: 5,
+            overload_busy_percent: 90,
             digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
         }
     }
@@ -129,12 +135,15 @@ pub struct Peer {
     storage: Option<storage::StorageFace>,
     /// When this peer was created: storage turns `now` into Unix time from it.
     started: Instant,
+    /// Load-based admission of new requests on the proxy listener.
+    admission: admission::Admission,
     /// Registration fetches the proxy is waiting for: the requests parked on each.
     proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
 }
 
 impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
+        let admission = admission::Admission::new(config.overload_busy_percent);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
@@ -172,6 +181,7 @@ impl Peer {
             config,
             started: now,
             proxy_fetches: Default::default(),
+            admission,
         }
     }
 
@@ -251,6 +261,18 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
+    /// the admission control, [`admission`]).
+    pub fn loop_turn(&mut self, started: Instant, ended: Instant) {
+        self.admission.turn(started, ended);
+    }
+
+    /// The admission control's view: the loop's busy share over the last window, and the
+    /// share of new requests refused now (both 0 to 1).
+    pub fn load(&self) -> (f64, f64) {
+        (self.admission.busy_share(), self.admission.reject_share())
     }
 
     /// A CRLF CRLF ping arrived on a stream: answer with a CRLF pong (RFC 5626 §4.4.1).
@@ -386,6 +408,15 @@ impl Peer {
         if self.overloaded(&msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
+            let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
+            self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
+            return;
+        }
+        if from.listener == Listener::Proxy && !self.admission.admit(admission_class(&msg)) {
+            // Issue 5 item 8: offered more than the loop can process; refuse new work at once
+            // (RFC 6357 §5.1, RFC 7339 §5.10.1) so the accepted requests still complete.
+            self.counters.overload_rejected += 1;
+            self.counters.load_shed += 1;
             let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
             return;
@@ -609,6 +640,24 @@ impl Peer {
     fn overloaded(&self, msg: &Message) -> bool {
         !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
             && self.transactions.server_count() >= self.config.max_server_transactions
+    }
+}
+
+/// Which requests the admission control may refuse (see [`admission`]): never ACK or CANCEL,
+/// nor a request within a dialog (To tag); a request with credentials only after the others.
+fn admission_class(msg: &Message) -> admission::Class {
+    use admission::Class;
+    if matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
+        || msg.to().ok().is_some_and(|t| t.tag().is_some())
+    {
+        return Class::Exempt;
+    }
+    let credentials = msg.headers.get(&HeaderName::Authorization).is_some()
+        || msg.headers.get(&HeaderName::ProxyAuthorization).is_some();
+    if credentials {
+        Class::Continuation
+    } else {
+        Class::New
     }
 }
 

@@ -505,3 +505,35 @@ fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
     let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "alice", "z9hG4bKtcp2", 6000));
     assert!(out.iter().any(|(to, m)| to.conn == Some(crate::peer::ConnectionId(2)) && m.is_request()), "{out:?}");
 }
+
+#[test]
+fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_or_the_overlay() {
+    let (mut p, t0) = peer();
+    // The driver reports back-to-back turns for a second: input always waiting.
+    let mut t = t0;
+    while t < t0 + Duration::from_millis(1050) {
+        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42));
+        t += Duration::from_micros(42);
+    }
+    assert!(p.load().1 > 0.4, "{:?}", p.load());
+    let statuses: Vec<Message> = (0..20)
+        .map(|i| send(&mut p, t, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKsh{i}"), 6000)))
+        .map(|out| out[0].1.clone())
+        .collect();
+    let shed: Vec<&Message> = statuses.iter().filter(|m| m.status() == Some(503)).collect();
+    assert!((9..=11).contains(&shed.len()), "about half refused: {}", shed.len());
+    assert!(shed.iter().all(|m| m.headers.get(&HeaderName::other("Retry-After")).is_some()));
+    assert!(statuses.iter().filter(|m| m.status() != Some(503)).all(|m| m.status() == Some(404)));
+    assert_eq!(p.counters().load_shed, shed.len() as u64);
+    // In-dialog requests (To tag) are never shed, nor anything on the overlay listener.
+    for i in 0..20 {
+        let bye = request_text("BYE", "nobody", &format!("z9hG4bKby{i}"), 6000)
+            .replace("To: <sip:nobody@p2p.test>", "To: <sip:nobody@p2p.test>;tag=x");
+        let out = send(&mut p, t, phone(6000), bye);
+        assert_ne!(out[0].1.status(), Some(503));
+        let overlay = Endpoint { listener: Listener::Overlay, ..phone(7000) };
+        let out = send(&mut p, t, overlay, request_text("MESSAGE", "nobody", &format!("z9hG4bKov{i}"), 7000));
+        assert_ne!(out[0].1.status(), Some(503));
+    }
+    assert_eq!(p.counters().load_shed, shed.len() as u64);
+}
