@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # proxy_overload.sh [--trial-secs N] [--start R] [--max R] [--steps N] [--over-secs N]
-#                   [--max-server-transactions N] [--knee R] [--busy-percent P]
+#                   [--max-server-transactions N] [--knee R] [--busy-percent P] [--pin]
 #
 # Issue 5 item 8: one release node offered twice its knee rate of REGISTERs.
 #
@@ -10,6 +10,8 @@
 #    method of benches/proxy_vs_kamailio.sh). The knee is the highest zero-failure rate.
 #    --knee R skips the search and takes R as the knee. --busy-percent sets the node's
 #    [registrar] overload_busy_percent (default 90; 0 turns the load shedding off, to compare).
+#    --pin runs the node on CPU 0 and sipp on CPU 1 (taskset), so sipp has a core of its own.
+#    A trial passes when every call was placed and none failed.
 # 2. Overload: sipp at exactly 2 x knee for --over-secs (10). Every second the node's RSS,
 #    live server transactions, REGISTERs accepted, 503s sent (and how many of them the load
 #    shedding sent) and the admission control's busy/shed shares, from its status API.
@@ -24,12 +26,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRIAL_SECS=5 START=1000 MAX=51200 STEPS=3 OVER_SECS=10 MAX_TX=400000 KNEE=0 BUSY=90
+TRIAL_SECS=5 START=1000 MAX=51200 STEPS=3 OVER_SECS=10 MAX_TX=400000 KNEE=0 BUSY=90 NODE_CPU=() SIPP_CPU=()
 while (($#)); do
   case $1 in
     --trial-secs) TRIAL_SECS=$2 ;; --start) START=$2 ;; --max) MAX=$2 ;; --steps) STEPS=$2 ;;
     --over-secs) OVER_SECS=$2 ;; --max-server-transactions) MAX_TX=$2 ;; --knee) KNEE=$2 ;;
     --busy-percent) BUSY=$2 ;;
+    --pin) NODE_CPU=(taskset -c 0) SIPP_CPU=(taskset -c 1); shift; continue ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -55,7 +58,7 @@ mkdir -p "$WORK/data"
 echo secret | "$BIN" account add sip:alice@p2p.test --password-stdin --without-certificate --data-dir "$WORK/data" >/dev/null
 printf '[registrar]\nping_interval_ms = 3600000\nmax_server_transactions = %s\noverload_busy_percent = %s\n' \
   "$MAX_TX" "$BUSY" >"$WORK/node.toml"
-"$BIN" node --config "$WORK/node.toml" --data-dir "$WORK/data" --listen "$NODE_IP:5070" \
+"${NODE_CPU[@]}" "$BIN" node --config "$WORK/node.toml" --data-dir "$WORK/data" --listen "$NODE_IP:5070" \
   --proxy "$NODE_IP:$PORT" --http "$NODE_IP:5090" 2>"$WORK/node.log" &
 NODE=$!
 PIDS+=("$NODE")
@@ -64,8 +67,10 @@ for _ in $(seq 1 100); do curl -sf "$NODE_IP:5090/status" >/dev/null && break; s
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$NODE/status"; }
 # accepted 503s shed server_tx busy% shed%
 sample() {
-  curl -s "$NODE_IP:5090/status" | python3 -c 'import json,sys
-s=json.load(sys.stdin); c=s["counters"]; l=s.get("load", {})
+  curl -s --max-time 5 "$NODE_IP:5090/status" | python3 -c 'import json,sys
+try: s=json.load(sys.stdin)
+except ValueError: sys.exit("status API did not answer")
+c=s["counters"]; l=s.get("load", {})
 print(s["registrar"]["registers_accepted"], c["overload_rejected"], c.get("load_shed", 0),
       s["transactions"]["server"], l.get("busy_percent", -1), l.get("shed_percent", -1))'
 }
@@ -76,7 +81,7 @@ run_sipp() {
   local rate=$1 secs=$2 dir=$3 extra=${4:-}
   CLIENT_PORT=$((CLIENT_PORT + 2))
   mkdir -p "$dir"
-  (cd "$dir" && sipp -sf "$REG" -s alice -key domain p2p.test -au alice -ap secret \
+  (cd "$dir" && "${SIPP_CPU[@]}" sipp -sf "$REG" -s alice -key domain p2p.test -au alice -ap secret \
     -i "$CLIENT_IP" -p "$CLIENT_PORT" -mp $((CLIENT_PORT + 20000)) -r "$rate" -m $((rate * secs)) -l $((rate * 4)) \
     -nostdin -timeout $((secs * 4 + 10)) -timeout_error -trace_stat -fd 1 $extra "$NODE_IP:$PORT" >sipp.out 2>&1) || true
   local ok fail
@@ -89,7 +94,7 @@ trial() {
   local out
   out=$(run_sipp "$1" "$TRIAL_SECS" "$WORK/trial-$1-$RANDOM")
   log "trial $1/s: successful/failed $out"
-  [[ ${out#* } == 0 && ${out% *} -gt 0 ]]
+  [[ ${out#* } == 0 && ${out% *} -eq $(($1 * TRIAL_SECS)) ]]
 }
 
 lo=$KNEE hi=0 r=$START
@@ -117,7 +122,9 @@ pa=$a0 pr=$r0 ps=$s0 peak=$RSS0 t=0
 printf '%4s %8s %10s %10s %10s %10s %6s %6s\n' t rss_mb accepted/s 503/s shed/s server_tx busy% shed% >&2
 while kill -0 "$SIPP" 2>/dev/null; do
   sleep 1; t=$((t + 1))
-  read -r a rj sh tx busy shed < <(sample)
+  a=
+  read -r a rj sh tx busy shed < <(sample) || true
+  [[ -n $a ]] || continue
   m=$(rss_mb)
   printf '%4s %8s %10s %10s %10s %10s %6s %6s\n' "$t" "$m" $((a - pa)) $((rj - pr)) $((sh - ps)) "$tx" "$busy" "$shed" >&2
   awk -v m="$m" -v p="$peak" 'BEGIN {exit !(m > p)}' && peak=$m

@@ -62,6 +62,9 @@ pub struct Admission {
     credit_cont: f64,
     /// The last window's busy share, for the status API.
     last_busy: f64,
+    /// The busy share smoothed over windows (half the last window, half the past), so a
+    /// burst of a single window does not start the shedding.
+    smoothed: f64,
 }
 
 impl Admission {
@@ -77,6 +80,7 @@ impl Admission {
             credit_new: 0.0,
             credit_cont: 0.0,
             last_busy: 0.0,
+            smoothed: 0.0,
         }
     }
 
@@ -97,9 +101,10 @@ impl Admission {
         }
         let busy = 1.0 - (self.idle.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
         self.last_busy = busy;
-        if busy > target {
+        self.smoothed = (self.smoothed + busy) / 2.0;
+        if self.smoothed > target {
             self.reject = (self.reject + STEP).min(MAX_REJECT);
-        } else if busy < target - 0.1 {
+        } else if self.smoothed < target - 0.1 {
             let windows = elapsed.as_secs_f64() / WINDOW.as_secs_f64();
             self.reject = (self.reject - STEP * windows).max(0.0);
         }
@@ -138,6 +143,81 @@ impl Admission {
     }
 }
 
+/// A request's head seen as raw lines: just enough to classify it and to refuse it without
+/// parsing it, since rejecting must cost much less than serving (RFC 6357 §4, §5.1). `None`
+/// for anything unusual (a response, folded lines, missing headers): the full parser decides.
+#[derive(Debug)]
+pub struct RawRequest<'a> {
+    pub class: Class,
+    vias: Vec<&'a [u8]>,
+    from: &'a [u8],
+    to: &'a [u8],
+    call_id: &'a [u8],
+    cseq: &'a [u8],
+}
+
+impl<'a> RawRequest<'a> {
+    pub fn scan(data: &'a [u8]) -> Option<RawRequest<'a>> {
+        let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let mut lines = data[..end].split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let first = lines.next()?;
+        let method = &first[..first.iter().position(|b| *b == b' ')?];
+        if method.is_empty() || !method.iter().all(u8::is_ascii_uppercase) || !first.ends_with(b" SIP/2.0") {
+            return None;
+        }
+        let mut class = if method == b"ACK" || method == b"CANCEL" { Class::Exempt } else { Class::New };
+        let (mut vias, mut from, mut to, mut call_id, mut cseq) = (Vec::new(), None, None, None, None);
+        for line in lines {
+            if line.first().is_none_or(|b| *b == b' ' || *b == b'\t') {
+                return None;
+            }
+            let colon = line.iter().position(|b| *b == b':')?;
+            let name = line[..colon].trim_ascii().to_ascii_lowercase();
+            match name.as_slice() {
+                b"via" | b"v" => vias.push(line),
+                b"from" | b"f" => from = Some(line),
+                b"to" | b"t" => {
+                    let value = line[colon + 1..].to_ascii_lowercase();
+                    // In a dialog (a To tag): never refused. A stray "tag" errs on admitting.
+                    if value.windows(3).any(|w| w == b"tag") {
+                        class = Class::Exempt;
+                    }
+                    to = Some(line);
+                }
+                b"call-id" | b"i" => call_id = Some(line),
+                b"cseq" => cseq = Some(line),
+                b"authorization" | b"proxy-authorization" if class == Class::New => class = Class::Continuation,
+                _ => {}
+            }
+        }
+        if vias.is_empty() {
+            return None;
+        }
+        Some(RawRequest { class, vias, from: from?, to: to?, call_id: call_id?, cseq: cseq? })
+    }
+
+    /// `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), built from the
+    /// request's own lines (§8.2.6.2: Via, From, To with our `tag`, Call-ID, CSeq copied).
+    pub fn service_unavailable(&self, tag: &str, retry_after: u32, server: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"SIP/2.0 503 Service Unavailable\r\n");
+        for line in self.vias.iter().chain([&self.from]) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(self.to.trim_ascii_end());
+        out.extend_from_slice(format!(";tag={tag}\r\n").as_bytes());
+        for line in [self.call_id, self.cseq] {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(
+            format!("Retry-After: {retry_after}\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        out
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
 mod tests {
@@ -172,10 +252,10 @@ mod tests {
         // Back-to-back turns (input always waiting): saturated.
         let t1 = run(&mut a, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_millis(1050));
         assert!(a.busy_share() > 0.9);
-        // Ten windows over the target: 10 steps.
-        assert!((a.reject_share() - 10.0 * STEP).abs() < 1e-9, "{}", a.reject_share());
+        // Ten windows fully busy: the smoothed share passes 90% at the fourth, so 7 steps.
+        assert!((a.reject_share() - 7.0 * STEP).abs() < 1e-9, "{}", a.reject_share());
         let refused = (0..1000).filter(|_| !a.admit(Class::New)).count();
-        assert!((499..=500).contains(&refused), "refusals spread evenly at the current share: {refused}");
+        assert!((349..=350).contains(&refused), "refusals spread evenly at the current share: {refused}");
         assert!((0..1000).all(|_| a.admit(Class::Continuation)), "credentials pass while half or less is refused");
         assert!((0..1000).all(|_| a.admit(Class::Exempt)));
         // Long enough saturation reaches the cap, and then some requests with credentials go too.
@@ -183,14 +263,50 @@ mod tests {
         assert_eq!(a.reject_share(), MAX_REJECT);
         let refused = (0..1000).filter(|_| !a.admit(Class::Continuation)).count();
         assert!((899..=900).contains(&refused), "{refused}");
-        // The load drops to 20%: the share falls back to 0 within a couple of seconds.
-        run(&mut a, t2, Duration::from_micros(40), Duration::from_micros(160), Duration::from_secs(2));
+        // The load drops to 20%: the share falls back to 0 within a few seconds.
+        run(&mut a, t2, Duration::from_micros(40), Duration::from_micros(160), Duration::from_secs(3));
         assert_eq!(a.reject_share(), 0.0);
         // After a silence, one window's look is enough.
         let mut b = Admission::new(90);
         let t3 = run(&mut b, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_secs(3));
         b.turn(t3 + Duration::from_secs(30), t3 + Duration::from_secs(30) + Duration::from_micros(40));
         assert_eq!(b.reject_share(), 0.0);
+    }
+
+    #[test]
+    fn raw_requests_are_classified_and_refused_without_the_parser() {
+        let register = b"REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bKa;rport\r\n\
+            v: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKb\r\nf: <sip:a@p2p.test>;tag=1\r\nTo: <sip:a@p2p.test> \r\n\
+            Call-ID: c1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let raw = RawRequest::scan(register).expect("scanned");
+        assert_eq!(raw.class, Class::New);
+        let resp = crate::sip::parse(bytes::Bytes::from(raw.service_unavailable("t9", 5, "p2psip"))).expect("parses");
+        assert_eq!(resp.status(), Some(503));
+        assert_eq!(resp.vias().unwrap().len(), 2);
+        assert_eq!(resp.to().unwrap().tag(), Some("t9"));
+        assert_eq!(resp.call_id().unwrap(), "c1");
+        assert_eq!(
+            resp.headers.get(&crate::sip::HeaderName::other("Retry-After")).and_then(|h| h.value_str()),
+            Some("5")
+        );
+        let text = String::from_utf8_lossy(register);
+        let with_auth = text.replace("Content-Length", "Authorization: Digest username=\"a\"\r\nContent-Length");
+        assert_eq!(RawRequest::scan(with_auth.as_bytes()).unwrap().class, Class::Continuation);
+        let in_dialog = text.replace("To: <sip:a@p2p.test> ", "To: <sip:a@p2p.test>;tag=2");
+        assert_eq!(RawRequest::scan(in_dialog.as_bytes()).unwrap().class, Class::Exempt);
+        let ack = text.replacen("REGISTER sip", "ACK sip", 1);
+        assert_eq!(RawRequest::scan(ack.as_bytes()).unwrap().class, Class::Exempt);
+        // Anything unusual is left to the parser.
+        for odd in [
+            text.replace("Call-ID: c1\r\n", ""),
+            text.replace("f: <sip:a@p2p.test>;tag=1\r\n", "f: <sip:a@p2p.test>\r\n ;tag=1\r\n"),
+            "SIP/2.0 200 OK\r\n\r\n".into(),
+            text.replace("\r\n\r\n", "\r\n"),
+            "register sip:x SIP/2.0\r\n\r\n".into(),
+            String::new(),
+        ] {
+            assert!(RawRequest::scan(odd.as_bytes()).is_none(), "{odd:?}");
+        }
     }
 
     #[test]

@@ -230,6 +230,9 @@ impl Peer {
             self.counters.keepalives += 1;
             return;
         }
+        if from.listener == Listener::Proxy && self.shed(from, &data) {
+            return;
+        }
         match parse(data) {
             Ok(msg) if msg.is_request() => {
                 self.handle_request(now, from, msg);
@@ -273,6 +276,29 @@ impl Peer {
     /// share of new requests refused now (both 0 to 1).
     pub fn load(&self) -> (f64, f64) {
         (self.admission.busy_share(), self.admission.reject_share())
+    }
+
+    /// Issue 5 item 8: while the loop is saturated, a share of the new requests on the proxy
+    /// listener is refused at once with 503 and Retry-After (RFC 6357 §5.1, RFC 7339
+    /// §5.10.1), from the raw bytes, before the parser, the digest or a transaction run, so
+    /// the accepted requests still complete. True when `data` was refused.
+    fn shed(&mut self, from: Endpoint, data: &[u8]) -> bool {
+        if self.admission.reject_share() <= 0.0 {
+            return false;
+        }
+        let Some(raw) = admission::RawRequest::scan(data) else { return false };
+        if self.admission.admit(raw.class) {
+            return false;
+        }
+        self.counters.overload_rejected += 1;
+        self.counters.load_shed += 1;
+        self.counters.requests_rejected += 1;
+        let tag = self.new_tag();
+        let resp = raw.service_unavailable(&tag, self.config.overload_retry_after, &self.config.server);
+        // Back where it came from: the connection, or the source address and port (RFC 3581
+        // §4 behaviour without reading the Via).
+        self.transmit(Transmit { to: from, data: Bytes::from(resp) });
+        true
     }
 
     /// A CRLF CRLF ping arrived on a stream: answer with a CRLF pong (RFC 5626 §4.4.1).
@@ -408,15 +434,6 @@ impl Peer {
         if self.overloaded(&msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
-            let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
-            self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
-            return;
-        }
-        if from.listener == Listener::Proxy && !self.admission.admit(admission_class(&msg)) {
-            // Issue 5 item 8: offered more than the loop can process; refuse new work at once
-            // (RFC 6357 §5.1, RFC 7339 §5.10.1) so the accepted requests still complete.
-            self.counters.overload_rejected += 1;
-            self.counters.load_shed += 1;
             let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
             return;
@@ -640,24 +657,6 @@ impl Peer {
     fn overloaded(&self, msg: &Message) -> bool {
         !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
             && self.transactions.server_count() >= self.config.max_server_transactions
-    }
-}
-
-/// Which requests the admission control may refuse (see [`admission`]): never ACK or CANCEL,
-/// nor a request within a dialog (To tag); a request with credentials only after the others.
-fn admission_class(msg: &Message) -> admission::Class {
-    use admission::Class;
-    if matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
-        || msg.to().ok().is_some_and(|t| t.tag().is_some())
-    {
-        return Class::Exempt;
-    }
-    let credentials = msg.headers.get(&HeaderName::Authorization).is_some()
-        || msg.headers.get(&HeaderName::ProxyAuthorization).is_some();
-    if credentials {
-        Class::Continuation
-    } else {
-        Class::New
     }
 }
 

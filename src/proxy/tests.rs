@@ -515,13 +515,15 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
         p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42));
         t += Duration::from_micros(42);
     }
-    assert!(p.load().1 > 0.4, "{:?}", p.load());
+    let share = p.load().1;
+    assert!(share > 0.3, "{:?}", p.load());
     let statuses: Vec<Message> = (0..20)
         .map(|i| send(&mut p, t, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKsh{i}"), 6000)))
         .map(|out| out[0].1.clone())
         .collect();
     let shed: Vec<&Message> = statuses.iter().filter(|m| m.status() == Some(503)).collect();
-    assert!((9..=11).contains(&shed.len()), "about half refused: {}", shed.len());
+    let expected = share * 20.0;
+    assert!((shed.len() as f64 - expected).abs() <= 1.0, "{} refused, {expected} expected", shed.len());
     assert!(shed.iter().all(|m| m.headers.get(&HeaderName::other("Retry-After")).is_some()));
     assert!(statuses.iter().filter(|m| m.status() != Some(503)).all(|m| m.status() == Some(404)));
     assert_eq!(p.counters().load_shed, shed.len() as u64);
