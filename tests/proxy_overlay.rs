@@ -15,7 +15,8 @@
 mod common;
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -189,4 +190,107 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     // And the record follows: no contact once the last phone is gone.
     let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
     assert!(emptied.is_some(), "bob's record still names a contact:\n{}", b.log());
+
+    // bob registers again, over TCP this time, and his connection closes: the binding goes
+    // with it (no ping needed: they are answered), and so does the record's contact.
+    let (conn, ok) = register_over_tcp(b.proxy, "bob", "bob-pw");
+    assert!(ok.starts_with("SIP/2.0 200"), "REGISTER over TCP: {ok}");
+    let ponger = answer_pings(conn.try_clone().expect("clone"));
+    let republished =
+        wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs == std::slice::from_ref(&bob_contact)));
+    assert!(republished.is_some(), "bob's record not re-published:\n{}", b.log());
+    let failed_pings = b.status()["registrar"]["pings_failed"].clone();
+    conn.shutdown(std::net::Shutdown::Both).expect("close");
+    ponger.join().expect("ponger");
+    let closed = wait_for(WAIT, || {
+        let r = b.status()["registrar"].clone();
+        (r["bindings"] == 0 && r["unregistered_on_close"] == 1).then_some(())
+    });
+    assert!(closed.is_some(), "binding kept after the close: {}", b.status()["registrar"]);
+    assert_eq!(b.status()["registrar"]["pings_failed"], failed_pings, "removed by the close, not a ping");
+    let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
+    assert!(emptied.is_some(), "bob's record still names a contact after the close:\n{}", b.log());
+}
+
+/// Reads one SIP message (head and Content-Length body) from a stream, as text.
+fn read_message(s: &mut TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            while got.len() < end + 4 + len {
+                let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+                got.extend_from_slice(&buf[..n]);
+            }
+            return Some(head);
+        }
+        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The value of `name="..."` in a challenge.
+fn auth_param<'a>(head: &'a str, name: &str) -> &'a str {
+    let start = head.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).expect("parameter");
+    &head[start..start + head[start..].find('"').expect("closing quote")]
+}
+
+/// Registers `user` over a new TCP connection, answering the digest challenge (MD5,
+/// qop=auth, RFC 7616); returns the open connection and the final response's head.
+fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStream, String) {
+    use p2psip::proxy::digest::{ha1, Algorithm};
+    let mut s = TcpStream::connect(proxy).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let local = s.local_addr().expect("local address");
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq};rport\r\n\
+             From: <sip:{user}@p2p.test>;tag=tcp1\r\nTo: <sip:{user}@p2p.test>\r\nCall-ID: tcp-reg-{user}\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local};transport=tcp>\r\nExpires: 600\r\n\
+             Max-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    s.write_all(request(1, "").as_bytes()).expect("send");
+    let challenge = read_message(&mut s).expect("401");
+    let (realm, nonce) = (auth_param(&challenge, "realm"), auth_param(&challenge, "nonce"));
+    let h1 = ha1(Algorithm::Md5, user, realm, password);
+    let h2 = Algorithm::Md5.hash("REGISTER:sip:p2p.test");
+    let response = Algorithm::Md5.hash(&format!("{h1}:{nonce}:00000001:cn:auth:{h2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", \
+         algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\", response=\"{response}\"\r\n"
+    );
+    s.write_all(request(2, &auth).as_bytes()).expect("send");
+    let ok = read_message(&mut s).expect("final response");
+    (s, ok)
+}
+
+/// Answers the node's OPTIONS pings on `s` with 200 until the connection closes.
+fn answer_pings(mut s: TcpStream) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(None).ok();
+        while let Some(head) = read_message(&mut s) {
+            if !head.starts_with("OPTIONS ") {
+                continue;
+            }
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for line in head.lines().skip(1) {
+                let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+                if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+                    ok += line;
+                    ok += "\r\n";
+                }
+            }
+            ok += "Content-Length: 0\r\n\r\n";
+            if s.write_all(ok.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
 }

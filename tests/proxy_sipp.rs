@@ -99,13 +99,23 @@ fn register_with_digest_and_refuse_a_wrong_password() {
     assert_eq!(proxy["registers_refused"], 1, "{proxy}");
 }
 
+/// sipp registers over TCP, then exits, which closes its connection: the binding, tied to
+/// that connection (RFC 5626 §5.2 in spirit), goes with it, well before the first OPTIONS ping (30 s).
 #[test]
-fn register_over_tcp() {
+fn register_over_tcp_and_unregister_when_the_connection_closes() {
     let node = Node::start_with_accounts("127.0.0.53", ACCOUNTS, &[]);
     let [port] = free_ports(node.proxy.ip(), 1).try_into().expect("a port");
     let (ok, logs) = register_over(&node, "bob", "bob-secret", port, "t1");
     assert!(ok, "REGISTER over TCP failed; sipp logs:\n{logs}\nnode log:\n{}", node.log());
-    assert_eq!(node.status_json()["registrar"]["bindings"], 1);
+    // The 200 listed the binding: it existed.
+    assert!(logs.contains(";transport=TCP>;expires=600"), "no binding in the 200; sipp logs:\n{logs}");
+    assert_eq!(node.status_json()["registrar"]["registers_accepted"], 1);
+    let gone = wait_for(Duration::from_secs(10), || {
+        let r = node.status_json()["registrar"].clone();
+        (r["bindings"] == 0 && r["unregistered_on_close"] == 1).then_some(())
+    });
+    assert!(gone.is_some(), "binding still there after sipp closed: {}", node.status_json()["registrar"]);
+    assert_eq!(node.status_json()["registrar"]["pings_failed"], 0, "removed by the close, not by a ping");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::daemon::Overrides;
 /// Settings come from the defaults, then the TOML file given with --config (keys: listen,
 /// proxy, http, join, domain, overlay, advertise, max_datagram_size, data_dir, a `[chord]`
 /// table of timers in milliseconds and a `[registrar]` table: ping_interval_ms,
-/// ping_timeout_ms, min_expires, max_expires, max_server_transactions), then these flags, each later one winning. Exits 0 after
+/// ping_timeout_ms, timer_c_ms, min_expires, max_expires, max_server_transactions, overload_busy_percent), then these flags, each later one winning. Exits 0 after
 /// a clean shutdown, 1 if it cannot start (address in use, bad config).
 ///
 /// If the data directory holds an enrolled identity (from `p2psip enroll`), the node loads it

@@ -38,9 +38,11 @@ use crate::overlay::ChordConfig;
 /// [registrar]                  # the phone-facing registrar and proxy
 /// ping_interval_ms = 30000     # OPTIONS to each registered phone this often
 /// ping_timeout_ms = 8000       # a phone silent this long after a ping is unregistered
+/// timer_c_ms = 185000          # Timer C: an INVITE branch ringing this long is cancelled (RFC 3261 §16.8)
 /// min_expires = 60             # shorter registrations get 423 Interval Too Brief
 /// max_expires = 3600           # longer ones are cut to this
 /// max_server_transactions = 20000  # beyond this, new requests get 503 with Retry-After
+/// overload_busy_percent = 90   # above this busy share of the loop, new requests are shed with 503; 0: off
 /// digest_algorithms = ["MD5"]  # offered in REGISTER challenges, in order; add "SHA-256"
 /// [storage]                    # signed records (on when data_dir has identity/root.pem)
 /// replicas = 3                 # R: records live at H(K), H(K‖1) … H(K‖R)
@@ -83,9 +85,11 @@ pub struct Config {
 pub struct RegistrarSettings {
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
+    pub timer_c_ms: u64,
     pub min_expires: u32,
     pub max_expires: u32,
     pub max_server_transactions: usize,
+    pub overload_busy_percent: u8,
     pub digest_algorithms: Vec<String>,
 }
 
@@ -95,9 +99,11 @@ impl Default for RegistrarSettings {
         RegistrarSettings {
             ping_interval_ms: d.ping_interval.as_millis() as u64,
             ping_timeout_ms: d.ping_timeout.as_millis() as u64,
+            timer_c_ms: d.timer_c.as_millis() as u64,
             min_expires: d.registrar.min_expires,
             max_expires: d.registrar.max_expires,
             max_server_transactions: d.max_server_transactions,
+            overload_busy_percent: d.overload_busy_percent,
             digest_algorithms: d.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
         }
     }
@@ -128,10 +134,12 @@ impl RegistrarSettings {
     pub fn apply_to(&self, c: &mut crate::peer::PeerConfig) {
         c.ping_interval = Duration::from_millis(self.ping_interval_ms);
         c.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
+        c.timer_c = Duration::from_millis(self.timer_c_ms);
         c.registrar.min_expires = self.min_expires;
         c.registrar.max_expires = self.max_expires;
         c.registrar.default_expires = c.registrar.default_expires.clamp(self.min_expires, self.max_expires);
         c.max_server_transactions = self.max_server_transactions;
+        c.overload_busy_percent = self.overload_busy_percent;
         c.digest_algorithms = self
             .digest_algorithms
             .iter()
@@ -140,9 +148,11 @@ impl RegistrarSettings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, value) in
-            [("registrar.ping_interval_ms", self.ping_interval_ms), ("registrar.ping_timeout_ms", self.ping_timeout_ms)]
-        {
+        for (key, value) in [
+            ("registrar.ping_interval_ms", self.ping_interval_ms),
+            ("registrar.ping_timeout_ms", self.ping_timeout_ms),
+            ("registrar.timer_c_ms", self.timer_c_ms),
+        ] {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::Invalid { key, message: format!("{value} is not between 10 and 3600000") });
             }
@@ -161,6 +171,12 @@ impl RegistrarSettings {
             return Err(ConfigError::Invalid {
                 key: "registrar.digest_algorithms",
                 message: format!("{:?}: give one or more of \"MD5\", \"SHA-256\"", self.digest_algorithms),
+            });
+        }
+        if self.overload_busy_percent > 100 {
+            return Err(ConfigError::Invalid {
+                key: "registrar.overload_busy_percent",
+                message: format!("{} is not between 0 (off) and 100", self.overload_busy_percent),
             });
         }
         if self.max_server_transactions == 0 {

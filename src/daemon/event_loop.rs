@@ -98,22 +98,29 @@ impl EventLoop {
             if let Some(at) = deadline {
                 sleep.as_mut().reset(at.into());
             }
-            tokio::select! {
+            // Each branch notes when its work started: the admission control's load signal
+            // (`Peer::loop_turn`) is the share of time the loop works or has input waiting.
+            let started = tokio::select! {
                 () = &mut shutdown => break,
                 r = self.listeners.overlay.udp.recv_from(&mut overlay_buf) => {
+                    let t = Instant::now();
                     self.on_datagram(Listener::Overlay, r, &overlay_buf);
+                    t
                 }
                 r = self.listeners.proxy.udp.recv_from(&mut proxy_buf) => {
+                    let t = Instant::now();
                     self.on_datagram(Listener::Proxy, r, &proxy_buf);
+                    t
                 }
-                r = self.listeners.overlay.tcp.accept() => self.on_accept(Listener::Overlay, r),
-                r = self.listeners.proxy.tcp.accept() => self.on_accept(Listener::Proxy, r),
-                Some(event) = self.events.recv() => self.on_conn_event(event),
-                Some(query) = self.queries.recv() => self.on_query(query),
-                () = &mut sleep, if deadline.is_some() => self.peer.handle_timeout(Instant::now()),
-            }
+                r = self.listeners.overlay.tcp.accept() => timed(|| self.on_accept(Listener::Overlay, r)),
+                r = self.listeners.proxy.tcp.accept() => timed(|| self.on_accept(Listener::Proxy, r)),
+                Some(event) = self.events.recv() => timed(|| self.on_conn_event(event)),
+                Some(query) = self.queries.recv() => timed(|| self.on_query(query)),
+                () = &mut sleep, if deadline.is_some() => timed(|| self.peer.handle_timeout(Instant::now())),
+            };
             self.flush().await;
             self.drain_events();
+            self.peer.loop_turn(started, Instant::now());
         }
         self.leave(&mut overlay_buf).await;
     }
@@ -239,6 +246,7 @@ impl EventLoop {
             ConnEvent::Closed { id, reason } => {
                 let Some(c) = self.connections.remove(&id) else { return };
                 let from = endpoint(id, &c);
+                self.peer.handle_connection_closed(now, from);
                 match reason {
                     CloseReason::Framing(e) => self.peer.handle_framing_error(now, from, &e),
                     CloseReason::Eof | CloseReason::Local => {
@@ -325,6 +333,7 @@ impl EventLoop {
             uptime_secs: self.started.elapsed().as_secs(),
             counters: self.peer.counters().clone(),
             transactions: Transactions::of(&self.peer),
+            load: status::Load::of(&self.peer),
             predecessor: chord.predecessor().map(Into::into),
             successors: chord.successors().iter().map(Into::into).collect(),
             fingers: status::distinct_fingers(chord),
@@ -333,6 +342,13 @@ impl EventLoop {
             storage: self.peer.storage_counters().cloned(),
         }
     }
+}
+
+/// Runs `f`, returning when it started.
+fn timed(f: impl FnOnce()) -> Instant {
+    let t = Instant::now();
+    f();
+    t
 }
 
 fn endpoint(id: ConnectionId, c: &Connection) -> Endpoint {

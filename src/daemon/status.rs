@@ -20,6 +20,9 @@ pub struct Status {
     pub uptime_secs: u64,
     pub counters: Counters,
     pub transactions: Transactions,
+    /// The proxy listener's admission control: how busy the loop was over the last 100 ms,
+    /// and the share of new requests it refuses now (503), in percent.
+    pub load: Load,
     pub predecessor: Option<Node>,
     /// The successor list, nearest first.
     pub successors: Vec<Node>,
@@ -106,6 +109,21 @@ impl Transactions {
     pub fn of(peer: &Peer) -> Transactions {
         let (server, client) = peer.transaction_counts();
         Transactions { server: server as u64, client: client as u64 }
+    }
+}
+
+/// See [`Status::load`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Load {
+    pub busy_percent: u32,
+    pub shed_percent: u32,
+}
+
+impl Load {
+    pub fn of(peer: &Peer) -> Load {
+        let (busy, shed) = peer.load();
+        let pct = |x: f64| (x * 100.0).round().clamp(0.0, 100.0) as u32;
+        Load { busy_percent: pct(busy), shed_percent: pct(shed) }
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Counters {
     /// Overlay requests refused: a bad DHT-PeerID, a claimed ID that does not match the source
     /// address, another overlay or protocol version, or Chord's own refusal.
     pub overlay_refused: u64,
-    /// Requests refused with 503 because too many server transactions were alive.
+    /// Requests refused with 503 because too many server transactions were alive, or by the
+    /// load-based admission control.
     pub overload_rejected: u64,
+    /// Of those, the ones the load-based admission control refused (the loop was too busy).
+    pub load_shed: u64,
 }

@@ -9,6 +9,7 @@
 //! for users and REGISTERs from phones go to the [`Proxy`] (§10.3, §16); where responses go is
 //! in [`endpoint`].
 
+mod admission;
 pub mod counters;
 pub mod endpoint;
 mod overlay;
@@ -72,11 +73,17 @@ pub struct PeerConfig {
     /// How often registered phones are pinged with OPTIONS, and how long they have to answer.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
+    pub timer_c: Duration,
     /// Server transactions alive at once; a new request beyond this gets 503 with
     /// Retry-After (issue 5 item 8), so memory stays bounded under overload.
     pub max_server_transactions: usize,
     /// The Retry-After of that 503, in seconds.
     pub overload_retry_after: u32,
+    /// Load-based admission on the proxy listener: above this busy share (percent) of the
+    /// driver's loop, a growing share of new requests gets 503 with Retry-After
+    /// ([`admission`]). 0 turns it off.
+    pub overload_busy_percent: u8,
     /// The digest algorithms REGISTER challenges offer, in order.
     pub digest_algorithms: Vec<crate::proxy::digest::Algorithm>,
 }
@@ -97,8 +104,10 @@ impl PeerConfig {
             registrar: RegistrarConfig::default(),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(8),
+            timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
             overload_retry_after: 5,
+            overload_busy_percent: 90,
             digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
         }
     }
@@ -126,12 +135,15 @@ pub struct Peer {
     storage: Option<storage::StorageFace>,
     /// When this peer was created: storage turns `now` into Unix time from it.
     started: Instant,
+    /// Load-based admission of new requests on the proxy listener.
+    admission: admission::Admission,
     /// Registration fetches the proxy is waiting for: the requests parked on each.
     proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
 }
 
 impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
+        let admission = admission::Admission::new(config.overload_busy_percent);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
@@ -152,6 +164,7 @@ impl Peer {
             registrar: config.registrar.clone(),
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
+            timer_c: config.timer_c,
             digest_algorithms: config.digest_algorithms.clone(),
             ..ProxyConfig::new(&config.domain, config.proxy_addr)
         };
@@ -169,6 +182,7 @@ impl Peer {
             config,
             started: now,
             proxy_fetches: Default::default(),
+            admission,
         }
     }
 
@@ -217,6 +231,9 @@ impl Peer {
             self.counters.keepalives += 1;
             return;
         }
+        if from.listener == Listener::Proxy && self.shed(from, &data) {
+            return;
+        }
         match parse(data) {
             Ok(msg) if msg.is_request() => {
                 self.handle_request(now, from, msg);
@@ -250,6 +267,41 @@ impl Peer {
         }
     }
 
+    /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
+    /// the admission control, [`admission`]).
+    pub fn loop_turn(&mut self, started: Instant, ended: Instant) {
+        self.admission.turn(started, ended);
+    }
+
+    /// The admission control's view: the loop's busy share over the last window, and the
+    /// share of new requests refused now (both 0 to 1).
+    pub fn load(&self) -> (f64, f64) {
+        (self.admission.busy_share(), self.admission.reject_share())
+    }
+
+    /// Issue 5 item 8: while the loop is saturated, a share of the new requests on the proxy
+    /// listener is refused at once with 503 and Retry-After (RFC 6357 §5.1, RFC 7339
+    /// §5.10.1), from the raw bytes, before the parser, the digest or a transaction run, so
+    /// the accepted requests still complete. True when `data` was refused.
+    fn shed(&mut self, from: Endpoint, data: &[u8]) -> bool {
+        if self.admission.reject_share() <= 0.0 {
+            return false;
+        }
+        let Some(raw) = admission::RawRequest::scan(data) else { return false };
+        if self.admission.admit(raw.class) {
+            return false;
+        }
+        self.counters.overload_rejected += 1;
+        self.counters.load_shed += 1;
+        self.counters.requests_rejected += 1;
+        let tag = self.new_tag();
+        let resp = raw.service_unavailable(&tag, self.config.overload_retry_after, &self.config.server);
+        // Back where it came from: the connection, or the source address and port (RFC 3581
+        // §4 behaviour without reading the Via).
+        self.transmit(Transmit { to: from, data: Bytes::from(resp) });
+        true
+    }
+
     /// A CRLF CRLF ping arrived on a stream: answer with a CRLF pong (RFC 5626 §4.4.1).
     pub fn handle_ping(&mut self, _now: Instant, from: Endpoint) {
         self.counters.keepalives += 1;
@@ -261,6 +313,17 @@ impl Peer {
     pub fn handle_framing_error(&mut self, _now: Instant, from: Endpoint, error: &FramingError) {
         self.counters.parse_errors += 1;
         debug!(from = %from.remote, %error, "stream framing error; connection closed");
+    }
+
+    /// A stream connection closed (either side, or a framing error). Phones registered over
+    /// it are unregistered, and our registration record follows (RFC 5626 §5.2 in spirit).
+    pub fn handle_connection_closed(&mut self, now: Instant, from: Endpoint) {
+        let (Listener::Proxy, Transport::Tcp, Some(conn)) = (from.listener, from.transport, from.conn) else {
+            return;
+        };
+        self.proxy.connection_closed(&mut self.transactions, conn);
+        self.drain_transactions(now);
+        self.proxy_overlay(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

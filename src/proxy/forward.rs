@@ -18,7 +18,7 @@ use super::accounts::Accounts;
 use super::digest::{challenges, Algorithm, Credentials, NonceCheck, NonceKey};
 use super::directory::{resolve, Resolution};
 use super::registrar::{Registrar, RegistrarConfig};
-use crate::peer::{new_branch, Endpoint, Listener, Transport};
+use crate::peer::{new_branch, ConnectionId, Endpoint, Listener, Transport};
 use crate::sip::header::{NameAddr, Via};
 use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};
 use crate::sip::validate::Rejection;
@@ -44,7 +44,19 @@ pub struct ProxyConfig {
     /// The algorithms a challenge offers, in order (RFC 8760 §2.4); see
     /// [`Algorithm::DEFAULT_OFFER`].
     pub digest_algorithms: Vec<Algorithm>,
+    /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE branch may go without a
+    /// provisional response before the proxy gives up on it (§16.8). The RFC asks for more
+    /// than 3 minutes; [`DEFAULT_TIMER_C`].
+    pub timer_c: Duration,
 }
+
+/// Timer C's default: above the 3 minutes RFC 3261 §16.6 step 11 requires.
+pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(185);
+
+/// After a CANCEL sent because Timer C fired, how long the branch may still take to end
+/// with a final response before it counts as a 408: 64·T1, as a UAC waits for the final
+/// response after its CANCEL (RFC 3261 §9.1).
+const CANCEL_GRACE: Duration = Duration::from_secs(32);
 
 impl ProxyConfig {
     pub fn new(domain: &str, addr: SocketAddr) -> ProxyConfig {
@@ -58,6 +70,7 @@ impl ProxyConfig {
             ping_timeout: Duration::from_secs(8),
             nonce_lifetime: Duration::from_secs(300),
             digest_algorithms: Algorithm::DEFAULT_OFFER.to_vec(),
+            timer_c: DEFAULT_TIMER_C,
         }
     }
 }
@@ -77,6 +90,10 @@ pub struct ProxyStatus {
     pub requests_forwarded: u64,
     /// Phones unregistered because they stopped answering OPTIONS pings.
     pub pings_failed: u64,
+    /// INVITE branches given up by Timer C (RFC 3261 §16.8): cancelled, or ended as 408.
+    pub timer_c_fired: u64,
+    /// Bindings removed because the TCP connection they were registered over closed.
+    pub unregistered_on_close: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -132,6 +149,44 @@ pub struct Proxy {
     status: ProxyStatus,
     /// Parked requests whose AoR the peer must look up in the overlay.
     lookups: Vec<(ServerTxId, String)>,
+    /// Timer C of each INVITE branch (RFC 3261 §16.6 step 11), and the same deadlines in
+    /// order, so the next one is found without a scan.
+    timer_c: Deadlines,
+}
+
+/// One deadline per client transaction, also kept in time order (Timer C).
+#[derive(Debug, Default)]
+struct Deadlines {
+    by_id: BTreeMap<ClientTxId, Instant>,
+    queue: BTreeSet<(Instant, ClientTxId)>,
+}
+
+impl Deadlines {
+    /// Starts or restarts the timer of `id`.
+    fn arm(&mut self, id: ClientTxId, at: Instant) {
+        if let Some(old) = self.by_id.insert(id, at) {
+            self.queue.remove(&(old, id));
+        }
+        self.queue.insert((at, id));
+    }
+
+    fn disarm(&mut self, id: ClientTxId) {
+        if let Some(old) = self.by_id.remove(&id) {
+            self.queue.remove(&(old, id));
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns the first timer due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<ClientTxId> {
+        let &(at, id) = self.queue.first().filter(|(at, _)| *at <= now)?;
+        self.queue.remove(&(at, id));
+        self.by_id.remove(&id);
+        Some(id)
+    }
 }
 
 impl Proxy {
@@ -152,6 +207,7 @@ impl Proxy {
             pings: BTreeMap::new(),
             status: ProxyStatus::default(),
             lookups: Vec::new(),
+            timer_c: Deadlines::default(),
         }
     }
 
@@ -560,6 +616,10 @@ impl Proxy {
             let copy = self.prepare(req, &method, uri, ctx.from_listener, to);
             let client = tl.send_request(now, copy, to, to.transport.is_reliable());
             self.branches.insert(client, id);
+            if method == Method::Invite {
+                // §16.6 step 11: every INVITE branch starts Timer C.
+                self.timer_c.arm(client, now + self.config.timer_c);
+            }
             ctx.branches.push(Branch {
                 client,
                 to,
@@ -740,6 +800,11 @@ impl Proxy {
                 if cancel {
                     b.cancelled = true;
                 }
+                // §16.7 step 2: a provisional response other than 100 restarts Timer C of an
+                // INVITE branch (not one we have cancelled: that one waits for its 487).
+                if invite && !b.cancelled {
+                    self.timer_c.arm(client, now + self.config.timer_c);
+                }
                 // Step 5: provisional responses go upstream at once.
                 if !ctx.final_sent {
                     self.respond(now, tl, sid, response);
@@ -750,6 +815,7 @@ impl Proxy {
             }
             200..=299 => {
                 b.final_code = Some(code);
+                self.timer_c.disarm(client);
                 let first = !ctx.final_sent;
                 ctx.final_sent = true;
                 let reply_to = ctx.reply_to;
@@ -764,6 +830,7 @@ impl Proxy {
             }
             _ => {
                 b.final_code = Some(code);
+                self.timer_c.disarm(client);
                 // Step 6: keep the best so far.
                 if better(&response, ctx.best.as_ref()) {
                     ctx.best = Some(response);
@@ -808,6 +875,7 @@ impl Proxy {
             self.ping_failed(ping);
             return;
         }
+        self.timer_c.disarm(client);
         let Some(&sid) = self.branches.get(&client) else { return };
         let Some(ctx) = self.contexts.get_mut(&sid) else { return };
         if let Some(b) = ctx.branches.iter_mut().find(|b| b.client == client && b.final_code.is_none()) {
@@ -821,6 +889,28 @@ impl Proxy {
         self.maybe_send_best(now, tl, sid);
     }
 
+    /// A stream connection closed: the bindings registered over it go (see
+    /// [`Registrar::remove_flow`]), and so do the OPTIONS pings waiting on them. The peer then
+    /// updates the overlay's registration record as on any unregistration.
+    pub fn connection_closed(&mut self, tl: &mut TransactionLayer<Endpoint>, conn: ConnectionId) {
+        let gone = self.registrar.remove_flow(conn);
+        if gone.is_empty() {
+            return;
+        }
+        debug!(conn = conn.0, bindings = gone.len(), "phone's TCP connection closed; unregistered");
+        self.status.unregistered_on_close += gone.len() as u64;
+        let moot: Vec<ClientTxId> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| gone.iter().any(|(aor, contact)| *aor == p.aor && *contact == p.contact))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moot {
+            self.pings.remove(&id);
+            let _ = tl.terminate_client(id);
+        }
+    }
+
     fn ping_failed(&mut self, ping: Ping) {
         if self.registrar.remove(&ping.aor, &ping.contact) {
             self.status.pings_failed += 1;
@@ -830,6 +920,7 @@ impl Proxy {
 
     /// A client transaction ended.
     pub fn handle_client_terminated(&mut self, client: ClientTxId) {
+        self.timer_c.disarm(client);
         self.branches.remove(&client);
         self.cancels.remove(&client);
         self.pings.remove(&client);
@@ -839,6 +930,7 @@ impl Proxy {
     pub fn handle_server_terminated(&mut self, sid: ServerTxId) {
         if let Some(ctx) = self.contexts.remove(&sid) {
             for b in ctx.branches {
+                self.timer_c.disarm(b.client);
                 self.branches.remove(&b.client);
             }
         }
@@ -874,12 +966,49 @@ impl Proxy {
             self.next_ping_sweep = now + self.config.ping_interval;
             self.send_pings(now, tl);
         }
+        while let Some(client) = self.timer_c.pop_due(now) {
+            self.timer_c_fired(now, tl, client);
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pings = self.pings.values().map(|p| p.deadline).min();
         let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);
-        [self.registrar.poll_timeout(), pings, sweep].into_iter().flatten().min()
+        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next()].into_iter().flatten().min()
+    }
+
+    /// RFC 3261 §16.8: Timer C of an INVITE branch fired. After a provisional response the
+    /// branch is cancelled (§9.1) and gets [`CANCEL_GRACE`] to end with its 487; without one
+    /// (or when that grace runs out too) the branch ends as if it had received a 408, and the
+    /// best response may go upstream (§16.7 step 6).
+    fn timer_c_fired(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, client: ClientTxId) {
+        let Some(&sid) = self.branches.get(&client) else { return };
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        let Some(b) = ctx.branches.iter_mut().find(|b| b.client == client && b.final_code.is_none()) else {
+            return;
+        };
+        if b.provisional && !b.cancelled {
+            debug!(%client, "Timer C fired after a provisional response; cancelling the branch");
+            self.status.timer_c_fired += 1;
+            b.cancelled = true;
+            let to = b.to;
+            self.timer_c.arm(client, now + CANCEL_GRACE);
+            self.send_cancel(now, tl, client, to);
+            return;
+        }
+        if !b.cancelled {
+            self.status.timer_c_fired += 1;
+        }
+        debug!(%client, "Timer C fired; the branch counts as 408");
+        b.final_code = Some(408);
+        let tag = format!("{:016x}", self.rng.random::<u64>());
+        let timeout = ctx.request.make_response(408, "Request Timeout", Some(&tag));
+        if better(&timeout, ctx.best.as_ref()) {
+            ctx.best = Some(timeout);
+        }
+        // The client transaction is ours to end: nothing it could still receive matters.
+        let _ = tl.terminate_client(client);
+        self.maybe_send_best(now, tl, sid);
     }
 
     /// One OPTIONS to every registered phone that has no ping outstanding.

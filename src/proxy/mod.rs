@@ -18,8 +18,7 @@
 //! overlay path". No DNS (RFC 3263): only IP-literal next hops are reached, and
 //! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
 //! Requests other than REGISTER are not authenticated: the proxy listener is meant for the
-//! phones of one machine or LAN (it binds 127.0.0.1 by default). No Timer C (§16.6 step 11): an
-//! INVITE branch that rings forever stays until the caller cancels.
+//! phones of one machine or LAN (it binds 127.0.0.1 by default).
 
 pub mod accounts;
 pub mod digest;
@@ -27,7 +26,7 @@ pub mod directory;
 mod forward;
 pub mod registrar;
 
-pub use forward::{Proxy, ProxyConfig, ProxyStatus};
+pub use forward::{Proxy, ProxyConfig, ProxyStatus, DEFAULT_TIMER_C};
 
 #[cfg(test)]
 mod tests;

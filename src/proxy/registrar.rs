@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::peer::Endpoint;
+use crate::peer::{ConnectionId, Endpoint};
 use crate::sip::header::NameAddr;
 use crate::sip::validate::Rejection;
 use crate::sip::{Contacts, Header, HeaderName, Message, Uri};
@@ -126,6 +126,28 @@ impl Registrar {
         if v.is_empty() {
             self.bindings.remove(aor);
         }
+        removed
+    }
+
+    /// Removes every binding registered over the stream connection `conn`, which has closed,
+    /// and returns them as (AoR, contact). A binding lives with the flow it was registered on
+    /// (RFC 5626 §5.2, §7 in spirit, without `reg-id`/`+sip.instance`): requests could only
+    /// reach the phone through that connection, and a phone that reconnects registers again.
+    pub fn remove_flow(&mut self, conn: ConnectionId) -> Vec<(String, Uri)> {
+        let mut removed = Vec::new();
+        self.bindings.retain(|aor, v| {
+            v.retain(|b| {
+                let gone = b.flow.transport.is_reliable() && b.flow.conn == Some(conn);
+                if gone {
+                    removed.push((aor.clone(), b.contact.uri.clone()));
+                }
+                !gone
+            });
+            !v.is_empty()
+        });
+        self.events.extend(
+            removed.iter().map(|(aor, contact)| BindingEvent::Removed { aor: aor.clone(), contact: contact.clone() }),
+        );
         removed
     }
 

@@ -382,3 +382,160 @@ fn a_cancel_while_the_record_is_fetched_ends_the_invite_and_nothing_is_forwarded
     proxy.overlay_resolved(now, &mut tl, id, Some(vec!["sip:dave@127.0.0.7:5070".into()]));
     assert!(sent(&mut tl).iter().all(|(_, m)| !m.is_request()));
 }
+
+/// A peer like [`peer`]'s with Timer C set to `timer_c`.
+fn peer_with_timer_c(timer_c: Duration) -> (Peer, Instant) {
+    let now = Instant::now();
+    let mut config = PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap());
+    config.timer_c = timer_c;
+    let mut p = Peer::new(config, now);
+    let mut accounts = Accounts::default();
+    accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
+    accounts.insert(Account::new("sip:bob@p2p.test", "bob-pw").unwrap());
+    p.set_accounts(accounts);
+    (p, now)
+}
+
+/// Runs the peer's timers up to `until` (virtual time), answering OPTIONS pings as a live
+/// phone would; returns every other message sent, with the time it was sent.
+fn run_until(p: &mut Peer, from: Instant, until: Instant) -> Vec<(Instant, Endpoint, Message)> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while let Some(next) = p.poll_timeout().filter(|n| *n <= until) {
+        t = next.max(t);
+        p.handle_timeout(t);
+        for (to, m) in drain(p) {
+            if m.method() == Some(&crate::sip::Method::Options) {
+                p.handle_input(t, to, m.make_response(200, "OK", Some("ph")).encode());
+                drain(p);
+            } else {
+                out.push((t, to, m));
+            }
+        }
+    }
+    out
+}
+
+fn is_cancel(m: &Message) -> bool {
+    m.method() == Some(&crate::sip::Method::Cancel)
+}
+
+#[test]
+fn timer_c_cancels_a_ringing_branch_and_each_provisional_restarts_it() {
+    let c = crate::proxy::DEFAULT_TIMER_C;
+    assert!(c > Duration::from_secs(180), "RFC 3261 §16.6 step 11: more than 3 minutes");
+    let (mut p, t0) = peer_with_timer_c(c);
+    register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
+    let out = send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc1", 6000));
+    let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
+    send(&mut p, t0, to_bob, answer(&inv, 180, "Ringing", "btc"));
+    // 100 s later the phone rings again (a 183): Timer C starts over from there.
+    let t1 = t0 + Duration::from_secs(100);
+    assert!(run_until(&mut p, t0, t1).iter().all(|(_, _, m)| !is_cancel(m)));
+    let out = send(&mut p, t1, to_bob, answer(&inv, 183, "Session Progress", "btc"));
+    assert!(out.iter().any(|(to, m)| to.remote.port() == 6000 && m.status() == Some(183)));
+    let early = run_until(&mut p, t1, t1 + c - Duration::from_secs(1));
+    assert!(early.iter().all(|(_, _, m)| !is_cancel(m)), "no CANCEL before Timer C: {early:?}");
+    assert_eq!(p.proxy_status().timer_c_fired, 0);
+    let out = run_until(&mut p, t1 + c - Duration::from_secs(1), t1 + c + Duration::from_secs(1));
+    let (at, to, cancel) = out.iter().find(|(_, _, m)| is_cancel(m)).cloned().expect("Timer C sends a CANCEL");
+    assert_eq!((at, to), (t1 + c, to_bob), "on the ringing branch, when Timer C fires");
+    assert_eq!(cancel.cseq().unwrap().seq, inv.cseq().unwrap().seq, "RFC 3261 §9.1: the INVITE's CSeq number");
+    assert_eq!(p.proxy_status().timer_c_fired, 1);
+    // The phone answers the CANCEL and ends its INVITE with 487, which reaches Alice.
+    let t2 = t1 + c + Duration::from_secs(1);
+    send(&mut p, t2, to_bob, answer(&cancel, 200, "OK", "btc"));
+    let out = send(&mut p, t2, to_bob, answer(&inv, 487, "Request Terminated", "btc"));
+    assert!(out.iter().any(|(to, m)| to.remote.port() == 6000 && m.status() == Some(487)), "{out:?}");
+}
+
+#[test]
+fn timer_c_without_a_provisional_or_an_unanswered_cancel_counts_as_408() {
+    // Timer C shorter than Timer B, so it is what ends a branch that never answered: 408 for
+    // the branch (§16.8), and 480 to the caller as for any branch that timed out; no CANCEL.
+    let (mut p, t0) = peer_with_timer_c(Duration::from_secs(10));
+    register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
+    send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc2", 6000));
+    let out = run_until(&mut p, t0, t0 + Duration::from_secs(20));
+    assert!(out.iter().all(|(_, _, m)| !is_cancel(m)), "no CANCEL without a provisional response (§9.1)");
+    let (at, _, _) = out.iter().find(|(_, to, m)| to.remote.port() == 6000 && m.status() == Some(480)).expect("480");
+    assert_eq!(*at, t0 + Duration::from_secs(10));
+    assert_eq!(p.proxy_status().timer_c_fired, 1);
+
+    // A ringing phone that ignores the CANCEL Timer C sends: 64·T1 later the branch is a 408.
+    let (mut p, t0) = peer_with_timer_c(Duration::from_secs(10));
+    register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
+    let out = send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc3", 6000));
+    let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
+    send(&mut p, t0, to_bob, answer(&inv, 180, "Ringing", "btc"));
+    let out = run_until(&mut p, t0, t0 + Duration::from_secs(60));
+    let cancel_at = out.iter().find(|(_, _, m)| is_cancel(m)).map(|(at, _, _)| *at).expect("CANCEL");
+    assert_eq!(cancel_at, t0 + Duration::from_secs(10));
+    let (at, _, _) = out.iter().find(|(_, to, m)| to.remote.port() == 6000 && m.status() == Some(480)).expect("480");
+    assert_eq!(*at, cancel_at + Duration::from_secs(32));
+    assert_eq!(p.proxy_status().timer_c_fired, 1);
+}
+
+#[test]
+fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
+    let (mut p, now) = peer();
+    let tcp = |port: u16, conn: u64| Endpoint {
+        transport: Transport::Tcp,
+        conn: Some(crate::peer::ConnectionId(conn)),
+        ..phone(port)
+    };
+    // bob over connection 1, alice over connection 2 (REGISTERs on a stream: same text).
+    for (user, port, conn, pw) in [("bob", 6001, 1, "bob-pw"), ("alice", 6002, 2, "alice-pw")] {
+        let out = send(&mut p, now, tcp(port, conn), register_text(user, port, 1, ""));
+        let auth = authorization(&out[0].1, Algorithm::Md5, user, pw);
+        let out = send(&mut p, now, tcp(port, conn), register_text(user, port, 2, &auth));
+        assert_eq!(out.last().unwrap().1.status(), Some(200));
+    }
+    assert_eq!(p.proxy_status().bindings, 2);
+    // A UDP "close" or another connection's close changes nothing.
+    p.handle_connection_closed(now, phone(6001));
+    p.handle_connection_closed(now, tcp(6001, 7));
+    assert_eq!(p.proxy_status().bindings, 2);
+    p.handle_connection_closed(now, tcp(6001, 1));
+    assert_eq!(p.proxy_status().bindings, 1);
+    assert_eq!(p.proxy_status().unregistered_on_close, 1);
+    // bob is gone: a call to him gets 480; alice stays reachable.
+    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", "z9hG4bKtcp1", 6000));
+    assert_eq!(out.iter().filter_map(|(_, m)| m.status()).find(|s| *s >= 200), Some(480));
+    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "alice", "z9hG4bKtcp2", 6000));
+    assert!(out.iter().any(|(to, m)| to.conn == Some(crate::peer::ConnectionId(2)) && m.is_request()), "{out:?}");
+}
+
+#[test]
+fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_or_the_overlay() {
+    let (mut p, t0) = peer();
+    // The driver reports back-to-back turns for a second: input always waiting.
+    let mut t = t0;
+    while t < t0 + Duration::from_millis(1050) {
+        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42));
+        t += Duration::from_micros(42);
+    }
+    let share = p.load().1;
+    assert!(share > 0.3, "{:?}", p.load());
+    let statuses: Vec<Message> = (0..20)
+        .map(|i| send(&mut p, t, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKsh{i}"), 6000)))
+        .map(|out| out[0].1.clone())
+        .collect();
+    let shed: Vec<&Message> = statuses.iter().filter(|m| m.status() == Some(503)).collect();
+    let expected = share * 20.0;
+    assert!((shed.len() as f64 - expected).abs() <= 1.0, "{} refused, {expected} expected", shed.len());
+    assert!(shed.iter().all(|m| m.headers.get(&HeaderName::other("Retry-After")).is_some()));
+    assert!(statuses.iter().filter(|m| m.status() != Some(503)).all(|m| m.status() == Some(404)));
+    assert_eq!(p.counters().load_shed, shed.len() as u64);
+    // In-dialog requests (To tag) are never shed, nor anything on the overlay listener.
+    for i in 0..20 {
+        let bye = request_text("BYE", "nobody", &format!("z9hG4bKby{i}"), 6000)
+            .replace("To: <sip:nobody@p2p.test>", "To: <sip:nobody@p2p.test>;tag=x");
+        let out = send(&mut p, t, phone(6000), bye);
+        assert_ne!(out[0].1.status(), Some(503));
+        let overlay = Endpoint { listener: Listener::Overlay, ..phone(7000) };
+        let out = send(&mut p, t, overlay, request_text("MESSAGE", "nobody", &format!("z9hG4bKov{i}"), 7000));
+        assert_ne!(out[0].1.status(), Some(503));
+    }
+    assert_eq!(p.counters().load_shed, shed.len() as u64);
+}

@@ -1,0 +1,320 @@
+//! Load-based admission for the proxy listener (issue 5 item 8): when the node is offered more
+//! requests than its event loop can process, it refuses a share of the new ones at once with
+//! `503 Service Unavailable` and `Retry-After` (RFC 3261 §21.5.4), so the requests it does
+//! accept still complete instead of every request timing out.
+//!
+//! This is local overload control in the sense of RFC 6357 §5.1 (the server protects itself;
+//! no feedback to upstream servers, as our clients are phones), with the rejection ratio of
+//! RFC 7339's "loss" algorithm (§5.10.1: refuse a percentage of the requests that may be
+//! refused, and adjust it from a load signal) and RFC 6357 §4's advice that rejecting must
+//! cost much less than serving and that requests of established work come first:
+//!
+//! - **Load signal: how busy the loop is.** The driver reports every turn of its loop
+//!   ([`Admission::turn`]: when the turn's work started and ended). A gap before a turn
+//!   shorter than [`BACKLOG_GAP`] means the input was already waiting (the socket has a
+//!   backlog: queueing delay), so it counts as busy; longer gaps are idle time. Over each
+//!   [`WINDOW`] the busy share is compared with the target (`busy_target`, default 90%).
+//! - **Control.** Above the target the refused share of sheddable requests rises by
+//!   [`STEP`] per window, up to [`MAX_REJECT`]; below `busy_target − 10%` it falls by
+//!   [`STEP`] per window elapsed (so it drops to 0 quickly when the load goes away).
+//! - **What may be refused.** Only new out-of-dialog requests (no To tag), never ACK or
+//!   CANCEL, nor requests within a dialog (a BYE of a call already set up). A request carrying
+//!   credentials (the second REGISTER of a challenge round, whose first half we already paid
+//!   for) is refused only once more than half of the others are ([`Class::Continuation`]).
+//! - **Spacing.** Refusals are spread evenly (an accumulator, no randomness), so the decision
+//!   is deterministic for given inputs.
+//!
+//! Sans-IO: the caller passes the times; nothing here reads a clock.
+
+use std::time::{Duration, Instant};
+
+/// The busy share is measured over windows this long.
+pub const WINDOW: Duration = Duration::from_millis(100);
+/// A turn starting within this of the previous one's end found its input already waiting.
+pub const BACKLOG_GAP: Duration = Duration::from_micros(50);
+/// How much the refused share moves per window.
+pub const STEP: f64 = 0.05;
+/// Never refuse everything: some requests keep getting through to measure with.
+pub const MAX_REJECT: f64 = 0.95;
+
+/// What kind of request asks to be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// ACK, CANCEL, in-dialog requests: always admitted.
+    Exempt,
+    /// Out of dialog, with credentials (a challenge answered): refused last.
+    Continuation,
+    /// Out of dialog, new work: refused first.
+    New,
+}
+
+/// The admission controller.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Target busy share in (0, 1]; `None` turns admission control off.
+    busy_target: Option<f64>,
+    window_start: Option<Instant>,
+    last_end: Option<Instant>,
+    idle: Duration,
+    /// The share of [`Class::New`] requests refused now.
+    reject: f64,
+    credit_new: f64,
+    credit_cont: f64,
+    /// The last window's busy share, for the status API.
+    last_busy: f64,
+    /// The busy share smoothed over windows (half the last window, half the past), so a
+    /// burst of a single window does not start the shedding.
+    smoothed: f64,
+}
+
+impl Admission {
+    /// `busy_percent` 0 turns it off.
+    pub fn new(busy_percent: u8) -> Admission {
+        let busy_target = (busy_percent > 0).then(|| f64::from(busy_percent.min(100)) / 100.0);
+        Admission {
+            busy_target,
+            window_start: None,
+            last_end: None,
+            idle: Duration::ZERO,
+            reject: 0.0,
+            credit_new: 0.0,
+            credit_cont: 0.0,
+            last_busy: 0.0,
+            smoothed: 0.0,
+        }
+    }
+
+    /// One turn of the driver's loop did work from `started` to `ended`.
+    pub fn turn(&mut self, started: Instant, ended: Instant) {
+        let Some(target) = self.busy_target else { return };
+        let window_start = *self.window_start.get_or_insert(started);
+        if let Some(last) = self.last_end {
+            let gap = started.saturating_duration_since(last);
+            if gap > BACKLOG_GAP {
+                self.idle += gap;
+            }
+        }
+        self.last_end = Some(ended);
+        let elapsed = ended.saturating_duration_since(window_start);
+        if elapsed < WINDOW {
+            return;
+        }
+        let busy = 1.0 - (self.idle.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
+        self.last_busy = busy;
+        self.smoothed = (self.smoothed + busy) / 2.0;
+        if self.smoothed > target {
+            self.reject = (self.reject + STEP).min(MAX_REJECT);
+        } else if self.smoothed < target - 0.1 {
+            let windows = elapsed.as_secs_f64() / WINDOW.as_secs_f64();
+            self.reject = (self.reject - STEP * windows).max(0.0);
+        }
+        self.window_start = Some(ended);
+        self.idle = Duration::ZERO;
+    }
+
+    /// Whether a request of `class` is admitted; `false` means answer it 503 now.
+    pub fn admit(&mut self, class: Class) -> bool {
+        let (share, credit) = match class {
+            Class::Exempt => return true,
+            Class::New => (self.reject, &mut self.credit_new),
+            Class::Continuation => ((2.0 * self.reject - 1.0).max(0.0), &mut self.credit_cont),
+        };
+        if share <= 0.0 {
+            *credit = 0.0;
+            return true;
+        }
+        *credit += share;
+        if *credit >= 1.0 {
+            *credit -= 1.0;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// The share of new requests refused now, in [0, [`MAX_REJECT`]].
+    pub fn reject_share(&self) -> f64 {
+        self.reject
+    }
+
+    /// The busy share measured over the last window.
+    pub fn busy_share(&self) -> f64 {
+        self.last_busy
+    }
+}
+
+/// A request's head seen as raw lines: just enough to classify it and to refuse it without
+/// parsing it, since rejecting must cost much less than serving (RFC 6357 §4, §5.1). `None`
+/// for anything unusual (a response, folded lines, missing headers): the full parser decides.
+#[derive(Debug)]
+pub struct RawRequest<'a> {
+    pub class: Class,
+    vias: Vec<&'a [u8]>,
+    from: &'a [u8],
+    to: &'a [u8],
+    call_id: &'a [u8],
+    cseq: &'a [u8],
+}
+
+impl<'a> RawRequest<'a> {
+    pub fn scan(data: &'a [u8]) -> Option<RawRequest<'a>> {
+        let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let mut lines = data[..end].split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let first = lines.next()?;
+        let method = &first[..first.iter().position(|b| *b == b' ')?];
+        if method.is_empty() || !method.iter().all(u8::is_ascii_uppercase) || !first.ends_with(b" SIP/2.0") {
+            return None;
+        }
+        let mut class = if method == b"ACK" || method == b"CANCEL" { Class::Exempt } else { Class::New };
+        let (mut vias, mut from, mut to, mut call_id, mut cseq) = (Vec::new(), None, None, None, None);
+        for line in lines {
+            if line.first().is_none_or(|b| *b == b' ' || *b == b'\t') {
+                return None;
+            }
+            let colon = line.iter().position(|b| *b == b':')?;
+            let name = line[..colon].trim_ascii().to_ascii_lowercase();
+            match name.as_slice() {
+                b"via" | b"v" => vias.push(line),
+                b"from" | b"f" => from = Some(line),
+                b"to" | b"t" => {
+                    let value = line[colon + 1..].to_ascii_lowercase();
+                    // In a dialog (a To tag): never refused. A stray "tag" errs on admitting.
+                    if value.windows(3).any(|w| w == b"tag") {
+                        class = Class::Exempt;
+                    }
+                    to = Some(line);
+                }
+                b"call-id" | b"i" => call_id = Some(line),
+                b"cseq" => cseq = Some(line),
+                b"authorization" | b"proxy-authorization" if class == Class::New => class = Class::Continuation,
+                _ => {}
+            }
+        }
+        if vias.is_empty() {
+            return None;
+        }
+        Some(RawRequest { class, vias, from: from?, to: to?, call_id: call_id?, cseq: cseq? })
+    }
+
+    /// `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), built from the
+    /// request's own lines (§8.2.6.2: Via, From, To with our `tag`, Call-ID, CSeq copied).
+    pub fn service_unavailable(&self, tag: &str, retry_after: u32, server: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"SIP/2.0 503 Service Unavailable\r\n");
+        for line in self.vias.iter().chain([&self.from]) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(self.to.trim_ascii_end());
+        out.extend_from_slice(format!(";tag={tag}\r\n").as_bytes());
+        for line in [self.call_id, self.cseq] {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(
+            format!("Retry-After: {retry_after}\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
+mod tests {
+    use super::*;
+
+    /// Feeds turns of `work` each, `gap` apart, for `total`; returns the end time.
+    fn run(a: &mut Admission, from: Instant, work: Duration, gap: Duration, total: Duration) -> Instant {
+        let mut t = from;
+        while t < from + total {
+            let start = t + gap;
+            a.turn(start, start + work);
+            t = start + work;
+        }
+        t
+    }
+
+    #[test]
+    fn an_idle_or_lightly_loaded_loop_admits_everything() {
+        let mut a = Admission::new(90);
+        let t0 = Instant::now();
+        // 40 µs of work every 200 µs: 20% busy.
+        run(&mut a, t0, Duration::from_micros(40), Duration::from_micros(160), Duration::from_secs(2));
+        assert!(a.busy_share() < 0.3, "{}", a.busy_share());
+        assert_eq!(a.reject_share(), 0.0);
+        assert!((0..1000).all(|_| a.admit(Class::New)));
+    }
+
+    #[test]
+    fn a_saturated_loop_sheds_new_requests_first_and_recovers_when_the_load_drops() {
+        let mut a = Admission::new(90);
+        let t0 = Instant::now();
+        // Back-to-back turns (input always waiting): saturated.
+        let t1 = run(&mut a, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_millis(1050));
+        assert!(a.busy_share() > 0.9);
+        // Ten windows fully busy: the smoothed share passes 90% at the fourth, so 7 steps.
+        assert!((a.reject_share() - 7.0 * STEP).abs() < 1e-9, "{}", a.reject_share());
+        let refused = (0..1000).filter(|_| !a.admit(Class::New)).count();
+        assert!((349..=350).contains(&refused), "refusals spread evenly at the current share: {refused}");
+        assert!((0..1000).all(|_| a.admit(Class::Continuation)), "credentials pass while half or less is refused");
+        assert!((0..1000).all(|_| a.admit(Class::Exempt)));
+        // Long enough saturation reaches the cap, and then some requests with credentials go too.
+        let t2 = run(&mut a, t1, Duration::from_micros(40), Duration::from_micros(2), Duration::from_secs(3));
+        assert_eq!(a.reject_share(), MAX_REJECT);
+        let refused = (0..1000).filter(|_| !a.admit(Class::Continuation)).count();
+        assert!((899..=900).contains(&refused), "{refused}");
+        // The load drops to 20%: the share falls back to 0 within a few seconds.
+        run(&mut a, t2, Duration::from_micros(40), Duration::from_micros(160), Duration::from_secs(3));
+        assert_eq!(a.reject_share(), 0.0);
+        // After a silence, one window's look is enough.
+        let mut b = Admission::new(90);
+        let t3 = run(&mut b, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_secs(3));
+        b.turn(t3 + Duration::from_secs(30), t3 + Duration::from_secs(30) + Duration::from_micros(40));
+        assert_eq!(b.reject_share(), 0.0);
+    }
+
+    #[test]
+    fn raw_requests_are_classified_and_refused_without_the_parser() {
+        let register = b"REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bKa;rport\r\n\
+            v: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKb\r\nf: <sip:a@p2p.test>;tag=1\r\nTo: <sip:a@p2p.test> \r\n\
+            Call-ID: c1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let raw = RawRequest::scan(register).expect("scanned");
+        assert_eq!(raw.class, Class::New);
+        let resp = crate::sip::parse(bytes::Bytes::from(raw.service_unavailable("t9", 5, "p2psip"))).expect("parses");
+        assert_eq!(resp.status(), Some(503));
+        assert_eq!(resp.vias().unwrap().len(), 2);
+        assert_eq!(resp.to().unwrap().tag(), Some("t9"));
+        assert_eq!(resp.call_id().unwrap(), "c1");
+        assert_eq!(
+            resp.headers.get(&crate::sip::HeaderName::other("Retry-After")).and_then(|h| h.value_str()),
+            Some("5")
+        );
+        let text = String::from_utf8_lossy(register);
+        let with_auth = text.replace("Content-Length", "Authorization: Digest username=\"a\"\r\nContent-Length");
+        assert_eq!(RawRequest::scan(with_auth.as_bytes()).unwrap().class, Class::Continuation);
+        let in_dialog = text.replace("To: <sip:a@p2p.test> ", "To: <sip:a@p2p.test>;tag=2");
+        assert_eq!(RawRequest::scan(in_dialog.as_bytes()).unwrap().class, Class::Exempt);
+        let ack = text.replacen("REGISTER sip", "ACK sip", 1);
+        assert_eq!(RawRequest::scan(ack.as_bytes()).unwrap().class, Class::Exempt);
+        // Anything unusual is left to the parser.
+        for odd in [
+            text.replace("Call-ID: c1\r\n", ""),
+            text.replace("f: <sip:a@p2p.test>;tag=1\r\n", "f: <sip:a@p2p.test>\r\n ;tag=1\r\n"),
+            "SIP/2.0 200 OK\r\n\r\n".into(),
+            text.replace("\r\n\r\n", "\r\n"),
+            "register sip:x SIP/2.0\r\n\r\n".into(),
+            String::new(),
+        ] {
+            assert!(RawRequest::scan(odd.as_bytes()).is_none(), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn off_means_always_admitted() {
+        let mut a = Admission::new(0);
+        let t0 = Instant::now();
+        run(&mut a, t0, Duration::from_micros(40), Duration::ZERO, Duration::from_secs(2));
+        assert_eq!(a.reject_share(), 0.0);
+        assert!((0..100).all(|_| a.admit(Class::New)));
+    }
+}
