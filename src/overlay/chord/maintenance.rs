@@ -140,7 +140,11 @@ impl Chord {
     fn lookup_step(&mut self, now: Instant, id: LookupId) {
         let max_hops = self.config.max_hops;
         let Some(active) = self.lookups.get_mut(&id) else { return };
-        if active.lookup.path().len() >= max_hops as usize {
+        // Right after many nodes die, half the fingers a lookup tries may be dead; those are
+        // not hops (see `Lookup::answered_hops`). The whole path is still bounded, at twice
+        // the limit, so a lookup through a dying ring ends in bounded time.
+        let limit = max_hops as usize;
+        if active.lookup.answered_hops() >= limit || active.lookup.path().len() >= 2 * limit {
             self.finish_lookup(now, id, Err(LookupError::HopLimit(max_hops)));
             return;
         }
@@ -446,6 +450,18 @@ impl Chord {
             }
             return;
         }
+        if self.successors.is_empty() {
+            // Every successor failed: r consecutive nodes died, which happens (about N·2^-r
+            // runs when half the nodes die at once). Before rejoining through the bootstrap
+            // list, whose entries may be gone too and whose admitting node would hand us the
+            // same dead list, try the nearest live finger: it lies past the dead run, and
+            // stabilize walks its predecessors back toward us until it finds the first live
+            // node after us (Chord ToN §IV-E.3: a node that lost its successors uses its
+            // fingers; the candidate is asked before it is trusted, as Zave requires).
+            if let Some(finger) = self.nearest_live_finger(now) {
+                self.successors.insert(&finger);
+            }
+        }
         self.successors_touched(old_first);
         if self.successors.is_empty() {
             self.isolated(now);
@@ -455,6 +471,12 @@ impl Chord {
             let next = self.successor().clone();
             self.ask_neighbours(now, next);
         }
+    }
+
+    /// The finger nearest after us that has not failed lately.
+    fn nearest_live_finger(&self, now: Instant) -> Option<Contact> {
+        // `distinct` is sorted by distance from us.
+        self.fingers.distinct().into_iter().find(|c| !self.is_failed(now, c.id)).cloned()
     }
 
     fn isolated(&mut self, now: Instant) {
@@ -706,7 +728,21 @@ impl Chord {
         let me = self.me.id;
         let predecessor = predecessor.filter(|p| p.id != me && p.is_plausible());
         let old_first = self.first_successor_id();
-        self.successors.replace(successors, |_| false);
+        let failed = &self.recently_failed;
+        self.successors.replace(successors, |c| failed.get(&c.id).is_some_and(|t| *t > now));
+        if self.successors.is_empty() {
+            // The admitting node's list holds only nodes we saw fail (a rejoin after r
+            // consecutive nodes died): the nearest of its fingers past us stands in, as after
+            // losing every successor (see `stabilize_failed`).
+            let me_id = self.me.id;
+            let nearest = fingers
+                .iter()
+                .filter(|c| c.id != me_id && c.is_plausible() && !self.is_failed(now, c.id))
+                .min_by_key(|c| me_id.distance(c.id));
+            if let Some(f) = nearest {
+                self.successors.insert(f);
+            }
+        }
         if self.successors.is_empty() {
             match &predecessor {
                 // A two-node ring: our predecessor is our successor too.
