@@ -216,7 +216,9 @@ impl Chord {
         let stabilize_at = now + jittered(&mut rng, &config, config.stabilize_interval);
         let check_predecessor_at = now + jittered(&mut rng, &config, config.check_predecessor_interval);
         let fix_fingers_at = now + jittered(&mut rng, &config, config.fix_fingers_interval);
-        let own_place_at = now + jittered(&mut rng, &config, config.own_place_interval);
+        // A uniform phase over the whole period, so that nodes started together (and a
+        // network measured over less than one period) spread their checks evenly.
+        let own_place_at = now + config.own_place_interval.mul_f64(rng.random_range(0.0..1.0));
         let stabilize_period = config.stabilize_interval;
         Chord {
             successors: SuccessorList::new(me.id, r),
