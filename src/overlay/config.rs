@@ -56,6 +56,10 @@ pub struct ChordConfig {
     pub redirect_width: usize,
     /// Wait before trying the bootstrap list again after every entry failed.
     pub join_retry_interval: Duration,
+    /// Period of the own-place check: a lookup of our own ID that starts at a random far
+    /// finger, so that rings which split after a mass failure or heavy churn (each one
+    /// consistent by itself, so stabilize sees nothing wrong) find each other and merge.
+    pub own_place_interval: Duration,
     /// Each periodic timer fires at its interval ± this many percent (capped at 100).
     pub jitter_percent: u32,
     /// The ID hash of the overlay; used to check claims, never to derive our own ID.
@@ -86,6 +90,11 @@ impl Default for ChordConfig {
             max_hops: 32,
             redirect_width: 3,
             join_retry_interval: Duration::from_secs(10),
+            // Every node checks, so a split is found within about this period divided by the
+            // number of nodes whose route crosses into the other cycle; the cost is one lookup
+            // per node per period, measured at 12.8 B/s per node with a 10-minute period at
+            // N = 1,000 (docs/performance.md, "B2"), so about 4 B/s at 30 minutes.
+            own_place_interval: Duration::from_secs(1800),
             jitter_percent: 20,
             id_hash: IdHash::Sha1,
             verify_claims: false,

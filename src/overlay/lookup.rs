@@ -145,6 +145,14 @@ impl Lookup {
         self.path
     }
 
+    /// Nodes on the path that answered (neither failed nor refused): the hops that count
+    /// against the hop limit, as only an element that forwards decrements SIP's Max-Forwards
+    /// (RFC 3261 §16.6 step 3). A dead node asked costs the querier one RPC deadline but
+    /// routes nothing.
+    pub fn answered_hops(&self) -> usize {
+        self.path.len().saturating_sub(self.failed.len())
+    }
+
     /// How many of the nodes on the path were asked to confirm an answer (not routing hops).
     pub fn confirmations(&self) -> u32 {
         self.confirmations

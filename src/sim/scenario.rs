@@ -18,8 +18,11 @@ use super::network::NetworkConfig;
 use super::records::{RecordSet, RecordsReport};
 use super::tally::{self, KindTraffic};
 use super::{LookupRecord, Sim, SimConfig, SimStorage};
-use crate::overlay::testnet::invariants::{self, InvariantViolation};
-use crate::overlay::{ChordConfig, NodeId};
+use crate::overlay::testnet::invariants::{self, InvariantViolation, RingDiagnosis};
+
+/// Members with a wrong neighbour listed in a diagnosis.
+const DIAGNOSIS_WRONG_NODES: usize = 8;
+use crate::overlay::{ChordConfig, LookupError, NodeId};
 use crate::peer::StorageConfig;
 
 /// What to simulate.
@@ -74,6 +77,10 @@ pub struct LookupStats {
     pub succeeded: usize,
     /// Ended in an error (or never finished).
     pub failed: usize,
+    /// `failed` by cause: `no_route`, `hop_limit`, `not_joined` (the querier was rejoining),
+    /// `cancelled`, `unfinished`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_by_reason: BTreeMap<&'static str, usize>,
     /// Returned another node.
     pub wrong: usize,
     /// Of `wrong`: answers naming a node no longer in the ring (its caller finds out on
@@ -99,9 +106,21 @@ impl LookupStats {
             LookupStats { lookups: records.len() + unfinished, failed: unfinished, ..LookupStats::default() };
         let mut hops = Vec::with_capacity(records.len());
         let mut totals = Vec::with_capacity(records.len());
+        if unfinished > 0 {
+            stats.failed_by_reason.insert("unfinished", unfinished);
+        }
         for r in records {
             match (&r.result, r.correct) {
-                (Err(_), _) => stats.failed += 1,
+                (Err(e), _) => {
+                    stats.failed += 1;
+                    let reason = match e {
+                        LookupError::NoRoute => "no_route",
+                        LookupError::HopLimit(_) => "hop_limit",
+                        LookupError::NotJoined => "not_joined",
+                        LookupError::Cancelled => "cancelled",
+                    };
+                    *stats.failed_by_reason.entry(reason).or_insert(0) += 1;
+                }
                 (Ok(_), true) => stats.succeeded += 1,
                 (Ok(_), false) => stats.wrong += 1,
             }
@@ -155,6 +174,9 @@ pub struct FailReport {
     pub heal_time_s: Option<f64>,
     /// Lookups started once the ring had healed (or after 10 minutes).
     pub settled: LookupStats,
+    /// What was still wrong after 10 minutes, when the ring did not heal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<RingDiagnosis>,
 }
 
 /// `--churn`: continuous joins and silent departures.
@@ -174,6 +196,9 @@ pub struct ChurnReport {
     pub traffic_by_kind: BTreeMap<String, KindTraffic>,
     /// Virtual seconds from the end of churn until the ring was correct (`None`: not in 10 min).
     pub converged_after_s: Option<f64>,
+    /// What was still wrong after 10 minutes, when the ring did not converge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<RingDiagnosis>,
 }
 
 /// Everything one run measured. Field names are stable (`--json`).
@@ -423,6 +448,7 @@ pub fn fail_at_once(sim: &mut Sim, fraction: f64, lookups: usize) -> FailReport 
         (immediate.succeeded + retried.succeeded) as f64 / immediate.lookups as f64
     };
     let heal = sim.run_until_ok(SETTLE_LIMIT, Duration::from_secs(5), invariants::ring_correct).ok();
+    let diagnosis = heal.is_none().then(|| invariants::diagnose(sim, DIAGNOSIS_WRONG_NODES));
     let settled = measure_lookups(sim, lookups);
     FailReport {
         fraction,
@@ -432,6 +458,7 @@ pub fn fail_at_once(sim: &mut Sim, fraction: f64, lookups: usize) -> FailReport 
         success_after_retry,
         heal_time_s: heal.map(|d| d.as_secs_f64()),
         settled,
+        diagnosis,
     }
 }
 
@@ -492,6 +519,7 @@ pub fn churn(sim: &mut Sim, params: &SimParams) -> ChurnReport {
     records.append(&mut sim.take_finished_lookups());
     let lookups = LookupStats::from_records(&records, sim.pending_lookups());
     let converged = sim.run_until_ok(SETTLE_LIMIT, Duration::from_secs(5), invariants::ring_correct).ok();
+    let diagnosis = converged.is_none().then(|| invariants::diagnose(sim, DIAGNOSIS_WRONG_NODES));
     ChurnReport {
         events_per_min: params.churn_per_min,
         duration_s: duration.as_secs_f64(),
@@ -502,6 +530,7 @@ pub fn churn(sim: &mut Sim, params: &SimParams) -> ChurnReport {
         traffic,
         traffic_by_kind,
         converged_after_s: converged.map(|d| d.as_secs_f64()),
+        diagnosis,
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rand::Rng;
 use tracing::debug;
 
 use super::server::Step;
@@ -139,7 +140,11 @@ impl Chord {
     fn lookup_step(&mut self, now: Instant, id: LookupId) {
         let max_hops = self.config.max_hops;
         let Some(active) = self.lookups.get_mut(&id) else { return };
-        if active.lookup.path().len() >= max_hops as usize {
+        // Right after many nodes die, half the fingers a lookup tries may be dead; those are
+        // not hops (see `Lookup::answered_hops`). The whole path is still bounded, at twice
+        // the limit, so a lookup through a dying ring ends in bounded time.
+        let limit = max_hops as usize;
+        if active.lookup.answered_hops() >= limit || active.lookup.path().len() >= 2 * limit {
             self.finish_lookup(now, id, Err(LookupError::HopLimit(max_hops)));
             return;
         }
@@ -452,6 +457,18 @@ impl Chord {
             }
             return;
         }
+        if self.successors.is_empty() {
+            // Every successor failed: r consecutive nodes died, which happens (about N·2^-r
+            // runs when half the nodes die at once). Before rejoining through the bootstrap
+            // list, whose entries may be gone too and whose admitting node would hand us the
+            // same dead list, try the nearest live finger: it lies past the dead run, and
+            // stabilize walks its predecessors back toward us until it finds the first live
+            // node after us (Chord ToN §IV-E.3: a node that lost its successors uses its
+            // fingers; the candidate is asked before it is trusted, as Zave requires).
+            if let Some(finger) = self.nearest_live_finger(now) {
+                self.successors.insert(&finger);
+            }
+        }
         self.successors_touched(old_first);
         if self.successors.is_empty() {
             self.isolated(now);
@@ -461,6 +478,12 @@ impl Chord {
             let next = self.successor().clone();
             self.ask_neighbours(now, next);
         }
+    }
+
+    /// The finger nearest after us that has not failed lately.
+    fn nearest_live_finger(&self, now: Instant) -> Option<Contact> {
+        // `distinct` is sorted by distance from us.
+        self.fingers.distinct().into_iter().find(|c| !self.is_failed(now, c.id)).cloned()
     }
 
     fn isolated(&mut self, now: Instant) {
@@ -474,7 +497,7 @@ impl Chord {
 
     pub(super) fn check_predecessor(&mut self, now: Instant) {
         let Some(p) = self.predecessor.clone() else {
-            self.check_own_place(now);
+            self.check_own_place(now, None);
             return;
         };
         if self.checking_predecessor {
@@ -496,17 +519,20 @@ impl Chord {
         );
         // A live predecessor stabilizes with us at least once per its longest period; one that
         // has gone quiet may have died, or may no longer count us as its successor.
-        self.check_own_place(now);
+        self.check_own_place(now, None);
     }
 
     /// Repairs a ring that stabilize alone cannot: when nodes adopt successors from stale
-    /// lists under heavy churn, two interleaved chains can form in which every node's
-    /// successor names it as predecessor (Zave's "loopy" and orphaned states), while a node
-    /// of one chain hears nothing from the nodes before it. Such a node (no predecessor, or a
-    /// silent one) looks up its own ID through the rest of the ring; a node named responsible
-    /// that lies between it and its successor is a closer successor, asked (and notified) as
-    /// stabilize asks any candidate, which splices the two chains.
-    fn check_own_place(&mut self, now: Instant) {
+    /// lists under heavy churn or after a mass failure, the ring can split into several
+    /// cycles (Zave's "loopy" and orphaned states), each consistent by itself, or two chains
+    /// can interleave so that a node of one hears nothing from the nodes before it. Such a
+    /// node (no predecessor, or a silent one), and every node once per
+    /// [`crate::overlay::ChordConfig::own_place_interval`], looks up its own ID through the
+    /// rest of the ring, the periodic check starting at a random far finger (`through`) so
+    /// that the route leaves our own cycle whenever our fingers reach into another one. In a
+    /// correct ring the answer is ourselves (we are responsible for our own ID); see
+    /// `on_own_place` for what any other answer means.
+    pub(super) fn check_own_place(&mut self, now: Instant, through: Option<Contact>) {
         if self.state != NodeState::Joined || self.checking_own_place || self.successors.is_empty() {
             return;
         }
@@ -517,15 +543,51 @@ impl Chord {
         let failed = &self.recently_failed;
         let known = known.filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
         // Not `start_lookup`: we would answer our own ID ourselves.
-        let lookup = Lookup::new(me, me, known, None);
+        let lookup = Lookup::new(me, me, known, through);
         self.lookups.insert(id, ActiveLookup { lookup, purpose: LookupPurpose::OwnPlace });
         self.lookup_step(now, id);
     }
 
+    /// A finger beyond our successor list (one that routes far from our neighbourhood),
+    /// chosen at random, if we have one that has not failed lately.
+    pub(super) fn random_far_finger(&mut self, now: Instant) -> Option<Contact> {
+        let far: Vec<Contact> = self
+            .fingers
+            .distinct()
+            .into_iter()
+            .filter(|c| !self.successors.contains(c.id) && !self.is_failed(now, c.id))
+            .cloned()
+            .collect();
+        if far.is_empty() {
+            return None;
+        }
+        let k = self.rng.random_range(0..far.len());
+        far.into_iter().nth(k)
+    }
+
+    /// The ring named `node` responsible for our own ID. Ourselves: all is well. A node
+    /// between us and our successor: a closer successor, asked (and notified) as stabilize
+    /// asks any candidate. Any other node: the nodes the lookup went through form a cycle
+    /// that does not contain us, in which `node`'s predecessor takes us for part of `node`'s
+    /// arc. We notify `node`: we lie between its predecessor and it, so it takes us as its
+    /// predecessor (Chord's `notify`), and its predecessor's next stabilize finds us and walks
+    /// our own cycle's predecessors back to its true successor, splicing the two cycles.
     fn on_own_place(&mut self, now: Instant, result: Result<Contact, LookupError>) {
         let Ok(node) = result else { return };
         let me = self.me.id;
-        if node.id == me || !node.id.in_open(me, self.successor().id) || self.stabilize_steps.is_some() {
+        if node.id == me || !node.is_plausible() || self.is_failed(now, node.id) {
+            return;
+        }
+        if !node.id.in_open(me, self.successor().id) {
+            if self.successors.contains(node.id) || self.predecessor.as_ref().is_some_and(|p| p.id == node.id) {
+                // A neighbour we already know: a stale answer, not another cycle.
+                return;
+            }
+            debug!(node = ?me, other = ?node, "the ring names another node for our place: notifying it");
+            self.send(now, RpcTarget::Node(node), Request::Notify, Purpose::Notify);
+            return;
+        }
+        if self.stabilize_steps.is_some() {
             return;
         }
         debug!(node = ?me, other = ?node, "the ring names another node for our place: asking it");
@@ -673,7 +735,21 @@ impl Chord {
         let me = self.me.id;
         let predecessor = predecessor.filter(|p| p.id != me && p.is_plausible());
         let old_first = self.first_successor_id();
-        self.successors.replace(successors, |_| false);
+        let failed = &self.recently_failed;
+        self.successors.replace(successors, |c| failed.get(&c.id).is_some_and(|t| *t > now));
+        if self.successors.is_empty() {
+            // The admitting node's list holds only nodes we saw fail (a rejoin after r
+            // consecutive nodes died): the nearest of its fingers past us stands in, as after
+            // losing every successor (see `stabilize_failed`).
+            let me_id = self.me.id;
+            let nearest = fingers
+                .iter()
+                .filter(|c| c.id != me_id && c.is_plausible() && !self.is_failed(now, c.id))
+                .min_by_key(|c| me_id.distance(c.id));
+            if let Some(f) = nearest {
+                self.successors.insert(f);
+            }
+        }
         if self.successors.is_empty() {
             match &predecessor {
                 // A two-node ring: our predecessor is our successor too.

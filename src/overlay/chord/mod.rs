@@ -196,6 +196,8 @@ pub struct Chord {
     checking_predecessor: bool,
     /// A lookup of our own ID is in flight (`check_own_place`).
     checking_own_place: bool,
+    /// When the next periodic own-place check is due.
+    own_place_at: Instant,
     fix_fingers_at: Instant,
     /// Fingers left to check in the round in flight, if one is.
     finger_budget: Option<u32>,
@@ -217,6 +219,9 @@ impl Chord {
         let stabilize_at = now + jittered(&mut rng, &config, config.stabilize_interval);
         let check_predecessor_at = now + jittered(&mut rng, &config, config.check_predecessor_interval);
         let fix_fingers_at = now + jittered(&mut rng, &config, config.fix_fingers_interval);
+        // A uniform phase over the whole period, so that nodes started together (and a
+        // network measured over less than one period) spread their checks evenly.
+        let own_place_at = now + config.own_place_interval.mul_f64(rng.random_range(0.0..1.0));
         let stabilize_period = config.stabilize_interval;
         Chord {
             successors: SuccessorList::new(me.id, r),
@@ -243,6 +248,7 @@ impl Chord {
             check_predecessor_at,
             checking_predecessor: false,
             checking_own_place: false,
+            own_place_at,
             fix_fingers_at,
             finger_budget: None,
             next_finger: 0,
@@ -334,8 +340,13 @@ impl Chord {
         if self.state == NodeState::Left {
             return rpc;
         }
-        let timers =
-            [Some(self.stabilize_at), Some(self.check_predecessor_at), Some(self.fix_fingers_at), self.join_retry_at];
+        let timers = [
+            Some(self.stabilize_at),
+            Some(self.check_predecessor_at),
+            Some(self.fix_fingers_at),
+            Some(self.own_place_at),
+            self.join_retry_at,
+        ];
         timers.into_iter().chain([rpc]).flatten().min()
     }
 
@@ -391,6 +402,11 @@ impl Chord {
         if self.fix_fingers_at <= now {
             self.fix_fingers_at = now + self.jittered(self.config.fix_fingers_interval);
             self.fix_fingers(now);
+        }
+        if self.own_place_at <= now {
+            self.own_place_at = now + self.jittered(self.config.own_place_interval);
+            let through = self.random_far_finger(now);
+            self.check_own_place(now, through);
         }
     }
 

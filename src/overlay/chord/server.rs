@@ -204,11 +204,15 @@ impl Chord {
         let r = self.successors.capacity();
         let fingers: Vec<Contact> = self.fingers.distinct().into_iter().cloned().collect();
         if joiner.id.in_left_open(me, self.successor().id) {
-            // We are its predecessor; our successor list is its successor list (it drops
-            // itself if it is a node restarting in its old place). A list shorter than `r`
-            // went round the whole ring, so it continues with us.
-            let mut successors = self.successors.as_slice().to_vec();
-            if successors.len() < r {
+            // We are its predecessor; our successor list is its successor list. A list
+            // shorter than `r` went round the whole ring, so it continues with us. A node
+            // restarting in its old place, or rejoining after it lost every successor, may
+            // still be in our list: it is left out, or the joiner would read its own ID first
+            // and cut the list there, to nothing.
+            let wrapped = self.successors.len() < r;
+            let mut successors: Vec<Contact> =
+                self.successors.as_slice().iter().filter(|c| c.id != joiner.id).cloned().collect();
+            if wrapped {
                 successors.push(self.me.clone());
             }
             // And it is our new successor. It has just spoken to us, so it is alive (Zave's

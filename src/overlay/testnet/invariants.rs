@@ -226,3 +226,139 @@ pub fn fingers_at_least<N: RingView + ?Sized>(net: &N, min: f64) -> Result<(), I
     }
     Ok(())
 }
+
+/// One member whose successor or predecessor is not the one the sorted IDs say, for
+/// diagnosing a ring that did not heal. IDs are shown shortened (`NodeId`'s `Debug`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WrongNode {
+    pub node: String,
+    pub index: usize,
+    pub state: String,
+    pub successor: String,
+    pub expected_successor: String,
+    pub predecessor: Option<String>,
+    pub expected_predecessor: Option<String>,
+    /// Its successor list, nearest first; entries that are not members are marked `†`.
+    pub successors: Vec<String>,
+}
+
+/// The shape of a ring that is not correct: who is wrong, and what following successor
+/// pointers from every member gives (Zave's terms: one cycle when the ring is merely
+/// unfinished; several cycles, or one that winds round the identifier space more than once,
+/// when it is "loopy"; members outside every cycle hang off it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RingDiagnosis {
+    pub members: usize,
+    /// Members whose successor is wrong.
+    pub wrong_successors: usize,
+    /// Members whose predecessor is wrong.
+    pub wrong_predecessors: usize,
+    /// Members whose successor list is wrong.
+    pub wrong_successor_lists: usize,
+    /// Members not `Joined` (or `Alone` in a ring of one): joining or rejoining.
+    pub not_joined: usize,
+    /// Distinct cycles reached by following successor pointers from every member.
+    pub ring_cycles: usize,
+    /// Their lengths, longest first (at most 10 shown).
+    pub cycle_lengths: Vec<usize>,
+    /// Times each of those cycles winds round the identifier space (1 for a proper ring).
+    pub cycle_windings: Vec<usize>,
+    /// Members whose successor pointer leads to a node that is not a member (dead or gone).
+    pub dangling: usize,
+    /// Up to the first few members with a wrong successor or predecessor.
+    pub wrong_nodes: Vec<WrongNode>,
+}
+
+/// Describes what is wrong with the ring (empty lists and one cycle when it is correct);
+/// `max_wrong` caps [`RingDiagnosis::wrong_nodes`].
+pub fn diagnose<N: RingView + ?Sized>(net: &N, max_wrong: usize) -> RingDiagnosis {
+    use std::collections::BTreeMap;
+    let sorted = sorted_members(net);
+    let n = sorted.len();
+    let position: BTreeMap<NodeId, usize> = sorted.iter().enumerate().map(|(k, (id, _))| (*id, k)).collect();
+    let mut d = RingDiagnosis { members: n, ..RingDiagnosis::default() };
+    if n == 0 {
+        return d;
+    }
+    let name = |id: NodeId| {
+        if position.contains_key(&id) {
+            format!("{id:?}")
+        } else {
+            format!("{id:?}†")
+        }
+    };
+    // next[k]: the sorted position of member k's successor, if that is a member.
+    let mut next: Vec<Option<usize>> = vec![None; n];
+    for (k, (id, ix)) in sorted.iter().enumerate() {
+        let Some(node) = net.chord_of(*ix) else { continue };
+        let succ = node.successor().id;
+        next[k] = position.get(&succ).copied();
+        if next[k].is_none() {
+            d.dangling += 1;
+        }
+        let expected_succ = sorted[(k + 1) % n].0;
+        let expected_pred = if n == 1 { None } else { Some(sorted[(k + n - 1) % n].0) };
+        let pred = node.predecessor().map(|p| p.id);
+        let r = node.config().successor_list_len.max(1);
+        let expected_list: Vec<NodeId> = (1..=r.min(n - 1)).map(|j| sorted[(k + j) % n].0).collect();
+        let list: Vec<NodeId> = node.successors().iter().map(|c| c.id).collect();
+        let in_ring = match node.state() {
+            NodeState::Joined => true,
+            NodeState::Alone => n == 1,
+            _ => false,
+        };
+        d.not_joined += usize::from(!in_ring);
+        let succ_wrong = succ != expected_succ;
+        let pred_wrong = pred != expected_pred;
+        d.wrong_successors += usize::from(succ_wrong);
+        d.wrong_predecessors += usize::from(pred_wrong);
+        d.wrong_successor_lists += usize::from(list != expected_list);
+        if (succ_wrong || pred_wrong) && d.wrong_nodes.len() < max_wrong {
+            d.wrong_nodes.push(WrongNode {
+                node: format!("{id:?}"),
+                index: *ix,
+                state: format!("{:?}", node.state()),
+                successor: name(succ),
+                expected_successor: format!("{expected_succ:?}"),
+                predecessor: pred.map(name),
+                expected_predecessor: expected_pred.map(|p| format!("{p:?}")),
+                successors: list.iter().map(|c| name(*c)).collect(),
+            });
+        }
+    }
+    // Cycles of the successor graph: walk from every unvisited member, marking the walk;
+    // a walk that meets its own marks has found a new cycle.
+    let mut seen: Vec<usize> = vec![usize::MAX; n]; // the walk that first visited each member
+    let mut cycles: Vec<(usize, usize)> = Vec::new();
+    for startk in 0..n {
+        let mut k = startk;
+        while seen[k] == usize::MAX {
+            seen[k] = startk;
+            match next[k] {
+                Some(j) => k = j,
+                None => break,
+            }
+        }
+        if seen[k] == startk && next[k].is_some() {
+            // k lies on a new cycle: measure it, and how far round the ring it goes.
+            let (mut len, mut winding, mut j) = (0usize, 0usize, k);
+            loop {
+                let after = next[j].unwrap_or(j);
+                len += 1;
+                if after <= j {
+                    winding += 1; // passed the top of the identifier space
+                }
+                j = after;
+                if j == k {
+                    break;
+                }
+            }
+            cycles.push((len, winding.max(1)));
+        }
+    }
+    cycles.sort_by(|a, b| b.cmp(a));
+    d.ring_cycles = cycles.len();
+    d.cycle_lengths = cycles.iter().take(10).map(|c| c.0).collect();
+    d.cycle_windings = cycles.iter().take(10).map(|c| c.1).collect();
+    d
+}

@@ -282,6 +282,17 @@ impl TestNet {
         self.drain(ix);
     }
 
+    /// Node `to` receives a `Ping` from node `from` (answered and forgotten): all `to` learns
+    /// is that `from` exists, as when a node hears from a stranger.
+    pub fn ping_from(&mut self, from: usize, to: usize) {
+        let Some(sender) = self.slots.get(from).map(|s| s.contact.clone()) else { return };
+        let now = self.now;
+        if let Some(slot) = self.live_slot(to) {
+            let _ = slot.chord.handle_request(now, sender, Request::Ping);
+            self.drain(to);
+        }
+    }
+
     /// Starts a lookup for `key` at node `ix`; see [`TestNet::lookup_outcome`].
     pub fn lookup(&mut self, ix: usize, key: NodeId) -> Option<LookupId> {
         let now = self.now;
