@@ -60,6 +60,12 @@ pub struct ChordConfig {
     /// finger, so that rings which split after a mass failure or heavy churn (each one
     /// consistent by itself, so stabilize sees nothing wrong) find each other and merge.
     pub own_place_interval: Duration,
+    /// A user lookup that finds nobody (hop limit, or no live node left to ask) is started
+    /// again once, from scratch, after this wait. Right after a mass failure a key can lie in
+    /// a run of more than `successor_list_len` dead nodes: no live node then names the first
+    /// live node after the key until the node before the run has replaced its successor list
+    /// (ToN §IV-E.3), which stabilize does within seconds. `Duration::ZERO` disables the retry.
+    pub lookup_retry_delay: Duration,
     /// Each periodic timer fires at its interval ± this many percent (capped at 100).
     pub jitter_percent: u32,
     /// The ID hash of the overlay; used to check claims, never to derive our own ID.
@@ -95,6 +101,10 @@ impl Default for ChordConfig {
             // per node per period, measured at 12.8 B/s per node with a 10-minute period at
             // N = 1,000 (docs/performance.md, "B2"), so about 4 B/s at 30 minutes.
             own_place_interval: Duration::from_secs(1800),
+            // Two base stabilize periods: a failed lookup has already spent at least
+            // `successor_list_len` RPC deadlines on dead backups by then (docs/performance.md,
+            // "B2").
+            lookup_retry_delay: Duration::from_secs(10),
             jitter_percent: 20,
             id_hash: IdHash::Sha1,
             verify_claims: false,

@@ -98,6 +98,12 @@ pub struct LookupStats {
     /// Mean and p99 of everything asked: routing hops plus confirmations.
     pub mean_total_hops: f64,
     pub p99_total_hops: usize,
+    /// Virtual seconds from start to answer, of the lookups that returned one: p50, p99 and
+    /// the longest (a lookup that found nobody at first and was retried includes the wait,
+    /// `ChordConfig::lookup_retry_delay`).
+    pub p50_latency_s: f64,
+    pub p99_latency_s: f64,
+    pub max_latency_s: f64,
 }
 
 impl LookupStats {
@@ -106,6 +112,7 @@ impl LookupStats {
             LookupStats { lookups: records.len() + unfinished, failed: unfinished, ..LookupStats::default() };
         let mut hops = Vec::with_capacity(records.len());
         let mut totals = Vec::with_capacity(records.len());
+        let mut latencies = Vec::with_capacity(records.len());
         if unfinished > 0 {
             stats.failed_by_reason.insert("unfinished", unfinished);
         }
@@ -130,7 +137,14 @@ impl LookupStats {
             if r.result.is_ok() {
                 hops.push(r.hops);
                 totals.push(r.hops + r.confirmations);
+                latencies.push((r.finished_at - r.started_at).as_secs_f64());
             }
+        }
+        latencies.sort_unstable_by(f64::total_cmp);
+        if let Some(&max) = latencies.last() {
+            stats.p50_latency_s = latencies[latencies.len() / 2];
+            stats.p99_latency_s = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+            stats.max_latency_s = max;
         }
         hops.sort_unstable();
         totals.sort_unstable();

@@ -60,6 +60,11 @@ impl Chord {
         for id in ids {
             self.finish_lookup(now, id, Err(LookupError::Cancelled));
         }
+        for ((_, id), key) in std::mem::take(&mut self.lookup_retries) {
+            let (path, confirmations) = self.retried_lookups.remove(&id).unwrap_or_default();
+            let result = Err(LookupError::Cancelled);
+            self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
+        }
         if was_joined {
             let request = Request::Leave {
                 predecessor: self.predecessor.clone(),
@@ -135,6 +140,25 @@ impl Chord {
         };
         self.lookups.insert(id, ActiveLookup { lookup, purpose });
         self.lookup_step(now, id);
+    }
+
+    /// Starts again the user lookups whose retry is due (see `finish_lookup`); a node that
+    /// has left the ring in the meantime reports them failed.
+    pub(super) fn retry_due_lookups(&mut self, now: Instant) {
+        while let Some(entry) = self.lookup_retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, id), key) = entry.remove_entry();
+            if self.participating() {
+                self.start_lookup(now, id, key, LookupPurpose::User(id), None);
+            } else {
+                let (path, confirmations) = self.retried_lookups.remove(&id).unwrap_or_default();
+                self.counters.lookups_failed += 1;
+                let result = Err(LookupError::NotJoined);
+                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
+            }
+        }
     }
 
     fn lookup_step(&mut self, now: Instant, id: LookupId) {
@@ -298,12 +322,27 @@ impl Chord {
         let Some(active) = self.lookups.remove(&id) else { return };
         match active.purpose {
             LookupPurpose::User(id) => {
+                let key = active.lookup.key();
+                let mut confirmations = active.lookup.confirmations();
+                let mut path = active.lookup.into_path();
+                let found_nobody = matches!(result, Err(LookupError::HopLimit(_) | LookupError::NoRoute));
+                let first_attempt = !self.retried_lookups.contains_key(&id);
+                if found_nobody && first_attempt && !self.config.lookup_retry_delay.is_zero() && self.participating() {
+                    // Once more from scratch, after the ring around the key has had time to
+                    // repair itself (`ChordConfig::lookup_retry_delay`).
+                    self.counters.lookups_retried += 1;
+                    self.retried_lookups.insert(id, (path, confirmations));
+                    self.lookup_retries.insert((now + self.config.lookup_retry_delay, id), key);
+                    return;
+                }
+                if let Some((mut first, first_confirmations)) = self.retried_lookups.remove(&id) {
+                    first.append(&mut path);
+                    path = first;
+                    confirmations += first_confirmations;
+                }
                 if result.is_err() {
                     self.counters.lookups_failed += 1;
                 }
-                let key = active.lookup.key();
-                let confirmations = active.lookup.confirmations();
-                let path = active.lookup.into_path();
                 self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
             }
             LookupPurpose::OwnPlace => {

@@ -98,6 +98,9 @@ pub struct ChordCounters {
     pub unexpected_responses: u64,
     pub lookups_started: u64,
     pub lookups_failed: u64,
+    /// User lookups that found nobody at first and were started again
+    /// (`ChordConfig::lookup_retry_delay`).
+    pub lookups_retried: u64,
     /// Times every successor was lost at once.
     pub isolations: u64,
 }
@@ -181,6 +184,11 @@ pub struct Chord {
 
     next_lookup: u64,
     lookups: BTreeMap<LookupId, ActiveLookup>,
+    /// User lookups that found nobody, due to start again: `(when, id) -> key`.
+    lookup_retries: BTreeMap<(Instant, LookupId), NodeId>,
+    /// The first attempt's path and confirmations of each retried lookup, still in flight, so
+    /// the answer reports everything asked.
+    retried_lookups: BTreeMap<LookupId, (Vec<Contact>, u32)>,
 
     stabilize_at: Instant,
     /// The current stabilize period: from `stabilize_interval`, doubled after each round that
@@ -240,6 +248,8 @@ impl Chord {
             events: VecDeque::new(),
             next_lookup: 0,
             lookups: BTreeMap::new(),
+            lookup_retries: BTreeMap::new(),
+            retried_lookups: BTreeMap::new(),
             stabilize_at,
             stabilize_period,
             changed_at: now,
@@ -346,6 +356,7 @@ impl Chord {
             Some(self.fix_fingers_at),
             Some(self.own_place_at),
             self.join_retry_at,
+            self.lookup_retries.first_key_value().map(|((t, _), _)| *t),
         ];
         timers.into_iter().chain([rpc]).flatten().min()
     }
@@ -391,6 +402,7 @@ impl Chord {
             self.join_retry_at = None;
             self.start_join(now);
         }
+        self.retry_due_lookups(now);
         if self.stabilize_at <= now {
             self.stabilize_at = now + self.jittered(self.stabilize_period);
             self.stabilize(now);
