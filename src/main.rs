@@ -60,7 +60,7 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         config.apply_document(&enrolled.config);
     }
     config.apply(overrides);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     let result = runtime.block_on(daemon::run(config, enrolled));
     // Connection tasks still reading are cut here rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
