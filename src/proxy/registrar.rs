@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::peer::Endpoint;
 use crate::sip::header::NameAddr;
+use crate::sip::uri::Host;
 use crate::sip::validate::Rejection;
 use crate::sip::{Contacts, Header, HeaderName, Message, Uri};
 
@@ -75,10 +76,18 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
         (Uri::Sip(x), Uri::Sip(y)) => {
             x.secure == y.secure
                 && x.user == y.user
-                && x.host.to_string().eq_ignore_ascii_case(&y.host.to_string())
+                && same_host(&x.host, &y.host)
                 && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
                 && x.transport() == y.transport()
         }
+        _ => a == b,
+    }
+}
+
+/// Hosts compare case-insensitively (RFC 3261 §19.1.4); addresses by value.
+fn same_host(a: &Host, b: &Host) -> bool {
+    match (a, b) {
+        (Host::Domain(x), Host::Domain(y)) => x.eq_ignore_ascii_case(y),
         _ => a == b,
     }
 }
