@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRIAL_SECS=5 START=200 MAX=12800 STEPS=3
+TRIAL_SECS=5 START=200 MAX=25600 STEPS=3
 while (($#)); do
   case $1 in
     --trial-secs) TRIAL_SECS=$2 ;; --start) START=$2 ;; --max) MAX=$2 ;; --steps) STEPS=$2 ;;
