@@ -358,6 +358,21 @@ mod tests {
     }
 
     #[test]
+    fn contacts_compare_hosts_case_insensitively() {
+        // RFC 3261 §19.1.4: a refresh naming the host in another case is the same binding.
+        let uri = |s: &str| Uri::parse(s).unwrap();
+        assert!(same_uri(&uri("sip:alice@Phone.Example.COM:5062"), &uri("sip:alice@phone.example.com:5062")));
+        assert!(same_uri(&uri("sip:alice@192.0.2.1"), &uri("sip:alice@192.0.2.1:5060")));
+        assert!(!same_uri(&uri("sip:alice@192.0.2.1"), &uri("sip:alice@192.0.2.2")));
+        assert!(!same_uri(&uri("sip:alice@phone.example.com"), &uri("sip:alice@phone.example.org")));
+        let t0 = Instant::now();
+        let mut r = Registrar::new(RegistrarConfig::default());
+        r.register(t0, AOR, &register("a", 1, &["<sip:alice@Phone.Example.com>"], Some(60)), flow(1), "t").unwrap();
+        r.register(t0, AOR, &register("a", 2, &["<sip:alice@phone.example.COM>"], Some(60)), flow(1), "t").unwrap();
+        assert_eq!(r.lookup(AOR, t0).len(), 1);
+    }
+
+    #[test]
     fn expires_zero_removes_one_contact_and_contacts_are_bounded() {
         let t0 = Instant::now();
         let mut r = Registrar::new(RegistrarConfig { max_contacts_per_aor: 2, ..Default::default() });

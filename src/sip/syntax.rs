@@ -267,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn first_part_agrees_with_the_split() {
+        for s in [
+            &br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#[..],
+            b"SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b",
+            b"one",
+            b"",
+            b",",
+            br#""open"#,
+            b"a, <sip:open",
+        ] {
+            let split = split_top_level(s, b',');
+            assert_eq!(first_top_level(s, b','), split.as_ref().map(|p| p[0]), "{}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
     fn params_reject_empty_and_accept_quoted() {
         let p = parse_params(br#"tag=1;lr;x="a;b""#).unwrap();
         assert_eq!(p.len(), 3);
