@@ -134,7 +134,7 @@ cpu_ticks() {
 }
 TCK=$(getconf CLK_TCK)
 
-# Trials must not inherit the previous trial's state (RFC 7502 §4.1: the device under test
+# Trials must not inherit the previous trial's state (the device under test
 # starts each trial from the same state). p2psip keeps every authenticated REGISTER's server
 # transaction for 64*T1 = 32 s (RFC 3261 §17.2.2, Timer J) and refuses new requests with 503
 # past max_server_transactions, so a trial right after a fast one would be refused for the
