@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRIAL_SECS=5 START=200 MAX=12800 STEPS=3
+TRIAL_SECS=5 START=200 MAX=25600 STEPS=3
 while (($#)); do
   case $1 in
     --trial-secs) TRIAL_SECS=$2 ;; --start) START=$2 ;; --max) MAX=$2 ;; --steps) STEPS=$2 ;;
@@ -134,10 +134,27 @@ cpu_ticks() {
 }
 TCK=$(getconf CLK_TCK)
 
+# Trials must not inherit the previous trial's state (the device under test
+# starts each trial from the same state). p2psip keeps every authenticated REGISTER's server
+# transaction for 64*T1 = 32 s (RFC 3261 §17.2.2, Timer J) and refuses new requests with 503
+# past max_server_transactions, so a trial right after a fast one would be refused for the
+# leftovers. Wait (up to 40 s) until the node holds no server transaction. Kamailio keeps no
+# state across REGISTER trials (its REGISTERs are answered statelessly).
+drain_p2p() {
+  local i n
+  for i in $(seq 1 400); do
+    n=$(curl -s "http://$P2P_IP:5090/status" | grep -o '"transactions":{"server":[0-9]*' | grep -o '[0-9]*$' || true)
+    if [[ ${n:-0} == 0 ]]; then return 0; fi
+    sleep 0.1
+  done
+  log "p2psip still holds $n server transactions"
+}
+
 CLIENT_PORT=6000
 # trial KIND SERVER_IP SERVER_PID RATE -> prints "ok CPU_TICKS" or "fail CPU_TICKS"
 trial() {
   local kind=$1 ip=$2 pid=$3 rate=$4 n=$(( $4 * TRIAL_SECS )) before after rc=0
+  if [[ $ip == "$P2P_IP" ]]; then drain_p2p; fi
   CLIENT_PORT=$((CLIENT_PORT + 2))
   local dir="$WORK/trial-$kind-$ip-$rate"
   mkdir -p "$dir"

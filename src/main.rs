@@ -60,7 +60,9 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         config.apply_document(&enrolled.config);
     }
     config.apply(overrides);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // One thread: the event loop owns the whole peer, so more threads add nothing but a
+    // cross-thread wakeup (reactor on a worker, loop on this thread) for every datagram.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     let result = runtime.block_on(daemon::run(config, enrolled));
     // Connection tasks still reading are cut here rather than waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -431,7 +431,7 @@ impl Peer {
             self.reject_stateless(from, &msg, rejection);
             return;
         }
-        stamp_received(&mut msg, &from);
+        let top_via = stamp_received(&mut msg, &from);
         if self.overloaded(&msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
@@ -439,7 +439,7 @@ impl Peer {
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
             return;
         }
-        let reply_to = reply_endpoint(&from, msg.top_via().ok().as_ref());
+        let reply_to = reply_endpoint(&from, top_via.as_ref());
         if let Some(challenge) = self.register_challenge(now, &from, &msg) {
             self.counters.requests_rejected += 1;
             self.transmit(Transmit { to: reply_to, data: challenge.encode() });
@@ -677,9 +677,10 @@ fn capitalise(s: &str) -> String {
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581 §4: record on the top Via where the request really came from,
-/// so responses (which copy the Via) carry it and can be routed back.
-fn stamp_received(msg: &mut Message, from: &Endpoint) {
-    let Ok(mut via) = msg.top_via() else { return };
+/// so responses (which copy the Via) carry it and can be routed back. Returns the top Via as
+/// it now stands, so the caller need not parse it again.
+fn stamp_received(msg: &mut Message, from: &Endpoint) -> Option<Via> {
+    let Ok(mut via) = msg.top_via() else { return None };
     let source_ip = from.remote.ip();
     let mut changed = false;
     if via.host.ip() != Some(source_ip) {
@@ -696,10 +697,15 @@ fn stamp_received(msg: &mut Message, from: &Endpoint) {
     if changed {
         replace_top_via(&mut msg.headers, &via);
     }
+    Some(via)
 }
 
 /// Rewrites the first element of the first Via header, leaving the rest as they were.
 fn replace_top_via(headers: &mut Headers, via: &Via) {
+    // The usual case, one Via per line: the line is replaced where it stands.
+    if headers.replace_single_element(Header::new(HeaderName::Via, via)) {
+        return;
+    }
     if headers.remove_first_element(&HeaderName::Via).is_some() {
         headers.push_front_of(Header::new(HeaderName::Via, via));
         // push_front_of put it before the remaining Vias; if the first line had several

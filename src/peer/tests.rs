@@ -46,6 +46,33 @@ fn options_to_the_node_gets_200_with_capabilities() {
 }
 
 #[test]
+fn received_and_rport_are_stamped_on_the_top_via_only() {
+    // RFC 3261 §18.2.1 / RFC 3581 §4, whether the top Via has a line of its own (replaced in
+    // place) or shares it with the next hop's (split onto its own line, order kept).
+    let (mut p, now) = peer();
+    let own_line =
+        "Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bKv1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx\r\n";
+    let shared = "Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bKv2;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx\r\n";
+    for (branch, vias) in [("z9hG4bKv1", own_line), ("z9hG4bKv2", shared)] {
+        let req = format!(
+            "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\n{vias}From: <sip:alice@p2p.test>;tag=a1\r\n\
+             To: <sip:127.0.0.1:5060>\r\nCall-ID: {branch}@10.0.0.9\r\nCSeq: 1 OPTIONS\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        p.handle_input(now, from(Transport::Udp), Bytes::from(req));
+        let out = drain(&mut p);
+        assert_eq!(out.len(), 1, "{branch}");
+        let vias = out[0].1.vias().unwrap();
+        assert_eq!(vias.len(), 2, "{branch}");
+        assert_eq!(vias[0].branch(), Some(branch));
+        assert_eq!(vias[0].received(), Some("127.0.0.9"));
+        assert_eq!(vias[0].rport(), Some(Some(40000)));
+        assert_eq!(vias[1].branch(), Some("z9hG4bKx"));
+        assert_eq!(vias[1].received(), None, "only the top Via is ours to stamp");
+    }
+}
+
+#[test]
 fn retransmitted_request_is_absorbed_and_answer_resent() {
     let (mut p, now) = peer();
     let req = request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo2", "");

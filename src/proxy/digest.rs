@@ -9,8 +9,6 @@
 //! What it does not do: no `auth-int`, no `-sess` algorithms, no nonce-count replay window
 //! (a captured REGISTER can be replayed until its nonce expires; the nonce lifetime bounds it).
 
-use std::fmt::Write as _;
-
 use md5::Digest as _;
 
 use crate::sip::header::AuthParams;
@@ -58,10 +56,13 @@ impl Algorithm {
     }
 }
 
+/// Lower-case hex, two digits a byte (every digest and nonce goes through here: no `write!`).
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }

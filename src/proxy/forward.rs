@@ -337,9 +337,10 @@ impl Proxy {
     /// server transaction (as RFC 3261 §8.2.7 lets a UAS answer statelessly): a retransmission
     /// just gets another challenge, and a first REGISTER costs no state. Without this, every
     /// challenge would hold a transaction for Timer J (64·T1 over UDP). `None` when the
-    /// request has credentials and needs the full registrar.
+    /// request has an Authorization header: it needs the full registrar, which parses the
+    /// credentials once and challenges (statefully) if none are for our realm (§22.4).
     pub fn stateless_challenge(&mut self, now: Instant, msg: &Message) -> Option<Message> {
-        if msg.method() != Some(&Method::Register) || self.credentials(msg).is_some() {
+        if msg.method() != Some(&Method::Register) || msg.headers.get(&HeaderName::Authorization).is_some() {
             return None;
         }
         let clock = now.saturating_duration_since(self.started).as_secs();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::peer::{ConnectionId, Endpoint};
 use crate::sip::header::NameAddr;
+use crate::sip::uri::Host;
 use crate::sip::validate::Rejection;
 use crate::sip::{Contacts, Header, HeaderName, Message, Uri};
 
@@ -75,10 +76,18 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
         (Uri::Sip(x), Uri::Sip(y)) => {
             x.secure == y.secure
                 && x.user == y.user
-                && x.host.to_string().eq_ignore_ascii_case(&y.host.to_string())
+                && same_host(&x.host, &y.host)
                 && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
                 && x.transport() == y.transport()
         }
+        _ => a == b,
+    }
+}
+
+/// Hosts compare case-insensitively (RFC 3261 §19.1.4); addresses by value.
+fn same_host(a: &Host, b: &Host) -> bool {
+    match (a, b) {
+        (Host::Domain(x), Host::Domain(y)) => x.eq_ignore_ascii_case(y),
         _ => a == b,
     }
 }
@@ -368,6 +377,21 @@ mod tests {
         r.register(t0, AOR, &register("a", 3, &["*"], Some(0)), flow(1), "t").unwrap();
         assert!(r.lookup(AOR, t0).is_empty());
         assert_eq!(r.binding_count(), 0);
+    }
+
+    #[test]
+    fn contacts_compare_hosts_case_insensitively() {
+        // RFC 3261 §19.1.4: a refresh naming the host in another case is the same binding.
+        let uri = |s: &str| Uri::parse(s).unwrap();
+        assert!(same_uri(&uri("sip:alice@Phone.Example.COM:5062"), &uri("sip:alice@phone.example.com:5062")));
+        assert!(same_uri(&uri("sip:alice@192.0.2.1"), &uri("sip:alice@192.0.2.1:5060")));
+        assert!(!same_uri(&uri("sip:alice@192.0.2.1"), &uri("sip:alice@192.0.2.2")));
+        assert!(!same_uri(&uri("sip:alice@phone.example.com"), &uri("sip:alice@phone.example.org")));
+        let t0 = Instant::now();
+        let mut r = Registrar::new(RegistrarConfig::default());
+        r.register(t0, AOR, &register("a", 1, &["<sip:alice@Phone.Example.com>"], Some(60)), flow(1), "t").unwrap();
+        r.register(t0, AOR, &register("a", 2, &["<sip:alice@phone.example.COM>"], Some(60)), flow(1), "t").unwrap();
+        assert_eq!(r.lookup(AOR, t0).len(), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::{AuthParams, CSeq, HeaderName, MediaType, NameAddr, Via};
 use super::method::Method;
-use super::syntax::{is_token, parse_u32, split_top_level, trim};
+use super::syntax::{first_top_level, is_token, parse_u32, split_top_level, trim};
 use super::uri::Uri;
 
 /// `SIP/x.y`. Only 2.0 is spoken; others are kept so the element can answer 505.
@@ -75,8 +75,14 @@ pub struct Header {
 impl Header {
     /// Builds `Name: value` with the canonical long name.
     pub fn new(name: HeaderName, value: impl fmt::Display) -> Header {
-        let line = format!("{}: {}", name.as_str(), value);
+        use fmt::Write as _;
         let value_start = name.as_str().len() + 2;
+        // Room for a typical Via, To or Contact line, so printing the value does not grow the
+        // string several times over (`format!` starts from a guess that is too small here).
+        let mut line = String::with_capacity(value_start + 96);
+        line.push_str(name.as_str());
+        line.push_str(": ");
+        let _ = write!(line, "{value}");
         Header { name, line: Bytes::from(line), value_start }
     }
 
@@ -200,6 +206,18 @@ impl Headers {
         let before = self.0.len();
         self.0.retain(|h| &h.name != name);
         before - self.0.len()
+    }
+
+    /// Replaces the first header of `h`'s name with `h` where it stands, when that header's
+    /// value holds a single list element (no comma at all); returns false, changing nothing,
+    /// otherwise (then [`Self::remove_first_element`] handles the list).
+    pub fn replace_single_element(&mut self, h: Header) -> bool {
+        let Some(i) = self.0.iter().position(|x| x.name == h.name) else { return false };
+        if self.0[i].value().contains(&b',') {
+            return false;
+        }
+        self.0[i] = h;
+        true
     }
 
     /// Removes the first list element of a list header (a Via or Route entry): the element is
@@ -373,7 +391,11 @@ impl Message {
     /// The topmost Via, which names the previous hop (RFC 3261 §18.2.2).
     pub fn top_via(&self) -> Result<Via, HeaderError> {
         let h = self.headers.get(&HeaderName::Via).ok_or(HeaderError::Missing("Via"))?;
-        let first = h.elements().and_then(|e| e.first().copied()).ok_or(HeaderError::Malformed("Via"))?;
+        // Only the first element is parsed; the rest of the line is still checked for open
+        // quotes and brackets, as `elements` would.
+        let v = h.value();
+        let first = if v.is_empty() { None } else { first_top_level(v, b',').map(trim) };
+        let first = first.ok_or(HeaderError::Malformed("Via"))?;
         Via::parse(first).ok_or(HeaderError::Malformed("Via"))
     }
 
@@ -532,14 +554,15 @@ impl Message {
                     resp.headers.push(h.clone())
                 }
                 HeaderName::To => {
-                    let needs_tag = code != 100 && self.to().map(|t| t.tag().is_none()).unwrap_or(false);
-                    match (needs_tag, to_tag, self.to()) {
-                        (true, Some(tag), Ok(mut to)) => {
+                    // Parsed only when a tag may have to be added.
+                    let tagged = match to_tag {
+                        Some(tag) if code != 100 => self.to().ok().filter(|t| t.tag().is_none()).map(|mut to| {
                             to.set_param("tag", Some(tag.to_owned()));
-                            resp.headers.push(Header::new(HeaderName::To, to));
-                        }
-                        _ => resp.headers.push(h.clone()),
-                    }
+                            Header::new(HeaderName::To, to)
+                        }),
+                        _ => None,
+                    };
+                    resp.headers.push(tagged.unwrap_or_else(|| h.clone()));
                 }
                 _ => {}
             }

@@ -92,6 +92,27 @@ pub fn unquote(s: &[u8]) -> Option<Vec<u8>> {
 /// Returns `None` when a quoted string or angle bracket is left open.
 pub fn split_top_level(s: &[u8], sep: u8) -> Option<Vec<&[u8]>> {
     let mut parts = Vec::new();
+    for_each_top_level(s, sep, |part| {
+        parts.push(part);
+        Some(())
+    })?;
+    Some(parts)
+}
+
+/// The first part [`split_top_level`] would return, without collecting the others; `None`
+/// in the same cases (a quoted string or bracket left open anywhere in `s`).
+pub fn first_top_level(s: &[u8], sep: u8) -> Option<&[u8]> {
+    let mut first = None;
+    for_each_top_level(s, sep, |part| {
+        first.get_or_insert(part);
+        Some(())
+    })?;
+    first
+}
+
+/// Calls `f` on each part [`split_top_level`] would return, in order, without allocating;
+/// stops with `None` as soon as `f` returns `None` or a quoted string or bracket is left open.
+fn for_each_top_level<'a>(s: &'a [u8], sep: u8, mut f: impl FnMut(&'a [u8]) -> Option<()>) -> Option<()> {
     let mut start = 0;
     let mut i = 0;
     let mut in_angle = false;
@@ -104,7 +125,7 @@ pub fn split_top_level(s: &[u8], sep: u8) -> Option<Vec<&[u8]>> {
             b'<' if !in_angle => in_angle = true,
             b'>' if in_angle => in_angle = false,
             b if b == sep && !in_angle => {
-                parts.push(&s[start..i]);
+                f(&s[start..i])?;
                 start = i + 1;
             }
             _ => {}
@@ -114,8 +135,7 @@ pub fn split_top_level(s: &[u8], sep: u8) -> Option<Vec<&[u8]>> {
     if in_angle {
         return None;
     }
-    parts.push(&s[start..]);
-    Some(parts)
+    f(&s[start..])
 }
 
 /// One `;name[=value]` generic parameter (RFC 3261 §25.1 `generic-param`). The value keeps its
@@ -147,7 +167,7 @@ impl Param {
 /// a value that is neither a token, a quoted string nor a host (RFC 3261 §25.1 `gen-value`).
 pub fn parse_params(s: &[u8]) -> Option<Vec<Param>> {
     let mut out = Vec::new();
-    for raw in split_top_level(s, b';')? {
+    for_each_top_level(s, b';', |raw| {
         let raw = trim(raw);
         let (name, value) = match raw.iter().position(|&b| b == b'=') {
             Some(eq) => (trim(&raw[..eq]), Some(trim(&raw[eq + 1..]))),
@@ -173,7 +193,8 @@ pub fn parse_params(s: &[u8]) -> Option<Vec<Param>> {
             }
         };
         out.push(Param { name: String::from_utf8(name.to_vec()).ok()?, value });
-    }
+        Some(())
+    })?;
     Some(out)
 }
 
@@ -193,6 +214,20 @@ pub fn write_params(out: &mut String, params: &[Param]) {
             out.push_str(v);
         }
     }
+}
+
+/// Writes parameters as `;name=value` straight to a formatter (no intermediate string: headers
+/// are printed on every message).
+pub fn fmt_params(f: &mut std::fmt::Formatter<'_>, params: &[Param]) -> std::fmt::Result {
+    for p in params {
+        f.write_str(";")?;
+        f.write_str(&p.name)?;
+        if let Some(v) = &p.value {
+            f.write_str("=")?;
+            f.write_str(v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses a decimal number without sign that fits in `u32`; leading zeros are allowed
@@ -229,6 +264,22 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert!(split_top_level(br#""open"#, b',').is_none());
         assert!(split_top_level(b"<sip:open", b',').is_none());
+    }
+
+    #[test]
+    fn first_part_agrees_with_the_split() {
+        for s in [
+            &br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#[..],
+            b"SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b",
+            b"one",
+            b"",
+            b",",
+            br#""open"#,
+            b"a, <sip:open",
+        ] {
+            let split = split_top_level(s, b',');
+            assert_eq!(first_top_level(s, b','), split.as_ref().map(|p| p[0]), "{}", String::from_utf8_lossy(s));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::syntax::{find_param, parse_params, write_params, Param};
+use super::syntax::{find_param, fmt_params, parse_params, Param};
 
 /// A host as written in a URI or Via sent-by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -242,13 +242,11 @@ impl fmt::Display for SipUri {
             }
             f.write_str("@")?;
         }
-        write!(f, "{}", self.host)?;
+        fmt::Display::fmt(&self.host, f)?;
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }
-        let mut params = String::new();
-        write_params(&mut params, &self.params);
-        f.write_str(&params)?;
+        fmt_params(f, &self.params)?;
         if let Some(h) = &self.headers {
             write!(f, "?{h}")?;
         }
@@ -311,7 +309,7 @@ impl Uri {
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Uri::Sip(u) => write!(f, "{u}"),
+            Uri::Sip(u) => fmt::Display::fmt(u, f),
             Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
         }
     }

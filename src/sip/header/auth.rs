@@ -22,7 +22,8 @@ impl AuthParams {
         if !is_token(scheme) {
             return None;
         }
-        let mut params = Vec::new();
+        // Digest credentials carry up to ten parameters (RFC 7616 §3.4).
+        let mut params = Vec::with_capacity(10);
         let rest = trim(&s[sp..]);
         if !rest.is_empty() {
             for p in split_top_level(rest, b',')? {
@@ -33,7 +34,12 @@ impl AuthParams {
                 if !is_token(name) {
                     return None;
                 }
-                let value = if value.first() == Some(&b'"') { unquote(value)? } else { value.to_vec() };
+                let value = match value {
+                    // A quoted string without quoted-pairs is its inside, as is.
+                    [b'"', inner @ .., b'"'] if !inner.iter().any(|&b| b == b'\\' || b == b'"') => inner.to_vec(),
+                    [b'"', ..] => unquote(value)?,
+                    _ => value.to_vec(),
+                };
                 params.push((String::from_utf8(name.to_vec()).ok()?, String::from_utf8(value).ok()?));
             }
         }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::sip::syntax::{
-    find_param, is_lws, is_token_char, parse_params, quoted_string_end, trim, unquote, write_params, Param,
+    find_param, fmt_params, is_lws, is_token_char, parse_params, quoted_string_end, trim, unquote, Param,
 };
 use crate::sip::uri::Uri;
 
@@ -105,10 +105,10 @@ impl fmt::Display for NameAddr {
         if let Some(d) = &self.display {
             write!(f, "\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\""))?;
         }
-        write!(f, "<{}>", self.uri)?;
-        let mut params = String::new();
-        write_params(&mut params, &self.params);
-        f.write_str(&params)
+        f.write_str("<")?;
+        fmt::Display::fmt(&self.uri, f)?;
+        f.write_str(">")?;
+        fmt_params(f, &self.params)
     }
 }
 

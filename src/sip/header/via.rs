@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::sip::syntax::{find_param, is_token, parse_params, trim, write_params, Param};
+use crate::sip::syntax::{find_param, fmt_params, is_token, parse_params, trim, Param};
 use crate::sip::uri::{host_port, parse_host_port, Host};
 
 /// The RFC 3261 §8.1.1.7 magic cookie that marks a branch as globally unique.
@@ -105,9 +105,15 @@ impl Via {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut params = String::new();
-        write_params(&mut params, &self.params);
-        write!(f, "{}/{} {}{}", self.protocol, self.transport, self.sent_by(), params)
+        f.write_str(&self.protocol)?;
+        f.write_str("/")?;
+        f.write_str(&self.transport)?;
+        f.write_str(" ")?;
+        fmt::Display::fmt(&self.host, f)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        fmt_params(f, &self.params)
     }
 }
 
