@@ -82,7 +82,7 @@ pub struct PeerConfig {
     pub overload_retry_after: u32,
     /// Load-based admission on the proxy listener: above this busy share (percent) of the
     /// driver's loop, a growing share of new requests gets 503 with Retry-After
-    /// ([`admission`]). 0 turns it off.
+    /// (the `admission` module). 0 turns it off.
     pub overload_busy_percent: u8,
     /// The digest algorithms REGISTER challenges offer, in order.
     pub digest_algorithms: Vec<crate::proxy::digest::Algorithm>,
@@ -268,7 +268,7 @@ impl Peer {
     }
 
     /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
-    /// the admission control, [`admission`]).
+    /// the admission control, the `admission` module).
     pub fn loop_turn(&mut self, started: Instant, ended: Instant) {
         self.admission.turn(started, ended);
     }
