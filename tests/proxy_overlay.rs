@@ -15,14 +15,14 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::baresip::{Phone, WAIT};
-use common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
+use common::{ca, free_addrs, http_get, ip, read_tcp_message, run_p2psip, wait_for, ChildGuard};
 use serde_json::Value;
 
 const DOMAIN: &str = "p2p.test";
@@ -212,29 +212,6 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     assert!(emptied.is_some(), "bob's record still names a contact after the close:\n{}", b.log());
 }
 
-/// Reads one SIP message (head and Content-Length body) from a stream, as text.
-fn read_message(s: &mut TcpStream) -> Option<String> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("content-length")))
-                .and_then(|(_, v)| v.trim().parse().ok())
-                .unwrap_or(0);
-            while got.len() < end + 4 + len {
-                let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
-                got.extend_from_slice(&buf[..n]);
-            }
-            return Some(head);
-        }
-        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
-        got.extend_from_slice(&buf[..n]);
-    }
-}
-
 /// The value of `name="..."` in a challenge.
 fn auth_param<'a>(head: &'a str, name: &str) -> &'a str {
     let start = head.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).expect("parameter");
@@ -257,7 +234,7 @@ fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStrea
         )
     };
     s.write_all(request(1, "").as_bytes()).expect("send");
-    let challenge = read_message(&mut s).expect("401");
+    let challenge = read_tcp_message(&mut s).expect("401");
     let (realm, nonce) = (auth_param(&challenge, "realm"), auth_param(&challenge, "nonce"));
     let h1 = ha1(Algorithm::Md5, user, realm, password);
     let h2 = Algorithm::Md5.hash("REGISTER:sip:p2p.test");
@@ -267,7 +244,7 @@ fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStrea
          algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\", response=\"{response}\"\r\n"
     );
     s.write_all(request(2, &auth).as_bytes()).expect("send");
-    let ok = read_message(&mut s).expect("final response");
+    let ok = read_tcp_message(&mut s).expect("final response");
     (s, ok)
 }
 
@@ -275,7 +252,7 @@ fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStrea
 fn answer_pings(mut s: TcpStream) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         s.set_read_timeout(None).ok();
-        while let Some(head) = read_message(&mut s) {
+        while let Some(head) = read_tcp_message(&mut s) {
             if !head.starts_with("OPTIONS ") {
                 continue;
             }

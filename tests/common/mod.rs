@@ -379,6 +379,13 @@ pub fn udp_options(sock: &UdpSocket, target: SocketAddr, call_id: &str) -> Optio
 /// status code; `None` if the stream ends or stays silent for `timeout`.
 pub fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
     s.set_read_timeout(Some(timeout)).ok()?;
+    status_code(&read_tcp_message(s)?)
+}
+
+/// Reads one SIP message from a stream (headers, then the Content-Length body) with the
+/// stream's own read timeout and returns its head as text; `None` if the stream ends or a
+/// read times out.
+pub fn read_tcp_message(s: &mut TcpStream) -> Option<String> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -393,7 +400,7 @@ pub fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
                 let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
                 got.extend_from_slice(&buf[..n]);
             }
-            return status_code(&head);
+            return Some(head);
         }
         let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
         got.extend_from_slice(&buf[..n]);
