@@ -15,7 +15,8 @@
 # 2. Overload: sipp at exactly 2 x knee for --over-secs (10). Every second the node's RSS,
 #    live server transactions, REGISTERs accepted, 503s sent (and how many of them the load
 #    shedding sent) and the admission control's busy/shed shares, from its status API.
-# 3. Drain: waits until the live server transactions have ended (Timer J, 32 s).
+# 3. Drain: waits until the live server transactions have ended (Timer J, 32 s); every knee
+#    trial and the 2x phase also start only once the node holds no server transaction.
 # 4. Recovery: a trial at the knee / 2; it must succeed 100%.
 #
 # The node runs with default [registrar] limits except OPTIONS pings off and
@@ -90,8 +91,20 @@ run_sipp() {
   echo "${ok:-0} ${fail:-0}"
 }
 
+# Waits (up to 60 s) until the node holds no server transaction, so that every trial, and the
+# 2x phase, starts from the same idle state rather than with the last trial's Timer J leftovers.
+drain() {
+  local tx
+  for _ in $(seq 1 60); do
+    read -r _ _ _ tx _ _ < <(sample)
+    ((tx == 0)) && return
+    sleep 1
+  done
+}
+
 trial() {
   local out
+  drain
   out=$(run_sipp "$1" "$TRIAL_SECS" "$WORK/trial-$1-$RANDOM")
   log "trial $1/s: successful/failed $out"
   [[ ${out#* } == 0 && ${out% *} -eq $(($1 * TRIAL_SECS)) ]]
@@ -113,6 +126,7 @@ KNEE=$lo
 OVER=$((KNEE * 2))
 log "knee $KNEE/s; offering $OVER/s for $OVER_SECS s"
 
+drain
 read -r a0 r0 s0 _ _ _ < <(sample)
 log "before: rss ${RSS0:=$(rss_mb)} MB"
 run_sipp "$OVER" "$OVER_SECS" "$WORK/over" -trace_err >"$WORK/over.result" &
@@ -140,11 +154,7 @@ retry_after=$(cat "$WORK"/over/*_errors.log 2>/dev/null | grep -a -c "^Retry-Aft
 log "overload sipp: successful $over_ok failed $over_fail"
 
 log "draining"
-for _ in $(seq 1 60); do
-  read -r _ _ _ tx _ _ < <(sample)
-  ((tx == 0)) && break
-  sleep 1
-done
+drain
 read -r a1 r1 s1 tx1 _ shed1 < <(sample)
 RSS_DRAINED=$(rss_mb)
 REC=$((KNEE / 2))
