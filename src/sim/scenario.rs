@@ -19,6 +19,7 @@ use super::records::{RecordSet, RecordsReport};
 use super::tally::{self, KindTraffic};
 use super::{LookupRecord, Sim, SimConfig, SimStorage};
 use crate::overlay::testnet::invariants::{self, InvariantViolation, RingDiagnosis};
+use crate::overlay::testnet::scenarios::p99;
 
 /// Members with a wrong neighbour listed in a diagnosis.
 const DIAGNOSIS_WRONG_NODES: usize = 8;
@@ -143,7 +144,7 @@ impl LookupStats {
         latencies.sort_unstable_by(f64::total_cmp);
         if let Some(&max) = latencies.last() {
             stats.p50_latency_s = latencies[latencies.len() / 2];
-            stats.p99_latency_s = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+            stats.p99_latency_s = p99(&latencies);
             stats.max_latency_s = max;
         }
         hops.sort_unstable();
@@ -152,12 +153,12 @@ impl LookupStats {
             let total: usize = totals.iter().sum();
             stats.mean_total_hops = total as f64 / totals.len() as f64;
             stats.mean_confirmations = stats.mean_total_hops - hops.iter().sum::<usize>() as f64 / hops.len() as f64;
-            stats.p99_total_hops = totals[(totals.len() * 99 / 100).min(totals.len() - 1)];
+            stats.p99_total_hops = p99(&totals);
         }
         if let Some(&max) = hops.last() {
             stats.mean_hops = hops.iter().sum::<usize>() as f64 / hops.len() as f64;
             stats.p50_hops = hops[hops.len() / 2];
-            stats.p99_hops = hops[(hops.len() * 99 / 100).min(hops.len() - 1)];
+            stats.p99_hops = p99(&hops);
             stats.max_hops = max;
         }
         stats.success = if stats.lookups == 0 { 1.0 } else { stats.succeeded as f64 / stats.lookups as f64 };

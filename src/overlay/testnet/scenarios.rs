@@ -136,10 +136,15 @@ pub fn finish_lookups(net: &mut TestNet, started: &[(usize, LookupId)]) -> HopRe
     if !hops.is_empty() {
         report.mean_hops = hops.iter().sum::<usize>() as f64 / hops.len() as f64;
         report.p50_hops = hops[hops.len() / 2];
-        report.p99_hops = hops[(hops.len() * 99 / 100).min(hops.len() - 1)];
+        report.p99_hops = p99(&hops);
         report.max_hops = hops[hops.len() - 1];
     }
     report
+}
+
+/// The 99th percentile of a sorted, non-empty slice (the nearest-rank element at 99%).
+pub fn p99<T: Copy>(sorted: &[T]) -> T {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
 }
 
 /// Grows an `n`-node ring one node after another, waits until the ring and then every far
