@@ -66,14 +66,14 @@ PIDS+=("$NODE")
 for _ in $(seq 1 100); do curl -sf "$NODE_IP:5090/status" >/dev/null && break; sleep 0.1; done
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$NODE/status"; }
-# accepted 503s shed server_tx busy% shed%
+# accepted 503s shed server_tx busy% shed% queued%
 sample() {
   curl -s --max-time 5 "$NODE_IP:5090/status" | python3 -c 'import json,sys
 try: s=json.load(sys.stdin)
 except ValueError: sys.exit("status API did not answer")
 c=s["counters"]; l=s.get("load", {})
 print(s["registrar"]["registers_accepted"], c["overload_rejected"], c.get("load_shed", 0),
-      s["transactions"]["server"], l.get("busy_percent", -1), l.get("shed_percent", -1))'
+      s["transactions"]["server"], l.get("busy_percent", -1), l.get("shed_percent", -1), l.get("queued_percent", -1))'
 }
 
 CLIENT_PORT=6000
@@ -133,14 +133,14 @@ run_sipp "$OVER" "$OVER_SECS" "$WORK/over" -trace_err >"$WORK/over.result" &
 SIPP=$!
 PIDS+=("$SIPP")
 pa=$a0 pr=$r0 ps=$s0 peak=$RSS0 t=0
-printf '%4s %8s %10s %10s %10s %10s %6s %6s\n' t rss_mb accepted/s 503/s shed/s server_tx busy% shed% >&2
+printf '%4s %8s %10s %10s %10s %10s %6s %6s %7s\n' t rss_mb accepted/s 503/s shed/s server_tx busy% shed% queued% >&2
 while kill -0 "$SIPP" 2>/dev/null; do
   sleep 1; t=$((t + 1))
   a=
-  read -r a rj sh tx busy shed < <(sample) || true
+  read -r a rj sh tx busy shed queued < <(sample) || true
   [[ -n $a ]] || continue
   m=$(rss_mb)
-  printf '%4s %8s %10s %10s %10s %10s %6s %6s\n' "$t" "$m" $((a - pa)) $((rj - pr)) $((sh - ps)) "$tx" "$busy" "$shed" >&2
+  printf '%4s %8s %10s %10s %10s %10s %6s %6s %7s\n' "$t" "$m" $((a - pa)) $((rj - pr)) $((sh - ps)) "$tx" "$busy" "$shed" "$queued" >&2
   awk -v m="$m" -v p="$peak" 'BEGIN {exit !(m > p)}' && peak=$m
   if ((t == OVER_SECS)); then a_end=$a r_end=$rj s_end=$sh; fi
   pa=$a pr=$rj ps=$sh
@@ -155,7 +155,7 @@ log "overload sipp: successful $over_ok failed $over_fail"
 
 log "draining"
 drain
-read -r a1 r1 s1 tx1 _ shed1 < <(sample)
+read -r a1 r1 s1 tx1 _ shed1 _ < <(sample)
 RSS_DRAINED=$(rss_mb)
 REC=$((KNEE / 2))
 rec=$(run_sipp "$REC" "$TRIAL_SECS" "$WORK/recovery")

@@ -14,7 +14,7 @@
 //! the earlier one while its transaction lives, so a stateful node answers it with the earlier
 //! message's response again. The test expects exactly that, except for REGISTERs without
 //! credentials (cparam01/02, regescrt): the registrar challenges those without a transaction
-//! (`proxy::Proxy::stateless_challenge`), so each gets its own 401.
+//! (`proxy::Proxy::register_stateless`), so each gets its own 401.
 
 #![allow(clippy::disallowed_methods)]
 

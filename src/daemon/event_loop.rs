@@ -105,29 +105,33 @@ impl EventLoop {
             }
             // Each branch notes when its work started: the admission control's load signal
             // (`Peer::loop_turn`) is the share of time the loop works or has input waiting.
-            let started = tokio::select! {
+            // It also notes whether the turn left input queued (a whole burst read and more
+            // waiting): with the busy share, that tells overload from a loop near capacity.
+            let (started, queued) = tokio::select! {
                 () = &mut shutdown => break,
                 r = self.listeners.overlay.udp.recv_from(&mut overlay_buf) => {
                     let t = Instant::now();
                     self.on_datagram(Listener::Overlay, r, &overlay_buf);
-                    self.udp_burst(Listener::Overlay, &mut overlay_buf).await;
-                    t
+                    (t, self.udp_burst(Listener::Overlay, &mut overlay_buf).await)
                 }
                 r = self.listeners.proxy.udp.recv_from(&mut proxy_buf) => {
                     let t = Instant::now();
                     self.on_datagram(Listener::Proxy, r, &proxy_buf);
-                    self.udp_burst(Listener::Proxy, &mut proxy_buf).await;
-                    t
+                    (t, self.udp_burst(Listener::Proxy, &mut proxy_buf).await)
                 }
-                r = self.listeners.overlay.tcp.accept() => timed(|| self.on_accept(Listener::Overlay, r)),
-                r = self.listeners.proxy.tcp.accept() => timed(|| self.on_accept(Listener::Proxy, r)),
-                Some(event) = self.events.recv() => timed(|| self.on_conn_event(event)),
-                Some(query) = self.queries.recv() => timed(|| self.on_query(query)),
-                () = &mut sleep, if deadline.is_some() => timed(|| self.peer.handle_timeout(Instant::now())),
+                r = self.listeners.overlay.tcp.accept() => (timed(|| self.on_accept(Listener::Overlay, r)), false),
+                r = self.listeners.proxy.tcp.accept() => (timed(|| self.on_accept(Listener::Proxy, r)), false),
+                Some(event) = self.events.recv() => {
+                    let t = timed(|| self.on_conn_event(event));
+                    // Frames from TCP connections wait in the event queue.
+                    (t, self.events.len() >= UDP_BURST)
+                }
+                Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), false),
+                () = &mut sleep, if deadline.is_some() => (timed(|| self.peer.handle_timeout(Instant::now())), false),
             };
             self.flush().await;
             self.drain_events();
-            self.peer.loop_turn(started, Instant::now());
+            self.peer.loop_turn(started, Instant::now(), queued);
         }
         self.leave(&mut overlay_buf).await;
     }
@@ -229,16 +233,17 @@ impl EventLoop {
     /// After one datagram from `listener`'s socket: answers it, then reads and answers whatever
     /// else is already queued on that socket (up to [`UDP_BURST`] datagrams) without going back
     /// to the reactor. A read that would block clears the socket's readiness, so the next
-    /// `recv_from` waits for new data.
-    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) {
+    /// `recv_from` waits for new data. True when the burst ended with datagrams still queued.
+    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) -> bool {
         for _ in 0..UDP_BURST {
             self.flush().await;
             let r = self.listeners.face(listener).udp.try_recv_from(buf);
             match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 r => self.on_datagram(listener, r, buf),
             }
         }
+        true
     }
 
     fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {

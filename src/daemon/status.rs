@@ -116,14 +116,16 @@ impl Transactions {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Load {
     pub busy_percent: u32,
+    /// The share of the last window's time with input left queued.
+    pub queued_percent: u32,
     pub shed_percent: u32,
 }
 
 impl Load {
     pub fn of(peer: &Peer) -> Load {
-        let (busy, shed) = peer.load();
+        let (busy, queued, shed) = peer.load();
         let pct = |x: f64| (x * 100.0).round().clamp(0.0, 100.0) as u32;
-        Load { busy_percent: pct(busy), shed_percent: pct(shed) }
+        Load { busy_percent: pct(busy), queued_percent: pct(queued), shed_percent: pct(shed) }
     }
 }
 

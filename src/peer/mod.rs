@@ -269,14 +269,16 @@ impl Peer {
 
     /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
     /// the admission control, the `admission` module).
-    pub fn loop_turn(&mut self, started: Instant, ended: Instant) {
-        self.admission.turn(started, ended);
+    /// `queued`: the turn left input waiting (it stopped reading a socket that had more).
+    pub fn loop_turn(&mut self, started: Instant, ended: Instant, queued: bool) {
+        self.admission.turn(started, ended, queued);
     }
 
-    /// The admission control's view: the loop's busy share over the last window, and the
-    /// share of new requests refused now (both 0 to 1).
-    pub fn load(&self) -> (f64, f64) {
-        (self.admission.busy_share(), self.admission.reject_share())
+    /// The admission control's view: the loop's busy share and its share of time with input
+    /// left queued over the last window, and the share of new requests refused now (all 0
+    /// to 1).
+    pub fn load(&self) -> (f64, f64, f64) {
+        (self.admission.busy_share(), self.admission.queued_share(), self.admission.reject_share())
     }
 
     /// Issue 5 item 8: while the loop is saturated, a share of the new requests on the proxy
@@ -432,17 +434,19 @@ impl Peer {
             return;
         }
         let top_via = stamp_received(&mut msg, &from);
+        let reply_to = reply_endpoint(&from, top_via.as_ref());
+        if let Some(answer) = self.register_stateless(now, from, &msg) {
+            if answer.status().is_some_and(|s| s >= 300) {
+                self.counters.requests_rejected += 1;
+            }
+            self.transmit(Transmit { to: reply_to, data: answer.encode() });
+            return;
+        }
         if self.overloaded(&msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
             let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
-            return;
-        }
-        let reply_to = reply_endpoint(&from, top_via.as_ref());
-        if let Some(challenge) = self.register_challenge(now, &from, &msg) {
-            self.counters.requests_rejected += 1;
-            self.transmit(Transmit { to: reply_to, data: challenge.encode() });
             return;
         }
         let received = self.transactions.handle_message(now, msg, reply_to, from.transport.is_reliable());
@@ -643,14 +647,16 @@ impl Peer {
         self.proxy.handle_request(now, &mut self.transactions, id, from, reply_to, request, cancels);
     }
 
-    /// The stateless 401 for a phone's REGISTER without credentials (see
-    /// [`Proxy::stateless_challenge`]), once the registrar's role checks pass.
-    fn register_challenge(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Option<Message> {
+    /// A phone's REGISTER, answered without a server transaction (see
+    /// [`Proxy::register_stateless`]) once the registrar's role checks pass; `None` for any
+    /// other request, or a REGISTER the checks refuse (it is refused through a transaction).
+    /// It needs no transaction, so the transaction bound does not apply to it.
+    fn register_stateless(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Option<Message> {
         if from.listener != Listener::Proxy || msg.method() != Some(&Method::Register) {
             return None;
         }
         policy::check_scheme(msg).and_then(|()| policy::uas_checks(msg)).ok()?;
-        self.proxy.stateless_challenge(now, msg)
+        Some(self.proxy.register_stateless(now, from, msg))
     }
 
     /// True when a new request would pass the server-transaction bound. ACK (no transaction)

@@ -249,9 +249,19 @@ impl Registrar {
                     contact.params.retain(|p| !p.name.eq_ignore_ascii_case("expires"));
                     let existing = current.iter().position(|b| same_uri(&b.contact.uri, &contact.uri));
                     if let Some(i) = existing {
-                        // Step 7: the same Call-ID must come with a higher CSeq.
-                        if current[i].call_id == call_id && current[i].cseq >= cseq {
-                            return Err(Rejection::new(500, "Out of order REGISTER (CSeq)"));
+                        if current[i].call_id == call_id {
+                            // Step 7: the same Call-ID must come with a higher CSeq. The same
+                            // CSeq is this very request again (§8.1.1.5: a UA gives each new
+                            // request a higher one), a retransmission whose answer was lost:
+                            // REGISTERs are answered without a server transaction (so a
+                            // retransmission is not absorbed), and it must get the same 200,
+                            // with the binding as the first copy left it.
+                            if current[i].cseq == cseq {
+                                continue;
+                            }
+                            if current[i].cseq > cseq {
+                                return Err(Rejection::new(500, "Out of order REGISTER (CSeq)"));
+                            }
                         }
                         current.remove(i);
                     }
@@ -370,7 +380,7 @@ mod tests {
         assert_eq!(q.headers.count(&HeaderName::Contact), 1);
         // Same Call-ID, old CSeq: out of order.
         let err =
-            r.register(t0, AOR, &register("a", 2, &["<sip:alice@192.0.2.1>"], Some(60)), flow(1), "t").unwrap_err();
+            r.register(t0, AOR, &register("a", 1, &["<sip:alice@192.0.2.1>"], Some(60)), flow(1), "t").unwrap_err();
         assert_eq!(err.status, 500);
         // `*` needs Expires: 0.
         assert_eq!(r.register(t0, AOR, &register("a", 3, &["*"], Some(60)), flow(1), "t").unwrap_err().status, 400);
@@ -405,5 +415,29 @@ mod tests {
         assert_eq!(r.lookup(AOR, t0).len(), 2, "a refused REGISTER changes nothing");
         r.register(t0, AOR, &register("a", 3, &[&format!("{};expires=0", c[0])], None), flow(1), "t").unwrap();
         assert_eq!(r.lookup(AOR, t0).len(), 1);
+    }
+    #[test]
+    fn a_retransmitted_register_gets_the_same_answer_and_changes_nothing() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(30);
+        let mut r = Registrar::new(RegistrarConfig::default());
+        let req = register("a", 7, &["<sip:alice@192.0.2.1>"], Some(120));
+        let first = r.register(t0, AOR, &req, flow(1), "t").unwrap();
+        assert!(String::from_utf8_lossy(&first.encode()).contains("expires=120"));
+        let _ = std::iter::from_fn(|| r.poll_event()).count();
+        // The same request 30 s later (its 200 was lost): 200 again, the binding as the first
+        // copy left it (not refreshed), and no binding event.
+        let again = r.register(later, AOR, &req, flow(1), "t").unwrap();
+        assert_eq!(again.status(), Some(200));
+        assert!(
+            String::from_utf8_lossy(&again.encode()).contains("expires=90"),
+            "{}",
+            String::from_utf8_lossy(&again.encode())
+        );
+        assert_eq!(r.poll_event(), None);
+        // A later CSeq refreshes it.
+        let next =
+            r.register(later, AOR, &register("a", 8, &["<sip:alice@192.0.2.1>"], Some(120)), flow(1), "t").unwrap();
+        assert!(String::from_utf8_lossy(&next.encode()).contains("expires=120"));
     }
 }

@@ -106,6 +106,25 @@ fn register_with_md5_and_sha256_and_refuse_wrong_passwords() {
 }
 
 #[test]
+fn register_holds_no_transaction_and_a_retransmission_gets_the_same_200() {
+    let (mut p, now) = peer();
+    let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
+    let auth = authorization(&out[0].1, Algorithm::Md5, "alice", "alice-pw");
+    let req = register_text("alice", 6000, 2, &auth);
+    let first = send(&mut p, now, phone(6000), req.clone());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1.status(), Some(200));
+    assert_eq!(p.transaction_counts(), (0, 0), "the REGISTER was answered without a transaction");
+    // Its 200 was lost; the phone retransmits it (RFC 3261 §17.1.2.2, Timer E) 500 ms later.
+    let again = send(&mut p, now + Duration::from_millis(500), phone(6000), req);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.status(), Some(200), "{}", again[0].1.summary());
+    assert_eq!(again[0].1.headers.count(&HeaderName::Contact), 1);
+    assert_eq!(p.proxy_status().bindings, 1);
+    assert_eq!(p.proxy_status().registers_accepted, 2);
+}
+
+#[test]
 fn stale_nonce_is_rechallenged_with_stale_true() {
     let (mut p, now) = peer();
     let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
@@ -509,13 +528,13 @@ fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
 #[test]
 fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_or_the_overlay() {
     let (mut p, t0) = peer();
-    // The driver reports back-to-back turns for a second: input always waiting.
+    // The driver reports back-to-back turns for a second, each leaving input queued.
     let mut t = t0;
     while t < t0 + Duration::from_millis(1050) {
-        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42));
+        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42), true);
         t += Duration::from_micros(42);
     }
-    let share = p.load().1;
+    let share = p.load().2;
     assert!(share > 0.3, "{:?}", p.load());
     let statuses: Vec<Message> = (0..20)
         .map(|i| send(&mut p, t, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKsh{i}"), 6000)))
@@ -527,10 +546,12 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
     assert!(shed.iter().all(|m| m.headers.get(&HeaderName::other("Retry-After")).is_some()));
     assert!(statuses.iter().filter(|m| m.status() != Some(503)).all(|m| m.status() == Some(404)));
     assert_eq!(p.counters().load_shed, shed.len() as u64);
-    // In-dialog requests (To tag) are never shed, nor anything on the overlay listener.
+    // Requests in a dialog through us (To tag, and our Route) are never shed, nor anything
+    // on the overlay listener.
     for i in 0..20 {
         let bye = request_text("BYE", "nobody", &format!("z9hG4bKby{i}"), 6000)
-            .replace("To: <sip:nobody@p2p.test>", "To: <sip:nobody@p2p.test>;tag=x");
+            .replace("To: <sip:nobody@p2p.test>", "To: <sip:nobody@p2p.test>;tag=x")
+            .replace("Max-Forwards", &format!("Route: <sip:{PROXY};lr>\r\nMax-Forwards"));
         let out = send(&mut p, t, phone(6000), bye);
         assert_ne!(out[0].1.status(), Some(503));
         let overlay = Endpoint { listener: Listener::Overlay, ..phone(7000) };
