@@ -32,6 +32,10 @@ while (($#)); do
 done
 
 P2P_IP=127.0.0.181 KAM_IP=127.0.0.182 CLIENT_IP=127.0.0.183 PORT=5060
+# sipp's socket buffers (its default, 64 KiB, doubled by Linux): with the default, sipp's own
+# receive queue overflowed from about 16,000 REGISTERs/s (ss showed it full, with tens of
+# thousands of drops), so the client, not the server, failed the calls. The same for both.
+SIPP_BUFFER=4194304
 WORK=$(mktemp -d /tmp/proxy-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -163,7 +167,7 @@ trial() {
     register)
       (cd "$dir" && sipp -sf "$REG" -s alice -key domain p2p.test -au alice -ap secret \
         -i "$CLIENT_IP" -p "$CLIENT_PORT" -mp $((CLIENT_PORT + 20000)) -r "$rate" -m "$n" -l $((rate * 4)) \
-        -nostdin -timeout $((TRIAL_SECS * 4 + 10)) -timeout_error -trace_stat -fd 1 "$ip:$PORT" \
+        -buff_size "$SIPP_BUFFER" -nostdin -timeout $((TRIAL_SECS * 4 + 10)) -timeout_error -trace_stat -fd 1 "$ip:$PORT" \
         >sipp.out 2>&1) || rc=$?
       ;;
     call)
@@ -171,7 +175,7 @@ trial() {
       # provisional response is not a failure, so sipp must not abort the call for it.
       (cd "$dir" && sipp -sf "$UAC" -s bob -key domain p2p.test -default_behaviors all,-abortunexp \
         -i "$CLIENT_IP" -p "$CLIENT_PORT" -mp $((CLIENT_PORT + 20000)) -r "$rate" -m "$n" -l $((rate * 4)) \
-        -nostdin -timeout $((TRIAL_SECS * 4 + 10)) -timeout_error -trace_stat -fd 1 "$ip:$PORT" \
+        -buff_size "$SIPP_BUFFER" -nostdin -timeout $((TRIAL_SECS * 4 + 10)) -timeout_error -trace_stat -fd 1 "$ip:$PORT" \
         >sipp.out 2>&1) || rc=$?
       ;;
   esac
@@ -202,9 +206,9 @@ start_uas() { # IP PORT
   local dir="$WORK/uas-$1"
   mkdir -p "$dir"
   (cd "$dir" && sipp -sf "$REG" -s bob -key domain p2p.test -au bob -ap secret -i "$CLIENT_IP" -p "$2" \
-     -mp $(($2 + 20000)) -m 1 -nostdin -timeout 10 -timeout_error "$1:$PORT" >reg.out 2>&1) \
+     -mp $(($2 + 20000)) -m 1 -buff_size "$SIPP_BUFFER" -nostdin -timeout 10 -timeout_error "$1:$PORT" >reg.out 2>&1) \
     || { log "bob's REGISTER at $1 failed"; cat "$dir/reg.out" >&2; exit 1; }
-  (cd "$dir" && exec sipp -sf "$UAS" -i "$CLIENT_IP" -p "$2" -mp $(($2 + 20000)) -nostdin >uas.out 2>&1) &
+  (cd "$dir" && exec sipp -sf "$UAS" -i "$CLIENT_IP" -p "$2" -mp $(($2 + 20000)) -buff_size "$SIPP_BUFFER" -nostdin >uas.out 2>&1) &
   PIDS+=("$!")
   wait_port "$CLIENT_IP" "$2"
 }

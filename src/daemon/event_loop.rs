@@ -28,7 +28,9 @@ use super::query::{LookupAnswer, Query};
 use super::status::{self, NodeInfo, Status, Transactions};
 use crate::identity::Aor;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
-use crate::peer::{ConnectionId, Endpoint, Listener, Peer, PeerEvent, StorageEvent, StorageOpId, Transmit, Transport};
+use crate::peer::{
+    ConnectionId, Endpoint, Listener, Peer, PeerEvent, Queue, StorageEvent, StorageOpId, Transmit, Transport,
+};
 use crate::sip::framing::Frame;
 use crate::store::RecordKind;
 
@@ -105,9 +107,9 @@ impl EventLoop {
             }
             // Each branch notes when its work started: the admission control's load signal
             // (`Peer::loop_turn`) is the share of time the loop works or has input waiting.
-            // It also notes whether the turn left input queued (a whole burst read and more
-            // waiting): with the busy share, that tells overload from a loop near capacity.
-            let (started, queued) = tokio::select! {
+            // It also notes what the turn saw of its input queue: with the busy share, a queue
+            // that never empties tells overload from a loop near capacity.
+            let (started, queue) = tokio::select! {
                 () = &mut shutdown => break,
                 r = self.listeners.overlay.udp.recv_from(&mut overlay_buf) => {
                     let t = Instant::now();
@@ -119,19 +121,24 @@ impl EventLoop {
                     self.on_datagram(Listener::Proxy, r, &proxy_buf);
                     (t, self.udp_burst(Listener::Proxy, &mut proxy_buf).await)
                 }
-                r = self.listeners.overlay.tcp.accept() => (timed(|| self.on_accept(Listener::Overlay, r)), false),
-                r = self.listeners.proxy.tcp.accept() => (timed(|| self.on_accept(Listener::Proxy, r)), false),
+                r = self.listeners.overlay.tcp.accept() => (timed(|| self.on_accept(Listener::Overlay, r)), Queue::NotRead),
+                r = self.listeners.proxy.tcp.accept() => (timed(|| self.on_accept(Listener::Proxy, r)), Queue::NotRead),
                 Some(event) = self.events.recv() => {
                     let t = timed(|| self.on_conn_event(event));
                     // Frames from TCP connections wait in the event queue.
-                    (t, self.events.len() >= UDP_BURST)
+                    let queue = match self.events.len() {
+                        0 => Queue::Emptied,
+                        n if n >= UDP_BURST => Queue::Left,
+                        _ => Queue::NotRead,
+                    };
+                    (t, queue)
                 }
-                Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), false),
-                () = &mut sleep, if deadline.is_some() => (timed(|| self.peer.handle_timeout(Instant::now())), false),
+                Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), Queue::NotRead),
+                () = &mut sleep, if deadline.is_some() => (timed(|| self.peer.handle_timeout(Instant::now())), Queue::NotRead),
             };
             self.flush().await;
             self.drain_events();
-            self.peer.loop_turn(started, Instant::now(), queued);
+            self.peer.loop_turn(started, Instant::now(), queue);
         }
         self.leave(&mut overlay_buf).await;
     }
@@ -233,17 +240,17 @@ impl EventLoop {
     /// After one datagram from `listener`'s socket: answers it, then reads and answers whatever
     /// else is already queued on that socket (up to [`UDP_BURST`] datagrams) without going back
     /// to the reactor. A read that would block clears the socket's readiness, so the next
-    /// `recv_from` waits for new data. True when the burst ended with datagrams still queued.
-    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) -> bool {
+    /// `recv_from` waits for new data. Reports whether the burst read the socket empty.
+    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) -> Queue {
         for _ in 0..UDP_BURST {
             self.flush().await;
             let r = self.listeners.face(listener).udp.try_recv_from(buf);
             match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Queue::Emptied,
                 r => self.on_datagram(listener, r, buf),
             }
         }
-        true
+        Queue::Left
     }
 
     fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {

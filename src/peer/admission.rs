@@ -10,14 +10,16 @@
 //! cost much less than serving and that requests of established work come first:
 //!
 //! - **Load signal: a standing queue on a busy loop.** The driver reports every turn of its
-//!   loop ([`Admission::turn`]): when the turn's work started and ended, and whether input was
-//!   still queued when it ended (it read a whole burst of datagrams from a socket and more were
-//!   waiting). A node near its capacity is busy most of the time but still empties its
-//!   queue; an overloaded one never does. So a window of [`WINDOW`] counts as overloaded only
-//!   when the loop was busy above the target (`busy_target`, default 90%; a gap before a turn
-//!   shorter than [`BACKLOG_GAP`] counts as busy) *and* more than half of its time was spent
-//!   in turns that left a queue behind. Busy share alone refused load from 16,000
-//!   REGISTERs/s on a node that served 28,000 (docs/performance.md, "Overload").
+//!   loop ([`Admission::turn`]): when the turn's work started and ended, and what it saw of
+//!   its input queue ([`Queue`]): it read a whole burst of datagrams and more were waiting,
+//!   or it read the socket empty. A node near its capacity is busy most of the time and
+//!   bursts of input queue up, but it still empties its queue now and then; an overloaded one
+//!   never does (a standing queue, as in CoDel, RFC 8289 §2). So a window of [`WINDOW`] counts
+//!   as overloaded only when the loop was busy above the target (`busy_target`, default 90%;
+//!   a gap before a turn shorter than [`BACKLOG_GAP`] counts as busy), more than half of its
+//!   time was spent in turns that left a queue behind, *and* no turn in it found the queue
+//!   empty. Busy share alone refused load from 16,000 REGISTERs/s on a node that served
+//!   28,000 (docs/performance.md, "Overload").
 //! - **Control.** In an overloaded window the refused share of new requests rises by
 //!   [`STEP`], up to [`MAX_REJECT`]; only once it is at the cap and the queue still stands does
 //!   the refused share of requests with credentials rise. Once the queue is gone (less than a
@@ -55,6 +57,17 @@ const QUEUED_OVERLOAD: f64 = 0.5;
 /// ...and one with input queued for less than this share of its time is not.
 const QUEUED_CLEAR: f64 = 0.1;
 
+/// What a turn of the loop saw of its input queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// It stopped reading with input still waiting (a whole burst read).
+    Left,
+    /// It read its input until none was left.
+    Emptied,
+    /// It read no queue (a timer, a query).
+    NotRead,
+}
+
 /// What kind of request asks to be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -76,6 +89,8 @@ pub struct Admission {
     idle: Duration,
     /// Time this window spent in turns that ended with input still queued.
     queued: Duration,
+    /// Whether a turn in this window found its input queue empty.
+    emptied: bool,
     /// The share of [`Class::New`] requests refused now.
     reject: f64,
     /// The share of [`Class::Continuation`] requests refused now.
@@ -101,6 +116,7 @@ impl Admission {
             last_end: None,
             idle: Duration::ZERO,
             queued: Duration::ZERO,
+            emptied: false,
             reject: 0.0,
             reject_cont: 0.0,
             credit_new: 0.0,
@@ -111,9 +127,8 @@ impl Admission {
         }
     }
 
-    /// One turn of the driver's loop did work from `started` to `ended`; `queued` when it
-    /// left input waiting (it stopped reading a socket that still had datagrams).
-    pub fn turn(&mut self, started: Instant, ended: Instant, queued: bool) {
+    /// One turn of the driver's loop did work from `started` to `ended`, and saw `queue`.
+    pub fn turn(&mut self, started: Instant, ended: Instant, queue: Queue) {
         let Some(target) = self.busy_target else { return };
         let window_start = *self.window_start.get_or_insert(started);
         if let Some(last) = self.last_end {
@@ -122,8 +137,10 @@ impl Admission {
                 self.idle += gap;
             }
         }
-        if queued {
-            self.queued += ended.saturating_duration_since(started);
+        match queue {
+            Queue::Left => self.queued += ended.saturating_duration_since(started),
+            Queue::Emptied => self.emptied = true,
+            Queue::NotRead => {}
         }
         self.last_end = Some(ended);
         let elapsed = ended.saturating_duration_since(window_start);
@@ -135,7 +152,7 @@ impl Admission {
         self.last_busy = busy;
         self.last_queued = queued;
         self.smoothed = (self.smoothed + busy) / 2.0;
-        if self.smoothed > target && queued > QUEUED_OVERLOAD {
+        if self.smoothed > target && queued > QUEUED_OVERLOAD && !self.emptied {
             if self.reject < MAX_REJECT {
                 self.reject = (self.reject + STEP).min(MAX_REJECT);
             } else {
@@ -154,6 +171,7 @@ impl Admission {
         self.window_start = Some(ended);
         self.idle = Duration::ZERO;
         self.queued = Duration::ZERO;
+        self.emptied = false;
     }
 
     /// Whether a request of `class` is admitted; `false` means answer it 503 now.
@@ -299,7 +317,7 @@ mod tests {
         let mut t = from;
         while t < from + total {
             let start = t + gap;
-            a.turn(start, start + work, queued);
+            a.turn(start, start + work, if queued { Queue::Left } else { Queue::Emptied });
             t = start + work;
         }
         t
@@ -315,6 +333,17 @@ mod tests {
         assert!(a.busy_share() > 0.9, "{}", a.busy_share());
         assert_eq!(a.queued_share(), 0.0);
         assert_eq!(a.reject_share(), 0.0);
+        // Bursts: the loop never idles and most turns leave input queued, but every 50th
+        // reads the socket empty. Near capacity, not over it.
+        let mut c = Admission::new(90);
+        let mut t = t0;
+        for i in 0..50_000u32 {
+            let queue = if i % 50 == 49 { Queue::Emptied } else { Queue::Left };
+            c.turn(t + Duration::from_micros(2), t + Duration::from_micros(42), queue);
+            t += Duration::from_micros(42);
+        }
+        assert!(c.queued_share() > 0.9, "{}", c.queued_share());
+        assert_eq!(c.reject_share(), 0.0);
         // A queue that stands on a loop with idle time is a burst, not overload.
         let mut b = Admission::new(90);
         run_queued(&mut b, t0, Duration::from_micros(40), Duration::from_micros(40), Duration::from_secs(2), true);
@@ -374,7 +403,7 @@ mod tests {
         // After a silence, one window's look is enough.
         let mut b = Admission::new(90);
         let t3 = run(&mut b, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_secs(3));
-        b.turn(t3 + Duration::from_secs(30), t3 + Duration::from_secs(30) + Duration::from_micros(40), false);
+        b.turn(t3 + Duration::from_secs(30), t3 + Duration::from_secs(30) + Duration::from_micros(40), Queue::NotRead);
         assert_eq!(b.reject_share(), 0.0);
     }
 

@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace, warn};
 
+pub use admission::Queue;
 pub use counters::Counters;
 pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 pub use overlay::PeerEvent;
@@ -269,9 +270,9 @@ impl Peer {
 
     /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
     /// the admission control, the `admission` module).
-    /// `queued`: the turn left input waiting (it stopped reading a socket that had more).
-    pub fn loop_turn(&mut self, started: Instant, ended: Instant, queued: bool) {
-        self.admission.turn(started, ended, queued);
+    /// `queue`: what the turn saw of its input queue.
+    pub fn loop_turn(&mut self, started: Instant, ended: Instant, queue: Queue) {
+        self.admission.turn(started, ended, queue);
     }
 
     /// The admission control's view: the loop's busy share and its share of time with input

@@ -531,7 +531,7 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
     // The driver reports back-to-back turns for a second, each leaving input queued.
     let mut t = t0;
     while t < t0 + Duration::from_millis(1050) {
-        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42), true);
+        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42), crate::peer::Queue::Left);
         t += Duration::from_micros(42);
     }
     let share = p.load().2;
