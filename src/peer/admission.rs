@@ -216,6 +216,8 @@ impl Admission {
 #[derive(Debug)]
 pub struct RawRequest<'a> {
     pub class: Class,
+    /// The To header already carries a tag (the 503 keeps it, RFC 3261 §8.2.6.2).
+    to_tagged: bool,
     vias: Vec<&'a [u8]>,
     from: &'a [u8],
     to: &'a [u8],
@@ -233,7 +235,7 @@ impl<'a> RawRequest<'a> {
             return None;
         }
         let exempt_method = method == b"ACK" || method == b"CANCEL";
-        let (mut to_tag, mut routed, mut credentials) = (false, false, false);
+        let (mut to_tag, mut to_tagged, mut routed, mut credentials) = (false, false, false, false);
         let (mut vias, mut from, mut to, mut call_id, mut cseq) = (Vec::new(), None, None, None, None);
         for line in lines {
             if line.first().is_none_or(|b| *b == b' ' || *b == b'\t') {
@@ -246,7 +248,13 @@ impl<'a> RawRequest<'a> {
                 b"from" | b"f" => from = Some(line),
                 b"to" | b"t" => {
                     // A stray "tag" elsewhere in the value errs on admitting.
-                    to_tag = line[colon + 1..].to_ascii_lowercase().windows(3).any(|w| w == b"tag");
+                    let value: Vec<u8> = line[colon + 1..]
+                        .iter()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .map(u8::to_ascii_lowercase)
+                        .collect();
+                    to_tag = value.windows(3).any(|w| w == b"tag");
+                    to_tagged = value.windows(5).any(|w| w == b";tag=");
                     to = Some(line);
                 }
                 b"route" => routed = true,
@@ -269,7 +277,7 @@ impl<'a> RawRequest<'a> {
         } else {
             Class::New
         };
-        Some(RawRequest { class, vias, from: from?, to: to?, call_id: call_id?, cseq: cseq? })
+        Some(RawRequest { class, to_tagged, vias, from: from?, to: to?, call_id: call_id?, cseq: cseq? })
     }
 
     /// `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), built from the
@@ -282,7 +290,10 @@ impl<'a> RawRequest<'a> {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(self.to.trim_ascii_end());
-        out.extend_from_slice(format!(";tag={tag}\r\n").as_bytes());
+        if !self.to_tagged {
+            out.extend_from_slice(format!(";tag={tag}").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
         for line in [self.call_id, self.cseq] {
             out.extend_from_slice(line);
             out.extend_from_slice(b"\r\n");
@@ -427,7 +438,10 @@ mod tests {
         let with_auth = text.replace("Content-Length", "Authorization: Digest username=\"a\"\r\nContent-Length");
         assert_eq!(RawRequest::scan(with_auth.as_bytes()).unwrap().class, Class::Continuation);
         let in_dialog = text.replace("To: <sip:a@p2p.test> ", "To: <sip:a@p2p.test>;tag=2");
-        assert_eq!(RawRequest::scan(in_dialog.as_bytes()).unwrap().class, Class::New, "a To tag but no Route");
+        let stray = RawRequest::scan(in_dialog.as_bytes()).unwrap();
+        assert_eq!(stray.class, Class::New, "a To tag but no Route");
+        let resp = crate::sip::parse(bytes::Bytes::from(stray.service_unavailable("t9", 5, "p2psip"))).unwrap();
+        assert_eq!(resp.to().unwrap().tag(), Some("2"), "the request's To tag, not a second one");
         let routed = in_dialog.replace("Call-ID", "Route: <sip:127.0.0.1:5060;lr>\r\nCall-ID");
         assert_eq!(RawRequest::scan(routed.as_bytes()).unwrap().class, Class::Exempt);
         let ack = text.replacen("REGISTER sip", "ACK sip", 1);

@@ -443,6 +443,11 @@ impl Peer {
             self.transmit(Transmit { to: reply_to, data: answer.encode() });
             return;
         }
+        if from.listener == Listener::Proxy && self.proxy.names_no_dialog(&msg) {
+            debug!(from = %from.remote, msg = %msg.summary(), "in-dialog request for a user, without our Route");
+            self.reject_stateless(from, &msg, Rejection::new(481, "Call/Transaction Does Not Exist"));
+            return;
+        }
         if self.overloaded(&msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;

@@ -250,6 +250,23 @@ impl Proxy {
             .any(|a| host.ip() == Some(a.ip()) && a.port() == port)
     }
 
+    /// A request in a dialog (a To tag) that names one of our users as its Request-URI and
+    /// carries no Route: no dialog through us looks like that, since we Record-Route every
+    /// dialog we carry (§16.6 step 4), so its requests come with our Route and the far
+    /// phone's Contact as the Request-URI. It is answered 481 (§12.2.2) without a
+    /// transaction, never forwarded into the user's phones (sipp, for one, sends such a BYE
+    /// for every call it aborts; Kamailio's default configuration answers them 404).
+    pub fn names_no_dialog(&self, msg: &Message) -> bool {
+        let Some(Uri::Sip(uri)) = msg.request_uri() else { return false };
+        // An ACK for a non-2xx final answer looks like this too (§17.1.1.3): its transaction
+        // takes it. A CANCEL matches its INVITE's transaction.
+        !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
+            && uri.user.is_some()
+            && self.is_our_domain(uri)
+            && msg.headers.get(&HeaderName::Route).is_none()
+            && msg.to().ok().is_some_and(|t| t.tag().is_some())
+    }
+
     fn is_our_domain(&self, uri: &SipUri) -> bool {
         matches!(&uri.host, Host::Domain(d) if d.eq_ignore_ascii_case(&self.config.domain))
             || self.is_own(&uri.host, uri.port)

@@ -125,6 +125,30 @@ fn register_holds_no_transaction_and_a_retransmission_gets_the_same_200() {
 }
 
 #[test]
+fn an_in_dialog_request_for_a_user_without_our_route_gets_481_and_reaches_no_phone() {
+    let (mut p, now) = peer();
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    let bye = request_text("BYE", "bob", "z9hG4bKstray", 6000)
+        .replace("To: <sip:bob@p2p.test>", "To: <sip:bob@p2p.test>;tag=x");
+    let out = send(&mut p, now, phone(6000), bye);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, phone(6000));
+    assert_eq!(out[0].1.status(), Some(481));
+    assert_eq!(out[0].1.to().unwrap().tag(), Some("x"));
+    assert_eq!(p.transaction_counts(), (0, 0));
+    // The same BYE with our Route (from a dialog we Record-Routed) goes to bob's phone.
+    let routed = request_text("BYE", "bob", "z9hG4bKrouted", 6000)
+        .replace("To: <sip:bob@p2p.test>", "To: <sip:bob@p2p.test>;tag=x")
+        .replace("Max-Forwards", &format!("Route: <sip:{PROXY};lr>\r\nMax-Forwards"));
+    let out = send(&mut p, now, phone(6000), routed);
+    assert!(out.iter().any(|(to, m)| *to == phone(6001) && m.method().is_some()), "{out:?}");
+    // An ACK shaped like that (for a non-2xx answer) is not answered.
+    let ack = request_text("ACK", "bob", "z9hG4bKack", 6000)
+        .replace("To: <sip:bob@p2p.test>", "To: <sip:bob@p2p.test>;tag=x");
+    assert!(send(&mut p, now, phone(6000), ack).iter().all(|(_, m)| m.status().is_none()));
+}
+
+#[test]
 fn stale_nonce_is_rechallenged_with_stale_true() {
     let (mut p, now) = peer();
     let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
