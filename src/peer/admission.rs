@@ -355,6 +355,17 @@ mod tests {
         t
     }
 
+    /// `n` back-to-back turns of 40 µs (2 µs apart) from `from`; before turn `i`, `each`
+    /// asks admission for that turn's requests and says what the turn saw of its queue.
+    fn saturated_turns(a: &mut Admission, from: Instant, n: u32, mut each: impl FnMut(&mut Admission, u32) -> Queue) {
+        let mut t = from;
+        for i in 0..n {
+            let queue = each(a, i);
+            a.turn(t + Duration::from_micros(2), t + Duration::from_micros(42), queue);
+            t += Duration::from_micros(42);
+        }
+    }
+
     #[test]
     fn a_busy_loop_that_empties_its_queue_is_not_overloaded() {
         // Near capacity: input arrives as fast as it is served, the loop never idles, but
@@ -368,12 +379,7 @@ mod tests {
         // Bursts: the loop never idles and most turns leave input queued, but every 50th
         // reads the socket empty. Near capacity, not over it.
         let mut c = Admission::new(90);
-        let mut t = t0;
-        for i in 0..50_000u32 {
-            let queue = if i % 50 == 49 { Queue::Emptied } else { Queue::Left };
-            c.turn(t + Duration::from_micros(2), t + Duration::from_micros(42), queue);
-            t += Duration::from_micros(42);
-        }
+        saturated_turns(&mut c, t0, 50_000, |_, i| if i % 50 == 49 { Queue::Emptied } else { Queue::Left });
         assert!(c.queued_share() > 0.9, "{}", c.queued_share());
         assert_eq!(c.reject_share(), 0.0);
         // A queue that stands on a loop with idle time is a burst, not overload.
@@ -400,17 +406,15 @@ mod tests {
         // credentials.
         let saturate = |new: usize, cont: usize| {
             let mut a = Admission::new(90);
-            let mut t = Instant::now();
-            for _ in 0..75_000 {
+            saturated_turns(&mut a, Instant::now(), 75_000, |a, _| {
                 for _ in 0..new {
                     a.admit(Class::New);
                 }
                 for _ in 0..cont {
                     a.admit(Class::Continuation);
                 }
-                a.turn(t + Duration::from_micros(2), t + Duration::from_micros(42), Queue::Left);
-                t += Duration::from_micros(42);
-            }
+                Queue::Left
+            });
             a
         };
         // A flood of new requests (sipp's, at 2x the knee): only they are refused.

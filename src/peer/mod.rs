@@ -268,9 +268,8 @@ impl Peer {
         }
     }
 
-    /// One turn of the driver's loop worked from `started` to `ended` (the load signal of
-    /// the admission control, the `admission` module).
-    /// `queue`: what the turn saw of its input queue.
+    /// One turn of the driver's loop worked from `started` to `ended` and saw `queue` of its
+    /// input (the load signal of the admission control, the `admission` module).
     pub fn loop_turn(&mut self, started: Instant, ended: Instant, queue: Queue) {
         self.admission.turn(started, ended, queue);
     }

@@ -304,10 +304,16 @@ impl Proxy {
         req: &Message,
         r: Rejection,
     ) {
+        let resp = self.refusal(req, r);
+        self.respond(now, tl, id, resp);
+    }
+
+    /// The response carrying refusal `r` of `req`: a fresh To tag and our Server header.
+    fn refusal(&mut self, req: &Message, r: Rejection) -> Message {
         let tag = self.tag();
         let mut resp = r.to_response(req, Some(&tag));
         resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-        self.respond(now, tl, id, resp);
+        resp
     }
 
     /// A new server transaction the proxy [`wants`](Self::wants). `reply_to` is where its
@@ -361,12 +367,7 @@ impl Proxy {
     pub fn register_stateless(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Message {
         match self.register(now, from, msg) {
             Ok(resp) => resp,
-            Err(r) => {
-                let tag = self.tag();
-                let mut resp = r.to_response(msg, Some(&tag));
-                resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-                resp
-            }
+            Err(r) => self.refusal(msg, r),
         }
     }
 

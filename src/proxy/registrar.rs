@@ -416,6 +416,7 @@ mod tests {
         r.register(t0, AOR, &register("a", 3, &[&format!("{};expires=0", c[0])], None), flow(1), "t").unwrap();
         assert_eq!(r.lookup(AOR, t0).len(), 1);
     }
+
     #[test]
     fn a_retransmitted_register_gets_the_same_answer_and_changes_nothing() {
         let t0 = Instant::now();
