@@ -2,7 +2,7 @@
 //! same corpora in the same run (docs/performance.md, "B8 SIP parse time").
 //!
 //! Corpora: a typical REGISTER, an INVITE with SDP (`benches/messages/`), and the RFC 4475
-//! messages that must parse (`../shared/conformance/rfc4475`). Each parser is timed only on
+//! messages that must parse (`tests/data/rfc4475`). Each parser is timed only on
 //! the messages it accepts; the rejected ones are counted and printed before the run. The
 //! `rfc4475_common` group holds the messages all three accept, so its ratios compare equal work.
 //!

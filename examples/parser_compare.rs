@@ -3,7 +3,7 @@
 //! lists on one line, unknown headers). Prints the Markdown table kept in docs/dependencies.md,
 //! "SIP parser: decided by measurement".
 //!
-//! `cargo run --example parser_compare -- ../shared/conformance/rfc4475`
+//! `cargo run --example parser_compare -- tests/data/rfc4475`
 //!
 //! Each parser is asked, through its own typed API, for the values a SIP element needs: the
 //! Call-ID, CSeq, top Via branch and sent-by, the number of Via entries, the From tag, the
@@ -443,7 +443,7 @@ fn p2psip_verdict(data: &[u8]) -> String {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "../shared/conformance/rfc4475".into());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "tests/data/rfc4475".into());
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .flatten()

@@ -1,10 +1,10 @@
 //! Prints what the parser and validator make of each RFC 4475 torture message:
-//! `cargo run --example torture -- ../shared/conformance/rfc4475`.
+//! `cargo run --example torture -- tests/data/rfc4475`.
 use bytes::Bytes;
 use p2psip::sip::{parse, validate};
 
 fn main() {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "../shared/conformance/rfc4475".into());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "tests/data/rfc4475".into());
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("read dir")
         .flatten()

@@ -38,7 +38,7 @@ const RFC4475_VALID: &[&str] = &[
     "sdp01",
 ];
 
-const RFC4475_DIR: &str = "../shared/conformance/rfc4475";
+const RFC4475_DIR: &str = "tests/data/rfc4475";
 
 pub struct Corpus {
     pub name: &'static str,

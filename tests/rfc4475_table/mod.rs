@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 pub fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/rfc4475")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475")
 }
 
 pub fn load(name: &str) -> Bytes {
