@@ -172,6 +172,11 @@ trial() {
         >sipp.out 2>&1) || rc=$?
       ;;
     call)
+      # The caller registers from the port it calls from first: p2psip forwards a phone's
+      # requests only over a registered flow or with credentials (issue 11). Same for both.
+      (cd "$dir" && sipp -sf "$REG" -s alice -key domain p2p.test -au alice -ap secret -i "$CLIENT_IP" \
+        -p "$CLIENT_PORT" -mp $((CLIENT_PORT + 20000)) -m 1 -buff_size "$SIPP_BUFFER" -nostdin -timeout 10 \
+        -timeout_error "$ip:$PORT" >reg.out 2>&1) || rc=$?
       # A multi-process proxy (Kamailio's workers) may pass a 180 on after the 200: a late
       # provisional response is not a failure, so sipp must not abort the call for it.
       (cd "$dir" && sipp -sf "$UAC" -s bob -key domain p2p.test -default_behaviors all,-abortunexp \

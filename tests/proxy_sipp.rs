@@ -133,6 +133,10 @@ fn call_through_the_proxy_invite_ack_bye() {
         std::net::UdpSocket::bind((node.proxy.ip(), uas_port)).is_err().then_some(())
     });
     assert!(bound.is_some(), "sipp UAS did not bind its port");
+    // Alice's phone registers from the port it calls from: the proxy forwards a phone's
+    // requests only over a registered flow or with credentials (issue 11).
+    let (ok, logs) = register(&node, "alice", "alice-secret", uac_port);
+    assert!(ok, "alice's REGISTER failed; sipp logs:\n{logs}");
     let uac_dir = tempfile::TempDir::new().expect("temp dir");
     let args = ["-sf", &scenario("uac.xml"), "-s", "bob", "-key", "domain", "p2p.test"];
     let uac = sipp(uac_dir.path(), &local, uac_port, &args, Some(node.proxy));

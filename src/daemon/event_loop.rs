@@ -379,6 +379,7 @@ impl EventLoop {
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
+            tcp_connections: self.connections.len(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Status {
     pub registrar: crate::proxy::ProxyStatus,
     /// Signed storage's counters; `null` when storage is off.
     pub storage: Option<crate::peer::StorageCounters>,
+    /// TCP connections open or opening now, on both listeners.
+    pub tcp_connections: usize,
 }
 
 /// A node as the status API shows it.

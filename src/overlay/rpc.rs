@@ -192,6 +192,11 @@ pub enum RpcFailure {
     /// An answer arrived but could not be understood.
     #[error("malformed response")]
     Malformed,
+    /// The node answered that it is overloaded (a 503 that is not the overlay's own "leaving"
+    /// refusal): it is alive. Issue 11: a busy node is asked again later, never dropped from
+    /// the ring; only an explicit leave or missed answers do that.
+    #[error("busy")]
+    Busy,
 }
 
 /// Where a request goes: a known node, or a bare address (a bootstrap node whose ID we do not

@@ -15,6 +15,8 @@ pub struct Counters {
     pub requests_rejected: u64,
     /// Messages dropped without an answer (responses matching nothing, unanswerable garbage).
     pub messages_dropped: u64,
+    /// Of those, responses matching no client transaction (never relayed, RFC 6026).
+    pub stray_responses: u64,
     /// Retransmitted requests absorbed by a server transaction.
     pub retransmissions_absorbed: u64,
     /// UDP datagrams over the size limit, dropped before parsing.

@@ -76,9 +76,14 @@ pub struct PeerConfig {
     pub ping_timeout: Duration,
     /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
     pub timer_c: Duration,
-    /// Server transactions alive at once; a new request beyond this gets 503 with
-    /// Retry-After (issue 5 item 8), so memory stays bounded under overload.
+    /// Server transactions waiting for their final response, per listener (the phones' and
+    /// the overlay's budgets are separate, so neither can starve the other); a new request
+    /// beyond this gets 503 with Retry-After (issue 5 item 8), so memory stays bounded under
+    /// overload. Answered transactions do not count (see `max_completed_transactions`).
     pub max_server_transactions: usize,
+    /// Answered server transactions kept to absorb retransmissions (Timer J, 32 s over UDP);
+    /// beyond this the oldest is forgotten (issue 11 item 3).
+    pub max_completed_transactions: usize,
     /// The Retry-After of that 503, in seconds.
     pub overload_retry_after: u32,
     /// Load-based admission on the proxy listener: above this busy share (percent) of the
@@ -107,6 +112,7 @@ impl PeerConfig {
             ping_timeout: Duration::from_secs(8),
             timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
+            max_completed_transactions: 200_000,
             overload_retry_after: 5,
             overload_busy_percent: 90,
             digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
@@ -140,6 +146,16 @@ pub struct Peer {
     admission: admission::Admission,
     /// Registration fetches the proxy is waiting for: the requests parked on each.
     proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
+    /// Keys [`Peer::tag_for`].
+    tag_key: ring::hmac::Key,
+}
+
+/// The transaction layer's budget for requests from each listener.
+fn listener_index(l: Listener) -> usize {
+    match l {
+        Listener::Overlay => 0,
+        Listener::Proxy => 1,
+    }
 }
 
 impl Peer {
@@ -170,19 +186,25 @@ impl Peer {
             ..ProxyConfig::new(&config.domain, config.proxy_addr)
         };
         let proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
+        let tag_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>());
         Peer {
             overlay,
             events: VecDeque::new(),
             proxy,
             storage: None,
             rng,
-            transactions: TransactionLayer::new(config.timers),
+            transactions: {
+                let mut tl = TransactionLayer::new(config.timers);
+                tl.set_max_completed(config.max_completed_transactions);
+                tl
+            },
             outbox: VecDeque::new(),
             counters: Counters::default(),
             own_sent_by,
             config,
             started: now,
             proxy_fetches: Default::default(),
+            tag_key,
             admission,
         }
     }
@@ -447,14 +469,18 @@ impl Peer {
             self.reject_stateless(from, &msg, Rejection::new(481, "Call/Transaction Does Not Exist"));
             return;
         }
-        if self.overloaded(&msg) {
+        if self.overloaded(from.listener, &msg) {
             // Issue 5 item 8: refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
             let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
             return;
         }
-        let received = self.transactions.handle_message(now, msg, reply_to, from.transport.is_reliable());
+        if self.answers_statelessly(&from, &msg) {
+            return self.answer_stateless(now, from, reply_to, &msg);
+        }
+        let budget = listener_index(from.listener);
+        let received = self.transactions.handle_message_in(now, msg, reply_to, from.transport.is_reliable(), budget);
         match received {
             Received::Request { id, request, cancels } => {
                 self.counters.server_transactions += 1;
@@ -556,7 +582,7 @@ impl Peer {
         }
         match method {
             Method::Options => {
-                let tag = self.new_tag();
+                let tag = self.tag_for(msg);
                 // The overlay extension is spoken on the overlay listener only.
                 let supported: &[&str] = match from.listener {
                     Listener::Overlay => &[overlay_sip::OPTION_TAG],
@@ -579,11 +605,15 @@ impl Peer {
         }
         match self.transactions.handle_message(now, msg, from, from.transport.is_reliable()) {
             Received::Stray { response } => {
-                // A 2xx retransmission for an INVITE the proxy forwarded goes on (RFC 3261
-                // §16.7 step 10); anything else is dropped.
-                debug!(from = %from.remote, msg = %response.summary(), "response matching no transaction");
+                // RFC 6026 (its update of RFC 3261 §16.7 and §18.1.2): a response
+                // that matches no client transaction is dropped, never relayed. The 2xx
+                // retransmissions that rule once served are matched by the INVITE client
+                // transaction's Accepted state (RFC 6026 §7.2) for 64·T1, and reach the
+                // caller through the proxy's context. Relaying strays let one datagram make
+                // the node write attacker bytes to any Via it named (issue 11, C1).
+                debug!(from = %from.remote, msg = %response.summary(), "response matching no transaction; dropped");
                 self.counters.messages_dropped += 1;
-                self.proxy.handle_stray_response(&mut self.transactions, response);
+                self.counters.stray_responses += 1;
             }
             Received::Response { id, response } if self.proxy.owns_client(id) => {
                 self.proxy.handle_response(now, &mut self.transactions, id, response);
@@ -613,7 +643,7 @@ impl Peer {
     /// The response carrying a refusal, with a fresh To tag and our Server header; counted.
     fn rejection_response(&mut self, request: &Message, rejection: &Rejection) -> Message {
         self.counters.requests_rejected += 1;
-        let tag = self.new_tag();
+        let tag = self.tag_for(request);
         let mut resp = rejection.to_response(request, Some(&tag));
         resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
         resp
@@ -621,6 +651,17 @@ impl Peer {
 
     fn new_tag(&mut self) -> String {
         format!("{:016x}", self.rng.random::<u64>())
+    }
+
+    /// The To tag of our answer to `request`, the same for every copy of it: RFC 3261 §8.2.7
+    /// asks a stateless UAS for exactly that, so a retransmission answered without a
+    /// transaction gets the response its first copy got.
+    pub(crate) fn tag_for(&self, request: &Message) -> String {
+        let branch = request.top_via().ok().and_then(|v| v.branch().map(str::to_owned)).unwrap_or_default();
+        let from_tag = request.from().ok().and_then(|f| f.tag().map(str::to_owned)).unwrap_or_default();
+        let data = format!("{}\n{from_tag}\n{branch}", request.call_id().unwrap_or_default());
+        let mac = ring::hmac::sign(&self.tag_key, data.as_bytes());
+        mac.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Whether a request goes to the proxy: a REGISTER on the proxy listener, or a request
@@ -664,11 +705,33 @@ impl Peer {
         Some(self.proxy.register_stateless(now, from, msg))
     }
 
-    /// True when a new request would pass the server-transaction bound. ACK (no transaction)
-    /// and CANCEL (it ends one) always pass.
-    fn overloaded(&self, msg: &Message) -> bool {
+    /// True when a new request from `listener` would pass that listener's bound on
+    /// unanswered server transactions. ACK (no transaction) and CANCEL (it ends one) always
+    /// pass.
+    fn overloaded(&self, listener: Listener, msg: &Message) -> bool {
         !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
-            && self.transactions.server_count() >= self.config.max_server_transactions
+            && self.transactions.server_unanswered(listener_index(listener)) >= self.config.max_server_transactions
+    }
+
+    /// Requests the node answers itself at once and that are safe to process twice: Chord's
+    /// RPCs on the overlay listener (idempotent: a retransmission gets the same answer) and
+    /// OPTIONS to the node. They are answered without a server transaction (RFC 3261 §8.2.7),
+    /// so a flood of them holds no state at all (issue 11 item 3; the review's H4).
+    fn answers_statelessly(&self, from: &Endpoint, msg: &Message) -> bool {
+        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
+            return !store_sip::is_storage_request(msg);
+        }
+        msg.method() == Some(&Method::Options) && !self.proxy_wants(from, msg)
+    }
+
+    fn answer_stateless(&mut self, now: Instant, from: Endpoint, reply_to: Endpoint, msg: &Message) {
+        let response = match self.route(now, &from, msg) {
+            Answer::Respond(resp) => resp,
+            Answer::Reject(rejection) => self.rejection_response(msg, &rejection),
+            Answer::Nothing => return,
+        };
+        self.transmit(Transmit { to: reply_to, data: response.encode() });
+        self.drain_transactions(now);
     }
 }
 

@@ -112,7 +112,7 @@ impl Peer {
         if matches!(response, crate::overlay::Response::Refused { .. }) {
             self.counters.overlay_refused += 1;
         }
-        let tag = format!("{:08x}", self.rng.random::<u32>());
+        let tag = self.tag_for(msg);
         let answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
         self.drain_overlay(now);
         Answer::Respond(answer)
@@ -124,7 +124,11 @@ impl Peer {
             return;
         }
         let Some(pending) = self.overlay.pending.remove(&id) else { return };
-        let result = overlay_sip::decode_response(&pending.request, response).ok_or(RpcFailure::Malformed);
+        let result = if overlay_sip::is_busy(response) {
+            Err(RpcFailure::Busy)
+        } else {
+            overlay_sip::decode_response(&pending.request, response).ok_or(RpcFailure::Malformed)
+        };
         if result.is_err() {
             debug!(%id, status = ?response.status(), "malformed overlay answer");
         }

@@ -438,6 +438,12 @@ pub fn decode_response(sent: &Request, msg: &Message) -> Option<Response> {
     }
 }
 
+/// A 503 that is not the overlay's own "leaving" refusal (which carries the answerer's
+/// `DHT-PeerID`): an overloaded node or its load shedding, alive and to be asked again later.
+pub fn is_busy(msg: &Message) -> bool {
+    msg.status() == Some(503) && msg.headers.get(&HeaderName::DhtPeerId).is_none()
+}
+
 fn refusal_for(code: u16) -> Option<RefuseReason> {
     Some(match code {
         403 => RefuseReason::IdMismatch,

@@ -75,12 +75,15 @@ fn received_and_rport_are_stamped_on_the_top_via_only() {
 #[test]
 fn retransmitted_request_is_absorbed_and_answer_resent() {
     let (mut p, now) = peer();
-    let req = request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo2", "");
-    p.handle_input(now, from(Transport::Udp), req.clone());
+    // A MESSAGE from another node for a user not served here: 404 through a transaction.
+    let overlay = Endpoint { listener: Listener::Overlay, ..from(Transport::Udp) };
+    let req = request("MESSAGE", "sip:bob@p2p.test", "z9hG4bKo2", "");
+    p.handle_input(now, overlay, req.clone());
     let first = drain(&mut p);
-    p.handle_input(now + Duration::from_millis(500), from(Transport::Udp), req);
+    p.handle_input(now + Duration::from_millis(500), overlay, req);
     let again = drain(&mut p);
     assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1.status(), Some(404));
     assert_eq!(again.len(), 1);
     assert_eq!(first[0].1, again[0].1, "the same response, byte for byte");
     assert_eq!(p.counters().retransmissions_absorbed, 1);
@@ -88,13 +91,29 @@ fn retransmitted_request_is_absorbed_and_answer_resent() {
 }
 
 #[test]
-fn invite_to_unknown_user_retransmits_404_until_ack() {
+fn options_to_the_node_hold_no_transaction_and_a_retransmission_gets_the_same_answer() {
+    // RFC 3261 §8.2.7: answered statelessly, with a To tag derived from the request.
+    let (mut p, now) = peer();
+    let req = request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo3", "");
+    p.handle_input(now, from(Transport::Udp), req.clone());
+    let first = drain(&mut p);
+    assert_eq!(p.transaction_counts(), (0, 0));
+    p.handle_input(now + Duration::from_millis(500), from(Transport::Udp), req);
+    let again = drain(&mut p);
+    assert_eq!((first.len(), again.len()), (1, 1));
+    assert_eq!(first[0].1, again[0].1, "the same response, byte for byte");
+    assert_eq!(p.counters().server_transactions, 0);
+}
+
+#[test]
+fn a_strangers_invite_retransmits_its_407_until_ack() {
     let (mut p, mut now) = peer();
     p.handle_input(now, from(Transport::Udp), request("INVITE", "sip:bob@p2p.test", "z9hG4bKi1", ""));
     let out = drain(&mut p);
     let codes: Vec<_> = out.iter().map(|(_, m)| m.status().unwrap()).collect();
-    assert_eq!(codes, [100, 404]);
-    // Timer G: the 404 goes again after T1, then 2·T1 …
+    // A stranger's INVITE is challenged before any routing (RFC 3261 §16.3 step 6, issue 11).
+    assert_eq!(codes, [100, 407]);
+    // Timer G: the 407 goes again after T1, then 2·T1 …
     now += Duration::from_millis(500);
     p.handle_timeout(now);
     assert_eq!(drain(&mut p).len(), 1);
@@ -267,6 +286,43 @@ mod ring {
     }
 
     #[test]
+    fn a_flood_of_answered_requests_takes_no_budget_and_the_ring_holds() {
+        // Issue 11 item 3 (the review's H4): 30,000 OPTIONS and 30,000 MESSAGEs from one
+        // source, each answered at once, more than the 20,000-transaction budget; none is
+        // refused, and the neighbours keep the node.
+        let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5070".parse().unwrap(), "127.0.0.2:5070".parse().unwrap());
+        let now = net.now;
+        net.peers.get_mut(&b).unwrap().join(now, vec![a]);
+        net.run_for(Duration::from_secs(10));
+        assert!(net.ring_ok());
+        let attacker = Endpoint {
+            listener: Listener::Overlay,
+            transport: Transport::Udp,
+            remote: "203.0.113.5:5062".parse().unwrap(),
+            conn: None,
+        };
+        let now = net.now;
+        let node = net.peers.get_mut(&a).unwrap();
+        let mut answered = 0;
+        for i in 0..30_000 {
+            for (method, uri) in [("OPTIONS", "sip:127.0.0.1:5070"), ("MESSAGE", "sip:nobody@p2p.test")] {
+                node.handle_input(now, attacker, request(method, uri, &format!("z9hG4bKf{method}{i}"), ""));
+                while let Some(t) = node.poll_transmit() {
+                    let status = parse(t.data).unwrap().status();
+                    assert_ne!(status, Some(503), "{method} {i} refused");
+                    answered += 1;
+                }
+            }
+        }
+        assert_eq!(answered, 60_000);
+        assert_eq!(node.counters().overload_rejected, 0);
+        assert_eq!(node.transactions.server_unanswered(listener_index(Listener::Overlay)), 0);
+        net.run_for(Duration::from_secs(30));
+        assert!(net.ring_ok(), "the ring lost a node to the flood");
+    }
+
+    #[test]
     fn three_peers_form_a_ring_over_sip() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070", "127.0.0.3:5070", "127.0.0.3:5072"]);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
@@ -349,3 +405,5 @@ mod ring {
         net.run_for(Duration::from_secs(1));
     }
 }
+
+mod relay;

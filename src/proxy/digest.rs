@@ -1,13 +1,9 @@
-//! Digest authentication for REGISTER (RFC 3261 §22.4, RFC 8760 for SHA-256, RFC 7616 §3.4
-//! for the `qop=auth` response), with nonces the node can check without keeping state.
+//! Digest credentials and challenges (RFC 3261 §22.4, RFC 8760 for SHA-256, RFC 7616 §3.4 for
+//! the `qop=auth` response): parsing `Authorization`, checking a response against an HA1,
+//! and writing `WWW-Authenticate` / `Proxy-Authenticate` values.
 //!
-//! A nonce is `T.MAC`: `T` the node's clock in whole seconds (hex) when it was made, `MAC`
-//! an HMAC-SHA-256 over `T` with a key only this node holds (RFC 7616 §3.3 suggests exactly
-//! this). A nonce with a good MAC but older than the lifetime is *stale*: the client computed
-//! a correct answer and only needs a fresh nonce (`stale=true`, RFC 7616 §3.3).
-//!
-//! What it does not do: no `auth-int`, no `-sess` algorithms, no nonce-count replay window
-//! (a captured REGISTER can be replayed until its nonce expires; the nonce lifetime bounds it).
+//! Nonces, the replay window and the failure back-off are [`super::auth`]'s. What it does not
+//! do: no `auth-int`, no `-sess` algorithms.
 
 use md5::Digest as _;
 
@@ -57,7 +53,7 @@ impl Algorithm {
 }
 
 /// Lower-case hex, two digits a byte (every digest and nonce goes through here: no `write!`).
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
@@ -68,7 +64,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Equality whose time does not depend on where the inputs first differ.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -76,12 +72,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// (RFC 7616 §3.4.2).
 pub fn ha1(algorithm: Algorithm, username: &str, realm: &str, password: &str) -> String {
     algorithm.hash(&format!("{username}:{realm}:{password}"))
-}
-
-/// Makes and checks nonces with a per-node key.
-pub struct NonceKey {
-    key: ring::hmac::Key,
-    lifetime_secs: u64,
 }
 
 /// What checking a nonce found.
@@ -92,42 +82,6 @@ pub enum NonceCheck {
     Stale,
     /// Not made by this node (or made before it restarted).
     Forged,
-}
-
-impl NonceKey {
-    pub fn new(key: &[u8; 32], lifetime_secs: u64) -> NonceKey {
-        NonceKey { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), lifetime_secs }
-    }
-
-    /// A nonce stamped with `clock_secs` (seconds on any monotonic clock the caller keeps).
-    pub fn make(&self, clock_secs: u64) -> String {
-        format!("{clock_secs:x}.{}", self.mac(clock_secs))
-    }
-
-    fn mac(&self, clock_secs: u64) -> String {
-        hex(&ring::hmac::sign(&self.key, &clock_secs.to_be_bytes()).as_ref()[..12])
-    }
-
-    pub fn check(&self, nonce: &str, clock_secs: u64) -> NonceCheck {
-        let Some((t, mac)) = nonce.split_once('.') else { return NonceCheck::Forged };
-        let Ok(made) = u64::from_str_radix(t, 16) else { return NonceCheck::Forged };
-        let Ok(mac_bytes) = (0..mac.len())
-            .step_by(2)
-            .map(|i| mac.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()))
-            .collect::<Result<Vec<u8>, ()>>()
-        else {
-            return NonceCheck::Forged;
-        };
-        let full = ring::hmac::sign(&self.key, &made.to_be_bytes());
-        // Compare in constant time: a timing oracle would let anyone forge a nonce byte by byte.
-        if mac_bytes.len() != 12 || !same_bytes(&full.as_ref()[..12], &mac_bytes) {
-            return NonceCheck::Forged;
-        }
-        if made > clock_secs || clock_secs - made > self.lifetime_secs {
-            return NonceCheck::Stale;
-        }
-        NonceCheck::Fresh
-    }
 }
 
 /// The `WWW-Authenticate` values of a challenge: one per offered algorithm, in that order,
@@ -240,21 +194,6 @@ mod tests {
             Err(DigestError::Response)
         );
         assert_eq!(md5.verify("GET", "other", "x"), Err(DigestError::Realm));
-    }
-
-    #[test]
-    fn nonces_are_checked_without_state() {
-        let key = NonceKey::new(&[7; 32], 300);
-        let n = key.make(1000);
-        assert_eq!(key.check(&n, 1000), NonceCheck::Fresh);
-        assert_eq!(key.check(&n, 1300), NonceCheck::Fresh);
-        assert_eq!(key.check(&n, 1301), NonceCheck::Stale);
-        assert_eq!(NonceKey::new(&[8; 32], 300).check(&n, 1000), NonceCheck::Forged);
-        let forged = format!("3e9.{}", &n[4..]);
-        assert_eq!(key.check(&forged, 1000), NonceCheck::Forged);
-        for junk in ["", ".", "zz.00", "3e8.0", "3e8.é1"] {
-            assert_eq!(key.check(junk, 1000), NonceCheck::Forged, "{junk}");
-        }
     }
 
     #[test]

@@ -15,9 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use tracing::debug;
 
 use super::accounts::Accounts;
-use super::digest::{challenges, Algorithm, Credentials, NonceCheck, NonceKey};
+use super::auth::{AuthFailure, Authenticator, Realm};
+use super::digest::Algorithm;
 use super::directory::{resolve, Resolution};
 use super::registrar::{Registrar, RegistrarConfig};
+use crate::peer::endpoint::next_hop_allowed;
 use crate::peer::{new_branch, ConnectionId, Endpoint, Listener, Transport};
 use crate::sip::header::{NameAddr, Via};
 use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};
@@ -94,6 +96,13 @@ pub struct ProxyStatus {
     pub timer_c_fired: u64,
     /// Bindings removed because the TCP connection they were registered over closed.
     pub unregistered_on_close: u64,
+    /// Requests on the proxy listener refused for want of authentication (407 or 403).
+    pub requests_unauthenticated: u64,
+    /// Digest attempts refused because their source address was backed off after failures.
+    pub auth_backed_off: u64,
+    /// Next hops refused: loopback, link-local or our own addresses named by a record, a
+    /// Route or a Request-URI, and node Routes whose token did not verify (issue 11, M3, M8).
+    pub next_hops_refused: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -137,7 +146,9 @@ pub struct Proxy {
     config: ProxyConfig,
     accounts: Accounts,
     registrar: Registrar,
-    nonces: NonceKey,
+    auth: Authenticator,
+    /// Keys the tokens on our Record-Routes that name the node across the dialog.
+    route_key: ring::hmac::Key,
     started: Instant,
     rng: ChaCha8Rng,
     contexts: BTreeMap<ServerTxId, Context>,
@@ -194,7 +205,8 @@ impl Proxy {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let key: [u8; 32] = rng.random();
         Proxy {
-            nonces: NonceKey::new(&key, config.nonce_lifetime.as_secs()),
+            auth: Authenticator::new(&key, config.nonce_lifetime, &config.domain, config.digest_algorithms.clone()),
+            route_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>()),
             registrar: Registrar::new(config.registrar.clone()),
             next_ping_sweep: now + config.ping_interval,
             config,
@@ -229,6 +241,7 @@ impl Proxy {
             accounts: self.accounts.len(),
             bindings: self.registrar.binding_count(),
             forwarding: self.contexts.len(),
+            auth_backed_off: self.auth.backed_off,
             ..self.status.clone()
         }
     }
@@ -339,7 +352,10 @@ impl Proxy {
                 }
             }
             Method::Cancel => self.cancel(now, tl, id, &request, cancels),
-            _ => match self.forward(now, tl, id, from, reply_to, &request) {
+            _ => match self
+                .admit_phone_request(now, from, &request)
+                .and_then(|()| self.forward(now, tl, id, from, reply_to, &request))
+            {
                 Ok(Forwarded::Sent) => self.status.requests_forwarded += 1,
                 Ok(Forwarded::Parked) => {}
                 Err(r) => self.reject(now, tl, id, &request, r),
@@ -347,13 +363,58 @@ impl Proxy {
         }
     }
 
-    /// The request's Digest credentials for our realm, if any.
-    fn credentials(&self, msg: &Message) -> Option<crate::sip::header::AuthParams> {
-        let realm = &self.config.domain;
-        msg.auth(&HeaderName::Authorization)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm)))
+    /// Whether a URI names this node: our domain or one of our addresses, with no user part.
+    fn names_us(&self) -> impl Fn(&Uri) -> bool + 'static {
+        let domain = self.config.domain.clone();
+        let addrs: Vec<SocketAddr> = std::iter::once(self.config.addr).chain(self.config.other_addrs.clone()).collect();
+        move |u: &Uri| {
+            let Uri::Sip(s) = u else { return false };
+            let port = s.port.unwrap_or(5060);
+            s.user.is_none()
+                && (matches!(&s.host, Host::Domain(d) if d.eq_ignore_ascii_case(&domain))
+                    || addrs.iter().any(|a| s.host.ip() == Some(a.ip()) && a.port() == port))
+        }
+    }
+
+    /// Seconds since the proxy started: the clock nonces are stamped with.
+    fn clock(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_secs()
+    }
+
+    /// Issue 11 (M3): the proxy listener forwards nothing for a stranger. An out-of-dialog
+    /// request must come over the flow a phone registered from (RFC 5626 §5.3 in spirit: the
+    /// flow was authenticated by its REGISTER) or carry `Proxy-Authorization` for a local
+    /// account (RFC 3261 §16.3 step 6, §22.3); otherwise it gets 407. A request within a dialog
+    /// must carry the Route of our Record-Route: every dialog through us was Record-Routed.
+    fn admit_phone_request(&mut self, now: Instant, from: Endpoint, req: &Message) -> Result<(), Rejection> {
+        if from.listener != Listener::Proxy {
+            return Ok(());
+        }
+        let in_dialog = req.to().ok().is_some_and(|t| t.tag().is_some());
+        if in_dialog {
+            let ours = req
+                .routes()
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .is_some_and(|r| matches!(&r.uri, Uri::Sip(u) if self.is_own(&u.host, u.port)));
+            if !ours {
+                self.status.requests_unauthenticated += 1;
+                return Err(Rejection::new(403, "Forbidden (not a dialog through this node)"));
+            }
+            return Ok(());
+        }
+        if self.registrar.by_flow(&from, now).is_some() {
+            return Ok(());
+        }
+        let clock = self.clock(now);
+        let names_us = self.names_us();
+        match self.auth.authenticate(&self.accounts, req, Realm::Proxy, clock, from.remote, names_us) {
+            Ok(_) => Ok(()),
+            Err(failure) => {
+                self.status.requests_unauthenticated += 1;
+                Err(failure.into_rejection())
+            }
+        }
     }
 
     /// The answer to a phone's REGISTER, sent without a server transaction (RFC 3261 §8.2.7
@@ -379,48 +440,23 @@ impl Proxy {
         let Some(Uri::Sip(ruri)) = msg.request_uri() else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
         let our_domain = self.is_our_domain(ruri);
         let to_aor = msg.to().ok().and_then(|t| t.uri.as_sip().map(SipUri::aor));
-        let realm = self.config.domain.clone();
-        let clock = now.saturating_duration_since(self.started).as_secs();
-        // Step 3 (§22.4): find our realm's Digest credentials; none means a challenge.
-        let creds = self.credentials(msg);
-        let offer = self.config.digest_algorithms.clone();
-        let challenge = |stale: bool, nonces: &NonceKey| {
-            let nonce = nonces.make(clock);
-            challenges(&offer, &realm, &nonce, stale).into_iter().fold(Rejection::new(401, "Unauthorized"), |r, c| {
-                r.with_header(Header::new(HeaderName::WwwAuthenticate, c))
-            })
-        };
-        let Some(creds) = creds else { return Err(challenge(false, &self.nonces)) };
-        let creds = match Credentials::from_params(&creds) {
-            Ok(c) => c,
-            Err(e) => {
-                self.status.registers_refused += 1;
-                return Err(Rejection::new(400, format!("Bad Authorization header ({e})")));
-            }
-        };
-        let nonce = self.nonces.check(&creds.nonce, clock);
-        if nonce == NonceCheck::Forged {
-            return Err(challenge(false, &self.nonces));
-        }
-        let Some(account) = self.accounts.by_user(&creds.username, &realm) else {
-            self.status.registers_refused += 1;
-            return Err(Rejection::new(403, "Forbidden"));
-        };
-        let method = msg.method().map(|m| m.as_str().to_owned()).unwrap_or_default();
-        if creds.verify(&method, &realm, account.ha1(creds.algorithm)).is_err() {
-            self.status.registers_refused += 1;
-            return Err(Rejection::new(403, "Forbidden"));
-        }
-        if nonce == NonceCheck::Stale {
-            // RFC 7616 §3.3: right password, old nonce: ask again without prompting the user.
-            return Err(challenge(true, &self.nonces));
-        }
+        let clock = self.clock(now);
+        let names_us = self.names_us();
+        let account_aor =
+            match self.auth.authenticate(&self.accounts, msg, Realm::Registrar, clock, from.remote, names_us) {
+                Ok(aor) => aor,
+                Err(AuthFailure::Challenge(r)) => return Err(r),
+                Err(AuthFailure::Refused(r)) => {
+                    self.status.registers_refused += 1;
+                    return Err(r);
+                }
+            };
         if !our_domain {
             return Err(Rejection::new(404, "Not Found (not this registrar's domain)"));
         }
         let Some(aor) = to_aor else { return Err(Rejection::new(416, "Unsupported URI Scheme in To")) };
         // Step 4: these credentials may change only their own AoR's bindings.
-        if account.aor != aor {
+        if account_aor != aor {
             self.status.registers_refused += 1;
             return Err(Rejection::new(403, "Forbidden (credentials are for another AoR)"));
         }
@@ -489,21 +525,46 @@ impl Proxy {
     }
 
     /// §16.4: a top Route naming us is removed; with the double Record-Route of RFC 5658
-    /// (§3.2) the next one may name our other listener, and goes too.
-    fn pop_own_route(&self, req: &mut Message) {
+    /// (§3.2) the next one may name our other listener, and goes too. Says what was popped.
+    fn pop_own_route(&self, req: &mut Message) -> Popped {
+        let mut popped = Popped::default();
         for _ in 0..2 {
-            let Ok(routes) = req.routes() else { return };
+            let Ok(routes) = req.routes() else { break };
             match routes.first().map(|r| &r.uri) {
                 Some(Uri::Sip(u)) if self.is_own(&u.host, u.port) => {
+                    popped.any = true;
+                    if let Some(t) = u.param(ROUTE_TOKEN_PARAM).and_then(|p| p.value.clone()) {
+                        popped.tokens.push(t);
+                    }
                     req.headers.remove_first_element(&HeaderName::Route);
                 }
-                _ => return,
+                _ => break,
             }
         }
+        popped
+    }
+
+    /// The token our Record-Routes carry when a dialog crosses from the phones to the node at
+    /// `node` (or back): an HMAC of that node's overlay address, so a phone's in-dialog request
+    /// is forwarded to a `p2psip-node` Route only if we put it on the dialog's path ourselves
+    /// (issue 11, M3). Stateless, like the nonces: nothing is stored per dialog.
+    fn route_token(&self, node: SocketAddr) -> String {
+        let tag = ring::hmac::sign(&self.route_key, format!("p2psip-rr {node}").as_bytes());
+        tag.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Another node's overlay listener named by a URI (a registration record's contact, a
+    /// node's Record-Route), if it may be a next hop: not one of our own addresses, not
+    /// link-local, not loopback unless we are (issue 11, M8).
+    fn overlay_hop(&self, uri: &Uri) -> Option<Endpoint> {
+        let to = overlay_endpoint(uri)?;
+        let own = self.listener_addr(Listener::Overlay).ip();
+        let ours = std::iter::once(&self.config.addr).chain(&self.config.other_addrs).any(|a| *a == to.remote);
+        (!ours && next_hop_allowed(to.remote.ip(), own)).then_some(to)
     }
 
     /// §16.5–16.6: where the request goes, as (request copy's Request-URI, endpoint) pairs.
-    fn targets(&self, now: Instant, from: Endpoint, req: &Message) -> Result<Targets, Rejection> {
+    fn targets(&mut self, now: Instant, from: Endpoint, req: &Message, popped: &Popped) -> Result<Targets, Rejection> {
         let ruri = req.request_uri().cloned().ok_or_else(|| Rejection::new(400, "No Request-URI"))?;
         let Uri::Sip(sip) = &ruri else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
         let from_overlay = from.listener == Listener::Overlay;
@@ -517,10 +578,14 @@ impl Proxy {
             }
             let node_route = matches!(&route.uri, Uri::Sip(u) if u.param(NODE_ROUTE_PARAM).is_some());
             if !from_overlay && node_route {
-                if let Some(to) = overlay_endpoint(&route.uri) {
+                // Only a node we Record-Routed this dialog toward: our popped Route's token
+                // names it.
+                let hop = self.overlay_hop(&route.uri);
+                if let Some(to) = hop.filter(|to| popped.tokens.contains(&self.route_token(to.remote))) {
                     return Ok(Targets::Send(vec![(ruri.clone(), to)]));
                 }
             }
+            self.status.next_hops_refused += 1;
             return Err(unreachable_route());
         }
         if sip.user.is_some() && self.is_our_domain(sip) {
@@ -540,14 +605,14 @@ impl Proxy {
                 Resolution::AskOverlay => Ok(Targets::AskOverlay(aor)),
             };
         }
-        // A Request-URI that is an address (a phone's Contact: in-dialog requests without a
-        // Route, or preloaded): allowed into a registered phone's flow from either side, and
-        // from local phones to any IP address within a dialog.
+        // A Request-URI that is an address (a phone's Contact: in-dialog requests once our
+        // Routes are popped, or preloaded): only into a registered phone's flow, from either
+        // side. Any other address would make the node an open relay (issue 11, M3).
         if sip.host.ip().is_some() && !self.is_own(&sip.host, sip.port) {
-            let in_dialog = req.to().ok().is_some_and(|t| t.tag().is_some());
-            if let Some(to) = self.endpoint_for(&ruri, now, from_overlay || !in_dialog) {
+            if let Some(to) = self.endpoint_for(&ruri, now, true) {
                 return Ok(Targets::Send(vec![(ruri.clone(), to)]));
             }
+            self.status.next_hops_refused += 1;
             return Err(if from_overlay {
                 Rejection::new(403, "Forbidden (not a phone this node serves)")
             } else {
@@ -564,6 +629,13 @@ impl Proxy {
     /// else (unless `registered_only`) the URI's own IP address, port and transport.
     fn endpoint_for(&self, uri: &Uri, now: Instant, registered_only: bool) -> Option<Endpoint> {
         if let Some((_, b)) = self.registrar.by_contact(uri, now) {
+            return Some(b.flow);
+        }
+        let at = match uri {
+            Uri::Sip(s) => s.host.ip().map(|ip| SocketAddr::new(ip, s.port.unwrap_or(5060))),
+            _ => None,
+        };
+        if let Some(b) = at.and_then(|a| self.registrar.by_address(a, now)) {
             return Some(b.flow);
         }
         if registered_only {
@@ -592,8 +664,10 @@ impl Proxy {
         request: &Message,
     ) -> Result<Forwarded, Rejection> {
         let mut req = request.clone();
-        self.pop_own_route(&mut req);
-        let targets = self.targets(now, from, &req)?;
+        let popped = self.pop_own_route(&mut req);
+        // §22.3: credentials for our realm were for us; they go no further.
+        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        let targets = self.targets(now, from, &req, &popped)?;
         let mut ctx = Context {
             request: request.clone(),
             reply_to,
@@ -677,8 +751,7 @@ impl Proxy {
             .iter()
             .flatten()
             .filter_map(|c| Uri::parse(c))
-            .filter(|u| !matches!(u, Uri::Sip(s) if self.is_own(&s.host, s.port)))
-            .filter_map(|u| overlay_endpoint(&u).map(|to| (u, to)))
+            .filter_map(|u| self.overlay_hop(&u).map(|to| (u, to)))
             .collect();
         if targets.is_empty() {
             let (code, reason) = match contacts {
@@ -695,6 +768,7 @@ impl Proxy {
         }
         let mut req = ctx.request.clone();
         self.pop_own_route(&mut req);
+        req.headers.remove_all(&HeaderName::ProxyAuthorization);
         self.send_branches(now, tl, id, &mut ctx, &req, targets);
         self.status.requests_forwarded += 1;
         self.contexts.insert(id, ctx);
@@ -717,11 +791,25 @@ impl Proxy {
             // side), two Record-Routes: the lower one names the listener the request came in
             // on, the upper one the listener it leaves from, so each side's in-dialog requests
             // reach us where they can and we pop both (§16.4).
+            // Across the faces both carry the token naming the node on the overlay side: the
+            // one we send to, or the one whose Record-Route tops the request we received.
+            let token = if from == to.listener {
+                None
+            } else if to.listener == Listener::Overlay {
+                Some(self.route_token(to.remote))
+            } else {
+                req.record_routes().ok().and_then(|rr| rr.into_iter().next()).and_then(|top| {
+                    let is_node = matches!(&top.uri, Uri::Sip(u) if u.param(NODE_ROUTE_PARAM).is_some());
+                    is_node.then(|| overlay_endpoint(&top.uri)).flatten().map(|e| self.route_token(e.remote))
+                })
+            };
+            let token = token.as_deref();
             if from != to.listener {
-                copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(from, to.transport)));
+                let rr = self.record_route(from, to.transport, token);
+                copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
             }
-            copy.headers
-                .push_front_of(Header::new(HeaderName::RecordRoute, self.record_route(to.listener, to.transport)));
+            let rr = self.record_route(to.listener, to.transport, token);
+            copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
         }
         // Step 8: our Via on top, with a fresh branch (RFC 3581 rport so replies find us).
         let via = self.via_on(to.listener, to.transport);
@@ -749,7 +837,7 @@ impl Proxy {
         via
     }
 
-    fn record_route(&self, listener: Listener, transport: Transport) -> NameAddr {
+    fn record_route(&self, listener: Listener, transport: Transport, token: Option<&str>) -> NameAddr {
         let a = self.listener_addr(listener);
         let mut uri = SipUri::new(a.ip().into(), Some(a.port()));
         uri.params.push(crate::sip::syntax::Param { name: "lr".into(), value: None });
@@ -758,6 +846,9 @@ impl Proxy {
         }
         if listener == Listener::Overlay {
             uri.params.push(crate::sip::syntax::Param { name: NODE_ROUTE_PARAM.into(), value: None });
+        }
+        if let Some(t) = token {
+            uri.params.push(crate::sip::syntax::Param { name: ROUTE_TOKEN_PARAM.into(), value: Some(t.into()) });
         }
         NameAddr::new(Uri::Sip(uri))
     }
@@ -769,8 +860,13 @@ impl Proxy {
             return;
         }
         let mut req = ack;
-        self.pop_own_route(&mut req);
-        match self.targets(now, from, &req) {
+        let popped = self.pop_own_route(&mut req);
+        if from.listener == Listener::Proxy && !popped.any {
+            // An ACK for a 2xx is in a dialog; every dialog through us carries our Route.
+            debug!("ACK from a phone without our Route; dropped");
+            return;
+        }
+        match self.targets(now, from, &req, &popped) {
             Ok(Targets::Send(targets)) => {
                 for (uri, to) in targets.into_iter().take(1) {
                     let copy = self.prepare(&req, &Method::Ack, uri, from.listener, to);
@@ -952,21 +1048,6 @@ impl Proxy {
         }
     }
 
-    /// A response matching no client transaction: a 2xx retransmitted after our INVITE client
-    /// transaction ended (§16.7 step 10 / §18.1.2). If our Via is on top, it goes to the next
-    /// Via's sender.
-    pub fn handle_stray_response(&mut self, tl: &mut TransactionLayer<Endpoint>, mut response: Message) {
-        let Ok(top) = response.top_via() else { return };
-        if !self.is_own(&top.host, top.port) {
-            return;
-        }
-        response.headers.remove_first_element(&HeaderName::Via);
-        let Ok(next) = response.top_via() else { return };
-        if let Some(to) = via_endpoint(&next) {
-            tl.send_stateless(to, &response);
-        }
-    }
-
     /// Expired bindings, ping sweeps, ping deadlines.
     pub fn handle_timeout(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>) {
         self.registrar.handle_timeout(now);
@@ -1060,6 +1141,16 @@ impl Proxy {
 /// address that is not a registered phone stays refused.
 const NODE_ROUTE_PARAM: &str = "p2psip-node";
 
+/// The Record-Route parameter holding [`Proxy::route_token`].
+const ROUTE_TOKEN_PARAM: &str = "p2psip-rt";
+
+/// What [`Proxy::pop_own_route`] removed: whether any Route was ours, and their tokens.
+#[derive(Debug, Default)]
+struct Popped {
+    any: bool,
+    tokens: Vec<String>,
+}
+
 /// What [`Proxy::forward`] did with a request.
 enum Forwarded {
     Sent,
@@ -1109,13 +1200,4 @@ fn better(candidate: &Message, best: Option<&Message>) -> bool {
         }
     };
     rank(candidate) < rank(best)
-}
-
-/// Where a response goes by its (new) top Via: the `received`/`rport` the previous hop
-/// stamped, else the sent-by (RFC 3261 §18.2.2, RFC 3581 §4).
-fn via_endpoint(via: &Via) -> Option<Endpoint> {
-    let ip = via.received().and_then(|r| r.parse().ok()).or_else(|| via.host.ip())?;
-    let port = via.rport().flatten().or(via.port).unwrap_or(5060);
-    let transport = if via.transport.eq_ignore_ascii_case("TCP") { Transport::Tcp } else { Transport::Udp };
-    Some(Endpoint { listener: Listener::Proxy, transport, remote: SocketAddr::new(ip, port), conn: None })
 }

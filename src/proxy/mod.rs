@@ -5,7 +5,9 @@
 //! transaction layer, through which it sends.
 //!
 //! # Layout
-//! - [`digest`]: digest credentials (MD5, SHA-256, `qop=auth`) and stateless nonces.
+//! - [`digest`]: digest credentials (MD5, SHA-256, `qop=auth`) and challenges.
+//! - [`auth`]: who may use the registrar and the proxy: source-bound nonces, the replay
+//!   window, the failure back-off, 401 and 407.
 //! - [`accounts`]: who may register here, with HA1 values; the accounts file's text format.
 //! - [`registrar`]: bindings, expiry, `Contact: *`, queries, CSeq ordering, flows.
 //! - [`directory`]: where a target AoR is: local bindings, or the overlay.
@@ -17,10 +19,13 @@
 //! record, and resumed with its contacts ([`Proxy::overlay_resolved`]); `docs/proxy.md`, "The
 //! overlay path". No DNS (RFC 3263): only IP-literal next hops are reached, and
 //! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
-//! Requests other than REGISTER are not authenticated: the proxy listener is meant for the
-//! phones of one machine or LAN (it binds 127.0.0.1 by default).
+//! The proxy listener forwards nothing for a stranger (issue 11): an out-of-dialog request
+//! comes over a registered phone's flow or carries `Proxy-Authorization` (else 407), and an
+//! in-dialog one carries our Route; node Routes and address Request-URIs are followed only
+//! where we Record-Routed the dialog ourselves.
 
 pub mod accounts;
+pub mod auth;
 pub mod digest;
 pub mod directory;
 mod forward;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::peer::{ConnectionId, Endpoint};
+use crate::peer::{ConnectionId, Endpoint, Transport};
 use crate::sip::header::NameAddr;
 use crate::sip::uri::Host;
 use crate::sip::validate::Rejection;
@@ -112,6 +112,36 @@ impl Registrar {
         self.bindings.iter().find_map(|(aor, v)| {
             v.iter().find(|b| b.expires_at > now && same_uri(&b.contact.uri, uri)).map(|b| (aor.as_str(), b))
         })
+    }
+
+    /// A live binding of a phone at `addr`: its contact names that address, or it registered
+    /// from there. A phone's Contact in a dialog (its remote target) may differ from the one
+    /// it registered in all but the address.
+    pub fn by_address(&self, addr: std::net::SocketAddr, now: Instant) -> Option<&Binding> {
+        self.bindings.values().flatten().find(|b| {
+            let contact = match b.uri() {
+                Uri::Sip(s) => s.host.ip().map(|ip| std::net::SocketAddr::new(ip, s.port.unwrap_or(5060))),
+                _ => None,
+            };
+            b.expires_at > now && (contact == Some(addr) || b.flow.remote == addr)
+        })
+    }
+
+    /// The AoR with a live binding registered over `flow`: the same TCP connection, or over
+    /// UDP the same source address and port, on the same listener. A request arriving that
+    /// way comes from a phone that authenticated its REGISTER.
+    pub fn by_flow(&self, flow: &Endpoint, now: Instant) -> Option<&str> {
+        let same = |b: &Binding| {
+            b.flow.listener == flow.listener
+                && b.flow.transport == flow.transport
+                && match flow.transport {
+                    Transport::Tcp => flow.conn.is_some() && b.flow.conn == flow.conn,
+                    Transport::Udp => b.flow.remote == flow.remote,
+                }
+        };
+        self.bindings
+            .iter()
+            .find_map(|(aor, v)| v.iter().any(|b| b.expires_at > now && same(b)).then_some(aor.as_str()))
     }
 
     /// Number of live bindings, all AoRs.

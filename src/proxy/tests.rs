@@ -74,6 +74,40 @@ fn register(p: &mut Peer, now: Instant, user: &str, port: u16, password: &str, a
     out.last().unwrap().1.status().unwrap()
 }
 
+/// Alice's phone registers from 127.0.0.9:6000, where `request_text` sends from: the proxy
+/// forwards a phone's requests only over a registered flow or with credentials (issue 11).
+fn caller_registered(p: &mut Peer, now: Instant) {
+    assert_eq!(register(p, now, "alice", 6000, "alice-pw", Algorithm::Md5), 200);
+}
+
+/// `text`, a request from alice's phone, with `Proxy-Authorization` (RFC 3261 §22.3) for the
+/// nonce in `challenge` (any 401 or 407 the node sent that phone's address), nc `nc`.
+fn with_proxy_auth(text: &str, challenge: &Message, nc: u32) -> String {
+    let name =
+        if challenge.status() == Some(407) { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate };
+    let c = &challenge.auth(&name).unwrap()[0];
+    let (realm, nonce) = (c.get("realm").unwrap(), c.get("nonce").unwrap());
+    let req = parse(Bytes::from(text.to_owned())).unwrap();
+    let (method, uri) = (req.method().unwrap().as_str().to_owned(), req.request_uri().unwrap().to_string());
+    let algorithm = Algorithm::Md5;
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+    let nc = format!("{nc:08x}");
+    let response =
+        algorithm.hash(&format!("{}:{nonce}:{nc}:cn1:auth:{ha2}", ha1(algorithm, "alice", realm, "alice-pw")));
+    let line = format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         algorithm=MD5, qop=auth, nc={nc}, cnonce=\"cn1\", response=\"{response}\"\r\n"
+    );
+    text.replacen("Max-Forwards", &format!("{line}Max-Forwards"), 1)
+}
+
+/// `text` from alice's phone at `from` with credentials on a nonce the node gives that source
+/// (its challenge to a bare REGISTER, which binds nothing).
+fn authed(p: &mut Peer, now: Instant, from: Endpoint, text: &str) -> String {
+    let out = send(p, now, from, register_text("alice", from.remote.port(), 1, ""));
+    with_proxy_auth(text, &out[0].1, 1)
+}
+
 fn request_text(method: &str, to_user: &str, branch: &str, from_port: u16) -> String {
     format!(
         "{method} sip:{to_user}@p2p.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:{from_port};branch={branch};rport\r\n\
@@ -165,6 +199,7 @@ fn stale_nonce_is_rechallenged_with_stale_true() {
 #[test]
 fn invite_forks_to_every_phone_and_the_answer_cancels_the_rest() {
     let (mut p, now) = peer();
+    caller_registered(&mut p, now);
     register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
     register(&mut p, now, "bob", 6002, "bob-pw", Algorithm::Md5);
     let out = send(&mut p, now, phone(6000), request_text("INVITE", "bob", "z9hG4bKinv1", 6000));
@@ -203,6 +238,7 @@ fn invite_forks_to_every_phone_and_the_answer_cancels_the_rest() {
 #[test]
 fn statuses_for_unknown_offline_foreign_and_overlay_side() {
     let (mut p, now) = peer();
+    caller_registered(&mut p, now);
     let status = |p: &mut Peer, from: Endpoint, text: String| {
         send(p, now, from, text).into_iter().filter_map(|(_, m)| m.status()).find(|s| *s >= 200)
     };
@@ -228,7 +264,8 @@ fn dead_phone_unregistered_by_ping_and_timed_out_branch_gives_480() {
     let (mut p, now) = peer();
     register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
     // A MESSAGE to a phone that never answers: Timer F, then 480.
-    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", "z9hG4bKm9", 6000));
+    let message = authed(&mut p, now, phone(6000), &request_text("MESSAGE", "bob", "z9hG4bKm9", 6000));
+    let out = send(&mut p, now, phone(6000), message);
     assert!(out.iter().any(|(to, m)| to.remote.port() == 6001 && m.method().is_some()));
     let mut t = now;
     let mut final_status = None;
@@ -275,19 +312,32 @@ fn overload_answers_503_with_retry_after() {
     let mut config = PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap());
     config.max_server_transactions = 2;
     let mut p = Peer::new(config, now);
-    let statuses: Vec<_> = (0..3)
-        .map(|i| send(&mut p, now, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKo{i}"), 6000)))
-        .map(|out| out[0].1.clone())
+    let mut accounts = Accounts::default();
+    accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
+    accounts.insert(Account::new("sip:bob@p2p.test", "bob-pw").unwrap());
+    p.set_accounts(accounts);
+    caller_registered(&mut p, now);
+    register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
+    // Answered requests hold no slot: a hundred MESSAGEs to nobody get their 404 each.
+    for i in 0..100 {
+        let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKn{i}"), 6000));
+        assert_eq!(out[0].1.status(), Some(404));
+    }
+    // Bob's phone does not answer: each MESSAGE to him waits, and holds a slot.
+    let firsts: Vec<_> = (0..3)
+        .map(|i| send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", &format!("z9hG4bKo{i}"), 6000)))
         .collect();
-    assert_eq!(statuses[0].status(), Some(404));
-    assert_eq!(statuses[2].status(), Some(503));
-    assert!(statuses[2].headers.get(&HeaderName::other("Retry-After")).is_some());
+    assert!(firsts[0].iter().all(|(to, m)| to.remote.port() == 6001 && m.is_request()), "{:?}", firsts[0]);
+    let refused = &firsts[2][0].1;
+    assert_eq!(refused.status(), Some(503));
+    assert!(refused.headers.get(&HeaderName::other("Retry-After")).is_some());
     assert_eq!(p.counters().overload_rejected, 1);
 }
 
 #[test]
 fn caller_cancel_gets_200_and_487_and_cancels_the_ringing_phone() {
     let (mut p, now) = peer();
+    caller_registered(&mut p, now);
     register(&mut p, now, "bob", 6001, "bob-pw", Algorithm::Md5);
     let invite = request_text("INVITE", "bob", "z9hG4bKinv7", 6000);
     let out = send(&mut p, now, phone(6000), invite.clone());
@@ -317,15 +367,27 @@ fn parked(
     from: Endpoint,
     to_user: &str,
 ) -> (super::Proxy, crate::sip::transaction::TransactionLayer<Endpoint>, crate::sip::transaction::ServerTxId, Instant) {
+    parked_at("127.0.0.1", from, to_user)
+}
+
+/// [`parked`] on a node whose overlay address is `ip`:5070.
+fn parked_at(
+    ip: &str,
+    from: Endpoint,
+    to_user: &str,
+) -> (super::Proxy, crate::sip::transaction::TransactionLayer<Endpoint>, crate::sip::transaction::ServerTxId, Instant) {
     use crate::sip::transaction::{Received, Timers, TransactionLayer};
     let now = Instant::now();
     let mut config = super::ProxyConfig::new("p2p.test", PROXY.parse().unwrap());
-    config.other_addrs = vec!["127.0.0.1:5070".parse().unwrap()];
+    config.other_addrs = vec![format!("{ip}:5070").parse().unwrap()];
     let mut accounts = Accounts::default();
     accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
     let mut proxy = super::Proxy::new(config, accounts, 7, now);
     let mut tl = TransactionLayer::new(Timers::default());
-    let msg = parse(Bytes::from(request_text("INVITE", to_user, "z9hG4bKovl1", 6000))).unwrap();
+    let bare = parse(Bytes::from(register_text("alice", 6000, 1, ""))).unwrap();
+    let challenge = proxy.register_stateless(now, from, &bare);
+    let invite = with_proxy_auth(&request_text("INVITE", to_user, "z9hG4bKovl1", 6000), &challenge, 1);
+    let msg = parse(Bytes::from(invite)).unwrap();
     let Received::Request { id, request, cancels } = tl.handle_message(now, msg, from, false) else {
         panic!("not a new request")
     };
@@ -369,6 +431,33 @@ fn no_record_is_404_and_a_record_without_contacts_is_480() {
         proxy.overlay_resolved(now, &mut tl, id, contacts);
         let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
         assert_eq!(finals, vec![code]);
+    }
+}
+
+#[test]
+fn a_record_naming_loopback_link_local_or_ourselves_is_not_a_next_hop() {
+    // Issue 11, M8: a signed record is its owner's word, not a licence to reach the services
+    // on our machine. A node on a public address refuses such contacts; one on loopback (a
+    // test ring) reaches other loopback nodes, never itself.
+    for (node_ip, contact, reached) in [
+        ("192.0.2.1", "sip:dave@127.0.0.1:6379;transport=tcp", false),
+        ("192.0.2.1", "sip:dave@169.254.0.1:5070", false),
+        ("192.0.2.1", "sip:dave@192.0.2.1:5070", false),
+        ("192.0.2.1", "sip:dave@198.51.100.4:5070", true),
+        ("127.0.0.1", "sip:dave@127.0.0.7:5070", true),
+        ("127.0.0.1", "sip:dave@127.0.0.1:5070", false),
+    ] {
+        let (mut proxy, mut tl, id, now) = parked_at(node_ip, phone(6000), "dave");
+        assert!(proxy.poll_lookup().is_some());
+        sent(&mut tl);
+        proxy.overlay_resolved(now, &mut tl, id, Some(vec![contact.into()]));
+        let out = sent(&mut tl);
+        let forwarded = out.iter().any(|(_, m)| m.is_request());
+        assert_eq!(forwarded, reached, "{node_ip} given {contact}: {out:?}");
+        if !reached {
+            let finals: Vec<u16> = out.iter().filter_map(|(_, m)| m.status()).collect();
+            assert_eq!(finals, vec![480], "{contact}");
+        }
     }
 }
 
@@ -468,6 +557,7 @@ fn timer_c_cancels_a_ringing_branch_and_each_provisional_restarts_it() {
     let c = crate::proxy::DEFAULT_TIMER_C;
     assert!(c > Duration::from_secs(180), "RFC 3261 §16.6 step 11: more than 3 minutes");
     let (mut p, t0) = peer_with_timer_c(c);
+    caller_registered(&mut p, t0);
     register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
     let out = send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc1", 6000));
     let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
@@ -497,6 +587,7 @@ fn timer_c_without_a_provisional_or_an_unanswered_cancel_counts_as_408() {
     // Timer C shorter than Timer B, so it is what ends a branch that never answered: 408 for
     // the branch (§16.8), and 480 to the caller as for any branch that timed out; no CANCEL.
     let (mut p, t0) = peer_with_timer_c(Duration::from_secs(10));
+    caller_registered(&mut p, t0);
     register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
     send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc2", 6000));
     let out = run_until(&mut p, t0, t0 + Duration::from_secs(20));
@@ -507,6 +598,7 @@ fn timer_c_without_a_provisional_or_an_unanswered_cancel_counts_as_408() {
 
     // A ringing phone that ignores the CANCEL Timer C sends: 64·T1 later the branch is a 408.
     let (mut p, t0) = peer_with_timer_c(Duration::from_secs(10));
+    caller_registered(&mut p, t0);
     register(&mut p, t0, "bob", 6001, "bob-pw", Algorithm::Md5);
     let out = send(&mut p, t0, phone(6000), request_text("INVITE", "bob", "z9hG4bKtc3", 6000));
     let (to_bob, inv) = out.iter().find(|(_, m)| m.method().is_some()).cloned().expect("INVITE to bob");
@@ -543,15 +635,18 @@ fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
     assert_eq!(p.proxy_status().bindings, 1);
     assert_eq!(p.proxy_status().unregistered_on_close, 1);
     // bob is gone: a call to him gets 480; alice stays reachable.
-    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "bob", "z9hG4bKtcp1", 6000));
+    let message = authed(&mut p, now, phone(6000), &request_text("MESSAGE", "bob", "z9hG4bKtcp1", 6000));
+    let out = send(&mut p, now, phone(6000), message);
     assert_eq!(out.iter().filter_map(|(_, m)| m.status()).find(|s| *s >= 200), Some(480));
-    let out = send(&mut p, now, phone(6000), request_text("MESSAGE", "alice", "z9hG4bKtcp2", 6000));
+    let message = authed(&mut p, now, phone(6000), &request_text("MESSAGE", "alice", "z9hG4bKtcp2", 6000));
+    let out = send(&mut p, now, phone(6000), message);
     assert!(out.iter().any(|(to, m)| to.conn == Some(crate::peer::ConnectionId(2)) && m.is_request()), "{out:?}");
 }
 
 #[test]
 fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_or_the_overlay() {
     let (mut p, t0) = peer();
+    caller_registered(&mut p, t0);
     // The driver reports back-to-back turns for a second, each leaving input queued.
     let mut t = t0;
     while t < t0 + Duration::from_millis(1050) {

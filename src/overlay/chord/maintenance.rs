@@ -256,8 +256,11 @@ impl Chord {
                 self.counters.unexpected_responses += 1;
                 self.lookup_step(now, id);
             }
-            Err(_) => {
-                self.mark_failed(now, asked.id);
+            Err(e) => {
+                // A busy node is skipped by this lookup only; it is not dead.
+                if e != RpcFailure::Busy {
+                    self.mark_failed(now, asked.id);
+                }
                 if let Some(active) = self.lookups.get_mut(&id) {
                     active.lookup.failed(asked.id);
                 }
@@ -415,6 +418,10 @@ impl Chord {
             }
             other => other,
         };
+        if result == Err(RpcFailure::Busy) {
+            // Alive but overloaded: keep it, and ask again next round.
+            return;
+        }
         let Ok(Response::Neighbours { predecessor, successors }) = result else {
             if matches!(result, Ok(ref r) if !matches!(r, Response::Refused { .. })) {
                 self.counters.unexpected_responses += 1;
@@ -643,7 +650,8 @@ impl Chord {
     ) {
         self.checking_predecessor = false;
         let still_ours = self.predecessor.as_ref().is_some_and(|p| p.id == predecessor.id);
-        if matches!(result, Ok(Response::Ok)) {
+        // A busy predecessor answered: it is alive.
+        if matches!(result, Ok(Response::Ok) | Err(RpcFailure::Busy)) {
             if still_ours {
                 self.predecessor_heard_at = Some(now);
             }

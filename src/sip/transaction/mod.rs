@@ -163,7 +163,19 @@ pub struct TransactionLayer<A: Clone + fmt::Debug> {
     queue: TimerQueue,
     transmits: VecDeque<(A, Bytes)>,
     events: VecDeque<Event>,
+    /// Server transactions that sent their final response and now only absorb
+    /// retransmissions (Completed, Confirmed, Accepted), oldest first; ids already reaped may
+    /// linger until they reach the front.
+    completed_order: VecDeque<ServerTxId>,
+    completed: std::collections::BTreeSet<ServerTxId>,
+    max_completed: usize,
+    /// Unanswered server transactions, by the budget the caller filed each under.
+    unanswered: BTreeMap<ServerTxId, usize>,
+    unanswered_counts: [usize; BUDGETS],
 }
+
+/// How many budgets [`TransactionLayer::handle_message_in`] can file requests under.
+pub const BUDGETS: usize = 4;
 
 impl<A: Clone + fmt::Debug> TransactionLayer<A> {
     pub fn new(timers: Timers) -> Self {
@@ -178,7 +190,21 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
             queue: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            completed_order: VecDeque::new(),
+            completed: std::collections::BTreeSet::new(),
+            max_completed: usize::MAX,
+            unanswered: BTreeMap::new(),
+            unanswered_counts: [0; BUDGETS],
         }
+    }
+
+    /// At most `n` answered server transactions are kept for absorbing retransmissions; past
+    /// that the oldest ends early (issue 11: an answered request costs a cached response in a
+    /// bounded cache, never a slot that new requests wait for). A retransmission arriving after
+    /// its transaction was evicted is taken as a new request, which is what a stateless
+    /// element does anyway (RFC 3261 §8.2.7).
+    pub fn set_max_completed(&mut self, n: usize) {
+        self.max_completed = n.max(1);
     }
 
     /// Whether INVITE server transactions answer 100 Trying as soon as the INVITE arrives (on
@@ -202,14 +228,46 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
     /// (the caller computes it per §18.2.2/RFC 3581); `reliable` says whether the transport is TCP
     /// (no retransmissions).
     pub fn handle_message(&mut self, now: Instant, msg: Message, reply_to: A, reliable: bool) -> Received {
+        self.handle_message_in(now, msg, reply_to, reliable, 0)
+    }
+
+    /// [`handle_message`](Self::handle_message), filing a new server transaction under
+    /// `budget` (below [`BUDGETS`]) until it is answered, so the caller can bound each kind of
+    /// unanswered request on its own ([`server_unanswered`](Self::server_unanswered)).
+    pub fn handle_message_in(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        reply_to: A,
+        reliable: bool,
+        budget: usize,
+    ) -> Received {
         match msg.method() {
             Some(Method::Ack) => self.handle_ack(now, msg),
-            Some(_) => self.handle_request(now, msg, reply_to, reliable),
+            Some(_) => self.handle_request(now, msg, reply_to, reliable, budget.min(BUDGETS - 1)),
             None => self.handle_response(now, msg),
         }
     }
 
-    fn handle_request(&mut self, now: Instant, request: Message, reply_to: A, reliable: bool) -> Received {
+    /// Server transactions filed under `budget` that have not sent a final response yet.
+    pub fn server_unanswered(&self, budget: usize) -> usize {
+        self.unanswered_counts.get(budget).copied().unwrap_or(0)
+    }
+
+    fn answered(&mut self, id: ServerTxId) {
+        if let Some(b) = self.unanswered.remove(&id) {
+            self.unanswered_counts[b] -= 1;
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        request: Message,
+        reply_to: A,
+        reliable: bool,
+        budget: usize,
+    ) -> Received {
         let key = ServerKey::for_request(&request);
         if let Some(&id) = self.server_index.get(&key) {
             if let Some(tx) = self.servers.get_mut(&id) {
@@ -234,6 +292,8 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
         );
         self.server_index.insert(key, id);
         self.servers.insert(id, tx);
+        self.unanswered.insert(id, budget);
+        self.unanswered_counts[budget] += 1;
         Received::Request { id, request, cancels }
     }
 
@@ -279,8 +339,34 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
     pub fn respond(&mut self, now: Instant, id: ServerTxId, response: Message) -> Result<(), TransactionError> {
         let tx = self.servers.get_mut(&id).ok_or(TransactionError::UnknownTransaction)?;
         let result = tx.respond(&response, &mut ctx!(self, now));
+        let answered = !matches!(tx.state, ServerState::Trying | ServerState::Proceeding | ServerState::Terminated);
+        if answered {
+            self.answered(id);
+        }
         self.reap_server(id);
+        if answered && self.completed.insert(id) {
+            self.completed_order.push_back(id);
+            self.evict_completed();
+        }
         result
+    }
+
+    /// Ends the oldest answered server transactions beyond [`set_max_completed`](Self::set_max_completed).
+    fn evict_completed(&mut self) {
+        while self.completed.len() > self.max_completed {
+            let Some(old) = self.completed_order.pop_front() else { break };
+            if self.completed.contains(&old) {
+                if let Some(tx) = self.servers.get_mut(&old) {
+                    tx.state = ServerState::Terminated;
+                }
+                self.reap_server(old);
+            }
+        }
+        // Reaped ids left in the order queue are dropped once they outnumber the live ones.
+        if self.completed_order.len() > 2 * self.completed.len() + 64 {
+            let completed = &self.completed;
+            self.completed_order.retain(|id| completed.contains(id));
+        }
     }
 
     /// Start a client transaction (INVITE or non-INVITE by method). The caller has put a top Via
@@ -387,6 +473,8 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
             return;
         }
         if let Some(mut tx) = self.servers.remove(&id) {
+            self.completed.remove(&id);
+            self.answered(id);
             self.queue.cancel_all(&mut tx.armed);
             if self.server_index.get(&tx.key) == Some(&id) {
                 self.server_index.remove(&tx.key);
@@ -410,6 +498,11 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
 
     pub fn server_count(&self) -> usize {
         self.servers.len()
+    }
+
+    /// Server transactions still waiting for their final response: what holds a TU's slot.
+    pub fn server_pending_count(&self) -> usize {
+        self.servers.len() - self.completed.len()
     }
 
     pub fn client_count(&self) -> usize {

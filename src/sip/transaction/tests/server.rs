@@ -209,3 +209,31 @@ fn cancel_names_the_invite_it_cancels() {
     let r = l.handle_message(t0, stray, "client", false);
     assert!(matches!(r, Received::Request { cancels: None, .. }));
 }
+
+#[test]
+fn answered_transactions_live_in_a_bounded_cache_and_hold_no_budget() {
+    // Issue 11 item 3: an answered request costs a cached response, never a budget slot.
+    let t0 = epoch();
+    let mut l = layer();
+    l.set_max_completed(3);
+    let reqs: Vec<Message> = (0..5).map(|i| request("MESSAGE", &format!("z9hG4bKc{i}"))).collect();
+    let ids: Vec<ServerTxId> = reqs
+        .iter()
+        .map(|r| match is_request_id(&l.handle_message_in(t0, r.clone(), "client", false, 2)) {
+            Some(id) => id,
+            None => panic!("a new transaction"),
+        })
+        .collect();
+    assert_eq!((l.server_unanswered(2), l.server_unanswered(0)), (5, 0));
+    for (id, r) in ids.iter().zip(&reqs) {
+        l.respond(t0, *id, response(r, 200)).unwrap();
+    }
+    sent(&mut l);
+    assert_eq!(l.server_unanswered(2), 0);
+    // The two oldest were forgotten; the three newest still absorb their retransmissions.
+    assert_eq!(l.server_count(), 3);
+    assert_eq!(events(&mut l), [Event::ServerTerminated { id: ids[0] }, Event::ServerTerminated { id: ids[1] }]);
+    assert_eq!(l.handle_message(t0 + ms(500), reqs[4].clone(), "client", false), Received::Absorbed);
+    assert_eq!(sent_codes(&mut l), [200]);
+    assert!(is_request_id(&l.handle_message(t0 + ms(500), reqs[0].clone(), "client", false)).is_some());
+}
