@@ -3,6 +3,7 @@
 //! local node's proxy and call each other with no SIP server anywhere.
 //!
 //! # Layout
+//! - [`addr`]: address classes every layer shares: allowed next hops, sources grouped by /64.
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
@@ -19,6 +20,7 @@
 //! inputs as arguments and return what to send and when to wake. Only `daemon` does I/O.
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod cli;
 // The one module allowed to read the clock (clippy.toml's sans-IO list).
 #[allow(clippy::disallowed_methods)]

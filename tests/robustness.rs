@@ -1,5 +1,6 @@
 //! A node survives hostile input: a flood of garbage datagrams does not stop it answering,
-//! and a TCP stream with broken framing (RFC 3261 §18.3) closes that connection only.
+//! a TCP stream with broken framing (RFC 3261 §18.3) closes that connection only, a stray
+//! response relays nothing, and the status API answers no other site.
 
 // The flood is paced with the real clock.
 #![allow(clippy::disallowed_methods)]
@@ -7,12 +8,12 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{options_request, read_tcp_response, udp_options, wait_for, Node};
+use common::{http_get_with_host, options_request, read_tcp_response, udp_options, wait_for, Node};
 
 const GARBAGE_DATAGRAMS: usize = 20_000;
 const OPTIONS_DURING_FLOOD: usize = 10;
@@ -120,4 +121,86 @@ fn tcp_framing_error_closes_only_that_connection() {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Issue 11 item 1 against a running node: the security review's relay probe (C1). One UDP
+/// datagram, a `200 OK` whose top Via names the node's own proxy address and whose next Via
+/// names a TCP service on loopback, used to make the node connect there and write the
+/// attacker's body. Now nothing leaves: the stand-in service sees no connection and the node
+/// opens none. No clock decides the outcome: the node opens a connection (which `/status`
+/// counts at once) in the same turn as the datagram that asks for it, so once `/status` reports
+/// the probe as a dropped stray, everything the probe could cause has happened.
+#[test]
+fn a_stray_response_to_the_overlay_port_reaches_no_local_service() {
+    let node = Node::start("127.0.0.61");
+    // The stand-in for Redis: a TCP listener on loopback that the probe names.
+    let service = TcpListener::bind("127.0.0.61:0").expect("bind the stand-in service");
+    service.set_nonblocking(true).unwrap();
+    let target = service.local_addr().unwrap();
+    let attacker = UdpSocket::bind("127.0.0.62:0").unwrap();
+    for (listener, face) in [(node.listen, "overlay"), (node.proxy, "proxy")] {
+        let before = node.counter("stray_responses");
+        let probe = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {proxy};branch=z9hG4bK{face}\r\n\
+             Via: SIP/2.0/TCP {target};branch=z9hG4bKx\r\nFrom: <sip:a@p2p.test>;tag=1\r\n\
+             To: <sip:b@p2p.test>;tag=2\r\nCall-ID: relay-{face}\r\nCSeq: 1 INVITE\r\n\
+             Content-Length: 10\r\n\r\nFLUSHALL\r\n",
+            proxy = node.proxy
+        );
+        attacker.send_to(probe.as_bytes(), listener).unwrap();
+        let dropped = wait_for(Duration::from_secs(10), || (node.counter("stray_responses") > before).then_some(()));
+        assert!(dropped.is_some(), "the probe to the {face} port was not seen");
+        assert_eq!(node.status_json()["tcp_connections"], 0, "the node opened a connection");
+        assert!(service.accept().is_err(), "the stand-in service was reached from the {face} port");
+    }
+    // Still answering.
+    assert_eq!(udp_options(&attacker, node.listen, "after-the-probes"), Some(200));
+}
+
+/// Issue 11 item 5 (the review's M4): a page that rebinds its name to 127.0.0.1 sends its own
+/// name as `Host`, and a cross-site page is marked by the browser; both get 403, and no answer
+/// carries a CORS header.
+#[test]
+fn the_status_api_answers_only_requests_for_this_machine() {
+    let node = Node::start("127.0.0.63");
+    let ok = http_get_with_host(node.http, "/status", &node.http.to_string(), "").expect("an answer");
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    assert!(!ok.2.to_ascii_lowercase().contains("access-control-allow"), "{}", ok.2);
+    let local = http_get_with_host(node.http, "/health", &format!("localhost:{}", node.http.port()), "").unwrap();
+    assert_eq!(local.0, 200);
+    for (host, extra) in [
+        ("evil.example", ""),
+        ("evil.example:5090", ""),
+        ("192.0.2.1", ""),
+        (&*node.http.to_string(), "Sec-Fetch-Site: cross-site\r\n"),
+        (&*node.http.to_string(), "Origin: http://evil.example\r\n"),
+    ] {
+        for path in ["/status", "/lookup?key=sip:bob@p2p.test"] {
+            let (code, body, _) = http_get_with_host(node.http, path, host, extra).expect("an answer");
+            assert_eq!(code, 403, "Host {host} {extra:?} {path}: {body}");
+        }
+    }
+}
+
+/// Issue 11 item 3 (the review's H3): a TCP connection that never sends a message is closed,
+/// and one source cannot hold more than its share of connections; the node keeps answering.
+#[test]
+fn tcp_connections_are_capped_per_source_and_silent_ones_closed() {
+    let node = Node::start("127.0.0.64");
+    // Silent: closed by the node (EOF) once the first-message deadline passes.
+    let mut silent = TcpStream::connect(node.listen).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(silent.read(&mut byte).ok(), Some(0), "the node should close a connection that says nothing");
+    // Forty from one address: the ones past the per-source cap are closed at once.
+    let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(node.listen).unwrap()).collect();
+    let refused = wait_for(Duration::from_secs(10), || {
+        let tcp = &node.status_json()["tcp"];
+        (tcp["refused_source_cap"].as_u64()? >= 8).then(|| tcp.clone())
+    });
+    assert!(refused.is_some(), "no connection was refused: {}", node.status_json()["tcp"]);
+    assert!(node.status_json()["tcp"]["timed_out"].as_u64().unwrap() >= 1);
+    let udp = UdpSocket::bind("127.0.0.65:0").unwrap();
+    assert_eq!(udp_options(&udp, node.listen, "during-the-tcp-flood"), Some(200));
+    drop(held);
 }

@@ -323,14 +323,30 @@ impl IssuedNames for IssuedDb {
 /// Writes one mail into `DIR/outbox/` as an RFC 5322 message; returns its path.
 pub fn write_mail(outbox: &Path, mail: &Mail, unix_now: u64, sequence: u64) -> Result<PathBuf, CaError> {
     create_dir(outbox)?;
+    // Mails hold live tokens: the outbox is the CA operator's alone (issue 11, M7).
+    #[cfg(unix)]
+    std::fs::set_permissions(outbox, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|source| CaError::Io { doing: "restrict", path: outbox.to_owned(), source })?;
+    let queued = std::fs::read_dir(outbox).map(|d| d.count()).unwrap_or(0);
+    if queued >= MAX_OUTBOX {
+        return Err(CaError::Io {
+            doing: "queue a mail in",
+            path: outbox.to_owned(),
+            source: std::io::Error::other(format!("the outbox holds {queued} mails already")),
+        });
+    }
     let path = outbox.join(format!("{unix_now}-{sequence}-{}.eml", mail.to.replace(['/', '\\'], "_")));
     let text = format!(
         "To: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
         mail.to, mail.subject, mail.body
     );
-    write_file(&path, text.as_bytes())?;
+    write_private(&path, text.as_bytes())?;
     Ok(path)
 }
+
+/// Mails the outbox may hold before new verifications are refused (a relay that is down, or a
+/// flood of requests, must not fill the disk).
+pub const MAX_OUTBOX: usize = 10_000;
 
 pub(crate) fn create_dir(dir: &Path) -> Result<(), CaError> {
     std::fs::create_dir_all(dir).map_err(|source| CaError::Io {

@@ -43,6 +43,14 @@ use crate::overlay_config::hex;
 const MAX_BODY: usize = 64 * 1024;
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time a client has to send its request headers once the handshake is done.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest a connection may stay open, keep-alive included.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// Clients served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+/// Pause after a failed accept (out of descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long the TLS server certificate is good for (it is re-issued at every start).
 const TLS_CERT_LIFETIME: u64 = 30 * 86_400;
 
@@ -181,20 +189,35 @@ impl CaServer {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Issue 11, M7: at most MAX_CONNECTIONS clients at once, each for at most
+        // CONNECTION_LIFETIME, with HEADER_TIMEOUT to send its headers; slow clients cannot pin
+        // the CA's descriptors.
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut accept_warned: Option<Instant> = None;
         loop {
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => return,
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
+                        // Usually out of descriptors: pause instead of spinning, warn once a minute.
+                        if accept_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                            warn!(error = %e, "accept failed; pausing new connections");
+                            accept_warned = Some(Instant::now());
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "too many CA connections; closing this one");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 // A client that never finishes its handshake does not hold a task for long.
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
@@ -208,10 +231,14 @@ impl CaServer {
                     }
                 };
                 let service = hyper::service::service_fn(move |req| handle(state.clone(), peer, req));
-                if let Err(e) =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await
-                {
-                    debug!(%peer, error = %e, "connection ended with an error");
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(tls), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Err(e)) => debug!(%peer, error = %e, "connection ended with an error"),
+                    Err(_) => debug!(%peer, "connection closed after its lifetime"),
+                    Ok(Ok(())) => {}
                 }
             });
         }
@@ -249,7 +276,8 @@ async fn handle(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incomin
 async fn enroll(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incoming>) -> Answer {
     // The rate limit comes first: a refused client costs no parsing and no signature.
     let limited = match state.lock() {
-        Ok(mut s) => s.limiter.check(peer.ip(), Instant::now()),
+        // One bucket per IPv4 address or IPv6 /64 (issue 11, M7).
+        Ok(mut s) => s.limiter.check(crate::addr::source_group(peer.ip()), Instant::now()),
         Err(_) => return text(500, "internal error"),
     };
     if let Err(wait) = limited {

@@ -267,7 +267,8 @@ fn run_to_end(exe: &Path, dir: &Path, what: &str, args: &[&str]) -> anyhow::Resu
 fn healthy(http: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&http, Duration::from_millis(300)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    // The API answers only requests that name it (the DNS-rebinding check).
+    if s.write_all(format!("GET /health HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut first = String::new();

@@ -45,6 +45,34 @@ const EVENT_QUEUE: usize = 1024;
 const UDP_BURST: usize = 64;
 /// How long a leaving node waits for its neighbours to acknowledge (dSIP §6.5).
 pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// TCP connections one listener holds at once; beyond it new ones are closed at accept
+/// (issue 11, the review's H3). Well below a default descriptor limit of 1024 per listener
+/// pair, with room for redb, the sockets and outbound connections.
+pub(crate) const MAX_CONNECTIONS_PER_LISTENER: usize = 400;
+/// TCP connections from one IPv4 address or IPv6 /64 on one listener (a NAT may hide a few
+/// phones or nodes behind one address, not hundreds).
+pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
+/// After a failed accept (out of descriptors) that listener is not polled for this long,
+/// so the loop does not spin on a socket that stays readable.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+/// At most one warning per this interval for each kind of TCP refusal.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// TCP refusals, for `/status` (`tcp` in the JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpCounters {
+    /// Connections open or opening now.
+    pub open: usize,
+    /// Accepted connections closed at once: the listener's cap was reached.
+    pub refused_listener_cap: u64,
+    /// Accepted connections closed at once: their source address had too many already.
+    pub refused_source_cap: u64,
+    /// `accept()` failures (usually no descriptors left); each pauses that listener.
+    pub accept_errors: u64,
+    /// Connections closed on a deadline: no first message, a message left unfinished, idle,
+    /// or a remote that does not read.
+    pub timed_out: u64,
+}
 
 /// An open (or opening) TCP connection, as the loop sees it.
 struct Connection {
@@ -68,6 +96,11 @@ pub(crate) struct EventLoop {
     lookups: BTreeMap<LookupId, oneshot::Sender<Result<LookupAnswer, String>>>,
     /// HTTP lookups of an AoR waiting for their fetch.
     fetches: BTreeMap<StorageOpId, (String, oneshot::Sender<Result<LookupAnswer, String>>)>,
+    tcp: TcpCounters,
+    /// Until when each listener's accept is paused (overlay, proxy).
+    accept_paused: [Option<Instant>; 2],
+    /// When each kind of TCP warning was last logged.
+    warned: BTreeMap<&'static str, Instant>,
 }
 
 impl EventLoop {
@@ -85,6 +118,22 @@ impl EventLoop {
             queries,
             lookups: BTreeMap::new(),
             fetches: BTreeMap::new(),
+            tcp: TcpCounters::default(),
+            accept_paused: [None, None],
+            warned: BTreeMap::new(),
+        }
+    }
+
+    fn accepting(&self, listener: Listener) -> bool {
+        self.accept_paused[pause_index(listener)].is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Logs `message` at most once per [`WARN_INTERVAL`] for `kind`.
+    fn warn_sometimes(&mut self, kind: &'static str, message: impl FnOnce()) {
+        let now = Instant::now();
+        if self.warned.get(kind).is_none_or(|t| now.saturating_duration_since(*t) >= WARN_INTERVAL) {
+            self.warned.insert(kind, now);
+            message();
         }
     }
 
@@ -101,7 +150,9 @@ impl EventLoop {
         // first retransmission.
         self.flush().await;
         loop {
-            let deadline = self.peer.poll_timeout();
+            // A paused accept wakes the loop when the pause ends.
+            let resume = self.accept_paused.iter().flatten().min().copied();
+            let deadline = [self.peer.poll_timeout(), resume].into_iter().flatten().min();
             if let Some(at) = deadline {
                 sleep.as_mut().reset(at.into());
             }
@@ -121,8 +172,12 @@ impl EventLoop {
                     self.on_datagram(Listener::Proxy, r, &proxy_buf);
                     (t, self.udp_burst(Listener::Proxy, &mut proxy_buf).await)
                 }
-                r = self.listeners.overlay.tcp.accept() => (timed(|| self.on_accept(Listener::Overlay, r)), Queue::NotRead),
-                r = self.listeners.proxy.tcp.accept() => (timed(|| self.on_accept(Listener::Proxy, r)), Queue::NotRead),
+                r = self.listeners.overlay.tcp.accept(), if self.accepting(Listener::Overlay) => {
+                    (timed(|| self.on_accept(Listener::Overlay, r)), Queue::NotRead)
+                }
+                r = self.listeners.proxy.tcp.accept(), if self.accepting(Listener::Proxy) => {
+                    (timed(|| self.on_accept(Listener::Proxy, r)), Queue::NotRead)
+                }
                 Some(event) = self.events.recv() => {
                     let t = timed(|| self.on_conn_event(event));
                     // Frames from TCP connections wait in the event queue.
@@ -254,14 +309,45 @@ impl EventLoop {
     }
 
     fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {
+        self.accept_paused[pause_index(listener)] = None;
         match r {
             Ok((stream, remote)) => {
+                let on_listener = self.connections.values().filter(|c| c.listener == listener);
+                let group = crate::addr::source_group(remote.ip());
+                let (mut total, mut same_source) = (0, 0);
+                for c in on_listener {
+                    total += 1;
+                    same_source += usize::from(crate::addr::source_group(c.remote.ip()) == group);
+                }
+                if total >= MAX_CONNECTIONS_PER_LISTENER {
+                    self.tcp.refused_listener_cap += 1;
+                    self.warn_sometimes("listener cap", || {
+                        warn!(
+                            ?listener,
+                            cap = MAX_CONNECTIONS_PER_LISTENER,
+                            "TCP connection limit reached; closing new ones"
+                        )
+                    });
+                    return; // dropping the stream closes it
+                }
+                if same_source >= MAX_CONNECTIONS_PER_SOURCE {
+                    self.tcp.refused_source_cap += 1;
+                    self.warn_sometimes("source cap", || {
+                        warn!(?listener, %remote, cap = MAX_CONNECTIONS_PER_SOURCE, "too many TCP connections from one source")
+                    });
+                    return;
+                }
                 let (id, rx) = self.add_connection(listener, remote);
                 debug!(?listener, %remote, conn = id.0, "TCP connection accepted");
                 tokio::spawn(connection::serve(id, stream, rx, self.events_tx.clone()));
             }
-            // Usually out of file descriptors; the listener itself stays usable.
-            Err(e) => warn!(?listener, error = %e, "TCP accept failed"),
+            // Usually out of file descriptors: the socket stays readable, so pause this
+            // listener instead of spinning, and say so once a minute, not once a turn.
+            Err(e) => {
+                self.tcp.accept_errors += 1;
+                self.accept_paused[pause_index(listener)] = Some(Instant::now() + ACCEPT_PAUSE);
+                self.warn_sometimes("accept", || warn!(?listener, error = %e, "TCP accept failed; pausing accepts"));
+            }
         }
     }
 
@@ -289,6 +375,10 @@ impl EventLoop {
                     CloseReason::Io(e) => debug!(remote = %c.remote, conn = id.0, error = %e, "TCP connection failed"),
                     CloseReason::ConnectFailed(e) => {
                         debug!(remote = %c.remote, conn = id.0, error = %e, "TCP connect failed; messages dropped")
+                    }
+                    CloseReason::TimedOut(why) => {
+                        self.tcp.timed_out += 1;
+                        debug!(remote = %c.remote, conn = id.0, why, "TCP connection closed on a deadline")
                     }
                 }
             }
@@ -380,6 +470,7 @@ impl EventLoop {
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
             tcp_connections: self.connections.len(),
+            tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
         }
     }
 }
@@ -389,6 +480,13 @@ fn timed(f: impl FnOnce()) -> Instant {
     let t = Instant::now();
     f();
     t
+}
+
+fn pause_index(l: Listener) -> usize {
+    match l {
+        Listener::Overlay => 0,
+        Listener::Proxy => 1,
+    }
 }
 
 fn endpoint(id: ConnectionId, c: &Connection) -> Endpoint {

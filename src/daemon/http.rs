@@ -2,11 +2,21 @@
 //! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]).
 //!
 //! Handlers never touch the peer: they send the event loop a [`Query`] over a channel.
+//!
+//! The API is for the user's own machine (issue 11, M4): a request whose `Host` is not a
+//! loopback address, `localhost` or the address the API is bound to gets 403, so a web page
+//! cannot read it through DNS rebinding; one a browser marks as cross-site (`Sec-Fetch-Site`,
+//! or an `Origin` that is not the API itself) gets 403 too, so a page cannot start lookups;
+//! no CORS header is ever sent; and at most [`MAX_LOOKUPS`] lookups run at once.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use percent_encoding::percent_decode_str;
@@ -23,14 +33,59 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// `rpc_timeout` each); this only keeps a stuck request from hanging the client.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Lookups the API runs at once; more get 429.
+pub(crate) const MAX_LOOKUPS: usize = 16;
+
 type Failure = (StatusCode, String);
 
-pub(crate) fn router(queries: mpsc::Sender<Query>) -> Router {
+#[derive(Clone)]
+pub(crate) struct Api {
+    queries: mpsc::Sender<Query>,
+    lookups: Arc<tokio::sync::Semaphore>,
+}
+
+/// The API's routes, for a listener bound to `bound`.
+pub(crate) fn router(queries: mpsc::Sender<Query>, bound: SocketAddr) -> Router {
+    let api = Api { queries, lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)) };
     Router::new()
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/lookup", get(lookup))
-        .with_state(queries)
+        .with_state(api)
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| same_machine(bound, req, next)))
+}
+
+/// Whether `authority` (a `Host` value, or an `Origin` without its scheme) names this API:
+/// `localhost`, a loopback address, or the address it is bound to, with any port.
+fn names_this_api(authority: &str, bound: SocketAddr) -> bool {
+    let host = match authority.rsplit_once(':') {
+        // `[::1]:5090`, `127.0.0.1:5090`, `localhost:5090`; a bare IPv6 literal has colons too.
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback() || ip == bound.ip())
+}
+
+async fn same_machine(bound: SocketAddr, req: Request, next: Next) -> Response {
+    let forbidden = |why: &str| (StatusCode::FORBIDDEN, why.to_owned()).into_response();
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !names_this_api(host, bound) {
+        return forbidden("forbidden: this API answers only requests for localhost");
+    }
+    if req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        return forbidden("forbidden: cross-site request");
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+        if !names_this_api(authority, bound) {
+            return forbidden("forbidden: cross-origin request");
+        }
+    }
+    next.run(req).await
 }
 
 /// Serves until `stop` fires (or its sender is dropped), then lets open requests finish.
@@ -38,7 +93,14 @@ pub(crate) async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>, s
     let shutdown = async {
         let _ = stop.await;
     };
-    if let Err(e) = axum::serve(listener, router(queries)).with_graceful_shutdown(shutdown).await {
+    let bound = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(error = %e, "HTTP status API has no address");
+            return;
+        }
+    };
+    if let Err(e) = axum::serve(listener, router(queries, bound)).with_graceful_shutdown(shutdown).await {
         warn!(error = %e, "HTTP status API stopped");
     }
 }
@@ -65,14 +127,17 @@ async fn ask<T>(
     }
 }
 
-async fn status(State(queries): State<mpsc::Sender<Query>>) -> Result<Json<Status>, Failure> {
+async fn status(State(api): State<Api>) -> Result<Json<Status>, Failure> {
     let (tx, rx) = oneshot::channel();
-    ask(&queries, Query::Status(tx), rx, QUERY_TIMEOUT).await.map(Json)
+    ask(&api.queries, Query::Status(tx), rx, QUERY_TIMEOUT).await.map(Json)
 }
 
 /// `key` is 40 hex digits or any percent-encoded text, hashed as
 /// [`crate::overlay::NodeId::from_user_key`] says.
-async fn lookup(State(queries): State<mpsc::Sender<Query>>, uri: Uri) -> Result<Json<LookupAnswer>, Failure> {
+async fn lookup(State(api): State<Api>, uri: Uri) -> Result<Json<LookupAnswer>, Failure> {
+    let Ok(_slot) = api.lookups.clone().try_acquire_owned() else {
+        return Err((StatusCode::TOO_MANY_REQUESTS, format!("{MAX_LOOKUPS} lookups are running; try again")));
+    };
     let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
     let raw = uri
         .query()
@@ -84,6 +149,25 @@ async fn lookup(State(queries): State<mpsc::Sender<Query>>, uri: Uri) -> Result<
         return Err(bad("empty key"));
     }
     let (tx, rx) = oneshot::channel();
-    let answer = ask(&queries, Query::Lookup { key: text, reply: tx }, rx, LOOKUP_TIMEOUT).await?;
+    let answer = ask(&api.queries, Query::Lookup { key: text, reply: tx }, rx, LOOKUP_TIMEOUT).await?;
     answer.map(Json).map_err(|message| (StatusCode::BAD_GATEWAY, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_this_api;
+
+    #[test]
+    fn only_loopback_localhost_and_the_bound_address_name_the_api() {
+        let bound = "192.0.2.5:5090".parse().unwrap();
+        for ok in ["127.0.0.1:5090", "127.0.0.1", "localhost:5090", "LOCALHOST", "[::1]:5090", "::1", "192.0.2.5:5090"]
+        {
+            assert!(names_this_api(ok, bound), "{ok}");
+        }
+        for bad in
+            ["", "evil.example", "evil.example:5090", "192.0.2.6:5090", "[2001:db8::1]:5090", "127.0.0.1.evil.example"]
+        {
+            assert!(!names_this_api(bad, bound), "{bad}");
+        }
+    }
 }

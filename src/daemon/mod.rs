@@ -25,7 +25,8 @@
 //! - [`record_store`]: [`record_store::RedbStore`], the records this node stores, on disk.
 //!
 //! The node joins the overlay through `--join` at start and leaves it on shutdown.
-//! Not here yet: TLS, connection limits.
+//! TCP connections are capped per listener and per source, and closed on deadlines
+//! (`event_loop`, `connection`). Not here yet: TLS.
 
 pub mod accounts;
 pub mod ca_files;

@@ -36,6 +36,8 @@ pub struct Status {
     pub storage: Option<crate::peer::StorageCounters>,
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
+    /// TCP connection limits and deadlines: what they refused and closed.
+    pub tcp: super::event_loop::TcpCounters,
 }
 
 /// A node as the status API shows it.

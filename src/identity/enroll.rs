@@ -27,6 +27,10 @@ pub const TOKEN_LIFETIME: u64 = 3600;
 /// Most verifications waiting for their token at once; beyond it new ones are refused (the
 /// rate limit bounds each address, this bounds them all).
 pub const MAX_PENDING: usize = 10_000;
+/// Keys that may wait for a token for one AoR at once. A request for another key never
+/// replaces a waiting token (issue 11, M7: a second request used to take the first one over);
+/// it waits beside it, and the one whose holder reads the mailbox wins.
+pub const MAX_PENDING_PER_AOR: usize = 4;
 /// Tolerated clock difference: certificates start this many seconds before the request.
 const BACKDATE: u64 = 300;
 
@@ -83,6 +87,8 @@ pub enum EnrollRefusal {
     Internal(IdentityError),
     #[error("too many verifications are waiting for their token; try again later")]
     Busy,
+    #[error("too many keys are waiting for a token for {0}; try again in an hour")]
+    TooManyPending(Aor),
 }
 
 impl EnrollRefusal {
@@ -94,6 +100,7 @@ impl EnrollRefusal {
             EnrollRefusal::NameTaken(_) => 409,
             EnrollRefusal::Internal(_) => 500,
             EnrollRefusal::Busy => 503,
+            EnrollRefusal::TooManyPending(_) => 429,
         }
     }
 }
@@ -113,7 +120,7 @@ pub struct EnrollmentDesk {
     /// Certificates are issued for this many seconds, capped at `max_not_after`.
     cert_lifetime: u64,
     max_not_after: u64,
-    pending: BTreeMap<Aor, PendingToken>,
+    pending: BTreeMap<Aor, Vec<PendingToken>>,
 }
 
 impl EnrollmentDesk {
@@ -139,7 +146,10 @@ impl EnrollmentDesk {
         ca_url: &str,
         rng: &dyn SecureRandom,
     ) -> Result<EnrollOutcome, EnrollRefusal> {
-        self.pending.retain(|_, p| p.expires_at > unix_now);
+        self.pending.retain(|_, waiting| {
+            waiting.retain(|p| p.expires_at > unix_now);
+            !waiting.is_empty()
+        });
         let aor = Aor::parse(request.aor).map_err(EnrollRefusal::Invalid)?;
         if aor.domain() != self.ca.domain() {
             let domain = self.ca.domain().to_owned();
@@ -155,7 +165,10 @@ impl EnrollmentDesk {
             match request.token {
                 None => return self.mail_token(aor, key, unix_now, ca_url, rng),
                 Some(token) => {
-                    let good = self.pending.get(&aor).is_some_and(|p| p.key == key && p.token_sha256 == sha256(token));
+                    let good = self
+                        .pending
+                        .get(&aor)
+                        .is_some_and(|w| w.iter().any(|p| p.key == key && p.token_sha256 == sha256(token)));
                     if !good {
                         return Err(EnrollRefusal::BadToken(aor));
                     }
@@ -185,17 +198,26 @@ impl EnrollmentDesk {
         ca_url: &str,
         rng: &dyn SecureRandom,
     ) -> Result<EnrollOutcome, EnrollRefusal> {
-        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&aor) {
+        let waiting_total: usize = self.pending.values().map(Vec::len).sum();
+        let waiting = self.pending.get(&aor).map_or(&[][..], Vec::as_slice);
+        let renewing = waiting.iter().any(|p| p.key == key);
+        if !renewing && waiting.len() >= MAX_PENDING_PER_AOR {
+            return Err(EnrollRefusal::TooManyPending(aor));
+        }
+        if !renewing && waiting_total >= MAX_PENDING {
             return Err(EnrollRefusal::Busy);
         }
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes).map_err(|_| EnrollRefusal::Internal(IdentityError::KeyGeneration))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         // Only the token's hash is kept; comparing hashes leaks nothing about the token.
-        self.pending.insert(
-            aor.clone(),
-            PendingToken { token_sha256: sha256(&token), key, expires_at: unix_now.saturating_add(TOKEN_LIFETIME) },
-        );
+        // The same key asking again gets a new token in place of its own; another key waits
+        // beside it.
+        let entry =
+            PendingToken { token_sha256: sha256(&token), key, expires_at: unix_now.saturating_add(TOKEN_LIFETIME) };
+        let waiting = self.pending.entry(aor.clone()).or_default();
+        waiting.retain(|p| p.key != entry.key);
+        waiting.push(entry);
         let to = format!("{}@{}", aor.user(), aor.domain());
         let mail = Mail {
             to,
@@ -340,6 +362,45 @@ mod tests {
         assert!(matches!(desk.handle(&mut names, &second, NOW + 1, "u", &rng), Ok(EnrollOutcome::Issued { .. })));
         // Renewal by the holder needs no new mail.
         assert!(matches!(desk.handle(&mut names, &first, NOW + 2, "u", &rng), Ok(EnrollOutcome::Issued { .. })));
+    }
+
+    #[test]
+    fn a_second_request_for_the_name_does_not_take_the_first_token_over() {
+        // Issue 11, M7: eve asks for bob's name with her key after bob did; bob's token still
+        // works, and eve's request waits beside it rather than replacing it.
+        let rng = SystemRandom::new();
+        let mut desk = desk(VerifyMode::Email, &rng);
+        let mut names = BTreeMap::new();
+        let (bob, eve) = (KeyPair::generate(&rng).unwrap(), KeyPair::generate(&rng).unwrap());
+        let aor = "sip:bob@example.com";
+        let (bob_der, eve_der) = (csr(aor, &bob, &rng), csr(aor, &eve, &rng));
+        let token_of = |outcome: Result<EnrollOutcome, EnrollRefusal>| match outcome {
+            Ok(EnrollOutcome::VerificationSent { mail, .. }) => {
+                mail.body.lines().find_map(|l| l.strip_prefix("token: ")).unwrap().to_owned()
+            }
+            other => panic!("no mail: {other:?}"),
+        };
+        let bobs =
+            token_of(desk.handle(&mut names, &EnrollRequest { aor, csr_der: &bob_der, token: None }, NOW, "u", &rng));
+        let eves =
+            token_of(desk.handle(&mut names, &EnrollRequest { aor, csr_der: &eve_der, token: None }, NOW, "u", &rng));
+        assert_ne!(bobs, eves);
+        let bob_back = EnrollRequest { aor, csr_der: &bob_der, token: Some(&bobs) };
+        assert!(matches!(desk.handle(&mut names, &bob_back, NOW + 1, "u", &rng), Ok(EnrollOutcome::Issued { .. })));
+        // The name is bob's now: eve's token is worth nothing.
+        let eve_back = EnrollRequest { aor, csr_der: &eve_der, token: Some(&eves) };
+        assert!(matches!(desk.handle(&mut names, &eve_back, NOW + 2, "u", &rng), Err(EnrollRefusal::NameTaken(_))));
+        // No more than MAX_PENDING_PER_AOR keys wait for one name.
+        let carol = "sip:carol@example.com";
+        for i in 0..=MAX_PENDING_PER_AOR {
+            let der = csr(carol, &KeyPair::generate(&rng).unwrap(), &rng);
+            let r = desk.handle(&mut names, &EnrollRequest { aor: carol, csr_der: &der, token: None }, NOW, "u", &rng);
+            if i < MAX_PENDING_PER_AOR {
+                assert!(matches!(r, Ok(EnrollOutcome::VerificationSent { .. })), "{i}: {r:?}");
+            } else {
+                assert_eq!(r.unwrap_err().status(), 429);
+            }
+        }
     }
 
     #[test]

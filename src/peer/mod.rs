@@ -148,7 +148,12 @@ pub struct Peer {
     proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
     /// Keys [`Peer::tag_for`].
     tag_key: ring::hmac::Key,
+    /// When an oversized datagram was last logged.
+    oversize_warned: Option<Instant>,
 }
+
+/// Log lines about what attackers can cause come at most once per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The transaction layer's budget for requests from each listener.
 fn listener_index(l: Listener) -> usize {
@@ -205,6 +210,7 @@ impl Peer {
             started: now,
             proxy_fetches: Default::default(),
             tag_key,
+            oversize_warned: None,
             admission,
         }
     }
@@ -241,12 +247,17 @@ impl Peer {
         self.counters.bytes_in += data.len() as u64;
         if from.transport == Transport::Udp && data.len() > self.config.max_datagram_size {
             self.counters.oversized_datagrams += 1;
-            warn!(
-                from = %from.remote,
-                size = data.len(),
-                limit = self.config.max_datagram_size,
-                "dropped a UDP datagram larger than max_datagram_size"
-            );
+            // Counted always, logged once a minute: an attacker must not fill the log.
+            if self.oversize_warned.is_none_or(|t| now.saturating_duration_since(t) >= WARN_INTERVAL) {
+                self.oversize_warned = Some(now);
+                warn!(
+                    from = %from.remote,
+                    size = data.len(),
+                    limit = self.config.max_datagram_size,
+                    dropped = self.counters.oversized_datagrams,
+                    "dropped a UDP datagram larger than max_datagram_size (counted in oversized_datagrams)"
+                );
+            }
             return;
         }
         // Keep-alives: CRLFs alone on a datagram are ignored (RFC 5626 uses STUN on UDP).

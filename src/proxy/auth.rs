@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::accounts::Accounts;
 use super::digest::{challenges, hex, same_bytes, Algorithm, Credentials, NonceCheck};
+use crate::addr::source_group;
 use crate::sip::header::AuthParams;
 use crate::sip::validate::Rejection;
 use crate::sip::{Header, HeaderName, Message};
@@ -297,17 +298,6 @@ impl Authenticator {
             let wait = (FIRST_BACKOFF.as_secs() << doublings).min(MAX_BACKOFF.as_secs());
             f.blocked_until = clock + wait;
         }
-    }
-}
-
-/// The unit a back-off applies to: an IPv4 address, or an IPv6 /64 (one subscriber's prefix).
-pub fn source_group(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 

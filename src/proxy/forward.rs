@@ -19,7 +19,7 @@ use super::auth::{AuthFailure, Authenticator, Realm};
 use super::digest::Algorithm;
 use super::directory::{resolve, Resolution};
 use super::registrar::{Registrar, RegistrarConfig};
-use crate::peer::endpoint::next_hop_allowed;
+use crate::addr::next_hop_allowed;
 use crate::peer::{new_branch, ConnectionId, Endpoint, Listener, Transport};
 use crate::sip::header::{NameAddr, Via};
 use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};

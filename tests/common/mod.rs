@@ -316,16 +316,21 @@ impl Node {
     }
 }
 
-/// A minimal HTTP/1.1 GET: `(status code, body)`, or `None` if nothing answered.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// A GET with the `Host` given and `extra` header lines: `(status, body, raw headers)`.
+pub fn http_get_with_host(addr: SocketAddr, path: &str, host: &str, extra: &str) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
     let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+    Some((code, body.to_owned(), head.to_owned()))
+}
+
+/// A minimal HTTP/1.1 GET: `(status code, body)`, or `None` if nothing answered.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_with_host(addr, path, &addr.to_string(), "").map(|(code, body, _)| (code, body))
 }
 
 /// An OPTIONS request to the node itself (no user part), RFC 3261 §11.
