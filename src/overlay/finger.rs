@@ -92,6 +92,19 @@ impl FingerTable {
         removed
     }
 
+    /// Whether [`offer`](Self::offer)ing `c` would change an entry.
+    pub fn would_improve(&self, c: &Contact) -> bool {
+        if c.id == self.me.id {
+            return false;
+        }
+        let top = self.me.id.distance(c.id).bit_length();
+        (0..top).rev().any(|i| match &self.entries[i as usize] {
+            None => true,
+            Some(e) if e.id == c.id => e.addr != c.addr,
+            Some(e) => self.start(i).distance(c.id) < self.start(i).distance(e.id),
+        })
+    }
+
     /// A live node `c` showed itself: use it wherever it is a closer successor of a finger's
     /// start than what we hold. Never makes an entry worse.
     pub fn offer(&mut self, c: &Contact) {

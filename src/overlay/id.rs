@@ -128,10 +128,14 @@ impl NodeId {
     /// so nodes sharing one address sit next to each other on the ring, in port order.
     /// An IPv4-mapped IPv6 address hashes as the IPv4 address it carries, so a dual-stack
     /// socket reporting `::ffff:192.0.2.1` sees the same ID as an IPv4 one.
+    ///
+    /// An IPv6 address hashes its /64 prefix only (issue 11, H2): one subscriber's /64 is one
+    /// address's worth of IDs, a contiguous arc, as an IPv4 address is, instead of 2^64
+    /// positions to pick from in front of any key.
     pub fn from_addr(ip: IpAddr, port: u16, hash: IdHash) -> NodeId {
         let digest = match ip.to_canonical() {
             IpAddr::V4(v4) => hash.digest(&v4.octets()),
-            IpAddr::V6(v6) => hash.digest(&v6.octets()),
+            IpAddr::V6(v6) => hash.digest(&v6.octets()[..8]),
         };
         let id = NodeId::from_bytes(digest);
         let port_mask: u128 = (1 << PORT_BITS) - 1;
@@ -306,6 +310,19 @@ mod tests {
         // SHA-256("abc") truncated to 160 bits.
         let y = NodeId::for_key(b"abc", IdHash::Sha256Truncated);
         assert_eq!(y.to_string(), "ba7816bf8f01cfea414140de5dae2223b00361a3");
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_arc() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let a = NodeId::from_addr(ip("2001:db8:1:2:aaaa::1"), 5070, IdHash::Sha1);
+        let b = NodeId::from_addr(ip("2001:db8:1:2:bbbb:cccc:dddd:eeee"), 5071, IdHash::Sha1);
+        let c = NodeId::from_addr(ip("2001:db8:1:3::1"), 5070, IdHash::Sha1);
+        // Same /64: the same ID but for the port field, side by side on the ring.
+        assert_eq!((a.hi, a.lo >> PORT_BITS), (b.hi, b.lo >> PORT_BITS));
+        assert_eq!(b.port_field(), 5071);
+        assert_eq!(NodeId::from_addr(ip("2001:db8:1:2::9"), 5070, IdHash::Sha1), a);
+        assert_ne!(c.hi, a.hi, "another /64 is elsewhere");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use super::overlay_sip::{self, OverlayInfo, RequestIds};
 use super::{new_branch, Answer, Endpoint, Listener, Peer, Transport};
-use crate::overlay::{Chord, Event, LookupId, NodeId, Request, RpcFailure, RpcId};
+use crate::overlay::{Chord, Event, LookupId, NodeId, Request, RpcFailure, RpcId, RpcTarget};
 use crate::sip::transaction::ClientTxId;
 use crate::sip::validate::Rejection;
 use crate::sip::{Header, HeaderName, Message};
@@ -21,6 +21,8 @@ use crate::sip::{Header, HeaderName, Message};
 pub(super) struct PendingRpc {
     pub rpc: RpcId,
     pub request: Request,
+    /// Whom it was sent to: the answer must come from that node.
+    pub to: RpcTarget,
 }
 
 /// Overlay state the peer keeps beside the Chord core.
@@ -96,7 +98,10 @@ impl Peer {
         let decoded =
             overlay_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &me.id, &self.overlay.info);
         let (sender, request) = match decoded {
-            Ok(d) => d,
+            Ok((sender, request, forged)) => {
+                self.overlay.chord.count_forged_links(forged);
+                (sender, request)
+            }
             Err(e) => {
                 self.counters.overlay_refused += 1;
                 debug!(from = %from.remote, error = %e, "overlay request refused");
@@ -127,7 +132,10 @@ impl Peer {
         let result = if overlay_sip::is_busy(response) {
             Err(RpcFailure::Busy)
         } else {
-            overlay_sip::decode_response(&pending.request, response).ok_or(RpcFailure::Malformed)
+            let (answer, forged) =
+                overlay_sip::decode_response(&pending.request, &pending.to, response, self.overlay.info.hash);
+            self.overlay.chord.count_forged_links(forged);
+            answer.ok_or(RpcFailure::Malformed)
         };
         if result.is_err() {
             debug!(%id, status = ?response.status(), "malformed overlay answer");
@@ -183,7 +191,7 @@ impl Peer {
             debug!(rpc = rpc.request.name(), to = %overlay_sip::target_label(&rpc.to), "overlay request");
             let tx = self.transactions.send_request(now, msg, to, false);
             self.counters.client_transactions += 1;
-            self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request });
+            self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request, to: rpc.to });
         }
         while let Some(event) = self.overlay.chord.poll_event() {
             match &event {

@@ -118,6 +118,28 @@ fn contact_from_uri(uri: &Uri) -> Option<Contact> {
     Some(Contact::new(id, addr))
 }
 
+/// Whether a contact someone told us about names the ID its address derives (port-suffixed
+/// Node IDs): the check every learned link passes before it is used (issue 11, H1).
+pub fn link_verifies(c: &Contact, hash: IdHash) -> bool {
+    NodeId::verify_claim(c.id, c.addr.ip(), c.addr.port(), hash)
+}
+
+/// A node's contact as another node named it: `None` when unreadable; `Some(Err)` when its
+/// ID is not the one its address derives (a forged link).
+fn learned_contact(uri: &Uri, hash: IdHash) -> Option<Result<Contact, Contact>> {
+    let c = contact_from_uri(uri)?;
+    Some(if link_verifies(&c, hash) { Ok(c) } else { Err(c) })
+}
+
+/// The links of a message, forged ones dropped and counted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// `(link type, contact)` in order, every contact verified.
+    pub list: Vec<(String, Contact)>,
+    /// Links whose ID did not match their address, dropped.
+    pub forged: usize,
+}
+
 /// The parameters of a `DHT-PeerID`: the protocol version and the overlay name, and the ID
 /// hash only when it is not the default SHA-1 (every byte of maintenance traffic counts; the
 /// DHT is always Chord, which `version` implies).
@@ -187,17 +209,20 @@ pub fn peer_id(msg: &Message, overlay: &OverlayInfo) -> Result<Contact, DecodeEr
     contact_from_uri(&na.uri).ok_or(DecodeError::PeerId)
 }
 
-/// Every `DHT-Link`, as `(link type, contact)` in order.
-pub fn links(msg: &Message) -> Result<Vec<(String, Contact)>, DecodeError> {
+/// Every `DHT-Link`, as `(link type, contact)` in order; a link whose ID is not its
+/// address's is dropped and counted in [`Links::forged`].
+pub fn links(msg: &Message, hash: IdHash) -> Result<Links, DecodeError> {
     let elements = msg.headers.elements(&HeaderName::DhtLink).ok_or(DecodeError::Link)?;
-    elements
-        .into_iter()
-        .map(|e| {
-            let na = NameAddr::parse(e).ok_or(DecodeError::Link)?;
-            let link = na.param("link").and_then(|p| p.value.clone()).ok_or(DecodeError::Link)?;
-            Ok((link.to_ascii_uppercase(), contact_from_uri(&na.uri).ok_or(DecodeError::Link)?))
-        })
-        .collect()
+    let mut links = Links::default();
+    for e in elements {
+        let na = NameAddr::parse(e).ok_or(DecodeError::Link)?;
+        let link = na.param("link").and_then(|p| p.value.clone()).ok_or(DecodeError::Link)?;
+        match learned_contact(&na.uri, hash).ok_or(DecodeError::Link)? {
+            Ok(c) => links.list.push((link.to_ascii_uppercase(), c)),
+            Err(_) => links.forged += 1,
+        }
+    }
+    Ok(links)
 }
 
 /// Links of one type family (`P`, `S`, `F`), ordered by their depth number.
@@ -284,7 +309,7 @@ pub fn decode_request(
     reliable: bool,
     me: &NodeId,
     overlay: &OverlayInfo,
-) -> Result<(Contact, Request), DecodeError> {
+) -> Result<(Contact, Request, usize), DecodeError> {
     let sender = peer_id(msg, overlay)?;
     let claim_ok = sender.addr.ip() == observed.ip()
         && (reliable || sender.addr.port() == observed.port())
@@ -299,13 +324,16 @@ pub fn decode_request(
         },
         _ => return Err(DecodeError::RequestUri),
     };
+    let mut forged = 0;
     let request = match msg.method() {
         Some(Method::Options) => Request::Ping,
         Some(Method::Register) => {
             let has_contact = matches!(msg.contacts(), Ok(Contacts::List(ref l)) if !l.is_empty());
             let expires = msg.expires().ok().flatten();
             if expires == Some(0) {
-                let links = links(msg)?;
+                let links = links(msg, overlay.hash)?;
+                forged = links.forged;
+                let links = links.list;
                 Request::Leave { predecessor: family(&links, 'P').into_iter().next(), successors: family(&links, 'S') }
             } else if has_contact && about == Some(sender.id) {
                 Request::Join { joiner: sender.clone() }
@@ -322,7 +350,7 @@ pub fn decode_request(
         }
         _ => return Err(DecodeError::Method),
     };
-    Ok((sender, request))
+    Ok((sender, request, forged))
 }
 
 /// The SIP status for a refusal by the Chord core.
@@ -394,39 +422,59 @@ pub fn encode_response(
     resp
 }
 
-/// Reads the answer to an overlay request we sent: what Chord should hear. `None` when the
-/// answer is not a valid one for that request (the caller reports `RpcFailure::Malformed`).
-pub fn decode_response(sent: &Request, msg: &Message) -> Option<Response> {
-    let code = msg.status()?;
+/// Reads the answer to an overlay request we sent to `asked`: what Chord should hear, and how
+/// many links in it were forged (dropped). `None` when the answer is not a valid one for that
+/// request (the caller reports `RpcFailure::Malformed`), which includes an answerer whose
+/// `DHT-PeerID` is not the node we asked: the ID that the address we sent to derives, or the
+/// one we named (issue 11, H1). Every contact it names must verify against its address.
+pub fn decode_response(sent: &Request, asked: &RpcTarget, msg: &Message, hash: IdHash) -> (Option<Response>, usize) {
+    let Some(code) = msg.status() else { return (None, 0) };
     if let Some(reason) = refusal_for(code) {
-        return Some(Response::Refused { reason });
+        return (Some(Response::Refused { reason }), 0);
     }
-    let links = links(msg).ok()?;
-    match (sent, code) {
+    let answerer = msg
+        .headers
+        .get(&HeaderName::DhtPeerId)
+        .and_then(|h| NameAddr::parse(h.value()))
+        .and_then(|na| contact_from_uri(&na.uri));
+    // A bootstrap address may reach a node that advertises another: its claim must at least
+    // be its own address's ID.
+    let answerer_ok = answerer.is_some_and(|a| match asked {
+        RpcTarget::Node(c) => a.id == c.id,
+        RpcTarget::Address(_) => link_verifies(&a, hash),
+    });
+    if !answerer_ok {
+        return (None, 1);
+    }
+    let Ok(Links { list: links, mut forged }) = links(msg, hash) else { return (None, 0) };
+    let response = match (sent, code) {
         (Request::FindSuccessor { .. } | Request::Join { .. }, 302) => {
-            let Ok(Contacts::List(list)) = msg.contacts() else { return None };
-            let mut nodes: Vec<(f32, Contact)> = list
-                .iter()
-                .filter_map(|na| {
-                    let q = na.param("q").and_then(|p| p.value.as_deref()?.parse().ok()).unwrap_or(1.0);
-                    Some((q, contact_from_uri(&na.uri)?))
-                })
-                .collect();
+            let Ok(Contacts::List(list)) = msg.contacts() else { return (None, forged) };
+            let mut nodes: Vec<(f32, Contact)> = Vec::new();
+            for na in &list {
+                let q = na.param("q").and_then(|p| p.value.as_deref()?.parse().ok()).unwrap_or(1.0);
+                match learned_contact(&na.uri, hash) {
+                    Some(Ok(c)) => nodes.push((q, c)),
+                    Some(Err(_)) => forged += 1,
+                    None => {}
+                }
+            }
             // Best first; a stable sort keeps the sender's order among equal q.
             nodes.sort_by(|a, b| b.0.total_cmp(&a.0));
             (!nodes.is_empty()).then(|| Response::Closer { nodes: nodes.into_iter().map(|(_, c)| c).collect() })
         }
-        (Request::FindSuccessor { .. }, 200) => {
-            let node = links.iter().find(|(t, _)| t == "R").map(|(_, c)| c.clone())?;
-            Some(Response::Successor { node, backups: family(&links, 'S') })
-        }
+        (Request::FindSuccessor { .. }, 200) => links
+            .iter()
+            .find(|(t, _)| t == "R")
+            .map(|(_, c)| Response::Successor { node: c.clone(), backups: family(&links, 'S') }),
         (Request::GetNeighbours { digest, .. }, 200) => {
             let unchanged = digest.is_some() && digest_of(msg) == *digest;
             if unchanged && !links.iter().any(|(t, _)| t.starts_with('P') || t.starts_with('S')) {
-                return Some(Response::NeighboursUnchanged);
+                Some(Response::NeighboursUnchanged)
+            } else {
+                let successors = family(&links, 'S');
+                Some(Response::Neighbours { predecessor: family(&links, 'P').into_iter().next(), successors })
             }
-            let successors = family(&links, 'S');
-            Some(Response::Neighbours { predecessor: family(&links, 'P').into_iter().next(), successors })
         }
         (Request::Join { .. }, 200) => Some(Response::Joined {
             predecessor: family(&links, 'P').into_iter().next(),
@@ -435,7 +483,8 @@ pub fn decode_response(sent: &Request, msg: &Message) -> Option<Response> {
         }),
         (Request::Notify | Request::Ping | Request::Leave { .. }, 200) => Some(Response::Ok),
         _ => None,
-    }
+    };
+    (response, forged)
 }
 
 /// A 503 that is not the overlay's own "leaving" refusal (which carries the answerer's
@@ -487,7 +536,16 @@ mod tests {
         msg.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
         assert!(is_overlay_request(&msg));
         let receiver = to.id().unwrap_or(contact(5071).id);
-        decode_request(&msg, me.addr, false, &receiver, &overlay()).unwrap()
+        let (sender, request, forged) = decode_request(&msg, me.addr, false, &receiver, &overlay()).unwrap();
+        assert_eq!(forged, 0);
+        (sender, request)
+    }
+
+    /// The answer as Chord would hear it, from `asked`, no link forged.
+    fn heard(sent: &Request, asked: &Contact, resp: &Message) -> Option<Response> {
+        let (answer, forged) = decode_response(sent, &RpcTarget::Node(asked.clone()), resp, IdHash::Sha1);
+        assert_eq!(forged, 0);
+        answer
     }
 
     #[test]
@@ -568,7 +626,7 @@ mod tests {
         for (sent, answer) in cases {
             let resp = encode_response(&req_msg, &answer, &me, &overlay(), "tt");
             let resp = parse(resp.encode()).unwrap();
-            assert_eq!(decode_response(&sent, &resp), Some(answer));
+            assert_eq!(heard(&sent, &me, &resp), Some(answer));
         }
     }
 
@@ -582,21 +640,21 @@ mod tests {
         let mut req =
             encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
         req.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
-        let (_, got) =
+        let (_, got, _) =
             decode_request(&parse(req.encode()).unwrap(), contact(5070).addr, false, &me.id, &overlay()).unwrap();
         assert_eq!(got, sent);
         let unchanged = encode_response(&req, &Response::NeighboursUnchanged, &me, &overlay(), "tt");
         let wire = parse(unchanged.encode()).unwrap();
         assert!(!String::from_utf8_lossy(&wire.encode()).contains("link=S1"));
-        assert_eq!(decode_response(&sent, &wire), Some(Response::NeighboursUnchanged));
+        assert_eq!(heard(&sent, &me, &wire), Some(Response::NeighboursUnchanged));
         // An "unchanged" echoing another digest is not taken for one (it carries no list
         // either, so it reads as an empty neighbourhood, which stabilize then checks).
         let other = Request::GetNeighbours { digest: Some(digest ^ 1), notify: true };
-        assert_ne!(decode_response(&other, &wire), Some(Response::NeighboursUnchanged));
+        assert_ne!(heard(&other, &me, &wire), Some(Response::NeighboursUnchanged));
         // A full answer to a conditional question is a full answer.
         let full = Response::Neighbours { predecessor: pred, successors: succ };
         let wire = parse(encode_response(&req, &full, &me, &overlay(), "tt").encode()).unwrap();
-        assert_eq!(decode_response(&sent, &wire), Some(full));
+        assert_eq!(heard(&sent, &me, &wire), Some(full));
     }
 
     #[test]
@@ -626,9 +684,52 @@ mod tests {
         let answer = Response::Neighbours { predecessor: None, successors: vec![contact(5072)] };
         let resp = parse(encode_response(&req, &answer, &me, &overlay(), "t").encode()).unwrap();
         assert_eq!(
-            decode_response(&Request::FindSuccessor { key: me.id }, &resp),
+            heard(&Request::FindSuccessor { key: me.id }, &me, &resp),
             Some(Response::Successor { node: me, backups: vec![contact(5072)] })
         );
+    }
+
+    #[test]
+    fn forged_links_are_dropped_and_a_stranger_answering_is_refused() {
+        // Issue 11, H1: an ID that is not its address's is never adopted, wherever it appears.
+        let me = contact(5071);
+        let req = {
+            let rpc = OutgoingRpc {
+                id: RpcId(1),
+                to: RpcTarget::Node(me.clone()),
+                request: Request::GetNeighbours { digest: None, notify: false },
+            };
+            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
+        };
+        let forged = Contact::new(me.id.wrapping_add(NodeId::pow2(0)), "192.0.2.66:5070".parse().unwrap());
+        let sent = Request::GetNeighbours { digest: None, notify: false };
+        let answer = Response::Neighbours { predecessor: None, successors: vec![forged.clone(), contact(5072)] };
+        let resp = parse(encode_response(&req, &answer, &me, &overlay(), "t").encode()).unwrap();
+        let (got, dropped) = decode_response(&sent, &RpcTarget::Node(me.clone()), &resp, IdHash::Sha1);
+        assert_eq!(got, Some(Response::Neighbours { predecessor: None, successors: vec![contact(5072)] }));
+        assert_eq!(dropped, 1);
+        // A redirect naming it.
+        let closer = Response::Closer { nodes: vec![forged.clone(), contact(5073)] };
+        let resp = parse(encode_response(&req, &closer, &me, &overlay(), "t").encode()).unwrap();
+        let find = Request::FindSuccessor { key: contact(1).id };
+        let (got, dropped) = decode_response(&find, &RpcTarget::Node(me.clone()), &resp, IdHash::Sha1);
+        assert_eq!((got, dropped), (Some(Response::Closer { nodes: vec![contact(5073)] }), 1));
+        // The answer must come from the node we asked.
+        let (got, dropped) = decode_response(&find, &RpcTarget::Node(contact(5090)), &resp, IdHash::Sha1);
+        assert_eq!((got, dropped), (None, 1));
+        // A leave hand-off naming it.
+        let rpc = OutgoingRpc {
+            id: RpcId(2),
+            to: RpcTarget::Node(me.clone()),
+            request: Request::Leave { predecessor: Some(forged), successors: vec![contact(5072)] },
+        };
+        let mut leave =
+            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "l", from_tag: "t", cseq: 1 });
+        leave.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKl"));
+        let leave = parse(leave.encode()).unwrap();
+        let (_, got, dropped) = decode_request(&leave, contact(5070).addr, false, &me.id, &overlay()).unwrap();
+        assert_eq!(got, Request::Leave { predecessor: None, successors: vec![contact(5072)] });
+        assert_eq!(dropped, 1);
     }
 
     #[test]
@@ -686,6 +787,7 @@ mod tests {
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nDHT-Link: <sip:nothex@1.2.3.4:5>;link=R\r\n\r\n",
         ))
         .unwrap();
-        assert_eq!(decode_response(&Request::FindSuccessor { key: NodeId::ZERO }, &resp), None);
+        let asked = RpcTarget::Node(contact(5071));
+        assert_eq!(decode_response(&Request::FindSuccessor { key: NodeId::ZERO }, &asked, &resp, IdHash::Sha1).0, None);
     }
 }

@@ -655,7 +655,16 @@ impl Peer {
         redirected: bool,
     ) {
         if let StorageAnswer::NotResponsible { node } = &answer {
-            if !redirected && node.id != self.overlay.chord.me().id {
+            // Issue 11 (H1, M8): a redirect is followed only to a node whose ID is its
+            // address's, and never to loopback (unless we are on it), link-local or ourselves.
+            let me = self.overlay.chord.me().clone();
+            let plausible = super::overlay_sip::link_verifies(node, self.overlay.info.hash)
+                && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip())
+                && node.addr != me.addr;
+            if !plausible {
+                self.overlay.chord.count_forged_links(1);
+            }
+            if plausible && !redirected && node.id != me.id {
                 if let Some(p) = op.and_then(|op| self.place_mut(op, place)) {
                     p.node = Some(node.clone());
                 }

@@ -659,8 +659,11 @@ impl Chord {
         }
         self.mark_failed(now, predecessor.id);
         if still_ours && !matches!(self.state, NodeState::Leaving | NodeState::Left) {
-            let next = candidate.filter(|c| !self.is_failed(now, c.id));
-            self.set_predecessor(now, next);
+            // The candidate whose notify set off the check takes over, once proven (issue 11).
+            self.set_predecessor(now, None);
+            if let Some(next) = candidate.filter(|c| !self.is_failed(now, c.id)) {
+                self.notify(now, next);
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 //! (the SIP transaction layer), storage and replication (the store).
 
 mod maintenance;
+mod proof;
 mod server;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -103,6 +104,15 @@ pub struct ChordCounters {
     pub lookups_retried: u64,
     /// Times every successor was lost at once.
     pub isolations: u64,
+    /// Node contacts other nodes named (in links, redirects, hand-offs, answers) whose ID is
+    /// not the one their address derives; dropped unused (issue 11, H1).
+    pub forged_links: u64,
+    /// Notifies and joins not acted on because their sender never answered our ping.
+    pub proofs_failed: u64,
+    /// Requests not acted on because too many proofs were under way.
+    pub proofs_dropped: u64,
+    /// Leaves ignored because the node said to leave still answered as a live node.
+    pub leaves_ignored: u64,
 }
 
 /// Why a pending request was sent, so its answer goes to the right place.
@@ -123,6 +133,11 @@ enum Purpose {
     },
     Join,
     Leave,
+    /// A `Ping` proving `candidate`'s address before acting on its request (`proof`).
+    Prove {
+        candidate: Contact,
+        then: proof::Then,
+    },
 }
 
 /// The last full answer to stabilize's `GetNeighbours`, and who gave it: its digest makes the
@@ -138,6 +153,7 @@ struct NeighboursCache {
 struct Pending {
     deadline: Instant,
     purpose: Purpose,
+    to: RpcTarget,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +232,10 @@ pub struct Chord {
     leaves_outstanding: usize,
     /// Nodes that failed to answer, ignored until the instant given.
     recently_failed: BTreeMap<NodeId, Instant>,
+    /// Nodes that answered us, at which address and when (`proof`).
+    proven: BTreeMap<NodeId, (SocketAddr, Instant)>,
+    /// Proofs under way: the node, and which kind of request waits on it.
+    proving: BTreeSet<(NodeId, u8)>,
     counters: ChordCounters,
 }
 
@@ -266,6 +286,8 @@ impl Chord {
             join_retry_at: None,
             leaves_outstanding: 0,
             recently_failed: BTreeMap::new(),
+            proven: BTreeMap::new(),
+            proving: BTreeSet::new(),
             counters: ChordCounters::default(),
         }
     }
@@ -301,6 +323,11 @@ impl Chord {
         self.fingers.iter()
     }
 
+    /// The driver dropped `n` forged links while decoding what another node sent.
+    pub fn count_forged_links(&mut self, n: usize) {
+        self.counters.forged_links += n as u64;
+    }
+
     pub fn counters(&self) -> &ChordCounters {
         &self.counters
     }
@@ -314,7 +341,8 @@ impl Chord {
     /// What request `id`, still in flight, is for, by a short stable name: `stabilize`,
     /// `notify`, `check_predecessor`, `lookup` (a routing step of a user lookup),
     /// `confirmation` (asking the node named to answer for itself), `fix_fingers`, `own_place`,
-    /// `join` or `leave`. For traffic accounting (the simulator's `traffic_by_kind`).
+    /// `join`, `leave` or `proof` (a ping before acting on a request, issue 11). For traffic
+    /// accounting (the simulator's `traffic_by_kind`).
     pub fn rpc_kind(&self, id: RpcId) -> Option<&'static str> {
         Some(match &self.pending.get(&id)?.purpose {
             Purpose::Stabilize { .. } => "stabilize",
@@ -322,6 +350,7 @@ impl Chord {
             Purpose::CheckPredecessor { .. } => "check_predecessor",
             Purpose::Join => "join",
             Purpose::Leave => "leave",
+            Purpose::Prove { .. } => "proof",
             Purpose::Lookup { lookup, asked } => match self.lookups.get(lookup) {
                 Some(a) => match a.purpose {
                     LookupPurpose::User(_) if a.lookup.is_confirming(asked.id) => "confirmation",
@@ -379,6 +408,7 @@ impl Chord {
         if result.is_err() {
             self.counters.rpc_failures += 1;
         }
+        self.note_answer(now, &pending.to, &result);
         self.dispatch(now, pending.purpose, result);
     }
 
@@ -395,6 +425,7 @@ impl Chord {
             }
         }
         self.recently_failed.retain(|_, until| *until > now);
+        self.expire_proofs(now);
         if self.state == NodeState::Left {
             return;
         }
@@ -434,6 +465,7 @@ impl Chord {
             Purpose::Lookup { lookup, asked } => self.on_lookup_answer(now, lookup, asked, result),
             Purpose::Join => self.on_join_answer(now, result),
             Purpose::Leave => self.on_leave_answer(),
+            Purpose::Prove { candidate, then } => self.on_proof(now, candidate, then, result),
         }
     }
 
@@ -447,7 +479,7 @@ impl Chord {
         let id = RpcId(self.next_rpc);
         self.next_rpc += 1;
         let deadline = now + self.config.rpc_timeout;
-        self.pending.insert(id, Pending { deadline, purpose });
+        self.pending.insert(id, Pending { deadline, purpose, to: to.clone() });
         self.deadlines.insert((deadline, id));
         self.outbox.push_back(OutgoingRpc { id, to, request });
         self.counters.rpcs_sent += 1;

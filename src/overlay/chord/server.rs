@@ -118,8 +118,14 @@ impl Chord {
                 self.predecessor_heard_at = Some(now);
             }
         }
-        if self.participating() {
-            self.fingers.offer(from);
+        // Only a node that has answered us may become a finger (issue 11, H5); one that would
+        // be a better finger is asked first.
+        if self.participating() && self.fingers.would_improve(from) {
+            if self.is_proven(now, from) {
+                self.fingers.offer(from);
+            } else {
+                self.prove(now, from.clone(), super::proof::Then::Finger);
+            }
         }
     }
 
@@ -168,8 +174,17 @@ impl Chord {
         nodes.into_iter().take(k).cloned().collect()
     }
 
-    /// Chord's `notify(n')`: `candidate` thinks it might be our predecessor.
-    fn notify(&mut self, now: Instant, candidate: Contact) {
+    /// Chord's `notify(n')`: `candidate` thinks it might be our predecessor. It becomes it
+    /// only once it has answered us at its address (`proof`).
+    pub(super) fn notify(&mut self, now: Instant, candidate: Contact) {
+        let adopt = match &self.predecessor {
+            None => true,
+            Some(p) => p.id != candidate.id && candidate.id.in_open(p.id, self.me.id),
+        };
+        if adopt && !self.is_proven(now, &candidate) {
+            self.prove(now, candidate, super::proof::Then::Notify);
+            return;
+        }
         match &self.predecessor {
             None => self.set_predecessor(now, Some(candidate)),
             Some(p) if p.id == candidate.id => {}
@@ -215,13 +230,15 @@ impl Chord {
             if wrapped {
                 successors.push(self.me.clone());
             }
-            // And it is our new successor. It has just spoken to us, so it is alive (Zave's
-            // objection is to adopting successors we have not heard from); adopting it now
-            // rather than at our next stabilize means lookups find it from the moment it is
-            // admitted (dSIP §6.3: the admitting peer updates its own links).
-            let old_first = self.first_successor_id();
-            self.successors.insert(&joiner);
-            self.successors_touched(old_first);
+            // And it is our new successor: adopting it now rather than at our next stabilize
+            // means lookups find it from the moment it is admitted (dSIP §6.3: the admitting
+            // peer updates its links). A join over UDP may come from anyone (issue 11), so
+            // unless it has answered us before, a ping follows, and no answer undoes this.
+            let proven = self.is_proven(now, &joiner);
+            self.adopt_joiner(joiner.clone());
+            if !proven {
+                self.prove(now, joiner, super::proof::Then::Successor);
+            }
             return Response::Joined { predecessor: Some(self.me.clone()), successors, fingers };
         }
         if let Some(p) = self.predecessor.clone() {
@@ -258,8 +275,38 @@ impl Chord {
         Response::Closer { nodes }
     }
 
-    /// `from` leaves gracefully, handing over its neighbours (dSIP §6.5).
+    /// A joiner we admitted as our successor, now proven: adopted if it still lies between us
+    /// and our first successor.
+    pub(super) fn adopt_joiner(&mut self, joiner: Contact) {
+        let fits = self.successors.is_empty() || joiner.id.in_left_open(self.me.id, self.successor().id);
+        if fits && joiner.id != self.me.id {
+            let old_first = self.first_successor_id();
+            self.successors.insert(&joiner);
+            self.successors_touched(old_first);
+        }
+    }
+
+    /// `from` says it leaves (dSIP §6.5). Anyone can say that for it over UDP, so it is asked
+    /// first (`proof`): the hand-off is used once it answers that it is leaving, or not at all.
     fn on_leave(&mut self, now: Instant, from: Contact, predecessor: Option<Contact>, successors: &[Contact]) {
+        let neighbour = self.predecessor.as_ref().is_some_and(|p| p.id == from.id) || self.successors.contains(from.id);
+        if !neighbour {
+            // Not one of ours: nothing would change but a finger, which its next use checks.
+            self.fingers.remove(from.id);
+            return;
+        }
+        let then = super::proof::Then::Leave { predecessor, successors: successors.to_vec() };
+        self.prove(now, from, then);
+    }
+
+    /// `from` has left (it said so and now refuses or does not answer): its hand-off.
+    pub(super) fn on_leave_confirmed(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        predecessor: Option<Contact>,
+        successors: &[Contact],
+    ) {
         let me = self.me.id;
         self.mark_failed(now, from.id);
         if self.predecessor.as_ref().is_some_and(|p| p.id == from.id) {

@@ -25,6 +25,18 @@ fn drain_rpcs(c: &mut Chord) -> Vec<OutgoingRpc> {
     std::iter::from_fn(|| c.poll_rpc()).collect()
 }
 
+/// `from` sends `request`, and answers the ping that proves its address (issue 11): what a
+/// live node at that address does.
+fn proven_request(c: &mut Chord, now: Instant, from: &Contact, request: Request) -> Response {
+    let answer = c.handle_request(now, from.clone(), request);
+    for rpc in drain_rpcs(c) {
+        if rpc.request == Request::Ping && rpc.to == RpcTarget::Node(from.clone()) {
+            c.handle_response(now, rpc.id, Ok(Response::Ok));
+        }
+    }
+    answer
+}
+
 fn drain_events(c: &mut Chord) -> Vec<Event> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
@@ -215,14 +227,20 @@ fn notify_contradicting_a_dead_predecessor_replaces_it() {
     // p precedes b; c precedes p: c's notify contradicts p.
     let p = ids.iter().find(|p| ids.iter().any(|c| c.id.in_open(b.me().id, p.id))).unwrap().clone();
     let c = ids.iter().find(|c| c.id.in_open(b.me().id, p.id)).unwrap().clone();
-    assert_eq!(b.handle_request(now, p.clone(), Request::Notify), Response::Ok);
+    assert_eq!(proven_request(&mut b, now, &p, Request::Notify), Response::Ok);
     assert_eq!(b.predecessor(), Some(&p));
     drain_rpcs(&mut b);
     assert_eq!(b.handle_request(now, c.clone(), Request::Notify), Response::Ok);
     assert_eq!(b.predecessor(), Some(&p));
-    let ping = drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping).unwrap();
-    assert_eq!(ping.to, RpcTarget::Node(p.clone()));
-    b.handle_response(now, ping.id, Err(RpcFailure::Timeout));
+    let ping =
+        drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping && r.to == RpcTarget::Node(p.clone()));
+    b.handle_response(now, ping.expect("p is checked").id, Err(RpcFailure::Timeout));
+    // p is gone; c takes over once it has answered at its address.
+    let proof =
+        drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping && r.to == RpcTarget::Node(c.clone()));
+    let proof = proof.expect("c is asked to prove its address");
+    assert_eq!(b.predecessor(), None);
+    b.handle_response(now, proof.id, Ok(Response::Ok));
     assert_eq!(b.predecessor(), Some(&c));
 }
 
@@ -230,7 +248,7 @@ fn notify_contradicting_a_dead_predecessor_replaces_it() {
 fn check_predecessor_is_free_while_the_predecessor_talks_to_us() {
     let (mut b, now) = node(2);
     let p = contact(3);
-    b.handle_request(now, p.clone(), Request::Notify);
+    proven_request(&mut b, now, &p, Request::Notify);
     // p answers whatever b asks it (stabilize), but only some rounds does p ask b anything.
     let mut pings = Vec::new();
     let mut step = |b: &mut Chord, t: Instant, p_talks: bool| {
@@ -410,4 +428,32 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_spoofed_notify_or_leave_changes_nothing() {
+    // Issue 11, H1/H5. b's predecessor p is proven. A notify "from" c (spoofed: c never
+    // answers) is not adopted; a leave "from" p (spoofed: p still answers as a live node) is
+    // ignored, hand-off and all.
+    let (mut b, now) = node(2);
+    let ids: Vec<Contact> = (3..40).map(contact).collect();
+    let p = ids.iter().find(|p| ids.iter().any(|c| c.id.in_open(p.id, b.me().id))).unwrap().clone();
+    let c = ids.iter().find(|c| c.id.in_open(p.id, b.me().id)).unwrap().clone();
+    proven_request(&mut b, now, &p, Request::Notify);
+    assert_eq!(b.predecessor(), Some(&p));
+    assert_eq!(b.handle_request(now, c.clone(), Request::Notify), Response::Ok);
+    assert_eq!(b.predecessor(), Some(&p), "not before c answers");
+    for rpc in drain_rpcs(&mut b) {
+        b.handle_response(now, rpc.id, Err(RpcFailure::Timeout));
+    }
+    assert_eq!(b.predecessor(), Some(&p), "c never answered");
+    assert!(b.counters().proofs_failed >= 1);
+    let forged = contact(77);
+    let leave = Request::Leave { predecessor: Some(forged.clone()), successors: vec![forged] };
+    assert_eq!(b.handle_request(now, p.clone(), leave), Response::Ok);
+    let ping =
+        drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping && r.to == RpcTarget::Node(p.clone()));
+    b.handle_response(now, ping.expect("p is asked").id, Ok(Response::Ok));
+    assert_eq!(b.predecessor(), Some(&p), "p answered: it has not left");
+    assert_eq!(b.counters().leaves_ignored, 1);
 }
