@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use p2psip::peer::fuzzing::{fuzz_admission, fuzz_overlay_decode, fuzz_record, fuzz_storage_decode};
 use p2psip::sip::fuzzing::{fuzz_framer, fuzz_parse};
 
 fn replay(target: &str, run: fn(&[u8])) {
@@ -31,4 +32,24 @@ fn parse_message_corpus() {
 #[test]
 fn stream_framer_corpus() {
     replay("stream_framer", fuzz_framer);
+}
+
+#[test]
+fn admission_corpus() {
+    replay("admission", fuzz_admission);
+}
+
+#[test]
+fn overlay_decode_corpus() {
+    replay("overlay_decode", fuzz_overlay_decode);
+}
+
+#[test]
+fn storage_decode_corpus() {
+    replay("storage_decode", fuzz_storage_decode);
+}
+
+#[test]
+fn record_decode_corpus() {
+    replay("record_decode", fuzz_record);
 }

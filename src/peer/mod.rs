@@ -11,6 +11,8 @@
 
 mod admission;
 pub mod counters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod endpoint;
 mod overlay;
 pub mod overlay_sip;

@@ -1,0 +1,4 @@
+//! See `p2psip::peer::fuzzing::fuzz_admission`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| p2psip::peer::fuzzing::fuzz_admission(data));

@@ -1,0 +1,4 @@
+//! See `p2psip::peer::fuzzing::fuzz_overlay_decode`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| p2psip::peer::fuzzing::fuzz_overlay_decode(data));
