@@ -176,6 +176,10 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     bob.command("/hangup");
     let reached = wait_for(WAIT, || (closed(&alice) == before + 1).then_some(()));
     assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
+    // Each INVITE and the MESSAGE proved alice as the caller to bob's node (issue 11 item 4).
+    let registrar = b.status()["registrar"].clone();
+    assert!(registrar["callers_verified"].as_u64() >= Some(3), "{registrar}");
+    assert_eq!(registrar["callers_refused"], 0, "{registrar}");
 
     // Nobody has a record for this user: 404.
     alice.command("/dial sip:nobody@p2p.test");

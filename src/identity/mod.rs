@@ -18,6 +18,7 @@
 
 pub mod aor;
 pub mod ca;
+pub mod caller;
 pub mod enroll;
 pub mod key;
 pub mod local;

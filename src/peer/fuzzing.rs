@@ -62,7 +62,9 @@ pub fn fuzz_overlay_decode(data: &[u8]) {
         for target in [RpcTarget::Node(asked.clone()), RpcTarget::Address(observed)] {
             let (answer, _) = overlay_sip::decode_response(request, &target, &msg, IdHash::Sha1);
             let contacts: Vec<Contact> = match answer {
-                Some(crate::overlay::Response::Successor { node, backups }) => std::iter::once(node).chain(backups).collect(),
+                Some(crate::overlay::Response::Successor { node, backups }) => {
+                    std::iter::once(node).chain(backups).collect()
+                }
                 Some(crate::overlay::Response::Closer { nodes }) => nodes,
                 Some(crate::overlay::Response::Neighbours { predecessor, successors }) => {
                     predecessor.into_iter().chain(successors).collect()

@@ -11,9 +11,9 @@
 
 mod admission;
 pub mod counters;
+pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod endpoint;
 mod overlay;
 pub mod overlay_sip;
 pub mod policy;

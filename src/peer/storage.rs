@@ -271,6 +271,14 @@ impl Peer {
         identity: Option<LocalIdentity>,
     ) {
         let contacts = identity.as_ref().map(|i| vec![default_contact(i, self.config.node_addr())]);
+        // The same enrollment proves who calls (issue 11 item 4).
+        let callers = crate::proxy::identity::Callers::new(
+            ids.root().clone(),
+            identity.as_ref(),
+            config.unix_at_start,
+            self.started,
+        );
+        self.proxy.set_callers(callers);
         let mut face = StorageFace::new(config, store, ids, identity, now);
         face.contacts = contacts.unwrap_or_default();
         self.storage = Some(face);

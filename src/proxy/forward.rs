@@ -103,6 +103,11 @@ pub struct ProxyStatus {
     /// Next hops refused: loopback, link-local or our own addresses named by a record, a
     /// Route or a Request-URI, and node Routes whose token did not verify (issue 11, M3, M8).
     pub next_hops_refused: u64,
+    /// INVITEs and MESSAGEs from the overlay refused because their Identity did not prove the
+    /// caller (issue 11 item 4).
+    pub callers_refused: u64,
+    /// INVITEs and MESSAGEs from the overlay whose caller was proven.
+    pub callers_verified: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -149,6 +154,9 @@ pub struct Proxy {
     auth: Authenticator,
     /// Keys the tokens on our Record-Routes that name the node across the dialog.
     route_key: ring::hmac::Key,
+    /// Signs our user's calls into the overlay and checks those arriving; `None` until the
+    /// node's enrollment is known ([`Proxy::set_callers`]).
+    callers: Option<super::identity::Callers>,
     started: Instant,
     rng: ChaCha8Rng,
     contexts: BTreeMap<ServerTxId, Context>,
@@ -207,6 +215,7 @@ impl Proxy {
         Proxy {
             auth: Authenticator::new(&key, config.nonce_lifetime, &config.domain, config.digest_algorithms.clone()),
             route_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>()),
+            callers: None,
             registrar: Registrar::new(config.registrar.clone()),
             next_ping_sweep: now + config.ping_interval,
             config,
@@ -227,6 +236,11 @@ impl Proxy {
         self.accounts = accounts;
     }
 
+    /// The node's enrollment: calls into the overlay are signed, calls from it checked.
+    pub fn set_callers(&mut self, callers: super::identity::Callers) {
+        self.callers = Some(callers);
+    }
+
     /// Whether a local account exists for `aor`.
     pub fn has_account(&self, aor: &str) -> bool {
         self.accounts.get(aor).is_some()
@@ -242,6 +256,8 @@ impl Proxy {
             bindings: self.registrar.binding_count(),
             forwarding: self.contexts.len(),
             auth_backed_off: self.auth.backed_off,
+            callers_refused: self.callers.as_ref().map_or(0, |c| c.refused),
+            callers_verified: self.callers.as_ref().map_or(0, |c| c.verified),
             ..self.status.clone()
         }
     }
@@ -678,6 +694,16 @@ impl Proxy {
             from_listener: from.listener,
         };
         let targets = match targets {
+            Targets::Send(targets)
+                if from.listener == Listener::Overlay && super::identity::needs_identity(request) =>
+            {
+                // Issue 11 item 4: another node's call for our phone must prove its caller.
+                match self.callers.as_mut() {
+                    Some(c) => c.check(now, request)?,
+                    None => return Err(super::identity::cannot_check()),
+                };
+                targets
+            }
             Targets::Send(targets) => targets,
             Targets::AskOverlay(aor) => {
                 debug!(%aor, "target not served here; fetching its registration from the overlay");
@@ -703,7 +729,7 @@ impl Proxy {
     ) {
         let method = req.method().cloned().unwrap_or(Method::Options);
         for (uri, to) in targets {
-            let copy = self.prepare(req, &method, uri, ctx.from_listener, to);
+            let copy = self.prepare(now, req, &method, uri, ctx.from_listener, to);
             let client = tl.send_request(now, copy, to, to.transport.is_reliable());
             self.branches.insert(client, id);
             if method == Method::Invite {
@@ -775,7 +801,15 @@ impl Proxy {
     }
 
     /// The copy of `req` for one branch (§16.6 steps 1–8).
-    fn prepare(&mut self, req: &Message, method: &Method, uri: Uri, from: Listener, to: Endpoint) -> Message {
+    fn prepare(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        method: &Method,
+        uri: Uri,
+        from: Listener,
+        to: Endpoint,
+    ) -> Message {
         let mut copy = req.clone();
         // Step 2: the target becomes the Request-URI.
         if let StartLine::Request(line) = &mut copy.start {
@@ -810,6 +844,16 @@ impl Proxy {
             }
             let rr = self.record_route(to.listener, to.transport, token);
             copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
+        }
+        // Who is calling: signed when our phone's call leaves for another node; the proof is
+        // for nodes, never shown to a phone.
+        if to.listener == Listener::Overlay && from == Listener::Proxy && super::identity::needs_identity(&copy) {
+            if let Some(c) = &self.callers {
+                c.sign(now, &mut copy);
+            }
+        }
+        if to.listener == Listener::Proxy {
+            super::identity::strip(&mut copy);
         }
         // Step 8: our Via on top, with a fresh branch (RFC 3581 rport so replies find us).
         let via = self.via_on(to.listener, to.transport);
@@ -869,7 +913,7 @@ impl Proxy {
         match self.targets(now, from, &req, &popped) {
             Ok(Targets::Send(targets)) => {
                 for (uri, to) in targets.into_iter().take(1) {
-                    let copy = self.prepare(&req, &Method::Ack, uri, from.listener, to);
+                    let copy = self.prepare(now, &req, &Method::Ack, uri, from.listener, to);
                     tl.send_stateless(to, &copy);
                 }
             }

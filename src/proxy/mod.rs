@@ -29,6 +29,7 @@ pub mod auth;
 pub mod digest;
 pub mod directory;
 mod forward;
+pub mod identity;
 pub mod registrar;
 
 pub use forward::{Proxy, ProxyConfig, ProxyStatus, DEFAULT_TIMER_C};

@@ -679,3 +679,63 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
     }
     assert_eq!(p.counters().load_shed, shed.len() as u64);
 }
+
+#[test]
+fn a_call_from_the_overlay_must_prove_its_caller() {
+    // Issue 11 item 4: bob's node checks the Identity of every INVITE or MESSAGE another node
+    // sends for bob: missing or forged, 403 and nothing reaches bob's phone; genuine, the
+    // phone gets the request without the header.
+    use crate::identity::caller;
+    use crate::identity::tests::{Fixture, T0};
+    use crate::sip::transaction::{Received, Timers, TransactionLayer};
+    let mut fx = Fixture::new("p2p.test");
+    let (alice_key, alice_cert) = fx.enroll("sip:alice@p2p.test");
+    let now = Instant::now();
+    let mut config = super::ProxyConfig::new("p2p.test", PROXY.parse().unwrap());
+    config.other_addrs = vec!["127.0.0.1:5070".parse().unwrap()];
+    let mut accounts = Accounts::default();
+    accounts.insert(Account::new("sip:bob@p2p.test", "bob-pw").unwrap());
+    let mut proxy = super::Proxy::new(config, accounts, 9, now);
+    proxy.set_callers(super::identity::Callers::new(fx.anchor(), None, T0, now));
+    let mut tl = TransactionLayer::new(Timers::default());
+    // Bob's phone registers at 127.0.0.9:6001.
+    let bare = parse(Bytes::from(register_text("bob", 6001, 1, ""))).unwrap();
+    let challenge = proxy.register_stateless(now, phone(6001), &bare);
+    let auth = authorization(&challenge, Algorithm::Md5, "bob", "bob-pw");
+    let ok =
+        proxy.register_stateless(now, phone(6001), &parse(Bytes::from(register_text("bob", 6001, 2, &auth))).unwrap());
+    assert_eq!(ok.status(), Some(200));
+    let node = Endpoint { listener: Listener::Overlay, ..phone(5070) };
+    let mut deliver = |msg: Message| {
+        let Received::Request { id, request, cancels } = tl.handle_message(now, msg, node, false) else {
+            panic!("new")
+        };
+        proxy.handle_request(now, &mut tl, id, node, node, request, cancels);
+        sent(&mut tl)
+    };
+    let message = |from: &str, branch: &str| {
+        let text = request_text("MESSAGE", "bob", branch, 5070)
+            .replace("From: <sip:alice@p2p.test>", &format!("From: <{from}>"));
+        parse(Bytes::from(text)).unwrap()
+    };
+    let signed = |mut m: Message| {
+        caller::sign(&mut m, &alice_key, &alice_cert, T0, &fx.rng).unwrap();
+        parse(m.encode()).unwrap()
+    };
+    let refused = |out: &[(Endpoint, Message)]| {
+        assert!(out.iter().all(|(to, m)| !(to.remote.port() == 6001 && m.is_request())), "reached the phone: {out:?}");
+        out.iter().find_map(|(_, m)| m.status().filter(|s| *s >= 200).map(|s| (s, m.summary())))
+    };
+    // No Identity at all.
+    let (status, why) = refused(&deliver(message("sip:alice@p2p.test", "z9hG4bKid1"))).expect("an answer");
+    assert_eq!(status, 403, "{why}");
+    assert!(why.contains("no Identity"), "{why}");
+    // Alice's node claims to be carol: a forged From.
+    let (status, why) = refused(&deliver(signed(message("sip:carol@p2p.test", "z9hG4bKid2")))).expect("an answer");
+    assert_eq!(status, 403, "{why}");
+    // Genuine: to bob's phone, without the header.
+    let out = deliver(signed(message("sip:alice@p2p.test", "z9hG4bKid3")));
+    let (_, to_phone) = out.iter().find(|(to, m)| to.remote.port() == 6001 && m.is_request()).expect("bob's phone");
+    assert!(to_phone.headers.get(&HeaderName::other("Identity")).is_none(), "the phone never sees it");
+    assert_eq!((proxy.status().callers_refused, proxy.status().callers_verified), (2, 1));
+}
