@@ -281,6 +281,8 @@ impl StoreLimits {
             max_records_per_owner: self.max_records_per_owner,
             max_bytes_per_owner: self.max_bytes_per_owner,
             max_lifetime: self.max_lifetime_secs,
+            // The node-wide totals are each node's own (its disk and memory), not the overlay's.
+            ..StorePolicy::default()
         }
     }
 }

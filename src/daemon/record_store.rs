@@ -1,13 +1,18 @@
 //! The records a node stores for the overlay, kept in an embedded redb database
 //! (`records.redb` in the data directory) so that a restarted node serves what it held.
 //!
-//! [`RedbStore`] implements the sans-IO [`Store`] trait by write-through: every record lives in
-//! a [`MemoryStore`] (which answers reads and keeps per-owner usage) and every change is
-//! committed to the database before the call returns. At open, the database is read back into
-//! memory; a row that no longer decodes is dropped with a warning. The trait's methods cannot
-//! fail, so a failed write is logged and the memory copy still serves until restart.
+//! [`RedbStore`] implements the sans-IO [`Store`] trait: every record lives in a
+//! [`MemoryStore`] (which answers reads and keeps per-owner usage), and every change is queued
+//! to a writer thread that owns the database and commits, durably, whatever has queued since
+//! its last commit in one transaction (issue 11, M2: the event loop never waits for a disk
+//! sync, and a burst of stores costs one). At open, the database is read back into memory; a
+//! row that no longer decodes is dropped with a warning. Dropping the store waits for the
+//! writer to finish. The trait's methods cannot fail, so a failed write is logged and the
+//! memory copy still serves until restart.
 
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::warn;
@@ -26,10 +31,13 @@ pub struct RecordStoreError {
     pub message: String,
 }
 
+/// One change for the writer: a row to set, or (`None`) to remove.
+type Change = (Vec<u8>, Option<Vec<u8>>);
+
 /// A [`Store`] that survives restart.
 pub struct RedbStore {
-    db: Database,
     memory: MemoryStore,
+    writer: Option<(mpsc::Sender<Change>, JoinHandle<()>)>,
 }
 
 fn row_key(kind: RecordKind, key: &str) -> Vec<u8> {
@@ -37,6 +45,31 @@ fn row_key(kind: RecordKind, key: &str) -> Vec<u8> {
     k.push(kind.code());
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// The writer thread: blocks for a change, takes every other one already queued, commits them
+/// in one durable transaction; ends when the store is dropped.
+fn write_changes(db: Database, changes: mpsc::Receiver<Change>) {
+    while let Ok(first) = changes.recv() {
+        let batch: Vec<Change> = std::iter::once(first).chain(changes.try_iter()).collect();
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(RECORDS)?;
+                for (k, v) in &batch {
+                    match v {
+                        Some(v) => table.insert(k.as_slice(), v.as_slice()).map(|_| ())?,
+                        None => table.remove(k.as_slice()).map(|_| ())?,
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!(error = %e, changes = batch.len(), "could not write the record database; the changes are kept in memory only");
+        }
+    }
 }
 
 impl RedbStore {
@@ -51,32 +84,42 @@ impl RedbStore {
         txn.commit().map_err(|e| err(&e))?;
 
         let mut memory = MemoryStore::new();
-        let txn = db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
-        for row in table.iter().map_err(|e| err(&e))? {
-            let (_, value) = row.map_err(|e| err(&e))?;
-            match Record::decode(value.value()) {
-                Ok(record) => {
-                    memory.put(record);
+        {
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
+            for row in table.iter().map_err(|e| err(&e))? {
+                let (_, value) = row.map_err(|e| err(&e))?;
+                match Record::decode(value.value()) {
+                    Ok(record) => {
+                        memory.put(record);
+                    }
+                    Err(e) => warn!(error = %e, "dropping an unreadable stored record"),
                 }
-                Err(e) => warn!(error = %e, "dropping an unreadable stored record"),
             }
         }
-        Ok(RedbStore { db, memory })
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("p2psip-records".into())
+            .spawn(move || write_changes(db, rx))
+            .map_err(|e| err(&e))?;
+        Ok(RedbStore { memory, writer: Some((tx, handle)) })
     }
 
-    fn write(&self, f: impl FnOnce(&mut redb::Table<'_, &[u8], &[u8]>) -> Result<(), redb::StorageError>) {
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut table = txn.open_table(RECORDS)?;
-                f(&mut table)?;
+    fn write(&self, change: Change) {
+        if let Some((tx, _)) = &self.writer {
+            if tx.send(change).is_err() {
+                warn!("the record database writer has stopped; the change is kept in memory only");
             }
-            txn.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            warn!(error = %e, "could not write the record database; the change is kept in memory only");
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    /// Waits until everything queued is written.
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.writer.take() {
+            drop(tx);
+            let _ = handle.join();
         }
     }
 }
@@ -88,18 +131,14 @@ impl Store for RedbStore {
 
     fn put(&mut self, record: Record) -> Option<Record> {
         match record.encode() {
-            Ok(bytes) => {
-                let k = row_key(record.kind, &record.key);
-                self.write(|t| t.insert(k.as_slice(), bytes.as_slice()).map(|_| ()));
-            }
+            Ok(bytes) => self.write((row_key(record.kind, &record.key), Some(bytes))),
             Err(e) => warn!(error = %e, "a record that does not encode is kept in memory only"),
         }
         self.memory.put(record)
     }
 
     fn remove(&mut self, kind: RecordKind, key: &str) -> Option<Record> {
-        let k = row_key(kind, key);
-        self.write(|t| t.remove(k.as_slice()).map(|_| ()));
+        self.write((row_key(kind, key), None));
         self.memory.remove(kind, key)
     }
 
@@ -109,20 +148,18 @@ impl Store for RedbStore {
 
     fn expire(&mut self, unix_now: u64) -> Vec<Record> {
         let gone = self.memory.expire(unix_now);
-        if !gone.is_empty() {
-            let keys: Vec<Vec<u8>> = gone.iter().map(|r| row_key(r.kind, &r.key)).collect();
-            self.write(|t| {
-                for k in &keys {
-                    t.remove(k.as_slice())?;
-                }
-                Ok(())
-            });
+        for r in &gone {
+            self.write((row_key(r.kind, &r.key), None));
         }
         gone
     }
 
     fn usage(&self, owner: &Aor) -> OwnerUsage {
         self.memory.usage(owner)
+    }
+
+    fn total(&self) -> OwnerUsage {
+        self.memory.total()
     }
 }
 

@@ -800,6 +800,15 @@ fn replace_top_via(headers: &mut Headers, via: &Via) {
     }
 }
 
+/// Issue 11, M1: whether answering `request` with `response` over UDP would send more than
+/// three times the bytes it received, the most a source that has not proved its address gets.
+pub(crate) fn amplifies(request: &Message, response: &Message) -> bool {
+    response.encode().len() > AMPLIFICATION_FACTOR * request.encode().len()
+}
+
+/// See [`amplifies`].
+pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
+
 /// A random `z9hG4bK` branch.
 pub fn new_branch(rng: &mut impl Rng) -> String {
     format!("{}{:016x}", crate::sip::header::BRANCH_MAGIC_COOKIE, rng.random::<u64>())

@@ -113,12 +113,21 @@ impl Peer {
                 return Answer::Reject(rejection);
             }
         };
-        let response = self.overlay.chord.handle_request(now, sender, request);
+        let mut response = self.overlay.chord.handle_request(now, sender.clone(), request);
         if matches!(response, crate::overlay::Response::Refused { .. }) {
             self.counters.overlay_refused += 1;
         }
         let tag = self.tag_for(msg);
-        let answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+        let mut answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+        // Issue 11, M1: over UDP, an address that has not answered us gets at most 3× what it
+        // sent: the longest lists are cut (fingers first), which a real node makes up for by
+        // asking again once we know it.
+        if !from.transport.is_reliable() && !self.overlay.chord.has_answered(now, &sender) {
+            while super::amplifies(msg, &answer) && trim(&mut response) {
+                answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+                self.counters.answers_trimmed += 1;
+            }
+        }
         self.drain_overlay(now);
         Answer::Respond(answer)
     }
@@ -213,5 +222,20 @@ impl Peer {
         if self.storage.as_ref().is_some_and(|s| !s.inbox.is_empty()) {
             self.run_storage(now);
         }
+    }
+}
+
+/// Drops the last entry of an answer's longest list (fingers, then successors, then redirect
+/// candidates); false when there is nothing left to drop.
+fn trim(response: &mut crate::overlay::Response) -> bool {
+    use crate::overlay::Response;
+    match response {
+        Response::Joined { fingers, .. } if !fingers.is_empty() => fingers.pop().is_some(),
+        Response::Joined { successors, .. } | Response::Neighbours { successors, .. } if successors.len() > 1 => {
+            successors.pop().is_some()
+        }
+        Response::Successor { backups, .. } => backups.pop().is_some(),
+        Response::Closer { nodes } if nodes.len() > 1 => nodes.pop().is_some(),
+        _ => false,
     }
 }

@@ -91,6 +91,9 @@ pub struct StorageCounters {
     pub stores_refused: u64,
     /// Stores and fetches for a replica key this node is not responsible for (answered 302).
     pub not_responsible: u64,
+    /// Answers too big for UDP to an address that had not answered us, sent back as a 302
+    /// to TCP (issue 11, M1).
+    pub sent_to_tcp: u64,
     /// Storage requests that could not be read.
     pub malformed: u64,
     pub fetches_served: u64,
@@ -603,6 +606,20 @@ impl Peer {
         request: StorageRequest,
         redirected: bool,
     ) {
+        self.send_storage_request_over(now, op, place, node, request, redirected, Transport::Udp);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_storage_request_over(
+        &mut self,
+        now: Instant,
+        op: Option<StorageOpId>,
+        place: usize,
+        node: Contact,
+        request: StorageRequest,
+        redirected: bool,
+        transport: Transport,
+    ) {
         let me = self.overlay.chord.me().clone();
         if node.id == me.id {
             let answer = self.serve_storage(now, &me, request.clone());
@@ -616,10 +633,14 @@ impl Peer {
         let ids = store_sip::RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: storage.next_cseq };
         let mut msg = store_sip::encode_request(&request, node.addr, &me, &self.overlay.info, ids);
         let branch = new_branch(&mut self.rng);
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", super::sent_by(self.config.overlay_addr));
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.via_name(),
+            super::sent_by(self.config.overlay_addr)
+        );
         msg.headers.push_front_of(Header::new(HeaderName::Via, via));
-        let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: node.addr, conn: None };
-        let tx = self.transactions.send_request(now, msg, to, false);
+        let to = Endpoint { listener: Listener::Overlay, transport, remote: node.addr, conn: None };
+        let tx = self.transactions.send_request(now, msg, to, transport.is_reliable());
         self.counters.client_transactions += 1;
         let deadline = now + self.overlay.chord.config().rpc_timeout;
         if let Some(storage) = self.storage.as_mut() {
@@ -662,6 +683,17 @@ impl Peer {
         answer: StorageAnswer,
         redirected: bool,
     ) {
+        if let StorageAnswer::UseTcp { node } = &answer {
+            // Its answer is too big for UDP to an address it has not seen answer (issue 11,
+            // M1): the same request again over TCP, whose handshake proves our address.
+            let me = self.overlay.chord.me().clone();
+            let plausible = super::overlay_sip::link_verifies(node, self.overlay.info.hash)
+                && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip());
+            if plausible && !redirected && node.id != me.id {
+                self.send_storage_request_over(now, op, place, node.clone(), request, true, Transport::Tcp);
+                return;
+            }
+        }
         if let StorageAnswer::NotResponsible { node } = &answer {
             // Issue 11 (H1, M8): a redirect is followed only to a node whose ID is its
             // address's, and never to loopback (unless we are on it), link-local or ourselves.
@@ -686,6 +718,7 @@ impl Peer {
             StorageAnswer::Found(record) => Ok(Some(record)),
             StorageAnswer::NotFound => Err("no record".to_owned()),
             StorageAnswer::NotResponsible { node } => Err(format!("not responsible; redirected to {}", node.addr)),
+            StorageAnswer::UseTcp { node } => Err(format!("{} asked for TCP twice", node.addr)),
             StorageAnswer::Refused { status, reason } => Err(format!("{status} {reason}")),
         };
         match result {

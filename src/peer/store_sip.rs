@@ -228,6 +228,10 @@ pub enum StorageAnswer {
     NotFound,
     /// The replica key is not ours: try `node`.
     NotResponsible { node: Contact },
+    /// Ask `node` (the answerer itself) again over TCP: the answer is too large to send over
+    /// UDP to an address that has not proved it is the sender's (issue 11, M1: no
+    /// amplification). A 302 whose Contact says `transport=tcp`.
+    UseTcp { node: Contact },
     /// Refused, with the status and reason phrase (a refused store, an invalid request).
     Refused { status: u16, reason: String },
 }
@@ -237,7 +241,7 @@ pub fn encode_response(request: &Message, answer: &StorageAnswer, to_tag: &str) 
     let (code, reason) = match answer {
         StorageAnswer::Stored | StorageAnswer::Found(_) => (200, "OK".to_owned()),
         StorageAnswer::NotFound => (404, "No Such Record".to_owned()),
-        StorageAnswer::NotResponsible { .. } => (302, "Moved Temporarily".to_owned()),
+        StorageAnswer::NotResponsible { .. } | StorageAnswer::UseTcp { .. } => (302, "Moved Temporarily".to_owned()),
         StorageAnswer::Refused { status, reason } => (*status, reason.clone()),
     };
     let mut resp = request.make_response(code, &reason, Some(to_tag));
@@ -249,6 +253,11 @@ pub fn encode_response(request: &Message, answer: &StorageAnswer, to_tag: &str) 
         }
         StorageAnswer::NotResponsible { node } => {
             resp.headers.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(node_uri(&node.id, node.addr)))));
+        }
+        StorageAnswer::UseTcp { node } => {
+            let mut uri = node_uri(&node.id, node.addr);
+            uri.params.push(crate::sip::syntax::Param::new("transport", Some("tcp")));
+            resp.headers.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(uri))));
         }
         _ => {}
     }
@@ -275,12 +284,14 @@ pub fn decode_response(msg: &Message) -> StorageAnswer {
                 Ok(Contacts::List(list)) => list.first().and_then(|na| {
                     let sip = na.uri.as_sip()?;
                     let id = NodeId::from_hex(sip.user.as_deref()?).ok()?;
-                    Some(Contact::new(id, SocketAddr::new(sip.host.ip()?, sip.port?)))
+                    let tcp = sip.transport().is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+                    Some((Contact::new(id, SocketAddr::new(sip.host.ip()?, sip.port?)), tcp))
                 }),
                 _ => None,
             };
             match node {
-                Some(node) => StorageAnswer::NotResponsible { node },
+                Some((node, true)) => StorageAnswer::UseTcp { node },
+                Some((node, false)) => StorageAnswer::NotResponsible { node },
                 None => StorageAnswer::Refused { status: 302, reason: "redirect without a node".into() },
             }
         }

@@ -323,6 +323,64 @@ mod ring {
     }
 
     #[test]
+    fn answers_to_an_unproven_address_are_at_most_three_times_the_request() {
+        // Issue 11, M1: a spoofed Join or GetNeighbours (the claim computed for the victim's
+        // address) gets an answer no more than 3x its size, so the node is no amplifier.
+        let addrs: Vec<String> = (1..=12).map(|i| format!("127.0.0.{i}:5070")).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut net = Net::new(&refs);
+        let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let now = net.now;
+        for (a, p) in net.peers.iter_mut() {
+            if *a != boot {
+                p.join(now, vec![boot]);
+            }
+        }
+        net.run_for(Duration::from_secs(120));
+        assert!(net.ring_ok());
+        let victim: SocketAddr = "127.0.0.200:5070".parse().unwrap();
+        let me = crate::overlay::Contact::new(
+            NodeId::from_addr(victim.ip(), victim.port(), crate::overlay::IdHash::Sha1),
+            victim,
+        );
+        let info = overlay_sip::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
+        let node = net.peers.get_mut(&boot).unwrap();
+        let target = crate::overlay::RpcTarget::Node(node.chord().me().clone());
+        for (i, request) in [
+            crate::overlay::Request::Join { joiner: me.clone() },
+            crate::overlay::Request::GetNeighbours { digest: None, notify: false },
+            crate::overlay::Request::FindSuccessor {
+                key: NodeId::from_addr(victim.ip(), 1, crate::overlay::IdHash::Sha1),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let rpc = crate::overlay::OutgoingRpc { id: crate::overlay::RpcId(i as u64), to: target.clone(), request };
+            let call_id = format!("amp{i}");
+            let ids = overlay_sip::RequestIds { call_id: &call_id, from_tag: "t", cseq: 1 };
+            let mut msg = overlay_sip::encode_request(&rpc, &me, &info, ids);
+            let via = format!("SIP/2.0/UDP {victim};branch=z9hG4bKamp{i}");
+            msg.headers.push_front_of(Header::new(HeaderName::Via, via));
+            let data = msg.encode();
+            let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: victim, conn: None };
+            node.handle_input(net.now, from, data.clone());
+            let answers: Vec<Transmit> =
+                std::iter::from_fn(|| node.poll_transmit()).filter(|t| t.to.remote == victim).collect();
+            let answer =
+                answers.iter().find(|t| parse(t.data.clone()).is_ok_and(|m| m.status().is_some())).expect("answered");
+            assert!(
+                answer.data.len() <= 3 * data.len(),
+                "{:?}: {} bytes for {}",
+                rpc.request,
+                answer.data.len(),
+                data.len()
+            );
+        }
+        assert!(node.counters().answers_trimmed > 0, "the Join's lists were long enough to need cutting");
+    }
+
+    #[test]
     fn three_peers_form_a_ring_over_sip() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070", "127.0.0.3:5070", "127.0.0.3:5072"]);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();

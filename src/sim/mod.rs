@@ -41,7 +41,7 @@ use crate::identity::{TrustAnchor, VerifiedCache};
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
 use crate::peer::StorageConfig;
-use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, StorageEvent, Transport};
+use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, StorageEvent};
 use crate::store::MemoryStore;
 use network::{Network, NetworkConfig, NetworkStats};
 
@@ -409,7 +409,7 @@ impl Sim {
         let Some(&ix) = self.by_addr.get(&d.to) else { return };
         let now = self.now;
         let Some(peer) = self.slots[ix].peer.as_mut() else { return };
-        let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: d.from, conn: None };
+        let from = Endpoint { listener: Listener::Overlay, transport: d.transport, remote: d.from, conn: None };
         peer.handle_input(now, from, d.data);
         self.after(ix);
     }
@@ -424,7 +424,7 @@ impl Sim {
         }
         while let Some(t) = peer.poll_transmit() {
             self.tally.count(now, &t.data);
-            self.network.send(now, slot.addr, t.to.remote, t.data);
+            self.network.send(now, slot.addr, t.to.remote, t.to.transport, t.data);
         }
         let mut gone = false;
         while let Some(event) = peer.poll_event() {

@@ -49,6 +49,9 @@ pub struct NetworkStats {
 pub struct Delivery {
     pub from: SocketAddr,
     pub to: SocketAddr,
+    /// As the sender asked: a "TCP" message arrives as a stream frame would (the model has
+    /// no handshake or ordering beyond its delays; it only lets the receiver tell them apart).
+    pub transport: crate::peer::Transport,
     pub data: Bytes,
 }
 
@@ -114,7 +117,14 @@ impl Network {
     }
 
     /// Queues a datagram, or loses it.
-    pub fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: Bytes) {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        transport: crate::peer::Transport,
+        data: Bytes,
+    ) {
         self.stats.sent += 1;
         self.stats.bytes_sent += data.len() as u64;
         if self.config.loss_percent > 0.0 && self.rng.random::<f64>() * 100.0 < self.config.loss_percent {
@@ -123,7 +133,7 @@ impl Network {
         }
         let delay = self.delay();
         self.seq += 1;
-        self.queue.push(InFlight { at: now + delay, seq: self.seq, delivery: Delivery { from, to, data } });
+        self.queue.push(InFlight { at: now + delay, seq: self.seq, delivery: Delivery { from, to, transport, data } });
     }
 
     /// When the next datagram lands.
@@ -161,7 +171,7 @@ mod tests {
         let mut net = Network::new(config, 7);
         let a: SocketAddr = "10.0.0.1:5070".parse().unwrap();
         for _ in 0..10_000 {
-            net.send(now, a, a, Bytes::from_static(b"x"));
+            net.send(now, a, a, crate::peer::Transport::Udp, Bytes::from_static(b"x"));
         }
         let lost = net.stats().lost;
         assert!((800..1200).contains(&lost), "{lost} of 10,000 lost at 10%");

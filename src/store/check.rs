@@ -28,7 +28,16 @@ pub struct StorePolicy {
     pub max_bytes_per_owner: usize,
     /// Furthest ahead of `unix_now` a record's `expires_at` may be, in seconds.
     pub max_lifetime: u64,
+    /// Most records this node stores for everyone together (issue 11, M2).
+    pub max_total_records: usize,
+    /// Most encoded bytes this node stores for everyone together.
+    pub max_total_bytes: usize,
 }
+
+/// Longest signer chain a record may carry, leaf included: the CA issues leaf and root, one
+/// intermediate is room to spare. Longer chains are refused before any signature is checked
+/// (issue 11, M2: a forged 45-certificate chain cost 45 verifications).
+pub const MAX_CHAIN: usize = 3;
 
 impl Default for StorePolicy {
     fn default() -> StorePolicy {
@@ -37,6 +46,8 @@ impl Default for StorePolicy {
             max_records_per_owner: 64,
             max_bytes_per_owner: 256 * 1024,
             max_lifetime: 7 * 86_400,
+            max_total_records: 100_000,
+            max_total_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -93,6 +104,10 @@ pub enum StoreRefusal {
     StaleSequence { held: u64, offered: u64 },
     #[error("owner would hold {records} records / {bytes} bytes, over the quota of {max_records} / {max_bytes}")]
     OverQuota { records: usize, bytes: usize, max_records: usize, max_bytes: usize },
+    #[error("signer chain of {len} certificates is longer than {MAX_CHAIN}")]
+    ChainTooLong { len: usize },
+    #[error("this node stores as much as it will for all owners together")]
+    NodeFull,
 }
 
 impl StoreRefusal {
@@ -100,6 +115,8 @@ impl StoreRefusal {
     pub fn status_code(&self) -> u16 {
         match self {
             StoreRefusal::TooLarge { .. } => 413,
+            // RFC 4918's 507 Insufficient Storage; a SIP client reads it as 500 (§21.5).
+            StoreRefusal::NodeFull => 507,
             StoreRefusal::RecordExpired { .. } | StoreRefusal::LifetimeTooLong { .. } => 400,
             _ => 403,
         }
@@ -120,6 +137,8 @@ impl StoreRefusal {
             StoreRefusal::HeldByOther { .. } => "Resource Held By Another Owner",
             StoreRefusal::StaleSequence { .. } => "Stale Sequence Number",
             StoreRefusal::OverQuota { .. } => "Owner Over Quota",
+            StoreRefusal::ChainTooLong { .. } => "Certificate Chain Too Long",
+            StoreRefusal::NodeFull => "Insufficient Storage",
         }
     }
 }
@@ -140,6 +159,9 @@ pub fn check_store(
         return Err(StoreRefusal::TooLarge { size, limit: policy.max_record_bytes });
     }
 
+    if record.signer_chain.len() > MAX_CHAIN {
+        return Err(StoreRefusal::ChainTooLong { len: record.signer_chain.len() });
+    }
     let (leaf, intermediates) = record.signer_chain.split_first().ok_or(StoreRefusal::NoCertificate)?;
     let identity = ids.verify(leaf, intermediates, unix_now).map_err(|e| match e {
         IdentityError::NotValidAt { .. } => StoreRefusal::CertificateExpired { unix_now, source: e },

@@ -22,6 +22,8 @@ pub trait Store {
     fn expire(&mut self, unix_now: u64) -> Vec<Record>;
     /// What `owner` has stored here.
     fn usage(&self, owner: &Aor) -> OwnerUsage;
+    /// What every owner together has stored here (the node-wide quota, issue 11 M2).
+    fn total(&self) -> OwnerUsage;
 }
 
 /// Checks `record` against what `store` holds ([`check_store`]) and keeps it if allowed.
@@ -35,6 +37,15 @@ pub fn put_checked(
 ) -> Result<VerifiedIdentity, StoreRefusal> {
     let existing = store.get(record.kind, &record.key);
     let identity = check_store(&record, existing, store.usage(&record.owner), policy, unix_now, ids)?;
+    // The node-wide quota (issue 11, M2): with free identities, per-owner quotas alone would
+    // let disk and memory grow with the number of owners.
+    let total = store.total();
+    let freed = existing.map_or(0, Record::encoded_len);
+    let records = total.records + usize::from(existing.is_none());
+    let bytes = (total.bytes + record.encoded_len()).saturating_sub(freed);
+    if records > policy.max_total_records || bytes > policy.max_total_bytes {
+        return Err(StoreRefusal::NodeFull);
+    }
     store.put(record);
     Ok(identity)
 }
@@ -44,6 +55,7 @@ pub fn put_checked(
 pub struct MemoryStore {
     records: BTreeMap<(RecordKind, String), Record>,
     usage: BTreeMap<Aor, OwnerUsage>,
+    total: OwnerUsage,
 }
 
 impl MemoryStore {
@@ -61,6 +73,13 @@ impl MemoryStore {
 
     fn account(&mut self, record: &Record, add: bool) {
         let size = record.encoded_len();
+        if add {
+            self.total.records += 1;
+            self.total.bytes = self.total.bytes.saturating_add(size);
+        } else {
+            self.total.records = self.total.records.saturating_sub(1);
+            self.total.bytes = self.total.bytes.saturating_sub(size);
+        }
         let usage = self.usage.entry(record.owner.clone()).or_default();
         if add {
             usage.records = usage.records.saturating_add(1);
@@ -109,5 +128,9 @@ impl Store for MemoryStore {
 
     fn usage(&self, owner: &Aor) -> OwnerUsage {
         self.usage.get(owner).copied().unwrap_or_default()
+    }
+
+    fn total(&self) -> OwnerUsage {
+        self.total
     }
 }

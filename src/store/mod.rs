@@ -18,7 +18,7 @@ pub mod payload;
 pub mod record;
 pub mod replica;
 
-pub use check::{check_store, IdentitySource, OwnerUsage, StorePolicy, StoreRefusal};
+pub use check::{check_store, IdentitySource, OwnerUsage, StorePolicy, StoreRefusal, MAX_CHAIN};
 pub use memory::{put_checked, MemoryStore, Store};
 pub use payload::{Contact, Registration};
 pub use record::{decode_chain, encode_chain, DecodeError, Record, RecordKind, SignError, Unsigned};

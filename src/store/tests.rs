@@ -337,3 +337,36 @@ fn refused_resource_held_by_another_owner() {
     assert_eq!(store.get(RecordKind::Registration, "sip:alice@example.com"), Some(&squatter));
     assert_eq!(store.usage(&Aor::parse("sip:alice@example.com").unwrap()), OwnerUsage::default());
 }
+
+#[test]
+fn a_long_forged_chain_is_refused_before_any_signature_is_checked() {
+    // Issue 11, M2: 45 certificates used to cost 45 P-256 verifications per packet.
+    let mut fx = Fixture::new("example.com");
+    let (key, cert) = fx.enroll("sip:alice@example.com");
+    let mut record = signed(&fx, registration("sip:alice@example.com", 1, T0 + DAY, "sip:a@192.0.2.1"), &key, &cert);
+    record.signer_chain = vec![cert.clone(); 45];
+    let policy = StorePolicy { max_record_bytes: usize::MAX, ..StorePolicy::default() };
+    assert_eq!(refused(&fx, record.clone(), &policy, T0), StoreRefusal::ChainTooLong { len: 45 });
+    record.signer_chain.truncate(MAX_CHAIN + 1);
+    assert_eq!(refused(&fx, record, &policy, T0), StoreRefusal::ChainTooLong { len: MAX_CHAIN + 1 });
+}
+
+#[test]
+fn a_node_stores_no_more_than_its_total_quota_for_all_owners() {
+    let mut fx = Fixture::new("example.com");
+    let policy = StorePolicy { max_total_records: 3, ..StorePolicy::default() };
+    let mut store = MemoryStore::new();
+    let mut anchor = fx.anchor();
+    for (i, user) in ["a", "b", "c", "d"].iter().enumerate() {
+        let aor = format!("sip:{user}@example.com");
+        let (key, cert) = fx.enroll(&aor);
+        let record = signed(&fx, registration(&aor, 1, T0 + DAY, "sip:x@192.0.2.1"), &key, &cert);
+        let r = put_checked(&mut store, record, &policy, T0, &mut anchor);
+        if i < 3 {
+            assert!(r.is_ok(), "{user}: {r:?}");
+        } else {
+            assert_eq!(r.unwrap_err(), StoreRefusal::NodeFull, "every owner under its own quota, the node full");
+        }
+    }
+    assert_eq!(store.total().records, 3);
+}

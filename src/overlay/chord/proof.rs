@@ -52,6 +52,12 @@ impl Then {
 }
 
 impl Chord {
+    /// Whether `c` has answered one of our requests at its address lately: a source that has
+    /// proved it receives what is sent to it (for the driver's amplification limit).
+    pub fn has_answered(&self, now: Instant, c: &Contact) -> bool {
+        self.is_proven(now, c)
+    }
+
     /// Whether `c` answered one of our requests, at that address, within [`PROVEN_FOR`].
     pub(super) fn is_proven(&self, now: Instant, c: &Contact) -> bool {
         self.proven

@@ -30,7 +30,19 @@ impl Peer {
         };
         let answer = self.serve_storage(now, &sender, request);
         let tag = self.new_tag();
-        let resp = store_sip::encode_response(msg, &answer, &tag);
+        let mut resp = store_sip::encode_response(msg, &answer, &tag);
+        // Issue 11, M1: over UDP, an answer more than 3× the request goes only to an address
+        // that has answered us; anyone else is asked to come back over TCP.
+        if !from.transport.is_reliable()
+            && super::super::amplifies(msg, &resp)
+            && !self.overlay.chord.has_answered(now, &sender)
+        {
+            if let Some(s) = self.storage.as_mut() {
+                s.counters.sent_to_tcp += 1;
+            }
+            let me = self.overlay.chord.me().clone();
+            resp = store_sip::encode_response(msg, &StorageAnswer::UseTcp { node: me }, &tag);
+        }
         self.run_storage(now);
         Answer::Respond(resp)
     }
@@ -54,13 +66,15 @@ impl Peer {
         };
         match request {
             StorageRequest::Fetch { kind, key, .. } => {
-                if let Some(record) = storage.store.get(kind, &key) {
-                    storage.counters.fetches_served += 1;
-                    return StorageAnswer::Found(record.clone());
-                }
+                // Only for keys in our arc (issue 11, M1): a copy we still hold for a key
+                // that is no longer ours is not ours to serve.
                 if !responsible {
                     storage.counters.not_responsible += 1;
                     return StorageAnswer::NotResponsible { node: redirect_to };
+                }
+                if let Some(record) = storage.store.get(kind, &key) {
+                    storage.counters.fetches_served += 1;
+                    return StorageAnswer::Found(record.clone());
                 }
                 storage.counters.fetches_served += 1;
                 StorageAnswer::NotFound
