@@ -114,7 +114,7 @@ impl PeerConfig {
             ping_timeout: Duration::from_secs(8),
             timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
-            max_completed_transactions: 200_000,
+            max_completed_transactions: 50_000,
             overload_retry_after: 5,
             overload_busy_percent: 90,
             digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),

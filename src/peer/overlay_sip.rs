@@ -541,6 +541,16 @@ mod tests {
         (sender, request)
     }
 
+    /// The GetNeighbours that 5070 sends `to`, as encoded (no Via yet).
+    fn neighbours_request(to: &Contact) -> Message {
+        let rpc = OutgoingRpc {
+            id: RpcId(1),
+            to: RpcTarget::Node(to.clone()),
+            request: Request::GetNeighbours { digest: None, notify: false },
+        };
+        encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
+    }
+
     /// The answer as Chord would hear it, from `asked`, no link forged.
     fn heard(sent: &Request, asked: &Contact, resp: &Message) -> Option<Response> {
         let (answer, forged) = decode_response(sent, &RpcTarget::Node(asked.clone()), resp, IdHash::Sha1);
@@ -673,14 +683,7 @@ mod tests {
     #[test]
     fn stabilize_answer_also_answers_find_successor_of_own_id() {
         let me = contact(5071);
-        let req = {
-            let rpc = OutgoingRpc {
-                id: RpcId(1),
-                to: RpcTarget::Node(me.clone()),
-                request: Request::GetNeighbours { digest: None, notify: false },
-            };
-            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
-        };
+        let req = neighbours_request(&me);
         let answer = Response::Neighbours { predecessor: None, successors: vec![contact(5072)] };
         let resp = parse(encode_response(&req, &answer, &me, &overlay(), "t").encode()).unwrap();
         assert_eq!(
@@ -693,14 +696,7 @@ mod tests {
     fn forged_links_are_dropped_and_a_stranger_answering_is_refused() {
         // Issue 11, H1: an ID that is not its address's is never adopted, wherever it appears.
         let me = contact(5071);
-        let req = {
-            let rpc = OutgoingRpc {
-                id: RpcId(1),
-                to: RpcTarget::Node(me.clone()),
-                request: Request::GetNeighbours { digest: None, notify: false },
-            };
-            encode_request(&rpc, &contact(5070), &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 })
-        };
+        let req = neighbours_request(&me);
         let forged = Contact::new(me.id.wrapping_add(NodeId::pow2(0)), "192.0.2.66:5070".parse().unwrap());
         let sent = Request::GetNeighbours { digest: None, notify: false };
         let answer = Response::Neighbours { predecessor: None, successors: vec![forged.clone(), contact(5072)] };

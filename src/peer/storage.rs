@@ -597,6 +597,7 @@ impl Peer {
         self.send_storage_request(now, Some(op), place, node, request, redirected);
     }
 
+    /// Over UDP, as every storage request goes first.
     fn send_storage_request(
         &mut self,
         now: Instant,
@@ -606,7 +607,7 @@ impl Peer {
         request: StorageRequest,
         redirected: bool,
     ) {
-        self.send_storage_request_over(now, op, place, node, request, redirected, Transport::Udp);
+        self.send_storage_request_over(now, op, place, node, request, redirected, Transport::Udp)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""B4: real daemons at scale (issue 11 item 8).
+
+    python3 benches/b4_daemons.py [--nodes 64] [--lookups 1000] [--kill 0.2 0.5] [--settle 60]
+
+Starts --nodes release `p2psip node` processes on loopback (127.0.1.1 ... 127.0.2.x, overlay
+port 5070, proxy 5060, status API 5090 on each), every one joining the first, as fast as they
+can be spawned. Then, for the intact ring and for each --kill fraction (a fresh ring each):
+
+- bootstrap: seconds from the last node's start until every live node's successor list is the
+  next r live nodes in ID order (polled over the status API every 100 ms);
+- lookups: --lookups random 40-hex keys, asked round-robin of the live nodes' status APIs
+  (`GET /lookup?key=`, 32 at a time), with the latency of each answer and whether it named the
+  node truly responsible (the first live node at or after the key);
+- after kill -9 of a fraction of the nodes (chosen at random, never the first): the lookups
+  again at once (started at the instant of the failure), then again once the survivors'
+  successor lists are correct (or --settle seconds have passed);
+- RSS per daemon (VmRSS of each process), median and max.
+
+Prints one JSON object per ring and a summary table. Traffic stays on 127.0.0.0/8; every
+process it starts is ended by its PID at the end. Needs `cargo build --release` first.
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "p2psip")
+R = 8  # successor_list_len default
+
+
+def ip_of(i):
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+def node_id(ip, port=5070):
+    d = int.from_bytes(hashlib.sha1(bytes(int(x) for x in ip.split("."))).digest(), "big")
+    return (d & ~((1 << 20) - 1)) | port
+
+
+def get(ip, path, timeout=10):
+    with urllib.request.urlopen(f"http://{ip}:5090{path}", timeout=timeout) as r:
+        return json.load(r)
+
+
+def start_ring(n, work):
+    procs = []
+    boot = f"{ip_of(0)}:5070"
+    for i in range(n):
+        ip = ip_of(i)
+        data = os.path.join(work, f"n{i}")
+        os.makedirs(data, exist_ok=True)
+        args = [BIN, "node", "--data-dir", data, "--listen", f"{ip}:5070", "--proxy", f"{ip}:5060", "--http", f"{ip}:5090"]
+        if i > 0:
+            args += ["--join", boot]
+        log = open(os.path.join(work, f"n{i}.log"), "wb")
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
+        if i == 0:
+            wait_http(ip)
+    return procs, time.monotonic()
+
+
+def wait_http(ip, limit=10):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            get(ip, "/status", 1)
+            return
+        except Exception:
+            time.sleep(0.05)
+
+
+def successors_correct(live):
+    ids = sorted(node_id(ip_of(i)) for i in live)
+    want = {}
+    for k, x in enumerate(ids):
+        want[x] = [ids[(k + j) % len(ids)] for j in range(1, min(R, len(ids) - 1) + 1)]
+    for i in live:
+        try:
+            s = get(ip_of(i), "/status", 2)
+        except Exception:
+            return False
+        got = [int(e["node_id"], 16) for e in s["successors"]][: len(want[node_id(ip_of(i))])]
+        if got != want[node_id(ip_of(i))]:
+            return False
+    return True
+
+
+def wait_correct(live, limit):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if successors_correct(live):
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def lookups(live, count, rng):
+    ids = sorted(node_id(ip_of(i)) for i in live)
+    keys = [rng.getrandbits(160) for _ in range(count)]
+
+    def one(k):
+        key, asker = keys[k], ip_of(live[k % len(live)])
+        want = next((x for x in ids if x >= key), ids[0])
+        t = time.monotonic()
+        try:
+            a = get(asker, f"/lookup?key={key:040x}", 30)
+            ok = int(a["node"]["node_id"], 16) == want
+        except Exception:
+            ok = False
+        return time.monotonic() - t, ok
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(count)))
+    lat = sorted(r[0] * 1000 for r in results)
+    pct = lambda p: round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 1)
+    return {"success": round(sum(r[1] for r in results) / count, 4), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
+
+
+def rss_kb(procs):
+    out = []
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                out += [int(line.split()[1]) for line in f if line.startswith("VmRSS")]
+        except OSError:
+            pass
+    return out
+
+
+def ring(n, kill, args, rng):
+    work = tempfile.mkdtemp(prefix="p2psip-b4-")
+    procs, last_start = start_ring(n, work)
+    try:
+        live = list(range(n))
+        boot = wait_correct(live, 120)
+        boot_s = None if boot is None else round(time.monotonic() - last_start, 2)
+        result = {"nodes": n, "bootstrap_s": boot_s, "intact": lookups(live, args.lookups, rng)}
+        rss = rss_kb(procs)
+        result["rss_kb_median"], result["rss_kb_max"] = int(statistics.median(rss)), max(rss)
+        if kill:
+            victims = rng.sample(range(1, n), int(kill * n))
+            for v in victims:
+                procs[v].send_signal(signal.SIGKILL)
+            live = [i for i in live if i not in victims]
+            result["killed"] = len(victims)
+            result["at_failure"] = lookups(live, args.lookups, rng)
+            settled = wait_correct(live, args.settle)
+            result["settle_s"] = None if settled is None else round(settled, 1)
+            result["settled"] = lookups(live, args.lookups, rng)
+        return result
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=64)
+    ap.add_argument("--lookups", type=int, default=1000)
+    ap.add_argument("--kill", type=float, nargs="*", default=[0.2, 0.5])
+    ap.add_argument("--settle", type=float, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit("build first: cargo build --release")
+    rng = random.Random(args.seed)
+    rows = []
+    for kill in [0.0] + args.kill:
+        r = ring(args.nodes, kill, args, rng)
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+    print("\n| ring | bootstrap s | lookups intact p50/p95 ms, success | at failure p50/p95, success | settled after s | settled p50/p95, success | RSS median/max MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = lambda x: f"{x['p50_ms']}/{x['p95_ms']}, {x['success']:.1%}" if x else "-"
+        print(f"| {r['nodes']} nodes, kill {r.get('killed', 0)} | {r['bootstrap_s']} | {f(r['intact'])} | {f(r.get('at_failure'))} | "
+              f"{r.get('settle_s', '-')} | {f(r.get('settled'))} | {r['rss_kb_median'] / 1024:.1f}/{r['rss_kb_max'] / 1024:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
