@@ -204,3 +204,37 @@ fn tcp_connections_are_capped_per_source_and_silent_ones_closed() {
     assert_eq!(udp_options(&udp, node.listen, "during-the-tcp-flood"), Some(200));
     drop(held);
 }
+
+/// Issue 11 item 3 (the review's H3): at the descriptor limit, `accept()` fails with EMFILE
+/// and leaves the socket readable. The node pauses that listener instead of spinning on it,
+/// warns about it once (not once per turn), and keeps answering over UDP.
+#[test]
+fn out_of_descriptors_the_node_pauses_accepting_and_keeps_answering() {
+    let node = Node::start("127.0.0.66");
+    let pid = node.process.pid().to_string();
+    let limited = std::process::Command::new("prlimit").args(["--pid", &pid, "--nofile=40:40"]).status();
+    assert!(limited.is_ok_and(|s| s.success()), "prlimit (util-linux) could not lower the node's limit");
+    // More connections than descriptors, from three addresses (under the per-source cap).
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let local = std::net::SocketAddr::new(common::ip(&format!("127.0.0.{}", 67 + i % 3)), 0);
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&local.into()).unwrap();
+        if socket.connect(&node.listen.into()).is_ok() {
+            held.push(socket);
+        }
+    }
+    // (The status API cannot accept either: the log tells.)
+    let warned = wait_for(Duration::from_secs(10), || node.log().contains("TCP accept failed").then_some(()));
+    assert!(warned.is_some(), "no accept failed:\n{}", node.log());
+    let udp = UdpSocket::bind("127.0.0.70:0").unwrap();
+    assert_eq!(udp_options(&udp, node.listen, "at-the-descriptor-limit"), Some(200));
+    // Descriptors back: paused, not spinning, and one warning in all.
+    drop(held);
+    let tcp = wait_for(Duration::from_secs(10), || Some(common::http_get(node.http, "/status")?.1))
+        .map(|body| serde_json::from_str::<serde_json::Value>(&body).unwrap()["tcp"].clone())
+        .expect("the status API answers again");
+    let errors = tcp["accept_errors"].as_u64().unwrap();
+    assert!((1..100).contains(&errors), "the accept loop spun: {tcp}");
+    assert_eq!(node.log().matches("TCP accept failed").count(), 1, "{}", node.log());
+}
