@@ -80,6 +80,11 @@ pub fn last_replica_number(replicas: u8) -> u8 {
 const FIRST_PUBLISH_DELAY: Duration = Duration::from_secs(1);
 /// How often held records are checked for expiry.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(60);
+/// Stores one owner may have accepted here at once (a refresh touches R+1 places, a hand-off
+/// or a repair a few more).
+pub(super) const STORES_PER_OWNER_BURST: f64 = 20.0;
+/// ...and the rate the allowance comes back at.
+pub(super) const STORES_PER_OWNER_PER_SEC: f64 = 2.0;
 
 /// What the storage face has done, for `p2psip status` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -183,6 +188,9 @@ struct PendingRequest {
 
 /// Storage state the peer keeps beside the overlay.
 pub(super) struct StorageFace {
+    /// Stores accepted lately per owner (issue 11, M2): at most [`STORES_PER_OWNER_BURST`]
+    /// at once, refilled at [`STORES_PER_OWNER_PER_SEC`].
+    owner_budget: std::collections::BTreeMap<crate::identity::Aor, (f64, Instant)>,
     config: StorageConfig,
     store: Box<dyn Store + Send>,
     ids: VerifiedCache,
@@ -242,6 +250,7 @@ impl StorageFace {
             busy: false,
             last_predecessor: None,
             reput: membership::Reput::default(),
+            owner_budget: Default::default(),
             numbers,
             counters: StorageCounters { records_held, ..StorageCounters::default() },
         }

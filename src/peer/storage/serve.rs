@@ -10,7 +10,7 @@ use crate::peer::store_sip::{self, StorageAnswer, StorageRequest};
 use crate::peer::{Answer, Endpoint, Peer};
 use crate::sip::validate::Rejection;
 use crate::sip::Message;
-use crate::store::{put_checked, replica_keys_numbered};
+use crate::store::{put_checked, replica_keys_numbered, RecordKind};
 
 impl Peer {
     /// Answers a storage request that reached the overlay listener.
@@ -80,6 +80,11 @@ impl Peer {
                 StorageAnswer::NotFound
             }
             StorageRequest::Store { replica_key, record, .. } => {
+                // Kinds this version has no use for yet are not stored for anyone (M2).
+                if matches!(record.kind, RecordKind::Presence | RecordKind::OfflineMessage) {
+                    storage.counters.stores_refused += 1;
+                    return StorageAnswer::Refused { status: 403, reason: "Record Kind Not Supported".into() };
+                }
                 let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, hash);
                 if !keys.contains(&replica_key) {
                     storage.counters.stores_refused += 1;
@@ -93,8 +98,30 @@ impl Peer {
                 if storage.store.get(record.kind, &record.key).is_some_and(|held| *held == record) {
                     return StorageAnswer::Stored;
                 }
+                // One owner re-storing in a loop (seq + 1 each time) must not make this node do
+                // nothing else (M2): its accepted stores are rate-limited. Only accepted ones
+                // spend the allowance, so nobody but the owner can use it up.
+                let owner = record.owner.clone();
+                let allowance =
+                    storage.owner_budget.get(&owner).map_or(super::STORES_PER_OWNER_BURST, |(tokens, at)| {
+                        let refill = now.saturating_duration_since(*at).as_secs_f64() * super::STORES_PER_OWNER_PER_SEC;
+                        (tokens + refill).min(super::STORES_PER_OWNER_BURST)
+                    });
+                if allowance < 1.0 {
+                    storage.counters.stores_refused += 1;
+                    return StorageAnswer::Refused { status: 403, reason: "Owner Store Rate Exceeded".into() };
+                }
                 match put_checked(storage.store.as_mut(), record, &storage.config.policy, unix_now, &mut storage.ids) {
                     Ok(_) => {
+                        if storage.owner_budget.len() > 10_000 {
+                            // Forget owners whose allowance is full again.
+                            let burst = super::STORES_PER_OWNER_BURST;
+                            let rate = super::STORES_PER_OWNER_PER_SEC;
+                            storage.owner_budget.retain(|_, (t, at)| {
+                                *t + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+                            });
+                        }
+                        storage.owner_budget.insert(owner, (allowance - 1.0, now));
                         storage.counters.stores_accepted += 1;
                         storage.counters.records_held = storage.store.iter().count() as u64;
                         StorageAnswer::Stored

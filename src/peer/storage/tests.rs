@@ -494,3 +494,33 @@ fn with_secret_replica_numbers_copies_sit_at_the_secret_places_and_members_read_
     }
     let _ = alice;
 }
+
+#[test]
+fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
+    // Issue 11, M2: 1,000 accepted stores from one owner within a second, seq + 1 each time;
+    // the node keeps the first burst and refuses the rest, and another owner is not affected.
+    let mut net = Net::new(3, StorePolicy::default());
+    net.run_for(Duration::from_secs(30));
+    let (key, cert) = net.fx.enroll("sip:carol@example.com");
+    let (dkey, dcert) = net.fx.enroll("sip:dave@example.com");
+    let now = net.now;
+    // Straight to the node responsible for the record's first replica key.
+    let store = |net: &mut Net, record: Record| {
+        let keys =
+            replica_keys(record.key.as_bytes(), last_replica_number(DEFAULT_REPLICAS), crate::overlay::IdHash::Sha1);
+        let holder = net.responsible(keys[0]);
+        let sender = net.peers.iter().find(|(a, _)| **a != holder).map(|(_, p)| p.chord().me().clone()).unwrap();
+        let request = StorageRequest::Store { replica: 0, replica_key: keys[0], record };
+        net.peers.get_mut(&holder).unwrap().serve_storage(now, &sender, request)
+    };
+    let mut accepted = 0;
+    for seq in 1..=1000 {
+        let record = net.registration(&key, &cert, "sip:carol@example.com", seq);
+        if store(&mut net, record) == StorageAnswer::Stored {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, STORES_PER_OWNER_BURST as usize, "the burst, then refusals");
+    let record = net.registration(&dkey, &dcert, "sip:dave@example.com", 1);
+    assert_eq!(store(&mut net, record), StorageAnswer::Stored, "another owner still stores");
+}
