@@ -603,24 +603,12 @@ impl Peer {
                 key: o.key.clone(),
             },
         };
-        self.send_storage_request(now, Some(op), place, node, request, redirected);
+        self.send_storage_request(now, Some(op), place, node, request, redirected, Transport::Udp);
     }
 
-    /// Over UDP, as every storage request goes first.
-    fn send_storage_request(
-        &mut self,
-        now: Instant,
-        op: Option<StorageOpId>,
-        place: usize,
-        node: Contact,
-        request: StorageRequest,
-        redirected: bool,
-    ) {
-        self.send_storage_request_over(now, op, place, node, request, redirected, Transport::Udp)
-    }
-
+    /// Sends `request` to `node` over `transport` (UDP first; TCP when a holder asks, M1).
     #[allow(clippy::too_many_arguments)]
-    fn send_storage_request_over(
+    fn send_storage_request(
         &mut self,
         now: Instant,
         op: Option<StorageOpId>,
@@ -700,7 +688,7 @@ impl Peer {
             let plausible = super::overlay_sip::link_verifies(node, self.overlay.info.hash)
                 && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip());
             if plausible && !redirected && node.id != me.id {
-                self.send_storage_request_over(now, op, place, node.clone(), request, true, Transport::Tcp);
+                self.send_storage_request(now, op, place, node.clone(), request, true, Transport::Tcp);
                 return;
             }
         }
@@ -718,7 +706,7 @@ impl Peer {
                 if let Some(p) = op.and_then(|op| self.place_mut(op, place)) {
                     p.node = Some(node.clone());
                 }
-                self.send_storage_request(now, op, place, node.clone(), request, true);
+                self.send_storage_request(now, op, place, node.clone(), request, true, Transport::Udp);
                 return;
             }
         }
@@ -830,7 +818,7 @@ impl Peer {
                 for (replica, replica_key, node, record) in repairs {
                     debug!(replica, node = %node.addr, "read repair");
                     let request = StorageRequest::Store { replica, replica_key, record };
-                    self.send_storage_request(now, None, 0, node, request, false);
+                    self.send_storage_request(now, None, 0, node, request, false, Transport::Udp);
                 }
             }
         }

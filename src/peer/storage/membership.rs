@@ -190,7 +190,7 @@ impl Peer {
                 s.counters.handed_off += 1;
             }
             let request = StorageRequest::Store { replica, replica_key, record };
-            self.send_storage_request(now, None, 0, successor.clone(), request, false);
+            self.send_storage_request(now, None, 0, successor.clone(), request, false, crate::peer::Transport::Udp);
         }
     }
 }
