@@ -125,7 +125,7 @@ impl EventLoop {
     }
 
     fn accepting(&self, listener: Listener) -> bool {
-        self.accept_paused[pause_index(listener)].is_none_or(|until| Instant::now() >= until)
+        self.accept_paused[listener.index()].is_none_or(|until| Instant::now() >= until)
     }
 
     /// Logs `message` at most once per [`WARN_INTERVAL`] for `kind`.
@@ -309,7 +309,7 @@ impl EventLoop {
     }
 
     fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {
-        self.accept_paused[pause_index(listener)] = None;
+        self.accept_paused[listener.index()] = None;
         match r {
             Ok((stream, remote)) => {
                 let on_listener = self.connections.values().filter(|c| c.listener == listener);
@@ -345,7 +345,7 @@ impl EventLoop {
             // listener instead of spinning, and say so once a minute, not once a turn.
             Err(e) => {
                 self.tcp.accept_errors += 1;
-                self.accept_paused[pause_index(listener)] = Some(Instant::now() + ACCEPT_PAUSE);
+                self.accept_paused[listener.index()] = Some(Instant::now() + ACCEPT_PAUSE);
                 self.warn_sometimes("accept", || warn!(?listener, error = %e, "TCP accept failed; pausing accepts"));
             }
         }
@@ -480,13 +480,6 @@ fn timed(f: impl FnOnce()) -> Instant {
     let t = Instant::now();
     f();
     t
-}
-
-fn pause_index(l: Listener) -> usize {
-    match l {
-        Listener::Overlay => 0,
-        Listener::Proxy => 1,
-    }
 }
 
 fn endpoint(id: ConnectionId, c: &Connection) -> Endpoint {

@@ -22,6 +22,16 @@ pub enum Transport {
     Tcp,
 }
 
+impl Listener {
+    /// 0 for the overlay, 1 for the proxy: for per-listener arrays and budgets.
+    pub fn index(self) -> usize {
+        match self {
+            Listener::Overlay => 0,
+            Listener::Proxy => 1,
+        }
+    }
+}
+
 impl Transport {
     pub fn is_reliable(self) -> bool {
         matches!(self, Transport::Tcp)

@@ -157,14 +157,6 @@ pub struct Peer {
 /// Log lines about what attackers can cause come at most once per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The transaction layer's budget for requests from each listener.
-fn listener_index(l: Listener) -> usize {
-    match l {
-        Listener::Overlay => 0,
-        Listener::Proxy => 1,
-    }
-}
-
 impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let admission = admission::Admission::new(config.overload_busy_percent);
@@ -492,7 +484,7 @@ impl Peer {
         if self.answers_statelessly(&from, &msg) {
             return self.answer_stateless(now, from, reply_to, &msg);
         }
-        let budget = listener_index(from.listener);
+        let budget = from.listener.index();
         let received = self.transactions.handle_message_in(now, msg, reply_to, from.transport.is_reliable(), budget);
         match received {
             Received::Request { id, request, cancels } => {
@@ -674,7 +666,7 @@ impl Peer {
         let from_tag = request.from().ok().and_then(|f| f.tag().map(str::to_owned)).unwrap_or_default();
         let data = format!("{}\n{from_tag}\n{branch}", request.call_id().unwrap_or_default());
         let mac = ring::hmac::sign(&self.tag_key, data.as_bytes());
-        mac.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        crate::overlay_config::hex(&mac.as_ref()[..8])
     }
 
     /// Whether a request goes to the proxy: a REGISTER on the proxy listener, or a request
@@ -723,7 +715,7 @@ impl Peer {
     /// pass.
     fn overloaded(&self, listener: Listener, msg: &Message) -> bool {
         !matches!(msg.method(), Some(Method::Ack | Method::Cancel) | None)
-            && self.transactions.server_unanswered(listener_index(listener)) >= self.config.max_server_transactions
+            && self.transactions.server_unanswered(listener.index()) >= self.config.max_server_transactions
     }
 
     /// Requests the node answers itself at once and that are safe to process twice: Chord's

@@ -317,7 +317,7 @@ mod ring {
         }
         assert_eq!(answered, 60_000);
         assert_eq!(node.counters().overload_rejected, 0);
-        assert_eq!(node.transactions.server_unanswered(listener_index(Listener::Overlay)), 0);
+        assert_eq!(node.transactions.server_unanswered(Listener::Overlay.index()), 0);
         net.run_for(Duration::from_secs(30));
         assert!(net.ring_ok(), "the ring lost a node to the flood");
     }

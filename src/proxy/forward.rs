@@ -566,7 +566,7 @@ impl Proxy {
     /// (issue 11, M3). Stateless, like the nonces: nothing is stored per dialog.
     fn route_token(&self, node: SocketAddr) -> String {
         let tag = ring::hmac::sign(&self.route_key, format!("p2psip-rr {node}").as_bytes());
-        tag.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        crate::overlay_config::hex(&tag.as_ref()[..8])
     }
 
     /// Another node's overlay listener named by a URI (a registration record's contact, a

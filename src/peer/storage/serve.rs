@@ -33,9 +33,10 @@ impl Peer {
         let mut resp = store_sip::encode_response(msg, &answer, &tag);
         // Issue 11, M1: over UDP, an answer more than 3× the request goes only to an address
         // that has answered us; anyone else is asked to come back over TCP.
+        // (Cheapest first: the sizes are computed only for an unproven UDP source.)
         if !from.transport.is_reliable()
-            && super::super::amplifies(msg, &resp)
             && !self.overlay.chord.has_answered(now, &sender)
+            && super::super::amplifies(msg, &resp)
         {
             if let Some(s) = self.storage.as_mut() {
                 s.counters.sent_to_tcp += 1;
