@@ -58,7 +58,8 @@ fn demo_starts_three_nodes_phones_call_and_sigint_stops_everything() {
         .stderr(File::create(work.path().join("demo.err")).expect("err"))
         .spawn()
         .expect("spawn p2psip demo");
-    let mut demo = ChildGuard::new(child);
+    // Should an assertion fail, the demo still stops its nodes (SIGTERM before SIGKILL).
+    let mut demo = ChildGuard::graceful(child);
     let read = |name: &str| std::fs::read_to_string(work.path().join(name)).unwrap_or_default();
     let out = wait_for(PATIENCE, || {
         if let Some(status) = demo.try_exit() {

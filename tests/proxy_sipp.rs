@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_ports, ip, wait_for, ChildGuard, Node};
+use common::{free_port_run, free_ports, ip, wait_for, ChildGuard, Node};
 
 fn scenario(name: &str) -> String {
     format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +19,7 @@ fn scenario(name: &str) -> String {
 
 /// Starts sipp with `args` on `local_ip:port` (media on a free port), logging into `cwd`.
 fn sipp(cwd: &Path, local_ip: &str, port: u16, args: &[&str], target: Option<SocketAddr>) -> ChildGuard {
-    let [media] = free_ports(ip(local_ip), 1).try_into().expect("a port");
+    let media = free_port_run(ip(local_ip), 4);
     let mut cmd = Command::new("sipp");
     cmd.args(["-nostdin", "-timeout", "20", "-timeout_error", "-m", "1", "-trace_err", "-trace_msg"])
         .args(["-i", local_ip, "-p", &port.to_string(), "-mp", &media.to_string()])

@@ -46,16 +46,53 @@ pub fn ip(s: &str) -> IpAddr {
 
 /// `n` distinct ports on `ip` that are free for both UDP and TCP right now. All candidates
 /// are held until the last one is found, so the kernel cannot hand out one twice.
+///
+/// The ports come from below the kernel's ephemeral range: a port the kernel picked with
+/// bind(0) is the next one it may give to any test's wildcard client socket, which would then
+/// take the port between this call and the node's own bind (`EADDRINUSE`).
 pub fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000u32, ephemeral_low().min(32_768));
     let mut held = Vec::new();
+    let mut tries = 0u32;
     while held.len() < n {
-        let tcp = TcpListener::bind((ip, 0)).expect("bind an ephemeral TCP port");
+        tries += 1;
+        let port = if high > low + 1_000 && tries < 10_000 {
+            // Spread processes (pid) and calls (counter) over the range by a fixed stride.
+            let k = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
+            (low + (std::process::id().wrapping_mul(104_729).wrapping_add(k)) % (high - low)) as u16
+        } else {
+            0
+        };
+        let Ok(tcp) = TcpListener::bind((ip, port)) else { continue };
         let port = tcp.local_addr().expect("local address").port();
         if let Ok(udp) = UdpSocket::bind((ip, port)) {
             held.push((port, tcp, udp));
         }
     }
     held.into_iter().map(|(port, _, _)| port).collect()
+}
+
+/// The first of `len` consecutive ports on `ip` free for UDP right now (sipp's `-mp` takes
+/// the audio port and binds the next ones for RTCP and video).
+pub fn free_port_run(ip: IpAddr, len: u16) -> u16 {
+    loop {
+        let [first] = free_ports(ip, 1).try_into().expect("one port");
+        let Some(last) = first.checked_add(len - 1) else { continue };
+        let held: Vec<_> = (first..=last).map_while(|p| UdpSocket::bind((ip, p)).ok()).collect();
+        if held.len() == usize::from(len) {
+            return first;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (Linux), 32768 if it cannot be read.
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768)
 }
 
 pub fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
@@ -66,11 +103,23 @@ pub fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
 pub struct ChildGuard {
     child: Child,
     exit: Option<ExitStatus>,
+    /// Dropped while still running: SIGTERM first, so a process with children of its own
+    /// (`p2psip demo`) stops them, then SIGKILL after [`GRACE`].
+    graceful: bool,
 }
+
+/// How long a graceful guard waits after SIGTERM.
+const GRACE: Duration = Duration::from_secs(5);
 
 impl ChildGuard {
     pub fn new(child: Child) -> ChildGuard {
-        ChildGuard { child, exit: None }
+        ChildGuard { child, exit: None, graceful: false }
+    }
+
+    /// A guard whose drop (say, on a failed assertion) asks the process to stop before it
+    /// kills it: for processes that must end their own children.
+    pub fn graceful(child: Child) -> ChildGuard {
+        ChildGuard { child, exit: None, graceful: true }
     }
 
     pub fn pid(&self) -> u32 {
@@ -112,6 +161,11 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if self.graceful && self.try_exit().is_none() {
+            let pid = self.pid().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            self.wait_exit(GRACE);
+        }
         if self.try_exit().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
