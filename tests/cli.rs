@@ -57,24 +57,29 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn address_in_use_is_one_line_naming_it() {
-    let [listen, proxy, http] = free_addrs(ip("127.0.0.41"), 3).try_into().expect("three addresses");
+    let ip41 = ip("127.0.0.41");
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let args = |l: &str, p: &str, h: &str| -> Vec<String> {
-        ["node", "--listen", l, "--proxy", p, "--http", h, "--data-dir", data].map(String::from).to_vec()
+    let node = |l: &str, p: &str, h: &str| {
+        run_p2psip(&["node", "--listen", l, "--proxy", p, "--http", h, "--data-dir", data], QUICK)
     };
-    let (l, p, h) = (listen.to_string(), proxy.to_string(), http.to_string());
 
-    let busy = UdpSocket::bind(listen).expect("occupy the overlay address");
-    let out = run_p2psip(&args(&l, &p, &h).iter().map(String::as_str).collect::<Vec<_>>(), QUICK);
+    // The occupied address is held by this test from the moment it is chosen (port 0: the
+    // kernel's pick), so no other process can take it or free it before the node tries it.
+    let busy = UdpSocket::bind((ip41, 0)).expect("occupy an overlay address");
+    let l = busy.local_addr().expect("local address").to_string();
+    let [proxy, http] = free_addrs(ip41, 2).try_into().expect("two addresses");
+    let out = node(&l, &proxy.to_string(), &http.to_string());
     assert!(!out.status.success());
     let line = one_error_line(&out);
     assert!(line.contains(&l) && line.contains("in use"), "{line}");
     drop(busy);
 
-    let busy = TcpListener::bind(http).expect("occupy the HTTP address");
-    let out = run_p2psip(&args(&l, &p, &h).iter().map(String::as_str).collect::<Vec<_>>(), QUICK);
+    let busy = TcpListener::bind((ip41, 0)).expect("occupy an HTTP address");
+    let h = busy.local_addr().expect("local address").to_string();
+    let [listen, proxy] = free_addrs(ip41, 2).try_into().expect("two addresses");
+    let out = node(&listen.to_string(), &proxy.to_string(), &h);
     assert!(!out.status.success());
     let line = one_error_line(&out);
     assert!(line.contains(&h) && line.contains("HTTP"), "{line}");
