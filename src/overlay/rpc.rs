@@ -59,11 +59,19 @@ pub enum Request {
     /// it is a plain question.
     GetNeighbours { digest: Option<u64>, notify: bool },
     /// Chord's `notify`: "I think I might be your predecessor." The candidate is the sender.
+    /// (A successor's news travels as [`Request::Changed`], never as a notify.)
     /// Stabilize notifies through `GetNeighbours`; this is sent only when a candidate successor
     /// died before we adopted it, to the successor we keep.
     Notify,
     /// `check_predecessor`'s liveness probe. Answered with [`Response::Ok`].
     Ping,
+    /// A push to the predecessor: "my predecessor and successor list changed; their
+    /// [`neighbours_digest`] is now `digest`." From the receiver's first successor, with a
+    /// digest other than that of the successor's last answer, it brings the receiver's next
+    /// stabilize forward; from anyone else it changes nothing. It carries no links: what the
+    /// receiver adopts still comes from its own stabilize question. Answered with
+    /// [`Response::Ok`].
+    Changed { digest: u64 },
     /// A joining node asks to be admitted; routed toward the joiner's ID like `FindSuccessor`
     /// (redirects with [`Response::Closer`]). The node that will be its predecessor or its
     /// successor answers [`Response::Joined`] with everything the joiner needs (dSIP §6.3).
@@ -81,6 +89,7 @@ impl Request {
             Request::GetNeighbours { .. } => "GetNeighbours",
             Request::Notify => "Notify",
             Request::Ping => "Ping",
+            Request::Changed { .. } => "Changed",
             Request::Join { .. } => "Join",
             Request::Leave { .. } => "Leave",
         }
@@ -128,7 +137,7 @@ pub enum Response {
     /// entry = its successor; Zave: a joiner must take a full list at once) and fingers to seed
     /// its own table.
     Joined { predecessor: Option<Contact>, successors: Vec<Contact>, fingers: Vec<Contact> },
-    /// The answer to `Ping`, `Notify` and `Leave`.
+    /// The answer to `Ping`, `Notify`, `Changed` and `Leave`.
     Ok,
     /// The request was refused.
     Refused { reason: RefuseReason },

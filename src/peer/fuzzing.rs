@@ -56,6 +56,7 @@ pub fn fuzz_overlay_decode(data: &[u8]) {
         Request::GetNeighbours { digest: None, notify: true },
         Request::GetNeighbours { digest: Some(7), notify: false },
         Request::Ping,
+        Request::Changed { digest: 7 },
         Request::Join { joiner: asked.clone() },
     ];
     for request in &sent {

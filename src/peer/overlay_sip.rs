@@ -47,6 +47,9 @@ pub const DHT_NAME: &str = "Chord";
 /// The `DHT-PeerID` parameter carrying a [`crate::overlay::neighbours_digest`]: in a
 /// stabilize query, of the answer the querier holds; in the answer, "still the same".
 pub const DIGEST_PARAM: &str = "nh";
+/// The `DHT-PeerID` parameter of a push ([`Request::Changed`]): the digest of the sender's
+/// neighbours as they are now.
+pub const CHANGED_PARAM: &str = "changed";
 
 /// A header in its compact form (RFC 3261 §7.3.3), e.g. `v: …` for Via. `letter` must be the
 /// compact form of `name`.
@@ -154,19 +157,34 @@ pub fn peer_id_params(overlay: &OverlayInfo) -> Vec<Param> {
 }
 
 fn peer_id_header(me: &Contact, overlay: &OverlayInfo, digest: Option<u64>) -> Header {
+    match digest {
+        Some(d) => peer_id_header_with(me, overlay, DIGEST_PARAM, d),
+        None => {
+            let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
+            na.params = peer_id_params(overlay);
+            Header::new(HeaderName::DhtPeerId, na)
+        }
+    }
+}
+
+/// Our `DHT-PeerID` with one 64-bit hex parameter (`nh` or `changed`).
+fn peer_id_header_with(me: &Contact, overlay: &OverlayInfo, name: &str, value: u64) -> Header {
     let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
     na.params = peer_id_params(overlay);
-    if let Some(d) = digest {
-        na.params.push(Param::new(DIGEST_PARAM, Some(format!("{d:016x}"))));
-    }
+    na.params.push(Param::new(name, Some(format!("{value:016x}"))));
     Header::new(HeaderName::DhtPeerId, na)
 }
 
 /// The `nh` digest of a message's `DHT-PeerID`, if it has a well-formed one.
 fn digest_of(msg: &Message) -> Option<u64> {
+    digest_param(msg, DIGEST_PARAM)
+}
+
+/// A 64-bit hex parameter (`nh`, `changed`) of a message's `DHT-PeerID`, if well-formed.
+fn digest_param(msg: &Message, name: &str) -> Option<u64> {
     let h = msg.headers.get(&HeaderName::DhtPeerId)?;
     let na = NameAddr::parse(h.value())?;
-    let v = na.param(DIGEST_PARAM)?.value.clone()?;
+    let v = na.param(name)?.value.clone()?;
     (v.len() == 16).then(|| u64::from_str_radix(&v, 16).ok()).flatten()
 }
 
@@ -273,6 +291,10 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
         Request::GetNeighbours { digest, .. } => *digest,
         _ => None,
     };
+    let changed = match &rpc.request {
+        Request::Changed { digest } => Some(*digest),
+        _ => None,
+    };
     let h = &mut msg.headers;
     h.push(Header::new(HeaderName::MaxForwards, 70));
     h.push(compact(HeaderName::From, "f", from));
@@ -280,7 +302,12 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
     h.push(compact(HeaderName::CallId, "i", ids.call_id));
     h.push(Header::new(HeaderName::CSeq, format!("{} {}", ids.cseq, method)));
     h.push(Header::new(HeaderName::Require, OPTION_TAG));
-    h.push(peer_id_header(me, overlay, digest));
+    // The push is a REGISTER about the receiver without Contact (so not a notify), whose
+    // DHT-PeerID says what the sender's neighbours hash to now.
+    h.push(match changed {
+        Some(d) => peer_id_header_with(me, overlay, CHANGED_PARAM, d),
+        None => peer_id_header(me, overlay, digest),
+    });
     match &rpc.request {
         Request::Notify | Request::Join { .. } | Request::GetNeighbours { notify: true, .. } => {
             // No Expires: the registrar's default applies (RFC 3261 §10.2.1.1); nothing
@@ -292,7 +319,10 @@ pub fn encode_request(rpc: &OutgoingRpc, me: &Contact, overlay: &OverlayInfo, id
             h.push(Header::new(HeaderName::Expires, 0));
             push_links(&mut msg, predecessor.as_ref(), successors, &[]);
         }
-        Request::FindSuccessor { .. } | Request::GetNeighbours { notify: false, .. } | Request::Ping => {}
+        Request::FindSuccessor { .. }
+        | Request::GetNeighbours { notify: false, .. }
+        | Request::Ping
+        | Request::Changed { .. } => {}
     }
     msg.headers.push(compact(HeaderName::ContentLength, "l", 0));
     msg
@@ -341,6 +371,8 @@ pub fn decode_request(
                 // A notify is a registration of the sender with us, and also asks for our
                 // neighbours (stabilize); `Request::Notify` is the same message.
                 Request::GetNeighbours { digest: digest_of(msg), notify: true }
+            } else if let Some(digest) = digest_param(msg, CHANGED_PARAM) {
+                Request::Changed { digest }
             } else {
                 match about {
                     Some(key) if key != *me => Request::FindSuccessor { key },
@@ -481,7 +513,7 @@ pub fn decode_response(sent: &Request, asked: &RpcTarget, msg: &Message, hash: I
             successors: family(&links, 'S'),
             fingers: family(&links, 'F'),
         }),
-        (Request::Notify | Request::Ping | Request::Leave { .. }, 200) => Some(Response::Ok),
+        (Request::Notify | Request::Ping | Request::Leave { .. } | Request::Changed { .. }, 200) => Some(Response::Ok),
         _ => None,
     };
     (response, forged)
@@ -568,6 +600,7 @@ mod tests {
             Request::GetNeighbours { digest: None, notify: true },
             Request::GetNeighbours { digest: Some(0x0123_4567_89ab_cdef), notify: true },
             Request::Ping,
+            Request::Changed { digest: 0xfedc_ba98_7654_3210 },
             Request::Join { joiner: contact(5070) },
             Request::Leave { predecessor: Some(contact(5060)), successors: vec![contact(5071), contact(5072)] },
             Request::Leave { predecessor: None, successors: vec![] },
@@ -631,6 +664,7 @@ mod tests {
             (Request::Ping, Response::Ok),
             (Request::Notify, Response::Refused { reason: RefuseReason::IdMismatch }),
             (Request::Notify, Response::Ok),
+            (Request::Changed { digest: 1 }, Response::Ok),
             (Request::Ping, Response::Refused { reason: RefuseReason::NotJoined }),
         ];
         for (sent, answer) in cases {

@@ -27,7 +27,7 @@ use super::server::Step;
 use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NeighboursCache, NodeState, Purpose};
 use crate::overlay::id::{NodeId, ID_BITS};
 use crate::overlay::lookup::{Confirmation, Lookup, LookupError, LookupId, Next};
-use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcTarget};
+use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcId, RpcTarget};
 
 impl Chord {
     // ---- commands ----
@@ -125,7 +125,10 @@ impl Chord {
         let me = self.me.id;
         let lookup = match self.find_successor_step(now, key) {
             Step::Done(node) => {
-                self.lookups.insert(id, ActiveLookup { lookup: Lookup::new(me, key, [], None), purpose });
+                self.lookups.insert(
+                    id,
+                    ActiveLookup { lookup: Lookup::new(me, key, [], None), purpose, waiting: None, stragglers: 0 },
+                );
                 let backups: Vec<Contact> = self.successors.as_slice().iter().skip(1).cloned().collect();
                 let heard = node.id == me;
                 self.answer_found(now, id, node, &backups, false, heard);
@@ -138,7 +141,7 @@ impl Chord {
                 Lookup::new(me, key, known, first)
             }
         };
-        self.lookups.insert(id, ActiveLookup { lookup, purpose });
+        self.lookups.insert(id, ActiveLookup { lookup, purpose, waiting: None, stragglers: 0 });
         self.lookup_step(now, id);
     }
 
@@ -161,7 +164,7 @@ impl Chord {
         }
     }
 
-    fn lookup_step(&mut self, now: Instant, id: LookupId) {
+    pub(super) fn lookup_step(&mut self, now: Instant, id: LookupId) {
         let max_hops = self.config.max_hops;
         let Some(active) = self.lookups.get_mut(&id) else { return };
         // Right after many nodes die, half the fingers a lookup tries may be dead; those are
@@ -173,14 +176,16 @@ impl Chord {
             return;
         }
         let key = active.lookup.key();
-        let (asked, request) = match active.lookup.next_request() {
-            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }),
-            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }),
+        // Routing steps are hedged; a confirmation waits its full deadline (`hedge`).
+        let (asked, request, hedged) = match active.lookup.next_request() {
+            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }, true),
+            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }, false),
             Some(Next::ListAnswer(node, backups, fell_back)) => {
                 self.answer_found(now, id, node, &backups, fell_back, false);
                 return;
             }
-            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }),
+            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }, true),
+            None if active.stragglers > 0 => return,
             None if active.lookup.take_own_list() => {
                 // Last resort: our own successor list, read as a live answerer's would be.
                 let failed = &self.recently_failed;
@@ -196,18 +201,37 @@ impl Chord {
                 return;
             }
         };
-        self.send(now, RpcTarget::Node(asked.clone()), request, Purpose::Lookup { lookup: id, asked });
+        let rpc = self.send(now, RpcTarget::Node(asked.clone()), request, Purpose::Lookup { lookup: id, asked });
+        if let Some(active) = self.lookups.get_mut(&id) {
+            active.waiting = Some(rpc);
+        }
+        if hedged {
+            let soft = self.soft_deadline(now);
+            if soft < now + self.config.rpc_timeout {
+                self.soft_deadlines.insert((soft, rpc));
+            }
+        }
     }
 
     pub(super) fn on_lookup_answer(
         &mut self,
         now: Instant,
+        rpc: RpcId,
         id: LookupId,
         asked: Contact,
         result: Result<Response, RpcFailure>,
     ) {
-        if !self.lookups.contains_key(&id) {
-            return;
+        let Some(active) = self.lookups.get_mut(&id) else { return };
+        if active.waiting == Some(rpc) {
+            active.waiting = None;
+        } else {
+            // An answer to a step given up on: only news while the lookup goes on; the
+            // answer it waits for when it had nobody left to ask.
+            active.stragglers = active.stragglers.saturating_sub(1);
+            if active.waiting.is_some() {
+                self.on_superseded_answer(now, id, &asked, &result);
+                return;
+            }
         }
         let confirming = self.lookups.get(&id).is_some_and(|a| a.lookup.is_confirming(asked.id));
         if confirming {
@@ -377,6 +401,7 @@ impl Chord {
             },
         };
         self.stabilize_steps = Some(0);
+        self.stabilize_started_at = Some(now);
         self.ask_neighbours(now, target);
     }
 
@@ -590,7 +615,8 @@ impl Chord {
         let known = known.filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
         // Not `start_lookup`: we would answer our own ID ourselves.
         let lookup = Lookup::new(me, me, known, through);
-        self.lookups.insert(id, ActiveLookup { lookup, purpose: LookupPurpose::OwnPlace });
+        self.lookups
+            .insert(id, ActiveLookup { lookup, purpose: LookupPurpose::OwnPlace, waiting: None, stragglers: 0 });
         self.lookup_step(now, id);
     }
 

@@ -16,8 +16,10 @@
 //! sender's ID matches its address (the caller, with [`NodeId::verify_claim`]), retransmission
 //! (the SIP transaction layer), storage and replication (the store).
 
+mod hedge;
 mod maintenance;
 mod proof;
+mod push;
 mod server;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -113,6 +115,12 @@ pub struct ChordCounters {
     pub proofs_dropped: u64,
     /// Leaves ignored because the node said to leave still answered as a live node.
     pub leaves_ignored: u64,
+    /// Pushes from our successor that said its neighbours changed and brought our next
+    /// stabilize forward (`push`).
+    pub pushes_heeded: u64,
+    /// Lookup routing steps given up on after their soft deadline, the lookup going on with
+    /// its next candidate (`hedge`).
+    pub hops_hedged: u64,
 }
 
 /// Why a pending request was sent, so its answer goes to the right place.
@@ -133,6 +141,8 @@ enum Purpose {
     },
     Join,
     Leave,
+    /// A `Changed` to our predecessor: our neighbours changed (`push`).
+    Push,
     /// A `Ping` proving `candidate`'s address before acting on its request (`proof`).
     Prove {
         candidate: Contact,
@@ -152,6 +162,8 @@ struct NeighboursCache {
 #[derive(Debug, Clone)]
 struct Pending {
     deadline: Instant,
+    /// When it was sent, for the round-trip estimate (`hedge`).
+    sent: Instant,
     purpose: Purpose,
     to: RpcTarget,
 }
@@ -169,6 +181,12 @@ enum LookupPurpose {
 struct ActiveLookup {
     lookup: Lookup,
     purpose: LookupPurpose,
+    /// The request the lookup waits on; answers to others it gave up on (`hedge`) only add
+    /// what they teach.
+    waiting: Option<RpcId>,
+    /// Requests it gave up on that are still in flight. A lookup with nobody left to ask
+    /// waits for them rather than ending.
+    stragglers: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +250,22 @@ pub struct Chord {
     leaves_outstanding: usize,
     /// Nodes that failed to answer, ignored until the instant given.
     recently_failed: BTreeMap<NodeId, Instant>,
+    /// The digest of the successor list our predecessor last heard of from us, and whether
+    /// a push is in flight (`push`).
+    pushed_digest: Option<u64>,
+    pushing: bool,
+    /// When the change seen first since the last push goes out (`push::PUSH_DELAY`).
+    push_at: Option<Instant>,
+    /// Round trips measured on answered requests (`hedge`).
+    rtt: hedge::RttEstimator,
+    /// Soft deadlines of lookup routing steps in flight (`hedge`).
+    soft_deadlines: BTreeSet<(Instant, RpcId)>,
+    /// Our successor said its list changed while a stabilize round was in flight: another
+    /// round follows this one (`push`).
+    stabilize_hinted: bool,
+    /// When the last stabilize round started: pushes bring the next one forward, but no
+    /// closer than [`push::HINT_GAP`] to it.
+    stabilize_started_at: Option<Instant>,
     /// Nodes that answered us, at which address and when (`proof`).
     proven: BTreeMap<NodeId, (SocketAddr, Instant)>,
     /// Proofs under way: the node, and which kind of request waits on it.
@@ -286,6 +320,13 @@ impl Chord {
             join_retry_at: None,
             leaves_outstanding: 0,
             recently_failed: BTreeMap::new(),
+            pushed_digest: None,
+            pushing: false,
+            push_at: None,
+            rtt: hedge::RttEstimator::default(),
+            soft_deadlines: BTreeSet::new(),
+            stabilize_hinted: false,
+            stabilize_started_at: None,
             proven: BTreeMap::new(),
             proving: BTreeSet::new(),
             counters: ChordCounters::default(),
@@ -341,7 +382,8 @@ impl Chord {
     /// What request `id`, still in flight, is for, by a short stable name: `stabilize`,
     /// `notify`, `check_predecessor`, `lookup` (a routing step of a user lookup),
     /// `confirmation` (asking the node named to answer for itself), `fix_fingers`, `own_place`,
-    /// `join`, `leave` or `proof` (a ping before acting on a request, issue 11). For traffic
+    /// `join`, `leave`, `proof` (a ping before acting on a request, issue 11) or `push` (telling
+    /// the predecessor our successor list changed). For traffic
     /// accounting (the simulator's `traffic_by_kind`).
     pub fn rpc_kind(&self, id: RpcId) -> Option<&'static str> {
         Some(match &self.pending.get(&id)?.purpose {
@@ -351,6 +393,7 @@ impl Chord {
             Purpose::Join => "join",
             Purpose::Leave => "leave",
             Purpose::Prove { .. } => "proof",
+            Purpose::Push => "push",
             Purpose::Lookup { lookup, asked } => match self.lookups.get(lookup) {
                 Some(a) => match a.purpose {
                     LookupPurpose::User(_) if a.lookup.is_confirming(asked.id) => "confirmation",
@@ -386,6 +429,8 @@ impl Chord {
             Some(self.own_place_at),
             self.join_retry_at,
             self.lookup_retries.first_key_value().map(|((t, _), _)| *t),
+            self.push_due(),
+            self.soft_deadlines.first().map(|(t, _)| *t),
         ];
         timers.into_iter().chain([rpc]).flatten().min()
     }
@@ -403,13 +448,18 @@ impl Chord {
             self.counters.late_responses += 1;
             Err(RpcFailure::Timeout)
         } else {
+            if result.is_ok() {
+                self.rtt.sample(now.saturating_duration_since(pending.sent));
+            }
             result
         };
         if result.is_err() {
             self.counters.rpc_failures += 1;
         }
         self.note_answer(now, &pending.to, &result);
-        self.dispatch(now, pending.purpose, result);
+        self.learn_finger(now, &pending.to, &result);
+        self.dispatch(now, rpc, pending.purpose, result);
+        self.after_input(now);
     }
 
     /// Fires whatever is due: expired requests, then the periodic maintenance.
@@ -421,9 +471,10 @@ impl Chord {
             self.deadlines.pop_first();
             if let Some(pending) = self.pending.remove(&rpc) {
                 self.counters.rpc_failures += 1;
-                self.dispatch(now, pending.purpose, Err(RpcFailure::Timeout));
+                self.dispatch(now, rpc, pending.purpose, Err(RpcFailure::Timeout));
             }
         }
+        self.hedge_due(now);
         self.recently_failed.retain(|_, until| *until > now);
         self.expire_proofs(now);
         if self.state == NodeState::Left {
@@ -451,9 +502,10 @@ impl Chord {
             let through = self.random_far_finger(now);
             self.check_own_place(now, through);
         }
+        self.after_input(now);
     }
 
-    fn dispatch(&mut self, now: Instant, purpose: Purpose, result: Result<Response, RpcFailure>) {
+    fn dispatch(&mut self, now: Instant, rpc: RpcId, purpose: Purpose, result: Result<Response, RpcFailure>) {
         match purpose {
             Purpose::Stabilize { asked } => self.on_stabilize_answer(now, asked, result),
             Purpose::Notify => {
@@ -462,10 +514,11 @@ impl Chord {
             Purpose::CheckPredecessor { predecessor, candidate } => {
                 self.on_check_predecessor_answer(now, predecessor, candidate, result)
             }
-            Purpose::Lookup { lookup, asked } => self.on_lookup_answer(now, lookup, asked, result),
+            Purpose::Lookup { lookup, asked } => self.on_lookup_answer(now, rpc, lookup, asked, result),
             Purpose::Join => self.on_join_answer(now, result),
             Purpose::Leave => self.on_leave_answer(),
             Purpose::Prove { candidate, then } => self.on_proof(now, candidate, then, result),
+            Purpose::Push => self.pushing = false,
         }
     }
 
@@ -479,11 +532,21 @@ impl Chord {
         let id = RpcId(self.next_rpc);
         self.next_rpc += 1;
         let deadline = now + self.config.rpc_timeout;
-        self.pending.insert(id, Pending { deadline, purpose, to: to.clone() });
+        self.pending.insert(id, Pending { deadline, sent: now, purpose, to: to.clone() });
         self.deadlines.insert((deadline, id));
         self.outbox.push_back(OutgoingRpc { id, to, request });
         self.counters.rpcs_sent += 1;
         id
+    }
+
+    /// A node that answered a request of ours (not refused it) is proven at its address: it
+    /// may take a finger it would improve. Lookups thus sharpen the table as they go.
+    fn learn_finger(&mut self, now: Instant, to: &RpcTarget, result: &Result<Response, RpcFailure>) {
+        let RpcTarget::Node(c) = to else { return };
+        let answered = matches!(result, Ok(r) if !matches!(r, Response::Refused { .. }));
+        if answered && self.participating() && !self.is_failed(now, c.id) && self.fingers.would_improve(c) {
+            self.fingers.offer(c);
+        }
     }
 
     fn jittered(&mut self, d: Duration) -> Duration {

@@ -26,6 +26,12 @@ impl Chord {
     /// Answers a request from `from`. The caller has already checked, with
     /// [`NodeId::verify_claim`], that `from.id` belongs to the address the request came from.
     pub fn handle_request(&mut self, now: Instant, from: Contact, request: Request) -> Response {
+        let response = self.answer_request(now, from, request);
+        self.after_input(now);
+        response
+    }
+
+    fn answer_request(&mut self, now: Instant, from: Contact, request: Request) -> Response {
         self.counters.requests_handled += 1;
         if !from.is_plausible() {
             self.counters.malformed_contacts += 1;
@@ -83,6 +89,10 @@ impl Chord {
             }
             Request::Notify => {
                 self.notify(now, from);
+                Response::Ok
+            }
+            Request::Changed { digest } => {
+                self.on_changed(now, &from, digest);
                 Response::Ok
             }
             Request::Ping => Response::Ok,

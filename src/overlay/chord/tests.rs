@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::overlay::id::IdHash;
-use crate::overlay::rpc::RefuseReason;
+use crate::overlay::rpc::{neighbours_digest, RefuseReason};
 
 fn contact(last: u8) -> Contact {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 5060);
@@ -333,6 +333,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(digest, notify)| Request::GetNeighbours { digest, notify }),
         Just(Request::Notify),
         Just(Request::Ping),
+        any::<u64>().prop_map(|digest| Request::Changed { digest }),
         arb_contact().prop_map(|joiner| Request::Join { joiner }),
         (proptest::option::of(arb_contact()), proptest::collection::vec(arb_contact(), 0..12))
             .prop_map(|(predecessor, successors)| Request::Leave { predecessor, successors }),
@@ -456,4 +457,132 @@ fn a_spoofed_notify_or_leave_changes_nothing() {
     b.handle_response(now, ping.expect("p is asked").id, Ok(Response::Ok));
     assert_eq!(b.predecessor(), Some(&p), "p answered: it has not left");
     assert_eq!(b.counters().leaves_ignored, 1);
+}
+
+/// `a` joined with a predecessor and a full successor list, all answered at once (so its
+/// round-trip estimate is near zero), and its first stabilize answered "as you have it".
+fn joined_with_neighbours() -> (Chord, Contact, Vec<Contact>, Instant) {
+    let (mut a, now) = node(1);
+    a.join(now, vec![contact(9).addr]);
+    let rpc = drain_rpcs(&mut a).remove(0);
+    let mut others: Vec<Contact> = (2..40).map(contact).collect();
+    others.sort_by_key(|c| a.me().id.distance(c.id));
+    let pred = others.pop().unwrap();
+    let answer = Response::Joined { predecessor: Some(pred.clone()), successors: others.clone(), fingers: vec![] };
+    a.handle_response(now, rpc.id, Ok(answer));
+    drain_events(&mut a);
+    a.handle_timeout(now);
+    for rpc in drain_rpcs(&mut a) {
+        if let Request::GetNeighbours { .. } = rpc.request {
+            let successors = others[1..9].to_vec();
+            let answer = Response::Neighbours { predecessor: Some(a.me().clone()), successors };
+            a.handle_response(now, rpc.id, Ok(answer));
+        }
+    }
+    drain_rpcs(&mut a);
+    (a, pred, others, now)
+}
+
+#[test]
+fn a_changed_successor_list_is_pushed_to_the_predecessor() {
+    let (mut a, pred, others, now) = joined_with_neighbours();
+    // Quiet: nothing is pushed.
+    a.handle_timeout(now + push::PUSH_DELAY);
+    assert!(drain_rpcs(&mut a).iter().all(|r| !matches!(r.request, Request::Changed { .. })));
+    // The successor's list loses its first entry: a's list changes where pred copies it.
+    let t = now + Duration::from_secs(30);
+    let rpc = loop {
+        let at = a.poll_timeout().unwrap().min(t);
+        a.handle_timeout(at);
+        if let Some(r) = drain_rpcs(&mut a).into_iter().find(|r| matches!(r.request, Request::GetNeighbours { .. })) {
+            break r;
+        }
+    };
+    let asked_at = a.poll_timeout().unwrap().min(t);
+    let successors = others[2..10].to_vec();
+    let answer = Response::Neighbours { predecessor: Some(a.me().clone()), successors };
+    a.handle_response(asked_at, rpc.id, Ok(answer));
+    assert!(drain_rpcs(&mut a).is_empty(), "held for PUSH_DELAY, to gather the round's changes");
+    let mut push = Vec::new();
+    while let Some(due) = a.poll_timeout().filter(|t| *t <= asked_at + push::PUSH_DELAY) {
+        a.handle_timeout(due);
+        push.extend(drain_rpcs(&mut a).into_iter().filter(|r| matches!(r.request, Request::Changed { .. })));
+    }
+    assert_eq!(push.len(), 1);
+    assert_eq!(push[0].to, RpcTarget::Node(pred));
+}
+
+#[test]
+fn a_push_from_the_successor_brings_stabilize_forward_and_one_from_anyone_else_does_not() {
+    let (mut a, pred, others, now) = joined_with_neighbours();
+    let successor = others[0].clone();
+    let t = now + Duration::from_secs(1);
+    let next_round = a.poll_timeout().unwrap();
+    assert!(next_round > t + Duration::from_secs(1));
+    // Our own successor's digest, unchanged: nothing to do.
+    let same = neighbours_digest(Some(a.me()), &others[1..9]);
+    assert_eq!(a.handle_request(t, successor.clone(), Request::Changed { digest: same }), Response::Ok);
+    // Anyone else, whatever it says: nothing.
+    a.handle_request(t, pred.clone(), Request::Changed { digest: !same });
+    a.handle_request(t, others[3].clone(), Request::Changed { digest: !same });
+    assert_eq!(a.counters().pushes_heeded, 0);
+    assert_eq!(a.poll_timeout(), Some(next_round));
+    // The successor, with news: a stabilizes now.
+    a.handle_request(t, successor.clone(), Request::Changed { digest: !same });
+    assert_eq!(a.counters().pushes_heeded, 1);
+    assert_eq!(a.poll_timeout(), Some(t));
+    a.handle_timeout(t);
+    let rpcs = drain_rpcs(&mut a);
+    assert!(rpcs.iter().any(|r| r.to == RpcTarget::Node(successor.clone())
+        && matches!(r.request, Request::GetNeighbours { notify: true, .. })));
+}
+
+#[test]
+fn a_silent_hop_is_given_up_on_after_a_few_round_trips_not_the_rpc_deadline() {
+    let (mut a, _, others, now) = joined_with_neighbours();
+    // A key well past a's successor list: the lookup routes.
+    let key = NodeId::from_bytes([0x5a; 20]);
+    let far = others.iter().filter(|c| c.id.in_open(a.me().id, key)).count();
+    assert!(far > 9, "the key lies past a's successors");
+    let id = a.lookup(now, key);
+    let first = drain_rpcs(&mut a).remove(0);
+    let RpcTarget::Node(silent) = first.to.clone() else { panic!("a node") };
+    // Nothing before the soft deadline; at it, the next candidate.
+    let soft = a.poll_timeout().unwrap();
+    assert_eq!(soft, now + hedge::SOFT_MIN);
+    a.handle_timeout(soft);
+    let second = drain_rpcs(&mut a).remove(0);
+    assert_ne!(second.to, first.to);
+    assert_eq!(a.counters().hops_hedged, 1);
+    assert!(!a.is_failed(soft, silent.id), "skipped by the lookup, not declared dead");
+    // The second answers for itself: done, long before the first's deadline.
+    let RpcTarget::Node(answerer) = second.to.clone() else { panic!("a node") };
+    let answer = Response::Successor { node: answerer.clone(), backups: vec![] };
+    a.handle_response(soft, second.id, Ok(answer));
+    let done = drain_events(&mut a);
+    assert!(matches!(&done[..], [Event::LookupDone { id: i, result: Ok(n), .. }] if *i == id && *n == answerer));
+    // The first's late redirect starts nothing.
+    a.handle_response(soft, first.id, Ok(Response::Closer { nodes: vec![others[20].clone()] }));
+    assert!(drain_rpcs(&mut a).is_empty());
+}
+
+#[test]
+fn the_round_trip_estimate_follows_rfc_6298() {
+    let mut e = hedge::RttEstimator::default();
+    let max = Duration::from_secs(2);
+    assert_eq!(e.soft_timeout(max), max, "no sample: the full deadline");
+    e.sample(Duration::from_millis(100));
+    // SRTT = R, RTTVAR = R/2: 100 + 4·50.
+    assert_eq!(e.soft_timeout(max), Duration::from_millis(300));
+    e.sample(Duration::from_millis(100));
+    // RTTVAR = ¾·50 + ¼·0 = 37.5; SRTT = 100.
+    assert_eq!(e.soft_timeout(max), Duration::from_micros(250_000));
+    for _ in 0..50 {
+        e.sample(Duration::from_millis(1));
+    }
+    assert_eq!(e.soft_timeout(max), hedge::SOFT_MIN);
+    for _ in 0..50 {
+        e.sample(Duration::from_secs(5));
+    }
+    assert_eq!(e.soft_timeout(max), max);
 }
