@@ -37,7 +37,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "p2psip")
-R = 8  # successor_list_len default
+R = int(os.environ.get("B4_R", "8"))  # successor_list_len: the default, or B4_R for a build with another
 
 
 def ip_of(i):
@@ -106,7 +106,7 @@ def wait_correct(live, limit):
     return None
 
 
-def lookups(live, count, rng):
+def lookups(live, count, rng, concurrency):
     ids = sorted(node_id(ip_of(i)) for i in live)
     keys = [rng.getrandbits(160) for _ in range(count)]
 
@@ -116,16 +116,25 @@ def lookups(live, count, rng):
         t = time.monotonic()
         try:
             a = get(asker, f"/lookup?key={key:040x}", 30)
-            ok = int(a["node"]["node_id"], 16) == want
-        except Exception:
-            ok = False
-        return time.monotonic() - t, ok
+            ok, node_ms = int(a["node"]["node_id"], 16) == want, a["elapsed_ms"]
+            detail = {"hops": a["hops"], "confirmations": a["confirmations"], "got": a["node"]["node_id"], "want": f"{want:040x}"}
+        except Exception as e:
+            ok, node_ms, detail = False, None, {"error": str(e)}
+        return (time.monotonic() - t) * 1000, node_ms, ok, detail
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(count)))
-    lat = sorted(r[0] * 1000 for r in results)
-    pct = lambda p: round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 1)
-    return {"success": round(sum(r[1] for r in results) / count, 4), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
+    if os.environ.get("B4_DUMP"):
+        with open(os.environ["B4_DUMP"], "a") as f:
+            for r in results:
+                f.write(json.dumps({"ms": r[0], "node_ms": r[1], "ok": r[2], **r[3]}) + "\n")
+        with open(os.environ["B4_DUMP"], "a") as f:
+            f.write("---\n")
+    lat = sorted(r[0] for r in results)
+    node = sorted(r[1] for r in results if r[1] is not None) or [float("nan")]
+    pct = lambda xs, p: round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 1)
+    return {"success": round(sum(r[2] for r in results) / count, 4), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "p99_ms": pct(lat, 99), "node_p50_ms": pct(node, 50), "node_p95_ms": pct(node, 95)}
 
 
 def rss_kb(procs):
@@ -146,7 +155,7 @@ def ring(n, kill, args, rng):
         live = list(range(n))
         boot = wait_correct(live, 120)
         boot_s = None if boot is None else round(time.monotonic() - last_start, 2)
-        result = {"nodes": n, "bootstrap_s": boot_s, "intact": lookups(live, args.lookups, rng)}
+        result = {"nodes": n, "bootstrap_s": boot_s, "intact": lookups(live, args.lookups, rng, args.concurrency)}
         rss = rss_kb(procs)
         result["rss_kb_median"], result["rss_kb_max"] = int(statistics.median(rss)), max(rss)
         if kill:
@@ -155,10 +164,10 @@ def ring(n, kill, args, rng):
                 procs[v].send_signal(signal.SIGKILL)
             live = [i for i in live if i not in victims]
             result["killed"] = len(victims)
-            result["at_failure"] = lookups(live, args.lookups, rng)
+            result["at_failure"] = lookups(live, args.lookups, rng, args.concurrency)
             settled = wait_correct(live, args.settle)
             result["settle_s"] = None if settled is None else round(settled, 1)
-            result["settled"] = lookups(live, args.lookups, rng)
+            result["settled"] = lookups(live, args.lookups, rng, args.concurrency)
         return result
     finally:
         for p in procs:
@@ -179,6 +188,7 @@ def main():
     ap.add_argument("--kill", type=float, nargs="*", default=[0.2, 0.5])
     ap.add_argument("--settle", type=float, default=60)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=32, help="lookups in flight at once")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")

@@ -58,6 +58,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 /// At most one warning per this interval for each kind of TCP refusal.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Where an HTTP lookup's answer goes; the HTTP handler may have given up waiting.
+type Reply = oneshot::Sender<Result<LookupAnswer, String>>;
+
 /// TCP refusals, for `/status` (`tcp` in the JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TcpCounters {
@@ -93,9 +96,9 @@ pub(crate) struct EventLoop {
     events: mpsc::Receiver<ConnEvent>,
     queries: mpsc::Receiver<Query>,
     /// HTTP lookups waiting for their `LookupDone`.
-    lookups: BTreeMap<LookupId, oneshot::Sender<Result<LookupAnswer, String>>>,
+    lookups: BTreeMap<LookupId, (Instant, Reply)>,
     /// HTTP lookups of an AoR waiting for their fetch.
-    fetches: BTreeMap<StorageOpId, (String, oneshot::Sender<Result<LookupAnswer, String>>)>,
+    fetches: BTreeMap<StorageOpId, (Instant, String, Reply)>,
     tcp: TcpCounters,
     /// Until when each listener's accept is paused (overlay, proxy).
     accept_paused: [Option<Instant>; 2],
@@ -231,14 +234,14 @@ impl EventLoop {
                 if let (Ok(aor), Some(_)) = (Aor::parse(&key), self.peer.replicas()) {
                     if let Some(op) = self.peer.fetch(Instant::now(), RecordKind::Registration, aor.as_str()) {
                         debug!(%aor, op = op.0, "record lookup requested over HTTP");
-                        self.fetches.insert(op, (aor.to_string(), reply));
+                        self.fetches.insert(op, (Instant::now(), aor.to_string(), reply));
                         return;
                     }
                 }
                 let key = NodeId::from_user_key(&key, self.peer.chord().config().id_hash);
                 let id = self.peer.lookup(Instant::now(), key);
                 debug!(%key, lookup = id.0, "lookup requested over HTTP");
-                self.lookups.insert(id, reply);
+                self.lookups.insert(id, (Instant::now(), reply));
             }
         }
     }
@@ -255,9 +258,9 @@ impl EventLoop {
             match event {
                 Event::LookupDone { id, key, result, path, confirmations } => {
                     debug!(%key, lookup = id.0, ?result, hops = path.len(), confirmations, "lookup done");
-                    if let Some(reply) = self.lookups.remove(&id) {
+                    if let Some((asked, reply)) = self.lookups.remove(&id) {
                         let answer = result
-                            .map(|node| LookupAnswer::new(key, &node, &path, confirmations))
+                            .map(|node| LookupAnswer::new(key, &node, &path, confirmations).timed(asked))
                             .map_err(|e| format!("lookup of {key} failed: {e}"));
                         let _ = reply.send(answer);
                     }
@@ -270,8 +273,9 @@ impl EventLoop {
     fn on_storage_event(&mut self, event: StorageEvent) {
         match event {
             StorageEvent::Fetched { op, newest, places, .. } => {
-                if let Some((aor, reply)) = self.fetches.remove(&op) {
-                    let _ = reply.send(LookupAnswer::for_record(&aor, newest.as_ref(), &places));
+                if let Some((asked, aor, reply)) = self.fetches.remove(&op) {
+                    let answer = LookupAnswer::for_record(&aor, newest.as_ref(), &places);
+                    let _ = reply.send(answer.map(|a| a.timed(asked)));
                 }
             }
             StorageEvent::Stored { kind, key, places, .. } => {

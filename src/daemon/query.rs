@@ -34,6 +34,9 @@ pub struct LookupAnswer {
     /// route (the node responsible answers for itself): Chord's routing hops are
     /// `hops - confirmations`.
     pub confirmations: usize,
+    /// Milliseconds from the node taking the request to the answer being ready: the overlay's
+    /// share of the request's time, without the HTTP client's.
+    pub elapsed_ms: f64,
     /// For an AoR on a node with storage: the record and its replicas (flattened into the
     /// top level of the JSON: `aor`, `registration`, `certificate`, `replicas`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -41,6 +44,12 @@ pub struct LookupAnswer {
 }
 
 impl LookupAnswer {
+    /// Sets `elapsed_ms` to the time since `asked`.
+    pub fn timed(mut self, asked: std::time::Instant) -> LookupAnswer {
+        self.elapsed_ms = (asked.elapsed().as_secs_f64() * 1e3 * 1e3).round() / 1e3;
+        self
+    }
+
     pub fn new(key: NodeId, node: &Contact, path: &[Contact], confirmations: u32) -> LookupAnswer {
         LookupAnswer {
             key: key.to_string(),
@@ -48,6 +57,7 @@ impl LookupAnswer {
             path: path.iter().map(Node::from).collect(),
             hops: path.len(),
             confirmations: confirmations as usize,
+            elapsed_ms: 0.0,
             record: None,
         }
     }
