@@ -18,7 +18,10 @@
 //! the answer otherwise names the key's dead old successor). A [`Next::Confirm`] asks the named
 //! node the same question; if it does not answer, the backups the answer carried (the
 //! answerer's successor list after it) are asked in turn, and the first live one takes the
-//! key over. Confirmations are counted apart from routing hops.
+//! key over. The asking is hedged: a backup may be asked while the nodes before it are still
+//! awaited, and several may be in flight (the chain), but the answer is decided in the
+//! chain's order ([`Lookup::resolve`]), so a backup is taken only once every node before it
+//! has failed, unless it names itself. Confirmations are counted apart from routing hops.
 //!
 //! This module holds the state only; [`super::chord`] sends the requests and reads the clock.
 //!
@@ -64,11 +67,12 @@ pub struct Lookup {
     failed: BTreeSet<NodeId>,
     /// Whether the querier's own successor list has been used as the last fallback.
     own_list_used: bool,
-    /// The named answer and its backups, still to be confirmed, in order.
+    /// The named answer and its backups, not yet asked to confirm, in order.
     confirm: VecDeque<Contact>,
-    /// The node being asked to confirm, and whether it is a backup (an earlier one failed).
-    confirming: Option<(NodeId, bool)>,
-    /// Whether a node named as responsible failed to confirm, so the next one takes over.
+    /// The nodes asked to confirm the current answer, in order, and what each has said.
+    chain: Vec<(Contact, Link)>,
+    /// Whether the chain's first node stands in for one known to have failed, so that any
+    /// answer from it will do.
     fell_back: bool,
     /// Nodes that were asked to confirm and disagreed (their view of their own arc lags, e.g.
     /// their predecessor died unnoticed). Alive, and named again by a live node's successor
@@ -82,13 +86,28 @@ pub struct Lookup {
     path: Vec<Contact>,
 }
 
-/// How a node asked to confirm an answer replied.
+/// Where one node asked to confirm an answer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmation {
-    /// It is responsible: the lookup is done.
-    Done,
-    /// It disagrees; carry on routing.
-    Continue,
+enum Link {
+    Waiting,
+    Failed,
+    /// It answered; `itself` when it named itself responsible.
+    Said {
+        itself: bool,
+    },
+}
+
+/// What the confirmations of an answer add up to ([`Lookup::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// This node is responsible: the lookup is done.
+    Done(Contact),
+    /// A node before the first that answered is still awaited.
+    Wait,
+    /// The node named responsible answered, disagreeing: carry on from what it said.
+    Disputed,
+    /// Every node asked has failed: ask the next backup, or carry on routing.
+    Failed,
 }
 
 impl Lookup {
@@ -109,7 +128,7 @@ impl Lookup {
             failed: BTreeSet::new(),
             own_list_used: false,
             confirm: VecDeque::new(),
-            confirming: None,
+            chain: Vec::new(),
             fell_back: false,
             disputed: BTreeSet::new(),
             list_answer: None,
@@ -174,6 +193,7 @@ impl Lookup {
             return false;
         }
         self.confirm.clear();
+        self.chain.clear();
         self.fell_back = fell_back;
         let mut first = true;
         for c in std::iter::once(&node).chain(backups) {
@@ -188,23 +208,66 @@ impl Lookup {
         true
     }
 
-    /// Whether `asked` is the node we asked to confirm the answer.
+    /// Whether `asked` was asked to confirm the current answer.
     pub fn is_confirming(&self, asked: NodeId) -> bool {
-        self.confirming.is_some_and(|(id, _)| id == asked)
+        self.chain.iter().any(|(c, _)| c.id == asked)
     }
 
-    /// The node asked to confirm answered; `says_itself` when it named itself responsible.
-    /// A backup that answers at all is taken: the nodes before it in the list failed, so it
-    /// holds their arc now (or will at its next `check_predecessor`).
-    pub fn confirmed(&mut self, says_itself: bool) -> Confirmation {
-        let Some((asked, backup)) = self.confirming.take() else { return Confirmation::Continue };
-        if says_itself || backup {
-            Confirmation::Done
-        } else {
-            self.disputed.insert(asked);
-            self.confirm.clear();
-            Confirmation::Continue
+    /// Whether the current answer is being confirmed: routing waits meanwhile.
+    pub fn confirming(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
+    /// Whether `asked` was asked to confirm the current answer and has not yet answered.
+    pub fn awaits(&self, asked: NodeId) -> bool {
+        self.chain.iter().any(|(c, l)| c.id == asked && *l == Link::Waiting)
+    }
+
+    /// Whether a backup waits to be asked.
+    pub fn has_backup(&self) -> bool {
+        !self.confirm.is_empty()
+    }
+
+    /// `asked`, asked to confirm, answered; `says_itself` when it named itself responsible.
+    pub fn confirmed(&mut self, asked: NodeId, says_itself: bool) {
+        self.set_link(asked, Link::Said { itself: says_itself });
+    }
+
+    /// `asked`, asked to confirm, did not answer (or refused): for this lookup it has failed.
+    fn set_link(&mut self, asked: NodeId, to: Link) {
+        if let Some((_, link)) = self.chain.iter_mut().find(|(c, l)| c.id == asked && *l == Link::Waiting) {
+            *link = to;
         }
+    }
+
+    /// What the confirmations so far decide, read in the chain's order: the first node that
+    /// names itself is taken; otherwise the first that answered at all, once every node
+    /// before it has failed (the nodes before it in the list failed, so it holds their arc
+    /// now, or will at its next `check_predecessor`), except that the named node itself
+    /// answering otherwise disputes the answer.
+    pub fn resolve(&mut self) -> Resolution {
+        if let Some((c, _)) = self.chain.iter().find(|(_, l)| *l == Link::Said { itself: true }) {
+            return Resolution::Done(c.clone());
+        }
+        for (i, (c, link)) in self.chain.iter().enumerate() {
+            match link {
+                Link::Failed => continue,
+                Link::Waiting => return Resolution::Wait,
+                Link::Said { .. } if i == 0 && !self.fell_back => {
+                    let named = c.id;
+                    self.disputed.insert(named);
+                    self.confirm.clear();
+                    self.chain.clear();
+                    return Resolution::Disputed;
+                }
+                Link::Said { .. } => return Resolution::Done(c.clone()),
+            }
+        }
+        if self.confirm.is_empty() {
+            // Every node of the answer failed: routing goes on.
+            self.chain.clear();
+        }
+        Resolution::Failed
     }
 
     fn insert(&mut self, c: Contact) {
@@ -226,9 +289,7 @@ impl Lookup {
     /// A node asked during this lookup did not answer.
     pub fn failed(&mut self, id: NodeId) {
         self.failed.insert(id);
-        if self.confirming.take().is_some_and(|(c, _)| c == id) {
-            self.fell_back = true;
-        }
+        self.set_link(id, Link::Failed);
     }
 
     /// The fallback's answer: `answerer`'s successor list. Its entries before the key become
@@ -290,10 +351,14 @@ impl Lookup {
     /// back to candidates farther from the key, which could only name the same nodes again.
     pub fn next_request(&mut self) -> Option<Next> {
         if let Some(c) = self.confirm.pop_front() {
-            self.confirming = Some((c.id, self.fell_back));
+            self.chain.push((c.clone(), Link::Waiting));
             self.confirmations += 1;
             self.path.push(c.clone());
             return Some(Next::Confirm(c));
+        }
+        if self.confirming() {
+            // The last backup is asked; what the chain says decides.
+            return None;
         }
         let candidate = self.candidates.first_key_value().map(|(d, _)| *d);
         if let Some((d, ..)) = &self.list_answer {

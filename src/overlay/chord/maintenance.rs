@@ -26,7 +26,7 @@ use tracing::debug;
 use super::server::Step;
 use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NeighboursCache, NodeState, Purpose};
 use crate::overlay::id::{NodeId, ID_BITS};
-use crate::overlay::lookup::{Confirmation, Lookup, LookupError, LookupId, Next};
+use crate::overlay::lookup::{Lookup, LookupError, LookupId, Next, Resolution};
 use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcId, RpcTarget};
 
 impl Chord {
@@ -176,16 +176,26 @@ impl Chord {
             return;
         }
         let key = active.lookup.key();
-        // Routing steps are hedged; a confirmation waits its full deadline (`hedge`).
-        let (asked, request, hedged) = match active.lookup.next_request() {
-            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }, true),
-            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }, false),
+        // Routing steps are hedged after one soft deadline, confirmations after a few (`hedge`).
+        let (asked, request, confirm) = match active.lookup.next_request() {
+            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }, false),
+            Some(Next::Confirm(asked)) if asked.id == self.me.id => {
+                // We are named (a successor list that holds us): our own view answers, as it
+                // would answer anyone else; a request to ourselves would be refused.
+                let answer = match self.find_successor_step(now, key) {
+                    Step::Done(node) => Response::Successor { node, backups: Vec::new() },
+                    Step::Closer(nodes) => Response::Closer { nodes },
+                };
+                self.on_confirmation(now, id, asked, Ok(answer));
+                return;
+            }
+            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }, true),
             Some(Next::ListAnswer(node, backups, fell_back)) => {
                 self.answer_found(now, id, node, &backups, fell_back, false);
                 return;
             }
-            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }, true),
-            None if active.stragglers > 0 => return,
+            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }, false),
+            None if active.stragglers > 0 || active.lookup.confirming() => return,
             None if active.lookup.take_own_list() => {
                 // Last resort: our own successor list, read as a live answerer's would be.
                 let failed = &self.recently_failed;
@@ -205,10 +215,14 @@ impl Chord {
         if let Some(active) = self.lookups.get_mut(&id) {
             active.waiting = Some(rpc);
         }
-        if hedged {
-            let soft = self.soft_deadline(now);
-            if soft < now + self.config.rpc_timeout {
-                self.soft_deadlines.insert((soft, rpc));
+        let soft = self.soft_deadline(now);
+        if soft < now + self.config.rpc_timeout {
+            self.soft_deadlines.insert((soft, rpc));
+        }
+        if confirm {
+            let verdict = self.confirm_deadline(now);
+            if verdict < now + self.config.rpc_timeout {
+                self.verdicts.insert((verdict, rpc));
             }
         }
     }
@@ -222,25 +236,23 @@ impl Chord {
         result: Result<Response, RpcFailure>,
     ) {
         let Some(active) = self.lookups.get_mut(&id) else { return };
-        if active.waiting == Some(rpc) {
+        let current = active.waiting == Some(rpc);
+        if current {
             active.waiting = None;
         } else {
-            // An answer to a step given up on: only news while the lookup goes on; the
-            // answer it waits for when it had nobody left to ask.
             active.stragglers = active.stragglers.saturating_sub(1);
-            if active.waiting.is_some() {
-                self.on_superseded_answer(now, id, &asked, &result);
-                return;
-            }
         }
-        let confirming = self.lookups.get(&id).is_some_and(|a| a.lookup.is_confirming(asked.id));
-        if confirming {
-            if let Ok(answer) = &result {
-                if !matches!(answer, Response::Refused { .. }) {
-                    self.on_confirmation(now, id, asked, answer.clone());
-                    return;
-                }
-            }
+        if active.lookup.awaits(asked.id) {
+            self.on_confirmation(now, id, asked, result);
+            return;
+        }
+        // An answer to a step given up on is only news while the lookup goes on (or
+        // confirms an answer); it is the answer the lookup waits for when it had nobody left
+        // to ask.
+        if !current && (active.waiting.is_some() || active.lookup.confirming() || active.lookup.is_confirming(asked.id))
+        {
+            self.on_superseded_answer(now, id, &asked, &result);
+            return;
         }
         match result {
             Ok(Response::Successor { node, backups }) if node.is_plausible() => {
@@ -318,34 +330,54 @@ impl Chord {
         }
     }
 
-    /// The node asked to confirm a lookup's answer replied with `answer`.
-    fn on_confirmation(&mut self, now: Instant, id: LookupId, asked: Contact, answer: Response) {
+    /// A node asked to confirm a lookup's answer replied, or failed to.
+    fn on_confirmation(&mut self, now: Instant, id: LookupId, asked: Contact, result: Result<Response, RpcFailure>) {
         let Some(active) = self.lookups.get_mut(&id) else { return };
-        let says_itself = matches!(&answer, Response::Successor { node, .. } if node.id == asked.id);
-        if active.lookup.confirmed(says_itself) == Confirmation::Done {
-            self.finish_lookup(now, id, Ok(asked));
-            return;
+        match &result {
+            Ok(Response::Refused { .. }) => active.lookup.failed(asked.id),
+            Ok(answer) => {
+                let says_itself = matches!(answer, Response::Successor { node, .. } if node.id == asked.id);
+                active.lookup.confirmed(asked.id, says_itself);
+            }
+            Err(e) => {
+                active.lookup.failed(asked.id);
+                // A busy node is skipped by this lookup only; it is not dead.
+                if *e != RpcFailure::Busy {
+                    self.mark_failed(now, asked.id);
+                }
+            }
         }
-        // It disagrees: it knows a node closer to the key (one that joined), or says its own
-        // successor is responsible. Go on from what it says.
-        match answer {
-            Response::Successor { node, backups } if node.is_plausible() => {
-                let heard = node.id == asked.id;
-                self.answer_found(now, id, node, &backups, false, heard)
-            }
-            Response::Closer { nodes } => {
-                active.lookup.add_closer(&asked, &nodes);
-                active.lookup.answered(&asked);
-                self.lookup_step(now, id);
-            }
-            _ => {
-                self.counters.unexpected_responses += 1;
-                self.lookup_step(now, id);
-            }
+        let answer = result.ok().map(|a| (asked, a));
+        self.resolve_confirmation(now, id, answer);
+    }
+
+    /// Acts on what a lookup's confirmations decide; `answer` is the one just received.
+    pub(super) fn resolve_confirmation(&mut self, now: Instant, id: LookupId, answer: Option<(Contact, Response)>) {
+        let Some(active) = self.lookups.get_mut(&id) else { return };
+        match active.lookup.resolve() {
+            Resolution::Done(node) => self.finish_lookup(now, id, Ok(node)),
+            Resolution::Wait => {}
+            Resolution::Failed => self.lookup_step(now, id),
+            // The named node disagrees: it knows a node closer to the key (one that joined),
+            // or says its own successor is responsible. Go on from what it says.
+            Resolution::Disputed => match answer {
+                Some((_, Response::Successor { node, backups })) if node.is_plausible() => {
+                    self.answer_found(now, id, node, &backups, false, false)
+                }
+                Some((asked, Response::Closer { nodes })) => {
+                    active.lookup.add_closer(&asked, &nodes);
+                    active.lookup.answered(&asked);
+                    self.lookup_step(now, id);
+                }
+                _ => {
+                    self.counters.unexpected_responses += 1;
+                    self.lookup_step(now, id);
+                }
+            },
         }
     }
 
-    fn finish_lookup(&mut self, now: Instant, id: LookupId, result: Result<Contact, LookupError>) {
+    pub(super) fn finish_lookup(&mut self, now: Instant, id: LookupId, result: Result<Contact, LookupError>) {
         let Some(active) = self.lookups.remove(&id) else { return };
         match active.purpose {
             LookupPurpose::User(id) => {

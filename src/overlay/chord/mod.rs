@@ -121,6 +121,9 @@ pub struct ChordCounters {
     /// Lookup routing steps given up on after their soft deadline, the lookup going on with
     /// its next candidate (`hedge`).
     pub hops_hedged: u64,
+    /// Confirmations whose named node did not answer within a few round trips, so the
+    /// lookup went on with its backups (`hedge`).
+    pub confirmations_hedged: u64,
 }
 
 /// Why a pending request was sent, so its answer goes to the right place.
@@ -143,6 +146,8 @@ enum Purpose {
     Leave,
     /// A `Changed` to our predecessor: our neighbours changed (`push`).
     Push,
+    /// A `Changed` to our former predecessor: a node joined between it and us (`push`).
+    Handover,
     /// A `Ping` proving `candidate`'s address before acting on its request (`proof`).
     Prove {
         candidate: Contact,
@@ -258,8 +263,10 @@ pub struct Chord {
     push_at: Option<Instant>,
     /// Round trips measured on answered requests (`hedge`).
     rtt: hedge::RttEstimator,
-    /// Soft deadlines of lookup routing steps in flight (`hedge`).
+    /// Soft deadlines of lookup steps in flight (`hedge`).
     soft_deadlines: BTreeSet<(Instant, RpcId)>,
+    /// When confirmations in flight are given up on by their lookups (`hedge`).
+    verdicts: BTreeSet<(Instant, RpcId)>,
     /// Our successor said its list changed while a stabilize round was in flight: another
     /// round follows this one (`push`).
     stabilize_hinted: bool,
@@ -325,6 +332,7 @@ impl Chord {
             push_at: None,
             rtt: hedge::RttEstimator::default(),
             soft_deadlines: BTreeSet::new(),
+            verdicts: BTreeSet::new(),
             stabilize_hinted: false,
             stabilize_started_at: None,
             proven: BTreeMap::new(),
@@ -393,7 +401,7 @@ impl Chord {
             Purpose::Join => "join",
             Purpose::Leave => "leave",
             Purpose::Prove { .. } => "proof",
-            Purpose::Push => "push",
+            Purpose::Push | Purpose::Handover => "push",
             Purpose::Lookup { lookup, asked } => match self.lookups.get(lookup) {
                 Some(a) => match a.purpose {
                     LookupPurpose::User(_) if a.lookup.is_confirming(asked.id) => "confirmation",
@@ -431,6 +439,7 @@ impl Chord {
             self.lookup_retries.first_key_value().map(|((t, _), _)| *t),
             self.push_due(),
             self.soft_deadlines.first().map(|(t, _)| *t),
+            self.verdicts.first().map(|(t, _)| *t),
         ];
         timers.into_iter().chain([rpc]).flatten().min()
     }
@@ -519,6 +528,7 @@ impl Chord {
             Purpose::Leave => self.on_leave_answer(),
             Purpose::Prove { candidate, then } => self.on_proof(now, candidate, then, result),
             Purpose::Push => self.pushing = false,
+            Purpose::Handover => {}
         }
     }
 

@@ -12,6 +12,11 @@
 //! its own question. The predecessor's list then changes, and it pushes in turn, until the
 //! change has fallen off the end of the lists.
 //!
+//! A join is the one change the push along the list misses: a node that joins between `p` and
+//! its successor `s` and is admitted by `s` (or notifies it) becomes `s`'s predecessor, and
+//! `p`, whose successor it now is, would hear of it only at its next stabilize. So `s` tells
+//! its former predecessor as well ([`Chord::tell_former_predecessor`]).
+//!
 //! A forged push (from an address we cannot tell from our successor's over UDP) costs its
 //! target one `GetNeighbours` to its own, real, successor, no more than one per
 //! [`HINT_GAP`]: no amplification and no change of state.
@@ -104,6 +109,17 @@ impl Chord {
                 }
             }
         }
+    }
+
+    /// Our predecessor changed from `former` to a node between it and us: `former` has a new
+    /// successor and is told at once, by the digest of the answer it would now get from us.
+    pub(super) fn tell_former_predecessor(&mut self, now: Instant, former: Contact) {
+        let Some(predecessor) = self.predecessor.clone() else { return };
+        if self.state != NodeState::Joined || former.id == self.me.id || self.is_failed(now, former.id) {
+            return;
+        }
+        let digest = neighbours_digest(Some(&predecessor), self.successors.as_slice());
+        self.send(now, RpcTarget::Node(former), Request::Changed { digest }, Purpose::Handover);
     }
 
     /// When a push is due, if one waits and none is in flight.

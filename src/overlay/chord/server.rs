@@ -198,7 +198,11 @@ impl Chord {
         match &self.predecessor {
             None => self.set_predecessor(now, Some(candidate)),
             Some(p) if p.id == candidate.id => {}
-            Some(p) if candidate.id.in_open(p.id, self.me.id) => self.set_predecessor(now, Some(candidate)),
+            Some(p) if candidate.id.in_open(p.id, self.me.id) => {
+                let former = p.clone();
+                self.set_predecessor(now, Some(candidate));
+                self.tell_former_predecessor(now, former);
+            }
             Some(p) => {
                 // The candidate believes it precedes us, so it does not know `p`. Either its
                 // view is stale, or `p` has died: check `p` now rather than at the next

@@ -586,3 +586,137 @@ fn the_round_trip_estimate_follows_rfc_6298() {
     }
     assert_eq!(e.soft_timeout(max), max);
 }
+
+/// A lookup whose first step names `named` responsible with `backup` after it, and the
+/// confirmation just sent to `named`.
+fn lookup_confirming(a: &mut Chord, others: &[Contact], now: Instant) -> (LookupId, Contact, Contact, OutgoingRpc) {
+    let key = NodeId::from_bytes([0x5a; 20]);
+    let id = a.lookup(now, key);
+    let first = drain_rpcs(a).remove(0);
+    let beyond: Vec<_> = others.iter().filter(|c| !c.id.in_open(a.me().id, key) && c.id != a.me().id).collect();
+    let (named, backup) = (beyond[0].clone(), beyond[1].clone());
+    a.handle_response(now, first.id, Ok(Response::Successor { node: named.clone(), backups: vec![backup.clone()] }));
+    let confirm = drain_rpcs(a).remove(0);
+    assert_eq!(confirm.to, RpcTarget::Node(named.clone()));
+    (id, named, backup, confirm)
+}
+
+#[test]
+fn a_silent_confirmation_brings_its_backup_in_and_is_given_up_on_after_a_few_round_trips() {
+    let (mut a, _, others, now) = joined_with_neighbours();
+    let t = now + Duration::from_millis(1);
+    let (id, named, backup, _) = lookup_confirming(&mut a, &others, t);
+    // At the soft deadline the backup is asked too; the named node stays awaited.
+    let soft = t + hedge::SOFT_MIN;
+    let mut second = None;
+    while let Some(at) = a.poll_timeout().filter(|at| *at <= soft) {
+        a.handle_timeout(at);
+        second = second.or(drain_rpcs(&mut a).into_iter().find(|r| r.to == RpcTarget::Node(backup.clone())));
+    }
+    let second = second.expect("the backup is asked at the soft deadline");
+    assert_eq!(a.counters().confirmations_hedged, 1);
+    // The backup answers at once, still naming its silent predecessor: not before the named
+    // node is given up on.
+    a.handle_response(soft, second.id, Ok(Response::Successor { node: named.clone(), backups: vec![] }));
+    assert!(drain_events(&mut a).is_empty(), "the named node is still awaited");
+    let verdict = t + (hedge::SOFT_MIN * hedge::CONFIRM_RTOS).max(hedge::CONFIRM_MIN);
+    while let Some(at) = a.poll_timeout().filter(|at| *at < verdict) {
+        a.handle_timeout(at);
+        assert!(drain_events(&mut a).iter().all(|e| !matches!(e, Event::LookupDone { .. })));
+    }
+    a.handle_timeout(verdict);
+    let done = drain_events(&mut a);
+    assert!(matches!(&done[..], [Event::LookupDone { id: i, result: Ok(n), .. }] if *i == id && *n == backup));
+    assert!(!a.is_failed(verdict, named.id), "given up on by the lookup, not declared dead");
+}
+
+#[test]
+fn a_slow_named_node_that_answers_for_itself_wins_over_its_backup() {
+    let (mut a, _, others, now) = joined_with_neighbours();
+    let t = now + Duration::from_millis(1);
+    let (id, named, backup, confirm) = lookup_confirming(&mut a, &others, t);
+    let soft = t + hedge::SOFT_MIN;
+    let mut second = None;
+    while let Some(at) = a.poll_timeout().filter(|at| *at <= soft) {
+        a.handle_timeout(at);
+        second = second.or(drain_rpcs(&mut a).into_iter().find(|r| r.to == RpcTarget::Node(backup.clone())));
+    }
+    let second = second.expect("the backup is asked");
+    a.handle_response(soft, second.id, Ok(Response::Successor { node: named.clone(), backups: vec![] }));
+    a.handle_response(soft, confirm.id, Ok(Response::Successor { node: named.clone(), backups: vec![] }));
+    let done = drain_events(&mut a);
+    assert!(matches!(&done[..], [Event::LookupDone { id: i, result: Ok(n), .. }] if *i == id && *n == named));
+}
+
+#[test]
+fn a_late_answer_naming_itself_ends_the_lookup() {
+    let (mut a, _, _, now) = joined_with_neighbours();
+    let key = NodeId::from_bytes([0x5a; 20]);
+    let id = a.lookup(now, key);
+    let first = drain_rpcs(&mut a).remove(0);
+    let RpcTarget::Node(slow) = first.to.clone() else { panic!("a node") };
+    let soft = a.poll_timeout().unwrap();
+    a.handle_timeout(soft);
+    let second = drain_rpcs(&mut a).remove(0);
+    assert!(drain_events(&mut a).is_empty());
+    // The skipped node answers while the lookup waits on the second: it is responsible.
+    a.handle_response(soft, first.id, Ok(Response::Successor { node: slow.clone(), backups: vec![] }));
+    let done = drain_events(&mut a);
+    assert!(matches!(&done[..], [Event::LookupDone { id: i, result: Ok(n), .. }] if *i == id && *n == slow));
+    // The second's answer then starts nothing.
+    a.handle_response(soft, second.id, Ok(Response::Closer { nodes: vec![] }));
+    assert!(drain_rpcs(&mut a).is_empty());
+}
+
+#[test]
+fn a_node_joining_before_us_is_announced_to_our_former_predecessor() {
+    let (mut a, pred, _, now) = joined_with_neighbours();
+    assert_eq!(a.predecessor(), Some(&pred));
+    let joiner = (40..=255).map(contact).find(|x| x.id.in_open(pred.id, a.me().id)).expect("a node between them");
+    proven_request(&mut a, now, &joiner, Request::Notify);
+    assert_eq!(a.predecessor(), Some(&joiner));
+    let told: Vec<_> =
+        drain_rpcs(&mut a).into_iter().filter(|r| matches!(r.request, Request::Changed { .. })).collect();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].to, RpcTarget::Node(pred.clone()));
+    // What the former predecessor will hear when it asks: the joiner as our predecessor.
+    let Request::Changed { digest } = told[0].request else { unreachable!() };
+    let Response::Neighbours { predecessor, successors } =
+        a.handle_request(now, pred.clone(), Request::GetNeighbours { digest: None, notify: false })
+    else {
+        panic!("neighbours")
+    };
+    assert_eq!(digest, neighbours_digest(predecessor.as_ref(), &successors));
+    // A notify from the predecessor we already have tells nobody anything.
+    proven_request(&mut a, now, &joiner, Request::Notify);
+    assert!(drain_rpcs(&mut a).iter().all(|r| !matches!(r.request, Request::Changed { .. })));
+}
+
+#[test]
+fn a_lookup_that_names_the_querier_is_answered_by_its_own_view() {
+    let (mut a, pred, _, now) = joined_with_neighbours();
+    assert_eq!(a.predecessor(), Some(&pred));
+    // A key just before a's predecessor: not a's by its own view, so it routes.
+    let mut bytes = pred.id.to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] = bytes[last].wrapping_sub(1);
+    let key = NodeId::from_bytes(bytes);
+    let id = a.lookup(now, key);
+    let first = drain_rpcs(&mut a).remove(0);
+    // The predecessor is named, a is its backup (a successor list that holds a).
+    a.handle_response(now, first.id, Ok(Response::Successor { node: pred.clone(), backups: vec![a.me().clone()] }));
+    let confirm = drain_rpcs(&mut a).remove(0);
+    assert_eq!(confirm.to, RpcTarget::Node(pred.clone()));
+    // The predecessor stays silent; a answers for itself without a request to itself, and
+    // takes the key over once the predecessor is given up on.
+    let mut done = Vec::new();
+    while let Some(at) = a.poll_timeout().filter(|at| *at < now + Duration::from_secs(1)) {
+        a.handle_timeout(at);
+        assert!(drain_rpcs(&mut a).iter().all(|r| r.to != RpcTarget::Node(a.me().clone())), "no request to itself");
+        done.extend(drain_events(&mut a).into_iter().filter(|e| matches!(e, Event::LookupDone { .. })));
+        if !done.is_empty() {
+            break;
+        }
+    }
+    assert!(matches!(&done[..], [Event::LookupDone { id: i, result: Ok(n), .. }] if *i == id && n == a.me()));
+}
