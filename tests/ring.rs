@@ -159,6 +159,8 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     assert_eq!(id_of(&answer["node"]), Some(responsible), "{answer}");
     let path = answer["path"].as_array().expect("path");
     assert!(!path.is_empty() && answer["hops"] == path.len(), "{answer}");
+    // The node's own time, a share of what the client waited.
+    assert!(answer["elapsed_ms"].as_f64().is_some_and(|ms| ms > 0.0 && ms < PATIENCE.as_secs_f64() * 1e3), "{answer}");
     assert!(path.iter().all(|hop| id_of(hop).is_some_and(|id| ids.contains(&id))), "{answer}");
     println!("lookup of {aor} from {}: {} hops", asker.listen, path.len());
     let out = run_p2psip(&["lookup", aor, "--http", &asker.http.to_string()], PATIENCE);
