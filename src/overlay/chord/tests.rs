@@ -601,6 +601,16 @@ fn lookup_confirming(a: &mut Chord, others: &[Contact], now: Instant) -> (Lookup
     (id, named, backup, confirm)
 }
 
+/// Runs `a` to `soft`, the named node's soft deadline, and returns the request to `backup`.
+fn backup_asked(a: &mut Chord, backup: &Contact, soft: Instant) -> OutgoingRpc {
+    let mut asked = None;
+    while let Some(at) = a.poll_timeout().filter(|at| *at <= soft) {
+        a.handle_timeout(at);
+        asked = asked.or(drain_rpcs(a).into_iter().find(|r| r.to == RpcTarget::Node(backup.clone())));
+    }
+    asked.expect("the backup is asked at the soft deadline")
+}
+
 #[test]
 fn a_silent_confirmation_brings_its_backup_in_and_is_given_up_on_after_a_few_round_trips() {
     let (mut a, _, others, now) = joined_with_neighbours();
@@ -608,12 +618,7 @@ fn a_silent_confirmation_brings_its_backup_in_and_is_given_up_on_after_a_few_rou
     let (id, named, backup, _) = lookup_confirming(&mut a, &others, t);
     // At the soft deadline the backup is asked too; the named node stays awaited.
     let soft = t + hedge::SOFT_MIN;
-    let mut second = None;
-    while let Some(at) = a.poll_timeout().filter(|at| *at <= soft) {
-        a.handle_timeout(at);
-        second = second.or(drain_rpcs(&mut a).into_iter().find(|r| r.to == RpcTarget::Node(backup.clone())));
-    }
-    let second = second.expect("the backup is asked at the soft deadline");
+    let second = backup_asked(&mut a, &backup, soft);
     assert_eq!(a.counters().confirmations_hedged, 1);
     // The backup answers at once, still naming its silent predecessor: not before the named
     // node is given up on.
@@ -636,12 +641,7 @@ fn a_slow_named_node_that_answers_for_itself_wins_over_its_backup() {
     let t = now + Duration::from_millis(1);
     let (id, named, backup, confirm) = lookup_confirming(&mut a, &others, t);
     let soft = t + hedge::SOFT_MIN;
-    let mut second = None;
-    while let Some(at) = a.poll_timeout().filter(|at| *at <= soft) {
-        a.handle_timeout(at);
-        second = second.or(drain_rpcs(&mut a).into_iter().find(|r| r.to == RpcTarget::Node(backup.clone())));
-    }
-    let second = second.expect("the backup is asked");
+    let second = backup_asked(&mut a, &backup, soft);
     a.handle_response(soft, second.id, Ok(Response::Successor { node: named.clone(), backups: vec![] }));
     a.handle_response(soft, confirm.id, Ok(Response::Successor { node: named.clone(), backups: vec![] }));
     let done = drain_events(&mut a);
