@@ -2,6 +2,7 @@
 """B4: real daemons at scale (issue 11 item 8).
 
     python3 benches/b4_daemons.py [--nodes 64] [--lookups 1000] [--kill 0.2 0.5] [--settle 60]
+                                  [--concurrency 32] [--records]
 
 Starts --nodes release `p2psip node` processes on loopback (127.0.1.1 ... 127.0.2.x, overlay
 port 5070, proxy 5060, status API 5090 on each), every one joining the first, as fast as they
@@ -16,6 +17,12 @@ can be spawned. Then, for the intact ring and for each --kill fraction (a fresh 
   again at once (started at the instant of the failure), then again once the survivors'
   successor lists are correct (or --settle seconds have passed);
 - RSS per daemon (VmRSS of each process), median and max.
+
+With --records every node is enrolled first (a real CA: `p2psip ca init`, `ca serve` on
+127.0.9.1, `p2psip enroll sip:nodeI@b4.test`, then the CA is stopped), so each publishes its
+user's signed registration at R+1 replica places; each round of lookups is then also run for
+the AoRs of random nodes (`GET /lookup?key=sip:nodeK@b4.test`: the replica places are fetched
+and compared), a success being the registration of that node.
 
 Prints one JSON object per ring and a summary table. Traffic stays on 127.0.0.0/8; every
 process it starts is ended by its PID at the end. Needs `cargo build --release` first.
@@ -33,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +60,45 @@ def node_id(ip, port=5070):
 def get(ip, path, timeout=10):
     with urllib.request.urlopen(f"http://{ip}:5090{path}", timeout=timeout) as r:
         return json.load(r)
+
+
+DOMAIN = "b4.test"
+
+
+def aor(i):
+    return f"sip:node{i}@{DOMAIN}"
+
+
+def enroll_all(n, work):
+    """Enrolls every node's data directory through a CA that is stopped afterwards."""
+    ca_dir = os.path.join(work, "ca")
+    subprocess.run([BIN, "ca", "init", "--dir", ca_dir, "--domain", DOMAIN], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = open(os.path.join(work, "ca.out"), "w+")
+    ca = subprocess.Popen([BIN, "ca", "serve", "--dir", ca_dir, "--listen", "127.0.9.1:5443",
+                           "--rate-limit", f"{n + 10}/min"], stdout=out, stderr=subprocess.DEVNULL)
+    try:
+        line = ""
+        for _ in range(200):
+            out.seek(0)
+            line = out.read()
+            if line.endswith("\n"):
+                break
+            time.sleep(0.05)
+        url = next(w for w in line.split() if w.startswith("https://"))
+        fingerprint = line.strip().rsplit(" ", 1)[1]
+
+        def one(i):
+            data = os.path.join(work, f"n{i}")
+            os.makedirs(data, exist_ok=True)
+            subprocess.run([BIN, "enroll", aor(i), "--ca", url, "--ca-fingerprint", fingerprint, "--data-dir", data],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, range(n)))
+    finally:
+        ca.send_signal(signal.SIGTERM)
+        ca.wait(10)
 
 
 def start_ring(n, work):
@@ -137,6 +184,51 @@ def lookups(live, count, rng, concurrency):
             "p99_ms": pct(lat, 99), "node_p50_ms": pct(node, 50), "node_p95_ms": pct(node, 95)}
 
 
+def record_lookups(everyone, live, count, rng, concurrency):
+    """Lookups of stored AoRs (any node's, dead or alive: records outlive their owners), asked
+    round-robin of the live nodes; a success names that node's registered contact."""
+    owners = [rng.choice(everyone) for _ in range(count)]
+
+    def one(k):
+        owner, asker = owners[k], ip_of(live[k % len(live)])
+        t = time.monotonic()
+        try:
+            a = get(asker, f"/lookup?key={urllib.parse.quote(aor(owner))}", 30)
+            contacts = (a.get("registration") or {}).get("contacts") or []
+            ok = any(c["uri"] == f"sip:node{owner}@{ip_of(owner)}:5070" for c in contacts)
+            node_ms = a["elapsed_ms"]
+        except Exception:
+            ok, node_ms = False, None
+        return (time.monotonic() - t) * 1000, node_ms, ok
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(count)))
+    lat = sorted(r[0] for r in results)
+    node = sorted(r[1] for r in results if r[1] is not None) or [float("nan")]
+    pct = lambda xs, p: round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 1)
+    return {"success": round(sum(r[2] for r in results) / count, 4), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "p99_ms": pct(lat, 99), "node_p50_ms": pct(node, 50), "node_p95_ms": pct(node, 95)}
+
+
+def wait_records(n, limit):
+    """Seconds until one lookup of every node's AoR, from node 0, finds its registration."""
+    t0 = time.monotonic()
+    pending = list(range(n))
+    while pending and time.monotonic() - t0 < limit:
+        still = []
+        for i in pending:
+            try:
+                a = get(ip_of(0), f"/lookup?key={urllib.parse.quote(aor(i))}", 10)
+                if not (a.get("registration") or {}).get("contacts"):
+                    still.append(i)
+            except Exception:
+                still.append(i)
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    return None if pending else round(time.monotonic() - t0, 1)
+
+
 def rss_kb(procs):
     out = []
     for p in procs:
@@ -150,12 +242,18 @@ def rss_kb(procs):
 
 def ring(n, kill, args, rng):
     work = tempfile.mkdtemp(prefix="p2psip-b4-")
+    if args.records:
+        enroll_all(n, work)
     procs, last_start = start_ring(n, work)
     try:
         live = list(range(n))
         boot = wait_correct(live, 120)
         boot_s = None if boot is None else round(time.monotonic() - last_start, 2)
         result = {"nodes": n, "bootstrap_s": boot_s, "intact": lookups(live, args.lookups, rng, args.concurrency)}
+        records = lambda: record_lookups(list(range(n)), live, args.lookups, rng, args.concurrency)
+        if args.records:
+            result["records_stored_s"] = wait_records(n, 120)
+            result["intact_records"] = records()
         rss = rss_kb(procs)
         result["rss_kb_median"], result["rss_kb_max"] = int(statistics.median(rss)), max(rss)
         if kill:
@@ -165,9 +263,13 @@ def ring(n, kill, args, rng):
             live = [i for i in live if i not in victims]
             result["killed"] = len(victims)
             result["at_failure"] = lookups(live, args.lookups, rng, args.concurrency)
+            if args.records:
+                result["at_failure_records"] = records()
             settled = wait_correct(live, args.settle)
             result["settle_s"] = None if settled is None else round(settled, 1)
             result["settled"] = lookups(live, args.lookups, rng, args.concurrency)
+            if args.records:
+                result["settled_records"] = records()
         return result
     finally:
         for p in procs:
@@ -189,6 +291,7 @@ def main():
     ap.add_argument("--settle", type=float, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=32, help="lookups in flight at once")
+    ap.add_argument("--records", action="store_true", help="enroll every node and look up stored AoRs too")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
@@ -204,6 +307,12 @@ def main():
         f = lambda x: f"{x['p50_ms']}/{x['p95_ms']}, {x['success']:.1%}" if x else "-"
         print(f"| {r['nodes']} nodes, kill {r.get('killed', 0)} | {r['bootstrap_s']} | {f(r['intact'])} | {f(r.get('at_failure'))} | "
               f"{r.get('settle_s', '-')} | {f(r.get('settled'))} | {r['rss_kb_median'] / 1024:.1f}/{r['rss_kb_max'] / 1024:.1f} |")
+    if args.records:
+        print("\n| ring, AoR lookups | records stored after s | intact p50/p95 ms, success | at failure p50/p95, success | settled p50/p95, success |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['nodes']} nodes, kill {r.get('killed', 0)} | {r.get('records_stored_s')} | {f(r.get('intact_records'))} | "
+                  f"{f(r.get('at_failure_records'))} | {f(r.get('settled_records'))} |")
 
 
 if __name__ == "__main__":
