@@ -199,6 +199,9 @@ def record_lookups(everyone, live, count, rng, concurrency):
             node_ms = a["elapsed_ms"]
         except Exception:
             ok, node_ms = False, None
+        if not ok and os.environ.get("B4_DUMP"):
+            with open(os.environ["B4_DUMP"], "a") as f:
+                f.write(json.dumps({"missed": aor(owner), "asker": asker}) + "\n")
         return (time.monotonic() - t) * 1000, node_ms, ok
 
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
