@@ -201,6 +201,8 @@ pub(super) struct StorageFace {
     /// Our records' last sequence number.
     last_seq: u64,
     refresh_at: Option<Instant>,
+    /// Publications in a row that did not reach every place (`finish_op`'s back-off).
+    incomplete_puts: u32,
     expire_at: Instant,
     ops: BTreeMap<StorageOpId, Op>,
     lookups: BTreeMap<LookupId, (StorageOpId, usize)>,
@@ -240,6 +242,7 @@ impl StorageFace {
             contacts: Vec::new(),
             last_seq: 0,
             refresh_at,
+            incomplete_puts: 0,
             expire_at: now + EXPIRE_INTERVAL,
             ops: BTreeMap::new(),
             lookups: BTreeMap::new(),
@@ -383,6 +386,7 @@ impl Peer {
     fn publish_own(&mut self, now: Instant) {
         let Some(storage) = self.storage.as_mut() else { return };
         if storage.identity.is_none() {
+            storage.refresh_at = None;
             return;
         }
         storage.refresh_at = Some(now + storage.config.refresh_interval);
@@ -756,6 +760,21 @@ impl Peer {
         match o.purpose {
             Purpose::Reput => {}
             Purpose::Put => {
+                // If not every place took our own record (the ring was still forming, places
+                // failed, or there are fewer than R+1 nodes), it is published again soon,
+                // backing off (1 s, 2 s, 4 s … up to the refresh interval). In B4 a record
+                // published while 128 nodes were joining reached one place of four and was
+                // later found at none (docs/performance.md); the owner can put it right.
+                if o.places.iter().all(|p| p.valid) {
+                    storage.incomplete_puts = 0;
+                } else if storage.identity.is_some() {
+                    let wait = FIRST_PUBLISH_DELAY
+                        .saturating_mul(1 << storage.incomplete_puts.min(16))
+                        .min(storage.config.refresh_interval.max(FIRST_PUBLISH_DELAY));
+                    storage.incomplete_puts += 1;
+                    let soon = now + wait;
+                    storage.refresh_at = Some(storage.refresh_at.map_or(soon, |t| t.min(soon)));
+                }
                 let event = StorageEvent::Stored { op, kind: o.kind, key: o.key, places: o.places };
                 self.events.push_back(super::PeerEvent::Storage(event));
             }

@@ -524,3 +524,26 @@ fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
     let record = net.registration(&dkey, &dcert, "sip:dave@example.com", 1);
     assert_eq!(store(&mut net, record), StorageAnswer::Stored, "another owner still stores");
 }
+
+#[test]
+fn an_owner_whose_put_fell_short_publishes_again_soon_and_stops_once_every_place_took_it() {
+    // Alice and one other node: two distinct addresses for four places.
+    let (mut net, _alice) = ring_with_alice(1);
+    let key = "sip:alice@example.com";
+    let newest_seq = |net: &mut Net| net.fetch(addr("127.0.0.1:5070"), key).0.map(|r| r.seq);
+    let first = newest_seq(&mut net).expect("alice's record");
+    // Short: published again within seconds, not at the 20-minute refresh.
+    net.run_for(Duration::from_secs(30));
+    let again = newest_seq(&mut net).expect("alice's record");
+    assert!(again > first, "republished while places are missing");
+    // The ring grows until every place can be taken; then the republishing stops.
+    for i in 0..6 {
+        net.add(&format!("127.0.2.{}:5070", i + 1), None);
+    }
+    net.run_for(Duration::from_secs(300));
+    let settled = newest_seq(&mut net).expect("alice's record");
+    net.run_for(Duration::from_secs(600));
+    let (newest, places) = net.fetch(addr("127.0.0.1:5070"), key);
+    assert_eq!(newest.map(|r| r.seq), Some(settled), "no publication while every place holds it");
+    assert!(places.iter().all(|p| p.valid), "{places:?}");
+}
