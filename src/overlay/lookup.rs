@@ -233,7 +233,7 @@ impl Lookup {
         self.set_link(asked, Link::Said { itself: says_itself });
     }
 
-    /// `asked`, asked to confirm, did not answer (or refused): for this lookup it has failed.
+    /// Records what `asked`, awaited in the chain, came to; later news of it changes nothing.
     fn set_link(&mut self, asked: NodeId, to: Link) {
         if let Some((_, link)) = self.chain.iter_mut().find(|(c, l)| c.id == asked && *l == Link::Waiting) {
             *link = to;

@@ -249,8 +249,7 @@ impl Chord {
         // An answer to a step given up on is only news while the lookup goes on (or
         // confirms an answer); it is the answer the lookup waits for when it had nobody left
         // to ask.
-        if !current && (active.waiting.is_some() || active.lookup.confirming() || active.lookup.is_confirming(asked.id))
-        {
+        if !current && (active.waiting.is_some() || active.lookup.confirming()) {
             self.on_superseded_answer(now, id, &asked, &result);
             return;
         }
