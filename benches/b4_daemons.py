@@ -15,7 +15,8 @@ can be spawned. Then, for the intact ring and for each --kill fraction (a fresh 
   node truly responsible (the first live node at or after the key);
 - after kill -9 of a fraction of the nodes (chosen at random, never the first): the lookups
   again at once (started at the instant of the failure), then again once the survivors'
-  successor lists are correct (or --settle seconds have passed);
+  successor lists are correct (or --settle seconds have passed); the AoR lookups (--records)
+  once, besides, no survivor has re-puts waiting (`storage.reputs_queued` in /status);
 - RSS per daemon (VmRSS of each process), median and max.
 
 With --records every node is enrolled first (a real CA: `p2psip ca init`, `ca serve` on
@@ -63,6 +64,7 @@ def get(ip, path, timeout=10):
 
 
 DOMAIN = "b4.test"
+CONFIG = None  # --node-config: a TOML settings file every node reads
 
 
 def aor(i):
@@ -108,7 +110,7 @@ def start_ring(n, work):
         ip = ip_of(i)
         data = os.path.join(work, f"n{i}")
         os.makedirs(data, exist_ok=True)
-        args = [BIN, "node", "--data-dir", data, "--listen", f"{ip}:5070", "--proxy", f"{ip}:5060", "--http", f"{ip}:5090"]
+        args = [BIN, "node", *(["--config", CONFIG] if CONFIG else []), "--data-dir", data, "--listen", f"{ip}:5070", "--proxy", f"{ip}:5060", "--http", f"{ip}:5090"]
         if i > 0:
             args += ["--join", boot]
         log = open(os.path.join(work, f"n{i}.log"), "wb")
@@ -142,6 +144,27 @@ def successors_correct(live):
         if got != want[node_id(ip_of(i))]:
             return False
     return True
+
+
+def storage_quiet(live):
+    """Whether no live node has re-puts waiting (`storage.reputs_queued`), after a failure."""
+    for i in live:
+        try:
+            s = get(ip_of(i), "/status", 2)
+        except Exception:
+            return False
+        if (s.get("storage") or {}).get("reputs_queued", 0):
+            return False
+    return True
+
+
+def wait_quiet(live, limit):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if storage_quiet(live):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    return None
 
 
 def wait_correct(live, limit):
@@ -272,6 +295,9 @@ def ring(n, kill, args, rng):
             result["settle_s"] = None if settled is None else round(settled, 1)
             result["settled"] = lookups(live, args.lookups, rng, args.concurrency)
             if args.records:
+                # Settled for records: the ring is, and no survivor has re-puts waiting.
+                quiet = wait_quiet(live, args.settle)
+                result["records_settle_s"] = None if quiet is None else round((settled or 0) + quiet, 1)
                 result["settled_records"] = records()
         return result
     finally:
@@ -295,7 +321,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=32, help="lookups in flight at once")
     ap.add_argument("--records", action="store_true", help="enroll every node and look up stored AoRs too")
+    ap.add_argument("--node-config", help="a TOML settings file for every node (p2psip node --config)")
     args = ap.parse_args()
+    global CONFIG
+    CONFIG = args.node_config and os.path.abspath(args.node_config)
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
     rng = random.Random(args.seed)

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
 use p2psip::overlay::{IdHash, NodeId};
@@ -257,8 +257,9 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
         .find(|id| *id != nodes[3].id() && *id != nodes[10].id() && *id != nodes[0].id())
         .expect("a holder to kill");
     let victim = nodes.iter().position(|n| n.id() == victim_id).expect("victim");
-    let held_before =
-        nodes[victim].status().expect("status")["storage"]["records_held"].as_u64().expect("records_held");
+    // Once its storage is quiet: backup copies (passed on a second after a ring change) may
+    // still be arriving, and what is counted must be what is on disk at the kill.
+    let held_before = storage_quiet(&nodes[victim]).expect("the victim's storage goes quiet");
     assert!(held_before >= 1);
     nodes[victim].process.kill();
     let answer = wait_for(PATIENCE, || {
@@ -287,6 +288,23 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
     for n in &nodes {
         assert!(n.process_alive(), "a node died; log:\n{}", n.log());
     }
+}
+
+/// The node's `records_held` once its storage counters have not moved for two seconds.
+fn storage_quiet(node: &Daemon) -> Option<u64> {
+    let mut last: Option<(Value, Instant)> = None;
+    wait_for(PATIENCE, || {
+        let storage = node.status()?["storage"].clone();
+        match &last {
+            Some((seen, since)) if *seen == storage => {
+                (since.elapsed() >= Duration::from_secs(2)).then(|| storage["records_held"].as_u64()).flatten()
+            }
+            _ => {
+                last = Some((storage, Instant::now()));
+                None
+            }
+        }
+    })
 }
 
 impl Daemon {

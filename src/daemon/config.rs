@@ -46,6 +46,7 @@ use crate::overlay::ChordConfig;
 /// digest_algorithms = ["MD5"]  # offered in REGISTER challenges, in order; add "SHA-256"
 /// [storage]                    # signed records (on when data_dir has identity/root.pem)
 /// replicas = 3                 # R: records live at H(K), H(K‖1) … H(K‖R)
+/// backups = 2                  # each place's holder's next 2 successors keep a copy too
 /// record_lifetime_secs = 3600  # how long this node's own records live
 /// refresh_interval_secs = 1200 # how often it re-publishes them
 /// ```
@@ -114,6 +115,7 @@ impl Default for RegistrarSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     pub replicas: u8,
+    pub backups: u8,
     pub record_lifetime_secs: u64,
     pub refresh_interval_secs: u64,
 }
@@ -123,6 +125,7 @@ impl Default for StorageSettings {
         let d = crate::peer::StorageConfig::default();
         StorageSettings {
             replicas: d.replicas,
+            backups: d.backups,
             record_lifetime_secs: d.record_lifetime.as_secs(),
             refresh_interval_secs: d.refresh_interval.as_secs(),
         }
@@ -194,6 +197,7 @@ impl StorageSettings {
     pub fn storage_config(&self, unix_at_start: u64) -> crate::peer::StorageConfig {
         crate::peer::StorageConfig {
             replicas: self.replicas,
+            backups: self.backups,
             record_lifetime: Duration::from_secs(self.record_lifetime_secs),
             refresh_interval: Duration::from_secs(self.refresh_interval_secs),
             unix_at_start,
@@ -206,6 +210,12 @@ impl StorageSettings {
             return Err(ConfigError::Invalid {
                 key: "storage.replicas",
                 message: format!("{} is not between 0 and 16", self.replicas),
+            });
+        }
+        if self.backups > 4 {
+            return Err(ConfigError::Invalid {
+                key: "storage.backups",
+                message: format!("{} is not between 0 and 4", self.backups),
             });
         }
         let max_lifetime = crate::store::StorePolicy::default().max_lifetime;

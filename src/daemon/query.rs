@@ -110,9 +110,11 @@ pub struct ReplicaAnswer {
 }
 
 impl LookupAnswer {
-    /// The answer to a lookup of `aor`: the plain fields from the primary place's lookup.
+    /// The answer to a lookup of `aor`: the plain fields from the first place whose lookup
+    /// found a node (the primary's, unless it failed or a read was reported without it).
     pub fn for_record(aor: &str, newest: Option<&Record>, places: &[Place]) -> Result<LookupAnswer, String> {
-        let primary = places.first().ok_or_else(|| format!("lookup of {aor}: no replica places"))?;
+        let first = places.first().ok_or_else(|| format!("lookup of {aor}: no replica places"))?;
+        let primary = places.iter().find(|p| p.node.is_some()).unwrap_or(first);
         let node = primary.node.as_ref().ok_or_else(|| {
             format!("lookup of {aor} failed: {}", primary.error.as_deref().unwrap_or("no node answered"))
         })?;

@@ -7,7 +7,11 @@
 //!   to the node it believes is) and runs [`crate::store::put_checked`]; refusals are SIP errors
 //!   with the refusal's reason phrase, counted in [`StorageCounters`] (`serve`).
 //! - **Reads** ([`Peer::fetch`]): ask all R+1 places in parallel, verify every copy, take the
-//!   newest valid one, and rewrite places whose copy was missing, stale or invalid (read repair).
+//!   newest valid one (reported once a copy is in hand and a grace has passed, without waiting
+//!   for the slowest place: `read`), and rewrite places whose copy was missing, stale or
+//!   invalid once all have answered (read repair).
+//! - **Backups**: each place's holder keeps its copy also at its next b successors, so a place
+//!   outlives its holder (`backup`).
 //! - **Membership**: when our predecessor changes we re-check which records we are still
 //!   responsible for and hand the others to their new places; a leaving node hands its records
 //!   to its successor (`membership`); owners re-publish every `refresh_interval`, which
@@ -34,8 +38,7 @@ use crate::overlay::{Contact, Event, LookupId, NodeId, NodeState};
 use crate::sip::transaction::ClientTxId;
 use crate::sip::{Header, HeaderName, Message};
 use crate::store::{
-    check_store, encode_chain, replica_keys_numbered, with_spares, OwnerUsage, Record, RecordKind, Registration, Store,
-    StorePolicy, Unsigned,
+    encode_chain, replica_keys_numbered, with_spares, Record, RecordKind, Registration, Store, StorePolicy, Unsigned,
 };
 
 /// How a node stores and publishes.
@@ -43,6 +46,8 @@ use crate::store::{
 pub struct StorageConfig {
     /// R: copies beyond the primary (replica numbers 1..=R).
     pub replicas: u8,
+    /// b: how many successors of each place's holder keep a backup copy (`backup`).
+    pub backups: u8,
     pub policy: StorePolicy,
     /// How long this node's own records live.
     pub record_lifetime: Duration,
@@ -59,6 +64,7 @@ impl Default for StorageConfig {
     fn default() -> StorageConfig {
         StorageConfig {
             replicas: DEFAULT_REPLICAS,
+            backups: DEFAULT_BACKUPS,
             policy: StorePolicy::default(),
             record_lifetime: Duration::from_secs(3600),
             refresh_interval: Duration::from_secs(1200),
@@ -70,6 +76,10 @@ impl Default for StorageConfig {
 
 /// R when nothing says otherwise (see `docs/performance.md` for why).
 pub const DEFAULT_REPLICAS: u8 = 3;
+/// b when nothing says otherwise: with R = 3, a record is lost only when all twelve of its
+/// keepers fail (1 in 4,096 records when half of the nodes fail at once), as RFC 6940's Chord
+/// keeps two successor replicas.
+pub const DEFAULT_BACKUPS: u8 = 2;
 /// The highest replica number used: R, then 3(R+1) spares for places that must move off an
 /// address already holding a copy (small rings and large same-address groups need several).
 pub fn last_replica_number(replicas: u8) -> u8 {
@@ -108,6 +118,10 @@ pub struct StorageCounters {
     pub handed_off: u64,
     /// Records stored again at all their places after a neighbour was detected dead.
     pub re_puts: u64,
+    /// Records waiting to be re-put after a failure (a gauge).
+    pub reputs_queued: u64,
+    /// Backup copies sent to our successor (`backup`).
+    pub backups_sent: u64,
 }
 
 /// Names one [`Peer::put`] or [`Peer::fetch`].
@@ -173,6 +187,12 @@ struct Op {
     next_spare: u8,
     /// H(K‖i) for every replica number, spares included.
     keys: Vec<NodeId>,
+    /// When the op started (a read's grace is measured from it).
+    started: Instant,
+    /// A read: when it is reported without the places still waiting (`read`).
+    report_at: Option<Instant>,
+    /// A read: `Fetched` has been reported.
+    reported: bool,
 }
 
 struct PendingRequest {
@@ -215,6 +235,7 @@ pub(super) struct StorageFace {
     /// The predecessor at the last responsibility check.
     last_predecessor: Option<NodeId>,
     reput: membership::Reput,
+    backups: backup::Backups,
     /// The replica numbers, R of them then the spares (index i is replica i + 1).
     numbers: Vec<u64>,
     pub counters: StorageCounters,
@@ -253,6 +274,7 @@ impl StorageFace {
             busy: false,
             last_predecessor: None,
             reput: membership::Reput::default(),
+            backups: backup::Backups::default(),
             owner_budget: Default::default(),
             numbers,
             counters: StorageCounters { records_held, ..StorageCounters::default() },
@@ -261,7 +283,11 @@ impl StorageFace {
 
     pub fn poll_timeout(&self) -> Instant {
         let first_deadline = self.pending.values().map(|p| p.deadline).min();
-        [self.refresh_at, first_deadline, self.reput.next_at].into_iter().flatten().fold(self.expire_at, Instant::min)
+        let first_report = self.ops.values().filter(|o| !o.reported).filter_map(|o| o.report_at).min();
+        [self.refresh_at, first_deadline, self.reput.next_at, self.backups.sync_at, first_report]
+            .into_iter()
+            .flatten()
+            .fold(self.expire_at, Instant::min)
     }
 
     /// Whether a lookup's answer belongs to a storage operation.
@@ -476,6 +502,9 @@ impl Peer {
             resolving: n,
             next_spare,
             keys,
+            started: now,
+            report_at: None,
+            reported: false,
         };
         storage.ops.insert(id, op);
         for (ix, place) in places.iter().enumerate() {
@@ -520,8 +549,18 @@ impl Peer {
                     }
                     self.publish_own(now);
                 }
-                Event::SuccessorChanged { .. } => self.successor_changed(now),
-                Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
+                Event::SuccessorChanged { .. } => {
+                    self.successor_changed(now);
+                    if let Some(s) = self.storage.as_mut() {
+                        s.backups.ring_changed(now);
+                    }
+                }
+                Event::PredecessorChanged { .. } => {
+                    self.recheck_responsibility(now);
+                    if let Some(s) = self.storage.as_mut() {
+                        s.backups.ring_changed(now);
+                    }
+                }
                 _ => {}
             }
         }
@@ -597,9 +636,12 @@ impl Peer {
         let Some(o) = storage.ops.get(&op) else { return };
         let Some(p) = o.places.get(place) else { return };
         let request = match &o.record {
-            Some(record) => {
-                StorageRequest::Store { replica: p.replica, replica_key: p.replica_key, record: record.clone() }
-            }
+            Some(record) => StorageRequest::Store {
+                replica: p.replica,
+                replica_key: p.replica_key,
+                record: record.clone(),
+                backup: 0,
+            },
             None => StorageRequest::Fetch {
                 replica: p.replica,
                 replica_key: p.replica_key,
@@ -670,8 +712,9 @@ impl Peer {
     /// The transaction behind a storage request timed out.
     pub(super) fn storage_transaction_failed(&mut self, now: Instant, id: ClientTxId) {
         let Some(pending) = self.storage.as_mut().and_then(|s| s.pending.remove(&id)) else { return };
-        if let Some(op) = pending.op {
-            self.place_done(now, op, pending.place, Err("no answer (timeout)".into()));
+        match pending.op {
+            Some(op) => self.place_done(now, op, pending.place, Err("no answer (timeout)".into())),
+            None => self.backup_failed(&pending.request),
         }
         self.run_storage(now);
     }
@@ -714,7 +757,14 @@ impl Peer {
                 return;
             }
         }
-        let Some(op) = op else { return };
+        let Some(op) = op else {
+            let newer_held =
+                matches!(&answer, StorageAnswer::Refused { status: 403, reason } if reason == "Stale Sequence Number");
+            if !matches!(answer, StorageAnswer::Stored) && !newer_held {
+                self.backup_failed(&request);
+            }
+            return;
+        };
         let result = match answer {
             StorageAnswer::Stored => Ok(None),
             StorageAnswer::Found(record) => Ok(Some(record)),
@@ -748,15 +798,18 @@ impl Peer {
             Err(e) => p.error = Some(e),
         }
         o.remaining = o.remaining.saturating_sub(1);
-        if o.remaining == 0 {
+        let remaining = o.remaining;
+        if matches!(o.purpose, Purpose::Fetch) {
+            self.copy_arrived(now, op, place);
+        }
+        if remaining == 0 {
             self.finish_op(now, op);
         }
     }
 
     fn finish_op(&mut self, now: Instant, op: StorageOpId) {
-        let unix_now = self.unix_now(now);
         let Some(storage) = self.storage.as_mut() else { return };
-        let Some(mut o) = storage.ops.remove(&op) else { return };
+        let Some(o) = storage.ops.remove(&op) else { return };
         match o.purpose {
             Purpose::Reput => {}
             Purpose::Put => {
@@ -790,56 +843,7 @@ impl Peer {
                     }
                 }
             }
-            Purpose::Fetch => {
-                // Verify every copy as a storing node would (chain, owner, signature, expiry).
-                for (p, copy) in o.places.iter_mut().zip(&o.copies) {
-                    let Some(record) = copy else {
-                        p.valid = false;
-                        continue;
-                    };
-                    p.seq = Some(record.seq);
-                    let verdict = if record.kind != o.kind || record.key != o.key {
-                        Err("the copy is for another resource".to_owned())
-                    } else {
-                        check_store(
-                            record,
-                            None,
-                            OwnerUsage::default(),
-                            &storage.config.policy,
-                            unix_now,
-                            &mut storage.ids,
-                        )
-                        .map(|_| ())
-                        .map_err(|e| format!("invalid copy: {e}"))
-                    };
-                    if let Err(e) = verdict {
-                        p.valid = false;
-                        p.error = Some(e);
-                    }
-                }
-                let newest = o
-                    .places
-                    .iter()
-                    .zip(&o.copies)
-                    .filter(|(p, _)| p.valid)
-                    .filter_map(|(_, c)| c.clone())
-                    .max_by_key(|r| r.seq);
-                let mut repairs = Vec::new();
-                for p in &mut o.places {
-                    p.current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
-                    if let (Some(newest), Some(node), false) = (&newest, &p.node, p.current) {
-                        repairs.push((p.replica, p.replica_key, node.clone(), newest.clone()));
-                    }
-                }
-                storage.counters.read_repairs += repairs.len() as u64;
-                let event = StorageEvent::Fetched { op, kind: o.kind, key: o.key, newest, places: o.places };
-                self.events.push_back(super::PeerEvent::Storage(event));
-                for (replica, replica_key, node, record) in repairs {
-                    debug!(replica, node = %node.addr, "read repair");
-                    let request = StorageRequest::Store { replica, replica_key, record };
-                    self.send_storage_request(now, None, 0, node, request, false, Transport::Udp);
-                }
-            }
+            Purpose::Fetch => self.finish_read(now, op, o),
         }
     }
 
@@ -861,7 +865,12 @@ impl Peer {
                 debug!(count = gone.len(), "expired records dropped");
             }
             storage.counters.records_held = storage.store.iter().count() as u64;
+            self.prune_backups();
+            self.sync_backups(now, None);
         }
+        self.backup_timeout(now);
+        self.read_timeout(now);
+        let Some(storage) = self.storage.as_mut() else { return };
         if storage.reput.next_at.is_some_and(|at| now >= at) {
             self.reput_timeout(now);
         }
@@ -883,7 +892,9 @@ fn default_contact(identity: &LocalIdentity, addr: std::net::SocketAddr) -> Stri
     format!("sip:{}@{}", identity.aor.user(), crate::sip::uri::host_port(&addr.ip().into(), Some(addr.port())))
 }
 
+mod backup;
 mod membership;
+mod read;
 mod serve;
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 //!
 //! `DHT-Resource: <sip:alice@example.org>;kind=registration;replica=2` names the resource, its
 //! record kind and which of the R+1 replica numbers the Request-URI's key is; it is what tells a
-//! storage request from the overlay's own REGISTERs ([`super::overlay_sip`]).
+//! storage request from the overlay's own REGISTERs ([`super::overlay_sip`]). A store that a
+//! place's holder passes on to its successor as a backup copy adds `;backup=1` (the successor
+//! after that, `;backup=2`, …).
 
 use std::net::SocketAddr;
 
@@ -54,8 +56,20 @@ fn kind_from_token(token: &str) -> Option<RecordKind> {
 /// What a storage request asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageRequest {
-    Store { replica: u8, replica_key: NodeId, record: Record },
-    Fetch { replica: u8, replica_key: NodeId, kind: RecordKind, key: String },
+    /// `backup` is 0 for a place's holder; n ≥ 1 asks the holder's n-th successor to keep a
+    /// backup copy (`storage::backup`), sent by the copy's previous keeper, its predecessor.
+    Store {
+        replica: u8,
+        replica_key: NodeId,
+        record: Record,
+        backup: u8,
+    },
+    Fetch {
+        replica: u8,
+        replica_key: NodeId,
+        kind: RecordKind,
+        key: String,
+    },
 }
 
 impl StorageRequest {
@@ -118,9 +132,9 @@ pub fn encode_request(
     overlay: &OverlayInfo,
     ids: RequestIds<'_>,
 ) -> Message {
-    let (replica, kind, key) = match request {
-        StorageRequest::Store { replica, record, .. } => (*replica, record.kind, record.key.as_str()),
-        StorageRequest::Fetch { replica, kind, key, .. } => (*replica, *kind, key.as_str()),
+    let (replica, kind, key, backup) = match request {
+        StorageRequest::Store { replica, record, backup, .. } => (*replica, record.kind, record.key.as_str(), *backup),
+        StorageRequest::Fetch { replica, kind, key, .. } => (*replica, *kind, key.as_str(), 0),
     };
     let mut ruri = SipUri::new(Host::from(to.ip()), Some(to.port()));
     ruri.user = Some(request.replica_key().to_string());
@@ -140,7 +154,7 @@ pub fn encode_request(
     h.push(Header::new(HeaderName::CSeq, format!("{} REGISTER", ids.cseq)));
     h.push(Header::new(HeaderName::Require, OPTION_TAG));
     h.push(Header::new(HeaderName::DhtPeerId, peer_id_value(me, overlay)));
-    h.push(Header::new(resource_header_name(), resource_value(key, kind, replica)));
+    h.push(Header::new(resource_header_name(), resource_value(key, kind, replica, backup)));
     match request {
         StorageRequest::Store { record, .. } => {
             // Records that cannot be encoded are refused when signed; an empty body here
@@ -159,9 +173,13 @@ fn peer_id_value(me: &Contact, overlay: &OverlayInfo) -> String {
     na.to_string()
 }
 
-fn resource_value(key: &str, kind: RecordKind, replica: u8) -> String {
+fn resource_value(key: &str, kind: RecordKind, replica: u8, backup: u8) -> String {
     // The key is an AoR for every kind defined so far (USER-MATCH); quote-free `<…>` form.
-    format!("<{key}>;kind={};replica={replica}", kind_token(kind))
+    let kind = kind_token(kind);
+    match backup {
+        0 => format!("<{key}>;kind={kind};replica={replica}"),
+        n => format!("<{key}>;kind={kind};replica={replica};backup={n}"),
+    }
 }
 
 /// Reads a storage request ([`is_storage_request`]): the sender's ID is checked against
@@ -202,6 +220,11 @@ pub fn decode_request(
         .ok_or(StorageDecodeError::Resource)?;
     let replica: u8 =
         na.param("replica").and_then(|p| p.value.as_deref()?.parse().ok()).ok_or(StorageDecodeError::Resource)?;
+    // Absent on a place's own copy; unreadable is malformed rather than silently a place.
+    let backup: u8 = match na.param("backup") {
+        None => 0,
+        Some(p) => p.value.as_deref().and_then(|v| v.parse().ok()).ok_or(StorageDecodeError::Resource)?,
+    };
     if msg.body.is_empty() {
         return Ok((sender, StorageRequest::Fetch { replica, replica_key, kind, key }));
     }
@@ -214,7 +237,7 @@ pub fn decode_request(
     if record.kind != kind || record.key != key {
         return Err(StorageDecodeError::Mismatch);
     }
-    Ok((sender, StorageRequest::Store { replica, replica_key, record }))
+    Ok((sender, StorageRequest::Store { replica, replica_key, record, backup }))
 }
 
 /// How a storing or serving node answers.

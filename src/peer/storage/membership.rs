@@ -24,7 +24,8 @@ pub(super) const REPUT_SPACING: Duration = Duration::from_millis(250);
 /// failed the predecessor check or a stabilize) or replaced by a node further back, or when
 /// our first successor is replaced by one further on (the old one was dropped). Every record we
 /// hold is then queued to be stored again at all its places (the ordinary put path, spare
-/// numbers included); the receivers accept an identical copy as already held. The first batch
+/// numbers included) by the nodes that hold one of its places (not by the backup keepers, whose
+/// holder does it); the receivers accept an identical copy as already held. The first batch
 /// waits one stabilize interval so the ring has absorbed the dead node's range, and a record is
 /// re-put at most once per `min_gap` (a stabilize interval), however many failures follow.
 #[derive(Default)]
@@ -53,6 +54,7 @@ impl Peer {
                 added += 1;
             }
         }
+        storage.counters.reputs_queued = storage.reput.queue.len() as u64;
         info!(dead = ?who, records = added, "a neighbour failed; re-putting the records we hold");
         if storage.reput.next_at.is_none() && !storage.reput.queue.is_empty() {
             storage.reput.next_at = Some(now + delay);
@@ -77,6 +79,10 @@ impl Peer {
     pub(in crate::peer) fn reput_timeout(&mut self, now: Instant) {
         let unix_now = self.unix_now(now);
         let gap = self.overlay.chord.config().stabilize_interval;
+        let hash = self.overlay.chord.config().id_hash;
+        let me = self.node_id();
+        let predecessor = self.overlay.chord.predecessor().map(|p| p.id);
+        let is_ours = |k: NodeId| predecessor.is_none_or(|p| k.in_left_open(p, me));
         let Some(storage) = self.storage.as_mut() else { return };
         if storage.reput.next_at.is_none_or(|at| now < at) {
             return;
@@ -89,9 +95,15 @@ impl Peer {
                 continue;
             }
             let Some(record) = storage.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now) else { continue };
+            // A backup copy is re-put by its place's holder, not by each of its keepers.
+            let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, hash);
+            if !keys.iter().any(|k| is_ours(*k)) {
+                continue;
+            }
             batch.push(record.clone());
             storage.reput.last.insert(id, now);
         }
+        storage.counters.reputs_queued = storage.reput.queue.len() as u64;
         storage.reput.next_at = (!storage.reput.queue.is_empty()).then_some(now + REPUT_SPACING);
         storage.counters.re_puts += batch.len() as u64;
         for record in batch {
@@ -130,6 +142,7 @@ impl Peer {
         };
         let hash = self.overlay.chord.config().id_hash;
         let numbers = &storage.numbers;
+        let backups = storage.config.backups;
         let r = u8::try_from(numbers.len()).unwrap_or(u8::MAX);
         let mut handoffs = Vec::new();
         for record in storage.store.iter() {
@@ -138,8 +151,14 @@ impl Peer {
             if places.is_empty() {
                 continue;
             }
-            let still_ours = keys.iter().any(|k| k.in_left_open(new, me));
+            // Kept when we are to be one of the newcomer's backups (`backup`): its first
+            // successor is us, and the newcomer's own backup store says so again.
+            let still_ours = keys.iter().any(|k| k.in_left_open(new, me)) || backups > 0;
             handoffs.push((record.clone(), places, !still_ours));
+        }
+        if old.is_some_and(|old| new.in_open(old, me)) {
+            let names: Vec<_> = handoffs.iter().map(|(r, _, _)| (r.kind, r.key.clone())).collect();
+            self.newcomer_before_us(&names);
         }
         for (record, places, drop_after) in handoffs {
             debug!(key = %record.key, ?places, "handing a record to its new place");
@@ -189,7 +208,7 @@ impl Peer {
             if let Some(s) = self.storage.as_mut() {
                 s.counters.handed_off += 1;
             }
-            let request = StorageRequest::Store { replica, replica_key, record };
+            let request = StorageRequest::Store { replica, replica_key, record, backup: 0 };
             self.send_storage_request(now, None, 0, successor.clone(), request, false, crate::peer::Transport::Udp);
         }
     }

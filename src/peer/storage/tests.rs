@@ -23,6 +23,8 @@ struct Net {
     policy: StorePolicy,
     /// Every node's replica numbers (secret placement), when not 1…R.
     numbers: Option<Vec<u64>>,
+    /// Every node's b (`StorageConfig::backups`).
+    backups: u8,
 }
 
 impl Net {
@@ -38,6 +40,7 @@ impl Net {
             events: Vec::new(),
             policy,
             numbers,
+            backups: DEFAULT_BACKUPS,
         };
         for i in 0..n {
             net.add(&format!("127.0.0.{}:5070", i + 1), None);
@@ -50,6 +53,7 @@ impl Net {
             unix_at_start: NOW,
             policy: self.policy.clone(),
             replica_numbers: self.numbers.clone(),
+            backups: self.backups,
             ..StorageConfig::default()
         }
     }
@@ -190,7 +194,14 @@ fn ring_with_alice(n: usize) -> (Net, SocketAddr) {
 }
 
 fn ring_with(n: usize, aor: &str) -> (Net, SocketAddr) {
-    let mut net = Net::new(n, StorePolicy::default());
+    ring_with_backups(n, aor, DEFAULT_BACKUPS)
+}
+
+fn ring_with_backups(n: usize, aor: &str, backups: u8) -> (Net, SocketAddr) {
+    let mut net = Net { backups, ..Net::new(0, StorePolicy::default()) };
+    for i in 0..n {
+        net.add(&format!("127.0.0.{}:5070", i + 1), None);
+    }
     let alice = net.add("127.0.0.100:5070", Some(aor));
     net.run_for(Duration::from_secs(60));
     (net, alice)
@@ -445,8 +456,9 @@ fn adjacent_holders(net: &Net, key: &str, except: SocketAddr) -> Option<(SocketA
 
 #[test]
 fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
+    // Without backup copies (`backup`), the re-put alone restores the place.
     let key = "sip:alice@example.com";
-    let (mut net, alice) = ring_with_alice(9);
+    let (mut net, alice) = ring_with_backups(9, key, 0);
     let (p, dead, s) = adjacent_holders(&net, key, alice).expect("the fixed layout has two adjacent holders");
     let newest =
         |net: &Net| net.peers.values().flat_map(|p| p.held_records()).filter(|r| r.key == key).map(|r| r.seq).max();
@@ -510,7 +522,7 @@ fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
             replica_keys(record.key.as_bytes(), last_replica_number(DEFAULT_REPLICAS), crate::overlay::IdHash::Sha1);
         let holder = net.responsible(keys[0]);
         let sender = net.peers.iter().find(|(a, _)| **a != holder).map(|(_, p)| p.chord().me().clone()).unwrap();
-        let request = StorageRequest::Store { replica: 0, replica_key: keys[0], record };
+        let request = StorageRequest::Store { replica: 0, replica_key: keys[0], record, backup: 0 };
         net.peers.get_mut(&holder).unwrap().serve_storage(now, &sender, request)
     };
     let mut accepted = 0;
@@ -546,4 +558,112 @@ fn an_owner_whose_put_fell_short_publishes_again_soon_and_stops_once_every_place
     let (newest, places) = net.fetch(addr("127.0.0.1:5070"), key);
     assert_eq!(newest.map(|r| r.seq), Some(settled), "no publication while every place holds it");
     assert!(places.iter().all(|p| p.valid), "{places:?}");
+}
+
+/// The nodes in ring order.
+fn ring_order(net: &Net) -> Vec<SocketAddr> {
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    ids.sort();
+    ids.into_iter().map(|(_, a)| a).collect()
+}
+
+/// alice's R+1 places: (replica key, holder, the holder's next `DEFAULT_BACKUPS` successors).
+fn places_and_keepers(net: &Net, key: &str) -> Vec<(NodeId, SocketAddr, Vec<SocketAddr>)> {
+    let order = ring_order(net);
+    replica_keys(key.as_bytes(), DEFAULT_REPLICAS, crate::overlay::IdHash::Sha1)
+        .into_iter()
+        .map(|k| {
+            let holder = net.responsible(k);
+            let at = order.iter().position(|a| *a == holder).unwrap();
+            let next = (1..=usize::from(DEFAULT_BACKUPS)).map(|j| order[(at + j) % order.len()]).collect();
+            (k, holder, next)
+        })
+        .collect()
+}
+
+#[test]
+fn each_place_s_holder_and_its_next_successors_keep_the_record() {
+    let key = "sip:alice@example.com";
+    let (net, _) = ring_with_alice(15);
+    let holders = net.holders(RecordKind::Registration, key);
+    for (k, holder, next) in places_and_keepers(&net, key) {
+        assert!(holders.contains(&holder), "place {k}: no copy at its holder {holder}");
+        for s in next {
+            assert!(holders.contains(&s), "place {k}: no backup copy at {s}, a successor of {holder}");
+        }
+    }
+    let sent: u64 = net.peers.values().map(|p| p.storage_counters().unwrap().backups_sent).sum();
+    assert!(sent >= u64::from(DEFAULT_REPLICAS + 1) * u64::from(DEFAULT_BACKUPS), "{sent}");
+}
+
+#[test]
+fn a_dead_holder_s_successor_serves_its_copy_before_the_ring_notices() {
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(15);
+    let reader = addr("127.0.0.2:5070");
+    let (k, dead, next) = places_and_keepers(&net, key)
+        .into_iter()
+        .find(|(_, h, next)| ![alice, reader].contains(h) && !next.contains(&alice) && !next.contains(&reader))
+        .expect("a place away from alice and the reader");
+    let stand_in = next[0];
+    let served_before = net.peers[&stand_in].storage_counters().unwrap().fetches_served;
+    // The holder dies silently, and the read starts at that instant: its successor still
+    // names the dead node as its predecessor.
+    net.peers.remove(&dead);
+    assert_eq!(net.peers[&stand_in].overlay.chord.predecessor().map(|p| p.addr), Some(dead));
+    let (newest, places) = net.fetch(reader, key);
+    assert!(newest.is_some());
+    let place = places.iter().find(|p| p.replica_key == k).unwrap();
+    assert!(place.valid && place.current, "{place:?}");
+    assert_eq!(place.node.as_ref().map(|n| n.addr), Some(stand_in), "{place:?}");
+    assert!(places.iter().all(|p| p.valid && p.current), "{places:#?}");
+    assert!(net.peers[&stand_in].storage_counters().unwrap().fetches_served > served_before);
+}
+
+#[test]
+fn without_a_copy_a_node_still_redirects_a_fetch_for_a_key_behind_it() {
+    // Issue 11, M1: serving a key outside our arc needs a copy we keep for it.
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(15);
+    let (k, holder, next) = places_and_keepers(&net, key).into_iter().find(|(_, h, _)| *h != alice).unwrap();
+    let stand_in = next[0];
+    net.peer(stand_in).storage_for_tests().remove(RecordKind::Registration, key);
+    let now = net.now;
+    let me = net.peers[&alice].overlay.chord.me().clone();
+    let request = StorageRequest::Fetch { replica: 0, replica_key: k, kind: RecordKind::Registration, key: key.into() };
+    let answer = net.peer(stand_in).serve_storage(now, &me, request);
+    assert!(matches!(&answer, StorageAnswer::NotResponsible { node } if node.addr == holder), "{answer:?}");
+}
+
+#[test]
+fn a_backup_copy_skips_the_holder_s_own_address() {
+    // Nodes sharing an address sit side by side on the ring (port-suffixed IDs) and fail
+    // together: a place's backups go to the first successors on other addresses.
+    let key = "sip:alice@example.com";
+    let mut net = Net::new(0, StorePolicy::default());
+    for i in 0..12 {
+        net.add(&format!("127.0.0.{}:5070", i + 1), None);
+    }
+    for port in 5071..5075 {
+        net.add(&format!("127.0.0.50:{port}"), None);
+    }
+    net.add("127.0.0.100:5070", Some(key));
+    net.run_for(Duration::from_secs(60));
+    let order = ring_order(&net);
+    let holders = net.holders(RecordKind::Registration, key);
+    let mut checked = 0;
+    for k in replica_keys(key.as_bytes(), DEFAULT_REPLICAS, crate::overlay::IdHash::Sha1) {
+        let holder = net.responsible(k);
+        // Each keeper passes the copy to its first successor on another address.
+        let mut keeper = holder;
+        for _ in 0..DEFAULT_BACKUPS {
+            let at = order.iter().position(|a| *a == keeper).unwrap();
+            let next = (1..order.len()).map(|j| order[(at + j) % order.len()]).find(|a| a.ip() != keeper.ip());
+            keeper = next.unwrap();
+            assert!(holders.contains(&keeper), "place {k}: no backup copy at {keeper}, after {holder}");
+        }
+        checked += usize::from(holder.ip() == addr("127.0.0.50:1").ip());
+    }
+    // The rule is tested only if a place sits on the shared address (the fixed layout has one).
+    assert!(checked > 0, "no place on the shared address in this layout");
 }

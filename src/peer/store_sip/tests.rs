@@ -46,8 +46,10 @@ fn over_the_wire(request: &StorageRequest) -> Result<(Contact, StorageRequest), 
 #[test]
 fn store_and_fetch_round_trip() {
     let key = contact(9).id;
-    let store = StorageRequest::Store { replica: 2, replica_key: key, record: record() };
+    let store = StorageRequest::Store { replica: 2, replica_key: key, record: record(), backup: 0 };
     assert_eq!(over_the_wire(&store).unwrap(), (contact(5070), store));
+    let backup = StorageRequest::Store { replica: 2, replica_key: key, record: record(), backup: 2 };
+    assert_eq!(over_the_wire(&backup).unwrap(), (contact(5070), backup));
     let fetch = StorageRequest::Fetch {
         replica: 0,
         replica_key: key,
@@ -84,7 +86,7 @@ fn every_answer_round_trips() {
 #[test]
 fn a_record_that_does_not_match_its_resource_header_is_refused() {
     let me = contact(5070);
-    let store = StorageRequest::Store { replica: 0, replica_key: contact(9).id, record: record() };
+    let store = StorageRequest::Store { replica: 0, replica_key: contact(9).id, record: record(), backup: 0 };
     let ids = RequestIds { call_id: "c", from_tag: "t", cseq: 1 };
     let mut msg = encode_request(&store, contact(5071).addr, &me, &overlay(), ids);
     let other = "<sip:mallory@example.com>;kind=registration;replica=0";

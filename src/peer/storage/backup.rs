@@ -1,0 +1,206 @@
+//! Backup copies on the successors: a place's holder keeps its copy of a record also at its
+//! next `StorageConfig::backups` successors, so the place outlives its holder.
+//!
+//! This is Chord's successor-list replication (DHash; RFC 6940 §10.7 replicates on the next
+//! two successors), kept beside p2psip's replica numbers: a record lives at R+1 places
+//! H(K‖i), and each place at its holder and that holder's next b successors. When a holder
+//! fails, its successor becomes responsible for the holder's keys (Chord's arc rule) and
+//! already has the copies; it answers fetches for them at once, even before it has noticed
+//! the failure, instead of redirecting to its dead predecessor. After half of 256 daemons
+//! were killed at once, 1/16 of all records had lost every one of their four places
+//! (docs/performance.md, B4); with b backups that takes 4(b+1) dead nodes.
+//!
+//! The chain is carried one hop at a time, always to the first successor on another address
+//! (nodes sharing an address sit side by side and fail together), from its predecessor or a
+//! node sharing its predecessor's address, which is how the receiver knows the copy is its to
+//! keep (`serve_storage`): the holder sends `backup=1` to that successor, which keeps the copy
+//! and, when b > 1, sends it on with `backup=2`, and so on. A
+//! node keeps what it last sent to its successor (successor, position, sequence number) and
+//! sends again only what changed: a new successor, a new position (its predecessor failed and
+//! it became a holder), a new version of the record. A new version is passed on at once; ring
+//! changes are gathered for [`SYNC_DELAY`] first, since a ring that is forming changes a
+//! node's successor many times a second and each change would send it every copy again. The
+//! whole set is checked again every [`super::EXPIRE_INTERVAL`], so a send that was lost is
+//! retried. A newcomer just before us moves every backup copy we keep one place further from
+//! its holder, and a copy past the last position is dropped.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::addr::source_group;
+use crate::overlay::NodeId;
+use crate::peer::store_sip::StorageRequest;
+use crate::peer::{Peer, Transport};
+use crate::store::{replica_keys_numbered, Record, RecordKind};
+
+type RecordName = (RecordKind, String);
+
+/// How long ring changes are gathered before the copies they call for are sent.
+pub(super) const SYNC_DELAY: Duration = Duration::from_secs(1);
+
+/// What this node knows of the backup chain.
+#[derive(Default)]
+pub(in crate::peer) struct Backups {
+    /// Per held record: the successor it was last sent to, as which position, and its version.
+    sent: BTreeMap<RecordName, (NodeId, u8, u64)>,
+    /// Per backup copy held: the position it arrived as (1 = the holder's first successor).
+    position: BTreeMap<RecordName, u8>,
+    /// When the gathered ring changes are acted on.
+    pub sync_at: Option<Instant>,
+}
+
+impl Backups {
+    /// A backup copy arrived from our predecessor as `position`.
+    pub(in crate::peer) fn note_position(&mut self, record: &Record, position: u8) {
+        self.position.insert((record.kind, record.key.clone()), position);
+    }
+
+    /// The ring around us changed: check the copies within [`SYNC_DELAY`].
+    pub(in crate::peer) fn ring_changed(&mut self, now: Instant) {
+        self.sync_at.get_or_insert(now + SYNC_DELAY);
+    }
+}
+
+impl Peer {
+    /// Whether we hold `record` as one of its places (not as a backup copy).
+    pub fn holds_place_of(&self, record: &Record) -> bool {
+        self.chain_position(record).is_some_and(|(position, _, _)| position == 0)
+    }
+
+    /// Where we stand in the chain of `record`: 0 when one of its replica keys is in our arc
+    /// (we hold a place), else the position its copy arrived as (b when unknown: a copy held
+    /// from before a restart, kept but not passed on). Also the replica number and key to name in a backup store: the
+    /// record's key nearest before us.
+    fn chain_position(&self, record: &Record) -> Option<(u8, u8, NodeId)> {
+        let storage = self.storage.as_ref()?;
+        let me = self.node_id();
+        let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, self.overlay.chord.config().id_hash);
+        // Clockwise distance from the key to us: the nearest key is the one we hold it for.
+        let (replica, key) = keys.iter().enumerate().min_by_key(|(_, k)| k.distance(me))?;
+        let replica = u8::try_from(replica).ok()?;
+        if keys.iter().any(|k| self.is_responsible(*k)) {
+            return Some((0, replica, *key));
+        }
+        let name = (record.kind, record.key.clone());
+        let position = storage.backups.position.get(&name).copied().unwrap_or(storage.config.backups);
+        Some((position, replica, *key))
+    }
+
+    /// Sends our successor the copies it should keep and has not been sent in this form:
+    /// every held record, or only `only`.
+    pub(in crate::peer) fn sync_backups(&mut self, now: Instant, only: Option<&RecordName>) {
+        let Some(storage) = self.storage.as_ref() else { return };
+        let depth = storage.config.backups;
+        // The first successor on another address: nodes sharing ours sit right after us
+        // (port-suffixed IDs) and fail with us, so a copy there is no backup.
+        let me = self.overlay.chord.me().clone();
+        let group = source_group(me.addr.ip());
+        let Some(successor) = self
+            .overlay
+            .chord
+            .successors()
+            .iter()
+            .find(|s| s.id != me.id && source_group(s.addr.ip()) != group)
+            .cloned()
+        else {
+            return;
+        };
+        if depth == 0 {
+            return;
+        }
+        let records: Vec<Record> = match only {
+            Some((kind, key)) => storage.store.get(*kind, key).cloned().into_iter().collect(),
+            None => storage.store.iter().cloned().collect(),
+        };
+        let mut sends = Vec::new();
+        for record in records {
+            let Some((position, replica, replica_key)) = self.chain_position(&record) else { continue };
+            if position >= depth {
+                continue;
+            }
+            let name = (record.kind, record.key.clone());
+            let want = (successor.id, position + 1, record.seq);
+            let Some(storage) = self.storage.as_mut() else { return };
+            if storage.backups.sent.get(&name) == Some(&want) {
+                continue;
+            }
+            storage.backups.sent.insert(name, want);
+            sends.push(StorageRequest::Store { replica, replica_key, record, backup: position + 1 });
+        }
+        if let Some(storage) = self.storage.as_mut() {
+            storage.counters.backups_sent += sends.len() as u64;
+        }
+        if !sends.is_empty() {
+            debug!(successor = %successor.addr, count = sends.len(), "backup copies to our successor");
+        }
+        for request in sends {
+            self.send_storage_request(now, None, 0, successor.clone(), request, false, Transport::Udp);
+        }
+    }
+
+    /// The gathered ring changes are due.
+    pub(in crate::peer) fn backup_timeout(&mut self, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        if storage.backups.sync_at.is_some_and(|at| now >= at) {
+            storage.backups.sync_at = None;
+            self.sync_backups(now, None);
+        }
+    }
+
+    /// A newcomer joined just before us: every backup copy we keep is one place further from
+    /// its holder, and the records handed to the newcomer (`to_newcomer`) are now backups at
+    /// position 1. A copy past the last position is dropped.
+    pub(in crate::peer) fn newcomer_before_us(&mut self, to_newcomer: &[RecordName]) {
+        let held: Vec<Record> = match self.storage.as_ref() {
+            Some(s) => s.store.iter().cloned().collect(),
+            None => return,
+        };
+        let mut dropped = Vec::new();
+        for record in held {
+            let Some((position, _, _)) = self.chain_position(&record) else { continue };
+            let name = (record.kind, record.key.clone());
+            let Some(storage) = self.storage.as_mut() else { return };
+            if position == 0 {
+                continue;
+            }
+            let handed = to_newcomer.contains(&name);
+            if handed && storage.config.backups == 0 {
+                // Without backups the hand-off drops it once the newcomer has taken it.
+                continue;
+            }
+            let next = if handed { 1 } else { position.saturating_add(1) };
+            if next > storage.config.backups {
+                storage.store.remove(record.kind, &record.key);
+                dropped.push(name);
+            } else {
+                storage.backups.position.insert(name, next);
+            }
+        }
+        if let Some(storage) = self.storage.as_mut() {
+            if !dropped.is_empty() {
+                debug!(count = dropped.len(), "backup copies past the last position dropped");
+                storage.counters.records_held = storage.store.iter().count() as u64;
+            }
+        }
+    }
+
+    /// A backup store went unanswered or was refused: forget that it was sent, so the next
+    /// check sends it again. (A copy refused as older than the one held was not lost.)
+    pub(in crate::peer) fn backup_failed(&mut self, request: &StorageRequest) {
+        if let StorageRequest::Store { record, backup: 1.., .. } = request {
+            if let Some(storage) = self.storage.as_mut() {
+                storage.backups.sent.remove(&(record.kind, record.key.clone()));
+            }
+        }
+    }
+
+    /// Drops what we remember of records no longer held.
+    pub(in crate::peer) fn prune_backups(&mut self) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let store = &storage.store;
+        storage.backups.sent.retain(|(kind, key), _| store.get(*kind, key).is_some());
+        storage.backups.position.retain(|(kind, key), _| store.get(*kind, key).is_some());
+    }
+}

@@ -1,0 +1,129 @@
+//! Reads: a fetch asks all R+1 places at once, verifies each copy as it arrives, and reports
+//! ([`StorageEvent::Fetched`]) the newest valid copy once every place has answered, or once a
+//! valid copy has been in hand for a grace period, whichever comes first.
+//!
+//! Waiting for the slowest of R+1 places made every read as slow as its worst place: right
+//! after half of 256 daemons were killed, reads of stored AoRs took p95 2.6-3.9 s while single
+//! lookups took 0.76 s (docs/performance.md, B4). A phone's call waits on this read
+//! (`Peer::proxy_fetches`). The grace is the time the first copy took, within
+//! [`GRACE_MIN`, `GRACE_MAX`]: the places are asked together, so in a healthy ring their
+//! answers arrive within a round trip of each other and are all compared, and a place that
+//! is slower than that by far is one that is failing. Readers compare copies whatever
+//! arrived; the op goes on until every place has answered, and only then are places whose
+//! copy was missing, stale or invalid repaired, against the newest copy of all.
+
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::{Op, StorageEvent, StorageOpId};
+use crate::peer::store_sip::StorageRequest;
+use crate::peer::{Peer, PeerEvent, Transport};
+use crate::store::{check_store, OwnerUsage, Record};
+
+/// The shortest grace after the first valid copy: a few scheduler ticks.
+pub(super) const GRACE_MIN: Duration = Duration::from_millis(20);
+/// The longest: a read is reported at most this long after its first valid copy.
+pub(super) const GRACE_MAX: Duration = Duration::from_millis(250);
+
+impl Peer {
+    /// One of a read's places has its answer: verify the copy as a storing node would (chain,
+    /// owner, signature, expiry), and start the grace at the first valid one.
+    pub(super) fn copy_arrived(&mut self, now: Instant, op: StorageOpId, place: usize) {
+        let unix_now = self.unix_now(now);
+        let Some(storage) = self.storage.as_mut() else { return };
+        let Some(o) = storage.ops.get_mut(&op) else { return };
+        let (kind, key) = (o.kind, o.key.clone());
+        let (Some(p), Some(copy)) = (o.places.get_mut(place), o.copies.get(place)) else { return };
+        let Some(record) = copy else {
+            p.valid = false;
+            return;
+        };
+        p.seq = Some(record.seq);
+        let verdict = if record.kind != kind || record.key != key {
+            Err("the copy is for another resource".to_owned())
+        } else {
+            check_store(record, None, OwnerUsage::default(), &storage.config.policy, unix_now, &mut storage.ids)
+                .map(|_| ())
+                .map_err(|e| format!("invalid copy: {e}"))
+        };
+        if let Err(e) = verdict {
+            p.valid = false;
+            p.error = Some(e);
+        }
+        if p.valid && o.report_at.is_none() {
+            let took = now.saturating_duration_since(o.started);
+            o.report_at = Some(now + took.clamp(GRACE_MIN, GRACE_MAX));
+        }
+    }
+
+    /// Reports the reads whose grace has run out.
+    pub(super) fn read_timeout(&mut self, now: Instant) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let due: Vec<StorageOpId> = storage
+            .ops
+            .iter()
+            .filter(|(_, o)| !o.reported && o.report_at.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(o) = storage.ops.get_mut(&id) {
+                o.reported = true;
+                let event = report(id, o);
+                self.events.push_back(PeerEvent::Storage(event));
+            }
+        }
+    }
+
+    /// Every place has answered: report the read if the grace has not, then repair.
+    pub(super) fn finish_read(&mut self, now: Instant, op: StorageOpId, mut o: Op) {
+        if !o.reported {
+            o.reported = true;
+            let event = report(op, &mut o);
+            self.events.push_back(PeerEvent::Storage(event));
+        }
+        let newest = newest(&o);
+        let mut repairs = Vec::new();
+        for p in &o.places {
+            let current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
+            if let (Some(newest), Some(node), false) = (&newest, &p.node, current) {
+                repairs.push((p.replica, p.replica_key, node.clone(), newest.clone()));
+            }
+        }
+        if let Some(storage) = self.storage.as_mut() {
+            storage.counters.read_repairs += repairs.len() as u64;
+        }
+        for (replica, replica_key, node, record) in repairs {
+            debug!(replica, node = %node.addr, "read repair");
+            let request = StorageRequest::Store { replica, replica_key, record, backup: 0 };
+            self.send_storage_request(now, None, 0, node, request, false, Transport::Udp);
+        }
+    }
+}
+
+/// The newest valid copy so far.
+fn newest(o: &Op) -> Option<Record> {
+    o.places.iter().zip(&o.copies).filter(|(p, _)| p.valid).filter_map(|(_, c)| c.clone()).max_by_key(|r| r.seq)
+}
+
+/// `Fetched` with what the read has now: each place current or not against the newest valid
+/// copy, and the places still waiting marked so.
+fn report(op: StorageOpId, o: &mut Op) -> StorageEvent {
+    let newest = newest(o);
+    for p in &mut o.places {
+        p.current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
+    }
+    let places = o
+        .places
+        .iter()
+        .map(|p| {
+            let waiting = !p.valid && p.error.is_none();
+            let mut p = p.clone();
+            if waiting {
+                p.error = Some("no answer yet".to_owned());
+            }
+            p
+        })
+        .collect();
+    StorageEvent::Fetched { op, kind: o.kind, key: o.key.clone(), newest, places }
+}
