@@ -18,7 +18,8 @@
 //! node keeps what it last sent to its successor (successor, position, sequence number) and
 //! sends again only what changed: a new successor, a new position (its predecessor failed and
 //! it became a holder), a new version of the record. A new version is passed on at once; ring
-//! changes are gathered for [`SYNC_DELAY`] first, since a ring that is forming changes a
+//! changes are acted on once the ring around us has been quiet for [`SYNC_DELAY`] (at most
+//! [`SYNC_MAX_DELAY`] after the first), since a ring that is forming or repairing changes a
 //! node's successor many times a second and each change would send it every copy again. The
 //! whole set is checked again every [`super::EXPIRE_INTERVAL`], so a send that was lost is
 //! retried. A newcomer just before us moves every backup copy we keep one place further from
@@ -37,8 +38,11 @@ use crate::store::{replica_keys_numbered, Record, RecordKind};
 
 type RecordName = (RecordKind, String);
 
-/// How long ring changes are gathered before the copies they call for are sent.
+/// How quiet the ring around us must have been before the copies its changes call for are
+/// sent...
 pub(super) const SYNC_DELAY: Duration = Duration::from_secs(1);
+/// ...but no later than this after the first change.
+pub(super) const SYNC_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// What this node knows of the backup chain.
 #[derive(Default)]
@@ -49,6 +53,8 @@ pub(in crate::peer) struct Backups {
     position: BTreeMap<RecordName, u8>,
     /// When the gathered ring changes are acted on.
     pub sync_at: Option<Instant>,
+    /// When the first of them came.
+    first_change: Option<Instant>,
 }
 
 impl Backups {
@@ -57,9 +63,11 @@ impl Backups {
         self.position.insert((record.kind, record.key.clone()), position);
     }
 
-    /// The ring around us changed: check the copies within [`SYNC_DELAY`].
+    /// The ring around us changed: check the copies once it has been quiet for
+    /// [`SYNC_DELAY`], or [`SYNC_MAX_DELAY`] after the first change.
     pub(in crate::peer) fn ring_changed(&mut self, now: Instant) {
-        self.sync_at.get_or_insert(now + SYNC_DELAY);
+        let first = *self.first_change.get_or_insert(now);
+        self.sync_at = Some((now + SYNC_DELAY).min(first + SYNC_MAX_DELAY));
     }
 }
 
@@ -145,6 +153,7 @@ impl Peer {
         let Some(storage) = self.storage.as_mut() else { return };
         if storage.backups.sync_at.is_some_and(|at| now >= at) {
             storage.backups.sync_at = None;
+            storage.backups.first_change = None;
             self.sync_backups(now, None);
         }
     }
