@@ -158,22 +158,18 @@ def storage_quiet(live):
     return True
 
 
-def wait_quiet(live, limit):
+def wait_until(cond, limit):
+    """Seconds until cond() holds (polled every 100 ms), or None after limit seconds."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
-        if storage_quiet(live):
+        if cond():
             return time.monotonic() - t0
-        time.sleep(0.2)
+        time.sleep(0.1)
     return None
 
 
 def wait_correct(live, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if successors_correct(live):
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    return None
+    return wait_until(lambda: successors_correct(live), limit)
 
 
 def lookups(live, count, rng, concurrency):
@@ -296,7 +292,7 @@ def ring(n, kill, args, rng):
             result["settled"] = lookups(live, args.lookups, rng, args.concurrency)
             if args.records:
                 # Settled for records: the ring is, and no survivor has re-puts waiting.
-                quiet = wait_quiet(live, args.settle)
+                quiet = wait_until(lambda: storage_quiet(live), args.settle)
                 result["records_settle_s"] = None if quiet is None else round((settled or 0) + quiet, 1)
                 result["settled_records"] = records()
         return result
