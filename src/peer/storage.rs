@@ -124,6 +124,9 @@ pub struct StorageCounters {
     pub backups_sent: u64,
 }
 
+/// A record's name in a store: its kind and resource name.
+type RecordName = (RecordKind, String);
+
 /// Names one [`Peer::put`] or [`Peer::fetch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorageOpId(pub u64);
@@ -549,18 +552,8 @@ impl Peer {
                     }
                     self.publish_own(now);
                 }
-                Event::SuccessorChanged { .. } => {
-                    self.successor_changed(now);
-                    if let Some(s) = self.storage.as_mut() {
-                        s.backups.ring_changed(now);
-                    }
-                }
-                Event::PredecessorChanged { .. } => {
-                    self.recheck_responsibility(now);
-                    if let Some(s) = self.storage.as_mut() {
-                        s.backups.ring_changed(now);
-                    }
-                }
+                Event::SuccessorChanged { .. } => self.successor_changed(now),
+                Event::PredecessorChanged { .. } => self.recheck_responsibility(now),
                 _ => {}
             }
         }
@@ -758,8 +751,8 @@ impl Peer {
             }
         }
         let Some(op) = op else {
-            let newer_held =
-                matches!(&answer, StorageAnswer::Refused { status: 403, reason } if reason == "Stale Sequence Number");
+            let newer_held = matches!(&answer, StorageAnswer::Refused { status: 403, reason }
+                if reason == crate::store::StoreRefusal::STALE_SEQUENCE);
             if !matches!(answer, StorageAnswer::Stored) && !newer_held {
                 self.backup_failed(&request);
             }

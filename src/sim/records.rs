@@ -20,7 +20,7 @@ use super::Sim;
 use crate::identity::{build_csr, Aor, EnrollmentCa, IdentityError, KeyPair, TrustAnchor};
 use crate::overlay::testnet::invariants::InvariantViolation;
 use crate::overlay::NodeId;
-use crate::peer::StorageEvent;
+use crate::peer::{Peer, StorageEvent};
 use crate::store::{replica_keys, Contact, Record, RecordKind, Registration, Unsigned};
 
 /// The simulated wall clock at the start of a run (2026-01-02T00:00:00Z), in Unix seconds.
@@ -189,23 +189,16 @@ fn wait_for(
 
 /// Resource name → the live nodes holding a copy.
 fn holders(sim: &Sim) -> BTreeMap<String, Vec<usize>> {
-    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for ix in sim.members() {
-        let Some(peer) = sim.peer(ix) else { continue };
-        for r in peer.held_records() {
-            out.entry(r.key).or_default().push(ix);
-        }
-    }
-    out
+    holders_where(sim, |_, _| true)
 }
 
-/// Resource name → the live nodes holding one of its places (not a backup copy).
-fn place_holders(sim: &Sim) -> BTreeMap<String, Vec<usize>> {
+/// Resource name → the live nodes holding a copy that `keep` accepts.
+fn holders_where(sim: &Sim, keep: impl Fn(&Peer, &Record) -> bool) -> BTreeMap<String, Vec<usize>> {
     let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for ix in sim.members() {
         let Some(peer) = sim.peer(ix) else { continue };
         for r in peer.held_records() {
-            if peer.holds_place_of(&r) {
+            if keep(peer, &r) {
                 out.entry(r.key).or_default().push(ix);
             }
         }
@@ -217,7 +210,7 @@ fn place_holders(sim: &Sim) -> BTreeMap<String, Vec<usize>> {
 /// the successors of a place's holder on other addresses than the holder's; readers ask the
 /// places.)
 pub fn same_address_violations(sim: &Sim) -> usize {
-    shared_addresses(sim, &place_holders(sim))
+    shared_addresses(sim, &holders_where(sim, Peer::holds_place_of))
 }
 
 /// Records with copies of any kind, places or backups, at two live nodes sharing an address.

@@ -122,6 +122,9 @@ impl StoreRefusal {
         }
     }
 
+    /// The reason phrase of [`StoreRefusal::StaleSequence`]: the holder has a newer copy.
+    pub const STALE_SEQUENCE: &'static str = "Stale Sequence Number";
+
     /// The reason phrase for that answer: short, fixed, no peer-controlled text.
     pub fn reason_phrase(&self) -> &'static str {
         match self {
@@ -135,7 +138,7 @@ impl StoreRefusal {
             StoreRefusal::RecordExpired { .. } => "Record Expired",
             StoreRefusal::LifetimeTooLong { .. } => "Record Lifetime Too Long",
             StoreRefusal::HeldByOther { .. } => "Resource Held By Another Owner",
-            StoreRefusal::StaleSequence { .. } => "Stale Sequence Number",
+            StoreRefusal::StaleSequence { .. } => StoreRefusal::STALE_SEQUENCE,
             StoreRefusal::OverQuota { .. } => "Owner Over Quota",
             StoreRefusal::ChainTooLong { .. } => "Certificate Chain Too Long",
             StoreRefusal::NodeFull => "Insufficient Storage",

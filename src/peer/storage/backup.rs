@@ -30,13 +30,12 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::RecordName;
 use crate::addr::source_group;
 use crate::overlay::NodeId;
 use crate::peer::store_sip::StorageRequest;
 use crate::peer::{Peer, Transport};
-use crate::store::{replica_keys_numbered, Record, RecordKind};
-
-type RecordName = (RecordKind, String);
+use crate::store::{replica_keys_numbered, Record};
 
 /// How quiet the ring around us must have been before the copies its changes call for are
 /// sent...
@@ -79,8 +78,8 @@ impl Peer {
 
     /// Where we stand in the chain of `record`: 0 when one of its replica keys is in our arc
     /// (we hold a place), else the position its copy arrived as (b when unknown: a copy held
-    /// from before a restart, kept but not passed on). Also the replica number and key to name in a backup store: the
-    /// record's key nearest before us.
+    /// from before a restart, kept but not passed on). Also the replica number and key to name
+    /// in a backup store: the record's key nearest before us.
     fn chain_position(&self, record: &Record) -> Option<(u8, u8, NodeId)> {
         let storage = self.storage.as_ref()?;
         let me = self.node_id();
@@ -101,45 +100,44 @@ impl Peer {
     pub(in crate::peer) fn sync_backups(&mut self, now: Instant, only: Option<&RecordName>) {
         let Some(storage) = self.storage.as_ref() else { return };
         let depth = storage.config.backups;
-        // The first successor on another address: nodes sharing ours sit right after us
-        // (port-suffixed IDs) and fail with us, so a copy there is no backup.
-        let me = self.overlay.chord.me().clone();
-        let group = source_group(me.addr.ip());
-        let Some(successor) = self
-            .overlay
-            .chord
-            .successors()
-            .iter()
-            .find(|s| s.id != me.id && source_group(s.addr.ip()) != group)
-            .cloned()
-        else {
-            return;
-        };
         if depth == 0 {
             return;
         }
-        let records: Vec<Record> = match only {
-            Some((kind, key)) => storage.store.get(*kind, key).cloned().into_iter().collect(),
-            None => storage.store.iter().cloned().collect(),
+        // The first successor on another address: nodes sharing ours sit right after us
+        // (port-suffixed IDs) and fail with us, so a copy there is no backup.
+        let me = self.overlay.chord.me();
+        let group = source_group(me.addr.ip());
+        let Some(successor) =
+            self.overlay.chord.successors().iter().find(|s| s.id != me.id && source_group(s.addr.ip()) != group)
+        else {
+            return;
         };
-        let mut sends = Vec::new();
-        for record in records {
-            let Some((position, replica, replica_key)) = self.chain_position(&record) else { continue };
-            if position >= depth {
-                continue;
+        let held: Box<dyn Iterator<Item = &Record>> = match only {
+            Some((kind, key)) => Box::new(storage.store.get(*kind, key).into_iter()),
+            None => storage.store.iter(),
+        };
+        // Only what must go is cloned: a ring change usually leaves most copies as they were.
+        let sends: Vec<StorageRequest> = held
+            .filter_map(|record| {
+                let (position, replica, replica_key) = self.chain_position(record)?;
+                let want = (successor.id, position + 1, record.seq);
+                let name = (record.kind, record.key.clone());
+                (position < depth && storage.backups.sent.get(&name) != Some(&want)).then(|| StorageRequest::Store {
+                    replica,
+                    replica_key,
+                    record: record.clone(),
+                    backup: position + 1,
+                })
+            })
+            .collect();
+        let successor = successor.clone();
+        let Some(storage) = self.storage.as_mut() else { return };
+        for request in &sends {
+            if let StorageRequest::Store { record, backup, .. } = request {
+                storage.backups.sent.insert((record.kind, record.key.clone()), (successor.id, *backup, record.seq));
             }
-            let name = (record.kind, record.key.clone());
-            let want = (successor.id, position + 1, record.seq);
-            let Some(storage) = self.storage.as_mut() else { return };
-            if storage.backups.sent.get(&name) == Some(&want) {
-                continue;
-            }
-            storage.backups.sent.insert(name, want);
-            sends.push(StorageRequest::Store { replica, replica_key, record, backup: position + 1 });
         }
-        if let Some(storage) = self.storage.as_mut() {
-            storage.counters.backups_sent += sends.len() as u64;
-        }
+        storage.counters.backups_sent += sends.len() as u64;
         if !sends.is_empty() {
             debug!(successor = %successor.addr, count = sends.len(), "backup copies to our successor");
         }
@@ -162,36 +160,35 @@ impl Peer {
     /// its holder, and the records handed to the newcomer (`to_newcomer`) are now backups at
     /// position 1. A copy past the last position is dropped.
     pub(in crate::peer) fn newcomer_before_us(&mut self, to_newcomer: &[RecordName]) {
-        let held: Vec<Record> = match self.storage.as_ref() {
-            Some(s) => s.store.iter().cloned().collect(),
-            None => return,
-        };
-        let mut dropped = Vec::new();
-        for record in held {
-            let Some((position, _, _)) = self.chain_position(&record) else { continue };
-            let name = (record.kind, record.key.clone());
-            let Some(storage) = self.storage.as_mut() else { return };
-            if position == 0 {
-                continue;
-            }
-            let handed = to_newcomer.contains(&name);
-            if handed && storage.config.backups == 0 {
-                // Without backups the hand-off drops it once the newcomer has taken it.
-                continue;
-            }
-            let next = if handed { 1 } else { position.saturating_add(1) };
-            if next > storage.config.backups {
-                storage.store.remove(record.kind, &record.key);
-                dropped.push(name);
+        let Some(storage) = self.storage.as_ref() else { return };
+        let depth = storage.config.backups;
+        let moves: Vec<(RecordName, u8)> = storage
+            .store
+            .iter()
+            .filter_map(|record| {
+                let (position, _, _) = self.chain_position(record)?;
+                let name = (record.kind, record.key.clone());
+                let handed = to_newcomer.contains(&name);
+                // Without backups, the hand-off drops what it handed once the newcomer took it.
+                if position == 0 || (handed && depth == 0) {
+                    return None;
+                }
+                Some((name, if handed { 1 } else { position.saturating_add(1) }))
+            })
+            .collect();
+        let Some(storage) = self.storage.as_mut() else { return };
+        let mut dropped = 0;
+        for ((kind, key), next) in moves {
+            if next > depth {
+                storage.store.remove(kind, &key);
+                dropped += 1;
             } else {
-                storage.backups.position.insert(name, next);
+                storage.backups.position.insert((kind, key), next);
             }
         }
-        if let Some(storage) = self.storage.as_mut() {
-            if !dropped.is_empty() {
-                debug!(count = dropped.len(), "backup copies past the last position dropped");
-                storage.counters.records_held = storage.store.iter().count() as u64;
-            }
+        if dropped > 0 {
+            debug!(count = dropped, "backup copies past the last position dropped");
+            storage.counters.records_held = storage.store.iter().count() as u64;
         }
     }
 

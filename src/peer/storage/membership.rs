@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::Purpose;
+use super::{Purpose, RecordName};
 use crate::overlay::{Contact, NodeId};
 use crate::peer::store_sip::StorageRequest;
 use crate::peer::Peer;
@@ -31,11 +31,11 @@ pub(super) const REPUT_SPACING: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(in crate::peer) struct Reput {
     /// Records waiting, in order.
-    queue: VecDeque<(crate::store::RecordKind, String)>,
+    queue: VecDeque<RecordName>,
     /// When the next batch starts.
     pub next_at: Option<Instant>,
     /// When each record was last re-put (pruned once older than the gap).
-    last: BTreeMap<(crate::store::RecordKind, String), Instant>,
+    last: BTreeMap<RecordName, Instant>,
     /// The first successor at the last check.
     pub last_successor: Option<Contact>,
 }
@@ -63,10 +63,12 @@ impl Peer {
 
     /// Our first successor changed: if the old one lies between us and the new one, it was
     /// dropped from the ring (dead, or left).
+    /// The backup copies are checked too (`backup`).
     pub(in crate::peer) fn successor_changed(&mut self, now: Instant) {
         let me = self.node_id();
         let new = self.overlay.chord.successor().clone();
         let Some(storage) = self.storage.as_mut() else { return };
+        storage.backups.ring_changed(now);
         let old = storage.reput.last_successor.replace(new.clone());
         if let Some(old) = old {
             if old.id != new.id && new.id != me && old.id.in_open(me, new.id) {
@@ -79,10 +81,6 @@ impl Peer {
     pub(in crate::peer) fn reput_timeout(&mut self, now: Instant) {
         let unix_now = self.unix_now(now);
         let gap = self.overlay.chord.config().stabilize_interval;
-        let hash = self.overlay.chord.config().id_hash;
-        let me = self.node_id();
-        let predecessor = self.overlay.chord.predecessor().map(|p| p.id);
-        let is_ours = |k: NodeId| predecessor.is_none_or(|p| k.in_left_open(p, me));
         let Some(storage) = self.storage.as_mut() else { return };
         if storage.reput.next_at.is_none_or(|at| now < at) {
             return;
@@ -90,19 +88,24 @@ impl Peer {
         storage.reput.last.retain(|_, at| now.saturating_duration_since(*at) < gap);
         let mut batch = Vec::new();
         while batch.len() < REPUT_BATCH {
+            let Some(storage) = self.storage.as_mut() else { return };
             let Some(id) = storage.reput.queue.pop_front() else { break };
             if storage.reput.last.contains_key(&id) {
                 continue;
             }
-            let Some(record) = storage.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now) else { continue };
+            let Some(record) = storage.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now).cloned() else {
+                continue;
+            };
             // A backup copy is re-put by its place's holder, not by each of its keepers.
-            let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, hash);
-            if !keys.iter().any(|k| is_ours(*k)) {
+            if !self.holds_place_of(&record) {
                 continue;
             }
-            batch.push(record.clone());
-            storage.reput.last.insert(id, now);
+            batch.push(record);
+            if let Some(storage) = self.storage.as_mut() {
+                storage.reput.last.insert(id, now);
+            }
         }
+        let Some(storage) = self.storage.as_mut() else { return };
         storage.counters.reputs_queued = storage.reput.queue.len() as u64;
         storage.reput.next_at = (!storage.reput.queue.is_empty()).then_some(now + REPUT_SPACING);
         storage.counters.re_puts += batch.len() as u64;
@@ -123,6 +126,7 @@ impl Peer {
         let me = self.node_id();
         let new = self.overlay.chord.predecessor().map(|p| p.id);
         let Some(storage) = self.storage.as_mut() else { return };
+        storage.backups.ring_changed(now);
         let old = std::mem::replace(&mut storage.last_predecessor, new);
         // Dropped (it failed a check), or replaced by a node further back: it is gone.
         let gone = match (old, new) {
@@ -153,8 +157,8 @@ impl Peer {
             }
             // Kept when we are to be one of the newcomer's backups (`backup`): its first
             // successor is us, and the newcomer's own backup store says so again.
-            let still_ours = keys.iter().any(|k| k.in_left_open(new, me)) || backups > 0;
-            handoffs.push((record.clone(), places, !still_ours));
+            let keep = keys.iter().any(|k| k.in_left_open(new, me)) || backups > 0;
+            handoffs.push((record.clone(), places, !keep));
         }
         if old.is_some_and(|old| new.in_open(old, me)) {
             let names: Vec<_> = handoffs.iter().map(|(r, _, _)| (r.kind, r.key.clone())).collect();

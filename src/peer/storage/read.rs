@@ -82,11 +82,11 @@ impl Peer {
             let event = report(op, &mut o);
             self.events.push_back(PeerEvent::Storage(event));
         }
-        let newest = newest(&o);
+        // Against the newest copy of all places, which may have come after the report.
+        let newest = mark_current(&mut o);
         let mut repairs = Vec::new();
         for p in &o.places {
-            let current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
-            if let (Some(newest), Some(node), false) = (&newest, &p.node, current) {
+            if let (Some(newest), Some(node), false) = (&newest, &p.node, p.current) {
                 repairs.push((p.replica, p.replica_key, node.clone(), newest.clone()));
             }
         }
@@ -101,18 +101,20 @@ impl Peer {
     }
 }
 
-/// The newest valid copy so far.
-fn newest(o: &Op) -> Option<Record> {
-    o.places.iter().zip(&o.copies).filter(|(p, _)| p.valid).filter_map(|(_, c)| c.clone()).max_by_key(|r| r.seq)
+/// Marks each place current or not against the newest valid copy so far, and returns it.
+fn mark_current(o: &mut Op) -> Option<Record> {
+    let newest =
+        o.places.iter().zip(&o.copies).filter(|(p, _)| p.valid).filter_map(|(_, c)| c.clone()).max_by_key(|r| r.seq);
+    for p in &mut o.places {
+        p.current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
+    }
+    newest
 }
 
 /// `Fetched` with what the read has now: each place current or not against the newest valid
 /// copy, and the places still waiting marked so.
 fn report(op: StorageOpId, o: &mut Op) -> StorageEvent {
-    let newest = newest(o);
-    for p in &mut o.places {
-        p.current = p.valid && newest.as_ref().is_some_and(|n| p.seq == Some(n.seq));
-    }
+    let newest = mark_current(o);
     let places = o
         .places
         .iter()

@@ -67,7 +67,8 @@ impl Peer {
                 .overlay
                 .chord
                 .predecessor()
-                .is_some_and(|p| p.id == sender.id || source_group(p.addr.ip()) == source_group(sender.addr.ip())),
+                .is_some_and(|p| source_group(p.addr.ip()) == source_group(sender.addr.ip())),
+            sender: sender.addr,
             // Not in (us, successor]: a key we could be keeping a backup copy for.
             behind: !replica_key.in_left_open(self.node_id(), self.overlay.chord.successor().id),
             redirect_to: self.redirect_target(replica_key),
@@ -176,7 +177,7 @@ impl Peer {
             }
             Err(refusal) => {
                 storage.counters.stores_refused += 1;
-                debug!(%refusal, "store refused");
+                debug!(from = %place.sender, %refusal, "store refused");
                 StorageAnswer::Refused { status: refusal.status_code(), reason: refusal.reason_phrase().to_owned() }
             }
         }
@@ -200,8 +201,10 @@ struct PlaceView {
     responsible: bool,
     /// The request comes from our predecessor.
     from_predecessor: bool,
-    /// ... or from a node sharing our predecessor's address.
+    /// ... or from a node sharing our predecessor's address (itself included).
     from_behind: bool,
+    /// Who sent it.
+    sender: std::net::SocketAddr,
     /// The key is not in (us, successor].
     behind: bool,
     /// Where a request we do not take goes instead.
