@@ -847,8 +847,13 @@ impl Peer {
         let late: Vec<ClientTxId> =
             storage.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         for id in late {
-            // A late answer then matches nothing and is ignored.
+            // A late answer then matches nothing and is ignored. The transaction ends here
+            // too, as the overlay's do (`abandon_overlay_transactions`): over UDP it would go
+            // on retransmitting to a most likely dead node until Timer F, 32 s (RFC 3261
+            // §17.1.2.2). Right after half of 256 daemons were killed, those copies of stores
+            // and backup copies crowded out the lookups (docs/performance.md, B4).
             self.storage_transaction_failed(now, id);
+            let _ = self.transactions.terminate_client(id);
         }
         let Some(storage) = self.storage.as_mut() else { return };
         if now >= storage.expire_at {

@@ -25,6 +25,8 @@ struct Net {
     numbers: Option<Vec<u64>>,
     /// Every node's b (`StorageConfig::backups`).
     backups: u8,
+    /// Datagrams sent to addresses with no peer, per address.
+    undelivered: BTreeMap<SocketAddr, usize>,
 }
 
 impl Net {
@@ -41,6 +43,7 @@ impl Net {
             policy,
             numbers,
             backups: DEFAULT_BACKUPS,
+            undelivered: BTreeMap::new(),
         };
         for i in 0..n {
             net.add(&format!("127.0.0.{}:5070", i + 1), None);
@@ -98,7 +101,10 @@ impl Net {
                     }
                     for t in out {
                         moved = true;
-                        let Some(dest) = self.peers.get_mut(&t.to.remote) else { continue };
+                        let Some(dest) = self.peers.get_mut(&t.to.remote) else {
+                            *self.undelivered.entry(t.to.remote).or_default() += 1;
+                            continue;
+                        };
                         let from = Endpoint { remote: a, ..t.to };
                         dest.handle_input(self.now, from, t.data);
                     }
@@ -666,4 +672,28 @@ fn a_backup_copy_skips_the_holder_s_own_address() {
     }
     // The rule is tested only if a place sits on the shared address (the fixed layout has one).
     assert!(checked > 0, "no place on the shared address in this layout");
+}
+
+#[test]
+fn a_storage_request_to_a_dead_node_stops_at_the_storage_deadline() {
+    // Over UDP its transaction would otherwise retransmit until Timer F, 32 s, long after the
+    // storage gave the place up at the RPC deadline (2 s).
+    let key = "sip:alice@example.com";
+    let (mut net, _) = ring_with_alice(6);
+    let ghost = addr("127.0.0.250:5070");
+    let ghost_node = Contact::new(NodeId::from_addr(ghost.ip(), ghost.port(), crate::overlay::IdHash::Sha1), ghost);
+    let reader = addr("127.0.0.2:5070");
+    let now = net.now;
+    let request = StorageRequest::Fetch {
+        replica: 0,
+        replica_key: ghost_node.id,
+        kind: RecordKind::Registration,
+        key: key.into(),
+    };
+    net.peer(reader).send_storage_request(now, None, 0, ghost_node, request, false, Transport::Udp);
+    net.run_for(Duration::from_secs(3));
+    let sent = net.undelivered.get(&ghost).copied().unwrap_or(0);
+    assert!(sent >= 2, "retransmitted before the deadline: {sent}");
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.undelivered.get(&ghost).copied().unwrap_or(0), sent, "retransmitted after the deadline");
 }
