@@ -176,6 +176,8 @@ def lookups(live, count, rng, concurrency):
     ids = sorted(node_id(ip_of(i)) for i in live)
     keys = [rng.getrandbits(160) for _ in range(count)]
 
+    t0 = time.monotonic()
+
     def one(k):
         key, asker = keys[k], ip_of(live[k % len(live)])
         want = next((x for x in ids if x >= key), ids[0])
@@ -183,7 +185,8 @@ def lookups(live, count, rng, concurrency):
         try:
             a = get(asker, f"/lookup?key={key:040x}", 30)
             ok, node_ms = int(a["node"]["node_id"], 16) == want, a["elapsed_ms"]
-            detail = {"hops": a["hops"], "confirmations": a["confirmations"], "got": a["node"]["node_id"], "want": f"{want:040x}"}
+            detail = {"hops": a["hops"], "confirmations": a["confirmations"], "got": a["node"]["node_id"], "want": f"{want:040x}",
+                      "start_s": round(t - t0, 3), "asker": asker}
         except Exception as e:
             ok, node_ms, detail = False, None, {"error": str(e)}
         return (time.monotonic() - t) * 1000, node_ms, ok, detail
