@@ -237,6 +237,9 @@ pub(super) struct StorageFace {
     busy: bool,
     /// The predecessor at the last responsibility check.
     last_predecessor: Option<NodeId>,
+    /// The last predecessor we had, kept while we have none: where our arc began before a
+    /// failure, so a predecessor found after one is compared with it, not with nothing.
+    arc_start: Option<NodeId>,
     reput: membership::Reput,
     backups: backup::Backups,
     /// The replica numbers, R of them then the spares (index i is replica i + 1).
@@ -276,6 +279,7 @@ impl StorageFace {
             inbox: VecDeque::new(),
             busy: false,
             last_predecessor: None,
+            arc_start: None,
             reput: membership::Reput::default(),
             backups: backup::Backups::default(),
             owner_budget: Default::default(),

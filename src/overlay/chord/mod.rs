@@ -604,6 +604,13 @@ impl Chord {
     fn first_successor_id(&self) -> Option<NodeId> {
         self.successors.first().map(|c| c.id)
     }
+
+    /// Drops the predecessor as a failed check does (`on_check_predecessor_answer`), for tests
+    /// of what the layers above do in the gap before a new one is found.
+    #[cfg(test)]
+    pub(crate) fn drop_predecessor_for_tests(&mut self, now: Instant) {
+        self.set_predecessor(now, None);
+    }
 }
 
 fn jittered(rng: &mut ChaCha8Rng, config: &ChordConfig, d: Duration) -> Duration {

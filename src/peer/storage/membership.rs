@@ -139,6 +139,10 @@ impl Peer {
         }
         let Some(storage) = self.storage.as_mut() else { return };
         let Some(new) = new else { return };
+        // Compared with where our arc began, even when the predecessor was dropped in between:
+        // a failure followed by a new predecessor further back moves nothing. Only a node that
+        // never had a predecessor hands on every key that is not its own.
+        let old = storage.arc_start.replace(new);
         let moved = |k: NodeId| match old {
             Some(old) if new.in_open(old, me) => k.in_left_open(old, new),
             Some(_) => false,

@@ -697,3 +697,29 @@ fn a_storage_request_to_a_dead_node_stops_at_the_storage_deadline() {
     net.run_for(Duration::from_secs(40));
     assert_eq!(net.undelivered.get(&ghost).copied().unwrap_or(0), sent, "retransmitted after the deadline");
 }
+
+#[test]
+fn a_node_whose_predecessor_died_hands_nothing_on() {
+    // Its predecessor fails a check and is dropped; later a node further back becomes its
+    // predecessor: its arc only grew. It used to compare the new predecessor with none at
+    // all, as a node that never had one does, and hand every backup copy it keeps to the
+    // record's places: after half of 256 daemons died, thousands of lookups into the broken
+    // ring (docs/performance.md, B4).
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(15);
+    let (_, dead, next) = places_and_keepers(&net, key)
+        .into_iter()
+        .find(|(_, h, next)| *h != alice && !next.contains(&alice))
+        .expect("a place away from alice");
+    let keeper = next[0];
+    let handed = |net: &Net| net.peers[&keeper].storage_counters().unwrap().handed_off;
+    let before = handed(&net);
+    net.peers.remove(&dead);
+    let now = net.now;
+    net.peer(keeper).overlay.chord.drop_predecessor_for_tests(now);
+    net.run_for(Duration::from_secs(60));
+    let predecessor = net.peers[&keeper].overlay.chord.predecessor().map(|p| p.addr);
+    assert!(predecessor.is_some_and(|p| p != dead), "the keeper never took a new predecessor: {predecessor:?}");
+    assert_eq!(handed(&net), before, "the keeper handed records on after its predecessor died");
+    assert!(net.holders(RecordKind::Registration, key).contains(&keeper));
+}
