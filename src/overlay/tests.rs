@@ -224,6 +224,40 @@ fn r_minus_one_consecutive_failures_are_survived() {
 }
 
 #[test]
+fn a_run_of_dead_successors_is_skipped_in_two_deadlines_not_one_per_node() {
+    // r - 1 consecutive successors of x die at once. Asking them one at a time costs an RPC
+    // deadline each (docs/performance.md, B4: 8 × 2 s after a 50% failure, during which
+    // lookups for keys in the run failed); pinged together once the first has failed, they
+    // are all gone one deadline later.
+    let mut net = net(71);
+    grow_sequentially(&mut net, 40).unwrap();
+    converge(&mut net, Duration::from_secs(300));
+    let sorted = invariants::sorted_members(&net);
+    let r = net.config().chord.successor_list_len;
+    let x = sorted[10].1;
+    let live = sorted[10 + r].0;
+    for (_, ix) in sorted.iter().skip(11).take(r - 1) {
+        net.kill(*ix);
+    }
+    let killed_at = net.now();
+    converge(&mut net, Duration::from_secs(120));
+    let changes: Vec<(Instant, NodeId)> = net
+        .events(x)
+        .iter()
+        .filter(|(t, _)| *t > killed_at)
+        .filter_map(|(t, e)| match e {
+            Event::SuccessorChanged { successor } => Some((*t, successor.id)),
+            _ => None,
+        })
+        .collect();
+    let (first_drop, _) = changes[0];
+    let (reached, _) = *changes.iter().find(|(_, id)| *id == live).expect("x reaches the live node");
+    let deadline = net.config().chord.rpc_timeout;
+    println!("{} dead successors skipped in {:?}", r - 1, reached - first_drop);
+    assert!(reached - first_drop <= deadline * 3 / 2, "seed 71: took {:?}", reached - first_drop);
+}
+
+#[test]
 fn a_node_whose_successors_all_died_gets_back_into_the_ring() {
     // With r = 2, the two successors of a node die at once. It knows live nodes past them
     // (fingers, its predecessor): it takes the nearest as a stand-in successor and stabilize

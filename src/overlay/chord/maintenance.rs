@@ -575,10 +575,50 @@ impl Chord {
         if self.successors.is_empty() {
             self.isolated(now);
         } else if steps < self.config.max_hops {
+            if steps == 1 {
+                self.check_successors(now);
+            }
             // Ask the next successor straight away (Chord ToN §IV-E.3).
             self.stabilize_steps = Some(steps);
             let next = self.successor().clone();
             self.ask_neighbours(now, next);
+        }
+    }
+
+    /// Our first successor failed. After a mass failure the list may hold a run of dead
+    /// nodes, and asking them one at a time would cost an RPC deadline each (8 × 2 s), while
+    /// the keys in the run have no live node that names their successor (docs/performance.md,
+    /// B4). So every successor after the next, which stabilize asks now, is pinged at once, and
+    /// those that failed other requests of ours lately are dropped straight away. The pings go
+    /// out before stabilize's question, so that when they all time out together their
+    /// failures are handled first and stabilize then skips past the whole run.
+    fn check_successors(&mut self, now: Instant) {
+        let old_first = self.first_successor_id();
+        let failed = &self.recently_failed;
+        let dead: Vec<NodeId> = self.successors.as_slice()[1..]
+            .iter()
+            .filter(|c| failed.get(&c.id).is_some_and(|t| *t > now))
+            .map(|c| c.id)
+            .collect();
+        for id in dead {
+            self.successors.remove(id);
+        }
+        self.successors_touched(old_first);
+        let rest: Vec<Contact> = self.successors.as_slice()[1..].to_vec();
+        for asked in rest {
+            self.send(now, RpcTarget::Node(asked.clone()), Request::Ping, Purpose::SuccessorCheck { asked });
+        }
+    }
+
+    /// A successor pinged by [`Chord::check_successors`] answered, or failed to. One that
+    /// failed is dropped, unless it has become our first successor, which stabilize asks.
+    pub(super) fn on_successor_check(&mut self, now: Instant, asked: Contact, result: Result<Response, RpcFailure>) {
+        if matches!(result, Ok(_) | Err(RpcFailure::Busy)) {
+            return;
+        }
+        self.mark_failed(now, asked.id);
+        if self.first_successor_id() != Some(asked.id) {
+            self.successors.remove(asked.id);
         }
     }
 

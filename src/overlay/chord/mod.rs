@@ -134,6 +134,11 @@ enum Purpose {
         asked: Contact,
     },
     Notify,
+    /// A `Ping` to a successor further down the list, sent when the first one failed
+    /// (`stabilize_failed`): one that fails it too is dropped.
+    SuccessorCheck {
+        asked: Contact,
+    },
     CheckPredecessor {
         predecessor: Contact,
         candidate: Option<Contact>,
@@ -395,7 +400,7 @@ impl Chord {
     /// accounting (the simulator's `traffic_by_kind`).
     pub fn rpc_kind(&self, id: RpcId) -> Option<&'static str> {
         Some(match &self.pending.get(&id)?.purpose {
-            Purpose::Stabilize { .. } => "stabilize",
+            Purpose::Stabilize { .. } | Purpose::SuccessorCheck { .. } => "stabilize",
             Purpose::Notify => "notify",
             Purpose::CheckPredecessor { .. } => "check_predecessor",
             Purpose::Join => "join",
@@ -520,6 +525,7 @@ impl Chord {
             Purpose::Notify => {
                 // Nothing to do either way: the next stabilize notices a dead successor.
             }
+            Purpose::SuccessorCheck { asked } => self.on_successor_check(now, asked, result),
             Purpose::CheckPredecessor { predecessor, candidate } => {
                 self.on_check_predecessor_answer(now, predecessor, candidate, result)
             }
