@@ -186,9 +186,10 @@ def lookups(live, count, rng, concurrency):
             a = get(asker, f"/lookup?key={key:040x}", 30)
             ok, node_ms = int(a["node"]["node_id"], 16) == want, a["elapsed_ms"]
             detail = {"hops": a["hops"], "confirmations": a["confirmations"], "got": a["node"]["node_id"], "want": f"{want:040x}",
-                      "start_s": round(t - t0, 3), "asker": asker}
+                      "start_s": round(t - t0, 3), "asker": asker, "path": [p.get("address") or p.get("addr") for p in a["path"]]}
         except Exception as e:
-            ok, node_ms, detail = False, None, {"error": str(e)}
+            body = e.read().decode(errors="replace")[:200] if isinstance(e, urllib.error.HTTPError) else ""
+            ok, node_ms, detail = False, None, {"error": f"{e} {body}".strip(), "start_s": round(t - t0, 3), "asker": asker}
         return (time.monotonic() - t) * 1000, node_ms, ok, detail
 
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
