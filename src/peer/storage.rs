@@ -186,6 +186,9 @@ struct Op {
     remaining: usize,
     /// Lookups still running before the requests go out.
     resolving: usize,
+    /// Per place: its request is out. A read asks each place as soon as its lookup ends
+    /// (`ask_early`); other ops once every lookup has.
+    sent: Vec<bool>,
     /// The next replica number beyond R for a place that must move.
     next_spare: u8,
     /// H(K‖i) for every replica number, spares included.
@@ -505,6 +508,7 @@ impl Peer {
             record,
             places: places.clone(),
             copies: vec![None; n],
+            sent: vec![false; n],
             remaining: n,
             resolving: n,
             next_spare,
@@ -545,6 +549,7 @@ impl Peer {
                                 p.path = path;
                                 p.confirmations = confirmations;
                             }
+                            self.ask_early(now, op, place);
                         }
                         Err(e) => self.place_done(now, op, place, Err(format!("lookup failed: {e}"))),
                     }
@@ -579,12 +584,27 @@ impl Peer {
         }
         let mut moves = Vec::new();
         let mut unplaceable = Vec::new();
+        let mut recalled = Vec::new();
         if !matches!(o.purpose, Purpose::Handoff { .. }) {
             let mut used = std::collections::BTreeSet::new();
             for (ix, p) in o.places.iter_mut().enumerate() {
                 let Some(node) = &p.node else { continue };
                 if used.insert(node.addr.ip()) {
                     continue;
+                }
+                if o.sent[ix] {
+                    // A read asked this place early, before a place with a lower number
+                    // landed on the same address: the rule moves this one, so its answer
+                    // no longer counts (a valid copy it brought was still a valid copy).
+                    o.sent[ix] = false;
+                    if p.valid || p.error.is_some() {
+                        o.remaining += 1;
+                    }
+                    p.valid = false;
+                    p.error = None;
+                    p.seq = None;
+                    o.copies[ix] = None;
+                    recalled.push(ix);
                 }
                 let Some(&spare_key) = o.keys.get(usize::from(o.next_spare)) else {
                     // Out of spare numbers: no copy here rather than two on one address.
@@ -600,6 +620,14 @@ impl Peer {
                 moves.push((ix, spare_key));
             }
         }
+        if !recalled.is_empty() && !o.places.iter().any(|p| p.valid) {
+            // The copy that started the read's grace no longer counts: wait for the next.
+            o.report_at = None;
+        }
+        for ix in recalled {
+            self.recall(op, ix);
+        }
+        let Some(o) = self.storage.as_mut().and_then(|s| s.ops.get_mut(&op)) else { return };
         if !moves.is_empty() {
             o.resolving = moves.len();
             for ix in unplaceable {
@@ -613,13 +641,52 @@ impl Peer {
             }
             return;
         }
-        let targets: Vec<(usize, Contact)> =
-            o.places.iter().enumerate().filter_map(|(ix, p)| Some((ix, p.node.clone()?))).collect();
+        let targets: Vec<(usize, Contact)> = o
+            .places
+            .iter()
+            .enumerate()
+            .filter(|(ix, _)| !o.sent[*ix])
+            .filter_map(|(ix, p)| Some((ix, p.node.clone()?)))
+            .collect();
         for (ix, node) in targets {
             self.send_to_place(now, op, ix, node, false);
         }
         for ix in unplaceable {
             self.place_done(now, op, ix, Err("no spare replica number on a distinct address".into()));
+        }
+    }
+
+    /// A read's place whose lookup just ended is asked at once, unless another place already
+    /// found lies on the same address (then the rule of `place_resolved` decides, once every
+    /// lookup has ended). Waiting for all of them made a read as slow as its slowest lookup:
+    /// right after half of 256 daemons were killed, one lookup of four going round until its
+    /// retry held reads for 11-16 s (docs/performance.md, B4).
+    fn ask_early(&mut self, now: Instant, op: StorageOpId, place: usize) {
+        let Some(o) = self.storage.as_mut().and_then(|s| s.ops.get_mut(&op)) else { return };
+        if !matches!(o.purpose, Purpose::Fetch) || o.sent.get(place) != Some(&false) {
+            return;
+        }
+        let Some(node) = o.places[place].node.clone() else { return };
+        let shared = o
+            .places
+            .iter()
+            .enumerate()
+            .any(|(ix, p)| ix != place && p.node.as_ref().is_some_and(|n| n.addr.ip() == node.addr.ip()));
+        if shared {
+            return;
+        }
+        o.sent[place] = true;
+        self.send_to_place(now, op, place, node, false);
+    }
+
+    /// Forgets the request in flight for `place` of `op` (its transaction ends here).
+    fn recall(&mut self, op: StorageOpId, place: usize) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        let stale: Vec<ClientTxId> =
+            storage.pending.iter().filter(|(_, r)| r.op == Some(op) && r.place == place).map(|(id, _)| *id).collect();
+        for id in stale {
+            storage.pending.remove(&id);
+            let _ = self.transactions.terminate_client(id);
         }
     }
 

@@ -1,4 +1,5 @@
-//! Reads: a fetch asks all R+1 places at once, verifies each copy as it arrives, and reports
+//! Reads: a fetch asks each of the R+1 places as soon as its lookup has found the node
+//! (`Peer::ask_early`), verifies each copy as it arrives, and reports
 //! ([`StorageEvent::Fetched`]) the newest valid copy once every place has answered, or once a
 //! valid copy has been in hand for a grace period, whichever comes first.
 //!

@@ -607,23 +607,35 @@ fn a_dead_holder_s_successor_serves_its_copy_before_the_ring_notices() {
     let key = "sip:alice@example.com";
     let (mut net, alice) = ring_with_alice(15);
     let reader = addr("127.0.0.2:5070");
-    let (k, dead, next) = places_and_keepers(&net, key)
+    let keepers = places_and_keepers(&net, key);
+    let holders: Vec<SocketAddr> = keepers.iter().map(|(_, h, _)| *h).collect();
+    let (_, dead, next) = keepers
         .into_iter()
-        .find(|(_, h, next)| ![alice, reader].contains(h) && !next.contains(&alice) && !next.contains(&reader))
-        .expect("a place away from alice and the reader");
+        .find(|(_, h, next)| {
+            ![alice, reader].contains(h)
+                && !next.contains(&alice)
+                && !next.contains(&reader)
+                && !holders.contains(&next[0])
+        })
+        .expect("a place away from alice and the reader, whose stand-in holds no other place");
     let stand_in = next[0];
-    let served_before = net.peers[&stand_in].storage_counters().unwrap().fetches_served;
+    let counters = |net: &Net| net.peers[&stand_in].storage_counters().unwrap().clone();
+    let before = counters(&net);
     // The holder dies silently, and the read starts at that instant: its successor still
     // names the dead node as its predecessor.
     net.peers.remove(&dead);
     assert_eq!(net.peers[&stand_in].overlay.chord.predecessor().map(|p| p.addr), Some(dead));
     let (newest, places) = net.fetch(reader, key);
     assert!(newest.is_some());
-    let place = places.iter().find(|p| p.replica_key == k).unwrap();
-    assert!(place.valid && place.current, "{place:?}");
-    assert_eq!(place.node.as_ref().map(|n| n.addr), Some(stand_in), "{place:?}");
-    assert!(places.iter().all(|p| p.valid && p.current), "{places:#?}");
-    assert!(net.peers[&stand_in].storage_counters().unwrap().fetches_served > served_before);
+    // The read reports once a valid copy has been in hand for a short grace: a place whose
+    // lookup still went round the dead node may not have answered by then.
+    let answered: Vec<&Place> = places.iter().filter(|p| p.error.as_deref() != Some("no answer yet")).collect();
+    assert!(!answered.is_empty() && answered.iter().all(|p| p.valid && p.current), "{places:#?}");
+    // The dead holder's place was asked of its successor, which served its copy instead of
+    // redirecting to its dead predecessor.
+    let after = counters(&net);
+    assert!(after.fetches_served > before.fetches_served, "{after:?}");
+    assert_eq!(after.not_responsible, before.not_responsible, "{after:?}");
 }
 
 #[test]
@@ -722,4 +734,43 @@ fn a_node_whose_predecessor_died_hands_nothing_on() {
     assert!(predecessor.is_some_and(|p| p != dead), "the keeper never took a new predecessor: {predecessor:?}");
     assert_eq!(handed(&net), before, "the keeper handed records on after its predecessor died");
     assert!(net.holders(RecordKind::Registration, key).contains(&keeper));
+}
+
+#[test]
+fn a_read_asks_each_place_as_its_lookup_ends_and_does_not_wait_for_the_slowest() {
+    // Every keeper of one place dies silently: that place's lookup goes round the dead nodes
+    // (hedged after a soft deadline, confirmed, retried) while the other places answer at once
+    // on this zero-latency network. The read is reported after the short grace that follows
+    // its first valid copy, not after the slowest lookup (docs/performance.md, B4: reads held
+    // 11-16 s right after half the ring died).
+    let key = "sip:alice@example.com";
+    let (mut net, alice) = ring_with_alice(15);
+    let reader = addr("127.0.0.2:5070");
+    let keepers = places_and_keepers(&net, key);
+    let (_, holder, next) = keepers
+        .iter()
+        .find(|(_, h, next)| ![alice, reader].contains(h) && !next.contains(&alice) && !next.contains(&reader))
+        .cloned()
+        .expect("a place away from alice and the reader");
+    for dead in std::iter::once(holder).chain(next) {
+        net.peers.remove(&dead);
+    }
+    let start = net.now;
+    let op = net.peer(reader).fetch(start, RecordKind::Registration, key).unwrap();
+    let reported = |net: &Net| {
+        net.events.iter().find_map(|(a, e)| match e {
+            StorageEvent::Fetched { op: o, newest, places, .. } if *o == op && *a == reader => {
+                Some((newest.clone(), places.clone()))
+            }
+            _ => None,
+        })
+    };
+    while reported(&net).is_none() && net.now - start < Duration::from_secs(30) {
+        net.run_for(Duration::from_millis(10));
+    }
+    let took = net.now - start;
+    let (newest, places) = reported(&net).expect("the read was reported");
+    assert!(newest.is_some(), "{places:#?}");
+    assert!(took <= Duration::from_millis(100), "reported after {took:?}: {places:#?}");
+    assert!(places.iter().any(|p| p.error.as_deref() == Some("no answer yet")), "{places:#?}");
 }
