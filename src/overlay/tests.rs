@@ -224,11 +224,11 @@ fn r_minus_one_consecutive_failures_are_survived() {
 }
 
 #[test]
-fn a_run_of_dead_successors_is_skipped_in_two_deadlines_not_one_per_node() {
+fn a_run_of_dead_successors_is_skipped_in_three_deadlines_not_one_per_node() {
     // r - 1 consecutive successors of x die at once. Asking them one at a time costs an RPC
     // deadline each (docs/performance.md, B4: 8 × 2 s after a 50% failure, during which
-    // lookups for keys in the run failed); pinged together once the first has failed, they
-    // are all gone one deadline later.
+    // lookups for keys in the run failed); pinged together once two have failed in a row,
+    // they are all gone one deadline later.
     let mut net = net(71);
     grow_sequentially(&mut net, 40).unwrap();
     converge(&mut net, Duration::from_secs(300));
@@ -254,7 +254,7 @@ fn a_run_of_dead_successors_is_skipped_in_two_deadlines_not_one_per_node() {
     let (reached, _) = *changes.iter().find(|(_, id)| *id == live).expect("x reaches the live node");
     let deadline = net.config().chord.rpc_timeout;
     println!("{} dead successors skipped in {:?}", r - 1, reached - first_drop);
-    assert!(reached - first_drop <= deadline * 3 / 2, "seed 71: took {:?}", reached - first_drop);
+    assert!(reached - first_drop <= deadline * 5 / 2, "seed 71: took {:?}", reached - first_drop);
 }
 
 #[test]

@@ -509,6 +509,13 @@ impl Chord {
                 self.ask_neighbours(now, x.clone());
                 return;
             }
+            if follow {
+                // A round walks back at most `max_hops` predecessors; the next goes on from
+                // here at once rather than a period later. A node that joined a young ring
+                // and heard of none of the thirty nodes that joined after it between it and
+                // its successor took two periods (10 s) to find its place (B4 bootstrap).
+                self.stabilize_hinted = true;
+            }
         }
         // Our question notified the successor; the answer names us unless its predecessor lies
         // between us but has failed (we did not follow it), which our notify made it check
@@ -575,9 +582,9 @@ impl Chord {
         if self.successors.is_empty() {
             self.isolated(now);
         } else if steps < self.config.max_hops {
-            if steps == 1 {
-                self.check_successors(now);
-            }
+            // Under churn one successor fails at a time and the next answers: only a second
+            // failure in a row suggests a run of dead nodes, worth a ping to each of the rest.
+            self.check_successors(now, steps == 2);
             // Ask the next successor straight away (Chord ToN §IV-E.3).
             self.stabilize_steps = Some(steps);
             let next = self.successor().clone();
@@ -585,14 +592,14 @@ impl Chord {
         }
     }
 
-    /// Our first successor failed. After a mass failure the list may hold a run of dead
-    /// nodes, and asking them one at a time would cost an RPC deadline each (8 × 2 s), while
-    /// the keys in the run have no live node that names their successor (docs/performance.md,
-    /// B4). So every successor after the next, which stabilize asks now, is pinged at once, and
-    /// those that failed other requests of ours lately are dropped straight away. The pings go
-    /// out before stabilize's question, so that when they all time out together their
-    /// failures are handled first and stabilize then skips past the whole run.
-    fn check_successors(&mut self, now: Instant) {
+    /// Our first successor failed: successors that failed other requests of ours lately are
+    /// dropped with it. After a mass failure the list may hold a run of dead nodes, and asking
+    /// them one at a time would cost an RPC deadline each (8 × 2 s), while the keys in the run
+    /// have no live node that names their successor (docs/performance.md, B4). So, when
+    /// `ping`, every successor after the next, which stabilize asks now, is pinged at once.
+    /// The pings go out before stabilize's question, so that when they all time out together
+    /// their failures are handled first and stabilize then skips past the whole run.
+    fn check_successors(&mut self, now: Instant, ping: bool) {
         let old_first = self.first_successor_id();
         let failed = &self.recently_failed;
         let dead: Vec<NodeId> = self.successors.as_slice()[1..]
@@ -604,6 +611,9 @@ impl Chord {
             self.successors.remove(id);
         }
         self.successors_touched(old_first);
+        if !ping {
+            return;
+        }
         let rest: Vec<Contact> = self.successors.as_slice()[1..].to_vec();
         for asked in rest {
             self.send(now, RpcTarget::Node(asked.clone()), Request::Ping, Purpose::SuccessorCheck { asked });
@@ -751,6 +761,14 @@ impl Chord {
         if matches!(result, Ok(Response::Ok) | Err(RpcFailure::Busy)) {
             if still_ours {
                 self.predecessor_heard_at = Some(now);
+                if let Some(candidate) = candidate {
+                    // The candidate took us for its successor, but our live predecessor lies
+                    // between it and us: it is told, as a former predecessor is, so that it
+                    // stabilizes now and walks back to that node instead of a period later.
+                    // Nodes that joined a young ring at the same moment took 5-10 s to find
+                    // their places without this (B4 bootstrap).
+                    self.tell_former_predecessor(now, candidate);
+                }
             }
             return;
         }

@@ -113,6 +113,8 @@ impl Chord {
 
     /// Our predecessor changed from `former` to a node between it and us: `former` has a new
     /// successor and is told at once, by the digest of the answer it would now get from us.
+    /// Also a node that notified us from behind our live predecessor: it too has a closer
+    /// successor than us (`on_check_predecessor_answer`).
     pub(super) fn tell_former_predecessor(&mut self, now: Instant, former: Contact) {
         let Some(predecessor) = self.predecessor.clone() else { return };
         if self.state != NodeState::Joined || former.id == self.me.id || self.is_failed(now, former.id) {

@@ -221,6 +221,53 @@ fn stabilize_asks_a_closer_successor_before_adopting_it() {
 }
 
 #[test]
+fn a_walk_back_cut_at_the_hop_limit_goes_on_at_once() {
+    // More than `max_hops` nodes joined between a and its successor b without a hearing of
+    // them: each answer names a closer predecessor. The round stops at the limit, and the
+    // next one starts right away rather than a stabilize period later.
+    let (mut a, b, now) = pair();
+    let mut chain: Vec<Contact> = (3..=250).map(contact).filter(|x| x.id.in_open(a.me().id, b.me().id)).collect();
+    chain.sort_by_key(|x| std::cmp::Reverse(a.me().id.distance(x.id)));
+    let limit = ChordConfig::default().max_hops as usize;
+    assert!(chain.len() > limit + 1, "only {} nodes between a and b", chain.len());
+    a.handle_timeout(now);
+    for next in chain.iter().take(limit) {
+        let rpc = drain_rpcs(&mut a).into_iter().find(|r| matches!(r.request, Request::GetNeighbours { .. }));
+        let rpc = rpc.expect("the walk goes on");
+        let answer = Response::Neighbours { predecessor: Some(next.clone()), successors: vec![] };
+        a.handle_response(now, rpc.id, Ok(answer));
+    }
+    let soon = now + Duration::from_millis(25);
+    a.handle_timeout(soon);
+    let asks = drain_rpcs(&mut a).into_iter().filter(|r| matches!(r.request, Request::GetNeighbours { .. })).count();
+    assert_eq!(asks, 1, "no new round within 25 ms of the cut");
+}
+
+#[test]
+fn a_notify_from_behind_a_live_predecessor_is_answered_with_a_push() {
+    // c takes b for its successor, but b's predecessor p, alive, lies between them: c is told
+    // (Changed), so it stabilizes now and walks back to p.
+    let (mut b, _, now) = pair();
+    let me = b.me().id;
+    let after = b.predecessor().map_or(me, |q| q.id);
+    // Between b's present predecessor and b: p nearest b, c before it.
+    let mut ids: Vec<Contact> = (3..60).map(contact).filter(|x| x.id.in_open(after, me)).collect();
+    ids.sort_by_key(|x| x.id.distance(me));
+    let (p, c) = (ids[0].clone(), ids[1].clone());
+    assert_eq!(proven_request(&mut b, now, &p, Request::Notify), Response::Ok);
+    drain_rpcs(&mut b);
+    assert_eq!(b.handle_request(now, c.clone(), Request::Notify), Response::Ok);
+    let ping =
+        drain_rpcs(&mut b).into_iter().find(|r| r.request == Request::Ping && r.to == RpcTarget::Node(p.clone()));
+    b.handle_response(now, ping.expect("p is checked").id, Ok(Response::Ok));
+    assert_eq!(b.predecessor(), Some(&p));
+    let told = drain_rpcs(&mut b)
+        .into_iter()
+        .any(|r| r.to == RpcTarget::Node(c.clone()) && matches!(r.request, Request::Changed { .. }));
+    assert!(told, "c was not told of p");
+}
+
+#[test]
 fn notify_contradicting_a_dead_predecessor_replaces_it() {
     let (mut b, now) = node(2);
     let ids: Vec<Contact> = (3..40).map(contact).collect();
