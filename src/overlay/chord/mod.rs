@@ -263,6 +263,12 @@ pub struct Chord {
     /// The digest of the successor list our predecessor last heard of from us, and whether
     /// a push is in flight (`push`).
     pushed_digest: Option<u64>,
+    /// The predecessor that digest was last pushed to: a new predecessor may hold an older
+    /// copy of our list (`push`).
+    pushed_to: Option<NodeId>,
+    /// The node we last gave our list in an answer (stabilize's question, or admitting it as
+    /// our predecessor), and that list's digest as `push` computes it.
+    answered: Option<(NodeId, u64)>,
     pushing: bool,
     /// When the change seen first since the last push goes out (`push::PUSH_DELAY`).
     push_at: Option<Instant>,
@@ -333,6 +339,8 @@ impl Chord {
             leaves_outstanding: 0,
             recently_failed: BTreeMap::new(),
             pushed_digest: None,
+            pushed_to: None,
+            answered: None,
             pushing: false,
             push_at: None,
             rtt: hedge::RttEstimator::default(),

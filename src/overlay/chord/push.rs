@@ -48,6 +48,7 @@ impl Chord {
     /// says something other than its last answer did.
     pub(super) fn on_changed(&mut self, now: Instant, from: &Contact, digest: u64) {
         if self.successors.first() != Some(from) {
+            tracing::debug!(node = ?self.me.id, from = ?from.id, "a push from a node that is not our successor: ignored");
             return;
         }
         let known = self
@@ -56,6 +57,7 @@ impl Chord {
             .filter(|c| c.from == *from)
             .map(|c| neighbours_digest(c.predecessor.as_ref(), &c.successors));
         if known != Some(digest) {
+            tracing::debug!(node = ?self.me.id, from = ?from.id, "our successor's neighbours changed: stabilizing soon");
             self.counters.pushes_heeded += 1;
             self.stabilize_soon(now);
         }
@@ -75,6 +77,18 @@ impl Chord {
         self.stabilize_at = self.stabilize_at.min(earliest);
     }
 
+    /// The digest of what our predecessor's list copies of ours: us and our first `r - 1`.
+    fn copied_digest(&self) -> u64 {
+        let copied = self.successors.capacity().saturating_sub(1);
+        let list = self.successors.as_slice();
+        neighbours_digest(None, &list[..list.len().min(copied)])
+    }
+
+    /// `to` was just given our list in an answer: if it becomes our predecessor, it has it.
+    pub(super) fn note_answered(&mut self, to: &Contact) {
+        self.answered = Some((to.id, self.copied_digest()));
+    }
+
     /// Tells our predecessor that our successor list changed where its own list copies it:
     /// its list is us and then our first `r - 1`, so a change at depth `r` alone, or of our
     /// predecessor alone, is not pushed. One push in flight at a time; a change made meanwhile
@@ -85,14 +99,26 @@ impl Chord {
             self.push_at = None;
             return;
         };
-        let copied = self.successors.capacity().saturating_sub(1);
         let list = self.successors.as_slice();
-        let trigger = neighbours_digest(None, &list[..list.len().min(copied)]);
+        let trigger = self.copied_digest();
+        if self.pushed_to.is_some_and(|p| p != predecessor.id) && self.answered == Some((predecessor.id, trigger)) {
+            // The new predecessor's question or join was answered with our list as it is.
+            self.pushed_to = Some(predecessor.id);
+            self.pushed_digest = Some(trigger);
+        }
         match self.pushed_digest {
             // Our first list, just taken from a join or a stabilize: the predecessor that
             // admitted us or stabilized with us has it already.
-            None => self.pushed_digest = Some(trigger),
-            Some(d) if d == trigger => self.push_at = None,
+            None => {
+                self.pushed_digest = Some(trigger);
+                self.pushed_to = Some(predecessor.id);
+            }
+            // A new predecessor may hold an older copy of our list than the one we last
+            // pushed, to the predecessor before it: a node that joined just before us took our
+            // list from the node that admitted it, while our last push went to our former
+            // predecessor (B4: a joiner missed a node at depth 7 for 5 s). It is pushed our
+            // list too; if its copy is current, it ignores the push.
+            Some(d) if d == trigger && self.pushed_to.is_none_or(|p| p == predecessor.id) => self.push_at = None,
             Some(_) => {
                 let due = *self.push_at.get_or_insert(now + PUSH_DELAY);
                 if now < due || self.pushing {
@@ -100,11 +126,13 @@ impl Chord {
                 }
                 self.push_at = None;
                 self.pushed_digest = Some(trigger);
+                self.pushed_to = Some(predecessor.id);
                 if !self.is_failed(now, predecessor.id) && predecessor.id != self.me.id {
                     self.pushing = true;
                     // What the predecessor compares with its last answer from us: the digest
                     // of that whole answer as it would be now.
                     let digest = neighbours_digest(Some(&predecessor), list);
+                    tracing::debug!(node = ?self.me.id, to = ?predecessor.id, "pushing our changed neighbours");
                     self.send(now, RpcTarget::Node(predecessor), Request::Changed { digest }, Purpose::Push);
                 }
             }

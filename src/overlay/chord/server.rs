@@ -77,6 +77,7 @@ impl Chord {
             Request::GetNeighbours { digest, notify } => {
                 // Stabilize's notify, done before answering so the answer already names the
                 // asker (or, if our predecessor lies between us, the check of it has started).
+                self.note_answered(&from);
                 if notify {
                     self.notify(now, from);
                 }
@@ -262,6 +263,7 @@ impl Chord {
                     .chain(self.successors.as_slice().iter().cloned())
                     .take(r)
                     .collect();
+                self.note_answered(&joiner);
                 self.notify(now, joiner);
                 return Response::Joined { predecessor: Some(p), successors, fingers };
             }

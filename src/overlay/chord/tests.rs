@@ -268,6 +268,52 @@ fn a_notify_from_behind_a_live_predecessor_is_answered_with_a_push() {
 }
 
 #[test]
+fn a_new_predecessor_is_pushed_the_list_its_predecessor_was_pushed() {
+    // a's list changes and is pushed to its predecessor p1; then p2 joins between p1 and a,
+    // holding the list it was given when it joined: it is pushed the new list as well.
+    let (mut a, b, now) = pair();
+    let me = a.me().id;
+    let after = a.predecessor().map_or(me, |q| q.id);
+    let mut ids: Vec<Contact> = (3..60).map(contact).filter(|x| x.id.in_open(after, me)).collect();
+    ids.sort_by_key(|x| std::cmp::Reverse(x.id.distance(me)));
+    let (p1, p2) = (ids[0].clone(), ids[1].clone());
+    assert!(p2.id.in_open(p1.id, me));
+    assert_eq!(proven_request(&mut a, now, &p1, Request::Notify), Response::Ok);
+    assert_eq!(a.predecessor(), Some(&p1));
+    let t = now + Duration::from_millis(60);
+    a.handle_timeout(t);
+    for r in drain_rpcs(&mut a) {
+        let answer = match r.request {
+            Request::GetNeighbours { .. } => {
+                Response::Neighbours { predecessor: Some(a.me().clone()), successors: vec![] }
+            }
+            _ => Response::Ok,
+        };
+        a.handle_response(t, r.id, Ok(answer));
+    }
+    // a stabilizes and learns a second successor x.
+    let x = (60..120).map(contact).find(|x| x.id.in_open(b.me().id, me)).unwrap();
+    let t = now + Duration::from_secs(30);
+    a.handle_timeout(t);
+    let ask = drain_rpcs(&mut a).into_iter().find(|r| matches!(r.request, Request::GetNeighbours { .. }));
+    let answer = Response::Neighbours { predecessor: Some(a.me().clone()), successors: vec![x.clone()] };
+    a.handle_response(t, ask.expect("stabilize asks b").id, Ok(answer));
+    let pushed_to = |rpcs: Vec<OutgoingRpc>, to: &Contact| {
+        rpcs.into_iter().find(|r| r.to == RpcTarget::Node(to.clone()) && matches!(r.request, Request::Changed { .. }))
+    };
+    let t = t + Duration::from_millis(60);
+    a.handle_timeout(t);
+    let push = pushed_to(drain_rpcs(&mut a), &p1).expect("the change is pushed to p1");
+    a.handle_response(t, push.id, Ok(Response::Ok));
+    // p2 becomes a's predecessor.
+    assert_eq!(proven_request(&mut a, t, &p2, Request::Notify), Response::Ok);
+    assert_eq!(a.predecessor(), Some(&p2));
+    let t = t + Duration::from_millis(60);
+    a.handle_timeout(t);
+    assert!(pushed_to(drain_rpcs(&mut a), &p2).is_some(), "p2 was not pushed a's list");
+}
+
+#[test]
 fn notify_contradicting_a_dead_predecessor_replaces_it() {
     let (mut b, now) = node(2);
     let ids: Vec<Contact> = (3..40).map(contact).collect();
