@@ -15,7 +15,10 @@
 //! A join is the one change the push along the list misses: a node that joins between `p` and
 //! its successor `s` and is admitted by `s` (or notifies it) becomes `s`'s predecessor, and
 //! `p`, whose successor it now is, would hear of it only at its next stabilize. So `s` tells
-//! its former predecessor as well ([`Chord::tell_former_predecessor`]).
+//! its former predecessor as well ([`Chord::tell_former_predecessor`]). And a node that
+//! becomes our predecessor after our last push went to the one before it may hold an older
+//! copy of our list (it took it from the node that admitted it): it is pushed ours too, unless
+//! we have just answered it with our list as it is.
 //!
 //! A forged push (from an address we cannot tell from our successor's over UDP) costs its
 //! target one `GetNeighbours` to its own, real, successor, no more than one per
