@@ -666,7 +666,7 @@ impl Peer {
         if !matches!(o.purpose, Purpose::Fetch) || o.sent.get(place) != Some(&false) {
             return;
         }
-        let Some(node) = o.places[place].node.clone() else { return };
+        let Some(node) = o.places.get(place).and_then(|p| p.node.clone()) else { return };
         let shared = o
             .places
             .iter()
