@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`addr`]: address classes every layer shares: allowed next hops, sources grouped by /64.
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
+//! - [`transport`]: listeners, transports, connections and endpoints, shared by `peer` and `proxy`.
+//! - [`encoding`]: bytes written as hex text, and read back.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
 //! - [`overlay_config`]: the overlay configuration document, signed by the root key (RFC 6940 §11.1 in spirit). Sans-IO.
@@ -25,6 +27,7 @@ pub mod cli;
 // The one module allowed to read the clock (clippy.toml's sans-IO list).
 #[allow(clippy::disallowed_methods)]
 pub mod daemon;
+pub mod encoding;
 pub mod identity;
 pub mod overlay;
 pub mod overlay_config;
@@ -33,3 +36,4 @@ pub mod proxy;
 pub mod sim;
 pub mod sip;
 pub mod store;
+pub mod transport;

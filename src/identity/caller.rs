@@ -64,7 +64,7 @@ fn to_be_signed(msg: &Message, date: &str) -> Option<Vec<u8>> {
     let to = aor_of(&msg.to().ok()?.uri)?;
     let cseq = msg.cseq().ok()?;
     let body = ring::digest::digest(&ring::digest::SHA256, &msg.body);
-    let body = crate::overlay_config::hex(body.as_ref());
+    let body = crate::encoding::hex(body.as_ref());
     let text = format!(
         "{DOMAIN}\n{from}\n{to}\n{}\n{} {}\n{date}\n{body}",
         msg.call_id().ok()?,

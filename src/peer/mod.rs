@@ -7,11 +7,10 @@
 //!
 //! What the peer does with a request (RFC 3261 §16.3, §8.2) is decided in [`policy`]; requests
 //! for users and REGISTERs from phones go to the [`Proxy`] (§10.3, §16); where responses go is
-//! in [`endpoint`].
+//! in [`crate::transport`].
 
 mod admission;
 pub mod counters;
-pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod overlay;
@@ -29,9 +28,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace, warn};
 
+pub use crate::sip::header::new_branch;
+pub use crate::transport::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 pub use admission::Queue;
 pub use counters::Counters;
-pub use endpoint::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
 pub use overlay::PeerEvent;
 pub use storage::{Place, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS};
 
@@ -800,11 +800,6 @@ pub(crate) fn amplifies(request: &Message, response: &Message) -> bool {
 
 /// See [`amplifies`].
 pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
-
-/// A random `z9hG4bK` branch.
-pub fn new_branch(rng: &mut impl Rng) -> String {
-    format!("{}{:016x}", crate::sip::header::BRANCH_MAGIC_COOKIE, rng.random::<u64>())
-}
 
 #[cfg(test)]
 mod tests;

@@ -52,16 +52,7 @@ impl Algorithm {
     }
 }
 
-/// Lower-case hex, two digits a byte (every digest and nonce goes through here: no `write!`).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
+pub(crate) use crate::encoding::hex;
 
 /// Equality whose time does not depend on where the inputs first differ.
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {

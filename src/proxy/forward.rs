@@ -20,11 +20,12 @@ use super::digest::Algorithm;
 use super::directory::{resolve, Resolution};
 use super::registrar::{Registrar, RegistrarConfig};
 use crate::addr::next_hop_allowed;
-use crate::peer::{new_branch, ConnectionId, Endpoint, Listener, Transport};
+use crate::sip::header::new_branch;
 use crate::sip::header::{NameAddr, Via};
 use crate::sip::transaction::{ClientTxId, ServerTxId, TransactionLayer};
 use crate::sip::validate::Rejection;
 use crate::sip::{Header, HeaderName, Host, Message, Method, SipUri, StartLine, Uri};
+use crate::transport::{ConnectionId, Endpoint, Listener, Transport};
 
 /// The proxy's settings.
 #[derive(Debug, Clone)]

@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::peer::{ConnectionId, Endpoint, Transport};
 use crate::sip::header::NameAddr;
 use crate::sip::uri::Host;
 use crate::sip::validate::Rejection;
 use crate::sip::{Contacts, Header, HeaderName, Message, Uri};
+use crate::transport::{ConnectionId, Endpoint, Transport};
 
 /// The registrar's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,8 +344,8 @@ impl Registrar {
 #[allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
 mod tests {
     use super::*;
-    use crate::peer::{Listener, Transport};
     use crate::sip::parse;
+    use crate::transport::{Listener, Transport};
 
     fn flow(port: u16) -> Endpoint {
         Endpoint {

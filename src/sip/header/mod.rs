@@ -13,4 +13,4 @@ pub use cseq::CSeq;
 pub use media_type::MediaType;
 pub use name::HeaderName;
 pub use name_addr::NameAddr;
-pub use via::{Via, BRANCH_MAGIC_COOKIE};
+pub use via::{new_branch, Via, BRANCH_MAGIC_COOKIE};

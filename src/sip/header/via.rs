@@ -9,6 +9,11 @@ use crate::sip::uri::{host_port, parse_host_port, Host};
 /// The RFC 3261 §8.1.1.7 magic cookie that marks a branch as globally unique.
 pub const BRANCH_MAGIC_COOKIE: &str = "z9hG4bK";
 
+/// A random branch with the RFC 3261 magic cookie (§8.1.1.7): unique per transaction.
+pub fn new_branch(rng: &mut impl rand::Rng) -> String {
+    format!("{BRANCH_MAGIC_COOKIE}{:016x}", rng.random::<u64>())
+}
+
 /// One Via entry (a header line may carry several, comma separated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {

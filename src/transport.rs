@@ -1,5 +1,6 @@
-//! Addresses as the peer sees them: which of its listeners a message used, over which
-//! transport, from whom; and where responses go (RFC 3261 §18.2.2, RFC 3581 §4).
+//! Addresses as the node sees them: which of its listeners a message used, over which
+//! transport, from whom; and where responses go (RFC 3261 §18.2.2, RFC 3581 §4). Below both
+//! the peer and the proxy, which pass these between them; only `daemon` owns the sockets.
 
 use std::net::SocketAddr;
 
