@@ -14,7 +14,8 @@
 //!
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
-//! arguments. The HTTPS CA server, enrollment client and key files live elsewhere (later work).
+//! arguments. The HTTPS CA server, the enrollment client and the key files are the daemon's
+//! (`daemon::ca_server`, `daemon::enroll_client`, `daemon::identity_files`).
 
 pub mod aor;
 pub mod ca;
