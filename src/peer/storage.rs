@@ -251,6 +251,11 @@ pub(super) struct StorageFace {
 }
 
 impl StorageFace {
+    /// Counts the records held again (`StorageCounters::records_held`), after the store changed.
+    fn recount(&mut self) {
+        self.counters.records_held = self.store.iter().count() as u64;
+    }
+
     pub fn new(
         config: StorageConfig,
         store: Box<dyn Store + Send>,
@@ -902,7 +907,7 @@ impl Peer {
                             storage.store.get(record.kind, &record.key).is_some_and(|r| r.seq == record.seq);
                         if still_ours {
                             storage.store.remove(record.kind, &record.key);
-                            storage.counters.records_held = storage.store.iter().count() as u64;
+                            storage.recount();
                         }
                     }
                 }
@@ -933,7 +938,7 @@ impl Peer {
             if !gone.is_empty() {
                 debug!(count = gone.len(), "expired records dropped");
             }
-            storage.counters.records_held = storage.store.iter().count() as u64;
+            storage.recount();
             self.prune_backups();
             self.sync_backups(now, None);
         }

@@ -188,7 +188,7 @@ impl Peer {
         }
         if dropped > 0 {
             debug!(count = dropped, "backup copies past the last position dropped");
-            storage.counters.records_held = storage.store.iter().count() as u64;
+            storage.recount();
         }
     }
 

@@ -172,7 +172,7 @@ impl Peer {
                 }
                 storage.owner_budget.insert(owner, (allowance - 1.0, now));
                 storage.counters.stores_accepted += 1;
-                storage.counters.records_held = storage.store.iter().count() as u64;
+                storage.recount();
                 StorageAnswer::Stored
             }
             Err(refusal) => {
