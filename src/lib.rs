@@ -8,8 +8,8 @@
 //! - [`transport`]: listeners, transports, connections and endpoints, shared by `peer` and `proxy`.
 //! - [`encoding`]: bytes written as hex text, and read back.
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
-//! - [`identity`]: AoRs, keys, the enrollment CA's pure functions, certificate chain checks. Sans-IO.
-//! - [`overlay_config`]: the overlay configuration document, signed by the root key (RFC 6940 §11.1 in spirit). Sans-IO.
+//! - [`identity`]: AoRs, keys, certificate chain checks, the caller's signature. Sans-IO.
+//! - [`enrollment`]: what the enrollment CA makes: certificates (`ca`), its answers to requests (`desk`), the signed overlay configuration document (`config_doc`, RFC 6940 §11.1 in spirit). Sans-IO.
 //! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
 //! - [`proxy`]: the phone-facing registrar (digest auth, bindings) and stateful proxy (RFC 3261 §10, §16). Sans-IO.
 //! - [`peer`]: the node's protocol core; composes the rest, decides each request's answer. Sans-IO.
@@ -28,9 +28,9 @@ pub mod cli;
 #[allow(clippy::disallowed_methods)]
 pub mod daemon;
 pub mod encoding;
+pub mod enrollment;
 pub mod identity;
 pub mod overlay;
-pub mod overlay_config;
 pub mod peer;
 pub mod proxy;
 pub mod sim;

@@ -100,8 +100,8 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
             runtime.block_on(async {
                 let server = daemon::ca_server::CaServer::bind(&a.options()).await?;
                 let verify = match server.verify {
-                    p2psip::identity::enroll::VerifyMode::None => "none",
-                    p2psip::identity::enroll::VerifyMode::Email => "email",
+                    p2psip::enrollment::desk::VerifyMode::None => "none",
+                    p2psip::enrollment::desk::VerifyMode::Email => "email",
                 };
                 println!(
                     "p2psip ca: serving https://{} for {} (verify {verify}, {} names issued); root SHA-256 fingerprint {}",

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::daemon::ca_files::{InitOptions, ReissueOptions};
 use crate::daemon::ca_server::ServeOptions;
-use crate::identity::enroll::VerifyMode;
-use crate::overlay_config::{IdHashName, MAX_REPLICAS};
+use crate::enrollment::config_doc::{IdHashName, MAX_REPLICAS};
+use crate::enrollment::desk::VerifyMode;
 
 /// Run the overlay's enrollment CA: create it once (`init`), then serve enrollments (`serve`).
 ///

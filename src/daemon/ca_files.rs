@@ -4,7 +4,7 @@
 //! ```text
 //! DIR/root-key.pk8          the root's private key, PKCS#8 DER, mode 0600
 //! DIR/root.pem              the self-signed root certificate
-//! DIR/overlay-config.json   the signed overlay configuration document (overlay_config)
+//! DIR/overlay-config.json   the signed overlay configuration document (enrollment::config_doc)
 //! DIR/replica-secret        secret replica mode only: 32 bytes as hex, mode 0600
 //! DIR/ca.json               the CA's own settings: domain, verify mode, certificate lifetime
 //! DIR/issued.redb           who holds each issued name (redb), survives restart
@@ -19,10 +19,12 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::enroll::{Mail, VerifyMode};
+use crate::encoding::{hex, unhex};
+use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError, IdHashName, ReplicaPlacement, SECRET_LEN};
+use crate::enrollment::desk::{Mail, VerifyMode};
+use crate::enrollment::{EnrollmentCa, IssuedNames};
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem, fingerprint};
-use crate::identity::{Aor, CertificateSummary, EnrollmentCa, IdentityError, IssuedNames, KeyPair, PublicKey};
-use crate::overlay_config::{hex, unhex, ConfigDoc, ConfigDocError, IdHashName, ReplicaPlacement, SECRET_LEN};
+use crate::identity::{Aor, CertificateSummary, IdentityError, KeyPair, PublicKey};
 
 pub const ROOT_KEY: &str = "root-key.pk8";
 pub const ROOT: &str = "root.pem";
@@ -95,8 +97,8 @@ pub struct InitOptions {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DocumentSettings {
-    chord: Option<crate::overlay_config::ChordTimers>,
-    store: Option<crate::overlay_config::StoreLimits>,
+    chord: Option<crate::enrollment::config_doc::ChordTimers>,
+    store: Option<crate::enrollment::config_doc::StoreLimits>,
 }
 
 /// What `ca init` made.
@@ -423,13 +425,13 @@ mod tests {
             cert_lifetime_days: 1,
             settings: Some(dir.path().join("settings.json")),
         };
-        let chord = crate::overlay_config::ChordTimers { stabilize_interval_ms: 500, ..Default::default() };
+        let chord = crate::enrollment::config_doc::ChordTimers { stabilize_interval_ms: 500, ..Default::default() };
         let settings = serde_json::json!({ "chord": chord });
         std::fs::write(dir.path().join("settings.json"), settings.to_string()).unwrap();
         let made = init(&opts, 1_800_000_000, &rng).unwrap();
         assert_eq!(made.config.domain, "example.com");
         assert_eq!(made.config.chord.stabilize_interval_ms, 500, "from --settings");
-        assert_eq!(made.config.store, crate::overlay_config::StoreLimits::default());
+        assert_eq!(made.config.store, crate::enrollment::config_doc::StoreLimits::default());
         let loaded = load(&opts.dir, 1_800_000_000, &rng).unwrap();
         assert_eq!(fingerprint(loaded.ca.root_der()), made.root_fingerprint);
         assert_eq!(loaded.replica_secret.as_ref().map(Vec::len), Some(SECRET_LEN));

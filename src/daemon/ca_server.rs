@@ -12,7 +12,7 @@
 //! The TLS server certificate is issued at start by the root for the listen address,
 //! `localhost` and any `--tls-name`, with a fresh key kept in memory. Clients pin the root
 //! (its SHA-256 fingerprint is printed at start), so nothing else needs to be trusted. The
-//! enrollment rules are `identity::enroll`'s; this module only moves bytes, persists issued
+//! enrollment rules are `enrollment::desk`'s; this module only moves bytes, persists issued
 //! names (redb, `ca_files::IssuedDb`), writes mails to the outbox and, with `--smtp-relay`,
 //! also sends them (`smtp`).
 
@@ -34,10 +34,11 @@ use tracing::{debug, info, warn};
 
 use super::ca_files::{self, CaError, IssuedDb, LoadedCa};
 use super::smtp::{self, SmtpRelay};
-use crate::identity::enroll::{EnrollOutcome, EnrollRequest, EnrollmentDesk, Mail, RateLimiter, VerifyMode};
+use crate::encoding::hex;
+use crate::enrollment::desk::{EnrollOutcome, EnrollRequest, EnrollmentDesk, Mail, RateLimiter, VerifyMode};
+use crate::enrollment::Enrollment;
 use crate::identity::pem::{certificates_to_pem, fingerprint};
-use crate::identity::{Enrollment, KeyPair};
-use crate::overlay_config::hex;
+use crate::identity::KeyPair;
 
 /// Largest request body accepted (a PKCS#10 request is well under 2 KiB).
 const MAX_BODY: usize = 64 * 1024;

@@ -425,7 +425,7 @@ impl Config {
     /// Takes the overlay's settings from its signed configuration document: overlay name,
     /// domain, Chord timers, and the bootstrap peers when no `join` is set. Applied after the
     /// file and before the command-line flags, so flags win.
-    pub fn apply_document(&mut self, doc: &crate::overlay_config::ConfigDoc) {
+    pub fn apply_document(&mut self, doc: &crate::enrollment::config_doc::ConfigDoc) {
         self.overlay = doc.overlay.clone();
         self.domain = doc.domain.clone();
         let c = &doc.chord;

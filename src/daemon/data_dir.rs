@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use ring::rand::SecureRandom;
 
 use super::ca_files::{create_dir, read_file, write_file, write_private, CaError};
+use crate::encoding::{hex, unhex};
+use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};
 use crate::identity::local::layout;
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem};
 use crate::identity::{CertificateSummary, IdentityError, KeyPair, LocalIdentity, TrustAnchor};
-use crate::overlay_config::{hex, unhex, ConfigDoc, ConfigDocError};
 
 /// What a node keeps from enrollment, verified.
 #[derive(Debug)]
@@ -127,7 +128,8 @@ mod tests {
     use ring::rand::SystemRandom;
 
     use super::*;
-    use crate::identity::{build_csr, Aor, EnrollmentCa};
+    use crate::enrollment::{build_csr, EnrollmentCa};
+    use crate::identity::Aor;
 
     const NOW: u64 = 1_800_000_000;
 

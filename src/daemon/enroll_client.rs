@@ -25,9 +25,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::data_dir::{self, DataDirError};
+use crate::encoding::unhex;
+use crate::enrollment::build_csr;
+use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};
 use crate::identity::pem::{certificates_from_pem, fingerprint, parse_fingerprint};
-use crate::identity::{build_csr, Aor, IdentityError, LocalIdentity, TrustAnchor};
-use crate::overlay_config::{unhex, ConfigDoc, ConfigDocError};
+use crate::identity::{Aor, IdentityError, LocalIdentity, TrustAnchor};
 
 /// How long one exchange with the CA may take.
 const TIMEOUT: Duration = Duration::from_secs(20);

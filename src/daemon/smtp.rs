@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::identity::enroll::Mail;
+use crate::enrollment::desk::Mail;
 
 /// How long one whole exchange with the relay may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,7 @@
 //! Parameters, headers, ports and `sips:` are refused: an AoR is a name, not a contact.
 //!
 //! This module does not check that a domain exists or that the user may claim it: that is the
-//! enrollment CA's policy ([`super::ca`]).
+//! enrollment CA's policy ([`crate::enrollment::ca`]).
 
 use std::fmt;
 

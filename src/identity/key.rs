@@ -122,6 +122,16 @@ impl rcgen::SigningKey for RcgenSigner<'_> {
     }
 }
 
+/// The raw point of a P-256 subjectPublicKeyInfo; other algorithms are refused.
+pub(crate) fn p256_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<PublicKey, IdentityError> {
+    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_EC_P256) {
+        return Err(IdentityError::UnsupportedKey);
+    }
+    Ok(PublicKey::from_bytes(&spki.subject_public_key.data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,28 +6,23 @@
 //! # Layout
 //! - [`aor`]: [`Aor`], the canonical `sip:user@domain` a certificate binds.
 //! - [`key`]: P-256 ECDSA [`KeyPair`] (PKCS#8) and [`PublicKey`], randomness passed in.
-//! - [`ca`]: the enrollment CA's pure functions: root, CSR, issuing with "one name, one holder".
-//! - [`enroll`]: the enrollment desk (what the CA answers a request, e-mail tokens) and its rate limit.
 //! - [`verify`]: [`verify_chain`] at an explicit Unix time, [`VerifiedCache`].
 //! - [`local`]: [`LocalIdentity`], an enrolled node's own key and chain, and the data-dir layout.
 //! - [`pem`]: certificates as PEM, SHA-256 fingerprints.
 //!
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
-//! arguments. The HTTPS CA server, the enrollment client and the key files are the daemon's
+//! arguments. The CA's pure functions are `crate::enrollment`'s. The HTTPS CA server, the enrollment client and the key files are the daemon's
 //! (`daemon::ca_server`, `daemon::enroll_client`, `daemon::identity_files`).
 
 pub mod aor;
-pub mod ca;
 pub mod caller;
-pub mod enroll;
 pub mod key;
 pub mod local;
 pub mod pem;
 pub mod verify;
 
 pub use aor::Aor;
-pub use ca::{build_csr, Enrollment, EnrollmentCa, Issued, IssuedNames};
 pub use key::{KeyPair, PublicKey};
 pub use local::LocalIdentity;
 pub use verify::{verify_chain, CertificateSummary, TrustAnchor, VerifiedCache, VerifiedIdentity};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use ring::rand::SystemRandom;
 
 use super::*;
+use crate::enrollment::{build_csr, Enrollment, EnrollmentCa, Issued};
 
 /// 2026-01-01T00:00:00Z.
 pub(crate) const T0: u64 = 1_767_225_600;

@@ -12,7 +12,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
-use super::ca::p256_key;
+use super::key::p256_key;
 use super::{Aor, IdentityError, PublicKey};
 
 /// What a verified chain vouches for.

@@ -666,7 +666,7 @@ impl Peer {
         let from_tag = request.from().ok().and_then(|f| f.tag().map(str::to_owned)).unwrap_or_default();
         let data = format!("{}\n{from_tag}\n{branch}", request.call_id().unwrap_or_default());
         let mac = ring::hmac::sign(&self.tag_key, data.as_bytes());
-        crate::overlay_config::hex(&mac.as_ref()[..8])
+        crate::encoding::hex(&mac.as_ref()[..8])
     }
 
     /// Whether a request goes to the proxy: a REGISTER on the proxy listener, or a request

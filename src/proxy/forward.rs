@@ -82,7 +82,7 @@ impl Proxy {
     /// (issue 11, M3). Stateless, like the nonces: nothing is stored per dialog.
     pub(super) fn route_token(&self, node: SocketAddr) -> String {
         let tag = ring::hmac::sign(&self.route_key, format!("p2psip-rr {node}").as_bytes());
-        crate::overlay_config::hex(&tag.as_ref()[..8])
+        crate::encoding::hex(&tag.as_ref()[..8])
     }
 
     /// Another node's overlay listener named by a URI (a registration record's contact, a

@@ -17,7 +17,8 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 
 use super::Sim;
-use crate::identity::{build_csr, Aor, EnrollmentCa, IdentityError, KeyPair, TrustAnchor};
+use crate::enrollment::{build_csr, EnrollmentCa};
+use crate::identity::{Aor, IdentityError, KeyPair, TrustAnchor};
 use crate::overlay::testnet::invariants::InvariantViolation;
 use crate::overlay::NodeId;
 use crate::peer::{Peer, StorageEvent};

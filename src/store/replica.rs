@@ -14,7 +14,7 @@
 //!
 //! The replica numbers need not be 1…R: an overlay whose configuration document keeps them
 //! secret (`ReplicaPlacement::Secret`) gives enrolled members R numbers derived from a salt
-//! ([`crate::overlay_config::ReplicaPlacement::numbers`]), and [`replica_keys_numbered`] hashes
+//! ([`crate::enrollment::config_doc::ReplicaPlacement::numbers`]), and [`replica_keys_numbered`] hashes
 //! those instead (same bytes: `K ‖ 0x00 ‖ ascii(n)`). The spare numbers used when a place must
 //! move off an address already holding a copy then come from [`with_spares`]: public numbers
 //! continue R+1, R+2, …; secret numbers continue with numbers only their holders can compute.
@@ -72,7 +72,7 @@ pub fn with_spares(numbers: &[u64], spares: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay_config::ReplicaPlacement;
+    use crate::enrollment::config_doc::ReplicaPlacement;
 
     #[test]
     fn secret_numbers_move_the_places_and_the_same_secret_finds_them() {

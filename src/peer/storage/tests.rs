@@ -488,7 +488,7 @@ fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
 #[test]
 fn with_secret_replica_numbers_copies_sit_at_the_secret_places_and_members_read_them() {
     let secret = [42u8; 32];
-    let placement = crate::overlay_config::ReplicaPlacement::secret(DEFAULT_REPLICAS, &secret);
+    let placement = crate::enrollment::config_doc::ReplicaPlacement::secret(DEFAULT_REPLICAS, &secret);
     let numbers = placement.numbers(Some(&secret)).unwrap();
     let mut net = Net::with_numbers(9, StorePolicy::default(), Some(numbers.clone()));
     let alice = net.add("127.0.0.100:5070", Some("sip:alice@example.com"));

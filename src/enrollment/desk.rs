@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use ring::rand::SecureRandom;
 
 use super::ca::read_csr;
-use super::{Aor, Enrollment, EnrollmentCa, IdentityError, IssuedNames, PublicKey};
+use super::ca::{Enrollment, EnrollmentCa, IssuedNames};
+use crate::identity::{Aor, IdentityError, PublicKey};
 
 /// How long an e-mailed token stays good, seconds.
 pub const TOKEN_LIFETIME: u64 = 3600;
@@ -281,7 +282,8 @@ mod tests {
     use ring::rand::SystemRandom;
 
     use super::*;
-    use crate::identity::{build_csr, verify_chain, KeyPair, TrustAnchor};
+    use crate::enrollment::build_csr;
+    use crate::identity::{verify_chain, KeyPair, TrustAnchor};
 
     const NOW: u64 = 1_800_000_000;
 

@@ -38,6 +38,7 @@ use std::time::Duration;
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::{hex, unhex};
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem};
 use crate::identity::{IdentityError, KeyPair, TrustAnchor};
 use crate::overlay::{ChordConfig, IdHash};
@@ -410,14 +411,12 @@ impl ConfigDoc {
     }
 }
 
-pub use crate::encoding::{hex, unhex};
-
 #[cfg(test)]
 mod tests {
     use ring::rand::SystemRandom;
 
     use super::*;
-    use crate::identity::EnrollmentCa;
+    use crate::enrollment::EnrollmentCa;
 
     const NOW: u64 = 1_800_000_000;
 

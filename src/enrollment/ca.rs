@@ -3,7 +3,7 @@
 //! subjectAltName URI, as RFC 6940 §11.2.2 / RFC 5922 §7.1 put SIP identities).
 //!
 //! The CA is contacted once, at enrollment (SOSIMPLE): after that every node verifies chains up
-//! to the root on its own ([`super::verify`]). "One name, one holder" is a function over an
+//! to the root on its own ([`crate::identity::verify`]). "One name, one holder" is a function over an
 //! [`IssuedNames`] registry the caller keeps: the same AoR for another key is refused, the same
 //! key renews. Validity times are Unix seconds chosen by the caller; nothing here reads a clock
 //! or the OS's random source.
@@ -16,10 +16,9 @@ use ring::rand::SecureRandom;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
-use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::key::RcgenSigner;
-use super::{Aor, IdentityError, KeyPair, PublicKey, TrustAnchor};
+use crate::identity::key::{p256_key, RcgenSigner};
+use crate::identity::{Aor, IdentityError, KeyPair, PublicKey, TrustAnchor};
 
 /// Who holds each issued name. A `BTreeMap` does for tests and the simulator; the CA server
 /// will keep it in its database.
@@ -238,16 +237,6 @@ pub(crate) fn read_csr(csr_der: &[u8]) -> Result<(PublicKey, Option<Aor>), Ident
         }
     }
     Ok((key, requested))
-}
-
-/// The raw point of a P-256 subjectPublicKeyInfo; other algorithms are refused.
-pub(crate) fn p256_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKey, IdentityError> {
-    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
-    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_EC_P256) {
-        return Err(IdentityError::UnsupportedKey);
-    }
-    Ok(PublicKey::from_bytes(&spki.subject_public_key.data))
 }
 
 /// The subject's public key, for rcgen (which only needs the point and the algorithm).
