@@ -61,7 +61,8 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
     // name; the document's settings go between the file's and the flags'.
     let mut named = config.clone();
     named.apply(overrides.clone());
-    let enrolled = daemon::data_dir::load(&named.data_dir()?, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+    let enrolled =
+        daemon::files::data_dir::load(&named.data_dir()?, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
     if let Some(enrolled) = &enrolled {
         config.apply_document(&enrolled.config);
     }
@@ -79,7 +80,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
     match args.command {
         CaCommand::Init(a) => {
             let opts = a.options();
-            let made = daemon::ca_files::init(&opts, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            let made = daemon::ca::files::init(&opts, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
             println!(
                 "created the enrollment CA for {} (overlay {}) in {}",
                 made.config.domain,
@@ -90,7 +91,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CaCommand::Reissue(a) => {
-            let doc = daemon::ca_files::reissue(&a.options(), daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            let doc = daemon::ca::files::reissue(&a.options(), daemon::unix_now(), &ring::rand::SystemRandom::new())?;
             println!("signed the configuration document for {}, sequence {}", doc.overlay, doc.sequence);
             Ok(())
         }
@@ -98,7 +99,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
             runtime.block_on(async {
-                let server = daemon::ca_server::CaServer::bind(&a.options()).await?;
+                let server = daemon::ca::server::CaServer::bind(&a.options()).await?;
                 let verify = match server.verify {
                     p2psip::enrollment::desk::VerifyMode::None => "none",
                     p2psip::enrollment::desk::VerifyMode::Email => "email",
@@ -116,7 +117,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
 }
 
 fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
-    use daemon::enroll_client::{EnrollOptions, EnrollResult};
+    use daemon::client::enroll::{EnrollOptions, EnrollResult};
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => Config::default().data_dir()?,
@@ -130,7 +131,7 @@ fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         token: args.token,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
-    match runtime.block_on(daemon::enroll_client::enroll(&opts, daemon::unix_now()))? {
+    match runtime.block_on(daemon::client::enroll::enroll(&opts, daemon::unix_now()))? {
         EnrollResult::Enrolled { aor, renewal, not_after, new_key } => {
             let how = if renewal { "renewed" } else { "enrolled" };
             let key = if new_key { "new key" } else { "existing key" };
@@ -161,19 +162,19 @@ fn account(args: AccountArgs) -> anyhow::Result<()> {
         AccountCommand::Add { aor, password_stdin, without_certificate } => {
             // Refuse before asking for a password that could not be used.
             if !without_certificate {
-                daemon::accounts::check_certificate(&dir, &aor)?;
+                daemon::files::accounts::check_certificate(&dir, &aor)?;
             }
             let password = read_password(password_stdin)?;
-            let aor = daemon::accounts::add(&dir, &aor, &password, without_certificate)?;
-            println!("account {aor} saved in {}", daemon::accounts::accounts_path(&dir).display());
+            let aor = daemon::files::accounts::add(&dir, &aor, &password, without_certificate)?;
+            println!("account {aor} saved in {}", daemon::files::accounts::accounts_path(&dir).display());
         }
         AccountCommand::List => {
-            for a in daemon::accounts::load(&dir)?.iter() {
+            for a in daemon::files::accounts::load(&dir)?.iter() {
                 println!("{}", a.aor);
             }
         }
         AccountCommand::Remove { aor } => {
-            let aor = daemon::accounts::remove(&dir, &aor)?;
+            let aor = daemon::files::accounts::remove(&dir, &aor)?;
             println!("account {aor} removed");
         }
     }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::daemon::ca_files::{InitOptions, ReissueOptions};
-use crate::daemon::ca_server::ServeOptions;
+use crate::daemon::ca::files::{InitOptions, ReissueOptions};
+use crate::daemon::ca::server::ServeOptions;
 use crate::enrollment::config_doc::{IdHashName, MAX_REPLICAS};
 use crate::enrollment::desk::VerifyMode;
 

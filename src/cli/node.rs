@@ -95,7 +95,7 @@ mod tests {
     use clap::CommandFactory;
 
     use crate::cli::Cli;
-    use crate::daemon::config::{Config, DEFAULT_DOMAIN, DEFAULT_OVERLAY};
+    use crate::daemon::node::config::{Config, DEFAULT_DOMAIN, DEFAULT_OVERLAY};
 
     /// The help text states defaults by hand (flags must not override the file with them).
     #[test]

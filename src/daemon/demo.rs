@@ -4,7 +4,7 @@
 //! (`std::env::current_exe`), exactly the commands a user would type: `ca init`, `ca serve`,
 //! `enroll` (one user per node), then the CA is stopped and three `node`s start on 127.0.0.1,
 //! 127.0.0.2 and 127.0.0.3, the second and third joining the first. Accounts for alice (node 1)
-//! and bob (node 2) get generated passwords (written with [`super::accounts::add`], as
+//! and bob (node 2) get generated passwords (written with [`super::files::accounts::add`], as
 //! `p2psip account add` does). The demo then waits for SIGINT/SIGTERM, or for a node to die,
 //! and stops every child it started by its own PID: SIGTERM (a node leaves the ring and exits
 //! 0), then SIGKILL after a grace period. Separate processes keep each node's sockets, logs and
@@ -167,7 +167,7 @@ fn set_up(
     for (i, user) in USERS.iter().take(2).enumerate().map(|(i, u)| (i + 1, u)) {
         let password = new_password()?;
         let aor = format!("sip:{user}@{}", options.domain);
-        super::accounts::add(&node_dir(i), &aor, &password, false)?;
+        super::files::accounts::add(&node_dir(i), &aor, &password, false)?;
         credentials.push((user.to_string(), password));
     }
     let first = SocketAddr::new(ip(1), options.overlay_port);

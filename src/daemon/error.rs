@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 
-use super::config::ConfigError;
+use super::node::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Accounts(#[from] super::accounts::AccountsFileError),
+    Accounts(#[from] super::files::accounts::AccountsFileError),
     /// Binding a listener failed, usually because the address is already in use.
     #[error("cannot bind the {what} to {addr}")]
     Bind {

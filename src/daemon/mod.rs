@@ -1,219 +1,41 @@
 //! The tokio driver: sockets, timers, files, signals and the HTTP status API. The only part of
 //! p2psip that does I/O or reads the clock.
 //!
-//! [`run`] binds every listener first (a busy address is one clear error), then runs one
-//! event loop that owns the [`Peer`] and feeds it everything that arrives,
-//! until SIGINT or SIGTERM.
-//!
 //! # Layout
-//! - [`accounts`]: the accounts file (`p2psip account`), mode 0600, and the certificate check.
-//! - [`config`]: the TOML settings file, defaults, command-line overrides, data directory.
-//! - `listeners`: binding UDP and TCP on the overlay and proxy addresses, and the HTTP port.
-//! - `event_loop`: the loop that owns the peer; where transmits go (RFC 3261 §18.2.2).
-//! - `connection`: one task per TCP connection; stream framing (§18.3).
-//! - `http`, [`status`]: the status API and its JSON.
-//! - [`status_client`]: `p2psip status`'s side of it.
-//! - `signal`: SIGINT/SIGTERM.
-//!
-//! - `query`: what the HTTP handlers ask the event loop (status snapshots, lookups).
-//! - [`data_dir`]: the enrolled identity and configuration document a node loads at start.
-//! - [`ca_files`], [`ca_server`]: the enrollment CA's directory and its HTTPS endpoint.
-//! - [`smtp`]: verification mails through a plain SMTP relay (`ca serve --smtp-relay`).
+//! - [`node`]: the node runtime ([`run`]): listeners, the event loop that owns the
+//!   [`Peer`](crate::peer::Peer), TCP connections, the settings file.
+//! - [`http`]: the local status and lookup API and its JSON ([`http::status`]); what its
+//!   handlers ask the event loop ([`http::query`]).
+//! - [`files`]: what a node keeps in its data directory: the enrolled identity and
+//!   configuration document ([`files::data_dir`]), root, key and chain
+//!   ([`files::identity`]), local accounts ([`files::accounts`]), stored records on disk
+//!   ([`files::record_store`], redb).
+//! - [`ca`]: the enrollment CA as a program (`p2psip ca`): its directory ([`ca::files`]), its
+//!   HTTPS endpoint ([`ca::server`]), verification mail ([`ca::smtp`]).
+//! - [`client`]: one-shot clients: `p2psip enroll` ([`client::enroll`]) and `p2psip status`
+//!   ([`client::status`]).
 //! - [`demo`]: `p2psip demo`, a CA and three nodes as child processes on loopback.
-//! - [`enroll_client`]: `p2psip enroll`, the one exchange a node has with the CA.
-//! - [`identity_files`]: the root, key and chain from the data directory.
-//! - [`record_store`]: [`record_store::RedbStore`], the records this node stores, on disk.
+//! - `signal`: SIGINT/SIGTERM, shared by the node and the CA server.
 //!
-//! The node joins the overlay through `--join` at start and leaves it on shutdown.
 //! TCP connections are capped per listener and per source, and closed on deadlines
-//! (`event_loop`, `connection`). Not here yet: TLS.
+//! (`node::event_loop`, `node::connection`). Not here yet: TLS.
 
-pub mod accounts;
-pub mod ca_files;
-pub mod ca_server;
-pub mod config;
-mod connection;
-pub mod data_dir;
+pub mod ca;
+pub mod client;
 pub mod demo;
-pub mod enroll_client;
 mod error;
-mod event_loop;
-mod http;
-pub mod identity_files;
-mod listeners;
-mod query;
-pub mod record_store;
+pub mod files;
+pub mod http;
+pub mod node;
 mod signal;
-pub mod smtp;
-pub mod status;
-pub mod status_client;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Instant;
-
-use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn, Instrument};
-
-pub use config::{Config, ConfigError, Overrides};
+pub use client::status::{fetch_json, fetch_status};
 pub use error::{DaemonError, StatusError};
-pub use query::LookupAnswer;
-pub use status_client::{fetch_json, fetch_status};
-
-use crate::peer::{Peer, PeerConfig};
-use event_loop::EventLoop;
-use listeners::Listeners;
-use status::NodeInfo;
-
-/// How long shutdown waits for the HTTP server to finish open requests.
-const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Runs a node until SIGINT or SIGTERM. Errors only while starting. `enrolled` is the identity
-/// and configuration document [`data_dir::load`] found in the data directory, if any; its
-/// document's settings are already merged into `config` ([`Config::apply_document`]).
-pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result<(), DaemonError> {
-    config.validate()?;
-    let data_dir = config.create_data_dir()?;
-    let shutdown = signal::shutdown_signal()?;
-    let listeners = Listeners::bind(config.listen, config.proxy).await?;
-    let (http_listener, http_addr) = listeners::bind_http(config.http).await?;
-    let (listen, proxy) = (listeners.overlay.addr, listeners.proxy.addr);
-
-    // `id` (the Node ID, short form) is filled in once the peer exists.
-    let span = tracing::info_span!("node", %listen, id = tracing::field::Empty);
-    span.in_scope(|| {
-        info!(%proxy, http = %http_addr, data_dir = %data_dir.display(), "p2psip node listening (UDP and TCP)");
-    });
-
-    let mut peer_config = PeerConfig::new(listen, proxy);
-    peer_config.domain = config.domain.clone();
-    peer_config.max_datagram_size = config.max_datagram_size;
-    peer_config.seed = random_seed()?;
-    peer_config.overlay_name = config.overlay.clone();
-    peer_config.chord = config.chord.chord_config();
-    if let Some(enrolled) = &enrolled {
-        peer_config.chord.id_hash = enrolled.config.id_hash.id_hash();
-        span.in_scope(
-            || info!(aor = %enrolled.identity.aor, not_after = enrolled.identity.not_after, "enrolled identity"),
-        );
-    }
-    peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
-    config.registrar.apply_to(&mut peer_config);
-    let node_addr = peer_config.node_addr();
-    let accounts = accounts::load(&data_dir)?;
-    let started = Instant::now();
-    let mut peer = Peer::new(peer_config, started);
-    span.in_scope(|| info!(accounts = accounts.len(), "local accounts loaded"));
-    peer.set_accounts(accounts);
-    span.record("id", tracing::field::debug(peer.node_id()));
-    span.in_scope(|| enable_storage(&mut peer, &config, enrolled.as_ref(), &data_dir, started))?;
-    span.in_scope(|| {
-        info!(node_id = %peer.node_id(), addr = %node_addr, overlay = %config.overlay, "overlay node");
-        // Our own address in the list (a shared config file) would only bounce back to us.
-        let bootstrap: Vec<SocketAddr> = config.join.iter().copied().filter(|a| *a != node_addr).collect();
-        if !bootstrap.is_empty() {
-            info!(join = ?bootstrap, "joining the overlay");
-            peer.join(Instant::now(), bootstrap);
-        }
-    });
-
-    let (query_tx, query_rx) = mpsc::channel(16);
-    let (stop_http, http_stopped) = oneshot::channel();
-    let http = tokio::spawn(http::serve(http_listener, query_tx, http_stopped).instrument(span.clone()));
-
-    let identity = enrolled.as_ref().map(status::IdentityStatus::of);
-    let info =
-        NodeInfo { listen, proxy, http: http_addr, domain: config.domain, join: config.join, data_dir, identity };
-    EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
-
-    let _ = stop_http.send(());
-    // Open keep-alive connections may hold the server; they are cut when the runtime stops.
-    let _ = tokio::time::timeout(HTTP_DRAIN, http).await;
-    Ok(())
-}
-
-/// Turns on signed storage when the data directory holds the overlay's root: records are kept
-/// in `records.redb`, and an enrolled node publishes its own. An enrolled node's configuration
-/// document sets R and the store limits (RFC 6940 §11.1: the overlay, not each node, decides).
-fn enable_storage(
-    peer: &mut Peer,
-    config: &Config,
-    enrolled: Option<&data_dir::Enrolled>,
-    data_dir: &std::path::Path,
-    started: Instant,
-) -> Result<(), DaemonError> {
-    let unix_now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let files = identity_files::load(data_dir, unix_now).map_err(|e| DaemonError::Storage(e.to_string()))?;
-    let Some(files) = files else {
-        info!("no identity/root.pem in the data directory: storage is off");
-        return Ok(());
-    };
-    let path = data_dir.join(crate::identity::local::layout::RECORDS);
-    let store = record_store::RedbStore::open(&path).map_err(|e| DaemonError::Storage(e.to_string()))?;
-    let held = crate::store::Store::iter(&store).count();
-    let aor = files.local.as_ref().map(|l| l.aor.to_string());
-    let mut storage = config.storage.storage_config(unix_now);
-    if let Some(enrolled) = enrolled {
-        storage.replicas = enrolled.config.replicas.count();
-        storage.policy = enrolled.config.store.store_policy();
-        // Public numbers are 1…R; secret ones come from the salt only members were given.
-        let numbers = enrolled
-            .config
-            .replicas
-            .numbers(enrolled.replica_secret.as_deref())
-            .map_err(|e| DaemonError::Storage(format!("replica numbers: {e}")))?;
-        storage.replica_numbers = Some(numbers);
-    }
-    info!(records = held, aor = aor.as_deref().unwrap_or("(none)"), replicas = storage.replicas, "storage on");
-    let ids = crate::identity::VerifiedCache::new(files.root, 1024);
-    peer.enable_storage(started, storage, Box::new(store), ids, files.local);
-    Ok(())
-}
-
-/// The overlay address to derive the Node ID from and to advertise, when it is not `listen`
-/// itself: `advertise` if given; else, for a wildcard `listen`, the local IP the OS would send
-/// from toward the first `join` peer (a connected UDP socket sends nothing), else 127.0.0.1.
-fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[SocketAddr]) -> Option<SocketAddr> {
-    if advertise.is_some() || !listen.ip().is_unspecified() {
-        return advertise;
-    }
-    let toward = |peer: &SocketAddr| -> Option<IpAddr> {
-        let any: SocketAddr = if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().ok()? };
-        let socket = UdpSocket::bind(any).ok()?;
-        socket.connect(peer).ok()?;
-        Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
-    };
-    let ip = join.first().and_then(toward).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    if join.is_empty() {
-        warn!(%ip, "listening on a wildcard address with nothing to join: advertising {ip}; set --advertise");
-    }
-    Some(SocketAddr::new(ip, listen.port()))
-}
+pub use http::query::LookupAnswer;
+pub use node::config::{Config, ConfigError, Overrides};
+pub use node::run;
 
 /// The wall clock as Unix seconds (certificate and document validity).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// 64 bits from the operating system: the peer derives its nonce key from this seed.
-fn random_seed() -> Result<u64, DaemonError> {
-    let bytes: [u8; 8] =
-        ring::rand::generate(&ring::rand::SystemRandom::new()).map_err(|_| DaemonError::Random)?.expose();
-    Ok(u64::from_le_bytes(bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advertised_address() {
-        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        assert_eq!(advertised_addr(a("127.0.0.2:5070"), None, &[]), None, "a specific listen address is used as is");
-        assert_eq!(advertised_addr(a("0.0.0.0:5070"), Some(a("192.0.2.1:6000")), &[]), Some(a("192.0.2.1:6000")));
-        assert_eq!(advertised_addr(a("0.0.0.0:5070"), None, &[]), Some(a("127.0.0.1:5070")));
-        assert_eq!(advertised_addr(a("0.0.0.0:5070"), None, &[a("127.0.0.9:5070")]).map(|s| s.port()), Some(5070));
-        let toward_loopback = advertised_addr(a("0.0.0.0:5070"), None, &[a("127.0.0.9:5070")]).unwrap();
-        assert!(toward_loopback.ip().is_loopback(), "{toward_loopback}");
-    }
 }

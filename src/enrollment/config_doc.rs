@@ -28,8 +28,8 @@
 //! any enrolled member can share the salt, and the primary copy at H(K) is always findable.
 //!
 //! Sans-IO: times are Unix seconds passed in, randomness is the caller's. Not here: fetching
-//! or storing the document (`daemon::ca_files`, `daemon::data_dir`). A node takes the document
-//! from the CA when it enrolls (`daemon::enroll_client`); it does not yet take a newer-sequence
+//! or storing the document (`daemon::ca::files`, `daemon::files::data_dir`). A node takes the document
+//! from the CA when it enrolls (`daemon::client::enroll`); it does not yet take a newer-sequence
 //! one from other nodes.
 
 use std::net::SocketAddr;

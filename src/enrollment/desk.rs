@@ -1,5 +1,5 @@
 //! The enrollment desk: what the CA answers to one enrollment request, and its per-address
-//! rate limit. Sans-IO: the HTTPS server (`daemon::ca_server`) parses the request, passes the
+//! rate limit. Sans-IO: the HTTPS server (`daemon::ca::server`) parses the request, passes the
 //! Unix time, a random source and the registry of issued names, and turns the outcome into an
 //! HTTP answer (and, for `--verify email`, a mail in the outbox).
 //!

@@ -13,7 +13,7 @@
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
 //! arguments. The CA's pure functions are `crate::enrollment`'s. The HTTPS CA server, the enrollment client and the key files are the daemon's
-//! (`daemon::ca_server`, `daemon::enroll_client`, `daemon::identity_files`).
+//! (`daemon::ca::server`, `daemon::client::enroll`, `daemon::files::identity`).
 
 pub mod aor;
 pub mod caller;

@@ -1,6 +1,6 @@
 //! Local accounts: who may register on this node's proxy, and the digest secrets to check
 //! them with. Pure: the text format and the lookups. Reading and writing the file (mode 0600,
-//! replaced atomically) is the daemon's job (`daemon::accounts`), and `p2psip account` its CLI.
+//! replaced atomically) is the daemon's job (`daemon::files::accounts`), and `p2psip account` its CLI.
 //!
 //! An account keeps `HA1 = H(user:realm:password)` once per algorithm (RFC 8760 §2), never
 //! the password: a stolen file lets an attacker register as the user in this realm (as any

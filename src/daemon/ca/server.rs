@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::ca_files::{self, CaError, IssuedDb, LoadedCa};
+use super::files::{self as ca_files, CaError, IssuedDb, LoadedCa};
 use super::smtp::{self, SmtpRelay};
 use crate::encoding::hex;
 use crate::enrollment::desk::{EnrollOutcome, EnrollRequest, EnrollmentDesk, Mail, RateLimiter, VerifyMode};
@@ -101,7 +101,7 @@ impl CaServer {
     /// Loads the CA directory, opens the names database and binds the listener.
     pub async fn bind(opts: &ServeOptions) -> Result<CaServer, CaError> {
         let rng = SystemRandom::new();
-        let now = super::unix_now();
+        let now = crate::daemon::unix_now();
         let LoadedCa { ca, settings, config_doc, replica_secret, root_not_after } =
             ca_files::load(&opts.dir, now, &rng)?;
         let names = IssuedDb::open(&opts.dir.join(ca_files::ISSUED_DB))?;
@@ -181,7 +181,7 @@ impl CaServer {
 
     /// Serves until SIGINT or SIGTERM.
     pub async fn run_until_signal(self) -> Result<(), CaError> {
-        let shutdown = super::signal::shutdown_signal()
+        let shutdown = crate::daemon::signal::shutdown_signal()
             .map_err(|e| CaError::Options(format!("cannot install signal handlers: {e}")))?;
         self.run(shutdown).await;
         Ok(())
@@ -341,7 +341,7 @@ fn decide(
         return (text(500, "internal error"), None);
     };
     let s = &mut *guard;
-    let now = super::unix_now();
+    let now = crate::daemon::unix_now();
     let request = EnrollRequest { aor, csr_der, token };
     let url = s.url.clone();
     match s.desk.handle(&mut s.names, &request, now, &url, &s.rng) {

@@ -24,7 +24,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::data_dir::{self, DataDirError};
+use crate::daemon::files::data_dir::{self, DataDirError};
 use crate::encoding::unhex;
 use crate::enrollment::build_csr;
 use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};

@@ -1,13 +1,16 @@
 //! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]), `GET /health`, and
 //! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]).
 //!
-//! Handlers never touch the peer: they send the event loop a [`Query`] over a channel.
+//! Handlers never touch the peer: they send the event loop a `Query` over a channel.
 //!
 //! The API is for the user's own machine (issue 11, M4): a request whose `Host` is not a
 //! loopback address, `localhost` or the address the API is bound to gets 403, so a web page
 //! cannot read it through DNS rebinding; one a browser marks as cross-site (`Sec-Fetch-Site`,
 //! or an `Origin` that is not the API itself) gets 403 too, so a page cannot start lookups;
-//! no CORS header is ever sent; and at most [`MAX_LOOKUPS`] lookups run at once.
+//! no CORS header is ever sent; and at most `MAX_LOOKUPS` lookups run at once.
+
+pub mod query;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::query::{LookupAnswer, Query};
-use super::status::Status;
+use query::{LookupAnswer, Query};
+use status::Status;
 
 /// How long a status request waits for the event loop.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ring::rand::SecureRandom;
 
-use super::ca_files::{create_dir, read_file, write_file, write_private, CaError};
+use crate::daemon::ca::files::{create_dir, read_file, write_file, write_private, CaError};
 use crate::encoding::{hex, unhex};
 use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};
 use crate::identity::local::layout;

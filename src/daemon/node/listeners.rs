@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
-use super::DaemonError;
+use crate::daemon::DaemonError;
 use crate::peer::Listener;
 
 /// One face of the node: a UDP socket and a TCP listener on the same address.

@@ -11,7 +11,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::StatusError;
+use crate::daemon::StatusError;
 
 /// Fetches and parses a node's `/status`. The JSON is returned as a generic value so that a
 /// client prints counters it does not know about (newer node, older client).

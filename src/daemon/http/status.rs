@@ -37,7 +37,7 @@ pub struct Status {
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
     /// TCP connection limits and deadlines: what they refused and closed.
-    pub tcp: super::event_loop::TcpCounters,
+    pub tcp: crate::daemon::node::event_loop::TcpCounters,
 }
 
 /// A node as the status API shows it.
@@ -159,7 +159,7 @@ pub struct IdentityStatus {
 }
 
 impl IdentityStatus {
-    pub fn of(enrolled: &super::data_dir::Enrolled) -> IdentityStatus {
+    pub fn of(enrolled: &crate::daemon::files::data_dir::Enrolled) -> IdentityStatus {
         IdentityStatus {
             aor: enrolled.identity.aor.to_string(),
             issuer: enrolled.issuer(),

@@ -24,8 +24,8 @@ use tracing::{debug, info, trace, warn};
 
 use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
 use super::listeners::Listeners;
-use super::query::{LookupAnswer, Query};
-use super::status::{self, NodeInfo, Status, Transactions};
+use crate::daemon::http::query::{LookupAnswer, Query};
+use crate::daemon::http::status::{self, NodeInfo, Status, Transactions};
 use crate::identity::Aor;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
 use crate::peer::{

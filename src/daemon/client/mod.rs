@@ -1,0 +1,5 @@
+//! One-shot clients of other programs: `p2psip enroll` talks to the CA once, `p2psip status`
+//! asks a running node's HTTP API.
+
+pub mod enroll;
+pub mod status;
