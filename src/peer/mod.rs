@@ -16,7 +16,8 @@ pub mod fuzzing;
 mod overlay;
 pub mod overlay_sip;
 pub mod policy;
-mod storage;
+mod records;
+mod replication;
 pub mod store_sip;
 
 use std::collections::VecDeque;
@@ -33,7 +34,9 @@ pub use crate::transport::{reply_endpoint, ConnectionId, Endpoint, Listener, Tra
 pub use admission::Queue;
 pub use counters::Counters;
 pub use overlay::PeerEvent;
-pub use storage::{Place, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS};
+pub use replication::{
+    Place, Replication, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS,
+};
 
 use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
 use crate::proxy::accounts::Accounts;
@@ -141,13 +144,17 @@ pub struct Peer {
     /// The registrar and proxy for local phones.
     proxy: Proxy,
     /// Signed records at replica positions; off until [`Peer::enable_storage`].
-    storage: Option<storage::StorageFace>,
+    storage: Option<Replication>,
+    /// Overlay events storage follows, waiting for [`Peer::run_storage`].
+    storage_work: VecDeque<crate::overlay::Event>,
     /// When this peer was created: storage turns `now` into Unix time from it.
     started: Instant,
     /// Load-based admission of new requests on the proxy listener.
     admission: admission::Admission,
     /// Registration fetches the proxy is waiting for: the requests parked on each.
     proxy_fetches: std::collections::BTreeMap<StorageOpId, ServerTxId>,
+    /// ...and those that ended: the newest registration record found, if any.
+    proxy_resolved: VecDeque<(ServerTxId, Option<crate::store::Record>)>,
     /// Keys [`Peer::tag_for`].
     tag_key: ring::hmac::Key,
     /// When an oversized datagram was last logged.
@@ -191,6 +198,8 @@ impl Peer {
             events: VecDeque::new(),
             proxy,
             storage: None,
+            storage_work: VecDeque::new(),
+            proxy_resolved: VecDeque::new(),
             rng,
             transactions: {
                 let mut tl = TransactionLayer::new(config.timers);
@@ -372,33 +381,19 @@ impl Peer {
     fn proxy_overlay(&mut self, now: Instant) {
         self.sync_registration(now);
         while let Some((sid, aor)) = self.proxy.poll_lookup() {
-            match self.fetch(now, crate::store::RecordKind::Registration, &aor) {
-                Some(op) => {
-                    self.proxy_fetches.insert(op, sid);
-                }
+            if !self.fetch_for_proxy(now, sid, &aor) {
                 // No storage on this node: nobody outside it can be found.
-                None => self.proxy.overlay_resolved(now, &mut self.transactions, sid, None),
+                self.proxy.overlay_resolved(now, &mut self.transactions, sid, None);
             }
         }
-        if !self.proxy_fetches.is_empty() {
-            let unix_now = self.unix_now(now);
-            let mut done = Vec::new();
-            self.events.retain(|e| match e {
-                PeerEvent::Storage(StorageEvent::Fetched { op, newest, .. }) if self.proxy_fetches.contains_key(op) => {
-                    done.push((*op, newest.clone()));
-                    false
-                }
-                _ => true,
+        let unix_now = self.unix_now(now);
+        while let Some((sid, newest)) = self.proxy_resolved.pop_front() {
+            let contacts = newest.map(|record| {
+                crate::store::Registration::from_payload(&record.payload)
+                    .map(|r| r.live_contacts(unix_now).map(|c| c.uri.clone()).collect())
+                    .unwrap_or_default()
             });
-            for (op, newest) in done {
-                let Some(sid) = self.proxy_fetches.remove(&op) else { continue };
-                let contacts = newest.map(|record| {
-                    crate::store::Registration::from_payload(&record.payload)
-                        .map(|r| r.live_contacts(unix_now).map(|c| c.uri.clone()).collect())
-                        .unwrap_or_default()
-                });
-                self.proxy.overlay_resolved(now, &mut self.transactions, sid, contacts);
-            }
+            self.proxy.overlay_resolved(now, &mut self.transactions, sid, contacts);
         }
         self.drain_transactions(now);
     }

@@ -176,8 +176,17 @@ impl Peer {
         }
     }
 
-    /// Sends what the Chord core asked for and passes on what it reported.
+    /// Sends what the Chord core asked for and passes on what it reported; storage then
+    /// handles what it follows.
     pub(super) fn drain_overlay(&mut self, now: Instant) {
+        self.drain_overlay_only(now);
+        if !self.storage_work.is_empty() {
+            self.run_storage(now);
+        }
+    }
+
+    /// [`Peer::drain_overlay`] without running storage: the events it follows are queued.
+    pub(super) fn drain_overlay_only(&mut self, now: Instant) {
         self.abandon_overlay_transactions();
         while let Some(rpc) = self.overlay.chord.poll_rpc() {
             let me = self.overlay.chord.me().clone();
@@ -210,18 +219,12 @@ impl Peer {
                 Event::BootstrapFailed => info!("no bootstrap node answered; will retry"),
                 _ => {}
             }
-            if let Some(storage) = self.storage.as_mut().filter(|s| s.wants(&event)) {
-                storage.inbox.push_back(event.clone());
-                if matches!(event, Event::LookupDone { .. }) {
-                    continue;
-                }
+            if self.route_to_storage(&event) && matches!(event, Event::LookupDone { .. }) {
+                continue;
             }
             self.events.push_back(PeerEvent::Overlay(event));
         }
         self.drain_transactions_only();
-        if self.storage.as_ref().is_some_and(|s| !s.inbox.is_empty()) {
-            self.run_storage(now);
-        }
     }
 }
 

@@ -57,7 +57,7 @@ fn kind_from_token(token: &str) -> Option<RecordKind> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageRequest {
     /// `backup` is 0 for a place's holder; n ≥ 1 asks the holder's n-th successor to keep a
-    /// backup copy (`storage::backup`), sent by the copy's previous keeper, its predecessor.
+    /// backup copy (`replication::backup`), sent by the copy's previous keeper, its predecessor.
     Store {
         replica: u8,
         replica_key: NodeId,

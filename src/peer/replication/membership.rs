@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::{Purpose, RecordName};
+use super::{Purpose, RecordName, Replication, Ring};
 use crate::overlay::{Contact, NodeId};
 use crate::peer::store_sip::StorageRequest;
-use crate::peer::Peer;
+use crate::peer::Transport;
 use crate::store::{replica_keys_numbered, Record};
 
 /// How many re-puts start per [`REPUT_SPACING`]: a large failure spreads its re-puts over time
@@ -40,80 +40,72 @@ pub(in crate::peer) struct Reput {
     pub last_successor: Option<Contact>,
 }
 
-impl Peer {
+impl Replication {
     /// A neighbour was detected dead: queue every held record for re-put.
-    pub(in crate::peer) fn neighbour_failed(&mut self, now: Instant, who: NodeId) {
-        let delay = self.overlay.chord.config().stabilize_interval;
-        let Some(storage) = self.storage.as_mut() else { return };
-        let queued: std::collections::BTreeSet<_> = storage.reput.queue.iter().cloned().collect();
+    fn neighbour_failed(&mut self, now: Instant, ring: Ring<'_>, who: NodeId) {
+        let delay = ring.chord.config().stabilize_interval;
+        let queued: std::collections::BTreeSet<_> = self.reput.queue.iter().cloned().collect();
         let mut added = 0;
-        for record in storage.store.iter() {
+        for record in self.store.iter() {
             let id = (record.kind, record.key.clone());
             if !queued.contains(&id) {
-                storage.reput.queue.push_back(id);
+                self.reput.queue.push_back(id);
                 added += 1;
             }
         }
-        storage.counters.reputs_queued = storage.reput.queue.len() as u64;
+        self.counters.reputs_queued = self.reput.queue.len() as u64;
         info!(dead = ?who, records = added, "a neighbour failed; re-putting the records we hold");
-        if storage.reput.next_at.is_none() && !storage.reput.queue.is_empty() {
-            storage.reput.next_at = Some(now + delay);
+        if self.reput.next_at.is_none() && !self.reput.queue.is_empty() {
+            self.reput.next_at = Some(now + delay);
         }
     }
 
     /// Our first successor changed: if the old one lies between us and the new one, it was
     /// dropped from the ring (dead, or left).
     /// The backup copies are checked too (`backup`).
-    pub(in crate::peer) fn successor_changed(&mut self, now: Instant) {
-        let me = self.node_id();
-        let new = self.overlay.chord.successor().clone();
-        let Some(storage) = self.storage.as_mut() else { return };
-        storage.backups.ring_changed(now);
-        let old = storage.reput.last_successor.replace(new.clone());
+    pub(super) fn successor_changed(&mut self, now: Instant, ring: Ring<'_>) {
+        let me = ring.chord.me().id;
+        let new = ring.chord.successor().clone();
+        self.backups.ring_changed(now);
+        let old = self.reput.last_successor.replace(new.clone());
         if let Some(old) = old {
             if old.id != new.id && new.id != me && old.id.in_open(me, new.id) {
-                self.neighbour_failed(now, old.id);
+                self.neighbour_failed(now, ring, old.id);
             }
         }
     }
 
     /// Starts the next batch of re-puts when due.
-    pub(in crate::peer) fn reput_timeout(&mut self, now: Instant) {
+    pub(super) fn reput_timeout(&mut self, now: Instant, ring: Ring<'_>) {
         let unix_now = self.unix_now(now);
-        let gap = self.overlay.chord.config().stabilize_interval;
-        let Some(storage) = self.storage.as_mut() else { return };
-        if storage.reput.next_at.is_none_or(|at| now < at) {
+        let gap = ring.chord.config().stabilize_interval;
+        if self.reput.next_at.is_none_or(|at| now < at) {
             return;
         }
-        storage.reput.last.retain(|_, at| now.saturating_duration_since(*at) < gap);
+        self.reput.last.retain(|_, at| now.saturating_duration_since(*at) < gap);
         let mut batch = Vec::new();
         while batch.len() < REPUT_BATCH {
-            let Some(storage) = self.storage.as_mut() else { return };
-            let Some(id) = storage.reput.queue.pop_front() else { break };
-            if storage.reput.last.contains_key(&id) {
+            let Some(id) = self.reput.queue.pop_front() else { break };
+            if self.reput.last.contains_key(&id) {
                 continue;
             }
-            let Some(record) = storage.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now).cloned() else {
+            let Some(record) = self.store.get(id.0, &id.1).filter(|r| r.expires_at > unix_now).cloned() else {
                 continue;
             };
             // A backup copy is re-put by its place's holder, not by each of its keepers.
-            if !self.holds_place_of(&record) {
+            if !self.holds_place_of(ring, &record) {
                 continue;
             }
             batch.push(record);
-            if let Some(storage) = self.storage.as_mut() {
-                storage.reput.last.insert(id, now);
-            }
+            self.reput.last.insert(id, now);
         }
-        let Some(storage) = self.storage.as_mut() else { return };
-        storage.counters.reputs_queued = storage.reput.queue.len() as u64;
-        storage.reput.next_at = (!storage.reput.queue.is_empty()).then_some(now + REPUT_SPACING);
-        storage.counters.re_puts += batch.len() as u64;
+        self.counters.reputs_queued = self.reput.queue.len() as u64;
+        self.reput.next_at = (!self.reput.queue.is_empty()).then_some(now + REPUT_SPACING);
+        self.counters.re_puts += batch.len() as u64;
         for record in batch {
             debug!(key = %record.key, seq = record.seq, "re-put after a failure");
-            let _ = self.start_op(now, Purpose::Reput, record.kind, record.key.clone(), Some(record), None);
+            let _ = self.start_op(now, ring, Purpose::Reput, record.kind, record.key.clone(), Some(record), None);
         }
-        self.run_storage(now);
     }
 
     /// Our predecessor changed. If a node joined between the old predecessor and us, the
@@ -122,12 +114,11 @@ impl Peer {
     /// With no earlier predecessor (a restart, a first join) every key no longer ours is
     /// handed on. A predecessor that failed only widens our share: nothing moves; the owners'
     /// refresh and read repair restore the copies the failed node held.
-    pub(in crate::peer) fn recheck_responsibility(&mut self, now: Instant) {
-        let me = self.node_id();
-        let new = self.overlay.chord.predecessor().map(|p| p.id);
-        let Some(storage) = self.storage.as_mut() else { return };
-        storage.backups.ring_changed(now);
-        let old = std::mem::replace(&mut storage.last_predecessor, new);
+    pub(super) fn recheck_responsibility(&mut self, now: Instant, ring: Ring<'_>) {
+        let me = ring.chord.me().id;
+        let new = ring.chord.predecessor().map(|p| p.id);
+        self.backups.ring_changed(now);
+        let old = std::mem::replace(&mut self.last_predecessor, new);
         // Dropped (it failed a check), or replaced by a node further back: it is gone.
         let gone = match (old, new) {
             (Some(o), None) => Some(o),
@@ -135,25 +126,24 @@ impl Peer {
             _ => None,
         };
         if let Some(dead) = gone {
-            self.neighbour_failed(now, dead);
+            self.neighbour_failed(now, ring, dead);
         }
-        let Some(storage) = self.storage.as_mut() else { return };
         let Some(new) = new else { return };
         // Compared with where our arc began, even when the predecessor was dropped in between:
         // a failure followed by a new predecessor further back moves nothing. Only a node that
         // never had a predecessor hands on every key that is not its own.
-        let old = storage.arc_start.replace(new);
+        let old = self.arc_start.replace(new);
         let moved = |k: NodeId| match old {
             Some(old) if new.in_open(old, me) => k.in_left_open(old, new),
             Some(_) => false,
             None => !k.in_left_open(new, me),
         };
-        let hash = self.overlay.chord.config().id_hash;
-        let numbers = &storage.numbers;
-        let backups = storage.config.backups;
+        let hash = ring.chord.config().id_hash;
+        let numbers = &self.numbers;
+        let backups = self.config.backups;
         let r = u8::try_from(numbers.len()).unwrap_or(u8::MAX);
         let mut handoffs = Vec::new();
-        for record in storage.store.iter() {
+        for record in self.store.iter() {
             let keys = replica_keys_numbered(record.key.as_bytes(), numbers, hash);
             let places: Vec<u8> = (0..=r).filter(|&i| keys.get(usize::from(i)).is_some_and(|k| moved(*k))).collect();
             if places.is_empty() {
@@ -166,15 +156,14 @@ impl Peer {
         }
         if old.is_some_and(|old| new.in_open(old, me)) {
             let names: Vec<_> = handoffs.iter().map(|(r, _, _)| (r.kind, r.key.clone())).collect();
-            self.newcomer_before_us(&names);
+            self.newcomer_before_us(ring, &names);
         }
         for (record, places, drop_after) in handoffs {
             debug!(key = %record.key, ?places, "handing a record to its new place");
-            if let Some(s) = self.storage.as_mut() {
-                s.counters.handed_off += 1;
-            }
+            self.counters.handed_off += 1;
             let _ = self.start_op(
                 now,
+                ring,
                 Purpose::Handoff { drop_after },
                 record.kind,
                 record.key.clone(),
@@ -186,38 +175,35 @@ impl Peer {
 
     /// Whether we are the node responsible for `key`: it lies in (predecessor, us]. With no
     /// predecessor known (alone, or just after a failure) we take it.
-    pub(in crate::peer) fn is_responsible(&self, key: NodeId) -> bool {
-        match self.overlay.chord.predecessor() {
-            Some(p) => key.in_left_open(p.id, self.node_id()),
+    pub(super) fn is_responsible(ring: Ring<'_>, key: NodeId) -> bool {
+        match ring.chord.predecessor() {
+            Some(p) => key.in_left_open(p.id, ring.chord.me().id),
             None => true,
         }
     }
 
     /// A leaving node gives every record it holds to its successor (dSIP §6.5's hand-off),
     /// which becomes responsible for our share of the ring.
-    pub(in crate::peer) fn storage_leave(&mut self, now: Instant) {
-        let Some(storage) = self.storage.as_ref() else { return };
-        let successor = self.overlay.chord.successor().clone();
-        if successor.id == self.node_id() {
+    pub(in crate::peer) fn leave(&mut self, now: Instant, ring: Ring<'_>) {
+        let successor = ring.chord.successor().clone();
+        if successor.id == ring.chord.me().id {
             return;
         }
-        let hash = self.overlay.chord.config().id_hash;
-        let numbers = &storage.numbers;
-        let records: Vec<(Record, u8, NodeId)> = storage
+        let hash = ring.chord.config().id_hash;
+        let numbers = &self.numbers;
+        let records: Vec<(Record, u8, NodeId)> = self
             .store
             .iter()
             .filter_map(|rec| {
                 let keys = replica_keys_numbered(rec.key.as_bytes(), numbers, hash);
-                let (i, k) = keys.iter().enumerate().find(|(_, k)| self.is_responsible(**k))?;
+                let (i, k) = keys.iter().enumerate().find(|(_, k)| Self::is_responsible(ring, **k))?;
                 Some((rec.clone(), u8::try_from(i).ok()?, *k))
             })
             .collect();
         for (record, replica, replica_key) in records {
-            if let Some(s) = self.storage.as_mut() {
-                s.counters.handed_off += 1;
-            }
+            self.counters.handed_off += 1;
             let request = StorageRequest::Store { replica, replica_key, record, backup: 0 };
-            self.send_storage_request(now, None, 0, successor.clone(), request, false, crate::peer::Transport::Udp);
+            self.send_request(now, ring, None, 0, successor.clone(), request, false, Transport::Udp);
         }
     }
 }

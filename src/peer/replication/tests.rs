@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::identity::tests::{Fixture, DAY, T0};
 use crate::identity::{Aor, KeyPair};
-use crate::peer::{PeerConfig, PeerEvent};
+use crate::peer::store_sip::StorageAnswer;
+use crate::peer::{Endpoint, Peer, PeerConfig, PeerEvent};
+use crate::store::{encode_chain, replica_keys_numbered, Registration, Unsigned};
 use crate::store::{replica_keys, MemoryStore};
 
 const NOW: u64 = T0 + DAY;
@@ -437,12 +439,16 @@ fn a_node_not_responsible_redirects_and_the_store_follows() {
     // Send the primary's store straight to a node that is not responsible for it.
     let now = net.now;
     let p = net.peer(from);
+    let (kind, key) = (record.kind, record.key.clone());
+    let ring = Ring { chord: &p.overlay.chord, info: &p.overlay.info };
     let op =
-        p.start_op(now, Purpose::Put, record.kind, record.key.clone(), Some(record.clone()), Some(vec![0])).unwrap();
+        p.storage.as_mut().unwrap().start_op(now, ring, Purpose::Put, kind, key, Some(record.clone()), Some(vec![0]));
+    // The lookup starts, and is taken out of the op's hands before anything answers it.
+    p.apply_storage_outputs(now);
     // Answer the lookup ourselves with the wrong node.
     let lookup = *p.storage.as_ref().unwrap().lookups.iter().find(|(_, (o, _))| *o == op).unwrap().0;
     p.storage.as_mut().unwrap().lookups.remove(&lookup);
-    p.send_to_place(now, op, 0, wrong_node, false);
+    p.with_storage(now, |s, ring| s.send_to_place(now, ring, op, 0, wrong_node, false));
     net.run_for(Duration::from_secs(5));
     assert!(net.peers[&wrong].storage_counters().unwrap().not_responsible >= 1);
     assert!(net.holders(RecordKind::Registration, &record.key).contains(&responsible));
@@ -529,7 +535,7 @@ fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
         let holder = net.responsible(keys[0]);
         let sender = net.peers.iter().find(|(a, _)| **a != holder).map(|(_, p)| p.chord().me().clone()).unwrap();
         let request = StorageRequest::Store { replica: 0, replica_key: keys[0], record, backup: 0 };
-        net.peers.get_mut(&holder).unwrap().serve_storage(now, &sender, request)
+        net.peers.get_mut(&holder).unwrap().with_storage(now, |s, ring| s.serve(now, ring, &sender, request)).unwrap()
     };
     let mut accepted = 0;
     for seq in 1..=1000 {
@@ -649,7 +655,7 @@ fn without_a_copy_a_node_still_redirects_a_fetch_for_a_key_behind_it() {
     let now = net.now;
     let me = net.peers[&alice].overlay.chord.me().clone();
     let request = StorageRequest::Fetch { replica: 0, replica_key: k, kind: RecordKind::Registration, key: key.into() };
-    let answer = net.peer(stand_in).serve_storage(now, &me, request);
+    let answer = net.peer(stand_in).with_storage(now, |s, ring| s.serve(now, ring, &me, request)).unwrap();
     assert!(matches!(&answer, StorageAnswer::NotResponsible { node } if node.addr == holder), "{answer:?}");
 }
 
@@ -702,7 +708,8 @@ fn a_storage_request_to_a_dead_node_stops_at_the_storage_deadline() {
         kind: RecordKind::Registration,
         key: key.into(),
     };
-    net.peer(reader).send_storage_request(now, None, 0, ghost_node, request, false, Transport::Udp);
+    net.peer(reader)
+        .with_storage(now, |s, ring| s.send_request(now, ring, None, 0, ghost_node, request, false, Transport::Udp));
     net.run_for(Duration::from_secs(3));
     let sent = net.undelivered.get(&ghost).copied().unwrap_or(0);
     assert!(sent >= 2, "retransmitted before the deadline: {sent}");

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::RecordName;
+use super::{RecordName, Replication, Ring};
 use crate::addr::source_group;
 use crate::overlay::NodeId;
 use crate::peer::store_sip::StorageRequest;
-use crate::peer::{Peer, Transport};
+use crate::peer::Transport;
 use crate::store::{replica_keys_numbered, Record};
 
 /// How quiet the ring around us must have been before the copies its changes call for are
@@ -70,59 +70,57 @@ impl Backups {
     }
 }
 
-impl Peer {
+impl Replication {
     /// Whether we hold `record` as one of its places (not as a backup copy).
-    pub fn holds_place_of(&self, record: &Record) -> bool {
-        self.chain_position(record).is_some_and(|(position, _, _)| position == 0)
+    pub(in crate::peer) fn holds_place_of(&self, ring: Ring<'_>, record: &Record) -> bool {
+        self.chain_position(ring, record).is_some_and(|(position, _, _)| position == 0)
     }
 
     /// Where we stand in the chain of `record`: 0 when one of its replica keys is in our arc
     /// (we hold a place), else the position its copy arrived as (b when unknown: a copy held
     /// from before a restart, kept but not passed on). Also the replica number and key to name
     /// in a backup store: the record's key nearest before us.
-    fn chain_position(&self, record: &Record) -> Option<(u8, u8, NodeId)> {
-        let storage = self.storage.as_ref()?;
-        let me = self.node_id();
-        let keys = replica_keys_numbered(record.key.as_bytes(), &storage.numbers, self.overlay.chord.config().id_hash);
+    fn chain_position(&self, ring: Ring<'_>, record: &Record) -> Option<(u8, u8, NodeId)> {
+        let me = ring.chord.me().id;
+        let keys = replica_keys_numbered(record.key.as_bytes(), &self.numbers, ring.chord.config().id_hash);
         // Clockwise distance from the key to us: the nearest key is the one we hold it for.
         let (replica, key) = keys.iter().enumerate().min_by_key(|(_, k)| k.distance(me))?;
         let replica = u8::try_from(replica).ok()?;
-        if keys.iter().any(|k| self.is_responsible(*k)) {
+        if keys.iter().any(|k| Self::is_responsible(ring, *k)) {
             return Some((0, replica, *key));
         }
         let name = (record.kind, record.key.clone());
-        let position = storage.backups.position.get(&name).copied().unwrap_or(storage.config.backups);
+        let position = self.backups.position.get(&name).copied().unwrap_or(self.config.backups);
         Some((position, replica, *key))
     }
 
     /// Sends our successor the copies it should keep and has not been sent in this form:
     /// every held record, or only `only`.
-    pub(in crate::peer) fn sync_backups(&mut self, now: Instant, only: Option<&RecordName>) {
-        let Some(storage) = self.storage.as_ref() else { return };
-        let depth = storage.config.backups;
+    pub(super) fn sync_backups(&mut self, now: Instant, ring: Ring<'_>, only: Option<&RecordName>) {
+        let depth = self.config.backups;
         if depth == 0 {
             return;
         }
         // The first successor on another address: nodes sharing ours sit right after us
         // (port-suffixed IDs) and fail with us, so a copy there is no backup.
-        let me = self.overlay.chord.me();
+        let me = ring.chord.me();
         let group = source_group(me.addr.ip());
         let Some(successor) =
-            self.overlay.chord.successors().iter().find(|s| s.id != me.id && source_group(s.addr.ip()) != group)
+            ring.chord.successors().iter().find(|s| s.id != me.id && source_group(s.addr.ip()) != group)
         else {
             return;
         };
         let held: Box<dyn Iterator<Item = &Record>> = match only {
-            Some((kind, key)) => Box::new(storage.store.get(*kind, key).into_iter()),
-            None => storage.store.iter(),
+            Some((kind, key)) => Box::new(self.store.get(*kind, key).into_iter()),
+            None => self.store.iter(),
         };
         // Only what must go is cloned: a ring change usually leaves most copies as they were.
         let sends: Vec<StorageRequest> = held
             .filter_map(|record| {
-                let (position, replica, replica_key) = self.chain_position(record)?;
+                let (position, replica, replica_key) = self.chain_position(ring, record)?;
                 let want = (successor.id, position + 1, record.seq);
                 let name = (record.kind, record.key.clone());
-                (position < depth && storage.backups.sent.get(&name) != Some(&want)).then(|| StorageRequest::Store {
+                (position < depth && self.backups.sent.get(&name) != Some(&want)).then(|| StorageRequest::Store {
                     replica,
                     replica_key,
                     record: record.clone(),
@@ -131,42 +129,39 @@ impl Peer {
             })
             .collect();
         let successor = successor.clone();
-        let Some(storage) = self.storage.as_mut() else { return };
         for request in &sends {
             if let StorageRequest::Store { record, backup, .. } = request {
-                storage.backups.sent.insert((record.kind, record.key.clone()), (successor.id, *backup, record.seq));
+                self.backups.sent.insert((record.kind, record.key.clone()), (successor.id, *backup, record.seq));
             }
         }
-        storage.counters.backups_sent += sends.len() as u64;
+        self.counters.backups_sent += sends.len() as u64;
         if !sends.is_empty() {
             debug!(successor = %successor.addr, count = sends.len(), "backup copies to our successor");
         }
         for request in sends {
-            self.send_storage_request(now, None, 0, successor.clone(), request, false, Transport::Udp);
+            self.send_request(now, ring, None, 0, successor.clone(), request, false, Transport::Udp);
         }
     }
 
     /// The gathered ring changes are due.
-    pub(in crate::peer) fn backup_timeout(&mut self, now: Instant) {
-        let Some(storage) = self.storage.as_mut() else { return };
-        if storage.backups.sync_at.is_some_and(|at| now >= at) {
-            storage.backups.sync_at = None;
-            storage.backups.first_change = None;
-            self.sync_backups(now, None);
+    pub(super) fn backup_timeout(&mut self, now: Instant, ring: Ring<'_>) {
+        if self.backups.sync_at.is_some_and(|at| now >= at) {
+            self.backups.sync_at = None;
+            self.backups.first_change = None;
+            self.sync_backups(now, ring, None);
         }
     }
 
     /// A newcomer joined just before us: every backup copy we keep is one place further from
     /// its holder, and the records handed to the newcomer (`to_newcomer`) are now backups at
     /// position 1. A copy past the last position is dropped.
-    pub(in crate::peer) fn newcomer_before_us(&mut self, to_newcomer: &[RecordName]) {
-        let Some(storage) = self.storage.as_ref() else { return };
-        let depth = storage.config.backups;
-        let moves: Vec<(RecordName, u8)> = storage
+    pub(super) fn newcomer_before_us(&mut self, ring: Ring<'_>, to_newcomer: &[RecordName]) {
+        let depth = self.config.backups;
+        let moves: Vec<(RecordName, u8)> = self
             .store
             .iter()
             .filter_map(|record| {
-                let (position, _, _) = self.chain_position(record)?;
+                let (position, _, _) = self.chain_position(ring, record)?;
                 let name = (record.kind, record.key.clone());
                 let handed = to_newcomer.contains(&name);
                 // Without backups, the hand-off drops what it handed once the newcomer took it.
@@ -176,37 +171,33 @@ impl Peer {
                 Some((name, if handed { 1 } else { position.saturating_add(1) }))
             })
             .collect();
-        let Some(storage) = self.storage.as_mut() else { return };
         let mut dropped = 0;
         for ((kind, key), next) in moves {
             if next > depth {
-                storage.store.remove(kind, &key);
+                self.store.remove(kind, &key);
                 dropped += 1;
             } else {
-                storage.backups.position.insert((kind, key), next);
+                self.backups.position.insert((kind, key), next);
             }
         }
         if dropped > 0 {
             debug!(count = dropped, "backup copies past the last position dropped");
-            storage.recount();
+            self.recount();
         }
     }
 
     /// A backup store went unanswered or was refused: forget that it was sent, so the next
     /// check sends it again. (A copy refused as older than the one held was not lost.)
-    pub(in crate::peer) fn backup_failed(&mut self, request: &StorageRequest) {
+    pub(super) fn backup_failed(&mut self, request: &StorageRequest) {
         if let StorageRequest::Store { record, backup: 1.., .. } = request {
-            if let Some(storage) = self.storage.as_mut() {
-                storage.backups.sent.remove(&(record.kind, record.key.clone()));
-            }
+            self.backups.sent.remove(&(record.kind, record.key.clone()));
         }
     }
 
     /// Drops what we remember of records no longer held.
-    pub(in crate::peer) fn prune_backups(&mut self) {
-        let Some(storage) = self.storage.as_mut() else { return };
-        let store = &storage.store;
-        storage.backups.sent.retain(|(kind, key), _| store.get(*kind, key).is_some());
-        storage.backups.position.retain(|(kind, key), _| store.get(*kind, key).is_some());
+    pub(super) fn prune_backups(&mut self) {
+        let store = &self.store;
+        self.backups.sent.retain(|(kind, key), _| store.get(*kind, key).is_some());
+        self.backups.position.retain(|(kind, key), _| store.get(*kind, key).is_some());
     }
 }

@@ -1,5 +1,5 @@
 //! Reads: a fetch asks each of the R+1 places as soon as its lookup has found the node
-//! (`Peer::ask_early`), verifies each copy as it arrives, and reports
+//! (`ask_early`), verifies each copy as it arrives, and reports
 //! ([`StorageEvent::Fetched`]) the newest valid copy once every place has answered, or once a
 //! valid copy has been in hand for a grace period, whichever comes first.
 //!
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::{Op, StorageEvent, StorageOpId};
+use super::{Op, Output, Replication, Ring, StorageEvent, StorageOpId};
 use crate::peer::store_sip::StorageRequest;
-use crate::peer::{Peer, PeerEvent, Transport};
+use crate::peer::Transport;
 use crate::store::{check_store, OwnerUsage, Record};
 
 /// The shortest grace after the first valid copy: a few scheduler ticks.
@@ -27,13 +27,12 @@ pub(super) const GRACE_MIN: Duration = Duration::from_millis(20);
 /// The longest: a read is reported at most this long after its first valid copy.
 pub(super) const GRACE_MAX: Duration = Duration::from_millis(250);
 
-impl Peer {
+impl Replication {
     /// One of a read's places has its answer: verify the copy as a storing node would (chain,
     /// owner, signature, expiry), and start the grace at the first valid one.
     pub(super) fn copy_arrived(&mut self, now: Instant, op: StorageOpId, place: usize) {
         let unix_now = self.unix_now(now);
-        let Some(storage) = self.storage.as_mut() else { return };
-        let Some(o) = storage.ops.get_mut(&op) else { return };
+        let Some(o) = self.ops.get_mut(&op) else { return };
         let (kind, key) = (o.kind, o.key.clone());
         let (Some(p), Some(copy)) = (o.places.get_mut(place), o.copies.get(place)) else { return };
         let Some(record) = copy else {
@@ -44,7 +43,7 @@ impl Peer {
         let verdict = if record.kind != kind || record.key != key {
             Err("the copy is for another resource".to_owned())
         } else {
-            check_store(record, None, OwnerUsage::default(), &storage.config.policy, unix_now, &mut storage.ids)
+            check_store(record, None, OwnerUsage::default(), &self.config.policy, unix_now, &mut self.ids)
                 .map(|_| ())
                 .map_err(|e| format!("invalid copy: {e}"))
         };
@@ -60,28 +59,27 @@ impl Peer {
 
     /// Reports the reads whose grace has run out.
     pub(super) fn read_timeout(&mut self, now: Instant) {
-        let Some(storage) = self.storage.as_mut() else { return };
-        let due: Vec<StorageOpId> = storage
+        let due: Vec<StorageOpId> = self
             .ops
             .iter()
             .filter(|(_, o)| !o.reported && o.report_at.is_some_and(|at| at <= now))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            if let Some(o) = storage.ops.get_mut(&id) {
+            if let Some(o) = self.ops.get_mut(&id) {
                 o.reported = true;
                 let event = report(id, o);
-                self.events.push_back(PeerEvent::Storage(event));
+                self.out.push_back(Output::Event(event));
             }
         }
     }
 
     /// Every place has answered: report the read if the grace has not, then repair.
-    pub(super) fn finish_read(&mut self, now: Instant, op: StorageOpId, mut o: Op) {
+    pub(super) fn finish_read(&mut self, now: Instant, ring: Ring<'_>, op: StorageOpId, mut o: Op) {
         if !o.reported {
             o.reported = true;
             let event = report(op, &mut o);
-            self.events.push_back(PeerEvent::Storage(event));
+            self.out.push_back(Output::Event(event));
         }
         // Against the newest copy of all places, which may have come after the report.
         let newest = mark_current(&mut o);
@@ -91,13 +89,11 @@ impl Peer {
                 repairs.push((p.replica, p.replica_key, node.clone(), newest.clone()));
             }
         }
-        if let Some(storage) = self.storage.as_mut() {
-            storage.counters.read_repairs += repairs.len() as u64;
-        }
+        self.counters.read_repairs += repairs.len() as u64;
         for (replica, replica_key, node, record) in repairs {
             debug!(replica, node = %node.addr, "read repair");
             let request = StorageRequest::Store { replica, replica_key, record, backup: 0 };
-            self.send_storage_request(now, None, 0, node, request, false, Transport::Udp);
+            self.send_request(now, ring, None, 0, node, request, false, Transport::Udp);
         }
     }
 }
