@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use p2psip::overlay::{neighbours_digest, Contact, IdHash, NodeId, OutgoingRpc, Request, Response, RpcId, RpcTarget};
-use p2psip::peer::overlay_sip::{compact, encode_request, encode_response, OverlayInfo, RequestIds};
+use p2psip::peer::overlay::wire::{compact, encode_request, encode_response, OverlayInfo, RequestIds};
 use p2psip::sip::HeaderName;
 
 fn node(ip: &str, port: u16) -> Contact {

@@ -23,7 +23,7 @@
 //!   used by the tests here and by the simulator.
 //!
 //! # Not here
-//! SIP (`peer::overlay_sip` maps this vocabulary onto REGISTERs), checking that a sender's ID
+//! SIP (`peer::overlay::wire` maps this vocabulary onto REGISTERs), checking that a sender's ID
 //! matches its address (the caller, with [`NodeId::verify_claim`]), retransmission (SIP
 //! transactions), storage and replica placement (the store), NAT traversal.
 

@@ -1,6 +1,6 @@
 //! The overlay's message vocabulary: what one node asks another, and what it answers.
 //!
-//! Each variant is meant to become one SIP request or response in `peer::overlay_sip`
+//! Each variant is meant to become one SIP request or response in `peer::overlay::wire`
 //! (dSIP, draft-zangrilli-p2psip-dsip-dhtchord-00): requests are REGISTERs carrying the
 //! sender's `DHT-PeerID`, answers are 200s carrying `DHT-Link` headers (`P` for the
 //! predecessor, `S1…Sr` for the successor list, `F` for fingers), redirects are 302s with one

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::admission::RawRequest;
-use super::overlay_sip::{self, OverlayInfo};
-use super::store_sip;
+use super::overlay::wire::{self as overlay_wire, OverlayInfo};
+use super::replication::wire as storage_wire;
 use crate::overlay::{Contact, IdHash, NodeId, Request, RpcTarget};
 use crate::sip::parse;
 use crate::store::Record;
@@ -38,10 +38,10 @@ pub fn fuzz_overlay_decode(data: &[u8]) {
     let overlay = overlay();
     let observed: SocketAddr = "127.0.0.7:5070".parse().expect("an address");
     let me = NodeId::from_addr(observed.ip(), 5071, IdHash::Sha1);
-    let verified = |c: &Contact| overlay_sip::link_verifies(c, IdHash::Sha1);
+    let verified = |c: &Contact| overlay_wire::link_verifies(c, IdHash::Sha1);
     if msg.is_request() {
         for reliable in [false, true] {
-            if let Ok((sender, request, _)) = overlay_sip::decode_request(&msg, observed, reliable, &me, &overlay) {
+            if let Ok((sender, request, _)) = overlay_wire::decode_request(&msg, observed, reliable, &me, &overlay) {
                 assert!(verified(&sender), "a sender whose claim fails was let through");
                 if let Request::Leave { predecessor, successors } = &request {
                     assert!(predecessor.iter().chain(successors).all(verified), "a forged hand-off");
@@ -61,7 +61,7 @@ pub fn fuzz_overlay_decode(data: &[u8]) {
     ];
     for request in &sent {
         for target in [RpcTarget::Node(asked.clone()), RpcTarget::Address(observed)] {
-            let (answer, _) = overlay_sip::decode_response(request, &target, &msg, IdHash::Sha1);
+            let (answer, _) = overlay_wire::decode_response(request, &target, &msg, IdHash::Sha1);
             let contacts: Vec<Contact> = match answer {
                 Some(crate::overlay::Response::Successor { node, backups }) => {
                     std::iter::once(node).chain(backups).collect()
@@ -78,7 +78,7 @@ pub fn fuzz_overlay_decode(data: &[u8]) {
             assert!(contacts.iter().all(verified), "an answer named a forged contact");
         }
     }
-    let _ = overlay_sip::is_busy(&msg);
+    let _ = overlay_wire::is_busy(&msg);
 }
 
 /// `storage_decode`: a message read as a store or fetch (`REGISTER` + `DHT-Resource`) and as
@@ -87,12 +87,12 @@ pub fn fuzz_storage_decode(data: &[u8]) {
     let Ok(msg) = parse(Bytes::copy_from_slice(data)) else { return };
     let observed: SocketAddr = "127.0.0.7:5070".parse().expect("an address");
     if msg.is_request() {
-        let _ = store_sip::is_storage_request(&msg);
+        let _ = storage_wire::is_storage_request(&msg);
         for reliable in [false, true] {
-            let _ = store_sip::decode_request(&msg, observed, reliable, &overlay());
+            let _ = storage_wire::decode_request(&msg, observed, reliable, &overlay());
         }
     } else {
-        let _ = store_sip::decode_response(&msg);
+        let _ = storage_wire::decode_response(&msg);
     }
 }
 

@@ -13,12 +13,10 @@ mod admission;
 pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
-mod overlay;
-pub mod overlay_sip;
+pub mod overlay;
 pub mod policy;
 mod records;
-mod replication;
-pub mod store_sip;
+pub mod replication;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,6 +45,8 @@ use crate::sip::header::Via;
 use crate::sip::transaction::{Event, Received, ServerTxId, Timers, TransactionLayer};
 use crate::sip::validate::{self, Rejection};
 use crate::sip::{parse, Header, HeaderName, Headers, Message, Method, RequestLine, StartLine, Uri, Version};
+use overlay::wire as overlay_wire;
+use replication::wire as storage_wire;
 
 /// What the peer needs to know about itself.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl Peer {
         let chord_config = ChordConfig { seed: rng.random(), ..config.chord.clone() };
         let overlay = overlay::OverlayFace {
             chord: Chord::new(Contact::new(id, node_addr), chord_config, now),
-            info: overlay_sip::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
+            info: overlay_wire::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
             pending: Default::default(),
             next_cseq: 0,
             rpc_kinds: None,
@@ -546,10 +546,10 @@ impl Peer {
     /// Decides what a valid request gets, by listener and role.
     fn route(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
         let Some(method) = msg.method().cloned() else { return Answer::Nothing };
-        if from.listener == Listener::Overlay && store_sip::is_storage_request(msg) {
+        if from.listener == Listener::Overlay && storage_wire::is_storage_request(msg) {
             return self.handle_storage_request(now, from, msg);
         }
-        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
+        if from.listener == Listener::Overlay && overlay_wire::is_overlay_request(msg) {
             return self.handle_overlay_request(now, from, msg);
         }
         if let Err(r) = policy::check_scheme(msg) {
@@ -585,7 +585,7 @@ impl Peer {
                 let tag = self.tag_for(msg);
                 // The overlay extension is spoken on the overlay listener only.
                 let supported: &[&str] = match from.listener {
-                    Listener::Overlay => &[overlay_sip::OPTION_TAG],
+                    Listener::Overlay => &[overlay_wire::OPTION_TAG],
                     Listener::Proxy => policy::SUPPORTED,
                 };
                 Answer::Respond(policy::options_ok(msg, &tag, &self.config.server, supported))
@@ -667,7 +667,7 @@ impl Peer {
     /// Whether a request goes to the proxy: a REGISTER on the proxy listener, or a request
     /// for a user or another host (not an overlay RPC).
     fn proxy_wants(&self, from: &Endpoint, msg: &Message) -> bool {
-        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
+        if from.listener == Listener::Overlay && overlay_wire::is_overlay_request(msg) {
             return false;
         }
         self.proxy.wants(from.listener, msg)
@@ -718,8 +718,8 @@ impl Peer {
     /// OPTIONS to the node. They are answered without a server transaction (RFC 3261 §8.2.7),
     /// so a flood of them holds no state at all (issue 11 item 3; the review's H4).
     fn answers_statelessly(&self, from: &Endpoint, msg: &Message) -> bool {
-        if from.listener == Listener::Overlay && overlay_sip::is_overlay_request(msg) {
-            return !store_sip::is_storage_request(msg);
+        if from.listener == Listener::Overlay && overlay_wire::is_overlay_request(msg) {
+            return !storage_wire::is_storage_request(msg);
         }
         msg.method() == Some(&Method::Options) && !self.proxy_wants(from, msg)
     }

@@ -13,7 +13,7 @@ use crate::sip::{Header, HeaderName, Message, Method, Uri};
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE";
 
 /// Option tags the node implements for phones (RFC 3261 §19.2). None yet. The overlay's `dht`
-/// extension is spoken only on the overlay listener (`overlay_sip::OPTION_TAG`); a request that
+/// extension is spoken only on the overlay listener (`overlay_wire::OPTION_TAG`); a request that
 /// requires it anywhere else gets 420.
 pub const SUPPORTED: &[&str] = &[];
 

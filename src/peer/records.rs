@@ -9,8 +9,8 @@ use std::time::Instant;
 use rand::Rng;
 use tracing::debug;
 
+use super::replication::wire::{self as storage_wire, StorageAnswer};
 use super::replication::{Output, Replication, Ring};
-use super::store_sip::{self, StorageAnswer};
 use super::{new_branch, Answer, Endpoint, Listener, Peer, PeerEvent, StorageConfig, StorageEvent, StorageOpId};
 use crate::identity::{LocalIdentity, VerifiedCache};
 use crate::overlay::Event;
@@ -128,7 +128,7 @@ impl Peer {
         if response.status().is_none_or(|c| c < 200) {
             return;
         }
-        let answer = store_sip::decode_response(response);
+        let answer = storage_wire::decode_response(response);
         self.with_storage(now, |s, ring| s.handle_answer(now, ring, id, answer));
     }
 
@@ -167,7 +167,7 @@ impl Peer {
         let Some(storage) = self.storage.as_mut() else {
             return Answer::Reject(Rejection::new(501, "Storage Not Enabled"));
         };
-        let decoded = store_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &self.overlay.info);
+        let decoded = storage_wire::decode_request(msg, from.remote, from.transport.is_reliable(), &self.overlay.info);
         let (sender, request) = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -180,7 +180,7 @@ impl Peer {
         let ring = Ring { chord: &self.overlay.chord, info: &self.overlay.info };
         let answer = storage.serve(now, ring, &sender, request);
         let tag = self.new_tag();
-        let mut resp = store_sip::encode_response(msg, &answer, &tag);
+        let mut resp = storage_wire::encode_response(msg, &answer, &tag);
         // Issue 11, M1: over UDP, an answer more than 3× the request goes only to an address
         // that has answered us; anyone else is asked to come back over TCP.
         // (Cheapest first: the sizes are computed only for an unproven UDP source.)
@@ -192,7 +192,7 @@ impl Peer {
                 s.count_sent_to_tcp();
             }
             let me = self.overlay.chord.me().clone();
-            resp = store_sip::encode_response(msg, &StorageAnswer::UseTcp { node: me }, &tag);
+            resp = storage_wire::encode_response(msg, &StorageAnswer::UseTcp { node: me }, &tag);
         }
         self.run_storage(now);
         Answer::Respond(resp)
@@ -245,8 +245,8 @@ impl Peer {
                     let from_tag = self.new_tag();
                     let Some(storage) = self.storage.as_mut() else { return };
                     let cseq = storage.next_cseq();
-                    let ids = store_sip::RequestIds { call_id: &call_id, from_tag: &from_tag, cseq };
-                    let mut msg = store_sip::encode_request(&pending.request, to.addr, &me, &self.overlay.info, ids);
+                    let ids = storage_wire::RequestIds { call_id: &call_id, from_tag: &from_tag, cseq };
+                    let mut msg = storage_wire::encode_request(&pending.request, to.addr, &me, &self.overlay.info, ids);
                     let branch = new_branch(&mut self.rng);
                     let via = format!(
                         "SIP/2.0/{} {};branch={branch};rport",

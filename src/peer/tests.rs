@@ -343,7 +343,7 @@ mod ring {
             NodeId::from_addr(victim.ip(), victim.port(), crate::overlay::IdHash::Sha1),
             victim,
         );
-        let info = overlay_sip::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
+        let info = overlay_wire::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
         let node = net.peers.get_mut(&boot).unwrap();
         let target = crate::overlay::RpcTarget::Node(node.chord().me().clone());
         for (i, request) in [
@@ -358,8 +358,8 @@ mod ring {
         {
             let rpc = crate::overlay::OutgoingRpc { id: crate::overlay::RpcId(i as u64), to: target.clone(), request };
             let call_id = format!("amp{i}");
-            let ids = overlay_sip::RequestIds { call_id: &call_id, from_tag: "t", cseq: 1 };
-            let mut msg = overlay_sip::encode_request(&rpc, &me, &info, ids);
+            let ids = overlay_wire::RequestIds { call_id: &call_id, from_tag: "t", cseq: 1 };
+            let mut msg = overlay_wire::encode_request(&rpc, &me, &info, ids);
             let via = format!("SIP/2.0/UDP {victim};branch=z9hG4bKamp{i}");
             msg.headers.push_front_of(Header::new(HeaderName::Via, via));
             let data = msg.encode();
@@ -424,7 +424,7 @@ mod ring {
         assert_eq!(out[0].1.option_tags(&HeaderName::Unsupported).unwrap(), ["dht"]);
         assert_eq!(p.counters().overlay_refused, 1);
         // The same request at our version is answered.
-        p.handle_input(now, from, Bytes::from(request(&overlay_sip::PROTOCOL_VERSION.to_string(), "v2")));
+        p.handle_input(now, from, Bytes::from(request(&overlay_wire::PROTOCOL_VERSION.to_string(), "v2")));
         let out = drain(p);
         // (Before it, maybe, the ping that proves the sender's address: issue 11.)
         let answer = out.iter().find(|(_, m)| m.status().is_some()).expect("an answer");

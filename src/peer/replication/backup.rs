@@ -33,7 +33,7 @@ use tracing::debug;
 use super::{RecordName, Replication, Ring};
 use crate::addr::source_group;
 use crate::overlay::NodeId;
-use crate::peer::store_sip::StorageRequest;
+use crate::peer::replication::wire::StorageRequest;
 use crate::peer::Transport;
 use crate::store::{replica_keys_numbered, Record};
 

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use super::{Purpose, RecordName, Replication, Ring};
 use crate::overlay::{Contact, NodeId};
-use crate::peer::store_sip::StorageRequest;
+use crate::peer::replication::wire::StorageRequest;
 use crate::peer::Transport;
 use crate::store::{replica_keys_numbered, Record};
 

@@ -2,14 +2,14 @@
 //! `docs/identity-and-store.md`), as a sans-IO service of its own.
 //!
 //! [`Replication`] owns the records this node holds and the operations in flight. It reads
-//! the ring ([`Ring`]: our node, predecessor, successors, settings) and never drives it: what
-//! it needs done goes out as an [`Output`] (a lookup, a request to a place, a transaction to
+//! the ring (`Ring`: our node, predecessor, successors, settings) and never drives it: what
+//! it needs done goes out as an `Output` (a lookup, a request to a place, a transaction to
 //! end, a report), which the peer carries out in order (`peer/records.rs`), and the results
 //! come back through `lookup_done`, `handle_answer`, `request_failed`, `handle_overlay_event`
-//! and `handle_timeout`. The SIP form of its requests is `peer::store_sip`'s.
+//! and `handle_timeout`. The SIP form of its requests is [`wire`]'s.
 //!
 //! - **Stores** ([`Peer::put`], `ops`): for each replica number i ∈ 0..=R, look up the node
-//!   responsible for H(K‖i) ([`replica_keys`]) and send it the record ([`super::store_sip`]).
+//!   responsible for H(K‖i) ([`crate::store::replica_keys`]) and send it the record ([`wire`]).
 //! - **Serving**: a storing node checks that it is responsible for the replica key (else `302`
 //!   to the node it believes is) and runs [`crate::store::put_checked`]; refusals are SIP errors
 //!   with the refusal's reason phrase, counted in [`StorageCounters`] (`serve`).
@@ -37,8 +37,8 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 use tracing::debug;
 
-use super::overlay_sip::OverlayInfo;
-use super::store_sip::StorageRequest;
+use super::overlay::wire::OverlayInfo;
+use super::replication::wire::StorageRequest;
 #[cfg(doc)]
 use super::Peer;
 use super::Transport;
@@ -467,6 +467,7 @@ mod ops;
 mod publish;
 mod read;
 mod serve;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

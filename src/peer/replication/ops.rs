@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::FIRST_PUBLISH_DELAY;
 use super::{Op, Output, PendingRequest, Place, Purpose, Replication, Ring, StorageEvent, StorageOpId};
 use crate::overlay::{Contact, LookupError, LookupId};
-use crate::peer::overlay_sip;
-use crate::peer::store_sip::{StorageAnswer, StorageRequest};
+use crate::peer::overlay::wire as overlay_wire;
+use crate::peer::replication::wire::{StorageAnswer, StorageRequest};
 use crate::peer::Transport;
 use crate::sip::transaction::ClientTxId;
 use crate::store::{replica_keys_numbered, Record, RecordKind};
@@ -321,7 +321,7 @@ impl Replication {
             // Its answer is too big for UDP to an address it has not seen answer (issue 11,
             // M1): the same request again over TCP, whose handshake proves our address.
             let me = ring.chord.me().clone();
-            let plausible = overlay_sip::link_verifies(node, ring.info.hash)
+            let plausible = overlay_wire::link_verifies(node, ring.info.hash)
                 && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip());
             if plausible && !redirected && node.id != me.id {
                 self.send_request(now, ring, op, place, node.clone(), request, true, Transport::Tcp);
@@ -332,7 +332,7 @@ impl Replication {
             // Issue 11 (H1, M8): a redirect is followed only to a node whose ID is its
             // address's, and never to loopback (unless we are on it), link-local or ourselves.
             let me = ring.chord.me().clone();
-            let plausible = overlay_sip::link_verifies(node, ring.info.hash)
+            let plausible = overlay_wire::link_verifies(node, ring.info.hash)
                 && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip())
                 && node.addr != me.addr;
             if !plausible {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::{Op, Output, Replication, Ring, StorageEvent, StorageOpId};
-use crate::peer::store_sip::StorageRequest;
+use crate::peer::replication::wire::StorageRequest;
 use crate::peer::Transport;
 use crate::store::{check_store, OwnerUsage, Record};
 

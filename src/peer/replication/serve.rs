@@ -8,7 +8,7 @@ use tracing::debug;
 use super::{Replication, Ring, STORES_PER_OWNER_BURST, STORES_PER_OWNER_PER_SEC};
 use crate::addr::source_group;
 use crate::overlay::{Contact, NodeId};
-use crate::peer::store_sip::{StorageAnswer, StorageRequest};
+use crate::peer::replication::wire::{StorageAnswer, StorageRequest};
 use crate::store::{put_checked, replica_keys_numbered, Record, RecordKind};
 
 impl Replication {

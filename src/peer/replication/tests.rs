@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::identity::tests::{Fixture, DAY, T0};
 use crate::identity::{Aor, KeyPair};
-use crate::peer::store_sip::StorageAnswer;
+use crate::peer::replication::wire::StorageAnswer;
 use crate::peer::{Endpoint, Peer, PeerConfig, PeerEvent};
 use crate::store::{encode_chain, replica_keys_numbered, Registration, Unsigned};
 use crate::store::{replica_keys, MemoryStore};

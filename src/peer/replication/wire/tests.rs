@@ -39,7 +39,7 @@ fn over_the_wire(request: &StorageRequest) -> Result<(Contact, StorageRequest), 
     msg.headers.push_front_of(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bKx"));
     let msg = parse(msg.encode()).unwrap();
     assert!(is_storage_request(&msg));
-    assert!(overlay_sip::is_overlay_request(&msg), "a storage request is also an overlay request");
+    assert!(overlay_wire::is_overlay_request(&msg), "a storage request is also an overlay request");
     decode_request(&msg, me.addr, false, &overlay())
 }
 
@@ -124,7 +124,7 @@ fn garbage_resource_headers_are_errors_not_panics() {
                 Via: SIP/2.0/UDP 127.0.0.7:5070;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n\
                 Call-ID: x\r\nCSeq: 1 REGISTER\r\nRequire: dht\r\n";
     let me = contact(5070);
-    let peer_id = format!("DHT-PeerID: <sip:{}@127.0.0.7:5070>;version={}\r\n", me.id, overlay_sip::PROTOCOL_VERSION);
+    let peer_id = format!("DHT-PeerID: <sip:{}@127.0.0.7:5070>;version={}\r\n", me.id, overlay_wire::PROTOCOL_VERSION);
     for extra in [
         "DHT-Resource: garbage\r\n",
         "DHT-Resource: <sip:a@b.c>;kind=nonsense;replica=1\r\n",

@@ -13,7 +13,7 @@
 //!
 //! `DHT-Resource: <sip:alice@example.org>;kind=registration;replica=2` names the resource, its
 //! record kind and which of the R+1 replica numbers the Request-URI's key is; it is what tells a
-//! storage request from the overlay's own REGISTERs ([`super::overlay_sip`]). A store that a
+//! storage request from the overlay's own REGISTERs ([`crate::peer::overlay::wire`]). A store that a
 //! place's holder passes on to its successor as a backup copy adds `;backup=1` (the successor
 //! after that, `;backup=2`, …).
 
@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use super::overlay_sip::{self, node_uri, OverlayInfo, OPTION_TAG};
 use crate::overlay::{Contact, NodeId};
+use crate::peer::overlay::wire::{self as overlay_wire, node_uri, OverlayInfo, OPTION_TAG};
 use crate::sip::header::{MediaType, NameAddr};
 use crate::sip::uri::{Host, SipUri};
 use crate::sip::{Contacts, Header, HeaderName, Message, Method, Uri};
@@ -92,7 +92,7 @@ pub enum StorageDecodeError {
     #[error("the record does not match DHT-Resource")]
     Mismatch,
     #[error(transparent)]
-    Overlay(#[from] overlay_sip::DecodeError),
+    Overlay(#[from] overlay_wire::DecodeError),
 }
 
 impl StorageDecodeError {
@@ -114,7 +114,7 @@ fn capitalised(s: &str) -> String {
 pub fn is_storage_request(msg: &Message) -> bool {
     msg.method() == Some(&Method::Register)
         && msg.headers.get(&resource_header_name()).is_some()
-        && overlay_sip::is_overlay_request(msg)
+        && overlay_wire::is_overlay_request(msg)
 }
 
 /// The pieces of an outgoing request the transaction user chooses.
@@ -169,7 +169,7 @@ pub fn encode_request(
 
 fn peer_id_value(me: &Contact, overlay: &OverlayInfo) -> String {
     let mut na = NameAddr::new(Uri::Sip(node_uri(&me.id, me.addr)));
-    na.params = overlay_sip::peer_id_params(overlay);
+    na.params = overlay_wire::peer_id_params(overlay);
     na.to_string()
 }
 
@@ -190,12 +190,12 @@ pub fn decode_request(
     reliable: bool,
     overlay: &OverlayInfo,
 ) -> Result<(Contact, StorageRequest), StorageDecodeError> {
-    let sender = overlay_sip::peer_id(msg, overlay)?;
+    let sender = overlay_wire::peer_id(msg, overlay)?;
     let claim_ok = sender.addr.ip() == observed.ip()
         && (reliable || sender.addr.port() == observed.port())
         && NodeId::verify_claim(sender.id, sender.addr.ip(), sender.addr.port(), overlay.hash);
     if !claim_ok {
-        return Err(overlay_sip::DecodeError::IdMismatch.into());
+        return Err(overlay_wire::DecodeError::IdMismatch.into());
     }
     let replica_key = match msg.request_uri() {
         Some(Uri::Sip(u)) => {

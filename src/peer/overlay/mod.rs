@@ -1,6 +1,8 @@
 //! The peer's overlay face: drives the [`Chord`] core, sends its RPCs as SIP client
 //! transactions from the overlay listener, and answers overlay requests that arrive there.
-//! Which SIP shape each RPC takes is [`super::overlay_sip`]'s business alone.
+//! Which SIP shape each RPC takes is [`crate::peer::overlay::wire`]'s business alone.
+
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::time::Instant;
 use rand::Rng;
 use tracing::{debug, info};
 
-use super::overlay_sip::{self, OverlayInfo, RequestIds};
+use super::overlay::wire::{self as overlay_wire, OverlayInfo, RequestIds};
 use super::{new_branch, Answer, Endpoint, Listener, Peer, Transport};
 use crate::overlay::{Chord, Event, LookupId, NodeId, Request, RpcFailure, RpcId, RpcTarget};
 use crate::sip::transaction::ClientTxId;
@@ -96,7 +98,7 @@ impl Peer {
         self.counters.overlay_requests += 1;
         let me = self.overlay.chord.me().clone();
         let decoded =
-            overlay_sip::decode_request(msg, from.remote, from.transport.is_reliable(), &me.id, &self.overlay.info);
+            overlay_wire::decode_request(msg, from.remote, from.transport.is_reliable(), &me.id, &self.overlay.info);
         let (sender, request) = match decoded {
             Ok((sender, request, forged)) => {
                 self.overlay.chord.count_forged_links(forged);
@@ -108,7 +110,7 @@ impl Peer {
                 let (status, reason) = e.status();
                 let mut rejection = Rejection::new(status, reason);
                 if status == 420 {
-                    rejection = rejection.with_header(Header::new(HeaderName::Unsupported, overlay_sip::OPTION_TAG));
+                    rejection = rejection.with_header(Header::new(HeaderName::Unsupported, overlay_wire::OPTION_TAG));
                 }
                 return Answer::Reject(rejection);
             }
@@ -118,13 +120,13 @@ impl Peer {
             self.counters.overlay_refused += 1;
         }
         let tag = self.tag_for(msg);
-        let mut answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+        let mut answer = overlay_wire::encode_response(msg, &response, &me, &self.overlay.info, &tag);
         // Issue 11, M1: over UDP, an address that has not answered us gets at most 3× what it
         // sent: the longest lists are cut (fingers first), which a real node makes up for by
         // asking again once we know it.
         if !from.transport.is_reliable() && !self.overlay.chord.has_answered(now, &sender) {
             while super::amplifies(msg, &answer) && trim(&mut response) {
-                answer = overlay_sip::encode_response(msg, &response, &me, &self.overlay.info, &tag);
+                answer = overlay_wire::encode_response(msg, &response, &me, &self.overlay.info, &tag);
                 self.counters.answers_trimmed += 1;
             }
         }
@@ -138,11 +140,11 @@ impl Peer {
             return;
         }
         let Some(pending) = self.overlay.pending.remove(&id) else { return };
-        let result = if overlay_sip::is_busy(response) {
+        let result = if overlay_wire::is_busy(response) {
             Err(RpcFailure::Busy)
         } else {
             let (answer, forged) =
-                overlay_sip::decode_response(&pending.request, &pending.to, response, self.overlay.info.hash);
+                overlay_wire::decode_response(&pending.request, &pending.to, response, self.overlay.info.hash);
             self.overlay.chord.count_forged_links(forged);
             answer.ok_or(RpcFailure::Malformed)
         };
@@ -200,13 +202,13 @@ impl Peer {
                 kinds.push((call_id.clone(), self.overlay.chord.rpc_kind(rpc.id).unwrap_or("other")));
             }
             let ids = RequestIds { call_id: &call_id, from_tag: &from_tag, cseq: self.overlay.next_cseq };
-            let mut msg = overlay_sip::encode_request(&rpc, &me, &self.overlay.info, ids);
+            let mut msg = overlay_wire::encode_request(&rpc, &me, &self.overlay.info, ids);
             let branch = new_branch(&mut self.rng);
             let via = format!("SIP/2.0/UDP {};branch={branch};rport", super::sent_by(self.config.overlay_addr));
-            msg.headers.push_front_of(overlay_sip::compact(HeaderName::Via, "v", via));
+            msg.headers.push_front_of(overlay_wire::compact(HeaderName::Via, "v", via));
             let to =
                 Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: rpc.to.addr(), conn: None };
-            debug!(rpc = rpc.request.name(), to = %overlay_sip::target_label(&rpc.to), "overlay request");
+            debug!(rpc = rpc.request.name(), to = %overlay_wire::target_label(&rpc.to), "overlay request");
             let tx = self.transactions.send_request(now, msg, to, false);
             self.counters.client_transactions += 1;
             self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request, to: rpc.to });
