@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use p2psip::peer::{policy, Endpoint, Listener, Peer, PeerConfig, Transport};
+use p2psip::peer::{policy, Endpoint, Input, Listener, Peer, PeerConfig, Transport};
 use p2psip::sip::header::Via;
 use p2psip::sip::{parse, validate, Contacts, HeaderName, Message, Method, StartLine, Uri};
 
@@ -36,10 +36,10 @@ fn exchange(name: &str) -> Vec<(SocketAddr, Message)> {
         Peer::new(PeerConfig::new("127.0.0.1:5070".parse().unwrap(), "127.0.0.1:5060".parse().unwrap()), now);
     let from =
         Endpoint { listener: Listener::Proxy, transport: Transport::Udp, remote: SENDER.parse().unwrap(), conn: None };
-    peer.handle_input(now, from, load(name));
-    std::iter::from_fn(|| peer.poll_transmit())
-        .map(|t| (t.to.remote, parse(t.data).expect("the node's own output parses")))
-        .collect()
+    peer.handle_input(now, Input::receive(from, load(name)));
+    let mut sent = Vec::new();
+    peer.drain(|t| sent.push(t), |_| {});
+    sent.into_iter().map(|t| (t.to.remote, parse(t.data).expect("the node's own output parses"))).collect()
 }
 
 /// The one final response the peer sent (after an optional 100), or `None` if it sent nothing.

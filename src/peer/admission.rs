@@ -11,7 +11,7 @@
 //!
 //! - **Load signal: a standing queue on a busy loop.** The driver reports every turn of its
 //!   loop ([`Admission::turn`]): when the turn's work started and ended, and what it saw of
-//!   its input queue ([`Queue`]): it read a whole burst of datagrams and more were waiting,
+//!   its input queue ([`InputBacklog`]): it read a whole burst of datagrams and more were waiting,
 //!   or it read the socket empty. A node near its capacity is busy most of the time and
 //!   bursts of input queue up, but it still empties its queue now and then; an overloaded one
 //!   never does (a standing queue, as in CoDel, RFC 8289 §2). So a window of [`WINDOW`] counts
@@ -60,7 +60,7 @@ const QUEUED_CLEAR: f64 = 0.1;
 
 /// What a turn of the loop saw of its input queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queue {
+pub enum InputBacklog {
     /// It stopped reading with input still waiting (a whole burst read).
     Left,
     /// It read its input until none was left.
@@ -135,7 +135,7 @@ impl Admission {
     }
 
     /// One turn of the driver's loop did work from `started` to `ended`, and saw `queue`.
-    pub fn turn(&mut self, started: Instant, ended: Instant, queue: Queue) {
+    pub fn turn(&mut self, started: Instant, ended: Instant, queue: InputBacklog) {
         let Some(target) = self.busy_target else { return };
         let window_start = *self.window_start.get_or_insert(started);
         if let Some(last) = self.last_end {
@@ -145,9 +145,9 @@ impl Admission {
             }
         }
         match queue {
-            Queue::Left => self.queued += ended.saturating_duration_since(started),
-            Queue::Emptied => self.emptied = true,
-            Queue::NotRead => {}
+            InputBacklog::Left => self.queued += ended.saturating_duration_since(started),
+            InputBacklog::Emptied => self.emptied = true,
+            InputBacklog::NotRead => {}
         }
         self.last_end = Some(ended);
         let elapsed = ended.saturating_duration_since(window_start);
@@ -349,7 +349,7 @@ mod tests {
         let mut t = from;
         while t < from + total {
             let start = t + gap;
-            a.turn(start, start + work, if queued { Queue::Left } else { Queue::Emptied });
+            a.turn(start, start + work, if queued { InputBacklog::Left } else { InputBacklog::Emptied });
             t = start + work;
         }
         t
@@ -357,7 +357,12 @@ mod tests {
 
     /// `n` back-to-back turns of 40 µs (2 µs apart) from `from`; before turn `i`, `each`
     /// asks admission for that turn's requests and says what the turn saw of its queue.
-    fn saturated_turns(a: &mut Admission, from: Instant, n: u32, mut each: impl FnMut(&mut Admission, u32) -> Queue) {
+    fn saturated_turns(
+        a: &mut Admission,
+        from: Instant,
+        n: u32,
+        mut each: impl FnMut(&mut Admission, u32) -> InputBacklog,
+    ) {
         let mut t = from;
         for i in 0..n {
             let queue = each(a, i);
@@ -379,7 +384,12 @@ mod tests {
         // Bursts: the loop never idles and most turns leave input queued, but every 50th
         // reads the socket empty. Near capacity, not over it.
         let mut c = Admission::new(90);
-        saturated_turns(&mut c, t0, 50_000, |_, i| if i % 50 == 49 { Queue::Emptied } else { Queue::Left });
+        saturated_turns(
+            &mut c,
+            t0,
+            50_000,
+            |_, i| if i % 50 == 49 { InputBacklog::Emptied } else { InputBacklog::Left },
+        );
         assert!(c.queued_share() > 0.9, "{}", c.queued_share());
         assert_eq!(c.reject_share(), 0.0);
         // A queue that stands on a loop with idle time is a burst, not overload.
@@ -413,7 +423,7 @@ mod tests {
                 for _ in 0..cont {
                     a.admit(Class::Continuation);
                 }
-                Queue::Left
+                InputBacklog::Left
             });
             a
         };
@@ -468,7 +478,11 @@ mod tests {
         // After a silence, one window's look is enough.
         let mut b = Admission::new(90);
         let t3 = run(&mut b, t0, Duration::from_micros(40), Duration::from_micros(2), Duration::from_secs(3));
-        b.turn(t3 + Duration::from_secs(30), t3 + Duration::from_secs(30) + Duration::from_micros(40), Queue::NotRead);
+        b.turn(
+            t3 + Duration::from_secs(30),
+            t3 + Duration::from_secs(30) + Duration::from_micros(40),
+            InputBacklog::NotRead,
+        );
         assert_eq!(b.reject_share(), 0.0);
     }
 

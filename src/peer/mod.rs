@@ -1,15 +1,21 @@
 //! The node as one sans-IO state machine: bytes and timeouts in, bytes and deadlines out.
 //!
-//! The daemon (or the simulator) feeds every datagram and stream frame that reaches either
-//! listener to [`Peer::handle_input`], calls [`Peer::handle_timeout`] at [`Peer::poll_timeout`],
-//! and sends what [`Peer::poll_transmit`] returns. Nothing here reads a clock, opens a socket or
-//! touches a file; randomness comes from a ChaCha8 generator seeded by the config.
+//! One input and one output (`boundary`): the daemon (or the simulator) feeds every datagram,
+//! stream frame and deadline to [`Peer::handle_input`] as an [`Input`], and does what
+//! [`Peer::poll_output`] returns: an [`Output`] to send, a report, or when to wake the peer
+//! next. Commands (join, lookup, put, fetch, leave) are methods. Nothing here reads a clock,
+//! opens a socket or touches a file; randomness comes from a ChaCha8 generator seeded by the
+//! config.
+//!
+//! Inside, the peer routes between self-contained services: the transaction layer, [`Chord`]
+//! (`overlay`), the [`Proxy`], and [`Replication`] (`replication`, driven from `records`).
 //!
 //! What the peer does with a request (RFC 3261 §16.3, §8.2) is decided in [`policy`]; requests
 //! for users and REGISTERs from phones go to the [`Proxy`] (§10.3, §16); where responses go is
 //! in [`crate::transport`].
 
 mod admission;
+mod boundary;
 pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -29,7 +35,8 @@ use tracing::{debug, trace, warn};
 
 pub use crate::sip::header::new_branch;
 pub use crate::transport::{reply_endpoint, ConnectionId, Endpoint, Listener, Transmit, Transport};
-pub use admission::Queue;
+pub use admission::InputBacklog;
+pub use boundary::{Input, Output};
 pub use counters::Counters;
 pub use overlay::PeerEvent;
 pub use replication::{
@@ -245,7 +252,7 @@ impl Peer {
     }
 
     /// One datagram, or one frame cut from a stream, arrived from `from`.
-    pub fn handle_input(&mut self, now: Instant, from: Endpoint, data: Bytes) {
+    fn receive(&mut self, now: Instant, from: Endpoint, data: Bytes) {
         self.counters.messages_in += 1;
         self.counters.bytes_in += data.len() as u64;
         if from.transport == Transport::Udp && data.len() > self.config.max_datagram_size {
@@ -306,8 +313,8 @@ impl Peer {
 
     /// One turn of the driver's loop worked from `started` to `ended` and saw `queue` of its
     /// input (the load signal of the admission control, the `admission` module).
-    pub fn loop_turn(&mut self, started: Instant, ended: Instant, queue: Queue) {
-        self.admission.turn(started, ended, queue);
+    fn loop_turn(&mut self, started: Instant, ended: Instant, backlog: InputBacklog) {
+        self.admission.turn(started, ended, backlog);
     }
 
     /// The admission control's view: the loop's busy share and its share of time with input
@@ -341,21 +348,21 @@ impl Peer {
     }
 
     /// A CRLF CRLF ping arrived on a stream: answer with a CRLF pong (RFC 5626 §4.4.1).
-    pub fn handle_ping(&mut self, _now: Instant, from: Endpoint) {
+    fn ping(&mut self, from: Endpoint) {
         self.counters.keepalives += 1;
         self.transmit(Transmit { to: from, data: Bytes::from_static(b"\r\n") });
     }
 
     /// A stream's framing broke (RFC 3261 §18.3: bad or missing Content-Length, oversize
     /// message). The driver closes that connection; the peer only counts and logs it.
-    pub fn handle_framing_error(&mut self, _now: Instant, from: Endpoint, error: &FramingError) {
+    fn framing_error(&mut self, from: Endpoint, error: &FramingError) {
         self.counters.parse_errors += 1;
         debug!(from = %from.remote, %error, "stream framing error; connection closed");
     }
 
     /// A stream connection closed (either side, or a framing error). Phones registered over
     /// it are unregistered, and our registration record follows (RFC 5626 §5.2 in spirit).
-    pub fn handle_connection_closed(&mut self, now: Instant, from: Endpoint) {
+    fn stream_closed(&mut self, now: Instant, from: Endpoint) {
         let (Listener::Proxy, Transport::Tcp, Some(conn)) = (from.listener, from.transport, from.conn) else {
             return;
         };
@@ -364,7 +371,8 @@ impl Peer {
         self.proxy_overlay(now);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// The deadline of [`Peer::poll_timeout`] has come.
+    fn timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         self.drain_transactions(now);
         self.proxy.handle_timeout(now, &mut self.transactions);
@@ -398,7 +406,7 @@ impl Peer {
         self.drain_transactions(now);
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.outbox.pop_front()?;
         self.counters.messages_out += 1;
         self.counters.bytes_out += t.data.len() as u64;
@@ -406,6 +414,7 @@ impl Peer {
         Some(t)
     }
 
+    /// When the peer next needs [`Input::Timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         let storage = self.storage.as_ref().map(|s| s.poll_timeout());
         [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout(), storage]

@@ -25,13 +25,18 @@ fn request(method: &str, uri: &str, branch: &str, extra: &str) -> Bytes {
 }
 
 fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
-    std::iter::from_fn(|| p.poll_transmit()).map(|t| (t.to, parse(t.data).unwrap())).collect()
+    let mut sent = Vec::new();
+    p.drain(|t| sent.push((t.to, parse(t.data).unwrap())), |_| {});
+    sent
 }
 
 #[test]
 fn options_to_the_node_gets_200_with_capabilities() {
     let (mut p, now) = peer();
-    p.handle_input(now, from(Transport::Udp), request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo1", ""));
+    p.handle_input(
+        now,
+        Input::receive(from(Transport::Udp), request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo1", "")),
+    );
     let out = drain(&mut p);
     assert_eq!(out.len(), 1);
     let (to, resp) = &out[0];
@@ -59,7 +64,7 @@ fn received_and_rport_are_stamped_on_the_top_via_only() {
              To: <sip:127.0.0.1:5060>\r\nCall-ID: {branch}@10.0.0.9\r\nCSeq: 1 OPTIONS\r\n\
              Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
-        p.handle_input(now, from(Transport::Udp), Bytes::from(req));
+        p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from(req)));
         let out = drain(&mut p);
         assert_eq!(out.len(), 1, "{branch}");
         let vias = out[0].1.vias().unwrap();
@@ -78,9 +83,9 @@ fn retransmitted_request_is_absorbed_and_answer_resent() {
     // A MESSAGE from another node for a user not served here: 404 through a transaction.
     let overlay = Endpoint { listener: Listener::Overlay, ..from(Transport::Udp) };
     let req = request("MESSAGE", "sip:bob@p2p.test", "z9hG4bKo2", "");
-    p.handle_input(now, overlay, req.clone());
+    p.handle_input(now, Input::receive(overlay, req.clone()));
     let first = drain(&mut p);
-    p.handle_input(now + Duration::from_millis(500), overlay, req);
+    p.handle_input(now + Duration::from_millis(500), Input::receive(overlay, req));
     let again = drain(&mut p);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.status(), Some(404));
@@ -95,10 +100,10 @@ fn options_to_the_node_hold_no_transaction_and_a_retransmission_gets_the_same_an
     // RFC 3261 §8.2.7: answered statelessly, with a To tag derived from the request.
     let (mut p, now) = peer();
     let req = request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo3", "");
-    p.handle_input(now, from(Transport::Udp), req.clone());
+    p.handle_input(now, Input::receive(from(Transport::Udp), req.clone()));
     let first = drain(&mut p);
     assert_eq!(p.transaction_counts(), (0, 0));
-    p.handle_input(now + Duration::from_millis(500), from(Transport::Udp), req);
+    p.handle_input(now + Duration::from_millis(500), Input::receive(from(Transport::Udp), req));
     let again = drain(&mut p);
     assert_eq!((first.len(), again.len()), (1, 1));
     assert_eq!(first[0].1, again[0].1, "the same response, byte for byte");
@@ -108,14 +113,14 @@ fn options_to_the_node_hold_no_transaction_and_a_retransmission_gets_the_same_an
 #[test]
 fn a_strangers_invite_retransmits_its_407_until_ack() {
     let (mut p, mut now) = peer();
-    p.handle_input(now, from(Transport::Udp), request("INVITE", "sip:bob@p2p.test", "z9hG4bKi1", ""));
+    p.handle_input(now, Input::receive(from(Transport::Udp), request("INVITE", "sip:bob@p2p.test", "z9hG4bKi1", "")));
     let out = drain(&mut p);
     let codes: Vec<_> = out.iter().map(|(_, m)| m.status().unwrap()).collect();
     // A stranger's INVITE is challenged before any routing (RFC 3261 §16.3 step 6, issue 11).
     assert_eq!(codes, [100, 407]);
     // Timer G: the 407 goes again after T1, then 2·T1 …
     now += Duration::from_millis(500);
-    p.handle_timeout(now);
+    p.handle_input(now, Input::Timeout);
     assert_eq!(drain(&mut p).len(), 1);
     let to_tag = out[1].1.to().unwrap().tag().unwrap().to_owned();
     let ack = format!(
@@ -123,14 +128,14 @@ fn a_strangers_invite_retransmits_its_407_until_ack() {
          From: <sip:alice@p2p.test>;tag=a1\r\nTo: <sip:bob@p2p.test>;tag={to_tag}\r\nCall-ID: c1@10.0.0.9\r\n\
          CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
-    p.handle_input(now, from(Transport::Udp), Bytes::from(ack));
+    p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from(ack)));
     assert!(drain(&mut p).is_empty(), "an ACK is never answered");
     // …and no more after the ACK.
     // Until every transaction is over (the peer's Chord timers run forever, so not "until no
     // deadline"); a lone node has no one to send overlay requests to.
     while p.transaction_counts() != (0, 0) {
         now = p.poll_timeout().expect("a transaction has a timer");
-        p.handle_timeout(now);
+        p.handle_input(now, Input::Timeout);
         assert!(drain(&mut p).is_empty());
     }
     assert_eq!(p.transaction_counts(), (0, 0));
@@ -140,7 +145,7 @@ fn a_strangers_invite_retransmits_its_407_until_ack() {
 fn over_tcp_nothing_is_retransmitted() {
     let (mut p, mut now) = peer();
     let tcp = Endpoint { conn: Some(ConnectionId(3)), ..from(Transport::Tcp) };
-    p.handle_input(now, tcp, request("MESSAGE", "sip:bob@p2p.test", "z9hG4bKm1", ""));
+    p.handle_input(now, Input::receive(tcp, request("MESSAGE", "sip:bob@p2p.test", "z9hG4bKm1", "")));
     let out = drain(&mut p);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, tcp, "back on the same connection");
@@ -148,7 +153,7 @@ fn over_tcp_nothing_is_retransmitted() {
     // deadline"); a lone node has no one to send overlay requests to.
     while p.transaction_counts() != (0, 0) {
         now = p.poll_timeout().expect("a transaction has a timer");
-        p.handle_timeout(now);
+        p.handle_input(now, Input::Timeout);
         assert!(drain(&mut p).is_empty());
     }
 }
@@ -156,9 +161,9 @@ fn over_tcp_nothing_is_retransmitted() {
 #[test]
 fn cancel_without_invite_gets_481_and_unknown_method_501() {
     let (mut p, now) = peer();
-    p.handle_input(now, from(Transport::Udp), request("CANCEL", "sip:bob@p2p.test", "z9hG4bKc1", ""));
+    p.handle_input(now, Input::receive(from(Transport::Udp), request("CANCEL", "sip:bob@p2p.test", "z9hG4bKc1", "")));
     assert_eq!(drain(&mut p)[0].1.status(), Some(481));
-    p.handle_input(now, from(Transport::Udp), request("FROB", "sip:127.0.0.1:5060", "z9hG4bKf1", ""));
+    p.handle_input(now, Input::receive(from(Transport::Udp), request("FROB", "sip:127.0.0.1:5060", "z9hG4bKf1", "")));
     let out = drain(&mut p);
     assert_eq!(out[0].1.status(), Some(501));
     assert!(out[0].1.headers.get(&HeaderName::Allow).is_some());
@@ -169,8 +174,10 @@ fn register_is_challenged_then_refused() {
     let (mut p, now) = peer();
     p.handle_input(
         now,
-        from(Transport::Udp),
-        request("REGISTER", "sip:p2p.test", "z9hG4bKr1", "Contact: <sip:alice@10.0.0.9:5062>\r\n"),
+        Input::receive(
+            from(Transport::Udp),
+            request("REGISTER", "sip:p2p.test", "z9hG4bKr1", "Contact: <sip:alice@10.0.0.9:5062>\r\n"),
+        ),
     );
     let out = drain(&mut p);
     let challenge = out[0].1.auth(&HeaderName::WwwAuthenticate).unwrap();
@@ -181,20 +188,20 @@ fn register_is_challenged_then_refused() {
     let auth = format!(
         "Authorization: Digest username=\"alice\", realm=\"p2p.test\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", response=\"00\"\r\n"
     );
-    p.handle_input(now, from(Transport::Udp), request("REGISTER", "sip:p2p.test", "z9hG4bKr2", &auth));
+    p.handle_input(now, Input::receive(from(Transport::Udp), request("REGISTER", "sip:p2p.test", "z9hG4bKr2", &auth)));
     assert_eq!(drain(&mut p)[0].1.status(), Some(403));
     // On the overlay listener, phones are told where to go.
     let overlay = Endpoint { listener: Listener::Overlay, ..from(Transport::Udp) };
-    p.handle_input(now, overlay, request("REGISTER", "sip:p2p.test", "z9hG4bKr3", ""));
+    p.handle_input(now, Input::receive(overlay, request("REGISTER", "sip:p2p.test", "z9hG4bKr3", "")));
     assert_eq!(drain(&mut p)[0].1.status(), Some(403));
 }
 
 #[test]
 fn garbage_is_counted_and_dropped_and_oversize_refused() {
     let (mut p, now) = peer();
-    p.handle_input(now, from(Transport::Udp), Bytes::from_static(b"\x00\x01garbage\r\n\r\n"));
-    p.handle_input(now, from(Transport::Udp), Bytes::from(vec![b'A'; 20_000]));
-    p.handle_input(now, from(Transport::Udp), Bytes::from_static(b"\r\n\r\n"));
+    p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from_static(b"\x00\x01garbage\r\n\r\n")));
+    p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from(vec![b'A'; 20_000])));
+    p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from_static(b"\r\n\r\n")));
     assert!(drain(&mut p).is_empty());
     let c = p.counters();
     assert_eq!((c.parse_errors, c.oversized_datagrams, c.keepalives), (1, 1, 1));
@@ -206,7 +213,7 @@ fn loop_through_ourselves_is_482() {
     let extra = "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKus\r\n";
     let mut req = String::from_utf8(request("MESSAGE", "sip:bob@p2p.test", "z9hG4bKl1", "").to_vec()).unwrap();
     req = req.replacen("From:", &format!("{extra}From:"), 1);
-    p.handle_input(now, from(Transport::Udp), Bytes::from(req));
+    p.handle_input(now, Input::receive(from(Transport::Udp), Bytes::from(req)));
     assert_eq!(drain(&mut p)[0].1.status(), Some(482));
 }
 
@@ -247,11 +254,13 @@ mod ring {
                     moved = false;
                     let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
                     for a in addrs {
-                        while let Some(t) = self.peers.get_mut(&a).unwrap().poll_transmit() {
+                        let mut out = Vec::new();
+                        self.peers.get_mut(&a).unwrap().drain(|t| out.push(t), |_| {});
+                        for t in out {
                             moved = true;
                             let Some(dest) = self.peers.get_mut(&t.to.remote) else { continue };
                             let from = Endpoint { remote: a, ..t.to };
-                            dest.handle_input(self.now, from, t.data);
+                            dest.handle_input(self.now, Input::receive(from, t.data));
                         }
                     }
                 }
@@ -261,7 +270,7 @@ mod ring {
                         self.now = self.now.max(t);
                         for p in self.peers.values_mut() {
                             if p.poll_timeout().is_some_and(|d| d <= self.now) {
-                                p.handle_timeout(self.now);
+                                p.handle_input(self.now, Input::Timeout);
                             }
                         }
                     }
@@ -307,12 +316,18 @@ mod ring {
         let mut answered = 0;
         for i in 0..30_000 {
             for (method, uri) in [("OPTIONS", "sip:127.0.0.1:5070"), ("MESSAGE", "sip:nobody@p2p.test")] {
-                node.handle_input(now, attacker, request(method, uri, &format!("z9hG4bKf{method}{i}"), ""));
-                while let Some(t) = node.poll_transmit() {
-                    let status = parse(t.data).unwrap().status();
-                    assert_ne!(status, Some(503), "{method} {i} refused");
-                    answered += 1;
-                }
+                node.handle_input(
+                    now,
+                    Input::receive(attacker, request(method, uri, &format!("z9hG4bKf{method}{i}"), "")),
+                );
+                node.drain(
+                    |t| {
+                        let status = parse(t.data).unwrap().status();
+                        assert_ne!(status, Some(503), "{method} {i} refused");
+                        answered += 1;
+                    },
+                    |_| {},
+                );
             }
         }
         assert_eq!(answered, 60_000);
@@ -364,9 +379,9 @@ mod ring {
             msg.headers.push_front_of(Header::new(HeaderName::Via, via));
             let data = msg.encode();
             let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: victim, conn: None };
-            node.handle_input(net.now, from, data.clone());
-            let answers: Vec<Transmit> =
-                std::iter::from_fn(|| node.poll_transmit()).filter(|t| t.to.remote == victim).collect();
+            node.handle_input(net.now, Input::receive(from, data.clone()));
+            let mut answers: Vec<Transmit> = Vec::new();
+            node.drain(|t| answers.extend((t.to.remote == victim).then_some(t)), |_| {});
             let answer =
                 answers.iter().find(|t| parse(t.data.clone()).is_ok_and(|m| m.status().is_some())).expect("answered");
             assert!(
@@ -418,13 +433,16 @@ mod ring {
         let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: sender, conn: None };
         let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
         // A version 1 node (before the wire format changed) is told which extension failed.
-        p.handle_input(now, from, Bytes::from(request("1", "v1")));
+        p.handle_input(now, Input::receive(from, Bytes::from(request("1", "v1"))));
         let out = drain(p);
         assert_eq!(out[0].1.status(), Some(420));
         assert_eq!(out[0].1.option_tags(&HeaderName::Unsupported).unwrap(), ["dht"]);
         assert_eq!(p.counters().overlay_refused, 1);
         // The same request at our version is answered.
-        p.handle_input(now, from, Bytes::from(request(&overlay_wire::PROTOCOL_VERSION.to_string(), "v2")));
+        p.handle_input(
+            now,
+            Input::receive(from, Bytes::from(request(&overlay_wire::PROTOCOL_VERSION.to_string(), "v2"))),
+        );
         let out = drain(p);
         // (Before it, maybe, the ping that proves the sender's address: issue 11.)
         let answer = out.iter().find(|(_, m)| m.status().is_some()).expect("an answer");
@@ -449,7 +467,7 @@ mod ring {
             conn: None,
         };
         let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
-        p.handle_input(now, from, Bytes::from_static(text.as_bytes()));
+        p.handle_input(now, Input::receive(from, Bytes::from_static(text.as_bytes())));
         let out = drain(p);
         assert_eq!(out[0].1.status(), Some(403));
         assert_eq!(p.counters().overlay_refused, 1);
@@ -458,7 +476,7 @@ mod ring {
         let to_node = text
             .replace("forged", "forged2")
             .replace("0000000000000000000000000000000000000001@127.0.0.1:5070 SIP", "127.0.0.1:5060 SIP");
-        p.handle_input(now, proxy, Bytes::from(to_node));
+        p.handle_input(now, Input::receive(proxy, Bytes::from(to_node)));
         let out = drain(p);
         assert_eq!(out[0].1.status(), Some(420));
         assert_eq!(out[0].1.option_tags(&HeaderName::Unsupported).unwrap(), ["dht"]);

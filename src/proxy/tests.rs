@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::accounts::{Account, Accounts};
 use super::digest::{ha1, Algorithm};
-use crate::peer::{Endpoint, Listener, Peer, PeerConfig, Transport};
+use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, Transport};
 use crate::sip::{parse, HeaderName, Message};
 
 const PROXY: &str = "127.0.0.1:5060";
@@ -34,11 +34,13 @@ fn phone(port: u16) -> Endpoint {
 }
 
 fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
-    std::iter::from_fn(|| p.poll_transmit()).map(|t| (t.to, parse(t.data).unwrap())).collect()
+    let mut sent = Vec::new();
+    p.drain(|t| sent.push((t.to, parse(t.data).unwrap())), |_| {});
+    sent
 }
 
 fn send(p: &mut Peer, now: Instant, from: Endpoint, text: String) -> Vec<(Endpoint, Message)> {
-    p.handle_input(now, from, Bytes::from(text));
+    p.handle_input(now, Input::receive(from, Bytes::from(text)));
     drain(p)
 }
 
@@ -271,14 +273,14 @@ fn dead_phone_unregistered_by_ping_and_timed_out_branch_gives_480() {
     let mut final_status = None;
     while t < now + Duration::from_secs(40) && final_status.is_none() {
         t = p.poll_timeout().unwrap();
-        p.handle_timeout(t);
+        p.handle_input(t, Input::Timeout);
         final_status = drain(&mut p).into_iter().find(|(to, _)| to.remote.port() == 6000).and_then(|(_, m)| m.status());
     }
     assert_eq!(final_status, Some(480));
     // The OPTIONS pings went unanswered too: the phone is gone.
     while t < now + Duration::from_secs(120) && p.proxy_status().bindings > 0 {
         t = p.poll_timeout().unwrap();
-        p.handle_timeout(t);
+        p.handle_input(t, Input::Timeout);
         drain(&mut p);
     }
     assert_eq!(p.proxy_status().bindings, 0);
@@ -294,11 +296,11 @@ fn pinged_phone_that_answers_stays() {
         if t > now + Duration::from_secs(100) {
             break;
         }
-        p.handle_timeout(t);
+        p.handle_input(t, Input::Timeout);
         for (to, m) in drain(&mut p) {
             if m.method() == Some(&crate::sip::Method::Options) {
                 let ok = m.make_response(200, "OK", Some("ph"));
-                p.handle_input(t, to, ok.encode());
+                p.handle_input(t, Input::receive(to, ok.encode()));
             }
         }
     }
@@ -535,10 +537,10 @@ fn run_until(p: &mut Peer, from: Instant, until: Instant) -> Vec<(Instant, Endpo
     let mut t = from;
     while let Some(next) = p.poll_timeout().filter(|n| *n <= until) {
         t = next.max(t);
-        p.handle_timeout(t);
+        p.handle_input(t, Input::Timeout);
         for (to, m) in drain(p) {
             if m.method() == Some(&crate::sip::Method::Options) {
-                p.handle_input(t, to, m.make_response(200, "OK", Some("ph")).encode());
+                p.handle_input(t, Input::receive(to, m.make_response(200, "OK", Some("ph")).encode()));
                 drain(p);
             } else {
                 out.push((t, to, m));
@@ -628,10 +630,10 @@ fn bindings_registered_over_a_tcp_connection_go_when_it_closes() {
     }
     assert_eq!(p.proxy_status().bindings, 2);
     // A UDP "close" or another connection's close changes nothing.
-    p.handle_connection_closed(now, phone(6001));
-    p.handle_connection_closed(now, tcp(6001, 7));
+    p.handle_input(now, Input::StreamClosed { from: phone(6001) });
+    p.handle_input(now, Input::StreamClosed { from: tcp(6001, 7) });
     assert_eq!(p.proxy_status().bindings, 2);
-    p.handle_connection_closed(now, tcp(6001, 1));
+    p.handle_input(now, Input::StreamClosed { from: tcp(6001, 1) });
     assert_eq!(p.proxy_status().bindings, 1);
     assert_eq!(p.proxy_status().unregistered_on_close, 1);
     // bob is gone: a call to him gets 480; alice stays reachable.
@@ -650,7 +652,8 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
     // The driver reports back-to-back turns for a second, each leaving input queued.
     let mut t = t0;
     while t < t0 + Duration::from_millis(1050) {
-        p.loop_turn(t + Duration::from_micros(2), t + Duration::from_micros(42), crate::peer::Queue::Left);
+        let turn = Input::LoopTurn { started: t + Duration::from_micros(2), backlog: crate::peer::InputBacklog::Left };
+        p.handle_input(t + Duration::from_micros(42), turn);
         t += Duration::from_micros(42);
     }
     let share = p.load().2;

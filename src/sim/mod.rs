@@ -4,8 +4,8 @@
 //! # Contract
 //! The simulator is the second driver of the sans-IO peer (the daemon is the first): one loop
 //! over a virtual clock that delivers the next datagram or fires the next node deadline,
-//! whichever is earlier, then drains that node's `poll_transmit` into the network and its
-//! `poll_event` into the simulator's records. Every random choice (addresses of joiners,
+//! whichever is earlier, then drains that node's outputs ([`Peer::drain`]): transmits into
+//! the network, events into the simulator's records. Every random choice (addresses of joiners,
 //! latency, loss, victims, keys, node seeds) comes from ChaCha8 generators seeded by
 //! [`SimConfig::seed`], so a run, and a failure it reports, replays exactly from its seed.
 //!
@@ -41,7 +41,7 @@ use crate::identity::{TrustAnchor, VerifiedCache};
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
 use crate::peer::StorageConfig;
-use crate::peer::{Endpoint, Listener, Peer, PeerConfig, PeerEvent, StorageEvent};
+use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, PeerEvent, StorageEvent};
 use crate::store::MemoryStore;
 use network::{Network, NetworkConfig, NetworkStats};
 
@@ -380,7 +380,7 @@ impl Sim {
                 self.slots[ix].timer = None;
                 let now = self.now;
                 if let Some(p) = self.slots[ix].peer.as_mut() {
-                    p.handle_timeout(now);
+                    p.handle_input(now, Input::Timeout);
                     self.after(ix);
                 }
             }
@@ -410,7 +410,7 @@ impl Sim {
         let now = self.now;
         let Some(peer) = self.slots[ix].peer.as_mut() else { return };
         let from = Endpoint { listener: Listener::Overlay, transport: d.transport, remote: d.from, conn: None };
-        peer.handle_input(now, from, d.data);
+        peer.handle_input(now, Input::Receive { from, data: d.data });
         self.after(ix);
     }
 
@@ -422,12 +422,17 @@ impl Sim {
         for (call_id, kind) in peer.take_rpc_kinds() {
             self.tally.note(now, call_id, kind);
         }
-        while let Some(t) = peer.poll_transmit() {
-            self.tally.count(now, &t.data);
-            self.network.send(now, slot.addr, t.to.remote, t.to.transport, t.data);
-        }
+        let (addr, tally, network) = (slot.addr, &mut self.tally, &mut self.network);
+        let mut events = Vec::new();
+        let next = peer.drain(
+            |t| {
+                tally.count(now, &t.data);
+                network.send(now, addr, t.to.remote, t.to.transport, t.data);
+            },
+            |e| events.push(e),
+        );
         let mut gone = false;
-        while let Some(event) = peer.poll_event() {
+        for event in events {
             let event = match event {
                 PeerEvent::Overlay(event) => event,
                 PeerEvent::Storage(event) => {
@@ -465,7 +470,6 @@ impl Sim {
                 _ => {}
             }
         }
-        let next = peer.poll_timeout();
         if gone {
             slot.peer = None;
         }

@@ -1,7 +1,8 @@
 //! The node's one event loop. It owns the [`Peer`] and waits on everything that can feed it:
 //! datagrams on both UDP sockets, new TCP connections on both listeners, frames and closes
 //! from connection tasks, the peer's next deadline, status queries, and shutdown. After each
-//! input it drains [`Peer::poll_transmit`] onto the right socket or connection.
+//! input it does what [`Peer::poll_output`] asks: transmits onto the right socket or
+//! connection, reports to whoever waits on them, and the next deadline.
 //!
 //! TCP sending follows RFC 3261 §18.2.2: on the connection named in the transmit if it is
 //! still open, else on any open connection to the same remote, else on a new one.
@@ -29,7 +30,8 @@ use crate::daemon::http::status::{self, NodeInfo, Status, Transactions};
 use crate::identity::Aor;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
 use crate::peer::{
-    ConnectionId, Endpoint, Listener, Peer, PeerEvent, Queue, StorageEvent, StorageOpId, Transmit, Transport,
+    ConnectionId, Endpoint, Input, InputBacklog, Listener, Output, Peer, PeerEvent, StorageEvent, StorageOpId,
+    Transmit, Transport,
 };
 use crate::sip::framing::Frame;
 use crate::store::RecordKind;
@@ -151,19 +153,19 @@ impl EventLoop {
         tokio::pin!(shutdown);
         // What the peer queued before the loop started (the join) goes out now, not at its
         // first retransmission.
-        self.flush().await;
+        let mut wake = self.drive().await;
         loop {
             // A paused accept wakes the loop when the pause ends.
             let resume = self.accept_paused.iter().flatten().min().copied();
-            let deadline = [self.peer.poll_timeout(), resume].into_iter().flatten().min();
+            let deadline = [wake, resume].into_iter().flatten().min();
             if let Some(at) = deadline {
                 sleep.as_mut().reset(at.into());
             }
             // Each branch notes when its work started: the admission control's load signal
-            // (`Peer::loop_turn`) is the share of time the loop works or has input waiting.
+            // (`Input::LoopTurn`) is the share of time the loop works or has input waiting.
             // It also notes what the turn saw of its input queue: with the busy share, a queue
             // that never empties tells overload from a loop near capacity.
-            let (started, queue) = tokio::select! {
+            let (started, backlog) = tokio::select! {
                 () = &mut shutdown => break,
                 r = self.listeners.overlay.udp.recv_from(&mut overlay_buf) => {
                     let t = Instant::now();
@@ -176,27 +178,29 @@ impl EventLoop {
                     (t, self.udp_burst(Listener::Proxy, &mut proxy_buf).await)
                 }
                 r = self.listeners.overlay.tcp.accept(), if self.accepting(Listener::Overlay) => {
-                    (timed(|| self.on_accept(Listener::Overlay, r)), Queue::NotRead)
+                    (timed(|| self.on_accept(Listener::Overlay, r)), InputBacklog::NotRead)
                 }
                 r = self.listeners.proxy.tcp.accept(), if self.accepting(Listener::Proxy) => {
-                    (timed(|| self.on_accept(Listener::Proxy, r)), Queue::NotRead)
+                    (timed(|| self.on_accept(Listener::Proxy, r)), InputBacklog::NotRead)
                 }
                 Some(event) = self.events.recv() => {
                     let t = timed(|| self.on_conn_event(event));
                     // Frames from TCP connections wait in the event queue.
-                    let queue = match self.events.len() {
-                        0 => Queue::Emptied,
-                        n if n >= UDP_BURST => Queue::Left,
-                        _ => Queue::NotRead,
+                    let backlog = match self.events.len() {
+                        0 => InputBacklog::Emptied,
+                        n if n >= UDP_BURST => InputBacklog::Left,
+                        _ => InputBacklog::NotRead,
                     };
-                    (t, queue)
+                    (t, backlog)
                 }
-                Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), Queue::NotRead),
-                () = &mut sleep, if deadline.is_some() => (timed(|| self.peer.handle_timeout(Instant::now())), Queue::NotRead),
+                Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), InputBacklog::NotRead),
+                () = &mut sleep, if deadline.is_some() => {
+                    (timed(|| self.peer.handle_input(Instant::now(), Input::Timeout)), InputBacklog::NotRead)
+                }
             };
-            self.flush().await;
-            self.drain_events();
-            self.peer.loop_turn(started, Instant::now(), queue);
+            self.drive().await;
+            self.peer.handle_input(Instant::now(), Input::LoopTurn { started, backlog });
+            wake = self.drive().await;
         }
         self.leave(&mut overlay_buf).await;
     }
@@ -206,18 +210,17 @@ impl EventLoop {
     async fn leave(&mut self, buf: &mut [u8]) {
         let started = Instant::now();
         self.peer.leave(started);
-        self.flush().await;
+        let mut wake = self.drive().await;
         let give_up = tokio::time::sleep(LEAVE_TIMEOUT);
         tokio::pin!(give_up);
         while self.peer.chord().state() != NodeState::Left {
-            let deadline = self.peer.poll_timeout().unwrap_or(started + LEAVE_TIMEOUT);
+            let deadline = wake.unwrap_or(started + LEAVE_TIMEOUT);
             tokio::select! {
                 () = &mut give_up => break,
                 r = self.listeners.overlay.udp.recv_from(buf) => self.on_datagram(Listener::Overlay, r, buf),
-                () = tokio::time::sleep_until(deadline.into()) => self.peer.handle_timeout(Instant::now()),
+                () = tokio::time::sleep_until(deadline.into()) => self.peer.handle_input(Instant::now(), Input::Timeout),
             }
-            self.flush().await;
-            self.drain_events();
+            wake = self.drive().await;
         }
         info!(state = status::state_name(self.peer.chord().state()), elapsed = ?started.elapsed(), "left the overlay");
     }
@@ -246,27 +249,32 @@ impl EventLoop {
         }
     }
 
-    fn drain_events(&mut self) {
-        while let Some(event) = self.peer.poll_event() {
-            let event = match event {
-                PeerEvent::Overlay(event) => event,
-                PeerEvent::Storage(event) => {
-                    self.on_storage_event(event);
-                    continue;
-                }
-            };
-            match event {
-                Event::LookupDone { id, key, result, path, confirmations } => {
-                    debug!(%key, lookup = id.0, ?result, hops = path.len(), confirmations, "lookup done");
-                    if let Some((asked, reply)) = self.lookups.remove(&id) {
-                        let answer = result
-                            .map(|node| LookupAnswer::new(key, &node, &path, confirmations).timed(asked))
-                            .map_err(|e| format!("lookup of {key} failed: {e}"));
-                        let _ = reply.send(answer);
-                    }
-                }
-                other => debug!(event = ?other, "overlay event"),
+    /// Does what the peer asks, in order: sends each transmit (over UDP, or on the TCP
+    /// connection it names or one to its address), answers whoever waits on a report, until
+    /// the peer has nothing more; returns when it next wants [`Input::Timeout`].
+    async fn drive(&mut self) -> Option<Instant> {
+        loop {
+            match self.peer.poll_output() {
+                Output::Transmit(t) => self.send(t).await,
+                Output::Event(PeerEvent::Storage(event)) => self.on_storage_event(event),
+                Output::Event(PeerEvent::Overlay(event)) => self.on_overlay_event(event),
+                Output::Timeout(at) => return at,
             }
+        }
+    }
+
+    fn on_overlay_event(&mut self, event: Event) {
+        match event {
+            Event::LookupDone { id, key, result, path, confirmations } => {
+                debug!(%key, lookup = id.0, ?result, hops = path.len(), confirmations, "lookup done");
+                if let Some((asked, reply)) = self.lookups.remove(&id) {
+                    let answer = result
+                        .map(|node| LookupAnswer::new(key, &node, &path, confirmations).timed(asked))
+                        .map_err(|e| format!("lookup of {key} failed: {e}"));
+                    let _ = reply.send(answer);
+                }
+            }
+            other => debug!(event = ?other, "overlay event"),
         }
     }
 
@@ -289,7 +297,7 @@ impl EventLoop {
         match r {
             Ok((n, remote)) => {
                 let from = Endpoint { listener, transport: Transport::Udp, remote, conn: None };
-                self.peer.handle_input(Instant::now(), from, Bytes::copy_from_slice(&buf[..n]));
+                self.peer.handle_input(Instant::now(), Input::receive(from, Bytes::copy_from_slice(&buf[..n])));
             }
             // E.g. ICMP port unreachable from an earlier send, reported on this socket.
             Err(e) => debug!(?listener, error = %e, "UDP receive error"),
@@ -300,16 +308,16 @@ impl EventLoop {
     /// else is already queued on that socket (up to [`UDP_BURST`] datagrams) without going back
     /// to the reactor. A read that would block clears the socket's readiness, so the next
     /// `recv_from` waits for new data. Reports whether the burst read the socket empty.
-    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) -> Queue {
+    async fn udp_burst(&mut self, listener: Listener, buf: &mut [u8]) -> InputBacklog {
         for _ in 0..UDP_BURST {
-            self.flush().await;
+            self.drive().await;
             let r = self.listeners.face(listener).udp.try_recv_from(buf);
             match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Queue::Emptied,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return InputBacklog::Emptied,
                 r => self.on_datagram(listener, r, buf),
             }
         }
-        Queue::Left
+        InputBacklog::Left
     }
 
     fn on_accept(&mut self, listener: Listener, r: io::Result<(TcpStream, SocketAddr)>) {
@@ -363,16 +371,16 @@ impl EventLoop {
                 let Some(c) = self.connections.get(&id) else { return };
                 let from = endpoint(id, c);
                 match frame {
-                    Frame::Message(data) => self.peer.handle_input(now, from, data),
-                    Frame::Ping => self.peer.handle_ping(now, from),
+                    Frame::Message(data) => self.peer.handle_input(now, Input::Receive { from, data }),
+                    Frame::Ping => self.peer.handle_input(now, Input::Ping { from }),
                 }
             }
             ConnEvent::Closed { id, reason } => {
                 let Some(c) = self.connections.remove(&id) else { return };
                 let from = endpoint(id, &c);
-                self.peer.handle_connection_closed(now, from);
+                self.peer.handle_input(now, Input::StreamClosed { from });
                 match reason {
-                    CloseReason::Framing(e) => self.peer.handle_framing_error(now, from, &e),
+                    CloseReason::Framing(error) => self.peer.handle_input(now, Input::FramingError { from, error }),
                     CloseReason::Eof | CloseReason::Local => {
                         debug!(remote = %c.remote, conn = id.0, "TCP connection closed")
                     }
@@ -389,22 +397,20 @@ impl EventLoop {
         }
     }
 
-    async fn flush(&mut self) {
-        while let Some(t) = self.peer.poll_transmit() {
-            match t.to.transport {
-                Transport::Udp => {
-                    let socket = &self.listeners.face(t.to.listener).udp;
-                    // Straight to the socket; only a full send buffer waits for the reactor.
-                    let sent = match socket.try_send_to(&t.data, t.to.remote) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(&t.data, t.to.remote).await,
-                        r => r,
-                    };
-                    if let Err(e) = sent {
-                        debug!(to = %t.to.remote, error = %e, "UDP send failed");
-                    }
+    async fn send(&mut self, t: Transmit) {
+        match t.to.transport {
+            Transport::Udp => {
+                let socket = &self.listeners.face(t.to.listener).udp;
+                // Straight to the socket; only a full send buffer waits for the reactor.
+                let sent = match socket.try_send_to(&t.data, t.to.remote) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(&t.data, t.to.remote).await,
+                    r => r,
+                };
+                if let Err(e) = sent {
+                    debug!(to = %t.to.remote, error = %e, "UDP send failed");
                 }
-                Transport::Tcp => self.send_tcp(t),
             }
+            Transport::Tcp => self.send_tcp(t),
         }
     }
 

@@ -89,7 +89,7 @@ impl Peer {
         self.overlay.rpc_kinds.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+    pub(super) fn poll_event(&mut self) -> Option<PeerEvent> {
         self.events.pop_front()
     }
 

@@ -11,7 +11,7 @@ use super::*;
 use crate::identity::tests::{Fixture, DAY, T0};
 use crate::identity::{Aor, KeyPair};
 use crate::peer::replication::wire::StorageAnswer;
-use crate::peer::{Endpoint, Peer, PeerConfig, PeerEvent};
+use crate::peer::{Endpoint, Input, Peer, PeerConfig, PeerEvent};
 use crate::store::{encode_chain, replica_keys_numbered, Registration, Unsigned};
 use crate::store::{replica_keys, MemoryStore};
 
@@ -93,14 +93,15 @@ impl Net {
                 for a in addrs {
                     let Some(p) = self.peers.get_mut(&a) else { continue };
                     let mut out = Vec::new();
-                    while let Some(t) = p.poll_transmit() {
-                        out.push(t);
-                    }
-                    while let Some(e) = p.poll_event() {
-                        if let PeerEvent::Storage(e) = e {
-                            self.events.push((a, e));
-                        }
-                    }
+                    let events = &mut self.events;
+                    p.drain(
+                        |t| out.push(t),
+                        |e| {
+                            if let PeerEvent::Storage(e) = e {
+                                events.push((a, e));
+                            }
+                        },
+                    );
                     for t in out {
                         moved = true;
                         let Some(dest) = self.peers.get_mut(&t.to.remote) else {
@@ -108,7 +109,7 @@ impl Net {
                             continue;
                         };
                         let from = Endpoint { remote: a, ..t.to };
-                        dest.handle_input(self.now, from, t.data);
+                        dest.handle_input(self.now, Input::receive(from, t.data));
                     }
                 }
             }
@@ -118,7 +119,7 @@ impl Net {
                     self.now = self.now.max(t);
                     for p in self.peers.values_mut() {
                         if p.poll_timeout().is_some_and(|d| d <= self.now) {
-                            p.handle_timeout(self.now);
+                            p.handle_input(self.now, Input::Timeout);
                         }
                     }
                 }
