@@ -168,6 +168,24 @@ pub struct Peer {
     oversize_warned: Option<Instant>,
 }
 
+/// Live transactions (RFC 3261 §17), by side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionCounts {
+    pub server: usize,
+    pub client: usize,
+}
+
+/// The admission control's view of the driver's loop over the last window (shares, 0 to 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Load {
+    /// The share of time the loop worked.
+    pub busy: f64,
+    /// The share of time it had input left queued.
+    pub queued: f64,
+    /// The share of new requests on the proxy listener refused now.
+    pub shed: f64,
+}
+
 /// Log lines about what attackers can cause come at most once per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -247,8 +265,8 @@ impl Peer {
     }
 
     /// Live server and client transactions.
-    pub fn transaction_counts(&self) -> (usize, usize) {
-        (self.transactions.server_count(), self.transactions.client_count())
+    pub fn transaction_counts(&self) -> TransactionCounts {
+        TransactionCounts { server: self.transactions.server_count(), client: self.transactions.client_count() }
     }
 
     /// One datagram, or one frame cut from a stream, arrived from `from`.
@@ -317,11 +335,13 @@ impl Peer {
         self.admission.turn(started, ended, backlog);
     }
 
-    /// The admission control's view: the loop's busy share and its share of time with input
-    /// left queued over the last window, and the share of new requests refused now (all 0
-    /// to 1).
-    pub fn load(&self) -> (f64, f64, f64) {
-        (self.admission.busy_share(), self.admission.queued_share(), self.admission.reject_share())
+    /// The admission control's view of the loop's load.
+    pub fn load(&self) -> Load {
+        Load {
+            busy: self.admission.busy_share(),
+            queued: self.admission.queued_share(),
+            shed: self.admission.reject_share(),
+        }
     }
 
     /// Issue 5 item 8: while the loop is saturated, a share of the new requests on the proxy

@@ -102,7 +102,7 @@ fn options_to_the_node_hold_no_transaction_and_a_retransmission_gets_the_same_an
     let req = request("OPTIONS", "sip:127.0.0.1:5060", "z9hG4bKo3", "");
     p.handle_input(now, Input::receive(from(Transport::Udp), req.clone()));
     let first = drain(&mut p);
-    assert_eq!(p.transaction_counts(), (0, 0));
+    assert_eq!(p.transaction_counts(), TransactionCounts::default());
     p.handle_input(now + Duration::from_millis(500), Input::receive(from(Transport::Udp), req));
     let again = drain(&mut p);
     assert_eq!((first.len(), again.len()), (1, 1));
@@ -133,12 +133,12 @@ fn a_strangers_invite_retransmits_its_407_until_ack() {
     // …and no more after the ACK.
     // Until every transaction is over (the peer's Chord timers run forever, so not "until no
     // deadline"); a lone node has no one to send overlay requests to.
-    while p.transaction_counts() != (0, 0) {
+    while p.transaction_counts() != TransactionCounts::default() {
         now = p.poll_timeout().expect("a transaction has a timer");
         p.handle_input(now, Input::Timeout);
         assert!(drain(&mut p).is_empty());
     }
-    assert_eq!(p.transaction_counts(), (0, 0));
+    assert_eq!(p.transaction_counts(), TransactionCounts::default());
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn over_tcp_nothing_is_retransmitted() {
     assert_eq!(out[0].0, tcp, "back on the same connection");
     // Until every transaction is over (the peer's Chord timers run forever, so not "until no
     // deadline"); a lone node has no one to send overlay requests to.
-    while p.transaction_counts() != (0, 0) {
+    while p.transaction_counts() != TransactionCounts::default() {
         now = p.poll_timeout().expect("a transaction has a timer");
         p.handle_input(now, Input::Timeout);
         assert!(drain(&mut p).is_empty());

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::accounts::{Account, Accounts};
 use super::digest::{ha1, Algorithm};
-use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, Transport};
+use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, TransactionCounts, Transport};
 use crate::sip::{parse, HeaderName, Message};
 
 const PROXY: &str = "127.0.0.1:5060";
@@ -150,7 +150,7 @@ fn register_holds_no_transaction_and_a_retransmission_gets_the_same_200() {
     let first = send(&mut p, now, phone(6000), req.clone());
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.status(), Some(200));
-    assert_eq!(p.transaction_counts(), (0, 0), "the REGISTER was answered without a transaction");
+    assert_eq!(p.transaction_counts(), TransactionCounts::default(), "the REGISTER was answered without a transaction");
     // Its 200 was lost; the phone retransmits it (RFC 3261 §17.1.2.2, Timer E) 500 ms later.
     let again = send(&mut p, now + Duration::from_millis(500), phone(6000), req);
     assert_eq!(again.len(), 1);
@@ -171,7 +171,7 @@ fn an_in_dialog_request_for_a_user_without_our_route_gets_481_and_reaches_no_pho
     assert_eq!(out[0].0, phone(6000));
     assert_eq!(out[0].1.status(), Some(481));
     assert_eq!(out[0].1.to().unwrap().tag(), Some("x"));
-    assert_eq!(p.transaction_counts(), (0, 0));
+    assert_eq!(p.transaction_counts(), TransactionCounts::default());
     // The same BYE with our Route (from a dialog we Record-Routed) goes to bob's phone.
     let routed = request_text("BYE", "bob", "z9hG4bKrouted", 6000)
         .replace("To: <sip:bob@p2p.test>", "To: <sip:bob@p2p.test>;tag=x")
@@ -188,7 +188,7 @@ fn an_in_dialog_request_for_a_user_without_our_route_gets_481_and_reaches_no_pho
 fn stale_nonce_is_rechallenged_with_stale_true() {
     let (mut p, now) = peer();
     let out = send(&mut p, now, phone(6000), register_text("alice", 6000, 1, ""));
-    assert_eq!(p.transaction_counts(), (0, 0), "a challenge holds no transaction");
+    assert_eq!(p.transaction_counts(), TransactionCounts::default(), "a challenge holds no transaction");
     let auth = authorization(&out[0].1, Algorithm::Md5, "alice", "alice-pw");
     let later = now + Duration::from_secs(301);
     let out = send(&mut p, later, phone(6000), register_text("alice", 6000, 2, &auth));
@@ -656,7 +656,7 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
         p.handle_input(t + Duration::from_micros(42), turn);
         t += Duration::from_micros(42);
     }
-    let share = p.load().2;
+    let share = p.load().shed;
     assert!(share > 0.3, "{:?}", p.load());
     let statuses: Vec<Message> = (0..20)
         .map(|i| send(&mut p, t, phone(6000), request_text("MESSAGE", "nobody", &format!("z9hG4bKsh{i}"), 6000)))

@@ -111,8 +111,8 @@ pub struct Transactions {
 
 impl Transactions {
     pub fn of(peer: &Peer) -> Transactions {
-        let (server, client) = peer.transaction_counts();
-        Transactions { server: server as u64, client: client as u64 }
+        let counts = peer.transaction_counts();
+        Transactions { server: counts.server as u64, client: counts.client as u64 }
     }
 }
 
@@ -127,9 +127,9 @@ pub struct Load {
 
 impl Load {
     pub fn of(peer: &Peer) -> Load {
-        let (busy, queued, shed) = peer.load();
+        let load = peer.load();
         let pct = |x: f64| (x * 100.0).round().clamp(0.0, 100.0) as u32;
-        Load { busy_percent: pct(busy), queued_percent: pct(queued), shed_percent: pct(shed) }
+        Load { busy_percent: pct(load.busy), queued_percent: pct(load.queued), shed_percent: pct(load.shed) }
     }
 }
 
