@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets in `fuzz/`, kept in the library so that the committed fuzz
-//! corpus also replays as an ordinary test (`tests/fuzz_corpus.rs`).
+//! corpus also replays as an ordinary test (`tests/it/fuzz_corpus.rs`).
 //!
 //! Each function takes arbitrary bytes and panics only when an invariant of the SIP layer is
 //! broken: that is what the fuzzer reports as a crash. Not part of the API.

@@ -2,14 +2,12 @@
 //! `p2psip enroll`, and a node that loads the enrolled identity with the CA stopped.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::ca::{enroll, run, Ca, TIMEOUT};
-use common::{free_addrs, http_get, ip, p2psip, wait_for, ChildGuard, Finished};
+use crate::common::ca::{enroll, run, Ca, TIMEOUT};
+use crate::common::{free_addrs, http_get, ip, p2psip, wait_for, ChildGuard, Finished};
 use tempfile::TempDir;
 
 fn assert_ok(what: &str, f: &Finished) {

@@ -5,15 +5,13 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::baresip::Phone;
-use common::{free_addrs, free_ports, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
+use crate::common::baresip::Phone;
+use crate::common::{free_addrs, free_ports, http_get, ip, p2psip, run_p2psip, wait_for, ChildGuard};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 

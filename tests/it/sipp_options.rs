@@ -3,14 +3,12 @@
 //!
 //! sipp comes from the Debian package `sip-tester`; without it these tests fail (CI installs it).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_ports, ip, ChildGuard, Node};
+use crate::common::{free_ports, ip, ChildGuard, Node};
 
 const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/options.xml");
 

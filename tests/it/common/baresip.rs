@@ -1,4 +1,4 @@
-//! Headless baresip phones driven from Rust (`tests/proxy_baresip.rs`, `tests/proxy_overlay.rs`).
+//! Headless baresip phones driven from Rust (`tests/it/proxy_baresip.rs`, `tests/it/proxy_overlay.rs`).
 //!
 //! baresip comes from the Debian package `baresip`; without it these tests fail (CI installs
 //! it). The phones have no sound card: audio goes to ALSA's `null` device and comes from

@@ -2,12 +2,10 @@
 //! non-zero exit, `status` against a running node and against nothing, config file and flag
 //! precedence, and a clean exit 0 on SIGTERM.
 
-mod common;
-
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
-use common::{free_addrs, ip, run_p2psip, wait_for, Finished, Node};
+use crate::common::{free_addrs, ip, run_p2psip, wait_for, Finished, Node};
 
 const QUICK: Duration = Duration::from_secs(20);
 

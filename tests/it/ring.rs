@@ -8,13 +8,11 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{http_get, ip, run_p2psip, status_code, wait_for, Node};
+use crate::common::{http_get, ip, run_p2psip, status_code, wait_for, Node};
 use p2psip::overlay::{IdHash, NodeId};
 
 /// One stabilize round at its longest: the configured 500 ms plus the core's 20% jitter.

@@ -8,10 +8,8 @@
 //! it). The phones have no sound card: audio goes to ALSA's `null` device and comes from
 //! baresip's `ausine` tone generator.
 
-mod common;
-
-use common::baresip::{Phone, WAIT};
-use common::{free_addrs, ip, wait_for, Node};
+use crate::common::baresip::{Phone, WAIT};
+use crate::common::{free_addrs, ip, wait_for, Node};
 
 #[test]
 fn two_baresip_phones_register_call_and_message_through_one_node() {
@@ -47,7 +45,7 @@ fn two_baresip_phones_register_call_and_message_through_one_node() {
     bob.expect("\"hello-bob-from-alice\"");
     alice.command("/hangup");
     bob.expect("session closed");
-    common::baresip::assert_rtp_both_ways(&alice, &bob);
+    crate::common::baresip::assert_rtp_both_ways(&alice, &bob);
 
     // An unknown user.
     alice.command("/dial sip:nobody@p2p.test");

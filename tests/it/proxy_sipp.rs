@@ -4,14 +4,12 @@
 //!
 //! sipp comes from the Debian package `sip-tester`; without it these tests fail (CI installs it).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port_run, free_ports, ip, wait_for, ChildGuard, Node};
+use crate::common::{free_port_run, free_ports, ip, wait_for, ChildGuard, Node};
 
 fn scenario(name: &str) -> String {
     format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -7,7 +7,7 @@
 //! ones that the parser read the values the RFC points out. The UAS-only expectations for
 //! requests the node proxies (415, 406, 420 on Require) are checked on the UAS policy itself.
 //!
-//! `tests/live_rfc4475.rs` sends the same 49 datagrams to a running daemon.
+//! `tests/it/live_rfc4475.rs` sends the same 49 datagrams to a running daemon.
 
 // Instant::now() only seeds the virtual clock's origin; nothing waits on it.
 #![allow(clippy::disallowed_methods)]
@@ -19,8 +19,7 @@ use p2psip::peer::{policy, Endpoint, Input, Listener, Peer, PeerConfig, Transpor
 use p2psip::sip::header::Via;
 use p2psip::sip::{parse, validate, Contacts, HeaderName, Message, Method, StartLine, Uri};
 
-mod rfc4475_table;
-use rfc4475_table::{corpus_dir, load, Expect::Dropped, Expect::Status, TABLE};
+use crate::rfc4475_table::{corpus_dir, load, Expect::Dropped, Expect::Status, TABLE};
 
 fn parsed(name: &str) -> Message {
     parse(load(name)).unwrap_or_else(|e| panic!("{name} should parse: {e}"))

@@ -12,8 +12,6 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -21,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::baresip::{Phone, WAIT};
-use common::{ca, free_addrs, http_get, ip, read_tcp_message, run_p2psip, wait_for, ChildGuard};
+use crate::common::baresip::{Phone, WAIT};
+use crate::common::{ca, free_addrs, http_get, ip, read_tcp_message, run_p2psip, wait_for, ChildGuard};
 use serde_json::Value;
 
 const DOMAIN: &str = "p2p.test";
@@ -48,7 +46,7 @@ impl Daemon {
     fn start(ip_text: &str, data: &Path, config: &Path, join: Option<SocketAddr>) -> Daemon {
         let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
         let log = data.with_extension("log");
-        let child = common::node_command([listen, proxy, http], config, data, join)
+        let child = crate::common::node_command([listen, proxy, http], config, data, join)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log"))
@@ -76,7 +74,7 @@ impl Daemon {
 
 fn add_account(base: &Path, aor: &str, password: &str, data: &Path) {
     // No --without-certificate: the node's enrolled certificate names this AoR.
-    common::add_account(base, data, aor, password, &[]);
+    crate::common::add_account(base, data, aor, password, &[]);
 }
 
 /// The contacts of `aor`'s registration record as `asker` reads it from the overlay.
@@ -156,7 +154,7 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     alice.command("/hangup");
     // The BYE followed the route set through both nodes to bob's phone.
     bob.expect("session closed");
-    common::baresip::assert_rtp_both_ways(&alice, &bob);
+    crate::common::baresip::assert_rtp_both_ways(&alice, &bob);
 
     // A MESSAGE outside any call: bob's phone shows the text.
     alice.command("/contact_next");

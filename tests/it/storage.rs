@@ -10,8 +10,6 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
@@ -19,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
+use crate::common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
 use p2psip::overlay::{IdHash, NodeId};
 use p2psip::store::replica_keys;
 use serde_json::Value;
@@ -55,7 +53,7 @@ impl Daemon {
         join: Option<SocketAddr>,
     ) -> Daemon {
         let log = data.with_extension(format!("{}.log", std::process::id()));
-        let child = common::node_command([listen, proxy, http], config, data, join)
+        let child = crate::common::node_command([listen, proxy, http], config, data, join)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::options().create(true).append(true).open(&log).expect("log"))

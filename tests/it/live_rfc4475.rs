@@ -19,15 +19,12 @@
 
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-mod rfc4475_table;
-
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 
-use common::{options_request, status_code, udp_options, Node};
+use crate::common::{options_request, status_code, udp_options, Node};
+use crate::rfc4475_table::{load, Expect, TABLE};
 use p2psip::sip::{parse, HeaderName, Message};
-use rfc4475_table::{load, Expect, TABLE};
 
 const SENDER_IP: &str = "127.0.0.77";
 

@@ -1,5 +1,5 @@
 //! The RFC 4475 corpus and what the node must do with each message, shared by the sans-IO
-//! conformance suite (`tests/rfc4475.rs`) and the live-daemon test (`tests/live_rfc4475.rs`).
+//! conformance suite (`tests/it/rfc4475.rs`) and the live-daemon test (`tests/it/live_rfc4475.rs`).
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::path::PathBuf;

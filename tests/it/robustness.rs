@@ -5,15 +5,13 @@
 // The flood is paced with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http_get_with_host, options_request, read_tcp_response, udp_options, wait_for, Node};
+use crate::common::{http_get_with_host, options_request, read_tcp_response, udp_options, wait_for, Node};
 
 const GARBAGE_DATAGRAMS: usize = 20_000;
 const OPTIONS_DURING_FLOOD: usize = 10;
@@ -217,7 +215,7 @@ fn out_of_descriptors_the_node_pauses_accepting_and_keeps_answering() {
     // More connections than descriptors, from three addresses (under the per-source cap).
     let mut held = Vec::new();
     for i in 0..60 {
-        let local = std::net::SocketAddr::new(common::ip(&format!("127.0.0.{}", 67 + i % 3)), 0);
+        let local = std::net::SocketAddr::new(crate::common::ip(&format!("127.0.0.{}", 67 + i % 3)), 0);
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.bind(&local.into()).unwrap();
         if socket.connect(&node.listen.into()).is_ok() {
@@ -231,7 +229,7 @@ fn out_of_descriptors_the_node_pauses_accepting_and_keeps_answering() {
     assert_eq!(udp_options(&udp, node.listen, "at-the-descriptor-limit"), Some(200));
     // Descriptors back: paused, not spinning, and one warning in all.
     drop(held);
-    let tcp = wait_for(Duration::from_secs(10), || Some(common::http_get(node.http, "/status")?.1))
+    let tcp = wait_for(Duration::from_secs(10), || Some(crate::common::http_get(node.http, "/status")?.1))
         .map(|body| serde_json::from_str::<serde_json::Value>(&body).unwrap()["tcp"].clone())
         .expect("the status API answers again");
     let errors = tcp["accept_errors"].as_u64().unwrap();
