@@ -165,7 +165,7 @@ fn flags_override_the_config_file() {
         format!("listen = \"{file_listen}\"\nproxy = \"{proxy}\"\nhttp = \"{file_http}\"\ndomain = \"file.test\"\n"),
     )
     .expect("write config");
-    let node = Node::start_with_config(&config, flag_http);
+    let node = Node::builder(&flag_http.ip().to_string()).addrs_from_config(flag_http).config(&config).start();
     let status = node.status_json();
     assert_eq!(status["listen"], file_listen.to_string(), "from the file");
     assert_eq!(status["domain"], "file.test", "from the file");
@@ -198,7 +198,7 @@ fn account_needs_a_certificate_or_the_explicit_flag_and_lists_what_was_added() {
         "{}",
         refused.stderr
     );
-    let node = Node::start_with_accounts("127.0.0.71", &[("sip:bob@p2p.test", "pw")], &[]);
+    let node = Node::builder("127.0.0.71").accounts(&[("sip:bob@p2p.test", "pw")]).start();
     let node_data = node.data_dir();
     let listed =
         run_p2psip(&["account", "list", "--data-dir", node_data.to_str().expect("path")], Duration::from_secs(10));

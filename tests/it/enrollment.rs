@@ -2,12 +2,10 @@
 //! `p2psip enroll`, and a node that loads the enrolled identity with the CA stopped.
 #![allow(clippy::disallowed_methods)]
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use crate::common::ca::{enroll, run, Ca, TIMEOUT};
-use crate::common::{free_addrs, http_get, ip, p2psip, wait_for, ChildGuard, Finished};
+use crate::common::{free_addrs, ip, Finished, Node};
 use tempfile::TempDir;
 
 fn assert_ok(what: &str, f: &Finished) {
@@ -105,33 +103,15 @@ fn enroll_refuse_renew_survive_restart_rate_limit_and_node_identity() {
 
     // A node started on alice's data directory, with every CA stopped, shows who it is.
     let [listen, proxy, http] = free_addrs(ip("127.0.0.71"), 3).try_into().unwrap();
-    let log = File::create(w.join("node.log")).unwrap();
-    let child = p2psip(w)
-        .args(["node", "--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
-        .args(["--data-dir", alice_dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut node = ChildGuard::new(child);
-    let status = wait_for(TIMEOUT, || {
-        assert!(
-            node.try_exit().is_none(),
-            "node exited: {}",
-            std::fs::read_to_string(w.join("node.log")).unwrap_or_default()
-        );
-        http_get(http, "/status").filter(|(code, _)| *code == 200)
-    })
-    .expect("node status");
-    let status: serde_json::Value = serde_json::from_str(&status.1).unwrap();
+    let mut node = Node::builder("127.0.0.71").addrs([listen, proxy, http]).data_dir(&alice_dir).start();
+    let status = node.status_json();
     assert_eq!(status["identity"]["aor"], "sip:alice@example.com", "{status}");
     assert!(status["identity"]["issuer"].as_str().unwrap().contains("example.com"), "{status}");
     assert!(status["identity"]["not_after"].as_u64().unwrap() > 0);
     assert_eq!(status["overlay"]["name"], "example.com", "the overlay name comes from the document");
     assert!(status["node_id"].is_string() && status["counters"].is_object(), "existing fields kept");
-    node.terminate();
-    assert!(node.wait_exit(TIMEOUT).is_some());
+    node.process.terminate();
+    assert!(node.process.wait_exit(TIMEOUT).is_some());
 
     // A document altered in the data directory stops the node at start, with one clear line.
     let doc_path = alice_dir.join("overlay-config.json");

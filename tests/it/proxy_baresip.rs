@@ -18,7 +18,7 @@ fn two_baresip_phones_register_call_and_message_through_one_node() {
     let config = config_dir.path().join("node.toml");
     // Fast pings, so the dead phone is noticed within seconds.
     std::fs::write(&config, "[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n").expect("config");
-    let node = Node::start_with_accounts("127.0.0.61", &accounts, &["--config", config.to_str().expect("path")]);
+    let node = Node::builder("127.0.0.61").accounts(&accounts).config(&config).start();
     let [a, b, e] = free_addrs(ip("127.0.0.61"), 3).try_into().expect("three addresses");
     let mut alice = Phone::start("alice", "alice-pw", node.proxy, a, &["sip:bob@p2p.test"]);
     let bob = Phone::start("bob", "bob-pw", node.proxy, b, &[]);

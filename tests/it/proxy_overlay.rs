@@ -12,15 +12,13 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::baresip::{Phone, WAIT};
-use crate::common::{ca, free_addrs, http_get, ip, read_tcp_message, run_p2psip, wait_for, ChildGuard};
+use crate::common::{ca, free_addrs, ip, read_tcp_message, run_p2psip, wait_for, Node};
 use serde_json::Value;
 
 const DOMAIN: &str = "p2p.test";
@@ -34,51 +32,8 @@ const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predec
 const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n\
     [chord]\nstabilize_max_interval_ms = 500\n";
 
-struct Daemon {
-    _process: ChildGuard,
-    listen: SocketAddr,
-    proxy: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ip_text: &str, data: &Path, config: &Path, join: Option<SocketAddr>) -> Daemon {
-        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
-        let log = data.with_extension("log");
-        let child = crate::common::node_command([listen, proxy, http], config, data, join)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn p2psip node");
-        let mut process = ChildGuard::new(child);
-        let ready = wait_for(Duration::from_secs(15), || {
-            if let Some(status) = process.try_exit() {
-                panic!("node exited during startup ({status}); log:\n{}", std::fs::read_to_string(&log).unwrap());
-            }
-            http_get(http, "/health").filter(|(code, _)| *code == 200)
-        });
-        assert!(ready.is_some(), "node not ready");
-        Daemon { _process: process, listen, proxy, http, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn status(&self) -> Value {
-        http_get(self.http, "/status").and_then(|(_, b)| serde_json::from_str(&b).ok()).unwrap_or(Value::Null)
-    }
-}
-
-fn add_account(base: &Path, aor: &str, password: &str, data: &Path) {
-    // No --without-certificate: the node's enrolled certificate names this AoR.
-    crate::common::add_account(base, data, aor, password, &[]);
-}
-
 /// The contacts of `aor`'s registration record as `asker` reads it from the overlay.
-fn registered_contacts(asker: &Daemon, aor: &str) -> Option<Vec<String>> {
+fn registered_contacts(asker: &Node, aor: &str) -> Option<Vec<String>> {
     let out = run_p2psip(&["lookup", aor, "--json", "--http", &asker.http.to_string()], PATIENCE);
     let answer: Value = serde_json::from_str(&out.stdout).ok()?;
     let contacts = answer["registration"]["contacts"].as_array()?;
@@ -113,16 +68,22 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
         })
         .collect();
     authority.process.kill();
-    add_account(base, users[0], "alice-pw", &dirs[0]);
-    add_account(base, users[1], "bob-pw", &dirs[1]);
     let config = base.join("node.toml");
     std::fs::write(&config, CONFIG).expect("config");
 
-    let a = Daemon::start("127.0.0.82", &dirs[0], &config, None);
-    let b = Daemon::start("127.0.0.83", &dirs[1], &config, Some(a.listen));
-    let c = Daemon::start("127.0.0.84", &dirs[2], &config, Some(a.listen));
-    let joined =
-        wait_for(PATIENCE, || [&a, &b, &c].iter().all(|d| d.status()["overlay"]["state"] == "joined").then_some(()));
+    // No --without-certificate: each node's enrolled certificate names its account's AoR.
+    let a =
+        Node::builder("127.0.0.82").data_dir(&dirs[0]).config(&config).enrolled_account(users[0], "alice-pw").start();
+    let b = Node::builder("127.0.0.83")
+        .data_dir(&dirs[1])
+        .config(&config)
+        .enrolled_account(users[1], "bob-pw")
+        .join(a.listen)
+        .start();
+    let c = Node::builder("127.0.0.84").data_dir(&dirs[2]).config(&config).join(a.listen).start();
+    let joined = wait_for(PATIENCE, || {
+        [&a, &b, &c].iter().all(|d| d.status().unwrap_or_default()["overlay"]["state"] == "joined").then_some(())
+    });
     assert!(joined.is_some(), "ring not formed:\n{}", a.log());
 
     let [pa, pb] = free_addrs(ip("127.0.0.82"), 1)
@@ -175,7 +136,7 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     let reached = wait_for(WAIT, || (closed(&alice) == before + 1).then_some(()));
     assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
     // Each INVITE and the MESSAGE proved alice as the caller to bob's node (issue 11 item 4).
-    let registrar = b.status()["registrar"].clone();
+    let registrar = b.status().unwrap_or_default()["registrar"].clone();
     assert!(registrar["callers_verified"].as_u64() >= Some(3), "{registrar}");
     assert_eq!(registrar["callers_refused"], 0, "{registrar}");
 
@@ -185,8 +146,8 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
 
     // bob's phone dies without unregistering: node B's ping notices, and calling bob gets 480.
     bob.process.kill();
-    let gone = wait_for(WAIT, || (b.status()["registrar"]["bindings"] == 0).then_some(()));
-    assert!(gone.is_some(), "bob still registered: {}", b.status()["registrar"]);
+    let gone = wait_for(WAIT, || (b.status().unwrap_or_default()["registrar"]["bindings"] == 0).then_some(()));
+    assert!(gone.is_some(), "bob still registered: {}", b.status().unwrap_or_default()["registrar"]);
     alice.command("/dial sip:bob@p2p.test");
     alice.expect("session closed: 480");
     // And the record follows: no contact once the last phone is gone.
@@ -201,15 +162,19 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     let republished =
         wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs == std::slice::from_ref(&bob_contact)));
     assert!(republished.is_some(), "bob's record not re-published:\n{}", b.log());
-    let failed_pings = b.status()["registrar"]["pings_failed"].clone();
+    let failed_pings = b.status().unwrap_or_default()["registrar"]["pings_failed"].clone();
     conn.shutdown(std::net::Shutdown::Both).expect("close");
     ponger.join().expect("ponger");
     let closed = wait_for(WAIT, || {
-        let r = b.status()["registrar"].clone();
+        let r = b.status().unwrap_or_default()["registrar"].clone();
         (r["bindings"] == 0 && r["unregistered_on_close"] == 1).then_some(())
     });
-    assert!(closed.is_some(), "binding kept after the close: {}", b.status()["registrar"]);
-    assert_eq!(b.status()["registrar"]["pings_failed"], failed_pings, "removed by the close, not a ping");
+    assert!(closed.is_some(), "binding kept after the close: {}", b.status().unwrap_or_default()["registrar"]);
+    assert_eq!(
+        b.status().unwrap_or_default()["registrar"]["pings_failed"],
+        failed_pings,
+        "removed by the close, not a ping"
+    );
     let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
     assert!(emptied.is_some(), "bob's record still names a contact after the close:\n{}", b.log());
 }

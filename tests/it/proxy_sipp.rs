@@ -84,7 +84,7 @@ const ACCOUNTS: &[(&str, &str)] = &[("sip:alice@p2p.test", "alice-secret"), ("si
 
 #[test]
 fn register_with_digest_and_refuse_a_wrong_password() {
-    let node = Node::start_with_accounts("127.0.0.51", ACCOUNTS, &[]);
+    let node = Node::builder("127.0.0.51").accounts(ACCOUNTS).start();
     let [p1, p2] = free_ports(node.proxy.ip(), 2).try_into().expect("two ports");
     let (ok, logs) = register(&node, "alice", "wrong", p1);
     assert!(!ok, "a wrong password must not register; sipp logs:\n{logs}");
@@ -101,7 +101,7 @@ fn register_with_digest_and_refuse_a_wrong_password() {
 /// that connection (RFC 5626 §5.2 in spirit), goes with it, well before the first OPTIONS ping (30 s).
 #[test]
 fn register_over_tcp_and_unregister_when_the_connection_closes() {
-    let node = Node::start_with_accounts("127.0.0.53", ACCOUNTS, &[]);
+    let node = Node::builder("127.0.0.53").accounts(ACCOUNTS).start();
     let [port] = free_ports(node.proxy.ip(), 1).try_into().expect("a port");
     let (ok, logs) = register_over(&node, "bob", "bob-secret", port, "t1");
     assert!(ok, "REGISTER over TCP failed; sipp logs:\n{logs}\nnode log:\n{}", node.log());
@@ -118,7 +118,7 @@ fn register_over_tcp_and_unregister_when_the_connection_closes() {
 
 #[test]
 fn call_through_the_proxy_invite_ack_bye() {
-    let node = Node::start_with_accounts("127.0.0.52", ACCOUNTS, &[]);
+    let node = Node::builder("127.0.0.52").accounts(ACCOUNTS).start();
     let local = node.proxy.ip().to_string();
     let [uas_port, uac_port] = free_ports(node.proxy.ip(), 2).try_into().expect("two ports");
     // Bob's "phone" registers from the port it will answer on.

@@ -12,7 +12,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{http_get, ip, run_p2psip, status_code, wait_for, Node};
+use crate::common::ring::{self, id_of, successor_of};
+use crate::common::{ip, run_p2psip, status_code, wait_for, Node};
 use p2psip::overlay::{IdHash, NodeId};
 
 /// One stabilize round at its longest: the configured 500 ms plus the core's 20% jitter.
@@ -37,69 +38,13 @@ fn write_config(dir: &Path) -> String {
     path.to_str().expect("utf-8 path").to_string()
 }
 
-/// `/status`, or `None` if the node does not answer (it may be dead or busy).
-fn status(node: &Node) -> Option<serde_json::Value> {
-    let (code, body) = http_get(node.http, "/status")?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
-}
-
-fn node_id(node: &Node) -> NodeId {
-    NodeId::from_addr(node.listen.ip(), node.listen.port(), IdHash::Sha1)
-}
-
-fn id_of(v: &serde_json::Value) -> Option<NodeId> {
-    v["node_id"].as_str()?.parse().ok()
-}
-
-/// What is wrong with the ring formed by `nodes`, or `None` when every node's successor and
-/// predecessor are its neighbours in ID order and every node is `joined`.
-fn ring_errors(nodes: &[&Node]) -> Option<String> {
-    let mut ids: Vec<NodeId> = nodes.iter().map(|n| node_id(n)).collect();
-    ids.sort();
-    let n = ids.len();
-    let mut errors = Vec::new();
-    for node in nodes {
-        let me = node_id(node);
-        let Some(s) = status(node) else {
-            errors.push(format!("{} silent", node.listen));
-            continue;
-        };
-        let i = ids.binary_search(&me).expect("own id");
-        let (want_succ, want_pred) = (ids[(i + 1) % n], ids[(i + n - 1) % n]);
-        let succ = s["successors"].get(0).and_then(id_of);
-        let pred = id_of(&s["predecessor"]);
-        if s["overlay"]["state"] != "joined" || succ != Some(want_succ) || pred != Some(want_pred) {
-            errors.push(format!("{} {}: succ {succ:?} pred {pred:?}", node.listen, s["overlay"]["state"]));
-        }
-    }
-    (!errors.is_empty()).then(|| errors.join("; "))
-}
-
 /// Polls until the ring of `nodes` is correct; returns when (the poll's start) it first was.
 fn wait_for_ring(nodes: &[&Node], what: &str) -> Instant {
-    let mut last = String::new();
-    wait_for(PATIENCE, || {
-        let at = Instant::now();
-        match ring_errors(nodes) {
-            None => Some(at),
-            Some(e) => {
-                last = e;
-                None
-            }
-        }
-    })
-    .unwrap_or_else(|| panic!("{what}: ring not correct after {PATIENCE:?}: {last}"))
+    ring::wait_for_ring(nodes, what, PATIENCE)
 }
 
 fn all_joined(nodes: &[&Node]) -> bool {
-    nodes.iter().all(|n| status(n).is_some_and(|s| s["overlay"]["state"] == "joined"))
-}
-
-/// The node responsible for `key` among `ids`: the first at or after it, wrapping.
-fn successor_of(key: NodeId, ids: &[NodeId]) -> NodeId {
-    let mut sorted = ids.to_vec();
-    sorted.sort();
-    sorted.iter().copied().find(|id| *id >= key).unwrap_or(sorted[0])
+    nodes.iter().all(|n| n.status().is_some_and(|s| s["overlay"]["state"] == "joined"))
 }
 
 #[test]
@@ -134,7 +79,7 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     assert!(converge <= 3 * ROUND, "ring took {converge:?} after the last join (3 stabilize rounds: {:?})", 3 * ROUND);
 
     // The four nodes sharing 127.0.0.20 sit next to each other, in port order.
-    let mut sorted: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|n| (node_id(n), n.listen)).collect();
+    let mut sorted: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|n| (n.id(), n.listen)).collect();
     sorted.sort();
     let shared: Vec<usize> =
         sorted.iter().enumerate().filter(|(_, (_, a))| a.ip() == ip("127.0.0.20")).map(|(i, _)| i).collect();
@@ -144,7 +89,7 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     // `p2psip lookup` for an AoR.
     let aor = "sip:alice@p2p.test";
     let key = NodeId::for_key(aor.as_bytes(), IdHash::Sha1);
-    let ids: Vec<NodeId> = nodes.iter().map(node_id).collect();
+    let ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
     let responsible = successor_of(key, &ids);
     // Half the ring away from the key, so the asker's successor list (8 of 20) does not
     // already name the responsible node and the lookup must ask others.
@@ -169,7 +114,7 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     let victim = &nodes[2];
     let refused_before = target.counter("overlay_refused");
     let sock = UdpSocket::bind((ip("127.0.0.17"), 0)).expect("bind test socket");
-    let code = forged_register(&sock, target.listen, node_id(victim), victim.listen);
+    let code = forged_register(&sock, target.listen, victim.id(), victim.listen);
     assert_eq!(code, Some(403), "a forged DHT-PeerID is refused");
     assert_eq!(target.counter("overlay_refused"), refused_before + 1);
 
@@ -206,7 +151,7 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     assert!(healed <= bound, "healing took {healed:?}, more than rpc_timeout + 3 stabilize rounds ({bound:?})");
 
     // Lookups route around the dead.
-    let live: Vec<NodeId> = survivors.iter().map(|n| node_id(n)).collect();
+    let live: Vec<NodeId> = survivors.iter().map(|n| n.id()).collect();
     let out = run_p2psip(&["lookup", aor, "--json", "--http", &survivors[1].http.to_string()], PATIENCE);
     assert!(out.status.success(), "lookup after failures: {}", out.stderr);
     let answer: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
@@ -215,8 +160,8 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     // A node restarted at a dead node's address takes its place again.
     let back = nodes[victims[0]].listen;
     let restarted_at = Instant::now();
-    let restarted = Node::start_at(back, &flags);
-    assert_eq!(status(&restarted).and_then(|s| id_of(&s)), Some(node_id(&nodes[victims[0]])), "same ID");
+    let restarted = Node::builder(&back.ip().to_string()).listen(back).args(&flags).start();
+    assert_eq!(restarted.status().and_then(|s| id_of(&s)), Some(nodes[victims[0]].id()), "same ID");
     let mut ring: Vec<&Node> = survivors.clone();
     ring.push(&restarted);
     let rejoined = wait_for_ring(&ring, "after the restart").saturating_duration_since(restarted_at);
@@ -271,7 +216,8 @@ fn sigterm_leaves_the_ring_and_exits_zero() {
     assert!(second.log().contains("left the overlay"), "{}", second.log());
     // Told, not timed out: the survivor is alone again before any failure could be detected.
     let alone = wait_for(PATIENCE, || {
-        status(&first)
+        first
+            .status()
             .filter(|s| s["overlay"]["state"] == "alone" && s["predecessor"].is_null())
             .map(|_| sent.elapsed())
     })

@@ -11,13 +11,12 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{ca, free_addrs, http_get, ip, run_p2psip, wait_for, ChildGuard};
+use crate::common::ring::{self, id_of, successor_of};
+use crate::common::{ca, free_addrs, ip, run_p2psip, wait_for, Node};
 use p2psip::overlay::{IdHash, NodeId};
 use p2psip::store::replica_keys;
 use serde_json::Value;
@@ -33,56 +32,6 @@ const CONFIG: &str = "domain = \"p2p.test\"\n\
     [chord]\n\
     stabilize_max_interval_ms = 500\n";
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A daemon with a data directory the test owns, so it can be restarted on it.
-struct Daemon {
-    process: ChildGuard,
-    listen: SocketAddr,
-    http: SocketAddr,
-    data: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(
-        listen: SocketAddr,
-        proxy: SocketAddr,
-        http: SocketAddr,
-        data: &Path,
-        config: &Path,
-        join: Option<SocketAddr>,
-    ) -> Daemon {
-        let log = data.with_extension(format!("{}.log", std::process::id()));
-        let child = crate::common::node_command([listen, proxy, http], config, data, join)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::options().create(true).append(true).open(&log).expect("log"))
-            .spawn()
-            .expect("spawn p2psip node");
-        let mut d = Daemon { process: ChildGuard::new(child), listen, http, data: data.to_owned(), log };
-        let ready = wait_for(Duration::from_secs(15), || {
-            if let Some(status) = d.process.try_exit() {
-                panic!("node exited during startup ({status}); log:\n{}", d.log());
-            }
-            http_get(http, "/health").filter(|(code, _)| *code == 200)
-        });
-        assert!(ready.is_some(), "node not ready; log:\n{}", d.log());
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn id(&self) -> NodeId {
-        NodeId::from_addr(self.listen.ip(), self.listen.port(), IdHash::Sha1)
-    }
-
-    fn status(&self) -> Option<Value> {
-        let (code, body) = http_get(self.http, "/status")?;
-        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
-    }
-}
 
 /// The overlay's Chord timers, short for the test; the configuration document carries them.
 const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
@@ -119,36 +68,11 @@ fn enroll_data_dirs(base: &Path, n: usize, enrolled: &BTreeMap<usize, &str>) -> 
     dirs
 }
 
-fn id_of(v: &Value) -> Option<NodeId> {
-    v["node_id"].as_str()?.parse().ok()
+fn wait_for_ring(nodes: &[&Node], what: &str) {
+    ring::wait_for_ring(nodes, what, PATIENCE);
 }
 
-/// Whether every node's successor and predecessor are its ring neighbours.
-fn ring_ok(nodes: &[&Daemon]) -> bool {
-    let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
-    ids.sort();
-    let n = ids.len();
-    nodes.iter().all(|node| {
-        let Some(s) = node.status() else { return false };
-        let i = ids.binary_search(&node.id()).expect("own id");
-        s["overlay"]["state"] == "joined"
-            && s["successors"].get(0).and_then(id_of) == Some(ids[(i + 1) % n])
-            && id_of(&s["predecessor"]) == Some(ids[(i + n - 1) % n])
-    })
-}
-
-fn wait_for_ring(nodes: &[&Daemon], what: &str) {
-    assert!(wait_for(PATIENCE, || ring_ok(nodes).then_some(())).is_some(), "{what}: ring not correct");
-}
-
-/// The node responsible for `key` among `ids`.
-fn successor_of(key: NodeId, ids: &[NodeId]) -> NodeId {
-    let mut sorted = ids.to_vec();
-    sorted.sort();
-    sorted.iter().copied().find(|id| *id >= key).unwrap_or(sorted[0])
-}
-
-fn lookup(asker: &Daemon, aor: &str) -> Option<Value> {
+fn lookup(asker: &Node, aor: &str) -> Option<Value> {
     let out = run_p2psip(&["lookup", aor, "--json", "--http", &asker.http.to_string()], PATIENCE);
     serde_json::from_str(&out.stdout).ok()
 }
@@ -189,7 +113,7 @@ fn record_errors(answer: &Value, aor: &str, ids: &[NodeId]) -> Option<String> {
 }
 
 /// Polls the lookup until every place is right; panics with the last answer otherwise.
-fn wait_for_record(asker: &Daemon, aor: &str, ids: &[NodeId]) -> Value {
+fn wait_for_record(asker: &Node, aor: &str, ids: &[NodeId]) -> Value {
     let mut last = String::new();
     wait_for(PATIENCE, || {
         let answer = lookup(asker, aor)?;
@@ -218,8 +142,11 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
         .map(|i| free_addrs(ip(&format!("127.0.0.{}", 51 + i)), 3).try_into().expect("three addresses"))
         .collect();
     let start = |i: usize, join: Option<SocketAddr>| {
-        let [listen, proxy, http] = addrs[i];
-        Daemon::start(listen, proxy, http, &dirs[i], &config, join)
+        let node = Node::builder("127.0.0.51").addrs(addrs[i]).data_dir(&dirs[i]).config(&config);
+        match join {
+            Some(j) => node.join(j).start(),
+            None => node.start(),
+        }
     };
 
     let mut nodes = vec![start(0, None)];
@@ -230,9 +157,9 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), "ten plain nodes");
     nodes.push(start(10, Some(boot)));
     nodes.push(start(11, Some(boot)));
-    let everyone: Vec<&Daemon> = nodes.iter().collect();
+    let everyone: Vec<&Node> = nodes.iter().collect();
     wait_for_ring(&everyone, "twelve nodes");
-    let ids: Vec<NodeId> = nodes.iter().map(Daemon::id).collect();
+    let ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
 
     // Both publish; a third node reads each back from all four places.
     let asker = &nodes[3];
@@ -269,12 +196,10 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
     assert_eq!(answer["certificate"]["subject"], alice);
 
     // The killed node restarts on its address and data directory and serves what it stored.
-    let [listen, proxy, http] = addrs[victim];
-    let data = nodes[victim].data.clone();
-    nodes[victim] = Daemon::start(listen, proxy, http, &data, &config, Some(boot));
+    nodes[victim] = start(victim, Some(boot));
     let held_after = nodes[victim].status().expect("status")["storage"]["records_held"].as_u64();
     assert_eq!(held_after, Some(held_before), "records loaded from records.redb");
-    let everyone: Vec<&Daemon> = nodes.iter().collect();
+    let everyone: Vec<&Node> = nodes.iter().collect();
     wait_for_ring(&everyone, "after the restart");
     let answer = wait_for_record(&nodes[3], alice, &ids);
     let served = answer["replicas"]
@@ -284,12 +209,12 @@ fn twelve_daemons_store_records_at_replica_keys_survive_kill_and_restart() {
         .any(|p| id_of(&p["node"]) == Some(victim_id) && p["valid"] == true);
     assert!(served, "the restarted node serves its copy: {answer:#}");
     for n in &nodes {
-        assert!(n.process_alive(), "a node died; log:\n{}", n.log());
+        assert!(n.status().is_some(), "a node died; log:\n{}", n.log());
     }
 }
 
 /// The node's `records_held` once its storage counters have not moved for two seconds.
-fn storage_quiet(node: &Daemon) -> Option<u64> {
+fn storage_quiet(node: &Node) -> Option<u64> {
     let mut last: Option<(Value, Instant)> = None;
     wait_for(PATIENCE, || {
         let storage = node.status()?["storage"].clone();
@@ -303,10 +228,4 @@ fn storage_quiet(node: &Daemon) -> Option<u64> {
             }
         }
     })
-}
-
-impl Daemon {
-    fn process_alive(&self) -> bool {
-        self.status().is_some()
-    }
 }

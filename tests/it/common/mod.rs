@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 pub mod baresip;
 pub mod ca;
+pub mod ring;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
 
@@ -207,27 +208,6 @@ pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
     Finished { status, stdout, stderr }
 }
 
-/// `p2psip node` on the given addresses with a config file and data directory, run in the data
-/// directory's parent, joining `join` if given; the caller sets up stdio and spawns it.
-pub fn node_command(
-    [listen, proxy, http]: [SocketAddr; 3],
-    config: &Path,
-    data: &Path,
-    join: Option<SocketAddr>,
-) -> Command {
-    let mut cmd = p2psip(data.parent().expect("parent"));
-    cmd.arg("node")
-        .args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data);
-    if let Some(j) = join {
-        cmd.args(["--join", &j.to_string()]);
-    }
-    cmd
-}
-
 /// `p2psip account add AOR --password-stdin --data-dir DATA EXTRA…`, run in `dir`, must succeed.
 pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[&str]) {
     let mut child = p2psip(dir)
@@ -244,95 +224,168 @@ pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[
     assert!(status.success(), "p2psip account add {aor} failed");
 }
 
-/// A running node on one loopback address, with its own data directory and log file.
+/// A running node, with its data directory and log file; killed by PID when dropped.
+/// Started with [`Node::builder`].
 pub struct Node {
     pub process: ChildGuard,
     pub listen: SocketAddr,
     pub proxy: SocketAddr,
     pub http: SocketAddr,
-    dir: TempDir,
+    /// The temporary directory the node runs in, unless the test gave it a data directory.
+    dir: Option<TempDir>,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+/// How a [`Node`] starts: `Node::builder(ip).config(..).data_dir(..).join(..).start()`.
+pub struct NodeBuilder {
+    ip: IpAddr,
+    listen: Option<SocketAddr>,
+    addrs: Option<[SocketAddr; 3]>,
+    http_only: Option<SocketAddr>,
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    join: Option<SocketAddr>,
+    accounts: Vec<(String, String, bool)>,
+    args: Vec<String>,
+}
+
+impl NodeBuilder {
+    /// The overlay address; the proxy and HTTP ports are free ones of the same IP.
+    pub fn listen(mut self, listen: SocketAddr) -> NodeBuilder {
+        self.listen = Some(listen);
+        self
+    }
+
+    /// The overlay, proxy and HTTP addresses (a restart on the same ones).
+    pub fn addrs(mut self, addrs: [SocketAddr; 3]) -> NodeBuilder {
+        self.addrs = Some(addrs);
+        self
+    }
+
+    /// Addresses from the config file alone: only `--http` is given, and the overlay and
+    /// proxy addresses are read back from `/status`.
+    pub fn addrs_from_config(mut self, http: SocketAddr) -> NodeBuilder {
+        self.http_only = Some(http);
+        self
+    }
+
+    /// `--config PATH`.
+    pub fn config(mut self, path: impl AsRef<Path>) -> NodeBuilder {
+        self.config = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// A data directory the test owns (kept across restarts; the log goes beside it), instead
+    /// of a fresh temporary one.
+    pub fn data_dir(mut self, data: impl AsRef<Path>) -> NodeBuilder {
+        self.data = Some(data.as_ref().to_owned());
+        self
+    }
+
+    /// `--join ADDR`.
+    pub fn join(mut self, bootstrap: SocketAddr) -> NodeBuilder {
+        self.join = Some(bootstrap);
+        self
+    }
+
+    /// Local accounts added before the node starts (`p2psip account add`, user → password),
+    /// without a certificate for them.
+    pub fn accounts(mut self, accounts: &[(&str, &str)]) -> NodeBuilder {
+        self.accounts.extend(accounts.iter().map(|(a, p)| (a.to_string(), p.to_string(), false)));
+        self
+    }
+
+    /// A local account for the AoR the node's enrolled certificate names.
+    pub fn enrolled_account(mut self, aor: &str, password: &str) -> NodeBuilder {
+        self.accounts.push((aor.into(), password.into(), true));
+        self
+    }
+
+    /// More flags after the addresses.
+    pub fn args(mut self, args: &[&str]) -> NodeBuilder {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Starts the node and waits until it answers `/health`.
+    pub fn start(self) -> Node {
+        let temp = self.data.is_none().then(|| TempDir::new().expect("temp dir"));
+        let data = match (&self.data, &temp) {
+            (Some(d), _) => d.clone(),
+            (None, Some(t)) => t.path().join("data"),
+            (None, None) => unreachable!("a temporary directory when none is given"),
+        };
+        let run_in = data.parent().expect("data directory's parent").to_owned();
+        for (aor, password, enrolled) in &self.accounts {
+            let extra: &[&str] = if *enrolled { &[] } else { &["--without-certificate"] };
+            add_account(&run_in, &data, aor, password, extra);
+        }
+        let [listen, proxy, http] = match (self.addrs, self.listen, self.http_only) {
+            (Some(addrs), _, _) => addrs,
+            (None, Some(listen), _) => {
+                // The listen port is free now too, so the kernel may offer it; skip it.
+                let ports: Vec<SocketAddr> = free_addrs(listen.ip(), 3).into_iter().filter(|a| *a != listen).collect();
+                [listen, ports[0], ports[1]]
+            }
+            (None, None, Some(http)) => [http, http, http],
+            (None, None, None) => free_addrs(self.ip, 3).try_into().expect("three addresses"),
+        };
+        let mut cmd = p2psip(&run_in);
+        cmd.arg("node");
+        if self.http_only.is_none() {
+            cmd.args(["--listen", &listen.to_string(), "--proxy", &proxy.to_string()]);
+        }
+        cmd.args(["--http", &http.to_string()]);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        if let Some(join) = self.join {
+            cmd.args(["--join", &join.to_string()]);
+        }
+        cmd.args(&self.args).arg("--data-dir").arg(&data);
+        let log = match temp {
+            Some(ref t) => t.path().join("node.log"),
+            None => data.with_extension("log"),
+        };
+        // Appended to: a node restarted on its data directory keeps one log.
+        let log_file = File::options().create(true).append(true).open(&log).expect("log file");
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).spawn().expect("spawn p2psip node");
+        let mut node = Node { process: ChildGuard::new(child), listen, proxy, http, dir: temp, data, log };
+        node.wait_ready();
+        if self.http_only.is_some() {
+            let status = node.status_json();
+            let addr = |key: &str| status[key].as_str().and_then(|s| s.parse().ok()).expect("address in /status");
+            (node.listen, node.proxy) = (addr("listen"), addr("proxy"));
+        }
+        node
+    }
 }
 
 impl Node {
+    /// A node on free ports of `ip_text` (a loopback address the test owns).
+    pub fn builder(ip_text: &str) -> NodeBuilder {
+        NodeBuilder {
+            ip: ip(ip_text),
+            listen: None,
+            addrs: None,
+            http_only: None,
+            config: None,
+            data: None,
+            join: None,
+            accounts: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
     /// Starts a node on `ip` with free ports and waits until it answers `/health`.
     pub fn start(ip: &str) -> Node {
-        Node::start_with(ip, &[])
+        Node::builder(ip).start()
     }
 
     /// Starts a node on free ports of `ip_text`, with `extra` flags after the addresses.
     pub fn start_with(ip_text: &str, extra: &[&str]) -> Node {
-        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
-        Node::launch_with(listen, proxy, http, extra)
-    }
-
-    /// Starts a node whose overlay address is `listen` (proxy and HTTP on free ports of the same
-    /// IP), with `extra` flags after the addresses.
-    pub fn start_at(listen: SocketAddr, extra: &[&str]) -> Node {
-        // The listen port is free now too, so the kernel may offer it; skip it.
-        let ports: Vec<SocketAddr> = free_addrs(listen.ip(), 3).into_iter().filter(|a| *a != listen).collect();
-        Node::launch_with(listen, ports[0], ports[1], extra)
-    }
-
-    /// `p2psip node --listen L --proxy P --http H EXTRA…`, waited for.
-    fn launch_with(listen: SocketAddr, proxy: SocketAddr, http: SocketAddr, extra: &[&str]) -> Node {
-        let mut args: Vec<String> =
-            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
-                .map(String::from)
-                .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Node::launch(http, &args)
-    }
-
-    /// Starts a node from a config file, overriding only its HTTP address.
-    pub fn start_with_config(config: &Path, http: SocketAddr) -> Node {
-        let config = config.to_str().expect("utf-8 path").to_string();
-        Node::launch(http, &["--config".into(), config, "--http".into(), http.to_string()])
-    }
-
-    /// `p2psip node ARGS --data-dir <temp>`, then waits until `http` answers `/health`; the
-    /// overlay and proxy addresses are read back from `/status`.
-    fn launch(http: SocketAddr, args: &[String]) -> Node {
-        Node::launch_in(TempDir::new().expect("temp dir"), http, args)
-    }
-
-    /// Starts a node on free ports of `ip_text` whose data directory already holds these
-    /// accounts (`p2psip account add --without-certificate`, user → password), with `extra`
-    /// flags after the addresses.
-    pub fn start_with_accounts(ip_text: &str, accounts: &[(&str, &str)], extra: &[&str]) -> Node {
-        let dir = TempDir::new().expect("temp dir");
-        let data = dir.path().join("data");
-        for (aor, password) in accounts {
-            add_account(dir.path(), &data, aor, password, &["--without-certificate"]);
-        }
-        let [listen, proxy, http] = free_addrs(ip(ip_text), 3).try_into().expect("three addresses");
-        let mut args: Vec<String> =
-            ["--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()]
-                .map(String::from)
-                .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Node::launch_in(dir, http, &args)
-    }
-
-    /// [`launch`](Self::launch) with a data directory (`DIR/data`) prepared beforehand.
-    fn launch_in(dir: TempDir, http: SocketAddr, args: &[String]) -> Node {
-        let log = File::create(dir.path().join("node.log")).expect("log file");
-        let child = p2psip(dir.path())
-            .arg("node")
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn p2psip node");
-        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut node = Node { process: ChildGuard::new(child), listen: unknown, proxy: unknown, http, dir };
-        node.wait_ready();
-        let status = node.status_json();
-        let addr = |key: &str| status[key].as_str().and_then(|s| s.parse().ok()).expect("address in /status");
-        (node.listen, node.proxy) = (addr("listen"), addr("proxy"));
-        node
+        Node::builder(ip_text).args(extra).start()
     }
 
     pub fn wait_ready(&mut self) {
@@ -345,17 +398,29 @@ impl Node {
         assert!(ready.is_some(), "node not ready after {READY_TIMEOUT:?}; log:\n{}", self.log());
     }
 
+    /// The directory the node runs in (its data directory's parent).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().map_or_else(|| self.data.parent().expect("parent"), TempDir::path)
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Everything the node has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The node's Node ID, from its overlay address (SHA-1, the default hash).
+    pub fn id(&self) -> p2psip::overlay::NodeId {
+        p2psip::overlay::NodeId::from_addr(self.listen.ip(), self.listen.port(), p2psip::overlay::IdHash::Sha1)
+    }
+
+    /// `/status`, or `None` while the node does not answer (dead or busy).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let (code, body) = http_get(self.http, "/status")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
     }
 
     pub fn status_json(&self) -> serde_json::Value {
