@@ -826,4 +826,4 @@ pub(crate) fn amplifies(request: &Message, response: &Message) -> bool {
 pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,8 @@ use super::*;
 
 const PHONE: &str = "127.0.0.9:40000";
 
-fn peer() -> (Peer, Instant) {
+/// A peer on 127.0.0.1 (overlay 5070, proxy 5060), and the virtual clock's start.
+pub(crate) fn peer() -> (Peer, Instant) {
     let now = Instant::now();
     (Peer::new(PeerConfig::new("127.0.0.1:5070".parse().unwrap(), "127.0.0.1:5060".parse().unwrap()), now), now)
 }
@@ -24,7 +25,8 @@ fn request(method: &str, uri: &str, branch: &str, extra: &str) -> Bytes {
     ))
 }
 
-fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
+/// Every message `p` has queued, parsed, with where it goes (its events are dropped).
+pub(crate) fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
     let mut sent = Vec::new();
     p.drain(|t| sent.push((t.to, parse(t.data).unwrap())), |_| {});
     sent

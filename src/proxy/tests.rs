@@ -8,14 +8,15 @@ use bytes::Bytes;
 
 use super::accounts::{Account, Accounts};
 use super::digest::{ha1, Algorithm};
+use crate::peer::tests::drain;
 use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, TransactionCounts, Transport};
 use crate::sip::{parse, HeaderName, Message};
 
 const PROXY: &str = "127.0.0.1:5060";
 
+/// [`crate::peer::tests::peer`] with accounts for alice, bob and carol.
 fn peer() -> (Peer, Instant) {
-    let now = Instant::now();
-    let mut p = Peer::new(PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap()), now);
+    let (mut p, now) = crate::peer::tests::peer();
     let mut accounts = Accounts::default();
     accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());
     accounts.insert(Account::new("sip:bob@p2p.test", "bob-pw").unwrap());
@@ -31,12 +32,6 @@ fn phone(port: u16) -> Endpoint {
         remote: format!("127.0.0.9:{port}").parse().unwrap(),
         conn: None,
     }
-}
-
-fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
-    let mut sent = Vec::new();
-    p.drain(|t| sent.push((t.to, parse(t.data).unwrap())), |_| {});
-    sent
 }
 
 fn send(p: &mut Peer, now: Instant, from: Endpoint, text: String) -> Vec<(Endpoint, Message)> {
