@@ -132,14 +132,20 @@ fn config<M: Measurement>(c: Criterion<M>) -> Criterion<M> {
     c.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! {
-    name = wall;
-    config = config(Criterion::default());
-    targets = bench_wall
+// criterion_group! makes public functions without docs.
+#[allow(missing_docs)]
+mod groups {
+    use super::*;
+
+    criterion_group! {
+        name = wall;
+        config = config(Criterion::default());
+        targets = bench_wall
+    }
+    criterion_group! {
+        name = cpu;
+        config = config(Criterion::default().with_measurement(ThreadCpuTime));
+        targets = bench_cpu
+    }
 }
-criterion_group! {
-    name = cpu;
-    config = config(Criterion::default().with_measurement(ThreadCpuTime));
-    targets = bench_cpu
-}
-criterion_main!(wall, cpu);
+criterion_main!(groups::wall, groups::cpu);

@@ -61,8 +61,7 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
     // name; the document's settings go between the file's and the flags'.
     let mut named = config.clone();
     named.apply(overrides.clone());
-    let enrolled =
-        daemon::files::data_dir::load(&named.data_dir()?, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+    let enrolled = daemon::files::data_dir::load(&named.data_dir()?, daemon::unix_now(), &daemon::os_random())?;
     if let Some(enrolled) = &enrolled {
         config.apply_document(&enrolled.config);
     }
@@ -80,7 +79,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
     match args.command {
         CaCommand::Init(a) => {
             let opts = a.options();
-            let made = daemon::ca::files::init(&opts, daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            let made = daemon::ca::files::init(&opts, daemon::unix_now(), &daemon::os_random())?;
             println!(
                 "created the enrollment CA for {} (overlay {}) in {}",
                 made.config.domain,
@@ -91,7 +90,7 @@ fn ca(args: CaArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CaCommand::Reissue(a) => {
-            let doc = daemon::ca::files::reissue(&a.options(), daemon::unix_now(), &ring::rand::SystemRandom::new())?;
+            let doc = daemon::ca::files::reissue(&a.options(), daemon::unix_now(), &daemon::os_random())?;
             println!("signed the configuration document for {}, sequence {}", doc.overlay, doc.sequence);
             Ok(())
         }

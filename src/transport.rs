@@ -12,14 +12,19 @@ use crate::sip::header::Via;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Listener {
+    /// The address other nodes use.
     Overlay,
+    /// The address local phones use.
     Proxy,
 }
 
+/// The transport a message goes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// UDP: datagrams, retransmitted by the transaction layer.
     Udp,
+    /// TCP: a stream, reliable.
     Tcp,
 }
 
@@ -34,10 +39,12 @@ impl Listener {
 }
 
 impl Transport {
+    /// Whether the transport is reliable (no retransmissions, §17.1.1.2).
     pub fn is_reliable(self) -> bool {
         matches!(self, Transport::Tcp)
     }
 
+    /// The name in a Via header (`UDP`, `TCP`).
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
@@ -54,8 +61,11 @@ pub struct ConnectionId(pub u64);
 /// streams the connection it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
+    /// The listener it concerns.
     pub listener: Listener,
+    /// The transport.
     pub transport: Transport,
+    /// The far end's address.
     pub remote: SocketAddr,
     /// For TCP: the connection a message arrived on, or the one to send on. `None` asks the
     /// driver to use any open connection to `remote`, or to open one.
@@ -65,7 +75,9 @@ pub struct Endpoint {
 /// Bytes for the driver to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where the bytes go.
     pub to: Endpoint,
+    /// The bytes.
     pub data: Bytes,
 }
 

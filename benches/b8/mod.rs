@@ -40,12 +40,12 @@ const RFC4475_VALID: &[&str] = &[
 
 const RFC4475_DIR: &str = "tests/data/rfc4475";
 
-pub struct Corpus {
+pub(crate) struct Corpus {
     pub name: &'static str,
     pub messages: Vec<(String, Bytes)>,
 }
 
-pub fn load_corpora() -> Vec<Corpus> {
+pub(crate) fn load_corpora() -> Vec<Corpus> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let file = |p: &Path| Bytes::from(std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
     let rfc: Vec<(String, Bytes)> =
@@ -66,16 +66,16 @@ pub fn load_corpora() -> Vec<Corpus> {
 }
 
 #[derive(Clone, Copy)]
-pub enum Parser {
+pub(crate) enum Parser {
     P2psip,
     Rsip,
     Rsipstack,
 }
 
 impl Parser {
-    pub const ALL: [Parser; 3] = [Parser::P2psip, Parser::Rsip, Parser::Rsipstack];
+    pub(crate) const ALL: [Parser; 3] = [Parser::P2psip, Parser::Rsip, Parser::Rsipstack];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Parser::P2psip => "p2psip",
             Parser::Rsip => "rsip",
@@ -83,7 +83,7 @@ impl Parser {
         }
     }
 
-    pub fn accepts(self, msg: &Bytes) -> bool {
+    pub(crate) fn accepts(self, msg: &Bytes) -> bool {
         match self {
             Parser::P2psip => p2psip::sip::parse(msg.clone()).is_ok(),
             Parser::Rsip => rsip::SipMessage::try_from(&msg[..]).is_ok(),
@@ -92,7 +92,7 @@ impl Parser {
     }
 
     /// Parses and drops the message.
-    pub fn parse(self, msg: &Bytes) {
+    pub(crate) fn parse(self, msg: &Bytes) {
         match self {
             Parser::P2psip => drop(black_box(p2psip::sip::parse(black_box(msg.clone())))),
             Parser::Rsip => drop(black_box(rsip::SipMessage::try_from(black_box(&msg[..])))),
@@ -102,7 +102,7 @@ impl Parser {
 
     /// Parses, then reads what a transaction layer needs from every message. A header that
     /// does not read is simply skipped (its error is the result).
-    pub fn parse_read(self, msg: &Bytes) {
+    pub(crate) fn parse_read(self, msg: &Bytes) {
         match self {
             Parser::P2psip => {
                 let Ok(m) = p2psip::sip::parse(black_box(msg.clone())) else { return };
@@ -136,7 +136,7 @@ impl Parser {
 
 impl Corpus {
     /// The messages `parser` accepts: the ones it is timed on.
-    pub fn accepted_by(&self, parser: Parser) -> Vec<Bytes> {
+    pub(crate) fn accepted_by(&self, parser: Parser) -> Vec<Bytes> {
         self.messages.iter().filter(|(_, m)| parser.accepts(m)).map(|(_, m)| m.clone()).collect()
     }
 }

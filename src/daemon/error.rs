@@ -1,5 +1,7 @@
 //! What can stop the daemon from starting or running. Peer misbehaviour never appears here:
 //! it is counted and logged by the peer and the connection tasks.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 

@@ -39,3 +39,9 @@ pub use node::run;
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// The operating system's randomness (ring's `SystemRandom`), for the key generation and
+/// signatures of the programs the daemon runs; the sans-IO code takes it as an argument.
+pub fn os_random() -> ring::rand::SystemRandom {
+    ring::rand::SystemRandom::new()
+}

@@ -41,14 +41,18 @@ impl IssuedNames for BTreeMap<Aor, PublicKey> {
 /// Whether an issued certificate was a first enrollment or a renewal for the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enrollment {
+    /// The name had no holder: a first enrollment.
     New,
+    /// The name's holder asked again with its key: a renewal.
     Renewal,
 }
 
 /// A certificate the CA issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The certificate issued, DER.
     pub certificate_der: Vec<u8>,
+    /// Whether it was a first enrollment or a renewal.
     pub enrollment: Enrollment,
 }
 

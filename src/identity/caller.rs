@@ -38,18 +38,30 @@ const DOMAIN: &str = "p2psip-identity-1";
 /// Why a request's caller could not be established: the reason phrase of its 403.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallerError {
+    /// The request carries no `Identity` header.
     #[error("no Identity header")]
     Missing,
+    /// The `Identity` header does not parse.
     #[error("malformed Identity header")]
     Malformed,
+    /// The request has no `Date`, or one that does not parse.
     #[error("no Date header, or one that cannot be read")]
     Date,
+    /// The `Date` is too far from now (a replay, or a wrong clock).
     #[error("Date is too far from now")]
     Stale,
+    /// The certificate does not verify up to the overlay's root.
     #[error("the certificate does not verify: {0}")]
     Certificate(String),
+    /// The certificate names another AoR than the request's From.
     #[error("the certificate is for {cert}, not the From {from}")]
-    WrongCaller { cert: String, from: String },
+    WrongCaller {
+        /// The AoR the certificate names.
+        cert: String,
+        /// The From the request carries.
+        from: String,
+    },
+    /// The signature does not verify with the certificate's key.
     #[error("the signature does not verify")]
     Signature,
 }

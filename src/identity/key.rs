@@ -133,6 +133,8 @@ pub(crate) fn p256_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Re
 }
 
 #[cfg(test)]
+// Tests sign with the OS's randomness: nothing they check depends on its bytes.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use ring::rand::SystemRandom;

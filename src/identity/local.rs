@@ -22,14 +22,29 @@ pub mod layout {
     pub const REPLICA_SECRET: &str = "identity/replica-secret";
 }
 
+/// The randomness ECDSA signing needs, handed in by the driver like the clock: ring signs only
+/// with fresh randomness and its random trait is sealed, so no seeded generator can stand in
+/// (`clippy.toml` keeps `SystemRandom::new` in the daemon).
+pub type SharedRandom = std::sync::Arc<dyn ring::rand::SecureRandom + Send + Sync>;
+
+/// What a node signs with: its enrolled identity, and the randomness the signatures need.
+pub struct Signer {
+    /// The enrolled user's key, chain and root.
+    pub identity: LocalIdentity,
+    /// Randomness for ECDSA signatures.
+    pub rng: SharedRandom,
+}
+
 /// An enrolled user's key, certificate chain and the overlay's root.
 #[derive(Debug)]
 pub struct LocalIdentity {
     /// The AoR the leaf certificate binds, as verified.
     pub aor: Aor,
+    /// The private key the certificate binds.
     pub key: KeyPair,
     /// DER certificates, leaf first; the root may be left out.
     pub chain: Vec<Vec<u8>>,
+    /// The overlay's root, which every chain is checked against.
     pub root: TrustAnchor,
     /// The leaf's notAfter, Unix seconds.
     pub not_after: u64,

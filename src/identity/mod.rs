@@ -24,11 +24,13 @@ pub mod verify;
 
 pub use aor::Aor;
 pub use key::{KeyPair, PublicKey};
-pub use local::LocalIdentity;
+pub use local::{LocalIdentity, SharedRandom, Signer};
 pub use verify::{verify_chain, CertificateSummary, TrustAnchor, VerifiedCache, VerifiedIdentity};
 
 /// Why an identity operation failed. Variants up to `NameTaken` describe what a peer or an
 /// enrolling user sent; the rest are the caller's or the environment's problem.
+// Each variant's `#[error]` message says what it means.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error("`{aor}` is not an address of record: {why}")]

@@ -1,4 +1,6 @@
 //! Enrollment and chain verification, end to end on fixed Unix times.
+// Tests sign with the OS's randomness: nothing they check depends on its bytes.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,8 @@ use crate::enrollment::{build_csr, Enrollment, EnrollmentCa, Issued};
 pub(crate) const T0: u64 = 1_767_225_600;
 pub(crate) const DAY: u64 = 86_400;
 
+/// A root CA with helpers that enroll users under it; the OS's randomness signs (tests may use
+/// it: what they check does not depend on the signatures' random bytes).
 pub(crate) struct Fixture {
     pub rng: SystemRandom,
     pub ca: EnrollmentCa,
@@ -18,27 +22,32 @@ pub(crate) struct Fixture {
 }
 
 impl Fixture {
-    pub fn new(domain: &str) -> Fixture {
+    pub(crate) fn new(domain: &str) -> Fixture {
         let rng = SystemRandom::new();
         let root_key = KeyPair::generate(&rng).unwrap();
         let ca = EnrollmentCa::create(domain, root_key, T0, T0 + 3650 * DAY, &rng).unwrap();
         Fixture { rng, ca, names: BTreeMap::new() }
     }
 
+    /// The OS's randomness, shared, for a [`super::Signer`].
+    pub(crate) fn shared_rng(&self) -> super::SharedRandom {
+        std::sync::Arc::new(SystemRandom::new())
+    }
+
     /// Enrolls `aor` with a fresh key, certificate valid for a year from T0.
-    pub fn enroll(&mut self, aor: &str) -> (KeyPair, Vec<u8>) {
+    pub(crate) fn enroll(&mut self, aor: &str) -> (KeyPair, Vec<u8>) {
         let key = KeyPair::generate(&self.rng).unwrap();
         let cert = self.enroll_key(aor, &key, T0, T0 + 365 * DAY).unwrap().certificate_der;
         (key, cert)
     }
 
-    pub fn enroll_key(&mut self, aor: &str, key: &KeyPair, nb: u64, na: u64) -> Result<Issued, IdentityError> {
+    pub(crate) fn enroll_key(&mut self, aor: &str, key: &KeyPair, nb: u64, na: u64) -> Result<Issued, IdentityError> {
         let aor = Aor::parse(aor).unwrap();
         let csr = build_csr(&aor, key, &self.rng).unwrap();
         self.ca.issue(&mut self.names, &csr, &aor, nb, na, &self.rng)
     }
 
-    pub fn anchor(&self) -> TrustAnchor {
+    pub(crate) fn anchor(&self) -> TrustAnchor {
         self.ca.trust_anchor().unwrap()
     }
 }

@@ -18,7 +18,9 @@ use super::{Aor, IdentityError, PublicKey};
 /// What a verified chain vouches for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedIdentity {
+    /// The AoR the certificate binds.
     pub aor: Aor,
+    /// Its public key.
     pub public_key: PublicKey,
     /// The leaf certificate's notAfter, Unix seconds (the earliest in the chain).
     pub not_after: u64,
@@ -108,6 +110,7 @@ pub struct VerifiedCache {
 }
 
 impl VerifiedCache {
+    /// A cache of at most `capacity` verified chains under `root`.
     pub fn new(root: TrustAnchor, capacity: usize) -> VerifiedCache {
         VerifiedCache { root, capacity, entries: BTreeMap::new() }
     }
@@ -149,6 +152,7 @@ impl VerifiedCache {
         self.entries.len()
     }
 
+    /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -157,10 +161,13 @@ impl VerifiedCache {
 /// What a certificate says about itself, for display (no verification).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSummary {
+    /// The subject's common name.
     pub subject: String,
+    /// The issuer's common name.
     pub issuer: String,
     /// Validity, Unix seconds.
     pub not_before: u64,
+    /// The end of its validity, Unix seconds.
     pub not_after: u64,
 }
 

@@ -43,10 +43,12 @@ impl FingerTable {
         self.me.id.add_pow2(i)
     }
 
+    /// The node entry `i` names, if any.
     pub fn get(&self, i: u32) -> Option<&Contact> {
         self.entries.get(i as usize).and_then(Option::as_ref)
     }
 
+    /// Every entry, in finger order.
     pub fn iter(&self) -> impl Iterator<Item = Finger<'_>> + '_ {
         self.entries.iter().enumerate().map(|(i, node)| {
             let index = i as u32;

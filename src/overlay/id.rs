@@ -63,8 +63,10 @@ impl IdHash {
 /// A hex string that is not a node ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdParseError {
+    /// Not 40 hex digits long (the length found).
     #[error("a node ID is 40 hex digits, got {0} characters")]
     Length(usize),
+    /// A character that is not a hex digit (its position).
     #[error("not a hex digit at offset {0}")]
     NotHex(usize),
 }

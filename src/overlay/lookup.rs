@@ -151,6 +151,7 @@ impl Lookup {
         lookup
     }
 
+    /// The key looked up.
     pub fn key(&self) -> NodeId {
         self.key
     }
@@ -160,6 +161,7 @@ impl Lookup {
         &self.path
     }
 
+    /// The nodes asked, in order.
     pub fn into_path(self) -> Vec<Contact> {
         self.path
     }

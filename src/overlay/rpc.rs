@@ -9,6 +9,8 @@
 //! The vocabulary is deliberately small and carries only what Chord needs; it knows nothing of
 //! SIP, of retransmission (the SIP transaction layer below retransmits over UDP) or of
 //! resources and replicas (the store's business).
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -35,18 +35,22 @@ impl SuccessorList {
         self.list.first()
     }
 
+    /// The list, nearest first.
     pub fn as_slice(&self) -> &[Contact] {
         &self.list
     }
 
+    /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
+    /// How many successors are known.
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
+    /// Whether the node `id` is on the list.
     pub fn contains(&self, id: NodeId) -> bool {
         self.list.iter().any(|c| c.id == id)
     }

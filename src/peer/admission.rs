@@ -40,18 +40,18 @@
 use std::time::{Duration, Instant};
 
 /// The busy share is measured over windows this long.
-pub const WINDOW: Duration = Duration::from_millis(100);
+pub(super) const WINDOW: Duration = Duration::from_millis(100);
 /// A turn starting within this of the previous one's end found its input already waiting.
 /// Small, because the driver drains its UDP sockets within a turn (up to a burst of
 /// datagrams, until a read would block): a gap between turns is then time spent waiting for
 /// input, however short, unless it is only the reactor's own overhead. With 50 µs here, a
 /// node receiving 24,000 datagrams/s (one every ~41 µs) counted as 100% busy while using 65%
 /// of a core, and shed load at half its real capacity (docs/performance.md, "Overload").
-pub const BACKLOG_GAP: Duration = Duration::from_micros(5);
+pub(super) const BACKLOG_GAP: Duration = Duration::from_micros(5);
 /// How much the refused share moves per window.
-pub const STEP: f64 = 0.05;
+pub(super) const STEP: f64 = 0.05;
 /// Never refuse everything: some requests keep getting through to measure with.
-pub const MAX_REJECT: f64 = 0.95;
+pub(super) const MAX_REJECT: f64 = 0.95;
 /// A window with input left queued for more than this share of its time is overloaded (if
 /// the loop is also busy)...
 const QUEUED_OVERLOAD: f64 = 0.5;
@@ -71,7 +71,7 @@ pub enum InputBacklog {
 
 /// What kind of request asks to be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(super) enum Class {
     /// ACK, CANCEL, requests in a dialog routed through us: always admitted.
     Exempt,
     /// Out of dialog, with credentials (a challenge answered): refused last.
@@ -82,7 +82,7 @@ pub enum Class {
 
 /// The admission controller.
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(super) struct Admission {
     /// Target busy share in (0, 1]; `None` turns admission control off.
     busy_target: Option<f64>,
     window_start: Option<Instant>,
@@ -113,7 +113,7 @@ pub struct Admission {
 
 impl Admission {
     /// `busy_percent` 0 turns it off.
-    pub fn new(busy_percent: u8) -> Admission {
+    pub(super) fn new(busy_percent: u8) -> Admission {
         let busy_target = (busy_percent > 0).then(|| f64::from(busy_percent.min(100)) / 100.0);
         Admission {
             busy_target,
@@ -135,7 +135,7 @@ impl Admission {
     }
 
     /// One turn of the driver's loop did work from `started` to `ended`, and saw `queue`.
-    pub fn turn(&mut self, started: Instant, ended: Instant, queue: InputBacklog) {
+    pub(super) fn turn(&mut self, started: Instant, ended: Instant, queue: InputBacklog) {
         let Some(target) = self.busy_target else { return };
         let window_start = *self.window_start.get_or_insert(started);
         if let Some(last) = self.last_end {
@@ -190,7 +190,7 @@ impl Admission {
     }
 
     /// Whether a request of `class` is admitted; `false` means answer it 503 now.
-    pub fn admit(&mut self, class: Class) -> bool {
+    pub(super) fn admit(&mut self, class: Class) -> bool {
         let (share, credit) = match class {
             Class::Exempt => return true,
             Class::New => {
@@ -216,17 +216,17 @@ impl Admission {
     }
 
     /// The share of new requests refused now, in [0, [`MAX_REJECT`]].
-    pub fn reject_share(&self) -> f64 {
+    pub(super) fn reject_share(&self) -> f64 {
         self.reject
     }
 
     /// The busy share measured over the last window.
-    pub fn busy_share(&self) -> f64 {
+    pub(super) fn busy_share(&self) -> f64 {
         self.last_busy
     }
 
     /// The share of the last window with input left queued.
-    pub fn queued_share(&self) -> f64 {
+    pub(super) fn queued_share(&self) -> f64 {
         self.last_queued
     }
 }
@@ -235,7 +235,7 @@ impl Admission {
 /// parsing it, since rejecting must cost much less than serving (RFC 6357 §4, §5.1). `None`
 /// for anything unusual (a response, folded lines, missing headers): the full parser decides.
 #[derive(Debug)]
-pub struct RawRequest<'a> {
+pub(super) struct RawRequest<'a> {
     pub class: Class,
     /// The To header already carries a tag (the 503 keeps it, RFC 3261 §8.2.6.2).
     to_tagged: bool,
@@ -247,7 +247,7 @@ pub struct RawRequest<'a> {
 }
 
 impl<'a> RawRequest<'a> {
-    pub fn scan(data: &'a [u8]) -> Option<RawRequest<'a>> {
+    pub(super) fn scan(data: &'a [u8]) -> Option<RawRequest<'a>> {
         let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
         let mut lines = data[..end].split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let first = lines.next()?;
@@ -303,7 +303,7 @@ impl<'a> RawRequest<'a> {
 
     /// `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), built from the
     /// request's own lines (§8.2.6.2: Via, From, To with our `tag`, Call-ID, CSeq copied).
-    pub fn service_unavailable(&self, tag: &str, retry_after: u32, server: &str) -> Vec<u8> {
+    pub(super) fn service_unavailable(&self, tag: &str, retry_after: u32, server: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(b"SIP/2.0 503 Service Unavailable\r\n");
         for line in self.vias.iter().chain([&self.from]) {

@@ -16,19 +16,39 @@ use crate::transport::{Endpoint, Transmit};
 /// What reaches a peer from the network and the clock.
 #[derive(Debug)]
 pub enum Input {
-    /// One datagram, or one frame cut from a stream, arrived from `from`.
-    Receive { from: Endpoint, data: Bytes },
+    /// One datagram, or one frame cut from a stream, arrived.
+    Receive {
+        /// Where it came from, and on which listener.
+        from: Endpoint,
+        /// The message's bytes.
+        data: Bytes,
+    },
     /// A CRLF CRLF ping arrived on a stream (RFC 5626 §4.4.1).
-    Ping { from: Endpoint },
+    Ping {
+        /// The stream it arrived on.
+        from: Endpoint,
+    },
     /// A stream's framing broke (RFC 3261 §18.3); the driver closes that connection.
-    FramingError { from: Endpoint, error: FramingError },
+    FramingError {
+        /// The stream.
+        from: Endpoint,
+        /// What was wrong.
+        error: FramingError,
+    },
     /// A stream connection closed (either side, or a framing error).
-    StreamClosed { from: Endpoint },
+    StreamClosed {
+        /// The stream that closed.
+        from: Endpoint,
+    },
     /// The deadline of the last [`Output::Timeout`] has come.
     Timeout,
-    /// One turn of the driver's loop worked from `started` until now and saw `backlog` of its
-    /// input (the load signal of admission control).
-    LoopTurn { started: Instant, backlog: InputBacklog },
+    /// One turn of the driver's loop ended now (the load signal of admission control).
+    LoopTurn {
+        /// When the turn's work began.
+        started: Instant,
+        /// What the turn saw of its input queue.
+        backlog: InputBacklog,
+    },
 }
 
 impl Input {

@@ -7,7 +7,9 @@ pub struct Counters {
     pub messages_in: u64,
     /// SIP messages sent, retransmissions included.
     pub messages_out: u64,
+    /// Bytes received, on both listeners.
     pub bytes_in: u64,
+    /// Bytes sent, on both listeners.
     pub bytes_out: u64,
     /// Input that was not a SIP message at all, or whose framing was broken.
     pub parse_errors: u64,

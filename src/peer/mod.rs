@@ -85,6 +85,7 @@ pub struct PeerConfig {
     pub registrar: RegistrarConfig,
     /// How often registered phones are pinged with OPTIONS, and how long they have to answer.
     pub ping_interval: Duration,
+    /// A phone that has not answered a ping after this long is unregistered.
     pub ping_timeout: Duration,
     /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
     pub timer_c: Duration,
@@ -107,6 +108,7 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// The defaults, with the overlay listener on `overlay_addr` and the proxy on `proxy_addr`.
     pub fn new(overlay_addr: SocketAddr, proxy_addr: SocketAddr) -> PeerConfig {
         PeerConfig {
             overlay_addr,
@@ -171,7 +173,9 @@ pub struct Peer {
 /// Live transactions (RFC 3261 §17), by side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransactionCounts {
+    /// Server transactions (requests we received).
     pub server: usize,
+    /// Client transactions (requests we sent).
     pub client: usize,
 }
 
@@ -190,6 +194,7 @@ pub struct Load {
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Peer {
+    /// A node that has not joined anything yet; `now` starts its clock.
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let admission = admission::Admission::new(config.overload_busy_percent);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -243,10 +248,12 @@ impl Peer {
         }
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &PeerConfig {
         &self.config
     }
 
+    /// What `p2psip status` counts.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -256,10 +263,12 @@ impl Peer {
         self.proxy.set_accounts(accounts);
     }
 
+    /// The registrar and proxy for local phones.
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
     }
 
+    /// What `p2psip status` shows of the proxy.
     pub fn proxy_status(&self) -> ProxyStatus {
         self.proxy.status()
     }

@@ -12,7 +12,7 @@ use tracing::debug;
 use super::replication::wire::{self as storage_wire, StorageAnswer};
 use super::replication::{Output, Replication, Ring};
 use super::{new_branch, Answer, Endpoint, Listener, Peer, PeerEvent, StorageConfig, StorageEvent, StorageOpId};
-use crate::identity::{LocalIdentity, VerifiedCache};
+use crate::identity::{Signer, VerifiedCache};
 use crate::overlay::Event;
 use crate::sip::transaction::ClientTxId;
 use crate::sip::validate::Rejection;
@@ -20,26 +20,27 @@ use crate::sip::{Header, HeaderName, Message};
 use crate::store::{Record, RecordKind, Store};
 
 impl Peer {
-    /// Turns storage on: records are checked against `ids`' root; `identity`, when given,
-    /// publishes this node's records once it has joined.
+    /// Turns storage on: records are checked against `ids`' root; `signer` (the enrolled
+    /// identity and the randomness its signatures need), when given, publishes this node's
+    /// records once it has joined.
     pub fn enable_storage(
         &mut self,
         now: Instant,
         config: StorageConfig,
         store: Box<dyn Store + Send>,
         ids: VerifiedCache,
-        identity: Option<LocalIdentity>,
+        signer: Option<Signer>,
     ) {
         // The same enrollment proves who calls (issue 11 item 4).
         let callers = crate::proxy::identity::Callers::new(
             ids.root().clone(),
-            identity.as_ref(),
+            signer.as_ref(),
             config.unix_at_start,
             self.started,
         );
         self.proxy.set_callers(callers);
         let node_addr = self.config.node_addr();
-        self.storage = Some(Replication::new(config, store, ids, identity, node_addr, self.started, now));
+        self.storage = Some(Replication::new(config, store, ids, signer, node_addr, self.started, now));
     }
 
     /// The node's store, for tests that plant or remove records behind the protocol's back.

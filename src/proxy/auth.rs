@@ -75,6 +75,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// The response the failure gets (401/407 with a challenge, or 403).
     pub fn into_rejection(self) -> Rejection {
         match self {
             AuthFailure::Challenge(r) | AuthFailure::Refused(r) => r,
@@ -115,6 +116,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Nonces keyed by `key`, fresh for `lifetime`, in `realm`, offering `offer`.
     pub fn new(key: &[u8; 32], lifetime: Duration, realm: &str, offer: Vec<Algorithm>) -> Authenticator {
         Authenticator {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),

@@ -6,11 +6,10 @@
 
 use std::time::Instant;
 
-use ring::rand::SystemRandom;
 use tracing::debug;
 
 use crate::identity::caller::{self, CallerError};
-use crate::identity::{Aor, KeyPair, LocalIdentity, VerifiedCache};
+use crate::identity::{Aor, KeyPair, SharedRandom, Signer, VerifiedCache};
 use crate::sip::validate::Rejection;
 use crate::sip::{HeaderName, Message, Method, SipUri};
 
@@ -19,12 +18,12 @@ const VERIFIED_CACHE: usize = 1024;
 
 /// What this node needs to sign its user's calls and check other nodes' calls.
 pub struct Callers {
-    /// The node's enrolled key, its leaf certificate and the AoR it names.
-    signer: Option<(KeyPair, Vec<u8>, Aor)>,
+    /// The node's enrolled key, its leaf certificate, the AoR it names, and the randomness
+    /// its signatures need.
+    signer: Option<(KeyPair, Vec<u8>, Aor, SharedRandom)>,
     ids: VerifiedCache,
     unix_at_start: u64,
     started: Instant,
-    rng: SystemRandom,
     /// Requests from the overlay refused for their identity.
     pub refused: u64,
     /// Requests from the overlay whose caller was proven.
@@ -32,24 +31,22 @@ pub struct Callers {
 }
 
 impl Callers {
-    /// From the node's enrollment: `root` checks others, `identity` (when enrolled) signs.
+    /// From the node's enrollment: `root` checks others, `signer` (when enrolled) signs.
     pub fn new(
         ids_root: crate::identity::TrustAnchor,
-        identity: Option<&LocalIdentity>,
+        signer: Option<&Signer>,
         unix_at_start: u64,
         started: Instant,
     ) -> Callers {
-        let rng = SystemRandom::new();
-        let signer = identity.and_then(|i| {
-            let key = KeyPair::from_pkcs8(i.key.pkcs8_der(), &rng).ok()?;
-            Some((key, i.chain.first()?.clone(), i.aor.clone()))
+        let signer = signer.and_then(|s| {
+            let key = KeyPair::from_pkcs8(s.identity.key.pkcs8_der(), &*s.rng).ok()?;
+            Some((key, s.identity.chain.first()?.clone(), s.identity.aor.clone(), s.rng.clone()))
         });
         Callers {
             signer,
             ids: VerifiedCache::new(ids_root, VERIFIED_CACHE),
             unix_at_start,
             started,
-            rng,
             refused: 0,
             verified: 0,
         }
@@ -61,13 +58,13 @@ impl Callers {
 
     /// Signs `copy`, about to leave for another node, when it is from our user.
     pub fn sign(&self, now: Instant, copy: &mut Message) {
-        let Some((key, cert, aor)) = &self.signer else { return };
+        let Some((key, cert, aor, rng)) = &self.signer else { return };
         let from = copy.from().ok().and_then(|f| f.uri.as_sip().map(SipUri::aor));
         if from.as_deref() != Some(aor.as_str()) {
             debug!(from = ?from, ours = %aor, "not our user's request: sent without an Identity");
             return;
         }
-        if caller::sign(copy, key, cert, self.unix(now), &self.rng).is_none() {
+        if caller::sign(copy, key, cert, self.unix(now), &**rng).is_none() {
             debug!("could not sign a request");
         }
     }

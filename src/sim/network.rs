@@ -5,6 +5,8 @@
 //! like str0m's `netem`, it is itself sans-IO: `send(now, …)` queues, `poll_at` says when the
 //! next datagram lands, `poll_delivery(now)` hands it over. No reordering guarantees (jitter
 //! reorders, as UDP may), no duplication, no partitions, no bandwidth limit.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

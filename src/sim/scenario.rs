@@ -6,6 +6,8 @@
 //! after 20% / 50% fail at once), B3 (success under churn), B5 (maintenance bytes per node).
 //! A lookup succeeds when it returns the key's true successor among the admitted nodes at the
 //! instant it finishes; an error or any other node counts against it.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

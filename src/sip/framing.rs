@@ -19,20 +19,26 @@ pub enum Frame {
     Ping,
 }
 
+/// Why a stream could not be cut into messages; the connection is closed (RFC 3261 §18.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
+    /// No end of the header section within the limit (the limit given).
     #[error("header section longer than {0} bytes")]
     HeadersTooLong(usize),
+    /// A message over the size limit (the limit given).
     #[error("message larger than {0} bytes")]
     TooLarge(usize),
+    /// No Content-Length, a malformed one, or two (a stream needs exactly one).
     #[error("missing, malformed or repeated Content-Length")]
     ContentLength,
 }
 
 /// Limits: 16 KiB of headers and 64 KiB per message are far beyond what phones send.
 pub const DEFAULT_MAX_HEADERS: usize = 16 * 1024;
+/// See [`DEFAULT_MAX_HEADERS`].
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
+/// Cuts one stream into messages by Content-Length, and skips CRLF keep-alives.
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: BytesMut,
@@ -47,6 +53,7 @@ impl Default for StreamFramer {
 }
 
 impl StreamFramer {
+    /// A framer with these limits, in bytes.
     pub fn new(max_headers: usize, max_message: usize) -> StreamFramer {
         StreamFramer { buf: BytesMut::new(), max_headers, max_message }
     }

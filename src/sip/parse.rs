@@ -21,22 +21,31 @@ use super::uri::Uri;
 /// What was wrong with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
+    /// Empty message.
     #[error("empty message")]
     Empty,
+    /// Malformed start line.
     #[error("malformed start line")]
     StartLine,
+    /// Malformed Request-URI.
     #[error("malformed Request-URI")]
     RequestUri,
+    /// Malformed status code.
     #[error("malformed status code")]
     StatusCode,
+    /// Malformed header line.
     #[error("malformed header line")]
     HeaderLine,
+    /// No empty line after the headers.
     #[error("no empty line after the headers")]
     Unterminated,
+    /// Malformed Content-Length.
     #[error("malformed Content-Length")]
     ContentLength,
+    /// More than one Content-Length.
     #[error("more than one Content-Length")]
     MultipleContentLength,
+    /// Body shorter than Content-Length.
     #[error("body shorter than Content-Length")]
     BodyTruncated,
 }
@@ -47,7 +56,9 @@ pub enum ParseErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} at byte {offset}")]
 pub struct ParseError {
+    /// What was wrong.
     pub kind: ParseErrorKind,
+    /// The byte offset where it was found.
     pub offset: usize,
     /// `Some` when the start line looked like a request.
     pub request_headers: Option<Headers>,

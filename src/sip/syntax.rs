@@ -142,11 +142,14 @@ fn for_each_top_level<'a>(s: &'a [u8], sep: u8, mut f: impl FnMut(&'a [u8]) -> O
 /// quotes, if any, so that printing gives back the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
+    /// The parameter's name.
     pub name: String,
+    /// Its value, if it has one.
     pub value: Option<String>,
 }
 
 impl Param {
+    /// A parameter `name`, with `value` if given.
     pub fn new(name: impl Into<String>, value: Option<impl Into<String>>) -> Self {
         Param { name: name.into(), value: value.map(Into::into) }
     }

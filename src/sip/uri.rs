@@ -3,6 +3,8 @@
 //!
 //! The user part is kept as written (escaped); [`SipUri::user_unescaped`] gives the octets it
 //! encodes, which is what comparisons use (RFC 3261 §19.1.4, RFC 4475 §3.1.1.3–4).
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};

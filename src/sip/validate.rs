@@ -14,16 +14,21 @@ use super::uri::Uri;
 /// (Unsupported with 420, Allow with 405/501, Accept with 415, a challenge with 401).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// The status code.
     pub status: u16,
+    /// The reason phrase.
     pub reason: String,
+    /// Headers the response carries beyond the copied ones (Allow, Unsupported…).
     pub headers: Vec<Header>,
 }
 
 impl Rejection {
+    /// A refusal with `status` and `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Rejection {
         Rejection { status, reason: reason.into(), headers: Vec::new() }
     }
 
+    /// The same refusal with header `h` added.
     pub fn with_header(mut self, h: Header) -> Rejection {
         self.headers.push(h);
         self

@@ -12,6 +12,8 @@
 //! 8. the owner's quota (records and bytes), counting a replacement as freeing the old copy.
 //!
 //! Each refusal is its own [`StoreRefusal`] variant with a SIP status and reason phrase.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use crate::identity::{verify_chain, Aor, IdentityError, TrustAnchor, VerifiedCache, VerifiedIdentity};
 

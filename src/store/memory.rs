@@ -11,10 +11,12 @@ use super::{Record, RecordKind};
 
 /// Records by (kind, resource name).
 pub trait Store {
+    /// The record `(kind, key)`, if held.
     fn get(&self, kind: RecordKind, key: &str) -> Option<&Record>;
     /// Keeps `record`, returning what it replaced. Unchecked: use [`put_checked`] for records
     /// that came from a peer.
     fn put(&mut self, record: Record) -> Option<Record>;
+    /// Removes the record `(kind, key)`; returns it if it was held.
     fn remove(&mut self, kind: RecordKind, key: &str) -> Option<Record>;
     /// Every record, in (kind, key) order.
     fn iter(&self) -> Box<dyn Iterator<Item = &Record> + '_>;
@@ -59,14 +61,17 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
     }
 
+    /// How many records are held.
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
+    /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }

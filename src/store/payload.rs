@@ -19,15 +19,18 @@ pub struct Contact {
 /// The payload of a `Registration` record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
+    /// Where the user can be reached.
     pub contacts: Vec<Contact>,
 }
 
 impl Registration {
+    /// The JSON payload a record carries.
     pub fn to_payload(&self) -> Vec<u8> {
         // Serialising plain strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Reads a registration back from a record's payload.
     pub fn from_payload(bytes: &[u8]) -> Result<Registration, serde_json::Error> {
         serde_json::from_slice(bytes)
     }

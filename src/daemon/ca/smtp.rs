@@ -5,6 +5,8 @@
 //! dot-stuffing, the final `.`, `QUIT`. No TLS and no AUTH: point it at a relay that accepts
 //! mail from this host without them, such as the host's own MTA on 127.0.0.1:25.
 //! The whole exchange is bounded by [`SMTP_TIMEOUT`].
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::time::Duration;
 

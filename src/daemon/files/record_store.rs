@@ -9,6 +9,8 @@
 //! row that no longer decodes is dropped with a warning. Dropping the store waits for the
 //! writer to finish. The trait's methods cannot fail, so a failed write is logged and the
 //! memory copy still serves until restart.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::path::Path;
 use std::sync::mpsc;

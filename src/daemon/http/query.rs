@@ -1,5 +1,7 @@
 //! What the HTTP handlers ask the event loop, which alone owns the peer: a status snapshot,
 //! or a lookup (`GET /lookup?key=…`) answered when the peer reports its `LookupDone`.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use serde::Serialize;
 use tokio::sync::oneshot;

@@ -3,6 +3,8 @@
 //!
 //! Unknown keys are rejected, so a typo does not silently fall back to a default. Reading the
 //! file and creating the data directory are the only I/O here; parsing and merging are pure.
+// Items here are still to document; the lint holds for everything else and for new files.
+#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -109,7 +109,7 @@ pub(crate) struct EventLoop {
 }
 
 impl EventLoop {
-    pub fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<Query>) -> EventLoop {
+    pub(crate) fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<Query>) -> EventLoop {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         EventLoop {
             peer,
@@ -144,7 +144,7 @@ impl EventLoop {
 
     /// Runs until `shutdown` completes, then leaves the overlay. Returning drops the listeners
     /// and every connection's queue, which closes the sockets.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut overlay_buf = vec![0u8; UDP_BUFFER];
         let mut proxy_buf = vec![0u8; UDP_BUFFER];
         // Re-armed to the peer's deadline on every turn; only polled when there is one.

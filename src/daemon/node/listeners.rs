@@ -26,14 +26,14 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(overlay: SocketAddr, proxy: SocketAddr) -> Result<Listeners, DaemonError> {
+    pub(crate) async fn bind(overlay: SocketAddr, proxy: SocketAddr) -> Result<Listeners, DaemonError> {
         Ok(Listeners {
             overlay: Face::bind(Listener::Overlay, overlay).await?,
             proxy: Face::bind(Listener::Proxy, proxy).await?,
         })
     }
 
-    pub fn face(&self, listener: Listener) -> &Face {
+    pub(crate) fn face(&self, listener: Listener) -> &Face {
         match listener {
             Listener::Overlay => &self.overlay,
             Listener::Proxy => &self.proxy,

@@ -129,7 +129,10 @@ fn enable_storage(
     }
     info!(records = held, aor = aor.as_deref().unwrap_or("(none)"), replicas = storage.replicas, "storage on");
     let ids = crate::identity::VerifiedCache::new(files.root, 1024);
-    peer.enable_storage(started, storage, Box::new(store), ids, files.local);
+    // The OS's randomness for the node's ECDSA signatures (the sans-IO core takes it as input).
+    let rng: crate::identity::SharedRandom = std::sync::Arc::new(super::os_random());
+    let signer = files.local.map(|identity| crate::identity::Signer { identity, rng });
+    peer.enable_storage(started, storage, Box::new(store), ids, signer);
     Ok(())
 }
 

@@ -57,19 +57,33 @@ pub enum NodeState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A join (or rejoin) was admitted; `successor` is our successor.
-    Joined { successor: Contact },
-    /// Our successor is now `successor` (ourselves when alone).
-    SuccessorChanged { successor: Contact },
-    /// Our predecessor is now `predecessor`.
-    PredecessorChanged { predecessor: Option<Contact> },
+    Joined {
+        /// Our first successor.
+        successor: Contact,
+    },
+    /// Our successor changed.
+    SuccessorChanged {
+        /// The new successor (ourselves when alone).
+        successor: Contact,
+    },
+    /// Our predecessor changed.
+    PredecessorChanged {
+        /// The new predecessor, if any.
+        predecessor: Option<Contact>,
+    },
     /// A lookup started with [`Chord::lookup`] finished. `path` lists the nodes asked, in order;
     /// the last `confirmations` of them (at most) were asked to confirm an answer rather than to
     /// route: Chord's routing hops are `path.len() - confirmations`.
     LookupDone {
+        /// The lookup.
         id: LookupId,
+        /// The key it looked up.
         key: NodeId,
+        /// The node responsible for `key`, or why none was found.
         result: Result<Contact, LookupError>,
+        /// The nodes asked, in order.
         path: Vec<Contact>,
+        /// How many of the last on `path` were asked to confirm.
         confirmations: u32,
     },
     /// Every successor failed: we are cut off from the ring and rejoin through the bootstrap
@@ -85,6 +99,7 @@ pub enum Event {
 /// What the node has seen, for the status API and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ChordCounters {
+    /// Overlay requests answered.
     pub requests_handled: u64,
     /// Requests answered with `Refused` for any reason.
     pub requests_refused: u64,
@@ -92,6 +107,7 @@ pub struct ChordCounters {
     pub joins_refused: u64,
     /// Requests from contacts that cannot be nodes (port 0, unspecified or multicast address).
     pub malformed_contacts: u64,
+    /// RPCs sent.
     pub rpcs_sent: u64,
     /// Requests that failed: our deadline passed, or the driver reported a failure.
     pub rpc_failures: u64,
@@ -99,7 +115,9 @@ pub struct ChordCounters {
     pub late_responses: u64,
     /// Answers that made no sense for the question (a `Joined` to a `Ping`, …); ignored.
     pub unexpected_responses: u64,
+    /// Lookups started.
     pub lookups_started: u64,
+    /// Lookups that ended without an answer.
     pub lookups_failed: u64,
     /// User lookups that found nobody at first and were started again
     /// (`ChordConfig::lookup_retry_delay`).
@@ -354,18 +372,22 @@ impl Chord {
         }
     }
 
+    /// Our own contact: Node ID and overlay address.
     pub fn me(&self) -> &Contact {
         &self.me
     }
 
+    /// The settings it runs with.
     pub fn config(&self) -> &ChordConfig {
         &self.config
     }
 
+    /// Where this node is in joining, being on the ring, and leaving.
     pub fn state(&self) -> NodeState {
         self.state
     }
 
+    /// Our predecessor, once known.
     pub fn predecessor(&self) -> Option<&Contact> {
         self.predecessor.as_ref()
     }
@@ -390,6 +412,7 @@ impl Chord {
         self.counters.forged_links += n as u64;
     }
 
+    /// What the Chord core has done, for `p2psip status`.
     pub fn counters(&self) -> &ChordCounters {
         &self.counters
     }

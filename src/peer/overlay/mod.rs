@@ -41,6 +41,7 @@ pub(super) struct OverlayFace {
 /// What happened in the overlay that the driver (daemon, simulator) may want to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
+    /// Something the Chord core reported.
     Overlay(Event),
     /// A storage operation finished ([`super::StorageEvent`]).
     Storage(super::StorageEvent),

@@ -61,25 +61,34 @@ pub fn compact(name: HeaderName, letter: &str, value: impl std::fmt::Display) ->
 /// What the overlay says about itself on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayInfo {
+    /// The overlay's name (`DHT-PeerID`'s `overlay` parameter).
     pub name: String,
+    /// How Node IDs are hashed from addresses in this overlay.
     pub hash: IdHash,
 }
 
 /// Why a received overlay request cannot be handed to Chord, and the status it gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No `DHT-PeerID`, or one that does not parse.
     #[error("missing or malformed DHT-PeerID")]
     PeerId,
+    /// A `DHT-Link` that does not parse.
     #[error("malformed DHT-Link")]
     Link,
+    /// The Request-URI is not the one the method needs.
     #[error("malformed Request-URI for an overlay request")]
     RequestUri,
+    /// A protocol version we do not speak.
     #[error("unsupported overlay protocol version {0}")]
     Version(String),
+    /// A request for another overlay.
     #[error("overlay {0} is not this overlay")]
     Overlay(String),
+    /// The sender's ID is not the one its address derives.
     #[error("DHT-PeerID does not match the address the request came from")]
     IdMismatch,
+    /// A method the overlay does not use.
     #[error("not an overlay method")]
     Method,
 }
@@ -258,8 +267,11 @@ fn family(links: &[(String, Contact)], prefix: char) -> Vec<Contact> {
 
 /// The pieces of an outgoing overlay request that the transaction user chooses.
 pub struct RequestIds<'a> {
+    /// The request's Call-ID.
     pub call_id: &'a str,
+    /// Its From tag.
     pub from_tag: &'a str,
+    /// Its CSeq number.
     pub cseq: u32,
 }
 

@@ -27,13 +27,13 @@
 //!   a registration (AoR → `sip:user@ip:port` of this node) once it has joined.
 //!
 //! Unix time is `StorageConfig::unix_at_start` plus the time since the peer was created, so the
-//! driver injects the wall clock once. Signing uses ring's `SystemRandom` (ECDSA needs fresh
-//! randomness, and ring's random trait is sealed); the simulator stores pre-signed records.
+//! driver injects the wall clock once. Signing uses the randomness the driver hands in with
+//! the identity ([`Signer`]: ECDSA needs fresh randomness, and ring's random trait is sealed);
+//! the simulator stores pre-signed records.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ring::rand::SystemRandom;
 use serde::Serialize;
 use tracing::debug;
 
@@ -42,7 +42,7 @@ use super::replication::wire::StorageRequest;
 #[cfg(doc)]
 use super::Peer;
 use super::Transport;
-use crate::identity::{LocalIdentity, VerifiedCache};
+use crate::identity::{LocalIdentity, SharedRandom, Signer, VerifiedCache};
 use crate::overlay::{Chord, Contact, Event, LookupId, NodeId};
 use crate::sip::transaction::ClientTxId;
 use crate::store::{with_spares, Record, RecordKind, Store, StorePolicy};
@@ -54,6 +54,7 @@ pub struct StorageConfig {
     pub replicas: u8,
     /// b: how many successors of each place's holder keep a backup copy (`backup`).
     pub backups: u8,
+    /// The checks a storing node makes (sizes, quotas, lifetimes).
     pub policy: StorePolicy,
     /// How long this node's own records live.
     pub record_lifetime: Duration,
@@ -107,6 +108,7 @@ pub(super) const STORES_PER_OWNER_PER_SEC: f64 = 2.0;
 pub struct StorageCounters {
     /// Records held now.
     pub records_held: u64,
+    /// Stores taken.
     pub stores_accepted: u64,
     /// Stores refused by the checks (signature, chain, owner, expiry, replay, size, quota).
     pub stores_refused: u64,
@@ -117,6 +119,7 @@ pub struct StorageCounters {
     pub sent_to_tcp: u64,
     /// Storage requests that could not be read.
     pub malformed: u64,
+    /// Fetches answered.
     pub fetches_served: u64,
     /// Copies rewritten after a read found them missing, stale or invalid.
     pub read_repairs: u64,
@@ -156,6 +159,7 @@ pub struct Place {
     pub seq: Option<u64>,
     /// A fetch: the copy is valid and the newest found.
     pub current: bool,
+    /// Why the place failed, if it did.
     pub error: Option<String>,
 }
 
@@ -163,9 +167,30 @@ pub struct Place {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageEvent {
     /// A [`Peer::put`] has heard from every place.
-    Stored { op: StorageOpId, kind: RecordKind, key: String, places: Vec<Place> },
-    /// A [`Peer::fetch`] has heard from every place; `newest` is the newest valid copy.
-    Fetched { op: StorageOpId, kind: RecordKind, key: String, newest: Option<Record>, places: Vec<Place> },
+    Stored {
+        /// The put.
+        op: StorageOpId,
+        /// The record's kind.
+        kind: RecordKind,
+        /// Its resource name.
+        key: String,
+        /// Each place, as the put left it.
+        places: Vec<Place>,
+    },
+    /// A [`Peer::fetch`] has its answer: every place has answered, or a valid copy has been in
+    /// hand for a grace period (`read`).
+    Fetched {
+        /// The fetch.
+        op: StorageOpId,
+        /// The record's kind.
+        kind: RecordKind,
+        /// Its resource name.
+        key: String,
+        /// The newest valid copy found.
+        newest: Option<Record>,
+        /// Each place, as the read found it.
+        places: Vec<Place>,
+    },
 }
 
 enum Purpose {
@@ -255,7 +280,8 @@ pub struct Replication {
     store: Box<dyn Store + Send>,
     ids: VerifiedCache,
     identity: Option<LocalIdentity>,
-    system_rng: SystemRandom,
+    /// Randomness for our signatures (with `identity`).
+    rng: Option<SharedRandom>,
     /// The contacts of our registration (`publish_registration`).
     contacts: Vec<String>,
     /// Our records' last sequence number.
@@ -307,20 +333,21 @@ impl Replication {
 }
 
 impl Replication {
-    /// Storage for a node: records are checked against `ids`' root; `identity`, when given,
-    /// publishes this node's records once it has joined, with `contacts` as its registration.
+    /// Storage for a node: records are checked against `ids`' root; `signer`, when given,
+    /// publishes this node's records once it has joined (its registration names `node_addr`).
     /// `started` is the `now` the peer was created with, when Unix time was
     /// `config.unix_at_start`.
     pub(in crate::peer) fn new(
         config: StorageConfig,
         store: Box<dyn Store + Send>,
         ids: VerifiedCache,
-        identity: Option<LocalIdentity>,
+        signer: Option<Signer>,
         node_addr: std::net::SocketAddr,
         started: Instant,
         now: Instant,
     ) -> Replication {
         let records_held = store.iter().count() as u64;
+        let (identity, rng) = signer.map(|s| (s.identity, s.rng)).unzip();
         let refresh_at = identity.is_some().then(|| now + FIRST_PUBLISH_DELAY);
         let contacts = identity.as_ref().map(|i| vec![publish::default_contact(i, node_addr)]).unwrap_or_default();
         let r = config.replicas;
@@ -331,7 +358,7 @@ impl Replication {
             store,
             ids,
             identity,
-            system_rng: SystemRandom::new(),
+            rng,
             contacts,
             last_seq: 0,
             refresh_at,

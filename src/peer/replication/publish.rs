@@ -88,6 +88,7 @@ impl Replication {
     fn sign_own(&mut self, now: Instant, kind: RecordKind) -> Option<Record> {
         let unix_now = self.unix_now(now);
         let identity = self.identity.as_ref()?;
+        let rng = self.rng.as_ref()?;
         let expires_at = (unix_now + self.config.record_lifetime.as_secs()).min(identity.not_after);
         let payload = match kind {
             RecordKind::CertificateChain => encode_chain(&identity.chain).ok()?,
@@ -107,7 +108,7 @@ impl Replication {
         self.last_seq = seq;
         let unsigned =
             Unsigned { kind, key: identity.aor.to_string(), owner: identity.aor.clone(), seq, expires_at, payload };
-        match unsigned.sign(&identity.key, identity.chain.clone(), &self.system_rng) {
+        match unsigned.sign(&identity.key, identity.chain.clone(), &**rng) {
             Ok(record) => Some(record),
             Err(e) => {
                 debug!(error = %e, "could not sign our record");

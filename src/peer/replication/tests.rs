@@ -69,12 +69,13 @@ impl Net {
         let proxy = SocketAddr::new(overlay.ip(), 5060);
         let config = PeerConfig { seed: self.peers.len() as u64, ..PeerConfig::new(overlay, proxy) };
         let mut peer = Peer::new(config, self.now);
-        let identity = aor.map(|aor| {
+        let signer = aor.map(|aor| {
             let (key, cert) = self.fx.enroll(aor);
-            LocalIdentity::new(key, vec![cert], self.fx.anchor(), NOW).unwrap()
+            let identity = LocalIdentity::new(key, vec![cert], self.fx.anchor(), NOW).unwrap();
+            Signer { identity, rng: self.fx.shared_rng() }
         });
         let ids = VerifiedCache::new(self.fx.anchor(), 16);
-        peer.enable_storage(self.now, self.storage_config(), Box::new(MemoryStore::new()), ids, identity);
+        peer.enable_storage(self.now, self.storage_config(), Box::new(MemoryStore::new()), ids, signer);
         if let Some(boot) = self.peers.keys().next().copied() {
             peer.join(self.now, vec![boot]);
         }

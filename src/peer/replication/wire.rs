@@ -59,20 +59,30 @@ pub enum StorageRequest {
     /// `backup` is 0 for a place's holder; n ≥ 1 asks the holder's n-th successor to keep a
     /// backup copy (`replication::backup`), sent by the copy's previous keeper, its predecessor.
     Store {
+        /// The replica number i of the place (0: the primary).
         replica: u8,
+        /// H(K‖i): the key the storing node must be responsible for.
         replica_key: NodeId,
+        /// The signed record.
         record: Record,
+        /// 0 for the place's holder; n for its n-th backup keeper.
         backup: u8,
     },
+    /// Read a record at one of its places.
     Fetch {
+        /// The replica number i of the place.
         replica: u8,
+        /// H(K‖i).
         replica_key: NodeId,
+        /// The record's kind.
         kind: RecordKind,
+        /// Its resource name.
         key: String,
     },
 }
 
 impl StorageRequest {
+    /// The replica key the request is for.
     pub fn replica_key(&self) -> NodeId {
         match self {
             StorageRequest::Store { replica_key, .. } | StorageRequest::Fetch { replica_key, .. } => *replica_key,
@@ -83,19 +93,25 @@ impl StorageRequest {
 /// Why a storage request could not be read, with the status it gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageDecodeError {
+    /// No `DHT-Resource`, or one that does not parse.
     #[error("malformed DHT-Resource")]
     Resource,
+    /// The Request-URI is not the overlay's.
     #[error("malformed Request-URI for a storage request")]
     RequestUri,
+    /// The body is not a record.
     #[error("body is not a p2psip record")]
     Body,
+    /// The record is not the one `DHT-Resource` names.
     #[error("the record does not match DHT-Resource")]
     Mismatch,
+    /// The overlay headers are wrong (see [`overlay_wire::DecodeError`]).
     #[error(transparent)]
     Overlay(#[from] overlay_wire::DecodeError),
 }
 
 impl StorageDecodeError {
+    /// The SIP status and reason phrase a request that fails to decode gets.
     pub fn status(&self) -> (u16, String) {
         match self {
             StorageDecodeError::Overlay(e) => e.status(),
@@ -119,8 +135,11 @@ pub fn is_storage_request(msg: &Message) -> bool {
 
 /// The pieces of an outgoing request the transaction user chooses.
 pub struct RequestIds<'a> {
+    /// The request's Call-ID.
     pub call_id: &'a str,
+    /// Its From tag.
     pub from_tag: &'a str,
+    /// Its CSeq number.
     pub cseq: u32,
 }
 
@@ -250,13 +269,24 @@ pub enum StorageAnswer {
     /// A fetch for a key this node holds nothing under.
     NotFound,
     /// The replica key is not ours: try `node`.
-    NotResponsible { node: Contact },
+    NotResponsible {
+        /// The node the answerer believes is responsible.
+        node: Contact,
+    },
     /// Ask `node` (the answerer itself) again over TCP: the answer is too large to send over
     /// UDP to an address that has not proved it is the sender's (issue 11, M1: no
     /// amplification). A 302 whose Contact says `transport=tcp`.
-    UseTcp { node: Contact },
+    UseTcp {
+        /// The answerer.
+        node: Contact,
+    },
     /// Refused, with the status and reason phrase (a refused store, an invalid request).
-    Refused { status: u16, reason: String },
+    Refused {
+        /// The SIP status code.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+    },
 }
 
 /// The response carrying `answer` to `request`.

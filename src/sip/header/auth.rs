@@ -9,12 +9,14 @@ use crate::sip::syntax::{is_token, split_top_level, trim, unquote};
 /// credentials and challenges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthParams {
+    /// The scheme (`Digest`).
     pub scheme: String,
     /// Parameter names as sent; values unquoted.
     pub params: Vec<(String, String)>,
 }
 
 impl AuthParams {
+    /// Parses a challenge or credentials header value.
     pub fn parse(s: &[u8]) -> Option<AuthParams> {
         let s = trim(s);
         let sp = s.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(s.len());
@@ -46,10 +48,12 @@ impl AuthParams {
         Some(AuthParams { scheme: String::from_utf8(scheme.to_vec()).ok()?, params })
     }
 
+    /// The value of parameter `name` (case-insensitive), unquoted.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Whether the scheme is `Digest`.
     pub fn is_digest(&self) -> bool {
         self.scheme.eq_ignore_ascii_case("Digest")
     }

@@ -5,9 +5,12 @@ use std::fmt;
 use crate::sip::method::Method;
 use crate::sip::syntax::{parse_u32, trim};
 
+/// A CSeq header value (RFC 3261 §20.16): a sequence number and a method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CSeq {
+    /// The sequence number.
     pub seq: u32,
+    /// The method it numbers.
     pub method: Method,
 }
 

@@ -4,19 +4,24 @@ use std::fmt;
 
 use crate::sip::syntax::{is_token, parse_params, trim, Param};
 
+/// A media type (RFC 3261 §20.15): `type/subtype;params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaType {
     /// Lower-cased type and subtype.
     pub ty: String,
+    /// The subtype, lowercase.
     pub subtype: String,
+    /// The parameters.
     pub params: Vec<Param>,
 }
 
 impl MediaType {
+    /// `type/subtype` with no parameters.
     pub fn new(ty: &str, subtype: &str) -> MediaType {
         MediaType { ty: ty.to_ascii_lowercase(), subtype: subtype.to_ascii_lowercase(), params: Vec::new() }
     }
 
+    /// Parses a Content-Type value.
     pub fn parse(s: &[u8]) -> Option<MediaType> {
         let s = trim(s);
         let (main, params) = match s.iter().position(|&b| b == b';') {
@@ -41,6 +46,7 @@ impl MediaType {
         part(&self.ty, &other.ty) && part(&self.subtype, &other.subtype)
     }
 
+    /// Whether this is `ty/subtype` (case-insensitive).
     pub fn is(&self, ty: &str, subtype: &str) -> bool {
         self.ty.eq_ignore_ascii_case(ty) && self.subtype.eq_ignore_ascii_case(subtype)
     }

@@ -11,7 +11,7 @@ macro_rules! header_names {
         /// form maps to the same variant as the long form.
         #[derive(Debug, Clone)]
         pub enum HeaderName {
-            $( $variant, )*
+            $( #[doc = $canonical] $variant, )*
             /// Any header this crate does not interpret, named as received (no copy is made:
             /// the bytes are shared with the message buffer).
             Other(Bytes),

@@ -8,16 +8,19 @@ use crate::sip::syntax::{
 };
 use crate::sip::uri::Uri;
 
+/// A name-addr or addr-spec with header parameters (RFC 3261 §25.1): From, To, Contact, Route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
     /// The display name, unquoted.
     pub display: Option<String>,
+    /// The URI.
     pub uri: Uri,
     /// Header parameters (after the `>` or, without brackets, after the URI).
     pub params: Vec<Param>,
 }
 
 impl NameAddr {
+    /// `<uri>` with no display name or parameters.
     pub fn new(uri: Uri) -> NameAddr {
         NameAddr { display: None, uri, params: Vec::new() }
     }
@@ -56,14 +59,17 @@ impl NameAddr {
         Some(NameAddr { display, uri, params })
     }
 
+    /// The header parameter `name`, if present.
     pub fn param(&self, name: &str) -> Option<&Param> {
         find_param(&self.params, name)
     }
 
+    /// The `tag` parameter (From and To, §19.3).
     pub fn tag(&self) -> Option<&str> {
         self.param("tag").and_then(|p| p.value.as_deref())
     }
 
+    /// Sets parameter `name` (replacing it if present).
     pub fn set_param(&mut self, name: &str, value: Option<String>) {
         match self.params.iter_mut().find(|p| p.name.eq_ignore_ascii_case(name)) {
             Some(p) => p.value = value,

@@ -21,12 +21,16 @@ pub struct Via {
     pub protocol: String,
     /// Transport in upper case: `UDP`, `TCP`, `TLS`, `SCTP`, `WS` or an extension token.
     pub transport: String,
+    /// The sent-by host.
     pub host: Host,
+    /// The sent-by port, if given.
     pub port: Option<u16>,
+    /// The Via parameters (`branch`, `received`, `rport`…).
     pub params: Vec<Param>,
 }
 
 impl Via {
+    /// A Via for `transport` from `host:port` with `branch`.
     pub fn new(transport: &str, host: Host, port: Option<u16>, branch: &str) -> Via {
         Via {
             protocol: "SIP/2.0".into(),
@@ -70,10 +74,12 @@ impl Via {
         Some(Via { protocol, transport: transport.to_ascii_uppercase(), host, port, params })
     }
 
+    /// The parameter `name`, if present.
     pub fn param(&self, name: &str) -> Option<&Param> {
         find_param(&self.params, name)
     }
 
+    /// The `branch` parameter (the transaction's ID, §17.2.3).
     pub fn branch(&self) -> Option<&str> {
         self.param("branch").and_then(|p| p.value.as_deref())
     }
@@ -84,6 +90,7 @@ impl Via {
         self.branch().is_some_and(|b| b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE))
     }
 
+    /// The `received` parameter (§18.2.1).
     pub fn received(&self) -> Option<&str> {
         self.param("received").and_then(|p| p.value.as_deref())
     }

@@ -56,7 +56,7 @@ pub(super) struct ClientTransaction<A> {
 
 impl<A: Clone> ClientTransaction<A> {
     /// Sends the request and arms the timers of the initial state.
-    pub fn start(
+    pub(super) fn start(
         id: ClientTxId,
         key: Option<ClientKey>,
         request: Message,
@@ -118,7 +118,7 @@ impl<A: Clone> ClientTransaction<A> {
     }
 
     /// A response matched this transaction. Returns it when the TU should see it.
-    pub fn handle_response(&mut self, response: Message, ctx: &mut Ctx<'_, A>) -> Option<Message> {
+    pub(super) fn handle_response(&mut self, response: Message, ctx: &mut Ctx<'_, A>) -> Option<Message> {
         let code = response.status()?;
         if self.invite {
             self.handle_invite_response(code, response, ctx)
@@ -185,7 +185,7 @@ impl<A: Clone> ClientTransaction<A> {
         }
     }
 
-    pub fn handle_timer(&mut self, name: TimerName, ctx: &mut Ctx<'_, A>) {
+    pub(super) fn handle_timer(&mut self, name: TimerName, ctx: &mut Ctx<'_, A>) {
         use ClientState::*;
         match (name, self.state) {
             // §17.1.1.2: retransmit and double, with no cap, until timer B.
@@ -221,7 +221,7 @@ impl<A: Clone> ClientTransaction<A> {
         ctx.transmits.push_back((self.to.clone(), self.bytes.clone()));
     }
 
-    pub fn is_invite(&self) -> bool {
+    pub(super) fn is_invite(&self) -> bool {
         self.invite
     }
 }

@@ -24,14 +24,14 @@ pub(super) struct ClientKey {
 impl ClientKey {
     /// The key of a request we send: its top Via branch and its method. `None` without a
     /// branch, in which case no response can be matched to it.
-    pub fn for_request(request: &Message) -> Option<ClientKey> {
+    pub(super) fn for_request(request: &Message) -> Option<ClientKey> {
         let via = request.top_via().ok()?;
         let branch = via.branch()?.to_owned();
         Some(ClientKey { branch, method: request.method()?.clone() })
     }
 
     /// The key a response selects: top Via branch and CSeq method (§17.1.3).
-    pub fn for_response(response: &Message) -> Option<ClientKey> {
+    pub(super) fn for_response(response: &Message) -> Option<ClientKey> {
         let via = response.top_via().ok()?;
         let branch = via.branch()?.to_owned();
         Some(ClientKey { branch, method: response.cseq().ok()?.method })
@@ -63,7 +63,7 @@ fn tag(addr: Result<NameAddr, impl Sized>) -> Option<String> {
 impl ServerKey {
     /// The key a request selects. An ACK selects its INVITE (§17.2.3); a CANCEL its own
     /// transaction.
-    pub fn for_request(request: &Message) -> ServerKey {
+    pub(super) fn for_request(request: &Message) -> ServerKey {
         let method = match request.method() {
             Some(Method::Ack) | None => Method::Invite,
             Some(m) => m.clone(),
@@ -90,7 +90,7 @@ impl ServerKey {
 
     /// The same key with another method: a CANCEL's key turned into the key of the INVITE it
     /// cancels (§9.2: same branch and sent-by, or the same RFC 2543 fields).
-    pub fn with_method(&self, method: Method) -> ServerKey {
+    pub(super) fn with_method(&self, method: Method) -> ServerKey {
         let mut k = self.clone();
         match &mut k {
             ServerKey::Branch { method: m, .. } | ServerKey::Rfc2543 { method: m, .. } => *m = method,
@@ -101,7 +101,7 @@ impl ServerKey {
     /// Keys an ACK may have been created under. With a branch, the one key. Under RFC 2543 the
     /// ACK carries the To tag of our response, while the INVITE carried none (an initial
     /// INVITE) or the same one (a re-INVITE); the caller then checks the response's tag.
-    pub fn ack_candidates(&self) -> Vec<ServerKey> {
+    pub(super) fn ack_candidates(&self) -> Vec<ServerKey> {
         match self {
             ServerKey::Branch { .. } => vec![self.clone()],
             ServerKey::Rfc2543 { to_tag, .. } => {
@@ -118,7 +118,7 @@ impl ServerKey {
         }
     }
 
-    pub fn is_rfc2543(&self) -> bool {
+    pub(super) fn is_rfc2543(&self) -> bool {
         matches!(self, ServerKey::Rfc2543 { .. })
     }
 }

@@ -76,20 +76,38 @@ impl fmt::Display for ClientTxId {
 pub enum Received {
     /// A request that starts a new server transaction; the TU must answer it with `respond`.
     /// For CANCEL, `cancels` names the INVITE server transaction it matches (RFC 3261 §9.2), if any.
-    Request { id: ServerTxId, request: Message, cancels: Option<ServerTxId> },
+    Request {
+        /// The new server transaction.
+        id: ServerTxId,
+        /// The request.
+        request: Message,
+        /// For a CANCEL: the INVITE server transaction it matches.
+        cancels: Option<ServerTxId>,
+    },
     /// An ACK that matches no INVITE server transaction (ACK for a 2xx, §17.2.3/§13.3.1.4): goes
     /// to the TU / is proxied. Also an ACK matching an INVITE transaction in the Accepted state
     /// (RFC 6026 §7.1).
-    Ack { request: Message },
+    Ack {
+        /// The ACK.
+        request: Message,
+    },
     /// A retransmitted request (or ACK for a non-2xx) absorbed by an existing transaction; any
     /// resend was queued. Also a retransmitted response absorbed by a client transaction.
     Absorbed,
     /// A response for one of our client transactions (provisional or final; retransmitted finals
     /// are absorbed, not repeated here, except 2xx to INVITE, RFC 6026 §7.2).
-    Response { id: ClientTxId, response: Message },
+    Response {
+        /// Our client transaction.
+        id: ClientTxId,
+        /// The response.
+        response: Message,
+    },
     /// A response matching no client transaction (a proxy forwards 2xx statelessly, RFC 3261
     /// §16.7 / §18.1.2).
-    Stray { response: Message },
+    Stray {
+        /// The response.
+        response: Message,
+    },
 }
 
 /// Things that happened on a timer or as a consequence of input, drained by `poll_event`.
@@ -97,17 +115,22 @@ pub enum Received {
 pub enum Event {
     /// Timer B or F fired: treat as 408 (RFC 3261 §8.1.3.1).
     ClientTimeout {
+        /// The transaction that timed out.
         id: ClientTxId,
     },
     /// Timer H fired: the ACK for our non-2xx final response never came (§17.2.1).
     ServerAckTimeout {
+        /// The transaction whose ACK never came.
         id: ServerTxId,
     },
-    /// A transaction reached Terminated and was removed.
+    /// A client transaction reached Terminated and was removed.
     ClientTerminated {
+        /// The transaction.
         id: ClientTxId,
     },
+    /// A server transaction reached Terminated and was removed.
     ServerTerminated {
+        /// The transaction.
         id: ServerTxId,
     },
 }
@@ -115,14 +138,19 @@ pub enum Event {
 /// A call the TU made that the layer cannot honour.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransactionError {
+    /// The ID names no live transaction.
     #[error("no such transaction (never existed or already terminated)")]
     UnknownTransaction,
+    /// A second final response.
     #[error("a final response was already sent on this transaction")]
     AlreadyFinal,
+    /// A request given to `respond`.
     #[error("a request was given where a response was expected")]
     NotAResponse,
+    /// A status code outside 100..=699.
     #[error("status code {0} is outside 100..=699")]
     InvalidStatus(u16),
+    /// CANCEL asked for a transaction that is not an INVITE client transaction.
     #[error("only an INVITE client transaction can be cancelled")]
     NotInvite,
 }
@@ -178,6 +206,7 @@ pub struct TransactionLayer<A: Clone + fmt::Debug> {
 pub const BUDGETS: usize = 4;
 
 impl<A: Clone + fmt::Debug> TransactionLayer<A> {
+    /// A layer with no transactions, on `timers`.
     pub fn new(timers: Timers) -> Self {
         TransactionLayer {
             timers,
@@ -214,6 +243,7 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
         self.send_trying = on;
     }
 
+    /// The timer values it runs with.
     pub fn timers(&self) -> &Timers {
         &self.timers
     }
@@ -483,10 +513,12 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
         }
     }
 
+    /// The next message to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(A, Bytes)> {
         self.transmits.pop_front()
     }
 
+    /// The next thing that happened (timeouts, terminations).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -496,6 +528,7 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
         self.queue.next_deadline()
     }
 
+    /// Live server transactions.
     pub fn server_count(&self) -> usize {
         self.servers.len()
     }
@@ -505,14 +538,17 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
         self.servers.len() - self.completed.len()
     }
 
+    /// Live client transactions.
     pub fn client_count(&self) -> usize {
         self.clients.len()
     }
 
+    /// The state of a client transaction, while it lives.
     pub fn client_state(&self, id: ClientTxId) -> Option<ClientState> {
         self.clients.get(&id).map(|tx| tx.state)
     }
 
+    /// The state of a server transaction, while it lives.
     pub fn server_state(&self, id: ServerTxId) -> Option<ServerState> {
         self.servers.get(&id).map(|tx| tx.state)
     }

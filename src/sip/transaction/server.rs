@@ -69,7 +69,7 @@ pub(super) struct ServerTransaction<A> {
 impl<A: Clone> ServerTransaction<A> {
     /// A transaction for a new request. An INVITE starts in Proceeding and, when `send_trying`
     /// is set, answers 100 Trying at once (§17.2.1; a proxy always does, §16.2).
-    pub fn start(
+    pub(super) fn start(
         id: ServerTxId,
         key: ServerKey,
         request: &Message,
@@ -126,7 +126,7 @@ impl<A: Clone> ServerTransaction<A> {
     }
 
     /// The request that created the transaction arrived again.
-    pub fn handle_retransmission(&mut self, ctx: &mut Ctx<'_, A>) {
+    pub(super) fn handle_retransmission(&mut self, ctx: &mut Ctx<'_, A>) {
         match self.state {
             // §17.2.1, §17.2.2: resend the most recent provisional, or the final.
             ServerState::Proceeding | ServerState::Completed => self.resend_last(ctx),
@@ -137,7 +137,7 @@ impl<A: Clone> ServerTransaction<A> {
     }
 
     /// An ACK matched this (INVITE) transaction.
-    pub fn handle_ack(&mut self, ctx: &mut Ctx<'_, A>) -> AckOutcome {
+    pub(super) fn handle_ack(&mut self, ctx: &mut Ctx<'_, A>) -> AckOutcome {
         match self.state {
             // §17.2.1: the ACK stops timers G and H; timer I absorbs its retransmissions.
             ServerState::Completed => {
@@ -151,7 +151,7 @@ impl<A: Clone> ServerTransaction<A> {
     }
 
     /// The TU sends a response on this transaction.
-    pub fn respond(&mut self, response: &Message, ctx: &mut Ctx<'_, A>) -> Result<(), TransactionError> {
+    pub(super) fn respond(&mut self, response: &Message, ctx: &mut Ctx<'_, A>) -> Result<(), TransactionError> {
         let code = response.status().ok_or(TransactionError::NotAResponse)?;
         if !(100..=699).contains(&code) {
             return Err(TransactionError::InvalidStatus(code));
@@ -214,7 +214,7 @@ impl<A: Clone> ServerTransaction<A> {
         Ok(())
     }
 
-    pub fn handle_timer(&mut self, name: TimerName, ctx: &mut Ctx<'_, A>) {
+    pub(super) fn handle_timer(&mut self, name: TimerName, ctx: &mut Ctx<'_, A>) {
         match (name, self.state) {
             // §17.2.1: resend the final, doubling up to T2.
             (TimerName::G, ServerState::Completed) => {
@@ -235,7 +235,7 @@ impl<A: Clone> ServerTransaction<A> {
         }
     }
 
-    pub fn is_invite(&self) -> bool {
+    pub(super) fn is_invite(&self) -> bool {
         self.invite
     }
 }

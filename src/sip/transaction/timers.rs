@@ -178,7 +178,7 @@ pub(super) struct Armed([Option<TimerKey>; 3]);
 impl Armed {
     /// Called when `key` was popped from the queue: true (and the slot cleared) when it is
     /// still the live timer of its slot, false when it was cancelled or re-armed meanwhile.
-    pub fn fired(&mut self, name: TimerName, key: TimerKey) -> bool {
+    pub(super) fn fired(&mut self, name: TimerName, key: TimerKey) -> bool {
         let slot = &mut self.0[name.slot() as usize];
         if *slot == Some(key) {
             *slot = None;
@@ -198,7 +198,7 @@ pub(super) struct TimerQueue {
 
 impl TimerQueue {
     /// Arms `name` to fire `after` from `now`, replacing whatever ran in its slot.
-    pub fn arm(&mut self, armed: &mut Armed, tx: TxRef, name: TimerName, now: Instant, after: Duration) {
+    pub(super) fn arm(&mut self, armed: &mut Armed, tx: TxRef, name: TimerName, now: Instant, after: Duration) {
         let slot = name.slot() as usize;
         if let Some(old) = armed.0[slot].take() {
             self.entries.remove(&old);
@@ -210,32 +210,32 @@ impl TimerQueue {
         armed.0[slot] = Some(key);
     }
 
-    pub fn cancel(&mut self, armed: &mut Armed, slot: Slot) {
+    pub(super) fn cancel(&mut self, armed: &mut Armed, slot: Slot) {
         if let Some(old) = armed.0[slot as usize].take() {
             self.entries.remove(&old);
         }
     }
 
-    pub fn cancel_all(&mut self, armed: &mut Armed) {
+    pub(super) fn cancel_all(&mut self, armed: &mut Armed) {
         for slot in [Slot::Retransmit, Slot::Timeout, Slot::Linger] {
             self.cancel(armed, slot);
         }
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.entries.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// The sequence number the next armed timer will get: timers armed from here on are
     /// "new" for [`TimerQueue::pop_due`].
-    pub fn watermark(&self) -> u64 {
+    pub(super) fn watermark(&self) -> u64 {
         self.next_seq
     }
 
     /// Removes and returns the earliest timer due at `now` that was armed before `watermark`.
     /// Timers armed while firing others wait for the next call, so a zero interval cannot
     /// loop forever.
-    pub fn pop_due(&mut self, now: Instant, watermark: u64) -> Option<(TimerKey, TimerEntry)> {
+    pub(super) fn pop_due(&mut self, now: Instant, watermark: u64) -> Option<(TimerKey, TimerEntry)> {
         let (&key, _) = self.entries.first_key_value()?;
         if key.0 > now || key.1 >= watermark {
             return None;
@@ -243,7 +243,7 @@ impl TimerQueue {
         self.entries.remove(&key).map(|e| (key, e))
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
 }

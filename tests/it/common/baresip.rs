@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use super::{wait_for, ChildGuard};
 
-pub const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// One headless baresip, driven through its stdin, logging to a file.
-pub struct Phone {
+pub(crate) struct Phone {
     pub name: &'static str,
     pub process: ChildGuard,
     stdin: ChildStdin,
@@ -33,7 +33,13 @@ fn module_path() -> &'static str {
 impl Phone {
     /// baresip registered as `user` (password `password`) through `proxy`, SIP on `listen`,
     /// auto-answering, with `peers` in its contact list (a MESSAGE goes to the current one).
-    pub fn start(name: &'static str, password: &str, proxy: SocketAddr, listen: SocketAddr, peers: &[&str]) -> Phone {
+    pub(crate) fn start(
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        peers: &[&str],
+    ) -> Phone {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let config = format!(
             "poll_method epoll\nsip_listen {listen}\nnet_interface {ip}\ncall_local_timeout 120\n\
@@ -72,7 +78,7 @@ impl Phone {
     }
 
     /// The log with colour codes removed.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let raw = std::fs::read(&self.log).unwrap_or_default();
         let text = String::from_utf8_lossy(&raw);
         let mut out = String::with_capacity(text.len());
@@ -93,21 +99,21 @@ impl Phone {
     }
 
     /// Waits until the log contains `needle`; returns the log.
-    pub fn wait(&self, needle: &str) -> Option<String> {
+    pub(crate) fn wait(&self, needle: &str) -> Option<String> {
         wait_for(WAIT, || Some(self.log()).filter(|l| l.contains(needle)))
     }
 
-    pub fn expect(&self, needle: &str) -> String {
+    pub(crate) fn expect(&self, needle: &str) -> String {
         self.wait(needle).unwrap_or_else(|| panic!("{}: no {needle:?} in its log:\n{}", self.name, self.log()))
     }
 
-    pub fn command(&mut self, cmd: &str) {
+    pub(crate) fn command(&mut self, cmd: &str) {
         writeln!(self.stdin, "{cmd}").expect("write to baresip");
         self.stdin.flush().expect("flush");
     }
 
     /// The (transmitted, received) RTP packet counts baresip printed at the end of a call.
-    pub fn packets(&self) -> Option<(u64, u64)> {
+    pub(crate) fn packets(&self) -> Option<(u64, u64)> {
         let log = self.log();
         let line = log.lines().rev().find(|l| l.trim_start().starts_with("packets:"))?;
         let mut n = line.split_whitespace().skip(1).map(|x| x.parse::<u64>().ok());
@@ -117,7 +123,7 @@ impl Phone {
 
 /// Each phone's RTP counters, printed at the end of a call, show packets sent and received:
 /// media flowed both ways (checked, not assumed).
-pub fn assert_rtp_both_ways(a: &Phone, b: &Phone) {
+pub(crate) fn assert_rtp_both_ways(a: &Phone, b: &Phone) {
     for p in [a, b] {
         let (tx, rx) =
             wait_for(WAIT, || p.packets()).unwrap_or_else(|| panic!("{}: no packet counts:\n{}", p.name, p.log()));

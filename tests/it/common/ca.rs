@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::{free_addrs, ip, p2psip, wait_for, ChildGuard, Finished};
 
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `p2psip ARGS` in `dir` to completion.
-pub fn run(dir: &Path, args: &[&str]) -> Finished {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Finished {
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let (out_path, err_path) = (dir.join(format!("out-{n}")), dir.join(format!("err-{n}")));
     let child = p2psip(dir)
@@ -32,7 +32,7 @@ pub fn run(dir: &Path, args: &[&str]) -> Finished {
 }
 
 /// A running `p2psip ca serve`, its URL and the fingerprint it printed.
-pub struct Ca {
+pub(crate) struct Ca {
     pub process: ChildGuard,
     pub url: String,
     pub fingerprint: String,
@@ -40,7 +40,7 @@ pub struct Ca {
 }
 
 impl Ca {
-    pub fn serve(work: &Path, ca_dir: &Path, ip_text: &str, extra: &[&str]) -> Ca {
+    pub(crate) fn serve(work: &Path, ca_dir: &Path, ip_text: &str, extra: &[&str]) -> Ca {
         let listen: SocketAddr = free_addrs(ip(ip_text), 1)[0];
         let tag = listen.port();
         let (out, log) = (work.join(format!("ca-{tag}.out")), work.join(format!("ca-{tag}.log")));
@@ -66,12 +66,12 @@ impl Ca {
         Ca { process, url, fingerprint, log }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-pub fn enroll(work: &Path, aor: &str, ca: &Ca, data_dir: &Path, extra: &[&str]) -> Finished {
+pub(crate) fn enroll(work: &Path, aor: &str, ca: &Ca, data_dir: &Path, extra: &[&str]) -> Finished {
     let mut args = vec![
         "enroll",
         aor,

@@ -17,18 +17,18 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-pub mod baresip;
-pub mod ca;
-pub mod ring;
+pub(crate) mod baresip;
+pub(crate) mod ca;
+pub(crate) mod ring;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
 
 /// How long a node may take to start answering `/health`.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Polls `cond` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = cond() {
@@ -41,7 +41,7 @@ pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Op
     }
 }
 
-pub fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().expect("test IP address")
 }
 
@@ -51,7 +51,7 @@ pub fn ip(s: &str) -> IpAddr {
 /// The ports come from below the kernel's ephemeral range: a port the kernel picked with
 /// bind(0) is the next one it may give to any test's wildcard client socket, which would then
 /// take the port between this call and the node's own bind (`EADDRINUSE`).
-pub fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (low, high) = (10_000u32, ephemeral_low().min(32_768));
@@ -77,7 +77,7 @@ pub fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
 
 /// The first of `len` consecutive ports on `ip` free for UDP right now (sipp's `-mp` takes
 /// the audio port and binds the next ones for RTCP and video).
-pub fn free_port_run(ip: IpAddr, len: u16) -> u16 {
+pub(crate) fn free_port_run(ip: IpAddr, len: u16) -> u16 {
     loop {
         let [first] = free_ports(ip, 1).try_into().expect("one port");
         let Some(last) = first.checked_add(len - 1) else { continue };
@@ -96,12 +96,12 @@ fn ephemeral_low() -> u32 {
         .unwrap_or(32_768)
 }
 
-pub fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
+pub(crate) fn free_addrs(ip: IpAddr, n: usize) -> Vec<SocketAddr> {
     free_ports(ip, n).into_iter().map(|p| SocketAddr::new(ip, p)).collect()
 }
 
 /// A child process that is killed (by PID, through its handle) when the guard drops.
-pub struct ChildGuard {
+pub(crate) struct ChildGuard {
     child: Child,
     exit: Option<ExitStatus>,
     /// Dropped while still running: SIGTERM first, so a process with children of its own
@@ -113,27 +113,27 @@ pub struct ChildGuard {
 const GRACE: Duration = Duration::from_secs(5);
 
 impl ChildGuard {
-    pub fn new(child: Child) -> ChildGuard {
+    pub(crate) fn new(child: Child) -> ChildGuard {
         ChildGuard { child, exit: None, graceful: false }
     }
 
     /// A guard whose drop (say, on a failed assertion) asks the process to stop before it
     /// kills it: for processes that must end their own children.
-    pub fn graceful(child: Child) -> ChildGuard {
+    pub(crate) fn graceful(child: Child) -> ChildGuard {
         ChildGuard { child, exit: None, graceful: true }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The child's stdin, when it was spawned with `Stdio::piped()`.
-    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+    pub(crate) fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
         self.child.stdin.take()
     }
 
     /// The exit status if the process has ended.
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
             self.exit = self.child.try_wait().expect("try_wait");
         }
@@ -141,12 +141,12 @@ impl ChildGuard {
     }
 
     /// Waits up to `timeout` for the process to end.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_for(timeout, || self.try_exit())
     }
 
     /// Kills this process only, at once (SIGKILL through its own handle), and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if self.try_exit().is_none() {
             self.child.kill().expect("kill -9");
             self.exit = Some(self.child.wait().expect("wait"));
@@ -154,7 +154,7 @@ impl ChildGuard {
     }
 
     /// Sends SIGTERM to this process only.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
         assert!(ok.success(), "kill -TERM {} failed", self.pid());
     }
@@ -176,21 +176,21 @@ impl Drop for ChildGuard {
 
 /// A `p2psip` command for tests: no RUST_LOG from the environment, and the XDG data home in
 /// `dir` so nothing touches the real home directory.
-pub fn p2psip(dir: &Path) -> Command {
+pub(crate) fn p2psip(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("RUST_LOG").env("XDG_DATA_HOME", dir.join("xdg-data")).current_dir(dir);
     cmd
 }
 
 /// What a finished command printed.
-pub struct Finished {
+pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// Runs `p2psip args…` to completion (killing it after `timeout`), capturing its output.
-pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
+pub(crate) fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
     let dir = TempDir::new().expect("temp dir");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let child = p2psip(dir.path())
@@ -209,7 +209,7 @@ pub fn run_p2psip(args: &[&str], timeout: Duration) -> Finished {
 }
 
 /// `p2psip account add AOR --password-stdin --data-dir DATA EXTRA…`, run in `dir`, must succeed.
-pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[&str]) {
+pub(crate) fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[&str]) {
     let mut child = p2psip(dir)
         .args(["account", "add", aor, "--password-stdin", "--data-dir"])
         .arg(data)
@@ -226,7 +226,7 @@ pub fn add_account(dir: &Path, data: &Path, aor: &str, password: &str, extra: &[
 
 /// A running node, with its data directory and log file; killed by PID when dropped.
 /// Started with [`Node::builder`].
-pub struct Node {
+pub(crate) struct Node {
     pub process: ChildGuard,
     pub listen: SocketAddr,
     pub proxy: SocketAddr,
@@ -238,7 +238,7 @@ pub struct Node {
 }
 
 /// How a [`Node`] starts: `Node::builder(ip).config(..).data_dir(..).join(..).start()`.
-pub struct NodeBuilder {
+pub(crate) struct NodeBuilder {
     ip: IpAddr,
     listen: Option<SocketAddr>,
     addrs: Option<[SocketAddr; 3]>,
@@ -252,64 +252,64 @@ pub struct NodeBuilder {
 
 impl NodeBuilder {
     /// The overlay address; the proxy and HTTP ports are free ones of the same IP.
-    pub fn listen(mut self, listen: SocketAddr) -> NodeBuilder {
+    pub(crate) fn listen(mut self, listen: SocketAddr) -> NodeBuilder {
         self.listen = Some(listen);
         self
     }
 
     /// The overlay, proxy and HTTP addresses (a restart on the same ones).
-    pub fn addrs(mut self, addrs: [SocketAddr; 3]) -> NodeBuilder {
+    pub(crate) fn addrs(mut self, addrs: [SocketAddr; 3]) -> NodeBuilder {
         self.addrs = Some(addrs);
         self
     }
 
     /// Addresses from the config file alone: only `--http` is given, and the overlay and
     /// proxy addresses are read back from `/status`.
-    pub fn addrs_from_config(mut self, http: SocketAddr) -> NodeBuilder {
+    pub(crate) fn addrs_from_config(mut self, http: SocketAddr) -> NodeBuilder {
         self.http_only = Some(http);
         self
     }
 
     /// `--config PATH`.
-    pub fn config(mut self, path: impl AsRef<Path>) -> NodeBuilder {
+    pub(crate) fn config(mut self, path: impl AsRef<Path>) -> NodeBuilder {
         self.config = Some(path.as_ref().to_owned());
         self
     }
 
     /// A data directory the test owns (kept across restarts; the log goes beside it), instead
     /// of a fresh temporary one.
-    pub fn data_dir(mut self, data: impl AsRef<Path>) -> NodeBuilder {
+    pub(crate) fn data_dir(mut self, data: impl AsRef<Path>) -> NodeBuilder {
         self.data = Some(data.as_ref().to_owned());
         self
     }
 
     /// `--join ADDR`.
-    pub fn join(mut self, bootstrap: SocketAddr) -> NodeBuilder {
+    pub(crate) fn join(mut self, bootstrap: SocketAddr) -> NodeBuilder {
         self.join = Some(bootstrap);
         self
     }
 
     /// Local accounts added before the node starts (`p2psip account add`, user → password),
     /// without a certificate for them.
-    pub fn accounts(mut self, accounts: &[(&str, &str)]) -> NodeBuilder {
+    pub(crate) fn accounts(mut self, accounts: &[(&str, &str)]) -> NodeBuilder {
         self.accounts.extend(accounts.iter().map(|(a, p)| (a.to_string(), p.to_string(), false)));
         self
     }
 
     /// A local account for the AoR the node's enrolled certificate names.
-    pub fn enrolled_account(mut self, aor: &str, password: &str) -> NodeBuilder {
+    pub(crate) fn enrolled_account(mut self, aor: &str, password: &str) -> NodeBuilder {
         self.accounts.push((aor.into(), password.into(), true));
         self
     }
 
     /// More flags after the addresses.
-    pub fn args(mut self, args: &[&str]) -> NodeBuilder {
+    pub(crate) fn args(mut self, args: &[&str]) -> NodeBuilder {
         self.args.extend(args.iter().map(|s| s.to_string()));
         self
     }
 
     /// Starts the node and waits until it answers `/health`.
-    pub fn start(self) -> Node {
+    pub(crate) fn start(self) -> Node {
         let temp = self.data.is_none().then(|| TempDir::new().expect("temp dir"));
         let data = match (&self.data, &temp) {
             (Some(d), _) => d.clone(),
@@ -364,7 +364,7 @@ impl NodeBuilder {
 
 impl Node {
     /// A node on free ports of `ip_text` (a loopback address the test owns).
-    pub fn builder(ip_text: &str) -> NodeBuilder {
+    pub(crate) fn builder(ip_text: &str) -> NodeBuilder {
         NodeBuilder {
             ip: ip(ip_text),
             listen: None,
@@ -379,16 +379,16 @@ impl Node {
     }
 
     /// Starts a node on `ip` with free ports and waits until it answers `/health`.
-    pub fn start(ip: &str) -> Node {
+    pub(crate) fn start(ip: &str) -> Node {
         Node::builder(ip).start()
     }
 
     /// Starts a node on free ports of `ip_text`, with `extra` flags after the addresses.
-    pub fn start_with(ip_text: &str, extra: &[&str]) -> Node {
+    pub(crate) fn start_with(ip_text: &str, extra: &[&str]) -> Node {
         Node::builder(ip_text).args(extra).start()
     }
 
-    pub fn wait_ready(&mut self) {
+    pub(crate) fn wait_ready(&mut self) {
         let ready = wait_for(READY_TIMEOUT, || {
             if let Some(status) = self.process.try_exit() {
                 panic!("node exited during startup ({status}); log:\n{}", self.log());
@@ -399,44 +399,49 @@ impl Node {
     }
 
     /// The directory the node runs in (its data directory's parent).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.as_ref().map_or_else(|| self.data.parent().expect("parent"), TempDir::path)
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.data.clone()
     }
 
     /// Everything the node has logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The node's Node ID, from its overlay address (SHA-1, the default hash).
-    pub fn id(&self) -> p2psip::overlay::NodeId {
+    pub(crate) fn id(&self) -> p2psip::overlay::NodeId {
         p2psip::overlay::NodeId::from_addr(self.listen.ip(), self.listen.port(), p2psip::overlay::IdHash::Sha1)
     }
 
     /// `/status`, or `None` while the node does not answer (dead or busy).
-    pub fn status(&self) -> Option<serde_json::Value> {
+    pub(crate) fn status(&self) -> Option<serde_json::Value> {
         let (code, body) = http_get(self.http, "/status")?;
         (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
     }
 
-    pub fn status_json(&self) -> serde_json::Value {
+    pub(crate) fn status_json(&self) -> serde_json::Value {
         let (code, body) = http_get(self.http, "/status").expect("GET /status");
         assert_eq!(code, 200, "GET /status: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
     }
 
-    pub fn counter(&self, name: &str) -> u64 {
+    pub(crate) fn counter(&self, name: &str) -> u64 {
         let status = self.status_json();
         status["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {status}"))
     }
 }
 
 /// A GET with the `Host` given and `extra` header lines: `(status, body, raw headers)`.
-pub fn http_get_with_host(addr: SocketAddr, path: &str, host: &str, extra: &str) -> Option<(u16, String, String)> {
+pub(crate) fn http_get_with_host(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    extra: &str,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").ok()?;
@@ -448,12 +453,12 @@ pub fn http_get_with_host(addr: SocketAddr, path: &str, host: &str, extra: &str)
 }
 
 /// A minimal HTTP/1.1 GET: `(status code, body)`, or `None` if nothing answered.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http_get_with_host(addr, path, &addr.to_string(), "").map(|(code, body, _)| (code, body))
 }
 
 /// An OPTIONS request to the node itself (no user part), RFC 3261 §11.
-pub fn options_request(target: SocketAddr, local: SocketAddr, transport: &str, call_id: &str) -> String {
+pub(crate) fn options_request(target: SocketAddr, local: SocketAddr, transport: &str, call_id: &str) -> String {
     format!(
         "OPTIONS sip:{target} SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {local};branch=z9hG4bK{call_id};rport\r\n\
@@ -467,14 +472,14 @@ pub fn options_request(target: SocketAddr, local: SocketAddr, transport: &str, c
 }
 
 /// The status code of a SIP response, if `text` is one.
-pub fn status_code(text: &str) -> Option<u16> {
+pub(crate) fn status_code(text: &str) -> Option<u16> {
     text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
 }
 
 /// Sends an OPTIONS over UDP and waits for the final response with the same Call-ID,
 /// retransmitting as a non-INVITE client transaction does (RFC 3261 §17.1.2.2: from T1,
 /// doubling up to T2) until Timer F (64·T1) fires. Returns the status code, `None` on timeout.
-pub fn udp_options(sock: &UdpSocket, target: SocketAddr, call_id: &str) -> Option<u16> {
+pub(crate) fn udp_options(sock: &UdpSocket, target: SocketAddr, call_id: &str) -> Option<u16> {
     const T1: Duration = Duration::from_millis(500);
     const T2: Duration = Duration::from_secs(4);
     let request = options_request(target, sock.local_addr().expect("local address"), "UDP", call_id);
@@ -501,7 +506,7 @@ pub fn udp_options(sock: &UdpSocket, target: SocketAddr, call_id: &str) -> Optio
 
 /// Reads one SIP response from a stream (headers, then Content-Length body) and returns the
 /// status code; `None` if the stream ends or stays silent for `timeout`.
-pub fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
+pub(crate) fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
     s.set_read_timeout(Some(timeout)).ok()?;
     status_code(&read_tcp_message(s)?)
 }
@@ -509,7 +514,7 @@ pub fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<u16> {
 /// Reads one SIP message from a stream (headers, then the Content-Length body) with the
 /// stream's own read timeout and returns its head as text; `None` if the stream ends or a
 /// read times out.
-pub fn read_tcp_message(s: &mut TcpStream) -> Option<String> {
+pub(crate) fn read_tcp_message(s: &mut TcpStream) -> Option<String> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -8,13 +8,13 @@ use serde_json::Value;
 use super::{wait_for, Node};
 
 /// The Node ID a status answer names (`node_id`, or a node in `successors`, `predecessor`…).
-pub fn id_of(v: &Value) -> Option<NodeId> {
+pub(crate) fn id_of(v: &Value) -> Option<NodeId> {
     v["node_id"].as_str()?.parse().ok()
 }
 
 /// What is wrong with the ring formed by `nodes`, or `None` when every node's successor and
 /// predecessor are its neighbours in ID order and every node is `joined`.
-pub fn ring_errors(nodes: &[&Node]) -> Option<String> {
+pub(crate) fn ring_errors(nodes: &[&Node]) -> Option<String> {
     let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
     ids.sort();
     let n = ids.len();
@@ -37,7 +37,7 @@ pub fn ring_errors(nodes: &[&Node]) -> Option<String> {
 
 /// Polls until the ring of `nodes` is correct, for at most `patience`; returns when (the
 /// poll's start) it first was.
-pub fn wait_for_ring(nodes: &[&Node], what: &str, patience: Duration) -> Instant {
+pub(crate) fn wait_for_ring(nodes: &[&Node], what: &str, patience: Duration) -> Instant {
     let mut last = String::new();
     wait_for(patience, || {
         let at = Instant::now();
@@ -53,7 +53,7 @@ pub fn wait_for_ring(nodes: &[&Node], what: &str, patience: Duration) -> Instant
 }
 
 /// The node responsible for `key` among `ids`: the first at or after it, wrapping.
-pub fn successor_of(key: NodeId, ids: &[NodeId]) -> NodeId {
+pub(crate) fn successor_of(key: NodeId, ids: &[NodeId]) -> NodeId {
     let mut sorted = ids.to_vec();
     sorted.sort();
     sorted.iter().copied().find(|id| *id >= key).unwrap_or(sorted[0])

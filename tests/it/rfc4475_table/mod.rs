@@ -6,18 +6,18 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-pub fn corpus_dir() -> PathBuf {
+pub(crate) fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475")
 }
 
-pub fn load(name: &str) -> Bytes {
+pub(crate) fn load(name: &str) -> Bytes {
     let path = corpus_dir().join(format!("{name}.dat"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 /// What the RFC expects of the node for each message, with the section.
 #[derive(Debug, Clone, Copy)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Answered with one of these statuses.
     Status(&'static [u16]),
     /// Not answered at all.
@@ -30,7 +30,7 @@ use Expect::{Dropped, Status};
 /// challenges a sender that is no registered phone with 407 before it looks for any target
 /// (RFC 3261 §16.3 step 6, issue 11) and refuses a request in a dialog it did not Record-Route
 /// with 403 (wsinv carries a To tag); the registrar answers 401 (no credentials).
-pub const TABLE: &[(&str, &str, Expect)] = &[
+pub(crate) const TABLE: &[(&str, &str, Expect)] = &[
     ("wsinv", "3.1.1.1", Status(&[403])),
     ("intmeth", "3.1.1.2", Status(&[407])),
     ("esc01", "3.1.1.3", Status(&[407])),
