@@ -18,7 +18,7 @@ use p2psip::daemon::{self, Config};
 
 /// mimalloc instead of the system allocator: a SIP message is parsed into many small
 /// allocations, and glibc's malloc and free took 13% of the node's CPU at 18,000
-/// REGISTERs/s (docs/performance.md, "Proxy against Kamailio").
+/// REGISTERs/s (docs/performance.md, "B6 REGISTER/s through the proxy").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
