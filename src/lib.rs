@@ -7,6 +7,7 @@
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`transport`]: listeners, transports, connections and endpoints, shared by `peer` and `proxy`.
 //! - [`encoding`]: bytes written as hex text, and read back.
+//! - [`netem`]: the one link model of the simulated networks (latency ± jitter, loss).
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, certificate chain checks, the caller's signature. Sans-IO.
 //! - [`enrollment`]: what the enrollment CA makes: certificates (`ca`), its answers to requests (`desk`), the signed overlay configuration document (`config_doc`, RFC 6940 §11.1 in spirit). Sans-IO.
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod encoding;
 pub mod enrollment;
 pub mod identity;
+pub mod netem;
 pub mod overlay;
 pub mod peer;
 pub mod proxy;

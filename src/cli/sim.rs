@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::netem::LinkConfig;
 use crate::overlay::ChordConfig;
-use crate::sim::network::NetworkConfig;
 use crate::sim::scenario::{LookupStats, SimParams, SimReport};
 
 /// Simulate a ring of p2psip nodes on a virtual network and report how the overlay behaves.
@@ -137,7 +137,7 @@ impl SimArgs {
             fail: self.fail,
             churn_per_min: self.churn.max(0.0),
             churn_duration: Duration::from_secs_f64(self.churn_minutes.max(0.0) * 60.0),
-            network: NetworkConfig {
+            network: LinkConfig {
                 latency: ms(self.latency),
                 jitter: ms(self.jitter),
                 loss_percent: self.loss.clamp(0.0, 100.0),

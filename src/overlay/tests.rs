@@ -13,6 +13,7 @@ use super::testnet::invariants::{self, ring_correct};
 use super::testnet::scenarios::{self, grow_concurrently, grow_sequentially, measure_lookups};
 use super::testnet::{NetConfig, TestNet};
 use super::*;
+use crate::netem::LinkConfig;
 
 fn net(seed: u64) -> TestNet {
     TestNet::new(Instant::now(), NetConfig::new(seed))
@@ -435,8 +436,8 @@ fn nodes_sharing_an_address_sit_next_to_each_other() {
 #[test]
 fn converges_despite_lossy_links() {
     let mut config = NetConfig::new(81);
-    config.loss_per_mille = 20;
-    config.latency_max = Duration::from_millis(150);
+    config.link =
+        LinkConfig { loss_percent: 2.0, ..LinkConfig::between(Duration::from_millis(10), Duration::from_millis(150)) };
     let mut net = TestNet::new(Instant::now(), config);
     grow_sequentially(&mut net, 40).unwrap();
     let t = converge(&mut net, Duration::from_secs(600));
@@ -498,7 +499,10 @@ fn maintenance_traffic_per_node() {
 #[test]
 fn runs_replay_exactly_from_the_seed() {
     let run = || {
-        let mut net = TestNet::new(Instant::now(), NetConfig { loss_per_mille: 10, ..NetConfig::new(111) });
+        let mut net = TestNet::new(
+            Instant::now(),
+            NetConfig { link: LinkConfig { loss_percent: 1.0, ..LinkConfig::default() }, ..NetConfig::new(111) },
+        );
         let nodes = grow_sequentially(&mut net, 25).unwrap();
         kill_random(&mut net, &nodes, 5);
         net.run_for(Duration::from_secs(100));

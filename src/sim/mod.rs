@@ -41,12 +41,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::identity::{TrustAnchor, VerifiedCache};
+use crate::netem::LinkConfig;
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
 use crate::peer::StorageConfig;
 use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, PeerEvent, StorageEvent};
 use crate::store::MemoryStore;
-use network::{Network, NetworkConfig, NetworkStats};
+use network::{Network, NetworkStats};
 
 /// The overlay port of a simulated node; a second node on the same host takes the next ports.
 pub const OVERLAY_PORT: u16 = 5070;
@@ -60,7 +61,7 @@ const SHARED_HOST_EVERY: usize = 10;
 pub struct SimConfig {
     /// Seeds the simulator's generator, the network's and every node's.
     pub seed: u64,
-    pub network: NetworkConfig,
+    pub network: LinkConfig,
     /// Every node's Chord configuration.
     pub chord: ChordConfig,
     /// Signed storage on every node, checked against this root.
@@ -82,7 +83,7 @@ impl SimConfig {
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
             seed,
-            network: NetworkConfig::default(),
+            network: LinkConfig::default(),
             chord: ChordConfig::default(),
             storage: None,
             same_address: 0,

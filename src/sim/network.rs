@@ -1,5 +1,5 @@
-//! The virtual network: datagrams in flight on a virtual clock, each delayed by a fixed latency
-//! ± uniform jitter and lost with a fixed probability, all drawn from one seeded ChaCha8.
+//! The virtual network: datagrams in flight on a virtual clock, each delayed and lost as the
+//! link model says ([`crate::netem`]), all drawn from one seeded ChaCha8.
 //!
 //! It carries opaque bytes between socket addresses and knows nothing of SIP or of the nodes;
 //! like str0m's `netem`, it is itself sans-IO: `send(now, …)` queues, `poll_at` says when the
@@ -11,29 +11,13 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// How the network treats every datagram.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NetworkConfig {
-    /// One-way delay around which each datagram's delay is drawn.
-    pub latency: Duration,
-    /// Each delay is `latency ± jitter`, uniformly (never below zero).
-    pub jitter: Duration,
-    /// Each datagram is lost with this probability, in percent.
-    pub loss_percent: f64,
-}
-
-impl Default for NetworkConfig {
-    /// 30 ms ± 20 ms (the overlay test bench's 10–50 ms), no loss.
-    fn default() -> NetworkConfig {
-        NetworkConfig { latency: Duration::from_millis(30), jitter: Duration::from_millis(20), loss_percent: 0.0 }
-    }
-}
+use crate::netem::LinkConfig;
 
 /// What the network has carried since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,7 +71,7 @@ impl Ord for InFlight {
 
 /// Datagrams in flight.
 pub struct Network {
-    config: NetworkConfig,
+    config: LinkConfig,
     rng: ChaCha8Rng,
     queue: BinaryHeap<InFlight>,
     seq: u64,
@@ -95,7 +79,7 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(config: NetworkConfig, seed: u64) -> Network {
+    pub fn new(config: LinkConfig, seed: u64) -> Network {
         Network {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -105,7 +89,7 @@ impl Network {
         }
     }
 
-    pub fn config(&self) -> &NetworkConfig {
+    pub fn config(&self) -> &LinkConfig {
         &self.config
     }
 
@@ -129,11 +113,11 @@ impl Network {
     ) {
         self.stats.sent += 1;
         self.stats.bytes_sent += data.len() as u64;
-        if self.config.loss_percent > 0.0 && self.rng.random::<f64>() * 100.0 < self.config.loss_percent {
+        if self.config.lost(&mut self.rng) {
             self.stats.lost += 1;
             return;
         }
-        let delay = self.delay();
+        let delay = self.config.delay(&mut self.rng);
         self.seq += 1;
         self.queue.push(InFlight { at: now + delay, seq: self.seq, delivery: Delivery { from, to, transport, data } });
     }
@@ -151,25 +135,20 @@ impl Network {
         self.stats.delivered += 1;
         self.queue.pop().map(|f| f.delivery)
     }
-
-    fn delay(&mut self) -> Duration {
-        let jitter = self.config.jitter.as_micros() as i64;
-        let offset = if jitter > 0 { self.rng.random_range(-jitter..=jitter) } else { 0 };
-        let micros = (self.config.latency.as_micros() as i64 + offset).max(0);
-        Duration::from_micros(micros as u64)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
 
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn delays_stay_within_jitter_and_loss_is_about_right() {
         let now = Instant::now();
-        let config = NetworkConfig { loss_percent: 10.0, ..NetworkConfig::default() };
+        let config = LinkConfig { loss_percent: 10.0, ..LinkConfig::default() };
         let mut net = Network::new(config, 7);
         let a: SocketAddr = "10.0.0.1:5070".parse().unwrap();
         for _ in 0..10_000 {

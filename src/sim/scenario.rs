@@ -16,10 +16,10 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::Serialize;
 
-use super::network::NetworkConfig;
 use super::records::{RecordSet, RecordsReport};
 use super::tally::{self, KindTraffic};
 use super::{LookupRecord, Sim, SimConfig, SimStorage};
+use crate::netem::LinkConfig;
 use crate::overlay::testnet::invariants::{self, InvariantViolation, RingDiagnosis};
 use crate::overlay::testnet::scenarios::p99;
 
@@ -41,7 +41,7 @@ pub struct SimParams {
     pub churn_per_min: f64,
     /// How long churn lasts.
     pub churn_duration: Duration,
-    pub network: NetworkConfig,
+    pub network: LinkConfig,
     pub chord: ChordConfig,
     /// Spacing of joins while the ring grows.
     pub join_interval: Duration,
@@ -62,7 +62,7 @@ impl SimParams {
             fail: None,
             churn_per_min: 0.0,
             churn_duration: Duration::from_secs(600),
-            network: NetworkConfig::default(),
+            network: LinkConfig::default(),
             chord: ChordConfig::default(),
             join_interval: Duration::from_millis(50),
             traffic_window: Duration::from_secs(60),

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::network::NetworkConfig;
 use super::scenario::{self, SimParams};
 use super::*;
+use crate::netem::LinkConfig;
 use crate::overlay::testnet::invariants;
 
 fn params(nodes: usize, seed: u64) -> SimParams {
@@ -76,7 +76,7 @@ fn churn_and_loss_leave_lookups_mostly_right() {
     let p = SimParams {
         churn_per_min: 12.0,
         churn_duration: Duration::from_secs(120),
-        network: NetworkConfig { loss_percent: 1.0, ..NetworkConfig::default() },
+        network: LinkConfig { loss_percent: 1.0, ..LinkConfig::default() },
         ..params(40, 8)
     };
     let r = scenario::run(Instant::now(), &p).unwrap();

@@ -2,9 +2,9 @@
 //! abstract RPCs instead of SIP (the simulator, `crate::sim`, runs whole peers and shares its
 //! [`invariants`]).
 //!
-//! One event queue holds every message in flight, each delivered after a latency drawn
-//! uniformly from `[latency_min, latency_max]` and dropped with probability `loss_per_mille`,
-//! both from one seeded ChaCha8 generator, so a run is replayed exactly from its seed. Like
+//! One event queue holds every message in flight, each delayed and lost as the simulator's
+//! link model says ([`crate::netem::LinkConfig`]: latency ± jitter, loss in percent), drawn
+//! from one seeded ChaCha8 generator, so a run is replayed exactly from its seed. Like
 //! the SIP transaction layer that will sit under Chord in the daemon, the bench resends a
 //! request that has not been answered after `T1`, `2·T1`, `4·T1`… (RFC 3261 §17.1.2.2, Timer E)
 //! until the node's RPC deadline, and answers every copy that arrives from the cached response,
@@ -38,14 +38,13 @@ use super::config::ChordConfig;
 use super::id::NodeId;
 use super::lookup::{LookupError, LookupId};
 use super::rpc::{Contact, Request, Response, RpcId};
+use crate::netem::LinkConfig;
 
 /// The network's behaviour and the nodes' configuration.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
-    pub latency_min: Duration,
-    pub latency_max: Duration,
-    /// Each message (request or response) is lost with this probability, in thousandths.
-    pub loss_per_mille: u32,
+    /// Each message's delay and loss (request or response), as in the simulator.
+    pub link: LinkConfig,
     /// Seeds the network's generator, which in turn seeds every node.
     pub seed: u64,
     /// Every node's configuration (its `seed` is replaced per node).
@@ -57,13 +56,11 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    /// 10–50 ms one-way latency, no loss, default Chord settings except that nodes check
+    /// 30 ms ± 20 ms one-way latency (10–50 ms), no loss, default Chord settings except that nodes check
     /// every sender's ID against its address (the bench passes true source addresses).
     pub fn new(seed: u64) -> NetConfig {
         NetConfig {
-            latency_min: Duration::from_millis(10),
-            latency_max: Duration::from_millis(50),
-            loss_per_mille: 0,
+            link: LinkConfig::default(),
             seed,
             chord: ChordConfig { verify_claims: true, ..ChordConfig::default() },
             record_events: true,
@@ -476,7 +473,7 @@ impl TestNet {
     }
 
     fn lose(&mut self) -> bool {
-        let lost = self.config.loss_per_mille > 0 && self.rng.random_range(0..1000) < self.config.loss_per_mille;
+        let lost = self.config.link.lost(&mut self.rng);
         if lost {
             self.stats.lost += 1;
         }
@@ -484,10 +481,7 @@ impl TestNet {
     }
 
     fn latency(&mut self) -> Duration {
-        let min = self.config.latency_min;
-        let max = self.config.latency_max.max(min);
-        let spread = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
-        min + Duration::from_nanos(self.rng.random_range(0..=spread))
+        self.config.link.delay(&mut self.rng)
     }
 
     fn schedule_in(&mut self, delay: Duration, delivery: Delivery) {
