@@ -221,73 +221,35 @@ fn loop_through_ourselves_is_482() {
 
 /// Peers exchanging real SIP bytes over a lossless virtual network, in lock-step.
 mod ring {
-    use std::collections::BTreeMap;
     use std::net::SocketAddr;
 
     use super::*;
+    use crate::sim::lockstep::LockStep;
 
     struct Net {
-        now: Instant,
-        peers: BTreeMap<SocketAddr, Peer>,
+        lock: LockStep,
     }
 
     impl Net {
         fn new(addrs: &[&str]) -> Net {
-            let now = Instant::now();
-            let peers = addrs
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let overlay: SocketAddr = a.parse().unwrap();
-                    let proxy = SocketAddr::new(overlay.ip(), 5060);
-                    let config = PeerConfig { seed: i as u64, ..PeerConfig::new(overlay, proxy) };
-                    (overlay, Peer::new(config, now))
-                })
-                .collect();
-            Net { now, peers }
+            let mut lock = LockStep::new(Instant::now());
+            for (i, a) in addrs.iter().enumerate() {
+                let overlay: SocketAddr = a.parse().unwrap();
+                let proxy = SocketAddr::new(overlay.ip(), 5060);
+                let config = PeerConfig { seed: i as u64, ..PeerConfig::new(overlay, proxy) };
+                lock.insert(overlay, Peer::new(config, lock.now));
+            }
+            Net { lock }
         }
 
-        /// Delivers every queued datagram (instantly), then advances to the next deadline.
         fn run_for(&mut self, d: Duration) {
-            let end = self.now + d;
-            loop {
-                let mut moved = true;
-                while moved {
-                    moved = false;
-                    let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
-                    for a in addrs {
-                        let mut out = Vec::new();
-                        self.peers.get_mut(&a).unwrap().drain(|t| out.push(t), |_| {});
-                        for t in out {
-                            moved = true;
-                            let Some(dest) = self.peers.get_mut(&t.to.remote) else { continue };
-                            let from = Endpoint { remote: a, ..t.to };
-                            dest.handle_input(self.now, Input::receive(from, t.data));
-                        }
-                    }
-                }
-                let next = self.peers.values().filter_map(Peer::poll_timeout).min();
-                match next {
-                    Some(t) if t <= end => {
-                        self.now = self.now.max(t);
-                        for p in self.peers.values_mut() {
-                            if p.poll_timeout().is_some_and(|d| d <= self.now) {
-                                p.handle_input(self.now, Input::Timeout);
-                            }
-                        }
-                    }
-                    _ => {
-                        self.now = end;
-                        return;
-                    }
-                }
-            }
+            self.lock.run_for(d, |_, _| {});
         }
 
         fn ring_ok(&self) -> bool {
-            let mut ids: Vec<NodeId> = self.peers.values().map(Peer::node_id).collect();
+            let mut ids: Vec<NodeId> = self.lock.peers.values().map(Peer::node_id).collect();
             ids.sort();
-            self.peers.values().all(|p| {
+            self.lock.peers.values().all(|p| {
                 let me = p.node_id();
                 let i = ids.iter().position(|x| *x == me).unwrap();
                 p.chord().successor().id == ids[(i + 1) % ids.len()]
@@ -303,8 +265,8 @@ mod ring {
         // refused, and the neighbours keep the node.
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5070".parse().unwrap(), "127.0.0.2:5070".parse().unwrap());
-        let now = net.now;
-        net.peers.get_mut(&b).unwrap().join(now, vec![a]);
+        let now = net.lock.now;
+        net.lock.peers.get_mut(&b).unwrap().join(now, vec![a]);
         net.run_for(Duration::from_secs(10));
         assert!(net.ring_ok());
         let attacker = Endpoint {
@@ -313,8 +275,8 @@ mod ring {
             remote: "203.0.113.5:5062".parse().unwrap(),
             conn: None,
         };
-        let now = net.now;
-        let node = net.peers.get_mut(&a).unwrap();
+        let now = net.lock.now;
+        let node = net.lock.peers.get_mut(&a).unwrap();
         let mut answered = 0;
         for i in 0..30_000 {
             for (method, uri) in [("OPTIONS", "sip:127.0.0.1:5070"), ("MESSAGE", "sip:nobody@p2p.test")] {
@@ -347,8 +309,8 @@ mod ring {
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         let mut net = Net::new(&refs);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        let now = net.now;
-        for (a, p) in net.peers.iter_mut() {
+        let now = net.lock.now;
+        for (a, p) in net.lock.peers.iter_mut() {
             if *a != boot {
                 p.join(now, vec![boot]);
             }
@@ -361,7 +323,7 @@ mod ring {
             victim,
         );
         let info = overlay_wire::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
-        let node = net.peers.get_mut(&boot).unwrap();
+        let node = net.lock.peers.get_mut(&boot).unwrap();
         let target = crate::overlay::RpcTarget::Node(node.chord().me().clone());
         for (i, request) in [
             crate::overlay::Request::Join { joiner: me.clone() },
@@ -381,7 +343,7 @@ mod ring {
             msg.headers.push_front_of(Header::new(HeaderName::Via, via));
             let data = msg.encode();
             let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: victim, conn: None };
-            node.handle_input(net.now, Input::receive(from, data.clone()));
+            node.handle_input(net.lock.now, Input::receive(from, data.clone()));
             let mut answers: Vec<Transmit> = Vec::new();
             node.drain(|t| answers.extend((t.to.remote == victim).then_some(t)), |_| {});
             let answer =
@@ -401,19 +363,19 @@ mod ring {
     fn three_peers_form_a_ring_over_sip() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070", "127.0.0.3:5070", "127.0.0.3:5072"]);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        let now = net.now;
-        for (a, p) in net.peers.iter_mut() {
+        let now = net.lock.now;
+        for (a, p) in net.lock.peers.iter_mut() {
             if *a != boot {
                 p.join(now, vec![boot]);
             }
         }
         net.run_for(Duration::from_secs(30));
         assert!(net.ring_ok(), "ring not correct after 30 s");
-        let overlay: u64 = net.peers.values().map(|p| p.counters().overlay_requests).sum();
+        let overlay: u64 = net.lock.peers.values().map(|p| p.counters().overlay_requests).sum();
         assert!(overlay > 0);
         // Every refusal was Chord's own (a node asked before its join completed), none the SIP
         // mapping's: every DHT-PeerID matched the address it came from.
-        for p in net.peers.values() {
+        for p in net.lock.peers.values() {
             assert_eq!(p.counters().overlay_refused, p.chord().counters().requests_refused);
         }
     }
@@ -421,7 +383,7 @@ mod ring {
     #[test]
     fn a_request_of_another_protocol_version_gets_420_and_is_counted() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
-        let now = net.now;
+        let now = net.lock.now;
         let sender: SocketAddr = "127.0.0.2:5070".parse().unwrap();
         let id = NodeId::from_addr(sender.ip(), sender.port(), crate::overlay::IdHash::Sha1);
         let request = |version: &str, call: &str| {
@@ -433,7 +395,7 @@ mod ring {
             )
         };
         let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: sender, conn: None };
-        let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        let p = net.lock.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
         // A version 1 node (before the wire format changed) is told which extension failed.
         p.handle_input(now, Input::receive(from, Bytes::from(request("1", "v1"))));
         let out = drain(p);
@@ -455,7 +417,7 @@ mod ring {
     #[test]
     fn a_forged_peer_id_is_refused() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
-        let now = net.now;
+        let now = net.lock.now;
         // A join whose DHT-PeerID claims 127.0.0.9 but comes from 127.0.0.2.
         let text = "REGISTER sip:0000000000000000000000000000000000000001@127.0.0.1:5070 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKforged\r\nFrom: <sip:x@127.0.0.2>;tag=1\r\n\
@@ -468,7 +430,7 @@ mod ring {
             remote: "127.0.0.2:5070".parse().unwrap(),
             conn: None,
         };
-        let p = net.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        let p = net.lock.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
         p.handle_input(now, Input::receive(from, Bytes::from_static(text.as_bytes())));
         let out = drain(p);
         assert_eq!(out[0].1.status(), Some(403));

@@ -25,6 +25,7 @@
 // holds for the rest of the crate.
 #![allow(missing_docs)]
 
+pub mod lockstep;
 pub mod network;
 pub mod records;
 pub mod scenario;
