@@ -1,11 +1,11 @@
 //! Classes of IP addresses that every layer needs the same answer for: which addresses learned
-//! from the network may be a next hop (issue 11, M8), and which sources count as one client
+//! from the network may be a next hop (docs/security.md, M8), and which sources count as one client
 //! for rate limits and back-offs (an IPv6 /64 is one subscriber, RFC 6177 in spirit).
 
 use std::net::{IpAddr, Ipv6Addr};
 /// Whether a node whose own (advertised) address is `own` may send to `target` as a next hop
 /// learned from the network: a registration record's contact, a Route, a storage 302 or an
-/// overlay link (issue 11, M8). Never the unspecified, multicast or broadcast addresses, never
+/// overlay link (docs/security.md, M8). Never the unspecified, multicast or broadcast addresses, never
 /// link-local ones (a stranger's way into the LAN segment), and never loopback unless the node
 /// itself lives on loopback (a test ring or the demo): otherwise any signed record or redirect
 /// could point the node at services on its own machine. A registered phone's contact is not

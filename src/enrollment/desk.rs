@@ -31,7 +31,7 @@ pub const TOKEN_LIFETIME: u64 = 3600;
 /// rate limit bounds each address, this bounds them all).
 pub const MAX_PENDING: usize = 10_000;
 /// Keys that may wait for a token for one AoR at once. A request for another key never
-/// replaces a waiting token (issue 11, M7: a second request used to take the first one over);
+/// replaces a waiting token (docs/security.md, M7: a second request used to take the first one over);
 /// it waits beside it, and the one whose holder reads the mailbox wins.
 pub const MAX_PENDING_PER_AOR: usize = 4;
 /// Tolerated clock difference: certificates start this many seconds before the request.
@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_second_request_for_the_name_does_not_take_the_first_token_over() {
-        // Issue 11, M7: eve asks for bob's name with her key after bob did; bob's token still
+        // docs/security.md, M7: eve asks for bob's name with her key after bob did; bob's token still
         // works, and eve's request waits beside it rather than replacing it.
         let rng = SystemRandom::new();
         let mut desk = desk(VerifyMode::Email, &rng);

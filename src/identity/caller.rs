@@ -1,4 +1,4 @@
-//! Who is calling (issue 11 item 4; RFC 8224's `Identity` header in spirit): a MESSAGE or
+//! Who is calling (docs/security.md, M5; RFC 8224's `Identity` header in spirit): a MESSAGE or
 //! INVITE that a node sends into the overlay for its phone carries a signature, made with the
 //! node's enrolled key, over what says who calls whom and when; the called node checks it
 //! against the caller's certificate before any phone rings.

@@ -131,7 +131,7 @@ impl NodeId {
     /// An IPv4-mapped IPv6 address hashes as the IPv4 address it carries, so a dual-stack
     /// socket reporting `::ffff:192.0.2.1` sees the same ID as an IPv4 one.
     ///
-    /// An IPv6 address hashes its /64 prefix only (issue 11, H2): one subscriber's /64 is one
+    /// An IPv6 address hashes its /64 prefix only (docs/security.md, H2): one subscriber's /64 is one
     /// address's worth of IDs, a contiguous arc, as an IPv4 address is, instead of 2^64
     /// positions to pick from in front of any key.
     pub fn from_addr(ip: IpAddr, port: u16, hash: IdHash) -> NodeId {

@@ -204,7 +204,7 @@ pub enum RpcFailure {
     #[error("malformed response")]
     Malformed,
     /// The node answered that it is overloaded (a 503 that is not the overlay's own "leaving"
-    /// refusal): it is alive. Issue 11: a busy node is asked again later, never dropped from
+    /// refusal): it is alive. docs/security.md, H4: a busy node is asked again later, never dropped from
     /// the ring; only an explicit leave or missed answers do that.
     #[error("busy")]
     Busy,

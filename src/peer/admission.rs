@@ -1,4 +1,4 @@
-//! Load-based admission for the proxy listener (issue 5 item 8): when the node is offered more
+//! Load-based admission for the proxy listener (RFC 6357 §5.1 overload control): when the node is offered more
 //! requests than its event loop can process, it refuses a share of the new ones at once with
 //! `503 Service Unavailable` and `Retry-After` (RFC 3261 §21.5.4), so the requests it does
 //! accept still complete instead of every request timing out.

@@ -40,6 +40,6 @@ pub struct Counters {
     /// Of those, the ones the load-based admission control refused (the loop was too busy).
     pub load_shed: u64,
     /// Overlay answers cut short so that an address that has not answered us gets at most
-    /// three times what it sent over UDP (issue 11, M1); one per entry dropped.
+    /// three times what it sent over UDP (docs/security.md, M1); one per entry dropped.
     pub answers_trimmed: u64,
 }

@@ -1,4 +1,4 @@
-//! The bodies of the fuzz targets for the decoders the overlay port feeds (issue 11 item 7),
+//! The bodies of the fuzz targets for the decoders the overlay port feeds (docs/security.md),
 //! kept in the library beside [`crate::sip::fuzzing`] so the committed corpus also replays
 //! as an ordinary test (`tests/it/fuzz_corpus.rs`). Each takes arbitrary bytes and panics only
 //! when an invariant breaks. Not part of the API.

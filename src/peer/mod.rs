@@ -91,11 +91,11 @@ pub struct PeerConfig {
     pub timer_c: Duration,
     /// Server transactions waiting for their final response, per listener (the phones' and
     /// the overlay's budgets are separate, so neither can starve the other); a new request
-    /// beyond this gets 503 with Retry-After (issue 5 item 8), so memory stays bounded under
+    /// beyond this gets 503 with Retry-After (RFC 6357 §5.1 overload control), so memory stays bounded under
     /// overload. Answered transactions do not count (see `max_completed_transactions`).
     pub max_server_transactions: usize,
     /// Answered server transactions kept to absorb retransmissions (Timer J, 32 s over UDP);
-    /// beyond this the oldest is forgotten (issue 11 item 3).
+    /// beyond this the oldest is forgotten (docs/security.md, H4).
     pub max_completed_transactions: usize,
     /// The Retry-After of that 503, in seconds.
     pub overload_retry_after: u32,
@@ -353,7 +353,7 @@ impl Peer {
         }
     }
 
-    /// Issue 5 item 8: while the loop is saturated, a share of the new requests on the proxy
+    /// Overload control (RFC 6357 §5.1): while the loop is saturated, a share of the new requests on the proxy
     /// listener is refused at once with 503 and Retry-After (RFC 6357 §5.1, RFC 7339
     /// §5.10.1), from the raw bytes, before the parser, the digest or a transaction run, so
     /// the accepted requests still complete. True when `data` was refused.
@@ -414,7 +414,7 @@ impl Peer {
 
     /// The proxy's overlay half: keeps our registration record in step with the phones
     /// registered for our AoR, starts the registration fetches parked requests wait for, and
-    /// hands finished fetches back to the proxy (RFC 3261 §16.5, issue 5).
+    /// hands finished fetches back to the proxy (RFC 3261 §16.5).
     fn proxy_overlay(&mut self, now: Instant) {
         self.sync_registration(now);
         while let Some((sid, aor)) = self.proxy.poll_lookup() {
@@ -508,7 +508,7 @@ impl Peer {
             return;
         }
         if self.overloaded(from.listener, &msg) {
-            // Issue 5 item 8: refuse statelessly rather than grow without bound.
+            // Overload control (RFC 6357 §5.1): refuse statelessly rather than grow without bound.
             self.counters.overload_rejected += 1;
             let retry = Header::new(HeaderName::other("Retry-After"), self.config.overload_retry_after);
             self.reject_stateless(from, &msg, Rejection::new(503, "Service Unavailable").with_header(retry));
@@ -648,7 +648,7 @@ impl Peer {
                 // retransmissions that rule once served are matched by the INVITE client
                 // transaction's Accepted state (RFC 6026 §7.2) for 64·T1, and reach the
                 // caller through the proxy's context. Relaying strays let one datagram make
-                // the node write attacker bytes to any Via it named (issue 11, C1).
+                // the node write attacker bytes to any Via it named (docs/security.md, C1).
                 debug!(from = %from.remote, msg = %response.summary(), "response matching no transaction; dropped");
                 self.counters.messages_dropped += 1;
                 self.counters.stray_responses += 1;
@@ -754,7 +754,7 @@ impl Peer {
     /// Requests the node answers itself at once and that are safe to process twice: Chord's
     /// RPCs on the overlay listener (idempotent: a retransmission gets the same answer) and
     /// OPTIONS to the node. They are answered without a server transaction (RFC 3261 §8.2.7),
-    /// so a flood of them holds no state at all (issue 11 item 3; the review's H4).
+    /// so a flood of them holds no state at all (docs/security.md, H4).
     fn answers_statelessly(&self, from: &Endpoint, msg: &Message) -> bool {
         if from.listener == Listener::Overlay && overlay_wire::is_overlay_request(msg) {
             return !storage_wire::is_storage_request(msg);
@@ -825,7 +825,7 @@ fn replace_top_via(headers: &mut Headers, via: &Via) {
     }
 }
 
-/// Issue 11, M1: whether answering `request` with `response` over UDP would send more than
+/// docs/security.md, M1: whether answering `request` with `response` over UDP would send more than
 /// three times the bytes it received, the most a source that has not proved its address gets.
 pub(crate) fn amplifies(request: &Message, response: &Message) -> bool {
     response.encode().len() > AMPLIFICATION_FACTOR * request.encode().len()

@@ -31,7 +31,7 @@ impl Peer {
         ids: VerifiedCache,
         signer: Option<Signer>,
     ) {
-        // The same enrollment proves who calls (issue 11 item 4).
+        // The same enrollment proves who calls (docs/security.md, M5).
         let callers = crate::proxy::identity::Callers::new(
             ids.root().clone(),
             signer.as_ref(),
@@ -182,7 +182,7 @@ impl Peer {
         let answer = storage.serve(now, ring, &sender, request);
         let tag = self.new_tag();
         let mut resp = storage_wire::encode_response(msg, &answer, &tag);
-        // Issue 11, M1: over UDP, an answer more than 3× the request goes only to an address
+        // docs/security.md, M1: over UDP, an answer more than 3× the request goes only to an address
         // that has answered us; anyone else is asked to come back over TCP.
         // (Cheapest first: the sizes are computed only for an unproven UDP source.)
         if !from.transport.is_reliable()

@@ -118,7 +118,7 @@ fn a_strangers_invite_retransmits_its_407_until_ack() {
     p.handle_input(now, Input::receive(from(Transport::Udp), request("INVITE", "sip:bob@p2p.test", "z9hG4bKi1", "")));
     let out = drain(&mut p);
     let codes: Vec<_> = out.iter().map(|(_, m)| m.status().unwrap()).collect();
-    // A stranger's INVITE is challenged before any routing (RFC 3261 §16.3 step 6, issue 11).
+    // A stranger's INVITE is challenged before any routing (RFC 3261 §16.3 step 6; docs/security.md, M3).
     assert_eq!(codes, [100, 407]);
     // Timer G: the 407 goes again after T1, then 2·T1 …
     now += Duration::from_millis(500);
@@ -260,7 +260,7 @@ mod ring {
 
     #[test]
     fn a_flood_of_answered_requests_takes_no_budget_and_the_ring_holds() {
-        // Issue 11 item 3 (the review's H4): 30,000 OPTIONS and 30,000 MESSAGEs from one
+        // docs/security.md, H4: 30,000 OPTIONS and 30,000 MESSAGEs from one
         // source, each answered at once, more than the 20,000-transaction budget; none is
         // refused, and the neighbours keep the node.
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
@@ -303,7 +303,7 @@ mod ring {
 
     #[test]
     fn answers_to_an_unproven_address_are_at_most_three_times_the_request() {
-        // Issue 11, M1: a spoofed Join or GetNeighbours (the claim computed for the victim's
+        // docs/security.md, M1: a spoofed Join or GetNeighbours (the claim computed for the victim's
         // address) gets an answer no more than 3x its size, so the node is no amplifier.
         let addrs: Vec<String> = (1..=12).map(|i| format!("127.0.0.{i}:5070")).collect();
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
@@ -408,7 +408,7 @@ mod ring {
             Input::receive(from, Bytes::from(request(&overlay_wire::PROTOCOL_VERSION.to_string(), "v2"))),
         );
         let out = drain(p);
-        // (Before it, maybe, the ping that proves the sender's address: issue 11.)
+        // (Before it, maybe, the ping that proves the sender's address: docs/security.md, H5.)
         let answer = out.iter().find(|(_, m)| m.status().is_some()).expect("an answer");
         assert_eq!(answer.1.status(), Some(200));
         assert_eq!(p.counters().overlay_refused, 1);

@@ -1,7 +1,7 @@
 //! Who may use the proxy: digest authentication of phones (RFC 3261 §22, RFC 7616, RFC 8760)
 //! for REGISTER (401, `Authorization`) and for the requests the proxy forwards (407,
 //! `Proxy-Authorization`, §22.3), with what a public listener needs beyond the stateless
-//! check (issue 11, M6):
+//! check (docs/security.md, M6):
 //!
 //! - **Nonces bound to the source.** A nonce is an HMAC over its time stamp and the address
 //!   the challenge went to, so credentials captured on the wire do not work from anywhere else.

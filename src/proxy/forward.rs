@@ -20,7 +20,7 @@ use crate::sip::{Header, HeaderName, Message, Method, SipUri, StartLine, Uri};
 use crate::transport::{Endpoint, Listener, Transport};
 
 impl Proxy {
-    /// Issue 11 (M3): the proxy listener forwards nothing for a stranger. An out-of-dialog
+    /// docs/security.md, M3: the proxy listener forwards nothing for a stranger. An out-of-dialog
     /// request must come over the flow a phone registered from (RFC 5626 §5.3 in spirit: the
     /// flow was authenticated by its REGISTER) or carry `Proxy-Authorization` for a local
     /// account (RFC 3261 §16.3 step 6, §22.3); otherwise it gets 407. A request within a dialog
@@ -79,7 +79,7 @@ impl Proxy {
     /// The token our Record-Routes carry when a dialog crosses from the phones to the node at
     /// `node` (or back): an HMAC of that node's overlay address, so a phone's in-dialog request
     /// is forwarded to a `p2psip-node` Route only if we put it on the dialog's path ourselves
-    /// (issue 11, M3). Stateless, like the nonces: nothing is stored per dialog.
+    /// (docs/security.md, M3). Stateless, like the nonces: nothing is stored per dialog.
     pub(super) fn route_token(&self, node: SocketAddr) -> String {
         let tag = ring::hmac::sign(&self.route_key, format!("p2psip-rr {node}").as_bytes());
         crate::encoding::hex(&tag.as_ref()[..8])
@@ -87,7 +87,7 @@ impl Proxy {
 
     /// Another node's overlay listener named by a URI (a registration record's contact, a
     /// node's Record-Route), if it may be a next hop: not one of our own addresses, not
-    /// link-local, not loopback unless we are (issue 11, M8).
+    /// link-local, not loopback unless we are (docs/security.md, M8).
     pub(super) fn overlay_hop(&self, uri: &Uri) -> Option<Endpoint> {
         let to = overlay_endpoint(uri)?;
         let own = self.listener_addr(Listener::Overlay).ip();
@@ -137,7 +137,7 @@ impl Proxy {
                 }
                 Resolution::Offline => Err(Rejection::new(480, "Temporarily Unavailable")),
                 // A request from another node for a user we do not serve is refused, never
-                // looked up again and relayed (issue 5: no relaying into someone's phone).
+                // looked up again and relayed (no relaying into someone's phone).
                 Resolution::AskOverlay if from_overlay => Err(Rejection::new(404, "Not Found")),
                 // §16.5: the target set comes from the overlay's registration record.
                 Resolution::AskOverlay => Ok(Targets::AskOverlay(aor)),
@@ -145,7 +145,7 @@ impl Proxy {
         }
         // A Request-URI that is an address (a phone's Contact: in-dialog requests once our
         // Routes are popped, or preloaded): only into a registered phone's flow, from either
-        // side. Any other address would make the node an open relay (issue 11, M3).
+        // side. Any other address would make the node an open relay (docs/security.md, M3).
         if sip.host.ip().is_some() && !self.is_own(&sip.host, sip.port) {
             if let Some(to) = self.endpoint_for(&ruri, now, true) {
                 return Ok(Targets::Send(vec![(ruri.clone(), to)]));
@@ -219,7 +219,7 @@ impl Proxy {
             Targets::Send(targets)
                 if from.listener == Listener::Overlay && super::identity::needs_identity(request) =>
             {
-                // Issue 11 item 4: another node's call for our phone must prove its caller.
+                // docs/security.md, M5: another node's call for our phone must prove its caller.
                 match self.callers.as_mut() {
                     Some(c) => c.check(now, request)?,
                     None => return Err(super::identity::cannot_check()),

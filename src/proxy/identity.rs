@@ -1,4 +1,4 @@
-//! The caller's identity on calls that cross the overlay (issue 11 item 4, the review's M5):
+//! The caller's identity on calls that cross the overlay (docs/security.md, M5):
 //! what a local phone sends into the overlay as INVITE or MESSAGE is signed by this node for
 //! its enrolled AoR ([`crate::identity::caller`]); what arrives from the overlay for a local
 //! phone is checked before the phone rings, refused with 403 and the reason when the proof is

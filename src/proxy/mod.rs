@@ -24,7 +24,7 @@
 //! record, and resumed with its contacts ([`Proxy::overlay_resolved`]); `docs/proxy.md`, "The
 //! overlay path". No DNS (RFC 3263): only IP-literal next hops are reached, and
 //! a request for a domain other than the overlay's is refused with 404 "Not an overlay domain".
-//! The proxy listener forwards nothing for a stranger (issue 11): an out-of-dialog request
+//! The proxy listener forwards nothing for a stranger (docs/security.md, M3): an out-of-dialog request
 //! comes over a registered phone's flow or carries `Proxy-Authorization` (else 407), and an
 //! in-dialog one carries our Route; node Routes and address Request-URIs are followed only
 //! where we Record-Routed the dialog ourselves.
@@ -136,10 +136,10 @@ pub struct ProxyStatus {
     /// Digest attempts refused because their source address was backed off after failures.
     pub auth_backed_off: u64,
     /// Next hops refused: loopback, link-local or our own addresses named by a record, a
-    /// Route or a Request-URI, and node Routes whose token did not verify (issue 11, M3, M8).
+    /// Route or a Request-URI, and node Routes whose token did not verify (docs/security.md, M3, M8).
     pub next_hops_refused: u64,
     /// INVITEs and MESSAGEs from the overlay refused because their Identity did not prove the
-    /// caller (issue 11 item 4).
+    /// caller (docs/security.md, M5).
     pub callers_refused: u64,
     /// INVITEs and MESSAGEs from the overlay whose caller was proven.
     pub callers_verified: u64,

@@ -72,7 +72,7 @@ fn register(p: &mut Peer, now: Instant, user: &str, port: u16, password: &str, a
 }
 
 /// Alice's phone registers from 127.0.0.9:6000, where `request_text` sends from: the proxy
-/// forwards a phone's requests only over a registered flow or with credentials (issue 11).
+/// forwards a phone's requests only over a registered flow or with credentials (docs/security.md, M3).
 fn caller_registered(p: &mut Peer, now: Instant) {
     assert_eq!(register(p, now, "alice", 6000, "alice-pw", Algorithm::Md5), 200);
 }
@@ -433,7 +433,7 @@ fn no_record_is_404_and_a_record_without_contacts_is_480() {
 
 #[test]
 fn a_record_naming_loopback_link_local_or_ourselves_is_not_a_next_hop() {
-    // Issue 11, M8: a signed record is its owner's word, not a licence to reach the services
+    // docs/security.md, M8: a signed record is its owner's word, not a licence to reach the services
     // on our machine. A node on a public address refuses such contacts; one on loopback (a
     // test ring) reaches other loopback nodes, never itself.
     for (node_ip, contact, reached) in [
@@ -680,7 +680,7 @@ fn a_saturated_loop_sheds_new_requests_with_503_and_retry_after_but_not_dialogs_
 
 #[test]
 fn a_call_from_the_overlay_must_prove_its_caller() {
-    // Issue 11 item 4: bob's node checks the Identity of every INVITE or MESSAGE another node
+    // docs/security.md, M5: bob's node checks the Identity of every INVITE or MESSAGE another node
     // sends for bob: missing or forged, 403 and nothing reaches bob's phone; genuine, the
     // phone gets the request without the header.
     use crate::identity::caller;

@@ -30,7 +30,7 @@ pub struct StorePolicy {
     pub max_bytes_per_owner: usize,
     /// Furthest ahead of `unix_now` a record's `expires_at` may be, in seconds.
     pub max_lifetime: u64,
-    /// Most records this node stores for everyone together (issue 11, M2).
+    /// Most records this node stores for everyone together (docs/security.md, M2).
     pub max_total_records: usize,
     /// Most encoded bytes this node stores for everyone together.
     pub max_total_bytes: usize,
@@ -38,7 +38,7 @@ pub struct StorePolicy {
 
 /// Longest signer chain a record may carry, leaf included: the CA issues leaf and root, one
 /// intermediate is room to spare. Longer chains are refused before any signature is checked
-/// (issue 11, M2: a forged 45-certificate chain cost 45 verifications).
+/// (docs/security.md, M2: a forged 45-certificate chain cost 45 verifications).
 pub const MAX_CHAIN: usize = 3;
 
 impl Default for StorePolicy {

@@ -24,7 +24,7 @@ pub trait Store {
     fn expire(&mut self, unix_now: u64) -> Vec<Record>;
     /// What `owner` has stored here.
     fn usage(&self, owner: &Aor) -> OwnerUsage;
-    /// What every owner together has stored here (the node-wide quota, issue 11 M2).
+    /// What every owner together has stored here (the node-wide quota, docs/security.md, M2).
     fn total(&self) -> OwnerUsage;
 }
 
@@ -39,7 +39,7 @@ pub fn put_checked(
 ) -> Result<VerifiedIdentity, StoreRefusal> {
     let existing = store.get(record.kind, &record.key);
     let identity = check_store(&record, existing, store.usage(&record.owner), policy, unix_now, ids)?;
-    // The node-wide quota (issue 11, M2): with free identities, per-owner quotas alone would
+    // The node-wide quota (docs/security.md, M2): with free identities, per-owner quotas alone would
     // let disk and memory grow with the number of owners.
     let total = store.total();
     let freed = existing.map_or(0, Record::encoded_len);

@@ -340,7 +340,7 @@ fn refused_resource_held_by_another_owner() {
 
 #[test]
 fn a_long_forged_chain_is_refused_before_any_signature_is_checked() {
-    // Issue 11, M2: 45 certificates used to cost 45 P-256 verifications per packet.
+    // docs/security.md, M2: 45 certificates used to cost 45 P-256 verifications per packet.
     let mut fx = Fixture::new("example.com");
     let (key, cert) = fx.enroll("sip:alice@example.com");
     let mut record = signed(&fx, registration("sip:alice@example.com", 1, T0 + DAY, "sip:a@192.0.2.1"), &key, &cert);

@@ -1,4 +1,4 @@
-//! `p2psip demo` (issue 5): it starts, prints the softphone credentials, its three nodes on
+//! `p2psip demo`: it starts, prints the softphone credentials, its three nodes on
 //! 127.0.0.1/2/3 answer /health, two headless baresip phones configured with exactly what it
 //! printed register and call each other across nodes, and SIGINT ends it with exit 0 and none
 //! of its child processes left. Ports are picked free on all three addresses.

@@ -15,7 +15,7 @@
 //! message's response again. The test expects exactly that, except for what the node answers
 //! without a transaction: REGISTERs without credentials (cparam01/02, regescrt), which the
 //! registrar challenges statelessly (`proxy::Proxy::register_stateless`), and OPTIONS to the
-//! node itself (unkscm, novelsc; RFC 3261 §8.2.7, issue 11), so each gets its own answer.
+//! node itself (unkscm, novelsc; RFC 3261 §8.2.7; docs/security.md, H4), so each gets its own answer.
 
 #![allow(clippy::disallowed_methods)]
 

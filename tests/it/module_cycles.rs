@@ -1,4 +1,4 @@
-//! Issue 12, item 3: no import cycles between the crate's top-level modules. Each module's
+//! No import cycles between the crate's top-level modules. Each module's
 //! non-test source is read for `crate::<module>` paths (comments and `#[cfg(test)]` code left
 //! out: tests may reach across layers), and the graph they make must have no cycle. A new
 //! cycle fails here with the path that closes it and the files that make each edge.

@@ -1,4 +1,4 @@
-//! Real softphones through one node (issue 5): two headless baresip phones, alice and bob,
+//! Real softphones through one node: two headless baresip phones, alice and bob,
 //! register with digest authentication; alice calls bob, bob answers automatically, RTP flows
 //! both ways (baresip's own packet counters, read from its log); alice hangs up; alice sends
 //! bob a MESSAGE; a wrong password is refused; an unknown user is 404; once bob's phone is

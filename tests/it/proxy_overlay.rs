@@ -1,4 +1,4 @@
-//! Phones on different nodes call and message each other through the overlay (issue 5).
+//! Phones on different nodes call and message each other through the overlay.
 //!
 //! A real CA (`p2psip ca init`, `ca serve` on 127.0.0.81) enrolls alice, bob and a plain node,
 //! and is stopped before any node starts. Three nodes on 127.0.0.82–84 form a ring; alice has
@@ -135,7 +135,7 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     bob.command("/hangup");
     let reached = wait_for(WAIT, || (closed(&alice) == before + 1).then_some(()));
     assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
-    // Each INVITE and the MESSAGE proved alice as the caller to bob's node (issue 11 item 4).
+    // Each INVITE and the MESSAGE proved alice as the caller to bob's node (docs/security.md, M5).
     let registrar = b.status().unwrap_or_default()["registrar"].clone();
     assert!(registrar["callers_verified"].as_u64() >= Some(3), "{registrar}");
     assert_eq!(registrar["callers_refused"], 0, "{registrar}");

@@ -1,4 +1,4 @@
-//! sipp against a node's registrar and proxy (issue 5): REGISTER with digest authentication
+//! sipp against a node's registrar and proxy: REGISTER with digest authentication
 //! (right and wrong password, UDP and TCP), and a call INVITE/180/200/ACK/BYE from a sipp UAC to a sipp UAS
 //! registered as bob, through the proxy, over UDP.
 //!
@@ -132,7 +132,7 @@ fn call_through_the_proxy_invite_ack_bye() {
     });
     assert!(bound.is_some(), "sipp UAS did not bind its port");
     // Alice's phone registers from the port it calls from: the proxy forwards a phone's
-    // requests only over a registered flow or with credentials (issue 11).
+    // requests only over a registered flow or with credentials (docs/security.md, M3).
     let (ok, logs) = register(&node, "alice", "alice-secret", uac_port);
     assert!(ok, "alice's REGISTER failed; sipp logs:\n{logs}");
     let uac_dir = tempfile::TempDir::new().expect("temp dir");

@@ -1,4 +1,4 @@
-//! Real daemons forming a Chord ring over loopback (issue 3, items 6 and 7): 16 nodes on
+//! Real daemons forming a Chord ring over loopback: 16 nodes on
 //! 127.0.0.1–16 and 4 sharing 127.0.0.20 join through the first; the ring must be correct
 //! within a few stabilize rounds, heal after `kill -9` of five nodes, take a restarted node
 //! back at its old place, answer `p2psip lookup` for an AoR, and refuse a forged `DHT-PeerID`.

@@ -121,7 +121,7 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Issue 11 item 1 against a running node: the security review's relay probe (C1). One UDP
+/// docs/security.md, C1, against a running node. One UDP
 /// datagram, a `200 OK` whose top Via names the node's own proxy address and whose next Via
 /// names a TCP service on loopback, used to make the node connect there and write the
 /// attacker's body. Now nothing leaves: the stand-in service sees no connection and the node
@@ -155,7 +155,7 @@ fn a_stray_response_to_the_overlay_port_reaches_no_local_service() {
     assert_eq!(udp_options(&attacker, node.listen, "after-the-probes"), Some(200));
 }
 
-/// Issue 11 item 5 (the review's M4): a page that rebinds its name to 127.0.0.1 sends its own
+/// docs/security.md, M4: a page that rebinds its name to 127.0.0.1 sends its own
 /// name as `Host`, and a cross-site page is marked by the browser; both get 403, and no answer
 /// carries a CORS header.
 #[test]
@@ -180,7 +180,7 @@ fn the_status_api_answers_only_requests_for_this_machine() {
     }
 }
 
-/// Issue 11 item 3 (the review's H3): a TCP connection that never sends a message is closed,
+/// docs/security.md, H3: a TCP connection that never sends a message is closed,
 /// and one source cannot hold more than its share of connections; the node keeps answering.
 #[test]
 fn tcp_connections_are_capped_per_source_and_silent_ones_closed() {
@@ -203,7 +203,7 @@ fn tcp_connections_are_capped_per_source_and_silent_ones_closed() {
     drop(held);
 }
 
-/// Issue 11 item 3 (the review's H3): at the descriptor limit, `accept()` fails with EMFILE
+/// docs/security.md, H3: at the descriptor limit, `accept()` fails with EMFILE
 /// and leaves the socket readable. The node pauses that listener instead of spinning on it,
 /// warns about it once (not once per turn), and keeps answering over UDP.
 #[test]

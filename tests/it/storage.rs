@@ -1,4 +1,4 @@
-//! Signed records in a real overlay (issue 4): twelve daemons on 127.0.0.51–62, two of them
+//! Signed records in a real overlay: twelve daemons on 127.0.0.51–62, two of them
 //! enrolled as alice and bob. Both publish; `p2psip lookup` from a third node returns each
 //! registration with all R+1 copies valid and held by the nodes responsible for H(K‖i);
 //! after `kill -9` of alice's primary holder the lookup still returns her record; the killed

@@ -327,7 +327,7 @@ impl IssuedNames for IssuedDb {
 /// Writes one mail into `DIR/outbox/` as an RFC 5322 message; returns its path.
 pub fn write_mail(outbox: &Path, mail: &Mail, unix_now: u64, sequence: u64) -> Result<PathBuf, CaError> {
     create_dir(outbox)?;
-    // Mails hold live tokens: the outbox is the CA operator's alone (issue 11, M7).
+    // Mails hold live tokens: the outbox is the CA operator's alone (docs/security.md, M7).
     #[cfg(unix)]
     std::fs::set_permissions(outbox, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|source| CaError::Io { doing: "restrict", path: outbox.to_owned(), source })?;

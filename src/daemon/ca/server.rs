@@ -192,7 +192,7 @@ impl CaServer {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        // Issue 11, M7: at most MAX_CONNECTIONS clients at once, each for at most
+        // docs/security.md, M7: at most MAX_CONNECTIONS clients at once, each for at most
         // CONNECTION_LIFETIME, with HEADER_TIMEOUT to send its headers; slow clients cannot pin
         // the CA's descriptors.
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -279,7 +279,7 @@ async fn handle(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incomin
 async fn enroll(state: Arc<Mutex<State>>, peer: SocketAddr, req: Request<Incoming>) -> Answer {
     // The rate limit comes first: a refused client costs no parsing and no signature.
     let limited = match state.lock() {
-        // One bucket per IPv4 address or IPv6 /64 (issue 11, M7).
+        // One bucket per IPv4 address or IPv6 /64 (docs/security.md, M7).
         Ok(mut s) => s.limiter.check(crate::addr::source_group(peer.ip()), Instant::now()),
         Err(_) => return text(500, "internal error"),
     };

@@ -5,7 +5,7 @@
 //! at start, and an operator should be able to audit it with `cat`. It is replaced atomically
 //! (write a temporary file, then rename), so a crash never leaves half an account.
 //!
-//! Issue 5: only AoRs this node holds a certificate for may get accounts. When the enrolled
+//! Only AoRs this node holds a certificate for may get accounts. When the enrolled
 //! chain (`identity/chain.pem`, written by `p2psip enroll`) exists, the AoR must be the one
 //! its leaf certificate names; without it, `account add` refuses unless told
 //! `--without-certificate` (for tests and for nodes not enrolled yet).
@@ -115,7 +115,7 @@ pub fn certificate_aor(data_dir: &Path) -> Result<Option<String>, AccountsFileEr
     Ok(Some(aor))
 }
 
-/// Checks that the node's enrolled certificate names `aor` (issue 5: accounts only for AoRs
+/// Checks that the node's enrolled certificate names `aor` (accounts only for AoRs
 /// this node holds a certificate for).
 pub fn check_certificate(data_dir: &Path, aor: &str) -> Result<(), AccountsFileError> {
     let (aor, _, _) = canonical_aor(aor)?;

@@ -4,7 +4,7 @@
 //! [`RedbStore`] implements the sans-IO [`Store`] trait: every record lives in a
 //! [`MemoryStore`] (which answers reads and keeps per-owner usage), and every change is queued
 //! to a writer thread that owns the database and commits, durably, whatever has queued since
-//! its last commit in one transaction (issue 11, M2: the event loop never waits for a disk
+//! its last commit in one transaction (docs/security.md, M2: the event loop never waits for a disk
 //! sync, and a burst of stores costs one). At open, the database is read back into memory; a
 //! row that no longer decodes is dropped with a warning. Dropping the store waits for the
 //! writer to finish. The trait's methods cannot fail, so a failed write is logged and the

@@ -3,7 +3,7 @@
 //!
 //! Handlers never touch the peer: they send the event loop a `Query` over a channel.
 //!
-//! The API is for the user's own machine (issue 11, M4): a request whose `Host` is not a
+//! The API is for the user's own machine (docs/security.md, M4): a request whose `Host` is not a
 //! loopback address, `localhost` or the address the API is bound to gets 403, so a web page
 //! cannot read it through DNS rebinding; one a browser marks as cross-site (`Sec-Fetch-Site`,
 //! or an `Origin` that is not the API itself) gets 403 too, so a page cannot start lookups;

@@ -4,7 +4,7 @@
 //! A framing error ends only this connection: the stream can no longer be cut into messages,
 //! so the task reports it and drops the socket. The task never interprets SIP itself.
 //!
-//! Issue 11 (the review's H3): no connection holds its descriptor for free. An accepted one
+//! docs/security.md, H3: no connection holds its descriptor for free. An accepted one
 //! must bring its first whole message within [`FIRST_FRAME_TIMEOUT`]; a message begun must be
 //! finished within [`PARTIAL_TIMEOUT`] (no slow drip); a connection with no traffic either way
 //! for [`IDLE_TIMEOUT`] closes (longer than a phone's longest registration, so a registered

@@ -48,7 +48,7 @@ const UDP_BURST: usize = 64;
 /// How long a leaving node waits for its neighbours to acknowledge (dSIP §6.5).
 pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// TCP connections one listener holds at once; beyond it new ones are closed at accept
-/// (issue 11, the review's H3). Well below a default descriptor limit of 1024 per listener
+/// (docs/security.md, H3). Well below a default descriptor limit of 1024 per listener
 /// pair, with room for redb, the sockets and outbound connections.
 pub(crate) const MAX_CONNECTIONS_PER_LISTENER: usize = 400;
 /// TCP connections from one IPv4 address or IPv6 /64 on one listener (a NAT may hide a few

@@ -774,7 +774,7 @@ impl Chord {
         }
         self.mark_failed(now, predecessor.id);
         if still_ours && !matches!(self.state, NodeState::Leaving | NodeState::Left) {
-            // The candidate whose notify set off the check takes over, once proven (issue 11).
+            // The candidate whose notify set off the check takes over, once proven (docs/security.md, H5).
             self.set_predecessor(now, None);
             if let Some(next) = candidate.filter(|c| !self.is_failed(now, c.id)) {
                 self.notify(now, next);

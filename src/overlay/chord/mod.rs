@@ -125,7 +125,7 @@ pub struct ChordCounters {
     /// Times every successor was lost at once.
     pub isolations: u64,
     /// Node contacts other nodes named (in links, redirects, hand-offs, answers) whose ID is
-    /// not the one their address derives; dropped unused (issue 11, H1).
+    /// not the one their address derives; dropped unused (docs/security.md, H1).
     pub forged_links: u64,
     /// Notifies and joins not acted on because their sender never answered our ping.
     pub proofs_failed: u64,
@@ -426,7 +426,7 @@ impl Chord {
     /// What request `id`, still in flight, is for, by a short stable name: `stabilize`,
     /// `notify`, `check_predecessor`, `lookup` (a routing step of a user lookup),
     /// `confirmation` (asking the node named to answer for itself), `fix_fingers`, `own_place`,
-    /// `join`, `leave`, `proof` (a ping before acting on a request, issue 11) or `push` (telling
+    /// `join`, `leave`, `proof` (a ping before acting on a request, docs/security.md, H5) or `push` (telling
     /// the predecessor our successor list changed). For traffic
     /// accounting (the simulator's `traffic_by_kind`).
     pub fn rpc_kind(&self, id: RpcId) -> Option<&'static str> {

@@ -1,4 +1,4 @@
-//! Return routability (issue 11, the review's H5): a request changes who our predecessor,
+//! Return routability (docs/security.md, H5): a request changes who our predecessor,
 //! successor or fingers are only once the node it names has shown that it receives what we
 //! send to its address. Over UDP the source of a request is whatever the sender wrote, so a
 //! notify, join or leave "from" a node proves nothing by itself.

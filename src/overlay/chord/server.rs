@@ -129,7 +129,7 @@ impl Chord {
                 self.predecessor_heard_at = Some(now);
             }
         }
-        // Only a node that has answered us may become a finger (issue 11, H5); one that would
+        // Only a node that has answered us may become a finger (docs/security.md, H5); one that would
         // be a better finger is asked first.
         if self.participating() && self.fingers.would_improve(from) {
             if self.is_proven(now, from) {
@@ -247,7 +247,7 @@ impl Chord {
             }
             // And it is our new successor: adopting it now rather than at our next stabilize
             // means lookups find it from the moment it is admitted (dSIP §6.3: the admitting
-            // peer updates its links). A join over UDP may come from anyone (issue 11), so
+            // peer updates its links). A join over UDP may come from anyone (docs/security.md, H5), so
             // unless it has answered us before, a ping follows, and no answer undoes this.
             let proven = self.is_proven(now, &joiner);
             self.adopt_joiner(joiner.clone());

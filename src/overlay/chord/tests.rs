@@ -25,7 +25,7 @@ fn drain_rpcs(c: &mut Chord) -> Vec<OutgoingRpc> {
     std::iter::from_fn(|| c.poll_rpc()).collect()
 }
 
-/// `from` sends `request`, and answers the ping that proves its address (issue 11): what a
+/// `from` sends `request`, and answers the ping that proves its address (docs/security.md, H5): what a
 /// live node at that address does.
 fn proven_request(c: &mut Chord, now: Instant, from: &Contact, request: Request) -> Response {
     let answer = c.handle_request(now, from.clone(), request);
@@ -526,7 +526,7 @@ proptest! {
 
 #[test]
 fn a_spoofed_notify_or_leave_changes_nothing() {
-    // Issue 11, H1/H5. b's predecessor p is proven. A notify "from" c (spoofed: c never
+    // docs/security.md, H1/H5. b's predecessor p is proven. A notify "from" c (spoofed: c never
     // answers) is not adopted; a leave "from" p (spoofed: p still answers as a live node) is
     // ignored, hand-off and all.
     let (mut b, now) = node(2);

@@ -122,7 +122,7 @@ impl Peer {
         }
         let tag = self.tag_for(msg);
         let mut answer = overlay_wire::encode_response(msg, &response, &me, &self.overlay.info, &tag);
-        // Issue 11, M1: over UDP, an address that has not answered us gets at most 3× what it
+        // docs/security.md, M1: over UDP, an address that has not answered us gets at most 3× what it
         // sent: the longest lists are cut (fingers first), which a real node makes up for by
         // asking again once we know it.
         if !from.transport.is_reliable() && !self.overlay.chord.has_answered(now, &sender) {

@@ -131,7 +131,7 @@ fn contact_from_uri(uri: &Uri) -> Option<Contact> {
 }
 
 /// Whether a contact someone told us about names the ID its address derives (port-suffixed
-/// Node IDs): the check every learned link passes before it is used (issue 11, H1).
+/// Node IDs): the check every learned link passes before it is used (docs/security.md, H1).
 pub fn link_verifies(c: &Contact, hash: IdHash) -> bool {
     NodeId::verify_claim(c.id, c.addr.ip(), c.addr.port(), hash)
 }
@@ -470,7 +470,7 @@ pub fn encode_response(
 /// many links in it were forged (dropped). `None` when the answer is not a valid one for that
 /// request (the caller reports `RpcFailure::Malformed`), which includes an answerer whose
 /// `DHT-PeerID` is not the node we asked: the ID that the address we sent to derives, or the
-/// one we named (issue 11, H1). Every contact it names must verify against its address.
+/// one we named (docs/security.md, H1). Every contact it names must verify against its address.
 pub fn decode_response(sent: &Request, asked: &RpcTarget, msg: &Message, hash: IdHash) -> (Option<Response>, usize) {
     let Some(code) = msg.status() else { return (None, 0) };
     if let Some(reason) = refusal_for(code) {
@@ -740,7 +740,7 @@ mod tests {
 
     #[test]
     fn forged_links_are_dropped_and_a_stranger_answering_is_refused() {
-        // Issue 11, H1: an ID that is not its address's is never adopted, wherever it appears.
+        // docs/security.md, H1: an ID that is not its address's is never adopted, wherever it appears.
         let me = contact(5071);
         let req = neighbours_request(&me);
         let forged = Contact::new(me.id.wrapping_add(NodeId::pow2(0)), "192.0.2.66:5070".parse().unwrap());

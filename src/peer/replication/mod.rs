@@ -115,7 +115,7 @@ pub struct StorageCounters {
     /// Stores and fetches for a replica key this node is not responsible for (answered 302).
     pub not_responsible: u64,
     /// Answers too big for UDP to an address that had not answered us, sent back as a 302
-    /// to TCP (issue 11, M1).
+    /// to TCP (docs/security.md, M1).
     pub sent_to_tcp: u64,
     /// Storage requests that could not be read.
     pub malformed: u64,
@@ -273,7 +273,7 @@ pub(in crate::peer) enum Output {
 /// It reads the ring through `Ring` and never drives it: lookups, requests and reports go
 /// out as `Output`s, and their results come back through its `handle_*` methods.
 pub struct Replication {
-    /// Stores accepted lately per owner (issue 11, M2): at most [`STORES_PER_OWNER_BURST`]
+    /// Stores accepted lately per owner (docs/security.md, M2): at most [`STORES_PER_OWNER_BURST`]
     /// at once, refilled at [`STORES_PER_OWNER_PER_SEC`].
     owner_budget: std::collections::BTreeMap<crate::identity::Aor, (f64, Instant)>,
     config: StorageConfig,

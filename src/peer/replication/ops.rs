@@ -318,8 +318,9 @@ impl Replication {
         redirected: bool,
     ) {
         if let StorageAnswer::UseTcp { node } = &answer {
-            // Its answer is too big for UDP to an address it has not seen answer (issue 11,
-            // M1): the same request again over TCP, whose handshake proves our address.
+            // Its answer is too big for UDP to an address it has not seen answer
+            // (docs/security.md, M1): the same request again over TCP, whose handshake
+            // proves our address.
             let me = ring.chord.me().clone();
             let plausible = overlay_wire::link_verifies(node, ring.info.hash)
                 && crate::addr::next_hop_allowed(node.addr.ip(), me.addr.ip());
@@ -329,7 +330,7 @@ impl Replication {
             }
         }
         if let StorageAnswer::NotResponsible { node } = &answer {
-            // Issue 11 (H1, M8): a redirect is followed only to a node whose ID is its
+            // docs/security.md, H1, M8: a redirect is followed only to a node whose ID is its
             // address's, and never to loopback (unless we are on it), link-local or ourselves.
             let me = ring.chord.me().clone();
             let plausible = overlay_wire::link_verifies(node, ring.info.hash)

@@ -62,7 +62,7 @@ impl Replication {
 
     fn serve_fetch(&mut self, kind: RecordKind, key: &str, place: &PlaceView) -> StorageAnswer {
         let held = self.store.get(kind, key);
-        // Only for keys in our arc (issue 11, M1), or behind it when we keep a copy there
+        // Only for keys in our arc (docs/security.md, M1), or behind it when we keep a copy there
         // (`backup`): a lookup names us for a key behind us when the holder before us is gone,
         // before our predecessor pointer says so. A copy for a key ahead of us is no longer
         // ours to serve.

@@ -482,7 +482,7 @@ fn with_secret_replica_numbers_copies_sit_at_the_secret_places_and_members_read_
 
 #[test]
 fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
-    // Issue 11, M2: 1,000 accepted stores from one owner within a second, seq + 1 each time;
+    // docs/security.md, M2: 1,000 accepted stores from one owner within a second, seq + 1 each time;
     // the node keeps the first burst and refuses the rest, and another owner is not affected.
     let mut net = Net::new(3, StorePolicy::default());
     net.run_for(Duration::from_secs(30));
@@ -612,7 +612,7 @@ fn a_dead_holder_s_successor_serves_its_copy_before_the_ring_notices() {
 
 #[test]
 fn without_a_copy_a_node_still_redirects_a_fetch_for_a_key_behind_it() {
-    // Issue 11, M1: serving a key outside our arc needs a copy we keep for it.
+    // docs/security.md, M1: serving a key outside our arc needs a copy we keep for it.
     let key = "sip:alice@example.com";
     let (mut net, alice) = ring_with_alice(15);
     let (k, holder, next) = places_and_keepers(&net, key).into_iter().find(|(_, h, _)| *h != alice).unwrap();

@@ -274,7 +274,7 @@ pub enum StorageAnswer {
         node: Contact,
     },
     /// Ask `node` (the answerer itself) again over TCP: the answer is too large to send over
-    /// UDP to an address that has not proved it is the sender's (issue 11, M1: no
+    /// UDP to an address that has not proved it is the sender's (docs/security.md, M1: no
     /// amplification). A 302 whose Contact says `transport=tcp`.
     UseTcp {
         /// The answerer.

@@ -1,4 +1,4 @@
-//! Issue 11 item 1: the security review's relay probes (C1, M3, M8). Each feeds what an
+//! The relay probes of docs/security.md (C1, M3, M8). Each feeds what an
 //! attacker would send and asserts that nothing leaves for the address it names.
 
 use super::*;

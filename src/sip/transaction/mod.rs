@@ -228,7 +228,7 @@ impl<A: Clone + fmt::Debug> TransactionLayer<A> {
     }
 
     /// At most `n` answered server transactions are kept for absorbing retransmissions; past
-    /// that the oldest ends early (issue 11: an answered request costs a cached response in a
+    /// that the oldest ends early (docs/security.md, H4: an answered request costs a cached response in a
     /// bounded cache, never a slot that new requests wait for). A retransmission arriving after
     /// its transaction was evicted is taken as a new request, which is what a stateless
     /// element does anyway (RFC 3261 §8.2.7).

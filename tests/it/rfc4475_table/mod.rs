@@ -28,7 +28,7 @@ use Expect::{Dropped, Status};
 /// Every file in the corpus, its RFC 4475 section, and what the node must do with it. For
 /// well-formed requests the node answers as the role the Request-URI gives it: the proxy
 /// challenges a sender that is no registered phone with 407 before it looks for any target
-/// (RFC 3261 §16.3 step 6, issue 11) and refuses a request in a dialog it did not Record-Route
+/// (RFC 3261 §16.3 step 6; docs/security.md, M3) and refuses a request in a dialog it did not Record-Route
 /// with 403 (wsinv carries a To tag); the registrar answers 401 (no credentials).
 pub(crate) const TABLE: &[(&str, &str, Expect)] = &[
     ("wsinv", "3.1.1.1", Status(&[403])),

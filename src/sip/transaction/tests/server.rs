@@ -212,7 +212,7 @@ fn cancel_names_the_invite_it_cancels() {
 
 #[test]
 fn answered_transactions_live_in_a_bounded_cache_and_hold_no_budget() {
-    // Issue 11 item 3: an answered request costs a cached response, never a budget slot.
+    // docs/security.md, H4: an answered request costs a cached response, never a budget slot.
     let t0 = epoch();
     let mut l = layer();
     l.set_max_completed(3);
