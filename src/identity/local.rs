@@ -1,26 +1,10 @@
 //! The node's own identity once enrolled, and where it lives in the data directory.
 //!
-//! Enrollment (`p2psip enroll`) writes these files once; the daemon reads them at start and hands
-//! a [`LocalIdentity`] to the peer, which signs its records with it. Loading and writing files is
-//! the daemon's job; this module only names the layout and holds the parsed values.
+//! Enrollment (`p2psip enroll`) writes the files once; the daemon reads them at start
+//! (`daemon::files::layout` names them) and hands a [`LocalIdentity`] to the peer, which signs
+//! its records with it. This module only holds the parsed values.
 
 use super::{verify_chain, Aor, IdentityError, KeyPair, TrustAnchor, VerifiedIdentity};
-
-/// File names inside a node's data directory (`--data-dir`).
-pub mod layout {
-    /// The private key, PKCS#8 DER, file mode 0600.
-    pub const KEY: &str = "identity/key.pk8";
-    /// The certificate chain, PEM, leaf first (the root may be left out).
-    pub const CHAIN: &str = "identity/chain.pem";
-    /// The overlay's root certificate, PEM: the trust anchor every record is checked against.
-    pub const ROOT: &str = "identity/root.pem";
-    /// The signed overlay configuration document, as the CA served it.
-    pub const CONFIG_DOC: &str = "overlay-config.json";
-    /// The embedded database of records this node stores for the overlay.
-    pub const RECORDS: &str = "records.redb";
-    /// Secret replica mode only: the salt the CA gave at enrollment, hex, file mode 0600.
-    pub const REPLICA_SECRET: &str = "identity/replica-secret";
-}
 
 /// The randomness ECDSA signing needs, handed in by the driver like the clock: ring signs only
 /// with fresh randomness and its random trait is sealed, so no seeded generator can stand in

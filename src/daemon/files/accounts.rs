@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::identity::local::layout;
+use super::layout;
 use crate::proxy::accounts::{canonical_aor, Account, AccountError, Accounts};
 
 /// The accounts file's name inside the data directory.

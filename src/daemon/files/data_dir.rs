@@ -1,4 +1,4 @@
-//! A node's enrolled identity in its data directory (`identity::local::layout`): written once by
+//! A node's enrolled identity in its data directory (`daemon::files::layout`): written once by
 //! `p2psip enroll`, read by `p2psip node` at start. Everything read is verified again: the
 //! chain against the stored root at the current time, the key against the certificate, and
 //! the configuration document's signature against the root.
@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use ring::rand::SecureRandom;
 
 use crate::daemon::ca::files::{create_dir, read_file, write_file, write_private, CaError};
+use super::layout;
 use crate::encoding::{hex, unhex};
 use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};
-use crate::identity::local::layout;
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem};
 use crate::identity::{CertificateSummary, IdentityError, KeyPair, LocalIdentity, TrustAnchor};
 

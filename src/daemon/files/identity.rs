@@ -1,5 +1,5 @@
 //! Reads the node's identity from its data directory, in the layout `p2psip enroll` writes
-//! ([`crate::identity::local::layout`]): the overlay's root (`identity/root.pem`), and, when
+//! ([`crate::daemon::files::layout`]): the overlay's root (`identity/root.pem`), and, when
 //! the node's user is enrolled, its key (`identity/key.pk8`) and chain (`identity/chain.pem`).
 //!
 //! A node with the root alone stores and serves records for others; with the key and chain
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use ring::rand::SystemRandom;
 
-use crate::identity::local::layout;
+use super::layout;
 use crate::identity::{KeyPair, LocalIdentity, TrustAnchor};
 
 /// What the data directory holds.

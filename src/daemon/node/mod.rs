@@ -111,7 +111,7 @@ fn enable_storage(
         info!("no identity/root.pem in the data directory: storage is off");
         return Ok(());
     };
-    let path = data_dir.join(crate::identity::local::layout::RECORDS);
+    let path = data_dir.join(crate::daemon::files::layout::RECORDS);
     let store = record_store::RedbStore::open(&path).map_err(|e| DaemonError::Storage(e.to_string()))?;
     let held = crate::store::Store::iter(&store).count();
     let aor = files.local.as_ref().map(|l| l.aor.to_string());
