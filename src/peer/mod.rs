@@ -45,7 +45,6 @@ pub use replication::{
 
 use crate::overlay::{Chord, ChordConfig, Contact, NodeId};
 use crate::proxy::accounts::Accounts;
-use crate::proxy::registrar::RegistrarConfig;
 use crate::proxy::{Proxy, ProxyConfig, ProxyStatus};
 use crate::sip::framing::FramingError;
 use crate::sip::header::Via;
@@ -60,10 +59,10 @@ use replication::wire as storage_wire;
 pub struct PeerConfig {
     /// The overlay (node-to-node) listening address.
     pub overlay_addr: SocketAddr,
-    /// The softphone-facing proxy address.
-    pub proxy_addr: SocketAddr,
-    /// The SIP domain local phones register in; the registrar's digest realm.
-    pub domain: String,
+    /// The registrar and proxy for local phones: the proxy listener's address (`addr`), the
+    /// domain they register in (the digest realm), `Server`, expiry limits, pings, Timer C,
+    /// digest algorithms. Its `other_addrs` are filled in by [`Peer::new`].
+    pub proxy: ProxyConfig,
     /// Datagrams larger than this are dropped unread (with a warning), bounding the work a
     /// single packet can cause. RFC 3261 §18.1.1 keeps requests we send well below 1300 bytes
     /// over UDP; what we accept may be larger, up to the 65,507 an IPv4 datagram can carry.
@@ -72,8 +71,6 @@ pub struct PeerConfig {
     pub seed: u64,
     /// T1, T2, T4 (RFC 3261 §17.1.1.1).
     pub timers: Timers,
-    /// `Server` / `User-Agent` value.
-    pub server: String,
     /// The overlay's name, carried in every `DHT-PeerID`; requests naming another are refused.
     pub overlay_name: String,
     /// The Chord core's tunables (its seed is derived from `seed`).
@@ -81,14 +78,6 @@ pub struct PeerConfig {
     /// The overlay address other nodes reach us at, from which the Node ID derives. Defaults to
     /// `overlay_addr`; a node listening on a wildcard address must say which one it is.
     pub advertised_addr: Option<SocketAddr>,
-    /// The registrar's expiry limits.
-    pub registrar: RegistrarConfig,
-    /// How often registered phones are pinged with OPTIONS, and how long they have to answer.
-    pub ping_interval: Duration,
-    /// A phone that has not answered a ping after this long is unregistered.
-    pub ping_timeout: Duration,
-    /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
-    pub timer_c: Duration,
     /// Server transactions waiting for their final response, per listener (the phones' and
     /// the overlay's budgets are separate, so neither can starve the other); a new request
     /// beyond this gets 503 with Retry-After (RFC 6357 §5.1 overload control), so memory stays bounded under
@@ -103,8 +92,6 @@ pub struct PeerConfig {
     /// driver's loop, a growing share of new requests gets 503 with Retry-After
     /// (the `admission` module). 0 turns it off.
     pub overload_busy_percent: u8,
-    /// The digest algorithms REGISTER challenges offer, in order.
-    pub digest_algorithms: Vec<crate::proxy::digest::Algorithm>,
 }
 
 impl PeerConfig {
@@ -112,24 +99,17 @@ impl PeerConfig {
     pub fn new(overlay_addr: SocketAddr, proxy_addr: SocketAddr) -> PeerConfig {
         PeerConfig {
             overlay_addr,
-            proxy_addr,
-            domain: "p2p.test".into(),
+            proxy: ProxyConfig::new("p2p.test", proxy_addr),
             max_datagram_size: 16 * 1024,
             seed: 0,
             timers: Timers::default(),
-            server: format!("p2psip/{}", env!("CARGO_PKG_VERSION")),
             overlay_name: "p2p.test".into(),
             chord: ChordConfig::default(),
             advertised_addr: None,
-            registrar: RegistrarConfig::default(),
-            ping_interval: Duration::from_secs(30),
-            ping_timeout: Duration::from_secs(8),
-            timer_c: crate::proxy::DEFAULT_TIMER_C,
             max_server_transactions: 20_000,
             max_completed_transactions: 50_000,
             overload_retry_after: 5,
             overload_busy_percent: 90,
-            digest_algorithms: crate::proxy::digest::Algorithm::DEFAULT_OFFER.to_vec(),
         }
     }
 
@@ -198,7 +178,7 @@ impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let admission = admission::Admission::new(config.overload_busy_percent);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let own_sent_by = [config.overlay_addr, config.proxy_addr].iter().map(|a| sent_by(*a)).collect();
+        let own_sent_by = [config.overlay_addr, config.proxy.addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
         let id = NodeId::from_addr(node_addr.ip(), node_addr.port(), config.chord.id_hash);
         let chord_config = ChordConfig { seed: rng.random(), ..config.chord.clone() };
@@ -213,13 +193,7 @@ impl Peer {
             // The advertised overlay address first: our Via and Record-Route toward other
             // nodes name it (a wildcard listen address would reach nobody).
             other_addrs: vec![config.node_addr(), config.overlay_addr],
-            server: config.server.clone(),
-            registrar: config.registrar.clone(),
-            ping_interval: config.ping_interval,
-            ping_timeout: config.ping_timeout,
-            timer_c: config.timer_c,
-            digest_algorithms: config.digest_algorithms.clone(),
-            ..ProxyConfig::new(&config.domain, config.proxy_addr)
+            ..config.proxy.clone()
         };
         let proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
         let tag_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>());
@@ -369,7 +343,7 @@ impl Peer {
         self.counters.load_shed += 1;
         self.counters.requests_rejected += 1;
         let tag = self.new_tag();
-        let resp = raw.service_unavailable(&tag, self.config.overload_retry_after, &self.config.server);
+        let resp = raw.service_unavailable(&tag, self.config.overload_retry_after, &self.config.proxy.server);
         // Back where it came from: the connection, or the source address and port (RFC 3581
         // §4 behaviour without reading the Via).
         self.transmit(Transmit { to: from, data: Bytes::from(resp) });
@@ -626,7 +600,7 @@ impl Peer {
                     Listener::Overlay => &[overlay_wire::OPTION_TAG],
                     Listener::Proxy => policy::SUPPORTED,
                 };
-                Answer::Respond(policy::options_ok(msg, &tag, &self.config.server, supported))
+                Answer::Respond(policy::options_ok(msg, &tag, &self.config.proxy.server, supported))
             }
             Method::Register => Answer::Reject(Rejection::new(403, "Forbidden (phones register on the proxy port)")),
             Method::Ack => Answer::Nothing,
@@ -683,7 +657,7 @@ impl Peer {
         self.counters.requests_rejected += 1;
         let tag = self.tag_for(request);
         let mut resp = rejection.to_response(request, Some(&tag));
-        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+        resp.headers.push(Header::new(HeaderName::Server, &self.config.proxy.server));
         resp
     }
 

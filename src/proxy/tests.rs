@@ -516,7 +516,7 @@ fn a_cancel_while_the_record_is_fetched_ends_the_invite_and_nothing_is_forwarded
 fn peer_with_timer_c(timer_c: Duration) -> (Peer, Instant) {
     let now = Instant::now();
     let mut config = PeerConfig::new("127.0.0.1:5070".parse().unwrap(), PROXY.parse().unwrap());
-    config.timer_c = timer_c;
+    config.proxy.timer_c = timer_c;
     let mut p = Peer::new(config, now);
     let mut accounts = Accounts::default();
     accounts.insert(Account::new("sip:alice@p2p.test", "alice-pw").unwrap());

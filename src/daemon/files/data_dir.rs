@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use ring::rand::SecureRandom;
 
-use crate::daemon::ca::files::{create_dir, read_file, write_file, write_private, CaError};
 use super::layout;
+use crate::daemon::ca::files::{create_dir, read_file, write_file, write_private, CaError};
 use crate::encoding::{hex, unhex};
 use crate::enrollment::config_doc::{ConfigDoc, ConfigDocError};
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem};

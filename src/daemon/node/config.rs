@@ -100,14 +100,14 @@ impl Default for RegistrarSettings {
     fn default() -> RegistrarSettings {
         let d = crate::peer::PeerConfig::new(([127, 0, 0, 1], 0).into(), ([127, 0, 0, 1], 0).into());
         RegistrarSettings {
-            ping_interval_ms: d.ping_interval.as_millis() as u64,
-            ping_timeout_ms: d.ping_timeout.as_millis() as u64,
-            timer_c_ms: d.timer_c.as_millis() as u64,
-            min_expires: d.registrar.min_expires,
-            max_expires: d.registrar.max_expires,
+            ping_interval_ms: d.proxy.ping_interval.as_millis() as u64,
+            ping_timeout_ms: d.proxy.ping_timeout.as_millis() as u64,
+            timer_c_ms: d.proxy.timer_c.as_millis() as u64,
+            min_expires: d.proxy.registrar.min_expires,
+            max_expires: d.proxy.registrar.max_expires,
             max_server_transactions: d.max_server_transactions,
             overload_busy_percent: d.overload_busy_percent,
-            digest_algorithms: d.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
+            digest_algorithms: d.proxy.digest_algorithms.iter().map(|a| a.name().to_owned()).collect(),
         }
     }
 }
@@ -137,15 +137,15 @@ impl Default for StorageSettings {
 impl RegistrarSettings {
     /// Writes these settings into a peer's configuration.
     pub fn apply_to(&self, c: &mut crate::peer::PeerConfig) {
-        c.ping_interval = Duration::from_millis(self.ping_interval_ms);
-        c.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
-        c.timer_c = Duration::from_millis(self.timer_c_ms);
-        c.registrar.min_expires = self.min_expires;
-        c.registrar.max_expires = self.max_expires;
-        c.registrar.default_expires = c.registrar.default_expires.clamp(self.min_expires, self.max_expires);
+        c.proxy.ping_interval = Duration::from_millis(self.ping_interval_ms);
+        c.proxy.ping_timeout = Duration::from_millis(self.ping_timeout_ms);
+        c.proxy.timer_c = Duration::from_millis(self.timer_c_ms);
+        c.proxy.registrar.min_expires = self.min_expires;
+        c.proxy.registrar.max_expires = self.max_expires;
+        c.proxy.registrar.default_expires = c.proxy.registrar.default_expires.clamp(self.min_expires, self.max_expires);
         c.max_server_transactions = self.max_server_transactions;
         c.overload_busy_percent = self.overload_busy_percent;
-        c.digest_algorithms = self
+        c.proxy.digest_algorithms = self
             .digest_algorithms
             .iter()
             .filter_map(|a| crate::proxy::digest::Algorithm::from_param(Some(a)))

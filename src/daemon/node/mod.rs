@@ -49,7 +49,7 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     });
 
     let mut peer_config = PeerConfig::new(listen, proxy);
-    peer_config.domain = config.domain.clone();
+    peer_config.proxy.domain = config.domain.to_ascii_lowercase();
     peer_config.max_datagram_size = config.max_datagram_size;
     peer_config.seed = random_seed()?;
     peer_config.overlay_name = config.overlay.clone();
