@@ -21,8 +21,8 @@ use std::time::Duration;
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-mod b8;
-use b8::{load_corpora, Parser};
+mod corpora;
+use corpora::{load_corpora, Parser};
 
 /// Per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time, it does not count the
 /// time this thread waits while other builds on the shared 2-core machine run.

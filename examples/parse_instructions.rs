@@ -1,15 +1,15 @@
 //! B8 by instruction count: runs one parser over one corpus a given number of times, for
 //! `valgrind --tool=callgrind`, whose counts do not move with the load of a shared machine.
 //! Instructions per message = (Ir at N rounds − Ir at 0 rounds) / (N × messages); the corpora
-//! and parsers are the ones `benches/parse.rs` times (`benches/b8/mod.rs`).
+//! and parsers are the ones `benches/parse.rs` times (`benches/corpora/mod.rs`).
 //!
 //! `cargo build --release --example parse_instructions`, then for example
 //! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/parse_instructions p2psip parse_read register 1000`
 //! (`benches/parse_instructions.sh` runs the whole table).
-#[path = "../benches/b8/mod.rs"]
-mod b8;
+#[path = "../benches/corpora/mod.rs"]
+mod corpora;
 
-use b8::{load_corpora, Parser};
+use corpora::{load_corpora, Parser};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

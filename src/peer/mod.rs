@@ -128,7 +128,7 @@ pub struct Peer {
     counters: Counters,
     /// `host:port` of our listeners, for loop detection (RFC 3261 §16.3 step 4).
     own_sent_by: Vec<String>,
-    overlay: overlay::OverlayFace,
+    overlay: overlay::OverlayDriver,
     events: VecDeque<PeerEvent>,
     /// The registrar and proxy for local phones.
     proxy: Proxy,
@@ -182,7 +182,7 @@ impl Peer {
         let node_addr = config.node_addr();
         let id = NodeId::from_addr(node_addr.ip(), node_addr.port(), config.chord.id_hash);
         let chord_config = ChordConfig { seed: rng.random(), ..config.chord.clone() };
-        let overlay = overlay::OverlayFace {
+        let overlay = overlay::OverlayDriver {
             chord: Chord::new(Contact::new(id, node_addr), chord_config, now),
             info: overlay_wire::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
             pending: Default::default(),

@@ -27,8 +27,9 @@ pub(super) struct PendingRpc {
     pub to: RpcTarget,
 }
 
-/// Overlay state the peer keeps beside the Chord core.
-pub(super) struct OverlayFace {
+/// The Chord core as the peer drives it: its RPCs in flight as SIP client transactions, and
+/// the overlay's name and ID hash every message carries.
+pub(super) struct OverlayDriver {
     pub chord: Chord,
     pub info: OverlayInfo,
     pub pending: BTreeMap<ClientTxId, PendingRpc>,
