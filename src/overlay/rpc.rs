@@ -9,8 +9,6 @@
 //! The vocabulary is deliberately small and carries only what Chord needs; it knows nothing of
 //! SIP, of retransmission (the SIP transaction layer below retransmits over UDP) or of
 //! resources and replicas (the store's business).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,11 +18,14 @@ use super::id::NodeId;
 /// A node as others know it: its ring position and where to reach it.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Contact {
+    /// The node's position on the ring.
     pub id: NodeId,
+    /// Its overlay address.
     pub addr: SocketAddr,
 }
 
 impl Contact {
+    /// The node `id` at `addr`.
     pub fn new(id: NodeId, addr: SocketAddr) -> Contact {
         Contact { id, addr }
     }
@@ -49,7 +50,10 @@ impl fmt::Debug for Contact {
 pub enum Request {
     /// Chord's `find_successor(key)`, one iterative step: "who is responsible for `key`, or who
     /// is closer to it than you?" Answered with [`Response::Successor`] or [`Response::Closer`].
-    FindSuccessor { key: NodeId },
+    FindSuccessor {
+        /// The key looked up.
+        key: NodeId,
+    },
     /// `stabilize`'s question to a successor: "who is your predecessor, and what is your
     /// successor list?" Answered with [`Response::Neighbours`], or with
     /// [`Response::NeighboursUnchanged`] when `digest` is the [`neighbours_digest`] of what the
@@ -59,7 +63,12 @@ pub enum Request {
     /// treats the sender as a candidate predecessor before it answers, so the answer already
     /// names it and no separate `Notify` is needed. Without (a lookup reading a successor list),
     /// it is a plain question.
-    GetNeighbours { digest: Option<u64>, notify: bool },
+    GetNeighbours {
+        /// The digest of the last answer the querier holds, if any.
+        digest: Option<u64>,
+        /// Whether the sender is also a candidate predecessor (stabilize).
+        notify: bool,
+    },
     /// Chord's `notify`: "I think I might be your predecessor." The candidate is the sender.
     /// (A successor's news travels as [`Request::Changed`], never as a notify.)
     /// Stabilize notifies through `GetNeighbours`; this is sent only when a candidate successor
@@ -73,14 +82,25 @@ pub enum Request {
     /// stabilize forward; from anyone else it changes nothing. It carries no links: what the
     /// receiver adopts still comes from its own stabilize question. Answered with
     /// [`Response::Ok`].
-    Changed { digest: u64 },
+    Changed {
+        /// The digest of the sender's new predecessor and successor list.
+        digest: u64,
+    },
     /// A joining node asks to be admitted; routed toward the joiner's ID like `FindSuccessor`
     /// (redirects with [`Response::Closer`]). The node that will be its predecessor or its
     /// successor answers [`Response::Joined`] with everything the joiner needs (dSIP §6.3).
-    Join { joiner: Contact },
+    Join {
+        /// The node asking to join (the sender).
+        joiner: Contact,
+    },
     /// Graceful departure (dSIP §6.5, Chord ToN §IV-E.3): the sender leaves and hands over its
     /// neighbours so the receiver can splice the ring without waiting for a timeout.
-    Leave { predecessor: Option<Contact>, successors: Vec<Contact> },
+    Leave {
+        /// The leaving node's predecessor.
+        predecessor: Option<Contact>,
+        /// Its successor list.
+        successors: Vec<Contact>,
+    },
 }
 
 impl Request {
@@ -126,23 +146,46 @@ pub enum Response {
     /// its successor, followed in `backups` by the rest of the answerer's successor list, which
     /// take over the key in that order if `node` has failed. A querier that did not hear this
     /// from `node` itself confirms it with `node` (and, should it not answer, with the backups).
-    Successor { node: Contact, backups: Vec<Contact> },
+    Successor {
+        /// The node responsible.
+        node: Contact,
+        /// Who takes over the key, in order, if `node` has failed.
+        backups: Vec<Contact>,
+    },
     /// An iterative redirect (302): nodes closer to the key than the answerer, best first.
     /// More than one so that the querier can fall back when the first has died.
-    Closer { nodes: Vec<Contact> },
+    Closer {
+        /// Nodes closer to the key, best first.
+        nodes: Vec<Contact>,
+    },
     /// The answer to `GetNeighbours`.
-    Neighbours { predecessor: Option<Contact>, successors: Vec<Contact> },
+    Neighbours {
+        /// The answerer's predecessor.
+        predecessor: Option<Contact>,
+        /// Its successor list, nearest first.
+        successors: Vec<Contact>,
+    },
     /// The answer to `GetNeighbours { digest: Some(d) }` when `d` still describes the answerer's
     /// predecessor and successor list: "the same as last time".
     NeighboursUnchanged,
     /// The answer to an admitted `Join`: the joiner's predecessor, its successor list (first
     /// entry = its successor; Zave: a joiner must take a full list at once) and fingers to seed
     /// its own table.
-    Joined { predecessor: Option<Contact>, successors: Vec<Contact>, fingers: Vec<Contact> },
+    Joined {
+        /// The joiner's predecessor.
+        predecessor: Option<Contact>,
+        /// Its successor list, its successor first.
+        successors: Vec<Contact>,
+        /// Fingers to seed its table.
+        fingers: Vec<Contact>,
+    },
     /// The answer to `Ping`, `Notify`, `Changed` and `Leave`.
     Ok,
     /// The request was refused.
-    Refused { reason: RefuseReason },
+    Refused {
+        /// Why.
+        reason: RefuseReason,
+    },
 }
 
 impl Response {
@@ -214,11 +257,14 @@ pub enum RpcFailure {
 /// know yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcTarget {
+    /// A node we know.
     Node(Contact),
+    /// A bare address (a bootstrap node).
     Address(SocketAddr),
 }
 
 impl RpcTarget {
+    /// The address the request goes to.
     pub fn addr(&self) -> SocketAddr {
         match self {
             RpcTarget::Node(c) => c.addr,
@@ -226,6 +272,7 @@ impl RpcTarget {
         }
     }
 
+    /// The node's ID, when known.
     pub fn id(&self) -> Option<NodeId> {
         match self {
             RpcTarget::Node(c) => Some(c.id),
@@ -237,7 +284,10 @@ impl RpcTarget {
 /// A request the core wants sent. Answer it with `Chord::handle_response(now, id, …)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingRpc {
+    /// The RPC, named in its answer.
     pub id: RpcId,
+    /// Where it goes.
     pub to: RpcTarget,
+    /// What it asks.
     pub request: Request,
 }

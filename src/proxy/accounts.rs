@@ -11,8 +11,6 @@
 //! # p2psip accounts v1: AoR realm MD5-HA1 SHA-256-HA1
 //! sip:alice@p2p.test p2p.test 6f1e… 3b9c…
 //! ```
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::BTreeMap;
 
@@ -31,7 +29,9 @@ pub struct Account {
     pub username: String,
     /// The digest realm: the AoR's domain.
     pub realm: String,
+    /// H(user:realm:password) with MD5, hex (RFC 2617 §3.2.2.2).
     pub ha1_md5: String,
+    /// The same with SHA-256 (RFC 7616).
     pub ha1_sha256: String,
 }
 
@@ -51,6 +51,7 @@ impl Account {
         })
     }
 
+    /// The HA1 for `algorithm`.
     pub fn ha1(&self, algorithm: Algorithm) -> &str {
         match algorithm {
             Algorithm::Md5 => &self.ha1_md5,
@@ -76,14 +77,23 @@ pub fn canonical_aor(s: &str) -> Result<(String, String, String), AccountError> 
     Ok((sip.aor(), user, realm))
 }
 
+/// Why an account or the accounts file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
+    /// `…` is not an address of record like sip:alice@p2p.test.
     #[error("`{0}` is not an address of record like sip:alice@p2p.test")]
     BadAor(String),
+    /// The password is empty.
     #[error("the password is empty")]
     EmptyPassword,
+    /// Accounts file line …: ….
     #[error("accounts file line {line}: {why}")]
-    BadLine { line: usize, why: &'static str },
+    BadLine {
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// All accounts, by AoR.
@@ -93,6 +103,7 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// Reads the accounts file's text format (one `aor ha1_md5 ha1_sha256` per line).
     pub fn parse(text: &str) -> Result<Accounts, AccountError> {
         let mut by_aor = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
@@ -123,6 +134,7 @@ impl Accounts {
         Ok(Accounts { by_aor })
     }
 
+    /// Writes the accounts file's text format.
     pub fn encode(&self) -> String {
         let mut out = format!("{HEADER}\n");
         for a in self.by_aor.values() {
@@ -136,6 +148,7 @@ impl Accounts {
         self.by_aor.insert(account.aor.clone(), account);
     }
 
+    /// Removes the account of `aor`; returns it if it existed.
     pub fn remove(&mut self, aor: &str) -> Option<Account> {
         let (aor, _, _) = canonical_aor(aor).ok()?;
         self.by_aor.remove(&aor)
@@ -151,14 +164,17 @@ impl Accounts {
         self.by_aor.values().find(|a| a.username == username && a.realm.eq_ignore_ascii_case(realm))
     }
 
+    /// Every account, by AoR.
     pub fn iter(&self) -> impl Iterator<Item = &Account> {
         self.by_aor.values()
     }
 
+    /// How many accounts there are.
     pub fn len(&self) -> usize {
         self.by_aor.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_aor.is_empty()
     }

@@ -4,8 +4,6 @@
 //!
 //! Nonces, the replay window and the failure back-off are [`super::auth`]'s. What it does not
 //! do: no `auth-int`, no `-sess` algorithms.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use md5::Digest as _;
 
@@ -14,7 +12,9 @@ use crate::sip::header::AuthParams;
 /// The hash algorithms an account's credentials are kept for (RFC 8760 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Algorithm {
+    /// MD5 (RFC 2617), what most phones send.
     Md5,
+    /// SHA-256 (RFC 7616, RFC 8760).
     Sha256,
 }
 
@@ -28,6 +28,7 @@ impl Algorithm {
     /// whichever was offered; `[registrar] digest_algorithms` offers SHA-256 too.
     pub const DEFAULT_OFFER: [Algorithm; 1] = [Algorithm::Md5];
 
+    /// The `algorithm` parameter's value.
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
@@ -70,6 +71,7 @@ pub fn ha1(algorithm: Algorithm, username: &str, realm: &str, password: &str) ->
 /// What checking a nonce found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
+    /// Ours and within its lifetime.
     Fresh,
     /// Ours, but older than the lifetime.
     Stale,
@@ -92,14 +94,19 @@ pub fn challenges(offer: &[Algorithm], realm: &str, nonce: &str, stale: bool) ->
 /// Why a set of credentials was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigestError {
+    /// Missing parameter ….
     #[error("missing parameter {0}")]
     Missing(&'static str),
+    /// Unsupported algorithm.
     #[error("unsupported algorithm")]
     Algorithm,
+    /// Unsupported qop.
     #[error("unsupported qop")]
     Qop,
+    /// Wrong realm.
     #[error("wrong realm")]
     Realm,
+    /// Wrong response.
     #[error("wrong response")]
     Response,
 }
@@ -107,17 +114,24 @@ pub enum DigestError {
 /// The fields of `Authorization: Digest …` that the check needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The `username` parameter.
     pub username: String,
+    /// The `realm` parameter.
     pub realm: String,
+    /// The `nonce` parameter.
     pub nonce: String,
+    /// The `uri` parameter (must be the Request-URI).
     pub uri: String,
+    /// The `response` parameter.
     pub response: String,
+    /// The algorithm named (MD5 when absent).
     pub algorithm: Algorithm,
     /// `(qop, nc, cnonce)` when the client used `qop=auth`.
     pub qop: Option<(String, String, String)>,
 }
 
 impl Credentials {
+    /// Reads credentials from an Authorization or Proxy-Authorization value.
     pub fn from_params(p: &AuthParams) -> Result<Credentials, DigestError> {
         let get = |n: &'static str| p.get(n).map(str::to_owned).ok_or(DigestError::Missing(n));
         let algorithm = Algorithm::from_param(p.get("algorithm")).ok_or(DigestError::Algorithm)?;

@@ -8,8 +8,6 @@
 //!
 //! Authentication (§10.3 step 3) is the caller's: [`Registrar::register`] runs steps 5–8 for an
 //! AoR the caller has already authorised.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -46,24 +44,41 @@ pub struct Binding {
     pub contact: NameAddr,
     /// Where the REGISTER came from: where requests for this phone go.
     pub flow: Endpoint,
+    /// The Call-ID of the REGISTER that made it (§10.3 step 7).
     pub call_id: String,
+    /// Its CSeq number.
     pub cseq: u32,
+    /// When it expires.
     pub expires_at: Instant,
 }
 
 impl Binding {
+    /// The contact's URI.
     pub fn uri(&self) -> &Uri {
         &self.contact.uri
     }
 }
 
-/// A binding that changed, for the caller (pings, logs, later: publishing to the overlay).
+/// A binding that changed, for the caller (pings, logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingEvent {
-    Added { aor: String, contact: Uri },
-    Removed { aor: String, contact: Uri },
+    /// A phone registered a contact.
+    Added {
+        /// The AoR.
+        aor: String,
+        /// The contact bound to it.
+        contact: Uri,
+    },
+    /// A contact went (unregistered, expired, ping failed, flow closed).
+    Removed {
+        /// The AoR.
+        aor: String,
+        /// The contact that went.
+        contact: Uri,
+    },
 }
 
+/// The location service (RFC 3261 §10): bindings per AoR, their expiry and flows.
 #[derive(Debug, Default)]
 pub struct Registrar {
     config: RegistrarConfig,
@@ -95,10 +110,12 @@ fn same_host(a: &Host, b: &Host) -> bool {
 }
 
 impl Registrar {
+    /// An empty location service.
     pub fn new(config: RegistrarConfig) -> Registrar {
         Registrar { config, bindings: BTreeMap::new(), events: Vec::new() }
     }
 
+    /// Its settings.
     pub fn config(&self) -> &RegistrarConfig {
         &self.config
     }
@@ -151,6 +168,7 @@ impl Registrar {
         self.bindings.values().map(Vec::len).sum()
     }
 
+    /// Every AoR with its bindings.
     pub fn aors(&self) -> impl Iterator<Item = (&str, &[Binding])> {
         self.bindings.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
@@ -213,6 +231,7 @@ impl Registrar {
         self.bindings.values().flatten().map(|b| b.expires_at).min()
     }
 
+    /// The next binding that changed.
     pub fn poll_event(&mut self) -> Option<BindingEvent> {
         if self.events.is_empty() {
             None

@@ -5,8 +5,6 @@
 //! copy), so a proxy forwards headers it does not understand byte for byte. Typed access parses
 //! on demand; [`crate::sip::validate`] checks once, on receipt, that the headers every element
 //! needs are well-formed.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt;
 
@@ -20,11 +18,14 @@ use super::uri::Uri;
 /// `SIP/x.y`. Only 2.0 is spoken; others are kept so the element can answer 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
+    /// The major version (2).
     pub major: u16,
+    /// The minor version (0).
     pub minor: u16,
 }
 
 impl Version {
+    /// `SIP/2.0`, the only version this crate speaks.
     pub const SIP_2_0: Version = Version { major: 2, minor: 0 };
 
     pub(crate) fn parse(s: &[u8]) -> Option<Version> {
@@ -42,24 +43,34 @@ impl fmt::Display for Version {
     }
 }
 
+/// `Method Request-URI SIP-Version` (RFC 3261 §7.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLine {
+    /// The method.
     pub method: Method,
+    /// The Request-URI.
     pub uri: Uri,
+    /// The version.
     pub version: Version,
 }
 
+/// `SIP-Version Status-Code Reason-Phrase` (RFC 3261 §7.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusLine {
+    /// The version.
     pub version: Version,
     /// 100..=699 (RFC 3261 §7.2); the parser refuses anything else.
     pub code: u16,
+    /// The reason phrase.
     pub reason: String,
 }
 
+/// A message's first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
+    /// A request.
     Request(RequestLine),
+    /// A response.
     Response(StatusLine),
 }
 
@@ -94,6 +105,7 @@ impl Header {
         Header { name, line, value_start }
     }
 
+    /// The header's name.
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
@@ -133,10 +145,13 @@ impl fmt::Debug for Header {
 /// Why a header could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
+    /// Missing … header.
     #[error("missing {0} header")]
     Missing(&'static str),
+    /// Malformed … header.
     #[error("malformed {0} header")]
     Malformed(&'static str),
+    /// More than one … header.
     #[error("more than one {0} header")]
     Multiple(&'static str),
 }
@@ -146,26 +161,32 @@ pub enum HeaderError {
 pub struct Headers(Vec<Header>);
 
 impl Headers {
+    /// Every header, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
         self.0.iter()
     }
 
+    /// How many header lines there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The first header named `name`.
     pub fn get(&self, name: &HeaderName) -> Option<&Header> {
         self.0.iter().find(|h| &h.name == name)
     }
 
+    /// Every header named `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
         self.0.iter().filter(move |h| &h.name == name)
     }
 
+    /// How many headers are named `name`.
     pub fn count(&self, name: &HeaderName) -> usize {
         self.get_all(name).count()
     }
@@ -266,15 +287,20 @@ impl Extend<Header> for Headers {
 /// RFC 3261 §10.2.2) or a list of addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contacts {
+    /// `Contact: *`.
     Star,
+    /// The addresses, in order.
     List(Vec<NameAddr>),
 }
 
 /// A SIP request or response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The request or status line.
     pub start: StartLine,
+    /// The header lines.
     pub headers: Headers,
+    /// The body.
     pub body: Bytes,
 }
 
@@ -326,10 +352,12 @@ impl Message {
         }
     }
 
+    /// Whether it is a request.
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request(_))
     }
 
+    /// A request's method.
     pub fn method(&self) -> Option<&Method> {
         match &self.start {
             StartLine::Request(r) => Some(&r.method),
@@ -337,6 +365,7 @@ impl Message {
         }
     }
 
+    /// A request's Request-URI.
     pub fn request_uri(&self) -> Option<&Uri> {
         match &self.start {
             StartLine::Request(r) => Some(&r.uri),
@@ -344,6 +373,7 @@ impl Message {
         }
     }
 
+    /// A response's status code.
     pub fn status(&self) -> Option<u16> {
         match &self.start {
             StartLine::Response(s) => Some(s.code),
@@ -351,6 +381,7 @@ impl Message {
         }
     }
 
+    /// The SIP version of the start line.
     pub fn version(&self) -> Version {
         match &self.start {
             StartLine::Request(r) => r.version,
@@ -401,14 +432,17 @@ impl Message {
         Via::parse(first).ok_or(HeaderError::Malformed("Via"))
     }
 
+    /// The From header, parsed.
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse(self.single(&HeaderName::From)?.value()).ok_or(HeaderError::Malformed("From"))
     }
 
+    /// The To header, parsed.
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse(self.single(&HeaderName::To)?.value()).ok_or(HeaderError::Malformed("To"))
     }
 
+    /// The Call-ID.
     pub fn call_id(&self) -> Result<&str, HeaderError> {
         let v = self.single(&HeaderName::CallId)?.value();
         // callid = word [ "@" word ]: no white space, not empty.
@@ -418,6 +452,7 @@ impl Message {
         std::str::from_utf8(v).map_err(|_| HeaderError::Malformed("Call-ID"))
     }
 
+    /// The CSeq header, parsed.
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
         CSeq::parse(self.single(&HeaderName::CSeq)?.value()).ok_or(HeaderError::Malformed("CSeq"))
     }
@@ -438,18 +473,21 @@ impl Message {
             .transpose()
     }
 
+    /// The Content-Length, if present.
     pub fn content_length(&self) -> Result<Option<u32>, HeaderError> {
         self.optional_single(&HeaderName::ContentLength)?
             .map(|h| parse_u32(h.value()).ok_or(HeaderError::Malformed("Content-Length")))
             .transpose()
     }
 
+    /// The Content-Type, if present.
     pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
         self.optional_single(&HeaderName::ContentType)?
             .map(|h| MediaType::parse(h.value()).ok_or(HeaderError::Malformed("Content-Type")))
             .transpose()
     }
 
+    /// Every Contact, or `*`.
     pub fn contacts(&self) -> Result<Contacts, HeaderError> {
         let elements = self.headers.elements(&HeaderName::Contact).ok_or(HeaderError::Malformed("Contact"))?;
         if elements.len() == 1 && elements[0] == b"*" {
@@ -462,10 +500,12 @@ impl Message {
             .map(Contacts::List)
     }
 
+    /// The Route set, in order.
     pub fn routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
         self.list(&HeaderName::Route, NameAddr::parse)
     }
 
+    /// The Record-Route set, in order.
     pub fn record_routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
         self.list(&HeaderName::RecordRoute, NameAddr::parse)
     }
@@ -539,6 +579,7 @@ impl Message {
         out.put_slice(&self.body);
     }
 
+    /// The message as bytes on the wire.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(512 + self.body.len());
         self.encode_into(&mut out);

@@ -1,6 +1,4 @@
 //! SIP request methods (RFC 3261 §7.1 and the extensions p2psip routes).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt;
 
@@ -10,20 +8,35 @@ use super::syntax::is_token;
 /// RFC 3261 §7.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
+    /// Starts a session (RFC 3261 §13).
     Invite,
+    /// Confirms a final answer to an INVITE (§13.2.2.4, §17.1.1.3).
     Ack,
+    /// Ends a session (§15).
     Bye,
+    /// Cancels a pending request (§9).
     Cancel,
+    /// Binds an AoR to contacts (§10).
     Register,
+    /// Asks for capabilities (§11).
     Options,
+    /// Mid-session information (RFC 6086).
     Info,
+    /// Changes session parameters before the answer (RFC 3311).
     Update,
+    /// Acknowledges a reliable provisional response (RFC 3262).
     Prack,
+    /// Subscribes to an event package (RFC 6665).
     Subscribe,
+    /// Reports an event to a subscriber (RFC 6665).
     Notify,
+    /// Publishes event state (RFC 3903).
     Publish,
+    /// An instant message (RFC 3428).
     Message,
+    /// Asks to contact a third party (RFC 3515).
     Refer,
+    /// Any other method, as written (case-sensitive, §7.1).
     Other(String),
 }
 
@@ -50,6 +63,7 @@ impl Method {
         })
     }
 
+    /// The method's name as written in a request line.
     pub fn as_str(&self) -> &str {
         match self {
             Method::Invite => "INVITE",

@@ -3,8 +3,6 @@
 //!
 //! The user part is kept as written (escaped); [`SipUri::user_unescaped`] gives the octets it
 //! encodes, which is what comparisons use (RFC 3261 §19.1.4, RFC 4475 §3.1.1.3–4).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -14,8 +12,11 @@ use super::syntax::{find_param, fmt_params, parse_params, Param};
 /// A host as written in a URI or Via sent-by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Host {
+    /// A host name, as written.
     Domain(String),
+    /// An IPv4 address.
     Ipv4(Ipv4Addr),
+    /// An IPv6 reference (written in brackets).
     Ipv6(Ipv6Addr),
 }
 
@@ -105,12 +106,17 @@ pub fn host_port(host: &Host, port: Option<u16>) -> String {
 /// A `sip:` or `sips:` URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipUri {
+    /// `sips:` rather than `sip:`.
     pub secure: bool,
     /// The user part as written, escapes included.
     pub user: Option<String>,
+    /// The password after the user, as written (RFC 3261 §19.1.1 advises against it).
     pub password: Option<String>,
+    /// The host.
     pub host: Host,
+    /// The port, if written.
     pub port: Option<u16>,
+    /// The URI parameters (`;transport=tcp`, `;lr`…).
     pub params: Vec<Param>,
     /// The `?h1=v1&h2=v2` part as written, without the `?`.
     pub headers: Option<String>,
@@ -168,6 +174,7 @@ impl SipUri {
         percent_decode(self.user.as_deref()?)
     }
 
+    /// The URI parameter `name`, if present (case-insensitive).
     pub fn param(&self, name: &str) -> Option<&Param> {
         find_param(&self.params, name)
     }
@@ -259,10 +266,13 @@ impl fmt::Display for SipUri {
 /// Any URI: SIP/SIPS parsed, anything else (tel:, soap.beep:, …) opaque.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uri {
+    /// A `sip:` or `sips:` URI, parsed.
     Sip(SipUri),
     /// `scheme:rest`, with the scheme lower-cased.
     Other {
+        /// The scheme, lower-cased.
         scheme: String,
+        /// Everything after the colon, as written.
         rest: String,
     },
 }
@@ -292,6 +302,7 @@ impl Uri {
         Some(Uri::Other { scheme: scheme.to_ascii_lowercase(), rest: rest.to_owned() })
     }
 
+    /// The SIP URI, if it is one.
     pub fn as_sip(&self) -> Option<&SipUri> {
         match self {
             Uri::Sip(u) => Some(u),
@@ -299,6 +310,7 @@ impl Uri {
         }
     }
 
+    /// The scheme, lower-case.
     pub fn scheme(&self) -> &str {
         match self {
             Uri::Sip(u) if u.secure => "sips",

@@ -12,8 +12,6 @@
 //! 8. the owner's quota (records and bytes), counting a replacement as freeing the old copy.
 //!
 //! Each refusal is its own [`StoreRefusal`] variant with a SIP status and reason phrase.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use crate::identity::{verify_chain, Aor, IdentityError, TrustAnchor, VerifiedCache, VerifiedIdentity};
 
@@ -57,12 +55,15 @@ impl Default for StorePolicy {
 /// What one owner has stored on a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnerUsage {
+    /// Records the owner stores here.
     pub records: usize,
+    /// Their encoded bytes.
     pub bytes: usize,
 }
 
 /// Where chain verification comes from: the bare root, or a cache in front of it.
 pub trait IdentitySource {
+    /// Verifies `leaf` (with its intermediates `chain`) up to the root at `unix_now`.
     fn verify(&mut self, leaf: &[u8], chain: &[Vec<u8>], unix_now: u64) -> Result<VerifiedIdentity, IdentityError>;
 }
 
@@ -80,6 +81,8 @@ impl IdentitySource for VerifiedCache {
 
 /// Why a store was refused. The peer misbehaved (or replayed) in every case; the node answers
 /// with [`StoreRefusal::status_code`] and [`StoreRefusal::reason_phrase`] and counts it.
+// Each variant's `#[error]` message says what it means, naming its fields.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreRefusal {
     #[error("record of {size} bytes exceeds the limit of {limit}")]

@@ -15,8 +15,6 @@
 //! The signer's chain travels inline with the record (RFC 6940 §6.3.4 carries certificates in
 //! the message the same way); referring to a stored `CertificateChain` record by hash is later
 //! work. Decoding never panics and reports the byte offset of what it could not read.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt;
 
@@ -37,11 +35,12 @@ pub enum RecordKind {
     Registration,
     /// Reserved for presence (a later issue).
     Presence,
-    /// Reserved for offline messages (a later issue).
+    /// Reserved for offline messages (not stored yet).
     OfflineMessage,
 }
 
 impl RecordKind {
+    /// The kind's byte in the record encoding and in `DHT-Resource`.
     pub fn code(self) -> u8 {
         match self {
             RecordKind::CertificateChain => 1,
@@ -51,6 +50,7 @@ impl RecordKind {
         }
     }
 
+    /// The kind a code names, if any.
     pub fn from_code(code: u8) -> Option<RecordKind> {
         Some(match code {
             1 => RecordKind::CertificateChain,
@@ -65,15 +65,19 @@ impl RecordKind {
 /// A signed record as stored and sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
+    /// What the record holds.
     pub kind: RecordKind,
     /// The resource name (for USER-MATCH kinds, the owner's AoR text).
     pub key: String,
+    /// The AoR whose key signed it.
     pub owner: Aor,
     /// Strictly increasing per (kind, key); a store refuses anything not newer than it holds.
     pub seq: u64,
     /// Unix seconds after which the record is gone.
     pub expires_at: u64,
+    /// The kind's content (JSON for registrations, DER for chains).
     pub payload: Vec<u8>,
+    /// ECDSA P-256/SHA-256 over [`Record::to_be_signed`], by the owner's certified key.
     pub signature: Vec<u8>,
     /// The owner's certificate, then its intermediates (the root may be left out).
     pub signer_chain: Vec<Vec<u8>>,
@@ -82,11 +86,17 @@ pub struct Record {
 /// Everything of a record except the signature and chain: what the owner signs.
 #[derive(Debug, Clone)]
 pub struct Unsigned {
+    /// See [`Record::kind`].
     pub kind: RecordKind,
+    /// See [`Record::key`].
     pub key: String,
+    /// See [`Record::owner`].
     pub owner: Aor,
+    /// See [`Record::seq`].
     pub seq: u64,
+    /// See [`Record::expires_at`].
     pub expires_at: u64,
+    /// See [`Record::payload`].
     pub payload: Vec<u8>,
 }
 
@@ -112,8 +122,10 @@ impl Unsigned {
 /// Why a record could not be signed: a field does not fit the encoding, or the key failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
+    /// A field does not fit the encoding.
     #[error(transparent)]
     Encoding(#[from] DecodeError),
+    /// The key could not sign.
     #[error(transparent)]
     Key(#[from] IdentityError),
 }
@@ -121,10 +133,20 @@ pub enum SignError {
 /// A field too long for its length prefix, or bytes that are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// A field longer than its length prefix can say.
     #[error("{what} is too long for its length field")]
-    TooLong { what: &'static str },
+    TooLong {
+        /// The field.
+        what: &'static str,
+    },
+    /// Bytes that are not a record.
     #[error("at byte {offset}: {what}")]
-    Malformed { offset: usize, what: &'static str },
+    Malformed {
+        /// Where it went wrong.
+        offset: usize,
+        /// What was expected there.
+        what: &'static str,
+    },
 }
 
 impl Record {
