@@ -31,8 +31,6 @@
 //! or storing the document (`daemon::ca::files`, `daemon::files::data_dir`). A node takes the document
 //! from the CA when it enrolls (`daemon::client::enroll`); it does not yet take a newer-sequence
 //! one from other nodes.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,24 +56,41 @@ pub const SECRET_LEN: usize = 32;
 /// Why a configuration document was refused. All but `Signing` describe the document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigDocError {
+    /// Not the document's JSON (the parser's message).
     #[error("the configuration document is malformed: {0}")]
     Malformed(String),
+    /// A format version this build does not read.
     #[error("unsupported configuration document format {0} (this build reads {FORMAT})")]
     UnsupportedFormat(u32),
+    /// A signature algorithm other than ECDSA P-256/SHA-256.
     #[error("unsupported signature algorithm {0:?}")]
     UnsupportedAlgorithm(String),
+    /// The signature does not verify with the root key.
     #[error("the configuration document's signature does not verify with the overlay's root key")]
     BadSignature,
+    /// The document names another root than the one pinned.
     #[error("the configuration document names another root certificate")]
     OtherRoot,
+    /// Outside its validity.
     #[error("the configuration document is not valid at {unix_now} (valid {not_before}..={not_after})")]
-    NotValidAt { unix_now: u64, not_before: u64, not_after: u64 },
+    NotValidAt {
+        /// The time checked, Unix seconds.
+        unix_now: u64,
+        /// The start of its validity.
+        not_before: u64,
+        /// Its end.
+        not_after: u64,
+    },
+    /// A setting out of range (the reason given).
     #[error("invalid configuration document: {0}")]
     Invalid(String),
+    /// The replica secret given does not hash to the document's commitment.
     #[error("the replica secret does not match the document's commitment")]
     WrongSecret,
+    /// Secret replica numbers, and no secret to derive them from.
     #[error("this overlay keeps its replica numbers secret; the replica secret from enrollment is missing")]
     MissingSecret,
+    /// A key or certificate could not be read or used.
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
@@ -95,16 +110,20 @@ pub struct ConfigDoc {
     pub sequence: u64,
     /// Validity, Unix seconds, inclusive.
     pub not_before: u64,
+    /// The end of its validity.
     pub not_after: u64,
     /// The overlay's root certificate, PEM: every chain and this document check against it.
     pub root_certificate: String,
     /// How Node IDs and resource IDs are hashed: `sha1` (default) or `sha256` (truncated to
     /// 160 bits).
     pub id_hash: IdHashName,
+    /// R and how the replica numbers are chosen.
     pub replicas: ReplicaPlacement,
+    /// The Chord timers every node runs with.
     pub chord: ChordTimers,
     /// Overlay addresses of nodes to join through.
     pub bootstrap: Vec<SocketAddr>,
+    /// Record sizes, quotas and lifetimes every storing node applies.
     pub store: StoreLimits,
 }
 
@@ -112,12 +131,15 @@ pub struct ConfigDoc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdHashName {
+    /// SHA-1, as Chord and dSIP.
     #[default]
     Sha1,
+    /// SHA-256 truncated to 160 bits.
     Sha256,
 }
 
 impl IdHashName {
+    /// The hash it names.
     pub fn id_hash(self) -> IdHash {
         match self {
             IdHashName::Sha1 => IdHash::Sha1,
@@ -131,10 +153,20 @@ impl IdHashName {
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReplicaPlacement {
     /// The replica numbers, in the open.
-    Public { count: u8, numbers: Vec<u64> },
+    Public {
+        /// R.
+        count: u8,
+        /// The R replica numbers.
+        numbers: Vec<u64>,
+    },
     /// Numbers derived from a secret only enrolled members receive; the document holds its
     /// SHA-256 (lower-case hex) so a member can check the secret it was given.
-    Secret { count: u8, secret_sha256: String },
+    Secret {
+        /// R.
+        count: u8,
+        /// SHA-256 of the secret, lower-case hex.
+        secret_sha256: String,
+    },
 }
 
 impl ReplicaPlacement {
@@ -209,11 +241,17 @@ impl ReplicaPlacement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChordTimers {
+    /// `ChordConfig::stabilize_interval`.
     pub stabilize_interval_ms: u64,
+    /// `ChordConfig::check_predecessor_interval`.
     pub check_predecessor_interval_ms: u64,
+    /// `ChordConfig::fix_fingers_interval`.
     pub fix_fingers_interval_ms: u64,
+    /// `ChordConfig::rpc_timeout`.
     pub rpc_timeout_ms: u64,
+    /// `ChordConfig::join_retry_interval`.
     pub join_retry_interval_ms: u64,
+    /// r, the successor list's length.
     pub successor_list_len: usize,
 }
 
@@ -256,9 +294,13 @@ impl ChordTimers {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreLimits {
+    /// `StorePolicy::max_record_bytes`.
     pub max_record_bytes: usize,
+    /// `StorePolicy::max_records_per_owner`.
     pub max_records_per_owner: usize,
+    /// `StorePolicy::max_bytes_per_owner`.
     pub max_bytes_per_owner: usize,
+    /// `StorePolicy::max_lifetime`, seconds.
     pub max_lifetime_secs: u64,
 }
 
@@ -280,6 +322,7 @@ impl From<&StorePolicy> for StoreLimits {
 }
 
 impl StoreLimits {
+    /// The policy these limits make.
     pub fn store_policy(&self) -> StorePolicy {
         StorePolicy {
             max_record_bytes: self.max_record_bytes,

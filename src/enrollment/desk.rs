@@ -12,8 +12,6 @@
 //!   tokens live [`TOKEN_LIFETIME`] seconds and are kept in memory only (a restarted CA sends
 //!   a new one);
 //! - [`RateLimiter`]: a token bucket per client IP address.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -61,8 +59,11 @@ pub struct EnrollRequest<'a> {
 /// A mail the CA wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mail {
+    /// The recipient: the AoR's user at its domain.
     pub to: String,
+    /// The subject line.
     pub subject: String,
+    /// The text, with the token.
     pub body: String,
 }
 
@@ -70,26 +71,45 @@ pub struct Mail {
 #[derive(Debug)]
 pub enum EnrollOutcome {
     /// The certificate, with the chain up to the root (leaf first, root last).
-    Issued { aor: Aor, chain: Vec<Vec<u8>>, enrollment: Enrollment },
+    Issued {
+        /// The AoR the certificate binds.
+        aor: Aor,
+        /// DER certificates, leaf first.
+        chain: Vec<Vec<u8>>,
+        /// A first enrollment or a renewal.
+        enrollment: Enrollment,
+    },
     /// A token was mailed; the client repeats the request with it (HTTP 202).
-    VerificationSent { aor: Aor, mail: Mail },
+    VerificationSent {
+        /// The AoR asked for.
+        aor: Aor,
+        /// The mail to send.
+        mail: Mail,
+    },
 }
 
 /// Why a request was refused; [`EnrollRefusal::status`] is the HTTP status to answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnrollRefusal {
+    /// The request does not parse or names no valid AoR (400).
     #[error("{0}")]
     Invalid(IdentityError),
+    /// The name has another holder (409).
     #[error("{0}")]
     NameTaken(IdentityError),
+    /// The AoR is outside the CA's domain (403).
     #[error("{0}")]
     WrongDomain(IdentityError),
+    /// The mailed token does not match.
     #[error("the token for {0} is wrong, expired, or was sent for another key; request a new one")]
     BadToken(Aor),
+    /// Issuing failed on the CA's side (500).
     #[error("the CA failed to issue: {0}")]
     Internal(IdentityError),
+    /// Too many tokens are pending overall.
     #[error("too many verifications are waiting for their token; try again later")]
     Busy,
+    /// Too many keys are waiting for a token for this AoR.
     #[error("too many keys are waiting for a token for {0}; try again in an hour")]
     TooManyPending(Aor),
 }
@@ -132,10 +152,12 @@ impl EnrollmentDesk {
         EnrollmentDesk { ca, mode, cert_lifetime, max_not_after, pending: BTreeMap::new() }
     }
 
+    /// The CA it issues with.
     pub fn ca(&self) -> &EnrollmentCa {
         &self.ca
     }
 
+    /// How it verifies requests.
     pub fn mode(&self) -> VerifyMode {
         self.mode
     }
@@ -252,6 +274,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// At most `per_minute` requests a minute from one source.
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter { per_minute, buckets: BTreeMap::new() }
     }
