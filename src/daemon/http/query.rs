@@ -1,7 +1,5 @@
 //! What the HTTP handlers ask the event loop, which alone owns the peer: a status snapshot,
 //! or a lookup (`GET /lookup?key=…`) answered when the peer reports its `LookupDone`.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -52,6 +50,7 @@ impl LookupAnswer {
         self
     }
 
+    /// The answer for a plain lookup of `key` that found `node` over `path`.
     pub fn new(key: NodeId, node: &Contact, path: &[Contact], confirmations: u32) -> LookupAnswer {
         LookupAnswer {
             key: key.to_string(),
@@ -78,14 +77,18 @@ pub struct RecordAnswer {
     pub replicas: Vec<ReplicaAnswer>,
 }
 
+/// `"registration"`: the newest valid registration record found.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegistrationAnswer {
+    /// Where the user can be reached.
     pub contacts: Vec<RegisteredContact>,
     /// The record's expiry, Unix seconds.
     pub expires_at: u64,
+    /// The record's sequence number.
     pub seq: u64,
 }
 
+/// `"certificate"`: who signed the record.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertificateAnswer {
     /// The AoR the certificate binds (its subjectAltName).
@@ -94,6 +97,7 @@ pub struct CertificateAnswer {
     pub issuer: String,
 }
 
+/// One of `"replicas"`: a place of the record and what it held.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicaAnswer {
     /// The replica number i.
@@ -108,6 +112,7 @@ pub struct ReplicaAnswer {
     pub current: bool,
     /// The copy's sequence number, if there was one.
     pub seq: Option<u64>,
+    /// Why the place failed, if it did.
     pub error: Option<String>,
 }
 

@@ -1,6 +1,4 @@
 //! What `GET /status` reports: a snapshot the event loop takes of the peer on request.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,21 +13,27 @@ use crate::peer::{Counters, Peer};
 pub struct Status {
     /// The overlay Node-ID, 40 hex digits.
     pub node_id: String,
+    /// The p2psip version.
     pub version: &'static str,
     /// `listen`, `proxy`, `http`, `domain`, `join`, `data_dir`, at the top level of the JSON.
     #[serde(flatten)]
     pub node: NodeInfo,
+    /// Seconds since the node started.
     pub uptime_secs: u64,
+    /// Messages, bytes, errors and refusals since start.
     pub counters: Counters,
+    /// Live SIP transactions.
     pub transactions: Transactions,
     /// The proxy listener's admission control: how busy the loop was over the last 100 ms,
     /// and the share of new requests it refuses now (503), in percent.
     pub load: Load,
+    /// The ring predecessor, once known.
     pub predecessor: Option<Node>,
     /// The successor list, nearest first.
     pub successors: Vec<Node>,
     /// The distinct finger entries that name a node, in finger order.
     pub fingers: Vec<FingerEntry>,
+    /// The overlay's name, this node's state in it, and Chord's counters.
     pub overlay: OverlayStatus,
     /// The registrar and proxy: accounts, registered contacts, requests in flight. (`proxy`,
     /// the top-level key, is the proxy listener's address.)
@@ -45,7 +49,9 @@ pub struct Status {
 /// A node as the status API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
+    /// The Node ID, 40 hex digits.
     pub node_id: String,
+    /// Its overlay address.
     pub addr: SocketAddr,
 }
 
@@ -58,25 +64,33 @@ impl From<&Contact> for Node {
 /// One finger: the start of its interval (40 hex) and the node it points at.
 #[derive(Debug, Clone, Serialize)]
 pub struct FingerEntry {
+    /// The start of the finger's interval, 40 hex digits.
     pub start: String,
+    /// The node it points at, 40 hex digits.
     pub node_id: String,
+    /// That node's overlay address.
     pub addr: SocketAddr,
 }
 
+/// `"overlay"` in the status.
 #[derive(Debug, Clone, Serialize)]
 pub struct OverlayStatus {
+    /// The overlay's name.
     pub name: String,
     /// `alone`, `joining`, `joined`, `leaving` or `left`.
     pub state: &'static str,
+    /// What the Chord core has done.
     pub counters: ChordCounters,
 }
 
 impl OverlayStatus {
+    /// The overlay part of the status from the Chord core.
     pub fn of(name: &str, chord: &Chord) -> OverlayStatus {
         OverlayStatus { name: name.to_owned(), state: state_name(chord.state()), counters: chord.counters().clone() }
     }
 }
 
+/// The state's name in the status (`joined`…).
 pub fn state_name(state: NodeState) -> &'static str {
     match state {
         NodeState::Alone => "alone",
@@ -107,11 +121,14 @@ pub fn distinct_fingers(chord: &Chord) -> Vec<FingerEntry> {
 /// counters (`server_transactions`, `client_transactions`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Transactions {
+    /// Server transactions.
     pub server: u64,
+    /// Client transactions.
     pub client: u64,
 }
 
 impl Transactions {
+    /// The peer's live transactions.
     pub fn of(peer: &Peer) -> Transactions {
         let counts = peer.transaction_counts();
         Transactions { server: counts.server as u64, client: counts.client as u64 }
@@ -121,13 +138,16 @@ impl Transactions {
 /// See [`Status::load`].
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Load {
+    /// The share of the last window the loop worked.
     pub busy_percent: u32,
     /// The share of the last window's time with input left queued.
     pub queued_percent: u32,
+    /// The share of new requests refused with 503 now.
     pub shed_percent: u32,
 }
 
 impl Load {
+    /// The peer's admission view, in percent.
     pub fn of(peer: &Peer) -> Load {
         let load = peer.load();
         let pct = |x: f64| (x * 100.0).round().clamp(0.0, 100.0) as u32;
@@ -138,11 +158,17 @@ impl Load {
 /// The parts of the status that do not change while the node runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
+    /// The overlay listener's address.
     pub listen: SocketAddr,
+    /// The proxy listener's address.
     pub proxy: SocketAddr,
+    /// This API's address.
     pub http: SocketAddr,
+    /// The SIP domain phones register in.
     pub domain: String,
+    /// The nodes it joined through.
     pub join: Vec<SocketAddr>,
+    /// Its data directory.
     pub data_dir: PathBuf,
     /// The enrolled identity loaded from the data directory, `null` when not enrolled.
     pub identity: Option<IdentityStatus>,
@@ -151,6 +177,7 @@ pub struct NodeInfo {
 /// `"identity"` in the status: who this node's user is, as its certificate says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityStatus {
+    /// The user's AoR.
     pub aor: String,
     /// The leaf certificate's issuer (distinguished name).
     pub issuer: String,
@@ -161,6 +188,7 @@ pub struct IdentityStatus {
 }
 
 impl IdentityStatus {
+    /// The identity part of the status from what the data directory holds.
     pub fn of(enrolled: &crate::daemon::files::data_dir::Enrolled) -> IdentityStatus {
         IdentityStatus {
             aor: enrolled.identity.aor.to_string(),
