@@ -10,8 +10,6 @@
 //! DIR/issued.redb           who holds each issued name (redb), survives restart
 //! DIR/outbox/               one file per verification mail (--verify email)
 //! ```
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,17 +26,27 @@ use crate::enrollment::{EnrollmentCa, IssuedNames};
 use crate::identity::pem::{certificates_from_pem, certificates_to_pem, fingerprint};
 use crate::identity::{Aor, CertificateSummary, IdentityError, KeyPair, PublicKey};
 
+/// The root's private key, PKCS#8 DER, mode 0600.
 pub const ROOT_KEY: &str = "root-key.pk8";
+/// The root certificate, PEM: what every node trusts.
 pub const ROOT: &str = "root.pem";
+/// The signed overlay configuration document.
 pub const CONFIG_DOC: &str = "overlay-config.json";
+/// Secret replica mode: the salt members get at enrollment, mode 0600.
 pub const REPLICA_SECRET: &str = "replica-secret";
+/// [`CaSettings`].
 pub const SETTINGS: &str = "ca.json";
+/// Which key holds each name (one name, one holder).
 pub const ISSUED_DB: &str = "issued.redb";
+/// Verification mails waiting to be sent, mode 0700.
 pub const OUTBOX: &str = "outbox";
 
 /// AoR (canonical text) → the holder's public key (raw point).
 const ISSUED: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_names");
 
+/// Why a CA command failed.
+// Each variant's `#[error]` message says what it means, naming its fields.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("cannot {doing} {}", path.display())]
@@ -70,7 +78,9 @@ pub enum CaError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaSettings {
+    /// The overlay's SIP domain: every AoR it certifies is in it.
     pub domain: String,
+    /// How enrollment requests are verified.
     pub verify: VerifyMode,
     /// Lifetime of issued certificates, days (capped at the root's notAfter).
     pub cert_lifetime_days: u64,
@@ -79,16 +89,25 @@ pub struct CaSettings {
 /// What `ca init` is asked to create.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// The CA's directory (created).
     pub dir: PathBuf,
+    /// The overlay's SIP domain.
     pub domain: String,
+    /// The overlay's name; the domain when not given.
     pub overlay: Option<String>,
+    /// How enrollment requests are verified.
     pub verify: VerifyMode,
+    /// R, the replica count every node uses.
     pub replicas: u8,
+    /// Whether the replica numbers are derived from a secret only members get.
     pub secret_replicas: bool,
+    /// How Node IDs are hashed.
     pub id_hash: IdHashName,
+    /// Nodes to join through, named in the document.
     pub bootstrap: Vec<SocketAddr>,
     /// Validity of the root and of the document, days.
     pub valid_days: u64,
+    /// Lifetime of issued certificates, days.
     pub cert_lifetime_days: u64,
     /// A JSON file with `chord` and/or `store` objects (the document's own fields, complete)
     /// replacing the defaults.
@@ -106,7 +125,9 @@ struct DocumentSettings {
 /// What `ca init` made.
 #[derive(Debug)]
 pub struct Initialized {
+    /// The root certificate's SHA-256 fingerprint, for `p2psip enroll --root-fingerprint`.
     pub root_fingerprint: String,
+    /// The document it signed.
     pub config: ConfigDoc,
 }
 
@@ -163,8 +184,11 @@ pub fn init(opts: &InitOptions, unix_now: u64, rng: &dyn SecureRandom) -> Result
 /// What `ca reissue` changes; `None` / empty keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct ReissueOptions {
+    /// The CA's directory.
     pub dir: PathBuf,
+    /// New bootstrap nodes (empty keeps the current ones).
     pub bootstrap: Vec<SocketAddr>,
+    /// A JSON file with new `chord` and/or `store` objects.
     pub settings: Option<PathBuf>,
     /// New validity from now, days (capped at the root's notAfter).
     pub valid_days: Option<u64>,
@@ -210,11 +234,15 @@ fn apply_settings(doc: &mut ConfigDoc, path: &Path) -> Result<(), CaError> {
 /// Everything `ca serve` loads from the directory.
 #[derive(Debug)]
 pub struct LoadedCa {
+    /// The root key and certificate.
     pub ca: EnrollmentCa,
+    /// `ca.json`.
     pub settings: CaSettings,
     /// The signed document, as served.
     pub config_doc: Vec<u8>,
+    /// Secret replica mode: the salt members get.
     pub replica_secret: Option<Vec<u8>>,
+    /// When the root certificate expires, Unix seconds.
     pub root_not_after: u64,
 }
 
@@ -258,6 +286,7 @@ pub struct IssuedDb {
 }
 
 impl IssuedDb {
+    /// Opens (or creates) the issued-names database.
     pub fn open(path: &Path) -> Result<IssuedDb, CaError> {
         let err = |e: &dyn std::fmt::Display| CaError::Db { path: path.to_owned(), message: e.to_string() };
         let db = redb::Database::create(path).map_err(|e| err(&e))?;
@@ -281,6 +310,7 @@ impl IssuedDb {
         self.names.len()
     }
 
+    /// Whether no name has been issued.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

@@ -15,8 +15,6 @@
 //! enrollment rules are `enrollment::desk`'s; this module only moves bytes, persists issued
 //! names (redb, `ca_files::IssuedDb`), writes mails to the outbox and, with `--smtp-relay`,
 //! also sends them (`smtp`).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,7 +58,9 @@ const TLS_CERT_LIFETIME: u64 = 30 * 86_400;
 /// What `ca serve` is asked to do.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The CA's directory.
     pub dir: PathBuf,
+    /// The HTTPS address.
     pub listen: SocketAddr,
     /// Enrollment requests per client address per minute.
     pub rate_limit_per_minute: u32,
@@ -81,8 +81,11 @@ pub struct CaServer {
     pub addr: SocketAddr,
     /// SHA-256 fingerprint of the root certificate, for clients to pin.
     pub root_fingerprint: String,
+    /// The overlay's SIP domain.
     pub domain: String,
+    /// How enrollment requests are verified.
     pub verify: VerifyMode,
+    /// Names issued so far.
     pub issued: usize,
 }
 

@@ -3,8 +3,6 @@
 //!
 //! Unknown keys are rejected, so a typo does not silently fall back to a default. Reading the
 //! file and creating the data directory are the only I/O here; parsing and merging are pure.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,13 +84,21 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrarSettings {
+    /// How often each registered phone gets an OPTIONS ping.
     pub ping_interval_ms: u64,
+    /// A phone that has not answered a ping after this long is unregistered.
     pub ping_timeout_ms: u64,
+    /// Timer C of the proxy's INVITE branches (RFC 3261 §16.6 step 11).
     pub timer_c_ms: u64,
+    /// The shortest registration accepted, seconds (shorter gets 423, §10.3 step 7).
     pub min_expires: u32,
+    /// The longest registration granted, seconds.
     pub max_expires: u32,
+    /// Unanswered server transactions per listener before new requests get 503.
     pub max_server_transactions: usize,
+    /// The loop's busy share (percent) above which new requests are shed; 0 turns it off.
     pub overload_busy_percent: u8,
+    /// The digest algorithms a challenge offers, in order (`MD5`, `SHA-256`).
     pub digest_algorithms: Vec<String>,
 }
 
@@ -116,9 +122,13 @@ impl Default for RegistrarSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
+    /// R: copies beyond the primary (an enrolled node takes the document's).
     pub replicas: u8,
+    /// b: successors of each place's holder that keep a backup copy.
     pub backups: u8,
+    /// How long this node's own records live.
     pub record_lifetime_secs: u64,
+    /// How often this node re-publishes its own records.
     pub refresh_interval_secs: u64,
 }
 
@@ -244,13 +254,21 @@ impl StorageSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChordSettings {
+    /// The stabilize period while the neighbourhood changes.
     pub stabilize_interval_ms: u64,
+    /// The longest period quiet rounds stretch it to (adaptive stabilize).
     pub stabilize_max_interval_ms: u64,
+    /// How long the neighbourhood must stay quiet before the period stretches.
     pub stabilize_quiet_hold_ms: u64,
+    /// How often the predecessor is pinged.
     pub check_predecessor_interval_ms: u64,
+    /// How often one finger is refreshed.
     pub fix_fingers_interval_ms: u64,
+    /// How long an overlay RPC may take before it counts as failed.
     pub rpc_timeout_ms: u64,
+    /// How long a failed join waits before it tries again.
     pub join_retry_interval_ms: u64,
+    /// r, the successor list's length.
     pub successor_list_len: usize,
 }
 
@@ -315,11 +333,17 @@ impl ChordSettings {
     }
 }
 
+/// The overlay listener when nothing says otherwise: every interface, SIP's port 5070.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5070";
+/// The proxy listener: this machine only, SIP's port 5060.
 pub const DEFAULT_PROXY: &str = "127.0.0.1:5060";
+/// The HTTP status API and page: this machine only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:5090";
+/// The SIP domain of phones registering without enrollment.
 pub const DEFAULT_DOMAIN: &str = "p2p.test";
+/// The overlay's name without enrollment.
 pub const DEFAULT_OVERLAY: &str = "p2p.test";
+/// Datagrams larger than this are dropped unread.
 pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = 16 * 1024;
 /// The UDP receive buffer's size: no datagram (IPv6 jumbograms aside) is larger.
 pub const MAX_DATAGRAM_SIZE_LIMIT: usize = 65_535;
@@ -346,34 +370,65 @@ impl Default for Config {
 /// Settings given on the command line; each one that is set replaces the file's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
+    /// `--listen`.
     pub listen: Option<SocketAddr>,
+    /// `--proxy`.
     pub proxy: Option<SocketAddr>,
+    /// `--http`.
     pub http: Option<SocketAddr>,
-    /// Replaces the file's list when not empty.
+    /// `--join`: replaces the file's list when not empty.
     pub join: Vec<SocketAddr>,
+    /// `--domain`.
     pub domain: Option<String>,
+    /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--overlay`.
     pub overlay: Option<String>,
+    /// `--advertise`.
     pub advertise: Option<SocketAddr>,
 }
 
+/// Why the settings could not be used; one line, naming the file or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not valid TOML for these settings.
     #[error("invalid config file {} (line {line}, column {column}): {message}", path.display())]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where, from 1.
+        line: usize,
+        /// Where in the line, from 1.
+        column: usize,
+        /// What the parser says.
+        message: String,
+    },
+    /// A setting out of range.
     #[error("invalid setting {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The setting, as `table.key`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No `--data-dir` and no home directory to put the default one in.
     #[error("cannot find a home directory for the default data directory; pass --data-dir")]
     NoDataDir,
+    /// The data directory could not be created.
     #[error("cannot create data directory {}", path.display())]
     CreateDataDir {
+        /// The directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -397,6 +452,7 @@ impl Config {
         })
     }
 
+    /// Replaces each setting the command line gave.
     pub fn apply(&mut self, o: Overrides) {
         if let Some(a) = o.listen {
             self.listen = a;
