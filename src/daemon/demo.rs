@@ -9,8 +9,6 @@
 //! and stops every child it started by its own PID: SIGTERM (a node leaves the ring and exits
 //! 0), then SIGKILL after a grace period. Separate processes keep each node's sockets, logs and
 //! shutdown exactly as in real use, and a crash in one is visible as an exit status.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -27,10 +25,15 @@ pub struct DemoOptions {
     /// Where the CA's and nodes' directories go; a fresh temporary directory (removed at the
     /// end) when `None`. An existing directory is reused: enrollments are kept.
     pub dir: Option<PathBuf>,
+    /// The overlay's SIP domain.
     pub domain: String,
+    /// Every node's overlay port (each node on its own 127.0.0.x).
     pub overlay_port: u16,
+    /// Every node's proxy port.
     pub proxy_port: u16,
+    /// Every node's HTTP port.
     pub http_port: u16,
+    /// The CA's HTTPS port.
     pub ca_port: u16,
 }
 

@@ -9,8 +9,6 @@
 //! chain (`identity/chain.pem`, written by `p2psip enroll`) exists, the AoR must be the one
 //! its leaf certificate names; without it, `account add` refuses unless told
 //! `--without-certificate` (for tests and for nodes not enrolled yet).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +19,9 @@ use crate::proxy::accounts::{canonical_aor, Account, AccountError, Accounts};
 /// The accounts file's name inside the data directory.
 pub const ACCOUNTS_FILE: &str = "accounts";
 
+/// Why the accounts file could not be read, written or changed.
+// Each variant's `#[error]` message says what it means, naming its fields.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsFileError {
     #[error("cannot read {}", path.display())]
@@ -56,6 +57,7 @@ pub enum AccountsFileError {
     NoSuchAccount(String),
 }
 
+/// The accounts file of a data directory.
 pub fn accounts_path(data_dir: &Path) -> PathBuf {
     data_dir.join(ACCOUNTS_FILE)
 }

@@ -2,8 +2,6 @@
 //! `p2psip enroll`, read by `p2psip node` at start. Everything read is verified again: the
 //! chain against the stored root at the current time, the key against the certificate, and
 //! the configuration document's signature against the root.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +17,9 @@ use crate::identity::{CertificateSummary, IdentityError, KeyPair, LocalIdentity,
 /// What a node keeps from enrollment, verified.
 #[derive(Debug)]
 pub struct Enrolled {
+    /// The key, chain and root.
     pub identity: LocalIdentity,
+    /// The overlay's signed configuration document.
     pub config: ConfigDoc,
     /// The secret-mode replica salt, when the overlay uses one.
     pub replica_secret: Option<Vec<u8>>,
@@ -37,6 +37,9 @@ impl Enrolled {
     }
 }
 
+/// Why the data directory's enrollment could not be loaded or written.
+// Each variant's `#[error]` message says what it means, naming its fields.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
     #[error(transparent)]

@@ -5,8 +5,6 @@
 //! A node with the root alone stores and serves records for others; with the key and chain
 //! too it also publishes its own. Without a root, storage is off. (The `ca` branch brings the
 //! full loader with the signed overlay configuration document; the two meet at merge.)
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::path::Path;
 
@@ -17,7 +15,9 @@ use crate::identity::{KeyPair, LocalIdentity, TrustAnchor};
 
 /// What the data directory holds.
 pub struct IdentityFiles {
+    /// The overlay's root.
     pub root: TrustAnchor,
+    /// The node's own enrolled identity, when it has one.
     pub local: Option<LocalIdentity>,
 }
 
@@ -25,7 +25,9 @@ pub struct IdentityFiles {
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct IdentityFileError {
+    /// The file.
     pub file: String,
+    /// What is wrong with it.
     pub message: String,
 }
 

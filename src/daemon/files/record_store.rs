@@ -9,8 +9,6 @@
 //! row that no longer decodes is dropped with a warning. Dropping the store waits for the
 //! writer to finish. The trait's methods cannot fail, so a failed write is logged and the
 //! memory copy still serves until restart.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -29,7 +27,9 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 #[derive(Debug, thiserror::Error)]
 #[error("record database {path}: {message}")]
 pub struct RecordStoreError {
+    /// The database file.
     pub path: String,
+    /// What went wrong.
     pub message: String,
 }
 
