@@ -1,6 +1,4 @@
 //! `p2psip account`: the local accounts phones register with on this node's proxy.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::path::PathBuf;
 

@@ -1,6 +1,4 @@
 //! `p2psip ca init` and `p2psip ca serve`: the overlay's enrollment CA.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

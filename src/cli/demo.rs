@@ -1,6 +1,4 @@
 //! `p2psip demo`: a CA, three nodes and two accounts on loopback, for a first call.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::path::PathBuf;
 

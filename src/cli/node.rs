@@ -1,6 +1,4 @@
 //! `p2psip node`: its flags, and how they override the config file.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

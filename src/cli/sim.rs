@@ -1,6 +1,4 @@
 //! `p2psip sim`: its flags, and the human-readable summary of a [`SimReport`].
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::fmt::Write;
 use std::time::Duration;

@@ -21,9 +21,6 @@
 //! # Not here
 //! Sockets, threads or sleeping; TCP (every message is a UDP datagram); NAT; partitions.
 //! A killed node's state is dropped at once, so memory follows the live population.
-// A measuring instrument, not an interface; its items are still to document. The lint
-// holds for the rest of the crate.
-#![allow(missing_docs)]
 
 pub mod lockstep;
 pub mod network;
@@ -62,6 +59,7 @@ const SHARED_HOST_EVERY: usize = 10;
 pub struct SimConfig {
     /// Seeds the simulator's generator, the network's and every node's.
     pub seed: u64,
+    /// The virtual network's link model.
     pub network: LinkConfig,
     /// Every node's Chord configuration.
     pub chord: ChordConfig,
@@ -76,11 +74,14 @@ pub struct SimConfig {
 /// Storage for every simulated node.
 #[derive(Debug, Clone)]
 pub struct SimStorage {
+    /// The root the records are checked against.
     pub root: TrustAnchor,
+    /// Every node's storage settings.
     pub config: StorageConfig,
 }
 
 impl SimConfig {
+    /// The defaults, seeded by `seed`.
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
             seed,
@@ -95,15 +96,21 @@ impl SimConfig {
 /// One finished lookup, judged when it finished against the nodes admitted at that instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupRecord {
+    /// The node that looked up.
     pub node: usize,
+    /// Its lookup.
     pub id: LookupId,
+    /// The key.
     pub key: NodeId,
+    /// The node named, or why none was.
     pub result: Result<NodeId, LookupError>,
     /// Chord routing hops: nodes asked to route (zero when the querier knew the answer).
     pub hops: usize,
     /// Nodes asked to confirm the answer (the node named responsible, or its backups).
     pub confirmations: usize,
+    /// When it started.
     pub started_at: Instant,
+    /// When it ended.
     pub finished_at: Instant,
     /// The answer was the key's true successor among the admitted nodes when it arrived.
     pub correct: bool,
@@ -166,26 +173,32 @@ impl Sim {
         }
     }
 
+    /// The virtual clock.
     pub fn now(&self) -> Instant {
         self.now
     }
 
+    /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
 
+    /// The run's seed.
     pub fn seed(&self) -> u64 {
         self.config.seed
     }
 
+    /// The run's settings.
     pub fn config(&self) -> &SimConfig {
         &self.config
     }
 
+    /// The run's generator, for scenario choices (victims, keys).
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }
 
+    /// What the network has carried.
     pub fn network_stats(&self) -> NetworkStats {
         self.network.stats()
     }
@@ -200,18 +213,22 @@ impl Sim {
         self.slots.len()
     }
 
+    /// Whether no node was ever spawned.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
+    /// Node `ix`'s peer, while it lives.
     pub fn peer(&self, ix: usize) -> Option<&Peer> {
         self.slots.get(ix).and_then(|s| s.peer.as_ref())
     }
 
+    /// Node `ix`'s address.
     pub fn addr(&self, ix: usize) -> Option<SocketAddr> {
         self.slots.get(ix).map(|s| s.addr)
     }
 
+    /// Whether node `ix` lives.
     pub fn is_alive(&self, ix: usize) -> bool {
         self.peer(ix).is_some()
     }
@@ -339,10 +356,12 @@ impl Sim {
         Some(id)
     }
 
+    /// Lookups started and not yet ended.
     pub fn pending_lookups(&self) -> usize {
         self.pending_lookups.len()
     }
 
+    /// Lookups that ended, in order.
     pub fn finished_lookups(&self) -> &[LookupRecord] {
         &self.finished_lookups
     }
@@ -352,10 +371,12 @@ impl Sim {
         std::mem::take(&mut self.storage_events)
     }
 
+    /// Takes the lookups that ended.
     pub fn take_finished_lookups(&mut self) -> Vec<LookupRecord> {
         std::mem::take(&mut self.finished_lookups)
     }
 
+    /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let deadline = self.now + d;
         self.run_until(deadline);

@@ -5,8 +5,6 @@
 //! like str0m's `netem`, it is itself sans-IO: `send(now, …)` queues, `poll_at` says when the
 //! next datagram lands, `poll_delivery(now)` hands it over. No reordering guarantees (jitter
 //! reorders, as UDP may), no duplication, no partitions, no bandwidth limit.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -26,18 +24,23 @@ pub struct NetworkStats {
     pub sent: u64,
     /// Their payload bytes.
     pub bytes_sent: u64,
+    /// Datagrams lost.
     pub lost: u64,
+    /// Datagrams delivered.
     pub delivered: u64,
 }
 
 /// A datagram that has arrived.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The sender.
     pub from: SocketAddr,
+    /// The receiver.
     pub to: SocketAddr,
     /// As the sender asked: a "TCP" message arrives as a stream frame would (the model has
     /// no handshake or ordering beyond its delays; it only lets the receiver tell them apart).
     pub transport: crate::peer::Transport,
+    /// The datagram.
     pub data: Bytes,
 }
 
@@ -79,6 +82,7 @@ pub struct Network {
 }
 
 impl Network {
+    /// An empty network on `config`, drawing from `seed`.
     pub fn new(config: LinkConfig, seed: u64) -> Network {
         Network {
             config,
@@ -89,10 +93,12 @@ impl Network {
         }
     }
 
+    /// Its link model.
     pub fn config(&self) -> &LinkConfig {
         &self.config
     }
 
+    /// What it has carried.
     pub fn stats(&self) -> NetworkStats {
         self.stats
     }

@@ -7,8 +7,6 @@
 //!
 //! Signing is the expensive part (ECDSA P-256 and one certificate per owner), so it happens
 //! once, before the run; the storing nodes verify every copy they are offered as in the daemon.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -35,7 +33,9 @@ const BATCH_LIMIT: Duration = Duration::from_secs(600);
 
 /// The CA and the signed records of one run.
 pub struct RecordSet {
+    /// The CA's root.
     pub root: TrustAnchor,
+    /// One signed registration per owner.
     pub records: Vec<Record>,
 }
 
@@ -76,11 +76,13 @@ impl RecordSet {
 /// What storing the records found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordsReport {
+    /// Records stored.
     pub records: usize,
     /// R: each record has R+1 places.
     pub replicas: u8,
     /// Places that accepted their copy, of records × (R+1).
     pub places_stored: usize,
+    /// Places, R + 1 per record.
     pub places: usize,
     /// Records held by R+1 distinct live nodes once stored.
     pub records_fully_placed: usize,
@@ -95,17 +97,20 @@ pub struct RecordsReport {
     /// node, or nodes sharing an address, covering two places): what placement without the
     /// moves would give (the oracle, on the settled ring).
     pub same_address_without_moves: usize,
+    /// After `--fail`: what could still be read.
     pub after_fail: Option<RecordsAfterFail>,
 }
 
 /// Reads after `--fail`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordsAfterFail {
+    /// The share of nodes killed.
     pub fraction: f64,
     /// Records with at least one copy on a live node (the oracle).
     pub with_a_live_copy: usize,
     /// Records a fetch from a random live node returned valid.
     pub readable: usize,
+    /// `readable / records`.
     pub readable_share: f64,
 }
 

@@ -6,8 +6,6 @@
 //! after 20% / 50% fail at once), B3 (success under churn), B5 (maintenance bytes per node).
 //! A lookup succeeds when it returns the key's true successor among the admitted nodes at the
 //! instant it finishes; an error or any other node counts against it.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -31,7 +29,9 @@ use crate::peer::StorageConfig;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimParams {
+    /// N.
     pub nodes: usize,
+    /// The seed.
     pub seed: u64,
     /// Lookups per measurement (steady state, after failure, during churn).
     pub lookups: usize,
@@ -41,7 +41,9 @@ pub struct SimParams {
     pub churn_per_min: f64,
     /// How long churn lasts.
     pub churn_duration: Duration,
+    /// The link model.
     pub network: LinkConfig,
+    /// Every node's Chord settings.
     pub chord: ChordConfig,
     /// Spacing of joins while the ring grows.
     pub join_interval: Duration,
@@ -54,6 +56,7 @@ pub struct SimParams {
 }
 
 impl SimParams {
+    /// The defaults for `nodes` nodes and `seed`.
     pub fn new(nodes: usize, seed: u64) -> SimParams {
         SimParams {
             nodes,
@@ -75,6 +78,7 @@ impl SimParams {
 /// Lookup outcomes of one measurement.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LookupStats {
+    /// Lookups started.
     pub lookups: usize,
     /// Returned the true successor.
     pub succeeded: usize,
@@ -91,25 +95,33 @@ pub struct LookupStats {
     pub wrong_departed: usize,
     /// `succeeded / lookups`.
     pub success: f64,
+    /// Mean routing hops.
     pub mean_hops: f64,
+    /// Median routing hops.
     pub p50_hops: usize,
+    /// 99th percentile.
     pub p99_hops: usize,
+    /// The most.
     pub max_hops: usize,
     /// Mean nodes asked to confirm an answer (the node named responsible answering for
     /// itself, or its backups when it has failed), on top of the routing hops above.
     pub mean_confirmations: f64,
     /// Mean and p99 of everything asked: routing hops plus confirmations.
     pub mean_total_hops: f64,
+    /// See `mean_total_hops`.
     pub p99_total_hops: usize,
     /// Virtual seconds from start to answer, of the lookups that returned one: p50, p99 and
     /// the longest (a lookup that found nobody at first and was retried includes the wait,
     /// `ChordConfig::lookup_retry_delay`).
     pub p50_latency_s: f64,
+    /// See `p50_latency_s`.
     pub p99_latency_s: f64,
+    /// See `p50_latency_s`.
     pub max_latency_s: f64,
 }
 
 impl LookupStats {
+    /// The statistics of `records`, with `unfinished` lookups counted as failed.
     pub fn from_records(records: &[LookupRecord], unfinished: usize) -> LookupStats {
         let mut stats =
             LookupStats { lookups: records.len() + unfinished, failed: unfinished, ..LookupStats::default() };
@@ -171,14 +183,18 @@ impl LookupStats {
 /// SIP traffic per node, from the bytes the peers actually emitted (retransmissions included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Traffic {
+    /// Messages per live node per second.
     pub messages_per_node_per_s: f64,
+    /// Bytes per live node per second.
     pub bytes_per_node_per_s: f64,
 }
 
 /// `--fail`: a fraction of the nodes killed at once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FailReport {
+    /// The share of nodes killed.
     pub fraction: f64,
+    /// How many.
     pub killed: usize,
     /// Lookups started at the instant of the failure.
     pub immediate: LookupStats,
@@ -199,9 +215,13 @@ pub struct FailReport {
 /// `--churn`: continuous joins and silent departures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChurnReport {
+    /// Churn events per minute.
     pub events_per_min: f64,
+    /// How long churn lasted, virtual seconds.
     pub duration_s: f64,
+    /// Nodes that joined.
     pub joins: usize,
+    /// Nodes that vanished.
     pub departures: usize,
     /// Median session length this rate gives a population of `nodes` (ln 2 · N / rate).
     pub median_session_s: f64,
@@ -221,13 +241,19 @@ pub struct ChurnReport {
 /// Everything one run measured. Field names are stable (`--json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SimReport {
+    /// N.
     pub nodes: usize,
+    /// The seed.
     pub seed: u64,
+    /// One-way latency, ms.
     pub latency_ms: f64,
+    /// ± jitter, ms.
     pub jitter_ms: f64,
+    /// Loss per datagram, percent.
     pub loss_percent: f64,
     /// ½·log2 N and log2 N: target B1's bounds for the mean and the p99.
     pub half_log2_n: f64,
+    /// log2 N.
     pub log2_n: f64,
     /// Virtual seconds from the last join until successors, predecessors and successor lists
     /// were all correct.
@@ -237,7 +263,9 @@ pub struct SimReport {
     /// After convergence: fraction of successor-list entries and of finger entries (all 160
     /// per node, and the far ones only) holding the right node.
     pub successor_entries_correct: f64,
+    /// See `successor_entries_correct`.
     pub fingers_correct: f64,
+    /// See `successor_entries_correct`.
     pub far_fingers_correct: f64,
     /// Steady-state maintenance traffic (no lookups, no churn).
     pub maintenance: Traffic,
@@ -245,7 +273,9 @@ pub struct SimReport {
     pub traffic_by_kind: BTreeMap<String, KindTraffic>,
     /// Lookups from random nodes for random keys on the converged ring.
     pub lookups: LookupStats,
+    /// `--fail`'s measurements.
     pub fail: Option<FailReport>,
+    /// `--churn`'s measurements.
     pub churn: Option<ChurnReport>,
     /// `--records`: placement, the distinct-address invariant, reads after `--fail`.
     pub records: Option<RecordsReport>,
@@ -257,6 +287,7 @@ pub struct SimReport {
     pub datagrams: u64,
     /// Filled in by the caller, which owns the real clock: wall-clock seconds and peak RSS.
     pub wall_time_s: f64,
+    /// The process's peak resident memory, KiB (Linux).
     pub peak_rss_kib: Option<u64>,
 }
 
@@ -409,6 +440,7 @@ fn wait_for_lookups(sim: &mut Sim) {
     });
 }
 
+/// Starts `count` lookups of random keys from random members and runs until they end.
 pub fn measure_lookups(sim: &mut Sim, count: usize) -> LookupStats {
     start_lookups(sim, count);
     finish_lookups(sim)

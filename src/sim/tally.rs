@@ -7,8 +7,6 @@
 //! response, with the same Call-ID is a retransmission (every overlay RPC is one non-INVITE
 //! transaction with a fresh Call-ID). Requests the Chord core did not send are, in the
 //! simulator, storage operations (`storage`).
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 // `calls` is only looked up and pruned, never read in order: a hash map is safe here and
 // keeps a 10,000-node run fast (clippy.toml bans it elsewhere).
@@ -22,7 +20,9 @@ use serde::Serialize;
 /// Messages and bytes of one class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Count {
+    /// Datagrams.
     pub messages: u64,
+    /// Their bytes.
     pub bytes: u64,
 }
 
@@ -40,16 +40,22 @@ pub struct KindCounts {
 /// Per-node rates of one class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Rate {
+    /// Per live node per second.
     pub messages_per_node_per_s: f64,
+    /// Per live node per second.
     pub bytes_per_node_per_s: f64,
 }
 
 /// Per-node rates of one kind (`traffic_by_kind` in the JSON).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct KindTraffic {
+    /// Requests, first copies.
     pub requests: Rate,
+    /// Responses, first copies.
     pub responses: Rate,
+    /// Copies of either sent again.
     pub retransmissions: Rate,
+    /// All of them.
     pub total: Rate,
 }
 

@@ -8,8 +8,6 @@
 //!
 //! The checks read a ring through [`RingView`], so the abstract-RPC [`TestNet`] and the
 //! simulator of whole SIP peers (`crate::sim`) are held to the same conditions.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::time::Duration;
 
@@ -52,9 +50,13 @@ impl RingView for TestNet {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{invariant} violated after {elapsed:?} (seed {seed}): {detail}")]
 pub struct InvariantViolation {
+    /// The invariant's name.
     pub invariant: &'static str,
+    /// What was wrong.
     pub detail: String,
+    /// Virtual time into the run when it was found.
     pub elapsed: Duration,
+    /// The run's seed: the failure replays from it.
     pub seed: u64,
 }
 
@@ -233,12 +235,19 @@ pub fn fingers_at_least<N: RingView + ?Sized>(net: &N, min: f64) -> Result<(), I
 /// diagnosing a ring that did not heal. IDs are shown shortened (`NodeId`'s `Debug`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WrongNode {
+    /// The node, short ID.
     pub node: String,
+    /// Its index in the network.
     pub index: usize,
+    /// Its state (`joined`…).
     pub state: String,
+    /// Its successor.
     pub successor: String,
+    /// The successor it should have.
     pub expected_successor: String,
+    /// Its predecessor.
     pub predecessor: Option<String>,
+    /// The predecessor it should have.
     pub expected_predecessor: Option<String>,
     /// Its successor list, nearest first; entries that are not members are marked `†`.
     pub successors: Vec<String>,
@@ -250,6 +259,7 @@ pub struct WrongNode {
 /// when it is "loopy"; members outside every cycle hang off it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RingDiagnosis {
+    /// Nodes that should be in the ring.
     pub members: usize,
     /// Members whose successor is wrong.
     pub wrong_successors: usize,

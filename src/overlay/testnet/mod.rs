@@ -18,9 +18,6 @@
 //!
 //! Nothing here is only for tests, and nothing reads the real clock: the caller supplies the
 //! base `Instant` (tests take `Instant::now()` once; the simulator may do the same).
-// A measuring instrument, not an interface; its items are still to document. The lint
-// holds for the rest of the crate.
-#![allow(missing_docs)]
 
 pub mod invariants;
 pub mod scenarios;
@@ -72,19 +69,28 @@ impl NetConfig {
 /// How a lookup started through [`TestNet::lookup`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupOutcome {
+    /// The key looked up.
     pub key: NodeId,
+    /// The node found, or why none was.
     pub result: Result<Contact, LookupError>,
+    /// The nodes asked, in order.
     pub path: Vec<Contact>,
+    /// When it started.
     pub started_at: Instant,
+    /// When it ended.
     pub finished_at: Instant,
 }
 
 /// Message counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
+    /// Requests sent, copies included.
     pub requests_sent: u64,
+    /// Responses sent.
     pub responses_sent: u64,
+    /// Messages delivered.
     pub delivered: u64,
+    /// Messages lost.
     pub lost: u64,
     /// Requests that reached a dead or absent node.
     pub unanswered: u64,
@@ -173,6 +179,7 @@ impl TestNet {
         }
     }
 
+    /// The virtual clock.
     pub fn now(&self) -> Instant {
         self.now
     }
@@ -182,10 +189,12 @@ impl TestNet {
         self.now.saturating_duration_since(self.start)
     }
 
+    /// The network's settings.
     pub fn config(&self) -> &NetConfig {
         &self.config
     }
 
+    /// The run's seed.
     pub fn seed(&self) -> u64 {
         self.config.seed
     }
@@ -196,6 +205,7 @@ impl TestNet {
         &mut self.rng
     }
 
+    /// What the network has carried.
     pub fn stats(&self) -> NetStats {
         self.stats
     }
@@ -303,6 +313,7 @@ impl TestNet {
         Some(id)
     }
 
+    /// The outcome of node `ix`'s lookup `id`, once it ended.
     pub fn lookup_outcome(&self, ix: usize, id: LookupId) -> Option<&LookupOutcome> {
         self.slots.get(ix)?.lookups.get(&id)
     }
@@ -312,14 +323,17 @@ impl TestNet {
         self.slots.get(ix).into_iter().flat_map(|s| s.lookups.values())
     }
 
+    /// How many nodes were ever added.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether none was.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
+    /// Whether node `ix` is alive.
     pub fn is_alive(&self, ix: usize) -> bool {
         self.slots.get(ix).is_some_and(|s| s.alive)
     }
@@ -329,6 +343,7 @@ impl TestNet {
         self.slots.get(ix).map(|s| &s.chord)
     }
 
+    /// Node `ix`'s contact.
     pub fn contact(&self, ix: usize) -> Option<&Contact> {
         self.slots.get(ix).map(|s| &s.contact)
     }

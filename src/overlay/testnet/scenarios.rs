@@ -2,8 +2,6 @@
 //! run them at a few hundred nodes, and [`lookup_hops_experiment`] at 1,000 and 10,000 for
 //! target B1 (mean hops ≤ ½·log2 N, p99 ≤ log2 N) on abstract RPCs; `crate::sim::scenario`
 //! measures the same for whole peers speaking SIP.
-// Items here are still to document; the lint holds for everything else and for new files.
-#![allow(missing_docs)]
 
 use std::time::{Duration, Instant};
 
@@ -57,7 +55,9 @@ pub fn grow_concurrently(net: &mut TestNet, n: usize) -> Vec<usize> {
 /// What [`measure_lookups`] saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HopReport {
+    /// Ring size.
     pub nodes: usize,
+    /// Lookups measured.
     pub lookups: usize,
     /// Lookups that ended in an error.
     pub failed: usize,
@@ -65,13 +65,17 @@ pub struct HopReport {
     pub wrong: usize,
     /// Nodes asked per lookup (zero when the querier knew the answer itself).
     pub mean_hops: f64,
+    /// Median hops.
     pub p50_hops: usize,
+    /// 99th percentile of hops.
     pub p99_hops: usize,
+    /// The most hops.
     pub max_hops: usize,
     /// Virtual time from the last join until [`invariants::ring_correct`] held.
     pub ring_converged_after: Duration,
     /// Virtual time from the ring being correct until every far finger was.
     pub fingers_converged_after: Duration,
+    /// Share of finger entries holding the right node.
     pub fingers_correct: f64,
 }
 
