@@ -237,7 +237,7 @@ mod ring {
                 let overlay: SocketAddr = a.parse().unwrap();
                 let proxy = SocketAddr::new(overlay.ip(), 5060);
                 let config = PeerConfig { seed: i as u64, ..PeerConfig::new(overlay, proxy) };
-                lock.insert(overlay, Peer::new(config, lock.now));
+                lock.insert(overlay, Peer::new(config, lock.now()));
             }
             Net { lock }
         }
@@ -247,9 +247,9 @@ mod ring {
         }
 
         fn ring_ok(&self) -> bool {
-            let mut ids: Vec<NodeId> = self.lock.peers.values().map(Peer::node_id).collect();
+            let mut ids: Vec<NodeId> = self.lock.peers().map(|(_, p)| p).map(Peer::node_id).collect();
             ids.sort();
-            self.lock.peers.values().all(|p| {
+            self.lock.peers().map(|(_, p)| p).all(|p| {
                 let me = p.node_id();
                 let i = ids.iter().position(|x| *x == me).unwrap();
                 p.chord().successor().id == ids[(i + 1) % ids.len()]
@@ -265,8 +265,8 @@ mod ring {
         // refused, and the neighbours keep the node.
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
         let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:5070".parse().unwrap(), "127.0.0.2:5070".parse().unwrap());
-        let now = net.lock.now;
-        net.lock.peers.get_mut(&b).unwrap().join(now, vec![a]);
+        let now = net.lock.now();
+        net.lock.peer(b).join(now, vec![a]);
         net.run_for(Duration::from_secs(10));
         assert!(net.ring_ok());
         let attacker = Endpoint {
@@ -275,8 +275,8 @@ mod ring {
             remote: "203.0.113.5:5062".parse().unwrap(),
             conn: None,
         };
-        let now = net.lock.now;
-        let node = net.lock.peers.get_mut(&a).unwrap();
+        let now = net.lock.now();
+        let node = net.lock.peer(a);
         let mut answered = 0;
         for i in 0..30_000 {
             for (method, uri) in [("OPTIONS", "sip:127.0.0.1:5070"), ("MESSAGE", "sip:nobody@p2p.test")] {
@@ -309,9 +309,9 @@ mod ring {
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         let mut net = Net::new(&refs);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        let now = net.lock.now;
-        for (a, p) in net.lock.peers.iter_mut() {
-            if *a != boot {
+        let now = net.lock.now();
+        for (a, p) in net.lock.peers_mut() {
+            if a != boot {
                 p.join(now, vec![boot]);
             }
         }
@@ -323,7 +323,8 @@ mod ring {
             victim,
         );
         let info = overlay_wire::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
-        let node = net.lock.peers.get_mut(&boot).unwrap();
+        let now = net.lock.now();
+        let node = net.lock.peer(boot);
         let target = crate::overlay::RpcTarget::Node(node.chord().me().clone());
         for (i, request) in [
             crate::overlay::Request::Join { joiner: me.clone() },
@@ -343,7 +344,7 @@ mod ring {
             msg.headers.push_front_of(Header::new(HeaderName::Via, via));
             let data = msg.encode();
             let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: victim, conn: None };
-            node.handle_input(net.lock.now, Input::receive(from, data.clone()));
+            node.handle_input(now, Input::receive(from, data.clone()));
             let mut answers: Vec<Transmit> = Vec::new();
             node.drain(|t| answers.extend((t.to.remote == victim).then_some(t)), |_| {});
             let answer =
@@ -363,19 +364,19 @@ mod ring {
     fn three_peers_form_a_ring_over_sip() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070", "127.0.0.3:5070", "127.0.0.3:5072"]);
         let boot: SocketAddr = "127.0.0.1:5070".parse().unwrap();
-        let now = net.lock.now;
-        for (a, p) in net.lock.peers.iter_mut() {
-            if *a != boot {
+        let now = net.lock.now();
+        for (a, p) in net.lock.peers_mut() {
+            if a != boot {
                 p.join(now, vec![boot]);
             }
         }
         net.run_for(Duration::from_secs(30));
         assert!(net.ring_ok(), "ring not correct after 30 s");
-        let overlay: u64 = net.lock.peers.values().map(|p| p.counters().overlay_requests).sum();
+        let overlay: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.counters().overlay_requests).sum();
         assert!(overlay > 0);
         // Every refusal was Chord's own (a node asked before its join completed), none the SIP
         // mapping's: every DHT-PeerID matched the address it came from.
-        for p in net.lock.peers.values() {
+        for p in net.lock.peers().map(|(_, p)| p) {
             assert_eq!(p.counters().overlay_refused, p.chord().counters().requests_refused);
         }
     }
@@ -383,7 +384,7 @@ mod ring {
     #[test]
     fn a_request_of_another_protocol_version_gets_420_and_is_counted() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
-        let now = net.lock.now;
+        let now = net.lock.now();
         let sender: SocketAddr = "127.0.0.2:5070".parse().unwrap();
         let id = NodeId::from_addr(sender.ip(), sender.port(), crate::overlay::IdHash::Sha1);
         let request = |version: &str, call: &str| {
@@ -395,7 +396,7 @@ mod ring {
             )
         };
         let from = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: sender, conn: None };
-        let p = net.lock.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        let p = net.lock.peer("127.0.0.1:5070".parse().unwrap());
         // A version 1 node (before the wire format changed) is told which extension failed.
         p.handle_input(now, Input::receive(from, Bytes::from(request("1", "v1"))));
         let out = drain(p);
@@ -417,7 +418,7 @@ mod ring {
     #[test]
     fn a_forged_peer_id_is_refused() {
         let mut net = Net::new(&["127.0.0.1:5070", "127.0.0.2:5070"]);
-        let now = net.lock.now;
+        let now = net.lock.now();
         // A join whose DHT-PeerID claims 127.0.0.9 but comes from 127.0.0.2.
         let text = "REGISTER sip:0000000000000000000000000000000000000001@127.0.0.1:5070 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKforged\r\nFrom: <sip:x@127.0.0.2>;tag=1\r\n\
@@ -430,7 +431,7 @@ mod ring {
             remote: "127.0.0.2:5070".parse().unwrap(),
             conn: None,
         };
-        let p = net.lock.peers.get_mut(&"127.0.0.1:5070".parse().unwrap()).unwrap();
+        let p = net.lock.peer("127.0.0.1:5070".parse().unwrap());
         p.handle_input(now, Input::receive(from, Bytes::from_static(text.as_bytes())));
         let out = drain(p);
         assert_eq!(out[0].1.status(), Some(403));

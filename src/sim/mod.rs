@@ -43,9 +43,10 @@ use crate::netem::LinkConfig;
 use crate::overlay::testnet::invariants::{InvariantViolation, RingView};
 use crate::overlay::{Chord, ChordConfig, Event, LookupError, LookupId, NodeId, NodeState};
 use crate::peer::StorageConfig;
-use crate::peer::{Endpoint, Input, Listener, Peer, PeerConfig, PeerEvent, StorageEvent};
+use crate::peer::{Peer, PeerConfig, PeerEvent, StorageEvent};
 use crate::store::MemoryStore;
-use network::{Network, NetworkStats};
+use lockstep::LockStep;
+use network::NetworkStats;
 
 /// The overlay port of a simulated node; a second node on the same host takes the next ports.
 pub const OVERLAY_PORT: u16 = 5070;
@@ -119,25 +120,15 @@ pub struct LookupRecord {
     pub named_departed: bool,
 }
 
-struct Slot {
-    addr: SocketAddr,
-    id: NodeId,
-    /// `None` once killed or gone: a dead node costs one address and one ID.
-    peer: Option<Peer>,
-    /// The deadline registered in `Sim::timers`.
-    timer: Option<Instant>,
-}
-
 /// N peers on a virtual network.
 pub struct Sim {
     start: Instant,
-    now: Instant,
     config: SimConfig,
     rng: ChaCha8Rng,
-    network: Network,
-    slots: Vec<Slot>,
-    by_addr: BTreeMap<SocketAddr, usize>,
-    timers: BTreeSet<(Instant, usize)>,
+    /// The peers and their network.
+    net: LockStep,
+    /// Every node's ID, by number (a dead node keeps its ID).
+    ids: Vec<NodeId>,
     /// IDs of nodes in the ring by their own account (joined, or a ring of one): the oracle.
     admitted: BTreeSet<NodeId>,
     pending_lookups: BTreeMap<(usize, LookupId), (NodeId, Instant)>,
@@ -154,16 +145,13 @@ impl Sim {
     /// An empty network whose virtual clock starts at `start`.
     pub fn new(start: Instant, config: SimConfig) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let network = Network::new(config.network.clone(), rng.random());
+        let net = LockStep::with_link(start, config.network.clone(), rng.random());
         Sim {
             start,
-            now: start,
             config,
             rng,
-            network,
-            slots: Vec::new(),
-            by_addr: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            net,
+            ids: Vec::new(),
             admitted: BTreeSet::new(),
             pending_lookups: BTreeMap::new(),
             finished_lookups: Vec::new(),
@@ -175,12 +163,12 @@ impl Sim {
 
     /// The virtual clock.
     pub fn now(&self) -> Instant {
-        self.now
+        self.net.now()
     }
 
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
-        self.now - self.start
+        self.net.now() - self.start
     }
 
     /// The run's seed.
@@ -200,7 +188,7 @@ impl Sim {
 
     /// What the network has carried.
     pub fn network_stats(&self) -> NetworkStats {
-        self.network.stats()
+        self.net.network_stats()
     }
 
     /// Datagrams sent so far, by kind of RPC ([`tally`]).
@@ -210,22 +198,28 @@ impl Sim {
 
     /// Nodes ever spawned, dead or alive.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.net.len()
     }
 
     /// Whether no node was ever spawned.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.net.is_empty()
     }
 
     /// Node `ix`'s peer, while it lives.
     pub fn peer(&self, ix: usize) -> Option<&Peer> {
-        self.slots.get(ix).and_then(|s| s.peer.as_ref())
+        self.net.get(ix)
+    }
+
+    /// Node `ix`'s peer, mutably, for tests that plant state behind the protocol's back.
+    #[cfg(test)]
+    pub(crate) fn peer_mut(&mut self, ix: usize) -> Option<&mut Peer> {
+        self.net.get_mut(ix)
     }
 
     /// Node `ix`'s address.
     pub fn addr(&self, ix: usize) -> Option<SocketAddr> {
-        self.slots.get(ix).map(|s| s.addr)
+        self.net.addr(ix)
     }
 
     /// Whether node `ix` lives.
@@ -235,22 +229,15 @@ impl Sim {
 
     /// Live nodes that have not left: who should be in the ring.
     pub fn members(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.peer.as_ref().is_some_and(|p| !matches!(p.chord().state(), NodeState::Left)))
-            .map(|(i, _)| i)
+        (0..self.net.len())
+            .filter(|&ix| self.net.get(ix).is_some_and(|p| !matches!(p.chord().state(), NodeState::Left)))
     }
 
     /// Live nodes in the ring by their own account (joined, or a ring of one).
     pub fn admitted(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.peer.as_ref().is_some_and(|p| matches!(p.chord().state(), NodeState::Joined | NodeState::Alone))
-            })
-            .map(|(i, _)| i)
+        (0..self.net.len()).filter(|&ix| {
+            self.net.get(ix).is_some_and(|p| matches!(p.chord().state(), NodeState::Joined | NodeState::Alone))
+        })
     }
 
     /// The key's true successor among the admitted nodes, now.
@@ -261,12 +248,12 @@ impl Sim {
     /// The address the next node gets: `10.a.b.c:5070`, except that every tenth node shares
     /// the previous node's host on the next port.
     fn next_addr(&mut self) -> SocketAddr {
-        let k = self.slots.len();
+        let k = self.net.len();
         let group = self.config.same_address;
         let shares = if group >= 2 { !k.is_multiple_of(group) } else { k % SHARED_HOST_EVERY == SHARED_HOST_EVERY - 1 };
         if shares {
-            if let Some(prev) = self.slots.last() {
-                return SocketAddr::new(prev.addr.ip(), prev.addr.port() + 1);
+            if let Some(prev) = self.net.last_addr() {
+                return SocketAddr::new(prev.ip(), prev.port() + 1);
             }
         }
         self.next_host += 1;
@@ -281,17 +268,17 @@ impl Sim {
         let proxy = SocketAddr::new(addr.ip(), 5060);
         let config =
             PeerConfig { seed: self.rng.random(), chord: self.config.chord.clone(), ..PeerConfig::new(addr, proxy) };
-        let mut peer = Peer::new(config, self.now);
+        let now = self.net.now();
+        let mut peer = Peer::new(config, now);
         peer.record_rpc_kinds();
         if let Some(storage) = &self.config.storage {
             let ids = VerifiedCache::new(storage.root.clone(), 4096);
-            peer.enable_storage(self.now, storage.config.clone(), Box::new(MemoryStore::new()), ids, None);
+            peer.enable_storage(now, storage.config.clone(), Box::new(MemoryStore::new()), ids, None);
         }
-        let ix = self.slots.len();
         let id = peer.node_id();
-        self.slots.push(Slot { addr, id, peer: Some(peer), timer: None });
-        self.by_addr.insert(addr, ix);
-        if self.slots.len() == 1 || self.admitted.is_empty() {
+        let ix = self.net.insert(addr, peer);
+        self.ids.push(id);
+        if self.net.len() == 1 || self.admitted.is_empty() {
             // The first node creates the ring; later ones are alone only until they join.
             self.admitted.insert(id);
         }
@@ -302,8 +289,8 @@ impl Sim {
     /// Has node `ix` join through the nodes in `bootstrap`, tried in order.
     pub fn join(&mut self, ix: usize, bootstrap: &[usize]) {
         let addrs = bootstrap.iter().filter_map(|b| self.addr(*b)).collect();
-        let now = self.now;
-        if let Some(p) = self.slots[ix].peer.as_mut() {
+        let now = self.net.now();
+        if let Some(p) = self.net.get_mut(ix) {
             p.join(now, addrs);
             self.after(ix);
         }
@@ -311,8 +298,8 @@ impl Sim {
 
     /// Node `ix` leaves gracefully; its state is dropped once it reports `Left`.
     pub fn leave(&mut self, ix: usize) {
-        let now = self.now;
-        if let Some(p) = self.slots[ix].peer.as_mut() {
+        let now = self.net.now();
+        if let Some(p) = self.net.get_mut(ix) {
             self.admitted.remove(&p.node_id());
             p.leave(now);
             self.after(ix);
@@ -321,36 +308,32 @@ impl Sim {
 
     /// Node `ix` vanishes without a word; datagrams to it are dropped.
     pub fn kill(&mut self, ix: usize) {
-        let slot = &mut self.slots[ix];
-        if slot.peer.take().is_some() {
-            self.admitted.remove(&slot.id);
-        }
-        if let Some(t) = slot.timer.take() {
-            self.timers.remove(&(t, ix));
+        if self.net.remove(ix).is_some() {
+            self.admitted.remove(&self.ids[ix]);
         }
         self.pending_lookups.retain(|(n, _), _| *n != ix);
     }
 
     /// Stores `record` from node `ix`; the outcome arrives in [`Sim::take_storage_events`].
     pub fn put(&mut self, ix: usize, record: crate::store::Record) -> Option<crate::peer::StorageOpId> {
-        let now = self.now;
-        let op = self.slots.get_mut(ix)?.peer.as_mut()?.put(now, record);
+        let now = self.net.now();
+        let op = self.net.get_mut(ix)?.put(now, record);
         self.after(ix);
         op
     }
 
     /// Fetches a registration from node `ix`; the outcome arrives in [`Sim::take_storage_events`].
     pub fn fetch(&mut self, ix: usize, key: &str) -> Option<crate::peer::StorageOpId> {
-        let now = self.now;
-        let op = self.slots.get_mut(ix)?.peer.as_mut()?.fetch(now, crate::store::RecordKind::Registration, key);
+        let now = self.net.now();
+        let op = self.net.get_mut(ix)?.fetch(now, crate::store::RecordKind::Registration, key);
         self.after(ix);
         op
     }
 
     /// Starts a lookup for `key` at node `ix`; its record appears in [`Sim::finished_lookups`].
     pub fn lookup(&mut self, ix: usize, key: NodeId) -> Option<LookupId> {
-        let now = self.now;
-        let id = self.slots.get_mut(ix)?.peer.as_mut()?.lookup(now, key);
+        let now = self.net.now();
+        let id = self.net.get_mut(ix)?.lookup(now, key);
         self.pending_lookups.insert((ix, id), (key, now));
         self.after(ix);
         Some(id)
@@ -378,40 +361,18 @@ impl Sim {
 
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
-        let deadline = self.now + d;
+        let deadline = self.net.now() + d;
         self.run_until(deadline);
     }
 
     /// Delivers datagrams and fires deadlines in time order up to `deadline`.
     pub fn run_until(&mut self, deadline: Instant) {
-        loop {
-            let next_timer = self.timers.first().map(|(t, _)| *t);
-            let next_datagram = self.network.poll_at();
-            let next = match (next_timer, next_datagram) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => match a.or(b) {
-                    Some(t) => t,
-                    None => break,
-                },
-            };
-            if next > deadline {
-                break;
-            }
-            self.now = self.now.max(next);
-            if next_datagram == Some(next) {
-                if let Some(d) = self.network.poll_delivery(self.now) {
-                    self.deliver(d);
-                }
-            } else if let Some((_, ix)) = self.timers.pop_first() {
-                self.slots[ix].timer = None;
-                let now = self.now;
-                if let Some(p) = self.slots[ix].peer.as_mut() {
-                    p.handle_input(now, Input::Timeout);
-                    self.after(ix);
-                }
+        while let Some(touched) = self.net.step(deadline) {
+            if let Some(ix) = touched {
+                self.after(ix);
             }
         }
-        self.now = self.now.max(deadline);
+        self.net.wait_until(deadline);
     }
 
     /// Runs in steps of `step` until `ok` holds, for at most `limit`; returns how long it took.
@@ -421,42 +382,26 @@ impl Sim {
         step: Duration,
         mut ok: impl FnMut(&Sim) -> Result<(), InvariantViolation>,
     ) -> Result<Duration, InvariantViolation> {
-        let began = self.now;
+        let began = self.net.now();
         loop {
             match ok(self) {
-                Ok(()) => return Ok(self.now - began),
-                Err(e) if self.now - began >= limit => return Err(e),
+                Ok(()) => return Ok(self.net.now() - began),
+                Err(e) if self.net.now() - began >= limit => return Err(e),
                 Err(_) => self.run_for(step),
             }
         }
     }
 
-    fn deliver(&mut self, d: network::Delivery) {
-        let Some(&ix) = self.by_addr.get(&d.to) else { return };
-        let now = self.now;
-        let Some(peer) = self.slots[ix].peer.as_mut() else { return };
-        let from = Endpoint { listener: Listener::Overlay, transport: d.transport, remote: d.from, conn: None };
-        peer.handle_input(now, Input::Receive { from, data: d.data });
-        self.after(ix);
-    }
-
     /// Sends what node `ix` wants sent, records what it reported, and files its next deadline.
     fn after(&mut self, ix: usize) {
-        let now = self.now;
-        let slot = &mut self.slots[ix];
-        let Some(peer) = slot.peer.as_mut() else { return };
+        let now = self.net.now();
+        let Some(peer) = self.net.get_mut(ix) else { return };
         for (call_id, kind) in peer.take_rpc_kinds() {
             self.tally.note(now, call_id, kind);
         }
-        let (addr, tally, network) = (slot.addr, &mut self.tally, &mut self.network);
+        let tally = &mut self.tally;
         let mut events = Vec::new();
-        let next = peer.drain(
-            |t| {
-                tally.count(now, &t.data);
-                network.send(now, addr, t.to.remote, t.to.transport, t.data);
-            },
-            |e| events.push(e),
-        );
+        self.net.drain(ix, |t| tally.count(now, &t.data), |e| events.push(e));
         let mut gone = false;
         for event in events {
             let event = match event {
@@ -468,10 +413,10 @@ impl Sim {
             };
             match event {
                 Event::Joined { .. } => {
-                    self.admitted.insert(slot.id);
+                    self.admitted.insert(self.ids[ix]);
                 }
                 Event::Isolated => {
-                    self.admitted.remove(&slot.id);
+                    self.admitted.remove(&self.ids[ix]);
                 }
                 Event::Left => gone = true,
                 Event::LookupDone { id, result, path, confirmations, .. } => {
@@ -497,17 +442,7 @@ impl Sim {
             }
         }
         if gone {
-            slot.peer = None;
-        }
-        let next = if gone { None } else { next };
-        if slot.timer != next {
-            if let Some(t) = slot.timer {
-                self.timers.remove(&(t, ix));
-            }
-            if let Some(t) = next {
-                self.timers.insert((t, ix));
-            }
-            slot.timer = next;
+            self.net.remove(ix);
         }
     }
 }

@@ -146,16 +146,16 @@ fn copies_on_one_address_are_counted_and_only_places_break_the_invariant() {
     super::records::replicas_on_distinct_addresses(&sim).unwrap_or_else(|e| panic!("{e}"));
     // Plant one record on both nodes of the first address behind the store path's back.
     for ix in [0, 1] {
-        let peer = sim.slots[ix].peer.as_mut().unwrap();
+        let peer = sim.peer_mut(ix).unwrap();
         peer.storage_for_tests().put(set.records[0].clone());
     }
     assert_eq!(super::records::copies_on_shared_addresses(&sim), 1);
     // The second node of an address sits one port after the first: its arc is one ID wide and
     // holds no place; the invariant speaks of places (what readers ask), so it holds until
     // the first node fails and the second takes its arc over with the planted copy.
-    assert!(!sim.slots[1].peer.as_ref().unwrap().holds_place_of(&set.records[0]));
+    assert!(!sim.peer(1).unwrap().holds_place_of(&set.records[0]));
     super::records::replicas_on_distinct_addresses(&sim).unwrap_or_else(|e| panic!("{e}"));
-    assert!(sim.slots[0].peer.as_ref().unwrap().holds_place_of(&set.records[0]));
+    assert!(sim.peer(0).unwrap().holds_place_of(&set.records[0]));
 }
 
 /// Stabilize requests sent over the next `window`, per node per second.

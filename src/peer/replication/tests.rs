@@ -63,19 +63,19 @@ impl Net {
     fn add(&mut self, addr: &str, aor: Option<&str>) -> SocketAddr {
         let overlay: SocketAddr = addr.parse().unwrap();
         let proxy = SocketAddr::new(overlay.ip(), 5060);
-        let config = PeerConfig { seed: self.lock.peers.len() as u64, ..PeerConfig::new(overlay, proxy) };
-        let mut peer = Peer::new(config, self.lock.now);
+        let config = PeerConfig { seed: self.lock.peers().count() as u64, ..PeerConfig::new(overlay, proxy) };
+        let mut peer = Peer::new(config, self.lock.now());
         let signer = aor.map(|aor| {
             let (key, cert) = self.fx.enroll(aor);
             let identity = LocalIdentity::new(key, vec![cert], self.fx.anchor(), NOW).unwrap();
             Signer { identity, rng: self.fx.shared_rng() }
         });
         let ids = VerifiedCache::new(self.fx.anchor(), 16);
-        peer.enable_storage(self.lock.now, self.storage_config(), Box::new(MemoryStore::new()), ids, signer);
-        if let Some(boot) = self.lock.peers.keys().next().copied() {
-            peer.join(self.lock.now, vec![boot]);
+        peer.enable_storage(self.lock.now(), self.storage_config(), Box::new(MemoryStore::new()), ids, signer);
+        if let Some(boot) = self.lock.peers().map(|(a, _)| a).next() {
+            peer.join(self.lock.now(), vec![boot]);
         }
-        self.lock.peers.insert(overlay, peer);
+        self.lock.insert(overlay, peer);
         overlay
     }
 
@@ -91,26 +91,25 @@ impl Net {
 
     /// The node responsible for `key` among all peers (the oracle).
     fn responsible(&self, key: NodeId) -> SocketAddr {
-        let mut ids: Vec<(NodeId, SocketAddr)> = self.lock.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+        let mut ids: Vec<(NodeId, SocketAddr)> = self.lock.peers().map(|(a, p)| (p.node_id(), a)).collect();
         ids.sort();
         ids.iter().find(|(id, _)| *id >= key).or(ids.first()).map(|(_, a)| *a).unwrap()
     }
 
     fn holders(&self, kind: RecordKind, key: &str) -> Vec<SocketAddr> {
         self.lock
-            .peers
-            .iter()
+            .peers()
             .filter(|(_, p)| p.held_records().iter().any(|r| r.kind == kind && r.key == key))
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
             .collect()
     }
 
     fn peer(&mut self, addr: SocketAddr) -> &mut Peer {
-        self.lock.peers.get_mut(&addr).unwrap()
+        self.lock.peer(addr)
     }
 
     fn fetch(&mut self, from: SocketAddr, key: &str) -> (Option<Record>, Vec<Place>) {
-        let now = self.lock.now;
+        let now = self.lock.now();
         let op = self.peer(from).fetch(now, RecordKind::Registration, key).unwrap();
         self.run_for(Duration::from_secs(10));
         self.events
@@ -125,7 +124,7 @@ impl Net {
     }
 
     fn put(&mut self, from: SocketAddr, record: Record) -> Vec<Place> {
-        let now = self.lock.now;
+        let now = self.lock.now();
         let op = self.peer(from).put(now, record).unwrap();
         self.run_for(Duration::from_secs(10));
         self.events
@@ -236,7 +235,7 @@ fn a_read_repairs_a_missing_copy_and_ignores_an_invalid_one() {
     // The repair wrote the newest copy back where it was missing (the tampered one is newer by
     // its claimed sequence number and stays until it expires or the owner refreshes).
     assert!(net.peer(lost).held_records().iter().any(|r| r.key == key && r.seq == newest.seq));
-    assert!(net.lock.peers.values().map(|p| p.storage_counters().unwrap().read_repairs).sum::<u64>() >= 1);
+    assert!(net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().read_repairs).sum::<u64>() >= 1);
 }
 
 #[test]
@@ -268,10 +267,10 @@ fn a_leaving_node_hands_its_records_to_its_successor() {
     let key = "sip:alice@example.com";
     let keys = replica_keys(key.as_bytes(), DEFAULT_REPLICAS, crate::overlay::IdHash::Sha1);
     let leaver = keys.iter().map(|k| net.responsible(*k)).find(|a| *a != alice).unwrap();
-    let now = net.lock.now;
+    let now = net.lock.now();
     net.peer(leaver).leave(now);
     net.run_for(Duration::from_secs(5));
-    net.lock.peers.remove(&leaver);
+    net.lock.remove_at(leaver);
     net.run_for(Duration::from_secs(30));
     for k in &keys {
         let holder = net.responsible(*k);
@@ -283,7 +282,7 @@ fn a_leaving_node_hands_its_records_to_its_successor() {
 /// kept it, and that every storing node counted its refusal.
 fn assert_refused_everywhere(net: &mut Net, record: Record, reason: &str) {
     let (kind, key) = (record.kind, record.key.clone());
-    let before: u64 = net.lock.peers.values().map(|p| p.storage_counters().unwrap().stores_refused).sum();
+    let before: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().stores_refused).sum();
     let places = net.put(addr("127.0.0.2:5070"), record);
     for p in &places {
         assert!(!p.valid, "a place accepted it: {p:?}");
@@ -291,7 +290,7 @@ fn assert_refused_everywhere(net: &mut Net, record: Record, reason: &str) {
         assert!(error.contains(reason), "expected {reason:?}, got {error:?}");
     }
     assert!(net.holders(kind, &key).is_empty(), "a refused record was kept");
-    let after: u64 = net.lock.peers.values().map(|p| p.storage_counters().unwrap().stores_refused).sum();
+    let after: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().stores_refused).sum();
     assert_eq!(after - before, places.len() as u64, "every refusal is counted");
 }
 
@@ -350,12 +349,18 @@ fn refused_stores_over_sip_keep_nothing() {
     // A replay: seq 5 is stored, then seq 4 is offered.
     let places = net.put(addr("127.0.0.2:5070"), net.registration(&key, &cert, carol, 5));
     assert!(places.iter().all(|p| p.valid), "{places:?}");
-    let before: u64 = net.lock.peers.values().map(|p| p.storage_counters().unwrap().stores_refused).sum();
+    let before: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().stores_refused).sum();
     let places = net.put(addr("127.0.0.3:5070"), net.registration(&key, &cert, carol, 4));
     assert!(places.iter().all(|p| !p.valid && p.error.as_deref().unwrap().contains("403 Stale Sequence Number")));
-    let after: u64 = net.lock.peers.values().map(|p| p.storage_counters().unwrap().stores_refused).sum();
+    let after: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().stores_refused).sum();
     assert_eq!(after - before, places.len() as u64);
-    assert!(net.lock.peers.values().flat_map(|p| p.held_records()).filter(|r| r.key == carol).all(|r| r.seq == 5));
+    assert!(net
+        .lock
+        .peers()
+        .map(|(_, p)| p)
+        .flat_map(|p| p.held_records())
+        .filter(|r| r.key == carol)
+        .all(|r| r.seq == 5));
 }
 
 #[test]
@@ -389,15 +394,15 @@ fn a_node_not_responsible_redirects_and_the_store_follows() {
     let k0 = replica_keys(record.key.as_bytes(), DEFAULT_REPLICAS, crate::overlay::IdHash::Sha1)[0];
     let responsible = net.responsible(k0);
     // The node just before the responsible one: it redirects to its successor.
-    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers().map(|(a, p)| (p.node_id(), a)).collect();
     ids.sort();
     let j = ids.iter().position(|(_, a)| *a == responsible).unwrap();
     let wrong = ids[(j + ids.len() - 1) % ids.len()].1;
     // The sender is neither the wrong node nor its predecessor (whose hand-offs it takes).
     let from = ids[(j + 1) % ids.len()].1;
-    let wrong_node = Contact::new(net.lock.peers[&wrong].node_id(), wrong);
+    let wrong_node = Contact::new(net.lock.at(wrong).node_id(), wrong);
     // Send the primary's store straight to a node that is not responsible for it.
-    let now = net.lock.now;
+    let now = net.lock.now();
     let p = net.peer(from);
     let (kind, key) = (record.kind, record.key.clone());
     let ring = Ring { chord: &p.overlay.chord, info: &p.overlay.info };
@@ -410,14 +415,14 @@ fn a_node_not_responsible_redirects_and_the_store_follows() {
     p.storage.as_mut().unwrap().lookups.remove(&lookup);
     p.with_storage(now, |s, ring| s.send_to_place(now, ring, op, 0, wrong_node, false));
     net.run_for(Duration::from_secs(5));
-    assert!(net.lock.peers[&wrong].storage_counters().unwrap().not_responsible >= 1);
+    assert!(net.lock.at(wrong).storage_counters().unwrap().not_responsible >= 1);
     assert!(net.holders(RecordKind::Registration, &record.key).contains(&responsible));
 }
 
 /// In ring order: a holder `p` of `key` whose successor `d` is also a holder and whose
 /// successor's successor `s` is not; none of them `except`.
 fn adjacent_holders(net: &Net, key: &str, except: SocketAddr) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
-    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers().map(|(a, p)| (p.node_id(), a)).collect();
     ids.sort();
     let holders = net.holders(RecordKind::Registration, key);
     let n = ids.len();
@@ -433,7 +438,7 @@ fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
     let (mut net, alice) = ring_with_backups(9, key, 0);
     let (p, dead, s) = adjacent_holders(&net, key, alice).expect("the fixed layout has two adjacent holders");
     let newest = |net: &Net| {
-        net.lock.peers.values().flat_map(|p| p.held_records()).filter(|r| r.key == key).map(|r| r.seq).max()
+        net.lock.peers().map(|(_, p)| p).flat_map(|p| p.held_records()).filter(|r| r.key == key).map(|r| r.seq).max()
     };
     let seq = newest(&net);
     let copies = |net: &Net| net.holders(RecordKind::Registration, key).len();
@@ -441,15 +446,15 @@ fn a_dead_holder_s_copy_is_re_put_by_its_surviving_neighbour() {
     let before = copies(&net);
     assert!(before > usize::from(DEFAULT_REPLICAS));
     // The holder dies silently: no leave, no hand-off.
-    net.lock.peers.remove(&dead);
+    net.lock.remove_at(dead);
     net.run_for(Duration::from_secs(60));
     // Its successor took over its range, and the surviving neighbour's re-put reached it.
     assert!(net.holders(RecordKind::Registration, key).contains(&s), "no copy at the new place {s}");
     assert_eq!(copies(&net), before);
-    assert!(net.lock.peers[&p].storage_counters().unwrap().re_puts >= 1);
+    assert!(net.lock.at(p).storage_counters().unwrap().re_puts >= 1);
     // No owner refresh (no newer sequence number) and no read.
     assert_eq!(newest(&net), seq);
-    assert_eq!(net.lock.peers.values().map(|p| p.storage_counters().unwrap().fetches_served).sum::<u64>(), 0);
+    assert_eq!(net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().fetches_served).sum::<u64>(), 0);
 }
 
 #[test]
@@ -488,20 +493,15 @@ fn one_owner_re_storing_in_a_loop_is_refused_after_its_burst() {
     net.run_for(Duration::from_secs(30));
     let (key, cert) = net.fx.enroll("sip:carol@example.com");
     let (dkey, dcert) = net.fx.enroll("sip:dave@example.com");
-    let now = net.lock.now;
+    let now = net.lock.now();
     // Straight to the node responsible for the record's first replica key.
     let store = |net: &mut Net, record: Record| {
         let keys =
             replica_keys(record.key.as_bytes(), last_replica_number(DEFAULT_REPLICAS), crate::overlay::IdHash::Sha1);
         let holder = net.responsible(keys[0]);
-        let sender = net.lock.peers.iter().find(|(a, _)| **a != holder).map(|(_, p)| p.chord().me().clone()).unwrap();
+        let sender = net.lock.peers().find(|(a, _)| *a != holder).map(|(_, p)| p.chord().me().clone()).unwrap();
         let request = StorageRequest::Store { replica: 0, replica_key: keys[0], record, backup: 0 };
-        net.lock
-            .peers
-            .get_mut(&holder)
-            .unwrap()
-            .with_storage(now, |s, ring| s.serve(now, ring, &sender, request))
-            .unwrap()
+        net.lock.peer(holder).with_storage(now, |s, ring| s.serve(now, ring, &sender, request)).unwrap()
     };
     let mut accepted = 0;
     for seq in 1..=1000 {
@@ -540,7 +540,7 @@ fn an_owner_whose_put_fell_short_publishes_again_soon_and_stops_once_every_place
 
 /// The nodes in ring order.
 fn ring_order(net: &Net) -> Vec<SocketAddr> {
-    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers.iter().map(|(a, p)| (p.node_id(), *a)).collect();
+    let mut ids: Vec<(NodeId, SocketAddr)> = net.lock.peers().map(|(a, p)| (p.node_id(), a)).collect();
     ids.sort();
     ids.into_iter().map(|(_, a)| a).collect()
 }
@@ -570,7 +570,7 @@ fn each_place_s_holder_and_its_next_successors_keep_the_record() {
             assert!(holders.contains(&s), "place {k}: no backup copy at {s}, a successor of {holder}");
         }
     }
-    let sent: u64 = net.lock.peers.values().map(|p| p.storage_counters().unwrap().backups_sent).sum();
+    let sent: u64 = net.lock.peers().map(|(_, p)| p).map(|p| p.storage_counters().unwrap().backups_sent).sum();
     assert!(sent >= u64::from(DEFAULT_REPLICAS + 1) * u64::from(DEFAULT_BACKUPS), "{sent}");
 }
 
@@ -591,12 +591,12 @@ fn a_dead_holder_s_successor_serves_its_copy_before_the_ring_notices() {
         })
         .expect("a place away from alice and the reader, whose stand-in holds no other place");
     let stand_in = next[0];
-    let counters = |net: &Net| net.lock.peers[&stand_in].storage_counters().unwrap().clone();
+    let counters = |net: &Net| net.lock.at(stand_in).storage_counters().unwrap().clone();
     let before = counters(&net);
     // The holder dies silently, and the read starts at that instant: its successor still
     // names the dead node as its predecessor.
-    net.lock.peers.remove(&dead);
-    assert_eq!(net.lock.peers[&stand_in].overlay.chord.predecessor().map(|p| p.addr), Some(dead));
+    net.lock.remove_at(dead);
+    assert_eq!(net.lock.at(stand_in).overlay.chord.predecessor().map(|p| p.addr), Some(dead));
     let (newest, places) = net.fetch(reader, key);
     assert!(newest.is_some());
     // The read reports once a valid copy has been in hand for a short grace: a place whose
@@ -618,8 +618,8 @@ fn without_a_copy_a_node_still_redirects_a_fetch_for_a_key_behind_it() {
     let (k, holder, next) = places_and_keepers(&net, key).into_iter().find(|(_, h, _)| *h != alice).unwrap();
     let stand_in = next[0];
     net.peer(stand_in).storage_for_tests().remove(RecordKind::Registration, key);
-    let now = net.lock.now;
-    let me = net.lock.peers[&alice].overlay.chord.me().clone();
+    let now = net.lock.now();
+    let me = net.lock.at(alice).overlay.chord.me().clone();
     let request = StorageRequest::Fetch { replica: 0, replica_key: k, kind: RecordKind::Registration, key: key.into() };
     let answer = net.peer(stand_in).with_storage(now, |s, ring| s.serve(now, ring, &me, request)).unwrap();
     assert!(matches!(&answer, StorageAnswer::NotResponsible { node } if node.addr == holder), "{answer:?}");
@@ -667,7 +667,7 @@ fn a_storage_request_to_a_dead_node_stops_at_the_storage_deadline() {
     let ghost = addr("127.0.0.250:5070");
     let ghost_node = Contact::new(NodeId::from_addr(ghost.ip(), ghost.port(), crate::overlay::IdHash::Sha1), ghost);
     let reader = addr("127.0.0.2:5070");
-    let now = net.lock.now;
+    let now = net.lock.now();
     let request = StorageRequest::Fetch {
         replica: 0,
         replica_key: ghost_node.id,
@@ -677,10 +677,10 @@ fn a_storage_request_to_a_dead_node_stops_at_the_storage_deadline() {
     net.peer(reader)
         .with_storage(now, |s, ring| s.send_request(now, ring, None, 0, ghost_node, request, false, Transport::Udp));
     net.run_for(Duration::from_secs(3));
-    let sent = net.lock.undelivered.get(&ghost).copied().unwrap_or(0);
+    let sent = net.lock.undelivered(ghost);
     assert!(sent >= 2, "retransmitted before the deadline: {sent}");
     net.run_for(Duration::from_secs(40));
-    assert_eq!(net.lock.undelivered.get(&ghost).copied().unwrap_or(0), sent, "retransmitted after the deadline");
+    assert_eq!(net.lock.undelivered(ghost), sent, "retransmitted after the deadline");
 }
 
 #[test]
@@ -697,13 +697,13 @@ fn a_node_whose_predecessor_died_hands_nothing_on() {
         .find(|(_, h, next)| *h != alice && !next.contains(&alice))
         .expect("a place away from alice");
     let keeper = next[0];
-    let handed = |net: &Net| net.lock.peers[&keeper].storage_counters().unwrap().handed_off;
+    let handed = |net: &Net| net.lock.at(keeper).storage_counters().unwrap().handed_off;
     let before = handed(&net);
-    net.lock.peers.remove(&dead);
-    let now = net.lock.now;
+    net.lock.remove_at(dead);
+    let now = net.lock.now();
     net.peer(keeper).overlay.chord.drop_predecessor_for_tests(now);
     net.run_for(Duration::from_secs(60));
-    let predecessor = net.lock.peers[&keeper].overlay.chord.predecessor().map(|p| p.addr);
+    let predecessor = net.lock.at(keeper).overlay.chord.predecessor().map(|p| p.addr);
     assert!(predecessor.is_some_and(|p| p != dead), "the keeper never took a new predecessor: {predecessor:?}");
     assert_eq!(handed(&net), before, "the keeper handed records on after its predecessor died");
     assert!(net.holders(RecordKind::Registration, key).contains(&keeper));
@@ -726,9 +726,9 @@ fn a_read_asks_each_place_as_its_lookup_ends_and_does_not_wait_for_the_slowest()
         .cloned()
         .expect("a place away from alice and the reader");
     for dead in std::iter::once(holder).chain(next) {
-        net.lock.peers.remove(&dead);
+        net.lock.remove_at(dead);
     }
-    let start = net.lock.now;
+    let start = net.lock.now();
     let op = net.peer(reader).fetch(start, RecordKind::Registration, key).unwrap();
     let reported = |net: &Net| {
         net.events.iter().find_map(|(a, e)| match e {
@@ -738,10 +738,10 @@ fn a_read_asks_each_place_as_its_lookup_ends_and_does_not_wait_for_the_slowest()
             _ => None,
         })
     };
-    while reported(&net).is_none() && net.lock.now - start < Duration::from_secs(30) {
+    while reported(&net).is_none() && net.lock.now() - start < Duration::from_secs(30) {
         net.run_for(Duration::from_millis(10));
     }
-    let took = net.lock.now - start;
+    let took = net.lock.now() - start;
     let (newest, places) = reported(&net).expect("the read was reported");
     assert!(newest.is_some(), "{places:#?}");
     assert!(took <= Duration::from_millis(100), "reported after {took:?}: {places:#?}");
