@@ -182,14 +182,19 @@ impl LockStep {
                 *self.undelivered.entry(d.to).or_default() += 1;
                 return Some(None);
             };
-            let Some(peer) = self.slots[ix].peer.as_mut() else { return Some(None) };
+            let slot = &mut self.slots[ix];
+            let Some(peer) = slot.peer.as_mut() else { return Some(None) };
+            // One node's story can be filtered from a thousand, as the daemon's `node` span does.
+            let _span = tracing::debug_span!("node", addr = %slot.addr).entered();
             let from = Endpoint { listener: Listener::Overlay, transport: d.transport, remote: d.from, conn: None };
             peer.handle_input(now, Input::Receive { from, data: d.data });
             return Some(Some(ix));
         }
         let (_, ix) = self.timers.pop_first()?;
         self.slots[ix].timer = None;
-        let Some(peer) = self.slots[ix].peer.as_mut() else { return Some(None) };
+        let slot = &mut self.slots[ix];
+        let Some(peer) = slot.peer.as_mut() else { return Some(None) };
+        let _span = tracing::debug_span!("node", addr = %slot.addr).entered();
         peer.handle_input(now, Input::Timeout);
         Some(Some(ix))
     }
