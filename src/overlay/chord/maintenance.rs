@@ -1,5 +1,6 @@
-//! The client side: our own periodic work and the commands (Chord ToN Fig. 6 and 7, §IV-E;
-//! Zave 2012; dSIP dhtchord §6.2–6.6).
+//! The client side: the commands (join, leave, lookup) and our own periodic work (Chord ToN
+//! Fig. 6 and 7, §IV-E; Zave 2012; dSIP dhtchord §6.2–6.6). Lookups are in `lookups`, joining
+//! and leaving in `join_leave`.
 //!
 //! - `stabilize`: ask the successor for its predecessor and successor list; if its predecessor
 //!   lies between us, ask *that* node too and adopt it only once it has answered (Zave: never
@@ -11,23 +12,17 @@
 //!   it (or let a waiting notifier take its place) when it does not answer.
 //! - `fix_fingers`: check a few distinct fingers per round, each by an iterative lookup that
 //!   first asks the finger itself, so a finger that is still right costs one request.
-//! - Lookups: iterative (see [`crate::overlay::lookup`]).
-//! - `join`: send `Join` to each bootstrap address in turn, following redirects, and take the
-//!   admitting node's predecessor, successor list and fingers at once. `leave`: hand our
-//!   neighbours to our predecessor and successor.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
 use tracing::debug;
 
-use super::server::Step;
-use super::{ActiveLookup, Chord, Event, JoinAttempt, LookupPurpose, NeighboursCache, NodeState, Purpose};
+use super::{ActiveLookup, Chord, Event, LookupPurpose, NeighboursCache, NodeState, Purpose};
 use crate::overlay::id::{NodeId, ID_BITS};
-use crate::overlay::lookup::{Lookup, LookupError, LookupId, Next, Resolution};
-use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcId, RpcTarget};
+use crate::overlay::lookup::{Lookup, LookupError, LookupId};
+use crate::overlay::rpc::{neighbours_digest, Contact, Request, Response, RpcFailure, RpcTarget};
 
 impl Chord {
     // ---- commands ----
@@ -106,317 +101,6 @@ impl Chord {
         id
     }
 
-    // ---- lookups ----
-
-    fn new_lookup_id(&mut self) -> LookupId {
-        let id = LookupId(self.next_lookup);
-        self.next_lookup += 1;
-        id
-    }
-
-    fn start_lookup(
-        &mut self,
-        now: Instant,
-        id: LookupId,
-        key: NodeId,
-        purpose: LookupPurpose,
-        first: Option<Contact>,
-    ) {
-        let me = self.me.id;
-        let lookup = match self.find_successor_step(now, key) {
-            Step::Done(node) => {
-                self.lookups.insert(
-                    id,
-                    ActiveLookup { lookup: Lookup::new(me, key, [], None), purpose, waiting: None, stragglers: 0 },
-                );
-                let backups: Vec<Contact> = self.successors.as_slice().iter().skip(1).cloned().collect();
-                let heard = node.id == me;
-                self.answer_found(now, id, node, &backups, false, heard);
-                return;
-            }
-            Step::Closer(_) => {
-                let known = self.fingers.distinct().into_iter().chain(self.successors.as_slice());
-                let failed = &self.recently_failed;
-                let known = known.filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
-                Lookup::new(me, key, known, first)
-            }
-        };
-        self.lookups.insert(id, ActiveLookup { lookup, purpose, waiting: None, stragglers: 0 });
-        self.lookup_step(now, id);
-    }
-
-    /// Starts again the user lookups whose retry is due (see `finish_lookup`); a node that
-    /// has left the ring in the meantime reports them failed.
-    pub(super) fn retry_due_lookups(&mut self, now: Instant) {
-        while let Some(entry) = self.lookup_retries.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let ((_, id), key) = entry.remove_entry();
-            if self.participating() {
-                self.start_lookup(now, id, key, LookupPurpose::User(id), None);
-            } else {
-                let (path, confirmations) = self.retried_lookups.remove(&id).unwrap_or_default();
-                self.counters.lookups_failed += 1;
-                let result = Err(LookupError::NotJoined);
-                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
-            }
-        }
-    }
-
-    pub(super) fn lookup_step(&mut self, now: Instant, id: LookupId) {
-        let max_hops = self.config.max_hops;
-        let Some(active) = self.lookups.get_mut(&id) else { return };
-        // Right after many nodes die, half the fingers a lookup tries may be dead; those are
-        // not hops (see `Lookup::answered_hops`). The whole path is still bounded, at twice
-        // the limit, so a lookup through a dying ring ends in bounded time.
-        let limit = max_hops as usize;
-        if active.lookup.answered_hops() >= limit || active.lookup.path().len() >= 2 * limit {
-            self.finish_lookup(now, id, Err(LookupError::HopLimit(max_hops)));
-            return;
-        }
-        let key = active.lookup.key();
-        // Routing steps are hedged after one soft deadline, confirmations after a few (`hedge`).
-        let (asked, request, confirm) = match active.lookup.next_request() {
-            Some(Next::Ask(asked)) => (asked, Request::FindSuccessor { key }, false),
-            Some(Next::Confirm(asked)) if asked.id == self.me.id => {
-                // We are named (a successor list that holds us): our own view answers, as it
-                // would answer anyone else; a request to ourselves would be refused.
-                let answer = match self.find_successor_step(now, key) {
-                    Step::Done(node) => Response::Successor { node, backups: Vec::new() },
-                    Step::Closer(nodes) => Response::Closer { nodes },
-                };
-                self.on_confirmation(now, id, asked, Ok(answer));
-                return;
-            }
-            Some(Next::Confirm(asked)) => (asked, Request::FindSuccessor { key }, true),
-            Some(Next::ListAnswer(node, backups, fell_back)) => {
-                self.answer_found(now, id, node, &backups, fell_back, false);
-                return;
-            }
-            Some(Next::AskSuccessors(asked)) => (asked, Request::GetNeighbours { digest: None, notify: false }, false),
-            None if active.stragglers > 0 || active.lookup.confirming() => return,
-            None if active.lookup.take_own_list() => {
-                // Last resort: our own successor list, read as a live answerer's would be.
-                let failed = &self.recently_failed;
-                let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
-                match active.lookup.successor_list_answer(&self.me, self.successors.as_slice(), skip) {
-                    Some((node, backups, fell_back)) => self.answer_found(now, id, node, &backups, fell_back, false),
-                    None => self.lookup_step(now, id),
-                }
-                return;
-            }
-            None => {
-                self.finish_lookup(now, id, Err(LookupError::NoRoute));
-                return;
-            }
-        };
-        let rpc = self.send(now, RpcTarget::Node(asked.clone()), request, Purpose::Lookup { lookup: id, asked });
-        if let Some(active) = self.lookups.get_mut(&id) {
-            active.waiting = Some(rpc);
-        }
-        let soft = self.soft_deadline(now);
-        if soft < now + self.config.rpc_timeout {
-            self.soft_deadlines.insert((soft, rpc));
-        }
-        if confirm {
-            let verdict = self.confirm_deadline(now);
-            if verdict < now + self.config.rpc_timeout {
-                self.verdicts.insert((verdict, rpc));
-            }
-        }
-    }
-
-    pub(super) fn on_lookup_answer(
-        &mut self,
-        now: Instant,
-        rpc: RpcId,
-        id: LookupId,
-        asked: Contact,
-        result: Result<Response, RpcFailure>,
-    ) {
-        let Some(active) = self.lookups.get_mut(&id) else { return };
-        let current = active.waiting == Some(rpc);
-        if current {
-            active.waiting = None;
-        } else {
-            active.stragglers = active.stragglers.saturating_sub(1);
-        }
-        if active.lookup.awaits(asked.id) {
-            self.on_confirmation(now, id, asked, result);
-            return;
-        }
-        // An answer to a step given up on is only news while the lookup goes on (or
-        // confirms an answer); it is the answer the lookup waits for when it had nobody left
-        // to ask.
-        if !current && (active.waiting.is_some() || active.lookup.confirming()) {
-            self.on_superseded_answer(now, id, &asked, &result);
-            return;
-        }
-        match result {
-            Ok(Response::Successor { node, backups }) if node.is_plausible() => {
-                // Alive, and right before the key: its successor list is the fallback should
-                // the named node disagree.
-                if let Some(active) = self.lookups.get_mut(&id) {
-                    active.lookup.answered(&asked);
-                }
-                let heard = node.id == asked.id;
-                self.answer_found(now, id, node, &backups, false, heard)
-            }
-            Ok(Response::Closer { nodes }) => {
-                if let Some(active) = self.lookups.get_mut(&id) {
-                    active.lookup.add_closer(&asked, &nodes);
-                    active.lookup.answered(&asked);
-                }
-                self.lookup_step(now, id);
-            }
-            Ok(Response::Neighbours { successors, .. }) => {
-                // The fallback: the successors of a live node, toward the key.
-                let failed = &self.recently_failed;
-                let skip = |id: NodeId| failed.get(&id).is_some_and(|t| *t > now);
-                let answer =
-                    self.lookups.get_mut(&id).and_then(|a| a.lookup.successor_list_answer(&asked, &successors, skip));
-                match answer {
-                    Some((node, backups, fell_back)) => self.answer_found(now, id, node, &backups, fell_back, false),
-                    None => self.lookup_step(now, id),
-                }
-            }
-            Ok(Response::Refused { .. }) => {
-                if let Some(active) = self.lookups.get_mut(&id) {
-                    active.lookup.failed(asked.id);
-                }
-                self.lookup_step(now, id)
-            }
-            Ok(_) => {
-                self.counters.unexpected_responses += 1;
-                self.lookup_step(now, id);
-            }
-            Err(e) => {
-                // A busy node is skipped by this lookup only; it is not dead.
-                if e != RpcFailure::Busy {
-                    self.mark_failed(now, asked.id);
-                }
-                if let Some(active) = self.lookups.get_mut(&id) {
-                    active.lookup.failed(asked.id);
-                }
-                self.lookup_step(now, id);
-            }
-        }
-    }
-
-    /// A lookup's answer is `node` (then `backups`). Done if `heard` from `node` itself, or for
-    /// `fix_fingers`, which checks its fingers by using them anyway (a dead finger is dropped
-    /// on its next use and found again by the next round); otherwise confirmed with `node`.
-    fn answer_found(
-        &mut self,
-        now: Instant,
-        id: LookupId,
-        node: Contact,
-        backups: &[Contact],
-        fell_back: bool,
-        heard: bool,
-    ) {
-        let Some(active) = self.lookups.get_mut(&id) else { return };
-        if heard || !matches!(active.purpose, LookupPurpose::User(_)) {
-            self.finish_lookup(now, id, Ok(node));
-            return;
-        }
-        let failed = &self.recently_failed;
-        if active.lookup.confirm(node.clone(), backups, fell_back, |n| failed.get(&n).is_some_and(|t| *t > now)) {
-            self.lookup_step(now, id);
-        } else {
-            self.finish_lookup(now, id, Ok(node));
-        }
-    }
-
-    /// A node asked to confirm a lookup's answer replied, or failed to.
-    fn on_confirmation(&mut self, now: Instant, id: LookupId, asked: Contact, result: Result<Response, RpcFailure>) {
-        let Some(active) = self.lookups.get_mut(&id) else { return };
-        match &result {
-            Ok(Response::Refused { .. }) => active.lookup.failed(asked.id),
-            Ok(answer) => {
-                let says_itself = matches!(answer, Response::Successor { node, .. } if node.id == asked.id);
-                active.lookup.confirmed(asked.id, says_itself);
-            }
-            Err(e) => {
-                active.lookup.failed(asked.id);
-                // A busy node is skipped by this lookup only; it is not dead.
-                if *e != RpcFailure::Busy {
-                    self.mark_failed(now, asked.id);
-                }
-            }
-        }
-        let answer = result.ok().map(|a| (asked, a));
-        self.resolve_confirmation(now, id, answer);
-    }
-
-    /// Acts on what a lookup's confirmations decide; `answer` is the one just received.
-    pub(super) fn resolve_confirmation(&mut self, now: Instant, id: LookupId, answer: Option<(Contact, Response)>) {
-        let Some(active) = self.lookups.get_mut(&id) else { return };
-        match active.lookup.resolve() {
-            Resolution::Done(node) => self.finish_lookup(now, id, Ok(node)),
-            Resolution::Wait => {}
-            Resolution::Failed => self.lookup_step(now, id),
-            // The named node disagrees: it knows a node closer to the key (one that joined),
-            // or says its own successor is responsible. Go on from what it says.
-            Resolution::Disputed => match answer {
-                Some((_, Response::Successor { node, backups })) if node.is_plausible() => {
-                    self.answer_found(now, id, node, &backups, false, false)
-                }
-                Some((asked, Response::Closer { nodes })) => {
-                    active.lookup.add_closer(&asked, &nodes);
-                    active.lookup.answered(&asked);
-                    self.lookup_step(now, id);
-                }
-                _ => {
-                    self.counters.unexpected_responses += 1;
-                    self.lookup_step(now, id);
-                }
-            },
-        }
-    }
-
-    pub(super) fn finish_lookup(&mut self, now: Instant, id: LookupId, result: Result<Contact, LookupError>) {
-        let Some(active) = self.lookups.remove(&id) else { return };
-        match active.purpose {
-            LookupPurpose::User(id) => {
-                let key = active.lookup.key();
-                let mut confirmations = active.lookup.confirmations();
-                let mut path = active.lookup.into_path();
-                let found_nobody = matches!(result, Err(LookupError::HopLimit(_) | LookupError::NoRoute));
-                let first_attempt = !self.retried_lookups.contains_key(&id);
-                if found_nobody && first_attempt && !self.config.lookup_retry_delay.is_zero() && self.participating() {
-                    // Once more from scratch, after the ring around the key has had time to
-                    // repair itself (`ChordConfig::lookup_retry_delay`).
-                    self.counters.lookups_retried += 1;
-                    self.retried_lookups.insert(id, (path, confirmations));
-                    self.lookup_retries.insert((now + self.config.lookup_retry_delay, id), key);
-                    return;
-                }
-                if let Some((mut first, first_confirmations)) = self.retried_lookups.remove(&id) {
-                    first.append(&mut path);
-                    path = first;
-                    confirmations += first_confirmations;
-                }
-                if result.is_err() {
-                    self.counters.lookups_failed += 1;
-                }
-                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
-            }
-            LookupPurpose::OwnPlace => {
-                self.checking_own_place = false;
-                self.on_own_place(now, result);
-            }
-            LookupPurpose::Finger(index) => {
-                self.next_finger = match &result {
-                    Ok(node) if self.participating() => self.fingers.set_successor_of(index, node),
-                    _ => index + 1,
-                };
-                self.fix_next_finger(now);
-            }
-        }
-    }
-
     // ---- stabilize ----
 
     pub(super) fn stabilize(&mut self, now: Instant) {
@@ -437,7 +121,7 @@ impl Chord {
     }
 
     /// `GetNeighbours` for stabilize, conditional on the last answer we had from `target`.
-    fn ask_neighbours(&mut self, now: Instant, target: Contact) {
+    pub(super) fn ask_neighbours(&mut self, now: Instant, target: Contact) {
         let digest = self
             .neighbours_cache
             .as_ref()
@@ -533,7 +217,7 @@ impl Chord {
     /// but only once nothing has changed for [`crate::overlay::ChordConfig::stabilize_quiet_hold`]:
     /// the period follows the churn rate seen in the neighbourhood (under heavy churn a node sees
     /// a change every few seconds and keeps the shortest period; in a quiet ring it stretches).
-    fn stabilize_quiet(&mut self, now: Instant) {
+    pub(super) fn stabilize_quiet(&mut self, now: Instant) {
         if now.saturating_duration_since(self.changed_at) < self.config.stabilize_quiet_hold {
             return;
         }
@@ -550,7 +234,7 @@ impl Chord {
         self.stabilize_at = self.stabilize_at.min(soon);
     }
 
-    fn stabilize_failed(&mut self, now: Instant, asked: Contact, steps: u32) {
+    pub(super) fn stabilize_failed(&mut self, now: Instant, asked: Contact, steps: u32) {
         self.stabilize_changed(now);
         self.mark_failed(now, asked.id);
         if self.predecessor.as_ref().is_some_and(|p| p.id == asked.id) {
@@ -599,7 +283,7 @@ impl Chord {
     /// `ping`, every successor after the next, which stabilize asks now, is pinged at once.
     /// The pings go out before stabilize's question, so that when they all time out together
     /// their failures are handled first and stabilize then skips past the whole run.
-    fn check_successors(&mut self, now: Instant, ping: bool) {
+    pub(super) fn check_successors(&mut self, now: Instant, ping: bool) {
         let old_first = self.first_successor_id();
         let failed = &self.recently_failed;
         let dead: Vec<NodeId> = self.successors.as_slice()[1..]
@@ -633,12 +317,12 @@ impl Chord {
     }
 
     /// The finger nearest after us that has not failed lately.
-    fn nearest_live_finger(&self, now: Instant) -> Option<Contact> {
+    pub(super) fn nearest_live_finger(&self, now: Instant) -> Option<Contact> {
         // `distinct` is sorted by distance from us.
         self.fingers.distinct().into_iter().find(|c| !self.is_failed(now, c.id)).cloned()
     }
 
-    fn isolated(&mut self, now: Instant) {
+    pub(super) fn isolated(&mut self, now: Instant) {
         debug!(node = ?self.me.id, "isolated: every successor failed");
         self.counters.isolations += 1;
         self.events.push_back(Event::Isolated);
@@ -725,7 +409,7 @@ impl Chord {
     /// arc. We notify `node`: we lie between its predecessor and it, so it takes us as its
     /// predecessor (Chord's `notify`), and its predecessor's next stabilize finds us and walks
     /// our own cycle's predecessors back to its true successor, splicing the two cycles.
-    fn on_own_place(&mut self, now: Instant, result: Result<Contact, LookupError>) {
+    pub(super) fn on_own_place(&mut self, now: Instant, result: Result<Contact, LookupError>) {
         let Ok(node) = result else { return };
         let me = self.me.id;
         if node.id == me || !node.is_plausible() || self.is_failed(now, node.id) {
@@ -792,7 +476,7 @@ impl Chord {
         self.fix_next_finger(now);
     }
 
-    fn fix_next_finger(&mut self, now: Instant) {
+    pub(super) fn fix_next_finger(&mut self, now: Instant) {
         let Some(budget) = self.finger_budget else { return };
         if budget == 0 || !self.participating() {
             self.finger_budget = None;
@@ -816,141 +500,5 @@ impl Chord {
         let first = self.fingers.get(index).filter(|c| c.id != me && !self.is_failed(now, c.id)).cloned();
         let id = self.new_lookup_id();
         self.start_lookup(now, id, start, LookupPurpose::Finger(index), first);
-    }
-
-    // ---- join ----
-
-    /// (Re)joins through the bootstrap list, then any other node we still know.
-    pub(super) fn start_join(&mut self, now: Instant) {
-        let mut targets: VecDeque<RpcTarget> = self.bootstrap.iter().map(|a| RpcTarget::Address(*a)).collect();
-        // After isolation the predecessor and fingers may still be alive (a fresh node knows
-        // nobody, so this adds nothing for a first join).
-        let known = self.predecessor.iter().chain(self.fingers.distinct());
-        for c in known {
-            if c.id != self.me.id && !self.is_failed(now, c.id) && !targets.iter().any(|t| t.addr() == c.addr) {
-                targets.push_back(RpcTarget::Node(c.clone()));
-            }
-        }
-        if targets.is_empty() {
-            if self.successors.is_empty() {
-                self.state = NodeState::Alone;
-            }
-            return;
-        }
-        self.state = NodeState::Joining;
-        self.stabilize_steps = None;
-        self.finger_budget = None;
-        self.join = Some(JoinAttempt { targets, redirects: 0 });
-        self.join_next(now);
-    }
-
-    fn join_next(&mut self, now: Instant) {
-        let Some(attempt) = self.join.as_mut() else { return };
-        if attempt.redirects > self.config.max_hops {
-            attempt.targets.clear();
-        }
-        match attempt.targets.pop_front() {
-            Some(target) => {
-                let joiner = self.me.clone();
-                self.send(now, target, Request::Join { joiner }, Purpose::Join);
-            }
-            None => {
-                debug!(node = ?self.me.id, "every bootstrap node failed");
-                self.join = None;
-                self.events.push_back(Event::BootstrapFailed);
-                self.join_retry_at = Some(now + self.jittered(self.config.join_retry_interval));
-            }
-        }
-    }
-
-    pub(super) fn on_join_answer(&mut self, now: Instant, result: Result<Response, RpcFailure>) {
-        if self.state != NodeState::Joining || self.join.is_none() {
-            return;
-        }
-        match result {
-            Ok(Response::Joined { predecessor, successors, fingers }) => {
-                if !self.adopt_join(now, predecessor, &successors, &fingers) {
-                    self.counters.unexpected_responses += 1;
-                    self.join_next(now);
-                }
-            }
-            Ok(Response::Closer { nodes }) => {
-                let me = self.me.id;
-                if let Some(attempt) = self.join.as_mut() {
-                    attempt.redirects += 1;
-                    for n in nodes.iter().rev().filter(|n| n.id != me && n.is_plausible()) {
-                        attempt.targets.push_front(RpcTarget::Node(n.clone()));
-                    }
-                }
-                self.join_next(now);
-            }
-            _ => self.join_next(now),
-        }
-    }
-
-    /// Takes the admitting node's view at once (Zave: a joiner needs a full successor list
-    /// before it counts as a member). Returns false if the answer is unusable.
-    fn adopt_join(
-        &mut self,
-        now: Instant,
-        predecessor: Option<Contact>,
-        successors: &[Contact],
-        fingers: &[Contact],
-    ) -> bool {
-        let me = self.me.id;
-        let predecessor = predecessor.filter(|p| p.id != me && p.is_plausible());
-        let old_first = self.first_successor_id();
-        let failed = &self.recently_failed;
-        self.successors.replace(successors, |c| failed.get(&c.id).is_some_and(|t| *t > now));
-        if self.successors.is_empty() {
-            // The admitting node's list holds only nodes we saw fail (a rejoin after r
-            // consecutive nodes died): the nearest of its fingers past us stands in, as after
-            // losing every successor (see `stabilize_failed`).
-            let me_id = self.me.id;
-            let nearest = fingers
-                .iter()
-                .filter(|c| c.id != me_id && c.is_plausible() && !self.is_failed(now, c.id))
-                .min_by_key(|c| me_id.distance(c.id));
-            if let Some(f) = nearest {
-                self.successors.insert(f);
-            }
-        }
-        if self.successors.is_empty() {
-            match &predecessor {
-                // A two-node ring: our predecessor is our successor too.
-                Some(p) => self.successors.replace([p], |_| false),
-                None => return false,
-            }
-        }
-        self.join = None;
-        self.join_retry_at = None;
-        self.state = NodeState::Joined;
-        let known: Vec<Contact> =
-            fingers.iter().chain(self.successors.as_slice()).chain(predecessor.iter()).cloned().collect();
-        self.fingers.rebuild(&known);
-        self.next_finger = 0;
-        let successor = self.successor().clone();
-        debug!(node = ?me, ?successor, "joined");
-        self.events.push_back(Event::Joined { successor });
-        self.successors_touched(old_first);
-        self.set_predecessor(now, predecessor);
-        // Notify the successor now; check the guessed fingers soon.
-        self.stabilize_at = now;
-        self.fix_fingers_at = now + self.jittered(self.config.stabilize_interval);
-        true
-    }
-
-    // ---- leave ----
-
-    pub(super) fn on_leave_answer(&mut self) {
-        self.leaves_outstanding = self.leaves_outstanding.saturating_sub(1);
-        if self.leaves_outstanding == 0 && self.state == NodeState::Leaving {
-            self.finish_leave();
-        }
-    }
-
-    fn finish_leave(&mut self) {
-        self.state = NodeState::Left;
-        self.events.push_back(Event::Left);
     }
 }

@@ -17,6 +17,8 @@
 //! (the SIP transaction layer), storage and replication (the store).
 
 mod hedge;
+mod join_leave;
+mod lookups;
 mod maintenance;
 mod proof;
 mod push;
