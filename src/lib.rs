@@ -7,6 +7,7 @@
 //! - [`sip`]: messages, parsing, framing, validation, transactions (RFC 3261). Sans-IO.
 //! - [`transport`]: listeners, transports, connections and endpoints, shared by `peer` and `proxy`.
 //! - [`encoding`]: bytes written as hex text, and read back.
+//! - [`nat`]: STUN and, to come, address discovery, reachability and the client role. Sans-IO.
 //! - [`netem`]: the one link model of the simulated networks (latency ± jitter, loss).
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, certificate chain checks, the caller's signature. Sans-IO.
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod encoding;
 pub mod enrollment;
 pub mod identity;
+pub mod nat;
 pub mod netem;
 pub mod overlay;
 pub mod peer;

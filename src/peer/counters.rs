@@ -42,4 +42,9 @@ pub struct Counters {
     /// Overlay answers cut short so that an address that has not answered us gets at most
     /// three times what it sent over UDP (docs/security.md, M1); one per entry dropped.
     pub answers_trimmed: u64,
+    /// STUN Binding requests answered with the address they came from (RFC 8489 §6.3; the
+    /// keep-alives of clients' flows, RFC 5626 §4.4.2, and other nodes learning their address).
+    pub stun_answered: u64,
+    /// STUN messages that were not a Binding request we answer, dropped.
+    pub stun_dropped: u64,
 }

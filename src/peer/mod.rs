@@ -271,6 +271,11 @@ impl Peer {
             }
             return;
         }
+        // STUN shares the port with SIP (RFC 7983 §7): answered before any SIP parsing.
+        if from.transport == Transport::Udp && crate::nat::stun::is_stun(&data) {
+            self.stun(from, &data);
+            return;
+        }
         // Keep-alives: CRLFs alone on a datagram are ignored (RFC 5626 uses STUN on UDP).
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             self.counters.keepalives += 1;
@@ -309,6 +314,21 @@ impl Peer {
                     None => self.counters.messages_dropped += 1,
                 }
             }
+        }
+    }
+
+    /// A STUN message on either listener: a Binding request is answered with the address it
+    /// came from (RFC 8489 §6.3.1, XOR-MAPPED-ADDRESS), whoever sent it: phones' and clients'
+    /// keep-alives (RFC 5626 §4.4.2) and nodes learning their public address. The answer is
+    /// less than twice the request, so it amplifies nothing (docs/security.md, M1).
+    fn stun(&mut self, from: Endpoint, data: &[u8]) {
+        match crate::nat::stun::parse(data) {
+            Some(crate::nat::stun::StunMessage::BindingRequest { id, fingerprint }) => {
+                self.counters.stun_answered += 1;
+                let answer = crate::nat::stun::binding_success(id, from.remote, fingerprint);
+                self.transmit(Transmit { to: from, data: Bytes::from(answer) });
+            }
+            _ => self.counters.stun_dropped += 1,
         }
     }
 

@@ -33,6 +33,32 @@ pub(crate) fn drain(p: &mut Peer) -> Vec<(Endpoint, Message)> {
 }
 
 #[test]
+fn a_stun_binding_request_is_answered_with_the_address_it_came_from() {
+    use crate::nat::stun::{binding_request, parse, StunMessage};
+    let (mut p, now) = peer();
+    for listener in [Listener::Overlay, Listener::Proxy] {
+        let from = Endpoint { listener, ..from(Transport::Udp) };
+        p.handle_input(now, Input::receive(from, binding_request([5; 12])));
+        let mut sent = Vec::new();
+        p.drain(|t| sent.push(t), |_| {});
+        assert_eq!(sent.len(), 1, "{listener:?}");
+        assert_eq!(sent[0].to, from);
+        let mapped: std::net::SocketAddr = PHONE.parse().unwrap();
+        assert_eq!(parse(&sent[0].data), Some(StunMessage::BindingSuccess { id: [5; 12], mapped }));
+    }
+    assert_eq!(p.counters().stun_answered, 2);
+    // A STUN answer nobody asked for, and a corrupt request, get nothing.
+    let stray = crate::nat::stun::binding_success([6; 12], PHONE.parse().unwrap(), false);
+    p.handle_input(now, Input::receive(from(Transport::Udp), stray));
+    let mut corrupt = binding_request([7; 12]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    p.handle_input(now, Input::receive(from(Transport::Udp), corrupt));
+    assert!(drain(&mut p).is_empty());
+    assert_eq!(p.counters().stun_dropped, 2);
+}
+
+#[test]
 fn options_to_the_node_gets_200_with_capabilities() {
     let (mut p, now) = peer();
     p.handle_input(

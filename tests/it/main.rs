@@ -13,6 +13,7 @@
 //! - [`sipp_options`], [`proxy_sipp`], [`proxy_baresip`], [`proxy_overlay`]: sipp and baresip
 //!   against the proxy, alone and across the overlay.
 //! - [`robustness`]: floods and limits that must not take a node down.
+//! - [`stun`]: the overlay port answering a real STUN client.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
 mod cli;
@@ -32,3 +33,4 @@ mod ring;
 mod robustness;
 mod sipp_options;
 mod storage;
+mod stun;
