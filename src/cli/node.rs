@@ -73,6 +73,12 @@ pub struct NodeArgs {
     /// SIP domain that local phones register in [default: p2p.test]
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+
+    /// A STUN server to learn this node's public address from: stun:HOST:PORT, or stun:HOST for
+    /// port 3478; repeat for several (two tell the NAT's mapping behaviour apart). Replaces the
+    /// stun list of the config file's nat table
+    #[arg(long, value_name = "URI")]
+    pub stun: Vec<String>,
 }
 
 impl NodeArgs {
@@ -86,6 +92,7 @@ impl NodeArgs {
             data_dir: self.data_dir.clone(),
             overlay: self.overlay.clone(),
             advertise: self.advertise,
+            stun: self.stun.clone(),
         }
     }
 }

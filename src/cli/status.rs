@@ -63,6 +63,22 @@ pub fn summary(status: &Value) -> String {
         let issuer = status["identity"]["issuer"].as_str().unwrap_or("?");
         let _ = writeln!(out, "{:<14}{aor} (issued by {issuer})", "identity");
     }
+    let nat = &status["nat"];
+    if nat.is_object() {
+        let mapped = nat["mapped"].as_str().unwrap_or("not learned yet");
+        let mapping = match nat["mapping"].as_str().unwrap_or("unknown") {
+            "none" => "no NAT: the address is the node's own".to_owned(),
+            "endpoint-independent" => {
+                "behind a NAT that maps every destination alike (endpoint-independent)".to_owned()
+            }
+            "address-dependent" => "behind a NAT that maps each destination apart (address-dependent)".to_owned(),
+            "unknown" => "NAT behaviour not known yet (it takes two STUN servers)".to_owned(),
+            other => other.to_owned(),
+        };
+        let _ = writeln!(out, "{:<14}{mapped}, {mapping}", "public addr");
+    } else {
+        let _ = writeln!(out, "{:<14}not checked (no STUN server: --stun or [nat] stun)", "public addr");
+    }
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);
@@ -127,7 +143,9 @@ mod tests {
         assert!(s.contains("  parse_errors  1"), "{s}");
         assert!(s.contains("2 server, 0 client in progress"), "{s}");
         assert!(s.contains("node id       ab"), "{s}");
-        assert_eq!(summary(&Value::Null).lines().count(), 13, "missing fields do not fail");
+        // Thirteen rows, and the public address that no STUN server checked.
+        assert_eq!(summary(&Value::Null).lines().count(), 14, "missing fields do not fail");
+        assert!(s.contains("public addr   not checked"), "{s}");
         assert!(s.contains("storage       off"), "{s}");
         let mut with_storage = status.clone();
         with_storage["storage"] = serde_json::json!({"records_held": 2, "stores_refused": 1});

@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`stun`]: STUN Binding on the wire: telling STUN from SIP on a shared port, answering a
 //!   Binding request with the address it came from, building and reading our own.
+//! - [`discovery`]: asking the configured STUN servers for the node's mapped address and
+//!   telling no NAT, an endpoint-independent and an address-dependent mapping apart.
 //!
 //! # What it does not do (yet)
-//! Asking STUN servers for the node's mapped address, the dial-back that decides whether a
-//! node is a peer or a client, and a client's flow to its edge peer come next, here. No
-//! sockets: the daemon owns them.
+//! RFC 5780's filtering test, the dial-back that decides whether a node is a peer or a client,
+//! and a client's flow to its edge peer come next, here. No sockets: the daemon owns them.
 
+pub mod discovery;
 pub mod stun;

@@ -90,6 +90,35 @@ pub fn binding_request(id: StunTransactionId) -> Vec<u8> {
     }
 }
 
+/// The host and port of a `stun:` URI (RFC 7064 §3.1: `stun:host[:port]`, port 3478 by
+/// default; an IPv6 host in brackets). `stuns:` (STUN over TLS) is refused: not supported.
+pub fn parse_uri(uri: &str) -> Result<(String, u16), String> {
+    let rest = match uri.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("stun") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("stuns") => {
+            return Err(format!("{uri}: stuns: (STUN over TLS) is not supported; use stun:"))
+        }
+        _ => return Err(format!("{uri}: not a stun: URI (stun:HOST[:PORT])")),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| format!("{uri}: unclosed [ in the host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{uri}: bad port {p:?}"))?,
+        None => 3478,
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+        return Err(format!("{uri}: bad host {host:?}"));
+    }
+    Ok((host.to_owned(), port))
+}
+
 fn build(typ: MessageType, id: StunTransactionId, mapped: XorMappedAddress, fingerprint: bool) -> Vec<u8> {
     let mut m = Message::new();
     let mut setters: Vec<Box<dyn Setter + '_>> = vec![Box::new(typ), Box::new(TransactionId(id)), Box::new(mapped)];
@@ -117,6 +146,19 @@ mod tests {
             let answer = binding_success(id, from, true);
             assert_eq!(parse(&answer), Some(StunMessage::BindingSuccess { id, mapped: from }));
             assert!(answer.len() < 2 * request.len() + 8, "{} bytes for {}", answer.len(), request.len());
+        }
+    }
+
+    #[test]
+    fn stun_uris_name_a_host_and_a_port() {
+        assert_eq!(parse_uri("stun:stun.example.net"), Ok(("stun.example.net".into(), 3478)));
+        assert_eq!(parse_uri("stun:192.0.2.1:19302"), Ok(("192.0.2.1".into(), 19302)));
+        assert_eq!(parse_uri("STUN:[2001:db8::1]:3479"), Ok(("2001:db8::1".into(), 3479)));
+        assert_eq!(parse_uri("stun:[2001:db8::1]"), Ok(("2001:db8::1".into(), 3478)));
+        for bad in
+            ["stuns:x.example", "turn:x.example", "x.example:3478", "stun:", "stun:x:0", "stun:x:99999", "stun:[::1"]
+        {
+            assert!(parse_uri(bad).is_err(), "{bad}");
         }
     }
 

@@ -92,6 +92,10 @@ pub struct PeerConfig {
     /// driver's loop, a growing share of new requests gets 503 with Retry-After
     /// (the `admission` module). 0 turns it off.
     pub overload_busy_percent: u8,
+    /// STUN servers to learn our public address from (`nat::discovery`); none: no checks.
+    pub stun_servers: Vec<SocketAddr>,
+    /// How often the STUN servers are asked again (laptops move between networks).
+    pub nat_recheck_interval: Duration,
 }
 
 impl PeerConfig {
@@ -110,6 +114,8 @@ impl PeerConfig {
             max_completed_transactions: 50_000,
             overload_retry_after: 5,
             overload_busy_percent: 90,
+            stun_servers: Vec::new(),
+            nat_recheck_interval: Duration::from_secs(300),
         }
     }
 
@@ -148,6 +154,8 @@ pub struct Peer {
     tag_key: ring::hmac::Key,
     /// When an oversized datagram was last logged.
     oversize_warned: Option<Instant>,
+    /// Our public address as STUN servers see it; `None` without STUN servers.
+    nat: Option<crate::nat::discovery::Discovery>,
 }
 
 /// Live transactions (RFC 3261 §17), by side.
@@ -197,6 +205,10 @@ impl Peer {
         };
         let proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
         let tag_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>());
+        let nat = (!config.stun_servers.is_empty()).then(|| {
+            let servers = config.stun_servers.clone();
+            crate::nat::discovery::Discovery::new(servers, config.node_addr(), now, config.nat_recheck_interval)
+        });
         Peer {
             overlay,
             events: VecDeque::new(),
@@ -218,6 +230,7 @@ impl Peer {
             proxy_fetches: Default::default(),
             tag_key,
             oversize_warned: None,
+            nat,
             admission,
         }
     }
@@ -273,7 +286,7 @@ impl Peer {
         }
         // STUN shares the port with SIP (RFC 7983 §7): answered before any SIP parsing.
         if from.transport == Transport::Udp && crate::nat::stun::is_stun(&data) {
-            self.stun(from, &data);
+            self.stun(now, from, &data);
             return;
         }
         // Keep-alives: CRLFs alone on a datagram are ignored (RFC 5626 uses STUN on UDP).
@@ -321,12 +334,20 @@ impl Peer {
     /// came from (RFC 8489 §6.3.1, XOR-MAPPED-ADDRESS), whoever sent it: phones' and clients'
     /// keep-alives (RFC 5626 §4.4.2) and nodes learning their public address. The answer is
     /// less than twice the request, so it amplifies nothing (docs/security.md, M1).
-    fn stun(&mut self, from: Endpoint, data: &[u8]) {
+    fn stun(&mut self, now: Instant, from: Endpoint, data: &[u8]) {
         match crate::nat::stun::parse(data) {
             Some(crate::nat::stun::StunMessage::BindingRequest { id, fingerprint }) => {
                 self.counters.stun_answered += 1;
                 let answer = crate::nat::stun::binding_success(id, from.remote, fingerprint);
                 self.transmit(Transmit { to: from, data: Bytes::from(answer) });
+            }
+            // The answer to our own address check, from the overlay socket it left.
+            Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped })
+                if from.listener == Listener::Overlay && self.nat.as_ref().is_some_and(|n| n.owns(&id)) =>
+            {
+                if let Some(nat) = self.nat.as_mut() {
+                    nat.handle_answer(now, id, from.remote, mapped);
+                }
             }
             _ => self.counters.stun_dropped += 1,
         }
@@ -404,6 +425,24 @@ impl Peer {
         self.drain_overlay(now);
         self.storage_timeout(now);
         self.proxy_overlay(now);
+        self.nat_timeout(now);
+    }
+
+    /// The address check: its requests leave from the overlay socket (the one whose mapping
+    /// counts), with transaction IDs from our seeded generator.
+    fn nat_timeout(&mut self, now: Instant) {
+        let Some(nat) = self.nat.as_mut() else { return };
+        let rng = &mut self.rng;
+        nat.handle_timeout(now, || rng.random());
+        while let Some((server, data)) = nat.poll_transmit() {
+            let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: server, conn: None };
+            self.outbox.push_back(Transmit { to, data: Bytes::from(data) });
+        }
+    }
+
+    /// What the STUN servers say of our address; `None` without STUN servers.
+    pub fn nat_status(&self) -> Option<&crate::nat::discovery::NatStatus> {
+        self.nat.as_ref().map(crate::nat::discovery::Discovery::status)
     }
 
     /// The proxy's overlay half: keeps our registration record in step with the phones
@@ -440,7 +479,8 @@ impl Peer {
     /// When the peer next needs [`Input::Timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         let storage = self.storage.as_ref().map(|s| s.poll_timeout());
-        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout(), storage]
+        let nat = self.nat.as_ref().and_then(crate::nat::discovery::Discovery::poll_timeout);
+        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout(), storage, nat]
             .into_iter()
             .flatten()
             .min()

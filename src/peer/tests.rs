@@ -59,6 +59,34 @@ fn a_stun_binding_request_is_answered_with_the_address_it_came_from() {
 }
 
 #[test]
+fn the_node_learns_its_mapped_address_from_its_stun_server() {
+    use crate::nat::stun::{binding_success, parse, StunMessage};
+    let now = Instant::now();
+    let server: std::net::SocketAddr = "198.51.100.1:3478".parse().unwrap();
+    let config = PeerConfig {
+        stun_servers: vec![server],
+        ..PeerConfig::new("127.0.0.1:5070".parse().unwrap(), "127.0.0.1:5060".parse().unwrap())
+    };
+    let mut p = Peer::new(config, now);
+    assert_eq!(p.nat_status().unwrap().mapping, "unknown");
+    p.handle_input(now, Input::Timeout);
+    let mut sent = Vec::new();
+    p.drain(|t| sent.push(t), |_| {});
+    let request = sent.iter().find(|t| t.to.remote == server).expect("a Binding request to the server");
+    assert_eq!((request.to.listener, request.to.transport), (Listener::Overlay, Transport::Udp));
+    let Some(StunMessage::BindingRequest { id, .. }) = parse(&request.data) else { panic!("a Binding request") };
+    let mapped: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    // An answer on the proxy listener is not ours; the one from the server's address is.
+    let proxy = Endpoint { listener: Listener::Proxy, transport: Transport::Udp, remote: server, conn: None };
+    p.handle_input(now, Input::receive(proxy, binding_success(id, mapped, true)));
+    assert_eq!(p.nat_status().unwrap().mapped, None);
+    let overlay = Endpoint { listener: Listener::Overlay, ..proxy };
+    p.handle_input(now, Input::receive(overlay, binding_success(id, mapped, true)));
+    let status = p.nat_status().unwrap();
+    assert_eq!((status.mapped, status.mapping), (Some(mapped), "unknown"), "one server: no verdict on the mapping");
+}
+
+#[test]
 fn options_to_the_node_gets_200_with_capabilities() {
     let (mut p, now) = peer();
     p.handle_input(

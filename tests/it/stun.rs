@@ -1,11 +1,17 @@
 //! The overlay port answers STUN Binding requests (RFC 8489) itself, as clients' keep-alives
 //! and nodes learning their public address need: a real STUN client (coturn's
-//! `turnutils_stunclient`, Debian package `coturn`) learns its own address from a node. The
-//! addresses 127.0.0.91–92 belong to this file.
+//! `turnutils_stunclient`, Debian package `coturn`) learns its own address from a node; and a
+//! node learns its own from a real STUN server (coturn's `turnserver -S`). The addresses
+//! 127.0.0.91–94 belong to this file.
+// Tests poll with the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::common::Node;
+use crate::common::{wait_for, Node};
+
+const PATIENCE: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_real_stun_client_learns_its_address_from_the_overlay_port() {
@@ -21,4 +27,44 @@ fn a_real_stun_client_learns_its_address_from_the_overlay_port() {
     assert!(out.status.success(), "turnutils_stunclient: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("UDP reflexive addr: 127.0.0.92:"), "{text}");
     assert!(node.counter("stun_answered") >= 1, "{}", node.log());
+}
+
+/// Asks the STUN server at `server` once with coturn's client; true when it answered.
+fn answers(server: std::net::SocketAddr) -> bool {
+    Command::new("timeout")
+        .args(["5", "turnutils_stunclient", "-p", &server.port().to_string(), &server.ip().to_string()])
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).contains("reflexive addr"))
+}
+
+#[test]
+fn a_node_learns_its_address_from_a_real_stun_server() {
+    // coturn's turnserver as a plain STUN server (-S) on 127.0.0.93.
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let [port] = crate::common::free_ports(crate::common::ip("127.0.0.93"), 1).try_into().expect("one port");
+    let server = std::net::SocketAddr::new(crate::common::ip("127.0.0.93"), port);
+    let child = Command::new("turnserver")
+        .args(["-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "127.0.0.93"])
+        .args(["--listening-port", &port.to_string(), "--log-file", "stdout"])
+        .arg("--pidfile")
+        .arg(dir.path().join("turnserver.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn turnserver (Debian package coturn)");
+    let _stun = crate::common::ChildGuard::new(child);
+    assert!(wait_for(PATIENCE, || answers(server).then_some(())).is_some(), "turnserver does not answer STUN");
+
+    let uri = format!("stun:{server}");
+    let node = Node::builder("127.0.0.94").args(&["--stun", &uri]).start();
+    let nat = wait_for(PATIENCE, || {
+        let nat = node.status()?["nat"].clone();
+        nat["checked_at"].is_u64().then_some(nat)
+    })
+    .unwrap_or_else(|| panic!("no address check; log:\n{}", node.log()));
+    assert_eq!(nat["mapped"], node.listen.to_string(), "{nat}");
+    assert_eq!(nat["local"], node.listen.to_string(), "{nat}");
+    assert_eq!(nat["mapping"], "none", "loopback has no NAT: {nat}");
+    let out = crate::common::run_p2psip(&["status", "--http", &node.http.to_string()], PATIENCE);
+    assert!(out.stdout.contains(&format!("public addr   {}, no NAT", node.listen)), "{}", out.stdout);
 }

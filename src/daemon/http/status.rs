@@ -42,6 +42,8 @@ pub struct Status {
     pub storage: Option<crate::peer::StorageCounters>,
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
+    /// What STUN servers say of this node's address (`null` without STUN servers).
+    pub nat: Option<crate::nat::discovery::NatStatus>,
     /// TCP connection limits and deadlines: what they refused and closed.
     pub tcp: crate::daemon::node::event_loop::TcpCounters,
 }

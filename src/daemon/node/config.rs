@@ -49,6 +49,9 @@ use crate::overlay::ChordConfig;
 /// backups = 2                  # each place's holder's next 2 successors keep a copy too
 /// record_lifetime_secs = 3600  # how long this node's own records live
 /// refresh_interval_secs = 1200 # how often it re-publishes them
+/// [nat]                        # learning the public address (RFC 8489 STUN)
+/// stun = ["stun:stun.example.net"]  # servers to ask; two tell the NAT's mapping apart
+/// recheck_interval_secs = 300  # how often they are asked again
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +81,24 @@ pub struct Config {
     pub registrar: RegistrarSettings,
     /// Replicas and the lifetime of this node's own records.
     pub storage: StorageSettings,
+    /// STUN servers and how often they are asked (`[nat]`).
+    pub nat: NatSettings,
+}
+
+/// The `[nat]` table: how the node learns its public address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatSettings {
+    /// STUN servers, `stun:HOST[:PORT]` (RFC 7064); the overlay document's when empty.
+    pub stun: Vec<String>,
+    /// How often they are asked again, seconds.
+    pub recheck_interval_secs: u64,
+}
+
+impl Default for NatSettings {
+    fn default() -> NatSettings {
+        NatSettings { stun: Vec::new(), recheck_interval_secs: 300 }
+    }
 }
 
 /// The `[registrar]` table: the phone-facing registrar's and proxy's limits.
@@ -363,6 +384,7 @@ impl Default for Config {
             chord: ChordSettings::default(),
             registrar: RegistrarSettings::default(),
             storage: StorageSettings::default(),
+            nat: NatSettings::default(),
         }
     }
 }
@@ -386,6 +408,8 @@ pub struct Overrides {
     pub overlay: Option<String>,
     /// `--advertise`.
     pub advertise: Option<SocketAddr>,
+    /// `--stun`: replaces the file's list when not empty.
+    pub stun: Vec<String>,
 }
 
 /// Why the settings could not be used; one line, naming the file or key.
@@ -478,6 +502,9 @@ impl Config {
         if let Some(a) = o.advertise {
             self.advertise = Some(a);
         }
+        if !o.stun.is_empty() {
+            self.nat.stun = o.stun;
+        }
     }
 
     /// Takes the overlay's settings from its signed configuration document: overlay name,
@@ -505,6 +532,15 @@ impl Config {
 
     /// Checks what the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for uri in &self.nat.stun {
+            crate::nat::stun::parse_uri(uri).map_err(|message| ConfigError::Invalid { key: "nat.stun", message })?;
+        }
+        if !(10..=86_400).contains(&self.nat.recheck_interval_secs) {
+            return Err(ConfigError::Invalid {
+                key: "nat.recheck_interval_secs",
+                message: format!("{} is not between 10 and 86400", self.nat.recheck_interval_secs),
+            });
+        }
         if !(1..=MAX_DATAGRAM_SIZE_LIMIT).contains(&self.max_datagram_size) {
             return Err(ConfigError::Invalid {
                 key: "max_datagram_size",

@@ -479,6 +479,7 @@ impl EventLoop {
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
+            nat: self.peer.nat_status().cloned(),
             tcp_connections: self.connections.len(),
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
         }

@@ -62,6 +62,8 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     }
     peer_config.advertised_addr = advertised_addr(listen, config.advertise, &config.join);
     config.registrar.apply_to(&mut peer_config);
+    peer_config.stun_servers = resolve_stun_servers(&config.nat.stun).await;
+    peer_config.nat_recheck_interval = std::time::Duration::from_secs(config.nat.recheck_interval_secs);
     let node_addr = peer_config.node_addr();
     let accounts = accounts::load(&data_dir)?;
     let started = Instant::now();
@@ -134,6 +136,29 @@ fn enable_storage(
     let signer = files.local.map(|identity| crate::identity::Signer { identity, rng });
     peer.enable_storage(started, storage, Box::new(store), ids, signer);
     Ok(())
+}
+
+/// The addresses of the `stun:` URIs (validated at start), by DNS where they name a host: the
+/// first address of each, IPv4 first. One that does not resolve is left out with a warning.
+async fn resolve_stun_servers(uris: &[String]) -> Vec<SocketAddr> {
+    let mut servers = Vec::new();
+    for uri in uris {
+        let Ok((host, port)) = crate::nat::stun::parse_uri(uri) else { continue };
+        let host_port = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let looked_up = tokio::net::lookup_host(host_port).await;
+        match looked_up {
+            Ok(addrs) => {
+                let mut addrs: Vec<SocketAddr> = addrs.collect();
+                addrs.sort_by_key(SocketAddr::is_ipv6);
+                match addrs.first() {
+                    Some(a) => servers.push(*a),
+                    None => warn!(%uri, "STUN server has no address; left out"),
+                }
+            }
+            Err(e) => warn!(%uri, error = %e, "STUN server does not resolve; left out"),
+        }
+    }
+    servers
 }
 
 /// The overlay address to derive the Node ID from and to advertise, when it is not `listen`
