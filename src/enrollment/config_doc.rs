@@ -125,6 +125,11 @@ pub struct ConfigDoc {
     pub bootstrap: Vec<SocketAddr>,
     /// Record sizes, quotas and lifetimes every storing node applies.
     pub store: StoreLimits,
+    /// STUN servers every node may learn its public address from (`stun:HOST[:PORT]`); a
+    /// node's own `--stun` or `[nat] stun` takes precedence. Left out of the JSON when empty,
+    /// so documents made before it verify and read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stun_servers: Vec<String>,
 }
 
 /// `id_hash` in the document.
@@ -362,6 +367,7 @@ impl ConfigDoc {
             chord: ChordTimers::default(),
             bootstrap: Vec::new(),
             store: StoreLimits::default(),
+            stun_servers: Vec::new(),
         }
     }
 
@@ -385,6 +391,9 @@ impl ConfigDoc {
         }
         self.replicas.validate()?;
         self.chord.validate()?;
+        for uri in &self.stun_servers {
+            crate::nat::stun::parse_uri(uri).map_err(ConfigDocError::Invalid)?;
+        }
         self.root_der().map(drop)
     }
 

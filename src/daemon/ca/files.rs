@@ -120,6 +120,7 @@ pub struct InitOptions {
 struct DocumentSettings {
     chord: Option<crate::enrollment::config_doc::ChordTimers>,
     store: Option<crate::enrollment::config_doc::StoreLimits>,
+    stun_servers: Option<Vec<String>>,
 }
 
 /// What `ca init` made.
@@ -227,6 +228,9 @@ fn apply_settings(doc: &mut ConfigDoc, path: &Path) -> Result<(), CaError> {
     }
     if let Some(store) = settings.store {
         doc.store = store;
+    }
+    if let Some(stun) = settings.stun_servers {
+        doc.stun_servers = stun;
     }
     Ok(())
 }
@@ -438,6 +442,31 @@ mod tests {
         let db = IssuedDb::open(&path).unwrap();
         assert_eq!(db.holder(&alice), Some(&a));
         assert_eq!(db.len(), 1);
+    }
+
+    #[test]
+    fn the_document_carries_the_stun_servers_of_the_settings_and_refuses_bad_ones() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rng = SystemRandom::new();
+        let settings = dir.path().join("settings.json");
+        let opts = |name: &str| InitOptions {
+            dir: dir.path().join(name),
+            domain: "example.com".into(),
+            overlay: None,
+            verify: VerifyMode::None,
+            replicas: 2,
+            secret_replicas: false,
+            id_hash: IdHashName::Sha1,
+            bootstrap: vec![],
+            valid_days: 10,
+            cert_lifetime_days: 1,
+            settings: Some(settings.clone()),
+        };
+        std::fs::write(&settings, r#"{"stun_servers": ["stun:192.0.2.1", "stun:stun.example.net:3479"]}"#).unwrap();
+        let made = init(&opts("ca1"), 1_800_000_000, &rng).unwrap();
+        assert_eq!(made.config.stun_servers, ["stun:192.0.2.1", "stun:stun.example.net:3479"]);
+        std::fs::write(&settings, r#"{"stun_servers": ["turn:192.0.2.1"]}"#).unwrap();
+        assert!(init(&opts("ca2"), 1_800_000_000, &rng).is_err(), "not a stun: URI");
     }
 
     #[test]

@@ -528,6 +528,9 @@ impl Config {
         if self.join.is_empty() {
             self.join = doc.bootstrap.clone();
         }
+        if self.nat.stun.is_empty() {
+            self.nat.stun = doc.stun_servers.clone();
+        }
     }
 
     /// Checks what the types alone do not.
@@ -605,6 +608,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn stun_servers_come_from_the_flag_the_file_or_else_the_document() {
+        let doc = {
+            let mut d = crate::enrollment::config_doc::ConfigDoc::new("p2p.test", b"not used", 0, 1);
+            d.stun_servers = vec!["stun:192.0.2.9".into()];
+            d
+        };
+        let mut c = parse("[nat]\nstun = [\"stun:198.51.100.1:3478\"]\nrecheck_interval_secs = 60\n").unwrap();
+        c.validate().unwrap();
+        c.apply_document(&doc);
+        assert_eq!(c.nat.stun, ["stun:198.51.100.1:3478"], "the node's own list wins");
+        c.apply(Overrides { stun: vec!["stun:203.0.113.5".into()], ..Overrides::default() });
+        assert_eq!(c.nat.stun, ["stun:203.0.113.5"], "--stun replaces the file's");
+        let mut c = parse("").unwrap();
+        c.apply_document(&doc);
+        assert_eq!(c.nat.stun, ["stun:192.0.2.9"], "the document's when the node has none");
+        let bad = parse("[nat]\nstun = [\"stun.example.net\"]\n").unwrap();
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { key: "nat.stun", .. })));
     }
 
     #[test]
