@@ -79,6 +79,20 @@ pub struct NodeArgs {
     /// stun list of the config file's nat table
     #[arg(long, value_name = "URI")]
     pub stun: Vec<String>,
+
+    /// A TURN server for calls' media: turn:HOST:PORT, optionally ?transport=tcp; repeat for
+    /// several. Replaces the turn list of the config file's nat table (where credentials are
+    /// better kept: the command line shows in ps)
+    #[arg(long, value_name = "URI")]
+    pub turn: Vec<String>,
+
+    /// The username for the --turn servers
+    #[arg(long, value_name = "USER", requires = "turn")]
+    pub turn_user: Option<String>,
+
+    /// The password for the --turn servers
+    #[arg(long, value_name = "PASSWORD", requires = "turn")]
+    pub turn_pass: Option<String>,
 }
 
 impl NodeArgs {
@@ -93,6 +107,15 @@ impl NodeArgs {
             overlay: self.overlay.clone(),
             advertise: self.advertise,
             stun: self.stun.clone(),
+            turn: self
+                .turn
+                .iter()
+                .map(|uri| crate::nat::turn::TurnServer {
+                    uri: uri.clone(),
+                    username: self.turn_user.clone(),
+                    password: self.turn_pass.clone(),
+                })
+                .collect(),
         }
     }
 }

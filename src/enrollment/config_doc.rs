@@ -130,6 +130,10 @@ pub struct ConfigDoc {
     /// so documents made before it verify and read as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stun_servers: Vec<String>,
+    /// TURN servers for calls' media (`turn:HOST[:PORT][?transport=…]`), without credentials:
+    /// the document is public, so each node brings its own. Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_servers: Vec<String>,
 }
 
 /// `id_hash` in the document.
@@ -368,6 +372,7 @@ impl ConfigDoc {
             bootstrap: Vec::new(),
             store: StoreLimits::default(),
             stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
         }
     }
 
@@ -393,6 +398,9 @@ impl ConfigDoc {
         self.chord.validate()?;
         for uri in &self.stun_servers {
             crate::nat::stun::parse_uri(uri).map_err(ConfigDocError::Invalid)?;
+        }
+        for uri in &self.turn_servers {
+            crate::nat::turn::parse_uri(uri).map_err(ConfigDocError::Invalid)?;
         }
         self.root_der().map(drop)
     }

@@ -6,6 +6,8 @@
 //!   Binding request with the address it came from, building and reading our own.
 //! - [`discovery`]: asking the configured STUN servers for the node's mapped address and
 //!   telling no NAT, an endpoint-independent and an address-dependent mapping apart.
+//! - [`turn`]: TURN servers as configured (`turn:` URIs and credentials), for the media of
+//!   calls that no direct path carries.
 //!
 //! # What it does not do (yet)
 //! RFC 5780's filtering test, the dial-back that decides whether a node is a peer or a client,
@@ -13,3 +15,4 @@
 
 pub mod discovery;
 pub mod stun;
+pub mod turn;

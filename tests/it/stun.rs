@@ -56,7 +56,11 @@ fn a_node_learns_its_address_from_a_real_stun_server() {
     assert!(wait_for(PATIENCE, || answers(server).then_some(())).is_some(), "turnserver does not answer STUN");
 
     let uri = format!("stun:{server}");
-    let node = Node::builder("127.0.0.94").args(&["--stun", &uri]).start();
+    // A TURN server configured for later (calls' media): shown by URI, its password never.
+    let turn = format!("turn:{server}");
+    let node = Node::builder("127.0.0.94")
+        .args(&["--stun", &uri, "--turn", &turn, "--turn-user", "alice", "--turn-pass", "secret-pass"])
+        .start();
     let nat = wait_for(PATIENCE, || {
         let nat = node.status()?["nat"].clone();
         nat["checked_at"].is_u64().then_some(nat)
@@ -65,6 +69,10 @@ fn a_node_learns_its_address_from_a_real_stun_server() {
     assert_eq!(nat["mapped"], node.listen.to_string(), "{nat}");
     assert_eq!(nat["local"], node.listen.to_string(), "{nat}");
     assert_eq!(nat["mapping"], "none", "loopback has no NAT: {nat}");
+    let status = node.status_json();
+    assert_eq!(status["stun_servers"][0], uri);
+    assert_eq!(status["turn_servers"][0], turn);
+    assert!(!status.to_string().contains("secret-pass"), "{status}");
     let out = crate::common::run_p2psip(&["status", "--http", &node.http.to_string()], PATIENCE);
     assert!(out.stdout.contains(&format!("public addr   {}, no NAT", node.listen)), "{}", out.stdout);
 }

@@ -121,6 +121,7 @@ struct DocumentSettings {
     chord: Option<crate::enrollment::config_doc::ChordTimers>,
     store: Option<crate::enrollment::config_doc::StoreLimits>,
     stun_servers: Option<Vec<String>>,
+    turn_servers: Option<Vec<String>>,
 }
 
 /// What `ca init` made.
@@ -231,6 +232,9 @@ fn apply_settings(doc: &mut ConfigDoc, path: &Path) -> Result<(), CaError> {
     }
     if let Some(stun) = settings.stun_servers {
         doc.stun_servers = stun;
+    }
+    if let Some(turn) = settings.turn_servers {
+        doc.turn_servers = turn;
     }
     Ok(())
 }

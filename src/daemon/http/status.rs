@@ -174,6 +174,10 @@ pub struct NodeInfo {
     pub data_dir: PathBuf,
     /// The enrolled identity loaded from the data directory, `null` when not enrolled.
     pub identity: Option<IdentityStatus>,
+    /// The STUN servers it asks, as configured (`stun:` URIs).
+    pub stun_servers: Vec<String>,
+    /// The TURN servers configured for calls' media (`turn:` URIs; credentials never shown).
+    pub turn_servers: Vec<String>,
 }
 
 /// `"identity"` in the status: who this node's user is, as its certificate says.

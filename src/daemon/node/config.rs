@@ -51,6 +51,7 @@ use crate::overlay::ChordConfig;
 /// refresh_interval_secs = 1200 # how often it re-publishes them
 /// [nat]                        # learning the public address (RFC 8489 STUN)
 /// stun = ["stun:stun.example.net"]  # servers to ask; two tell the NAT's mapping apart
+/// turn = [{ uri = "turn:turn.example.net", username = "u", password = "p" }]  # for calls' media
 /// recheck_interval_secs = 300  # how often they are asked again
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,13 +92,16 @@ pub struct Config {
 pub struct NatSettings {
     /// STUN servers, `stun:HOST[:PORT]` (RFC 7064); the overlay document's when empty.
     pub stun: Vec<String>,
+    /// TURN servers with their credentials (`turn = [{ uri = "turn:HOST:PORT", username =
+    /// "…", password = "…" }]`); the overlay document's URIs, without credentials, when empty.
+    pub turn: Vec<crate::nat::turn::TurnServer>,
     /// How often they are asked again, seconds.
     pub recheck_interval_secs: u64,
 }
 
 impl Default for NatSettings {
     fn default() -> NatSettings {
-        NatSettings { stun: Vec::new(), recheck_interval_secs: 300 }
+        NatSettings { stun: Vec::new(), turn: Vec::new(), recheck_interval_secs: 300 }
     }
 }
 
@@ -410,6 +414,8 @@ pub struct Overrides {
     pub advertise: Option<SocketAddr>,
     /// `--stun`: replaces the file's list when not empty.
     pub stun: Vec<String>,
+    /// `--turn` with `--turn-user` and `--turn-pass`: replaces the file's list when not empty.
+    pub turn: Vec<crate::nat::turn::TurnServer>,
 }
 
 /// Why the settings could not be used; one line, naming the file or key.
@@ -505,6 +511,9 @@ impl Config {
         if !o.stun.is_empty() {
             self.nat.stun = o.stun;
         }
+        if !o.turn.is_empty() {
+            self.nat.turn = o.turn;
+        }
     }
 
     /// Takes the overlay's settings from its signed configuration document: overlay name,
@@ -531,12 +540,24 @@ impl Config {
         if self.nat.stun.is_empty() {
             self.nat.stun = doc.stun_servers.clone();
         }
+        if self.nat.turn.is_empty() {
+            // The document is public: credentials come from the node's own settings only.
+            self.nat.turn = doc
+                .turn_servers
+                .iter()
+                .map(|uri| crate::nat::turn::TurnServer { uri: uri.clone(), username: None, password: None })
+                .collect();
+        }
     }
 
     /// Checks what the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for uri in &self.nat.stun {
             crate::nat::stun::parse_uri(uri).map_err(|message| ConfigError::Invalid { key: "nat.stun", message })?;
+        }
+        for server in &self.nat.turn {
+            crate::nat::turn::parse_uri(&server.uri)
+                .map_err(|message| ConfigError::Invalid { key: "nat.turn", message })?;
         }
         if !(10..=86_400).contains(&self.nat.recheck_interval_secs) {
             return Err(ConfigError::Invalid {
@@ -628,6 +649,24 @@ mod tests {
         assert_eq!(c.nat.stun, ["stun:192.0.2.9"], "the document's when the node has none");
         let bad = parse("[nat]\nstun = [\"stun.example.net\"]\n").unwrap();
         assert!(matches!(bad.validate(), Err(ConfigError::Invalid { key: "nat.stun", .. })));
+    }
+
+    #[test]
+    fn turn_servers_keep_their_credentials_local() {
+        let c = parse("[nat]\nturn = [{ uri = \"turn:198.51.100.2\", username = \"u\", password = \"p\" }]\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.nat.turn[0].username.as_deref(), Some("u"));
+        let mut doc = crate::enrollment::config_doc::ConfigDoc::new("p2p.test", b"not used", 0, 1);
+        doc.turn_servers = vec!["turn:192.0.2.9?transport=tcp".into()];
+        let mut c = parse("").unwrap();
+        c.apply_document(&doc);
+        assert_eq!(c.nat.turn.len(), 1);
+        assert_eq!(
+            (c.nat.turn[0].uri.as_str(), c.nat.turn[0].password.as_deref()),
+            ("turn:192.0.2.9?transport=tcp", None)
+        );
+        let bad = parse("[nat]\nturn = [{ uri = \"turns:x.example\" }]\n").unwrap();
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { key: "nat.turn", .. })));
     }
 
     #[test]

@@ -87,8 +87,17 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     let http = tokio::spawn(http::serve(http_listener, query_tx, http_stopped).instrument(span.clone()));
 
     let identity = enrolled.as_ref().map(status::IdentityStatus::of);
-    let info =
-        NodeInfo { listen, proxy, http: http_addr, domain: config.domain, join: config.join, data_dir, identity };
+    let info = NodeInfo {
+        listen,
+        proxy,
+        http: http_addr,
+        domain: config.domain,
+        join: config.join,
+        data_dir,
+        identity,
+        stun_servers: config.nat.stun.clone(),
+        turn_servers: config.nat.turn.iter().map(|t| t.uri.clone()).collect(),
+    };
     EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
