@@ -11,8 +11,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use p2psip::cli::{
-    self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, DemoArgs, EnrollArgs, LookupArgs, NodeArgs,
-    SimArgs, StatusArgs,
+    self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, DemoArgs, DoctorArgs, EnrollArgs, LookupArgs,
+    NodeArgs, SimArgs, StatusArgs,
 };
 use p2psip::daemon::{self, Config};
 
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Node(a) => node(a),
         Command::Status(a) => status(a),
+        Command::Doctor(a) => doctor(a),
         Command::Lookup(a) => lookup(a),
         Command::Sim(a) => sim(a),
         Command::Ca(a) => ca(a),
@@ -207,6 +208,21 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::status::summary(&status));
     }
+    Ok(())
+}
+
+fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    let status = runtime.block_on(daemon::fetch_status(args.http, STATUS_TIMEOUT))?;
+    let strings = |key: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let stun = daemon::client::doctor::probe_stun(&strings("stun_servers"));
+    let turn = daemon::client::doctor::probe_turn(&strings("turn_servers"));
+    print!("{}", cli::doctor::report(&status, &stun, &turn));
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 pub mod account;
 pub mod ca;
 pub mod demo;
+pub mod doctor;
 pub mod enroll;
 pub mod lookup;
 pub mod node;
@@ -23,6 +24,7 @@ use clap::{ArgAction, Parser, Subcommand};
 pub use account::{AccountArgs, AccountCommand};
 pub use ca::{CaArgs, CaCommand};
 pub use demo::DemoArgs;
+pub use doctor::DoctorArgs;
 pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
 pub use node::NodeArgs;
@@ -58,6 +60,7 @@ pub struct Cli {
 pub enum Command {
     Node(NodeArgs),
     Status(StatusArgs),
+    Doctor(DoctorArgs),
     Lookup(LookupArgs),
     Sim(SimArgs),
     Ca(CaArgs),

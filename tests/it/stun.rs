@@ -1,7 +1,8 @@
 //! The overlay port answers STUN Binding requests (RFC 8489) itself, as clients' keep-alives
 //! and nodes learning their public address need: a real STUN client (coturn's
 //! `turnutils_stunclient`, Debian package `coturn`) learns its own address from a node; and a
-//! node learns its own from a real STUN server (coturn's `turnserver -S`). The addresses
+//! node learns its own from a real STUN server (coturn's `turnserver`), and `p2psip doctor`
+//! finds its STUN and TURN servers answering. The addresses
 //! 127.0.0.91–94 belong to this file.
 // Tests poll with the real clock.
 #![allow(clippy::disallowed_methods)]
@@ -39,12 +40,14 @@ fn answers(server: std::net::SocketAddr) -> bool {
 
 #[test]
 fn a_node_learns_its_address_from_a_real_stun_server() {
-    // coturn's turnserver as a plain STUN server (-S) on 127.0.0.93.
+    // coturn's turnserver on 127.0.0.93: STUN for anyone, TURN for alice (long-term
+    // credentials, RFC 8656 §9.2).
     let dir = tempfile::TempDir::new().expect("temp dir");
     let [port] = crate::common::free_ports(crate::common::ip("127.0.0.93"), 1).try_into().expect("one port");
     let server = std::net::SocketAddr::new(crate::common::ip("127.0.0.93"), port);
     let child = Command::new("turnserver")
-        .args(["-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "127.0.0.93"])
+        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "127.0.0.93"])
+        .args(["--lt-cred-mech", "--user", "alice:secret-pass", "--realm", "p2p.test"])
         .args(["--listening-port", &port.to_string(), "--log-file", "stdout"])
         .arg("--pidfile")
         .arg(dir.path().join("turnserver.pid"))
@@ -73,6 +76,14 @@ fn a_node_learns_its_address_from_a_real_stun_server() {
     assert_eq!(status["stun_servers"][0], uri);
     assert_eq!(status["turn_servers"][0], turn);
     assert!(!status.to_string().contains("secret-pass"), "{status}");
+
+    // `p2psip doctor` asks both servers itself and says what it found.
+    let doctor = crate::common::run_p2psip(&["doctor", "--http", &node.http.to_string()], PATIENCE);
+    assert!(doctor.status.success(), "{}", doctor.stderr);
+    let found = &doctor.stdout;
+    assert!(found.contains(&format!("STUN server  {uri} answers (sees this machine at 127.0.0.")), "{found}");
+    assert!(found.contains(&format!("TURN server  {turn} answers")), "{found}");
+    assert!(found.contains("NAT          none"), "{found}");
     let out = crate::common::run_p2psip(&["status", "--http", &node.http.to_string()], PATIENCE);
     assert!(out.stdout.contains(&format!("public addr   {}, no NAT", node.listen)), "{}", out.stdout);
 }
