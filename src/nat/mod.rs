@@ -4,14 +4,15 @@
 //! # Layout
 //! - [`stun`]: STUN Binding on the wire: telling STUN from SIP on a shared port, answering a
 //!   Binding request with the address it came from, building and reading our own.
-//! - [`discovery`]: asking the configured STUN servers for the node's mapped address and
-//!   telling no NAT, an endpoint-independent and an address-dependent mapping apart.
+//! - [`discovery`]: asking the configured STUN servers for the node's mapped address, and,
+//!   where a server has a second address (OTHER-ADDRESS), RFC 5780's mapping and filtering
+//!   tests; with two plain servers, the mapping alone.
 //! - [`turn`]: TURN servers as configured (`turn:` URIs and credentials), for the media of
 //!   calls that no direct path carries.
 //!
 //! # What it does not do (yet)
-//! RFC 5780's filtering test, the dial-back that decides whether a node is a peer or a client,
-//! and a client's flow to its edge peer come next, here. No sockets: the daemon owns them.
+//! The dial-back that decides whether a node is a peer or a client, and a client's flow to its
+//! edge peer, come next, here. No sockets: the daemon owns them.
 
 pub mod discovery;
 pub mod stun;

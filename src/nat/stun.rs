@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 
+use rtc_stun::addr::OtherAddress;
+use rtc_stun::attributes::{ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS};
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::message::{
     Getter, Message, MessageType, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS, CLASS_REQUEST,
@@ -28,6 +30,9 @@ pub enum StunMessage {
         id: StunTransactionId,
         /// Whether it carried a FINGERPRINT (the answer then carries one too, §14.7).
         fingerprint: bool,
+        /// Whether it asked to be answered from another address or port (RFC 5780 §7.2,
+        /// CHANGE-REQUEST), which a node with one address cannot do.
+        change: bool,
     },
     /// A Binding success response to one of our requests.
     BindingSuccess {
@@ -35,6 +40,9 @@ pub enum StunMessage {
         id: StunTransactionId,
         /// The address the server saw our request come from.
         mapped: SocketAddr,
+        /// The server's other address (RFC 5780 §7.4, OTHER-ADDRESS), when it has one: what
+        /// the behaviour tests ask next.
+        other: Option<SocketAddr>,
     },
     /// Any other STUN message (an indication, an error response, another method): ignored.
     Other,
@@ -60,11 +68,16 @@ pub fn parse(data: &[u8]) -> Option<StunMessage> {
     }
     let id = m.transaction_id.0;
     match m.typ.class {
-        CLASS_REQUEST => Some(StunMessage::BindingRequest { id, fingerprint }),
+        CLASS_REQUEST => {
+            let change = m.contains(ATTR_CHANGE_REQUEST);
+            Some(StunMessage::BindingRequest { id, fingerprint, change })
+        }
         CLASS_SUCCESS_RESPONSE => {
             let mut x = XorMappedAddress::default();
             x.get_from(&m).ok()?;
-            Some(StunMessage::BindingSuccess { id, mapped: SocketAddr::new(x.ip, x.port) })
+            let mut o = OtherAddress::default();
+            let other = o.get_from_as(&m, ATTR_OTHER_ADDRESS).ok().map(|()| SocketAddr::new(o.ip, o.port));
+            Some(StunMessage::BindingSuccess { id, mapped: SocketAddr::new(x.ip, x.port), other })
         }
         _ => Some(StunMessage::Other),
     }
@@ -86,6 +99,22 @@ pub fn binding_request(id: StunTransactionId) -> Vec<u8> {
     match m.build(&setters) {
         Ok(()) => m.raw,
         // Building from these three setters cannot fail; an empty datagram is dropped anyway.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A Binding request asking the server to answer from its other address (`change_ip`) and/or
+/// its other port (`change_port`): RFC 5780 §7.2's CHANGE-REQUEST, for the filtering tests.
+pub fn binding_request_changing(id: StunTransactionId, change_ip: bool, change_port: bool) -> Vec<u8> {
+    let mut m = Message::new();
+    let setters: [Box<dyn Setter>; 2] = [Box::new(BINDING_REQUEST), Box::new(TransactionId(id))];
+    if m.build(&setters).is_err() {
+        return Vec::new();
+    }
+    let flags = (u8::from(change_ip) << 2) | (u8::from(change_port) << 1);
+    m.add(ATTR_CHANGE_REQUEST, &[0, 0, 0, flags]);
+    match FINGERPRINT.add_to(&mut m) {
+        Ok(()) => m.raw,
         Err(_) => Vec::new(),
     }
 }
@@ -140,11 +169,13 @@ mod tests {
         let id = [9; 12];
         let request = binding_request(id);
         assert!(is_stun(&request));
-        assert_eq!(parse(&request), Some(StunMessage::BindingRequest { id, fingerprint: true }));
+        assert_eq!(parse(&request), Some(StunMessage::BindingRequest { id, fingerprint: true, change: false }));
+        let changing = binding_request_changing(id, true, false);
+        assert_eq!(parse(&changing), Some(StunMessage::BindingRequest { id, fingerprint: true, change: true }));
         for from in ["203.0.113.7:40123", "[2001:db8::7]:5070"] {
             let from: SocketAddr = from.parse().unwrap();
             let answer = binding_success(id, from, true);
-            assert_eq!(parse(&answer), Some(StunMessage::BindingSuccess { id, mapped: from }));
+            assert_eq!(parse(&answer), Some(StunMessage::BindingSuccess { id, mapped: from, other: None }));
             assert!(answer.len() < 2 * request.len() + 8, "{} bytes for {}", answer.len(), request.len());
         }
     }

@@ -336,18 +336,22 @@ impl Peer {
     /// less than twice the request, so it amplifies nothing (docs/security.md, M1).
     fn stun(&mut self, now: Instant, from: Endpoint, data: &[u8]) {
         match crate::nat::stun::parse(data) {
-            Some(crate::nat::stun::StunMessage::BindingRequest { id, fingerprint }) => {
+            // A node has one address: a request to answer from another (RFC 5780's
+            // CHANGE-REQUEST) is not answered at all, rather than answered wrongly.
+            Some(crate::nat::stun::StunMessage::BindingRequest { id, fingerprint, change: false }) => {
                 self.counters.stun_answered += 1;
                 let answer = crate::nat::stun::binding_success(id, from.remote, fingerprint);
                 self.transmit(Transmit { to: from, data: Bytes::from(answer) });
             }
             // The answer to our own address check, from the overlay socket it left.
-            Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped })
+            Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped, other })
                 if from.listener == Listener::Overlay && self.nat.as_ref().is_some_and(|n| n.owns(&id)) =>
             {
                 if let Some(nat) = self.nat.as_mut() {
-                    nat.handle_answer(now, id, from.remote, mapped);
+                    let rng = &mut self.rng;
+                    nat.handle_answer(now, id, from.remote, (mapped, other), || rng.random());
                 }
+                self.nat_timeout(now);
             }
             _ => self.counters.stun_dropped += 1,
         }

@@ -44,7 +44,7 @@ fn a_stun_binding_request_is_answered_with_the_address_it_came_from() {
         assert_eq!(sent.len(), 1, "{listener:?}");
         assert_eq!(sent[0].to, from);
         let mapped: std::net::SocketAddr = PHONE.parse().unwrap();
-        assert_eq!(parse(&sent[0].data), Some(StunMessage::BindingSuccess { id: [5; 12], mapped }));
+        assert_eq!(parse(&sent[0].data), Some(StunMessage::BindingSuccess { id: [5; 12], mapped, other: None }));
     }
     assert_eq!(p.counters().stun_answered, 2);
     // A STUN answer nobody asked for, and a corrupt request, get nothing.

@@ -3,7 +3,7 @@
 //! `turnutils_stunclient`, Debian package `coturn`) learns its own address from a node; and a
 //! node learns its own from a real STUN server (coturn's `turnserver`), and `p2psip doctor`
 //! finds its STUN and TURN servers answering. The addresses
-//! 127.0.0.91–94 belong to this file.
+//! 127.0.0.91–95 belong to this file.
 // Tests poll with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -40,13 +40,23 @@ fn answers(server: std::net::SocketAddr) -> bool {
 
 #[test]
 fn a_node_learns_its_address_from_a_real_stun_server() {
-    // coturn's turnserver on 127.0.0.93: STUN for anyone, TURN for alice (long-term
-    // credentials, RFC 8656 §9.2).
+    // coturn's turnserver on 127.0.0.93, with 127.0.0.95 and the next port as its other
+    // address for RFC 5780's tests: STUN for anyone, TURN for alice (long-term credentials,
+    // RFC 8656 §9.2).
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let [port] = crate::common::free_ports(crate::common::ip("127.0.0.93"), 1).try_into().expect("one port");
+    let port = crate::common::free_port_run(crate::common::ip("127.0.0.93"), 2);
     let server = std::net::SocketAddr::new(crate::common::ip("127.0.0.93"), port);
     let child = Command::new("turnserver")
-        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "127.0.0.93"])
+        .args([
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--listening-ip",
+            "127.0.0.93",
+            "--listening-ip",
+            "127.0.0.95",
+        ])
         .args(["--lt-cred-mech", "--user", "alice:secret-pass", "--realm", "p2p.test"])
         .args(["--listening-port", &port.to_string(), "--log-file", "stdout"])
         .arg("--pidfile")
@@ -72,6 +82,8 @@ fn a_node_learns_its_address_from_a_real_stun_server() {
     assert_eq!(nat["mapped"], node.listen.to_string(), "{nat}");
     assert_eq!(nat["local"], node.listen.to_string(), "{nat}");
     assert_eq!(nat["mapping"], "none", "loopback has no NAT: {nat}");
+    // RFC 5780's filtering test: answers from the other address and port came through.
+    assert_eq!(nat["filtering"], "none", "{nat}");
     let status = node.status_json();
     assert_eq!(status["stun_servers"][0], uri);
     assert_eq!(status["turn_servers"][0], turn);
