@@ -16,6 +16,10 @@ pub enum Listener {
     Overlay,
     /// The address local phones use.
     Proxy,
+    /// A socket of its own on the overlay's address, opened for one datagram and closed: the
+    /// dial-back of a peer with no other peer to ask (`crate::nat::reachability`). Only for
+    /// sending; nothing arrives on it.
+    OneShot,
 }
 
 /// The transport a message goes over.
@@ -32,7 +36,7 @@ impl Listener {
     /// 0 for the overlay, 1 for the proxy: for per-listener arrays and budgets.
     pub fn index(self) -> usize {
         match self {
-            Listener::Overlay => 0,
+            Listener::Overlay | Listener::OneShot => 0,
             Listener::Proxy => 1,
         }
     }

@@ -86,6 +86,13 @@ pub struct NodeArgs {
     #[arg(long, value_name = "URI")]
     pub turn: Vec<String>,
 
+    /// auto: a peer on the ring if another node's dial-back reaches this one, else a client
+    /// (no ring position; reached through an edge peer). peer: a peer, or an error if the
+    /// dial-back does not arrive. client: a client. A node with nothing to join starts a ring
+    /// and is a peer [default: auto]
+    #[arg(long, value_name = "ROLE", value_parser = ["auto", "peer", "client"])]
+    pub role: Option<String>,
+
     /// The username for the --turn servers
     #[arg(long, value_name = "USER", requires = "turn")]
     pub turn_user: Option<String>,
@@ -107,6 +114,7 @@ impl NodeArgs {
             overlay: self.overlay.clone(),
             advertise: self.advertise,
             stun: self.stun.clone(),
+            role: self.role.as_deref().and_then(|r| r.parse().ok()),
             turn: self
                 .turn
                 .iter()

@@ -79,6 +79,18 @@ pub fn summary(status: &Value) -> String {
     } else {
         let _ = writeln!(out, "{:<14}not checked (no STUN server: --stun or [nat] stun)", "public addr");
     }
+    let role = match (status["role"].as_str(), nat["reachable"].as_bool()) {
+        (Some("peer"), Some(true)) => "peer on the ring (a dial-back from another node reached this one)".to_owned(),
+        (Some("peer"), _) => "peer on the ring".to_owned(),
+        (Some("client"), Some(false)) => {
+            "client, off the ring: no dial-back reached this node (a NAT or firewall filters)".to_owned()
+        }
+        (Some("client"), _) => "client, off the ring (--role client)".to_owned(),
+        (Some("deciding"), _) => "deciding (asking another node for a dial-back)".to_owned(),
+        (Some(other), _) => other.to_owned(),
+        (None, _) => "?".to_owned(),
+    };
+    let _ = writeln!(out, "{:<14}{role}", "role");
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);
@@ -143,13 +155,19 @@ mod tests {
         assert!(s.contains("  parse_errors  1"), "{s}");
         assert!(s.contains("2 server, 0 client in progress"), "{s}");
         assert!(s.contains("node id       ab"), "{s}");
-        // Thirteen rows, and the public address that no STUN server checked.
-        assert_eq!(summary(&Value::Null).lines().count(), 14, "missing fields do not fail");
+        // Thirteen rows, the public address that no STUN server checked, and the role.
+        assert_eq!(summary(&Value::Null).lines().count(), 15, "missing fields do not fail");
         assert!(s.contains("public addr   not checked"), "{s}");
         assert!(s.contains("storage       off"), "{s}");
         let mut with_storage = status.clone();
         with_storage["storage"] = serde_json::json!({"records_held": 2, "stores_refused": 1});
         let s = summary(&with_storage);
         assert!(s.contains("storage\n") && s.contains("  stores_refused  1"), "{s}");
+        let mut client = status.clone();
+        client["role"] = "client".into();
+        client["nat"] = serde_json::json!({"mapped": "203.0.113.11:40000", "mapping": "unknown", "reachable": false});
+        let s = summary(&client);
+        assert!(s.contains("role          client, off the ring: no dial-back reached"), "{s}");
+        assert!(s.contains("public addr   203.0.113.11:40000"), "{s}");
     }
 }

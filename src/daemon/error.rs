@@ -28,6 +28,13 @@ pub enum DaemonError {
     /// The identity files or the record database could not be used.
     #[error("storage: {0}")]
     Storage(String),
+    /// `--role peer`, but no dial-back reached the node: others cannot reach it.
+    #[error(
+        "--role peer: this node is not reachable from outside (no dial-back arrived at {mapped}, \
+         the address {asked} saw us at). Forward UDP and TCP port {port} to this host on the \
+         router, or run with --role auto (the node then joins as a client)"
+    )]
+    NotReachable { mapped: SocketAddr, asked: SocketAddr, port: u16 },
     /// Any other operating-system failure while setting up (signals, socket addresses).
     #[error("cannot {doing}")]
     Io {

@@ -7,13 +7,15 @@
 //! - [`discovery`]: asking the configured STUN servers for the node's mapped address, and,
 //!   where a server has a second address (OTHER-ADDRESS), RFC 5780's mapping and filtering
 //!   tests; with two plain servers, the mapping alone.
+//! - [`reachability`]: the dial-back that tells whether others can reach the node (a peer)
+//!   or not (a client): a STUN Binding with CHANGE-REQUEST answered from another peer.
 //! - [`turn`]: TURN servers as configured (`turn:` URIs and credentials), for the media of
 //!   calls that no direct path carries.
 //!
 //! # What it does not do (yet)
-//! The dial-back that decides whether a node is a peer or a client, and a client's flow to its
-//! edge peer, come next, here. No sockets: the daemon owns them.
+//! A client's flow to its edge peer comes next, here. No sockets: the daemon owns them.
 
 pub mod discovery;
+pub mod reachability;
 pub mod stun;
 pub mod turn;

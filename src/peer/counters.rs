@@ -45,6 +45,11 @@ pub struct Counters {
     /// STUN Binding requests answered with the address they came from (RFC 8489 §6.3; the
     /// keep-alives of clients' flows, RFC 5626 §4.4.2, and other nodes learning their address).
     pub stun_answered: u64,
-    /// STUN messages that were not a Binding request we answer, dropped.
+    /// STUN messages that were not a Binding request we answer, dropped (dial-back asks over
+    /// the rate limit, or to a node that is not a peer, among them).
     pub stun_dropped: u64,
+    /// Dial-backs nodes asked of us (RFC 5780 CHANGE-REQUEST on the overlay port).
+    pub dial_backs_asked: u64,
+    /// Dial-backs we sent: for a node that asked us on a ring of one, or for another peer.
+    pub dial_backs_sent: u64,
 }

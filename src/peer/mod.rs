@@ -19,6 +19,7 @@ mod boundary;
 pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
+mod nat;
 pub mod overlay;
 pub mod policy;
 mod records;
@@ -38,6 +39,7 @@ pub use crate::transport::{reply_endpoint, ConnectionId, Endpoint, Listener, Tra
 pub use admission::InputBacklog;
 pub use boundary::{Input, Output};
 pub use counters::Counters;
+pub use nat::{RoleEvent, DIAL_BACKS_PER_SECOND};
 pub use overlay::PeerEvent;
 pub use replication::{
     Place, Replication, StorageConfig, StorageCounters, StorageEvent, StorageOpId, DEFAULT_REPLICAS,
@@ -96,6 +98,12 @@ pub struct PeerConfig {
     pub stun_servers: Vec<SocketAddr>,
     /// How often the STUN servers are asked again (laptops move between networks).
     pub nat_recheck_interval: Duration,
+    /// The role asked for (`--role`).
+    pub role: crate::nat::reachability::RoleChoice,
+    /// Whether joining starts with a dial-back that decides the role and confirms the public
+    /// address (`crate::nat::reachability`). The daemon always asks for one; off by default,
+    /// so the simulator's and unit tests' nodes, all reachable, join at once as peers.
+    pub dial_back: bool,
 }
 
 impl PeerConfig {
@@ -116,6 +124,8 @@ impl PeerConfig {
             overload_busy_percent: 90,
             stun_servers: Vec::new(),
             nat_recheck_interval: Duration::from_secs(300),
+            role: crate::nat::reachability::RoleChoice::Auto,
+            dial_back: false,
         }
     }
 
@@ -156,6 +166,8 @@ pub struct Peer {
     oversize_warned: Option<Instant>,
     /// Our public address as STUN servers see it; `None` without STUN servers.
     nat: Option<crate::nat::discovery::Discovery>,
+    /// Peer or client: the dial-back that decides, and the dial-backs we serve.
+    reach: nat::Reach,
 }
 
 /// Live transactions (RFC 3261 §17), by side.
@@ -185,6 +197,7 @@ impl Peer {
     /// A node that has not joined anything yet; `now` starts its clock.
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let admission = admission::Admission::new(config.overload_busy_percent);
+        let reach = nat::Reach::new(config.role, now);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let own_sent_by = [config.overlay_addr, config.proxy.addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
@@ -231,6 +244,7 @@ impl Peer {
             tag_key,
             oversize_warned: None,
             nat,
+            reach,
             admission,
         }
     }
@@ -330,33 +344,6 @@ impl Peer {
         }
     }
 
-    /// A STUN message on either listener: a Binding request is answered with the address it
-    /// came from (RFC 8489 §6.3.1, XOR-MAPPED-ADDRESS), whoever sent it: phones' and clients'
-    /// keep-alives (RFC 5626 §4.4.2) and nodes learning their public address. The answer is
-    /// less than twice the request, so it amplifies nothing (docs/security.md, M1).
-    fn stun(&mut self, now: Instant, from: Endpoint, data: &[u8]) {
-        match crate::nat::stun::parse(data) {
-            // A node has one address: a request to answer from another (RFC 5780's
-            // CHANGE-REQUEST) is not answered at all, rather than answered wrongly.
-            Some(crate::nat::stun::StunMessage::BindingRequest { id, fingerprint, change: false }) => {
-                self.counters.stun_answered += 1;
-                let answer = crate::nat::stun::binding_success(id, from.remote, fingerprint);
-                self.transmit(Transmit { to: from, data: Bytes::from(answer) });
-            }
-            // The answer to our own address check, from the overlay socket it left.
-            Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped, other })
-                if from.listener == Listener::Overlay && self.nat.as_ref().is_some_and(|n| n.owns(&id)) =>
-            {
-                if let Some(nat) = self.nat.as_mut() {
-                    let rng = &mut self.rng;
-                    nat.handle_answer(now, id, from.remote, (mapped, other), || rng.random());
-                }
-                self.nat_timeout(now);
-            }
-            _ => self.counters.stun_dropped += 1,
-        }
-    }
-
     /// One turn of the driver's loop worked from `started` to `ended` and saw `queue` of its
     /// input (the load signal of the admission control, the `admission` module).
     fn loop_turn(&mut self, started: Instant, ended: Instant, backlog: InputBacklog) {
@@ -432,23 +419,6 @@ impl Peer {
         self.nat_timeout(now);
     }
 
-    /// The address check: its requests leave from the overlay socket (the one whose mapping
-    /// counts), with transaction IDs from our seeded generator.
-    fn nat_timeout(&mut self, now: Instant) {
-        let Some(nat) = self.nat.as_mut() else { return };
-        let rng = &mut self.rng;
-        nat.handle_timeout(now, || rng.random());
-        while let Some((server, data)) = nat.poll_transmit() {
-            let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: server, conn: None };
-            self.outbox.push_back(Transmit { to, data: Bytes::from(data) });
-        }
-    }
-
-    /// What the STUN servers say of our address; `None` without STUN servers.
-    pub fn nat_status(&self) -> Option<&crate::nat::discovery::NatStatus> {
-        self.nat.as_ref().map(crate::nat::discovery::Discovery::status)
-    }
-
     /// The proxy's overlay half: keeps our registration record in step with the phones
     /// registered for our AoR, starts the registration fetches parked requests wait for, and
     /// hands finished fetches back to the proxy (RFC 3261 §16.5).
@@ -484,10 +454,18 @@ impl Peer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let storage = self.storage.as_ref().map(|s| s.poll_timeout());
         let nat = self.nat.as_ref().and_then(crate::nat::discovery::Discovery::poll_timeout);
-        [self.transactions.poll_timeout(), self.overlay.chord.poll_timeout(), self.proxy.poll_timeout(), storage, nat]
-            .into_iter()
-            .flatten()
-            .min()
+        let reach = self.reach.poll_timeout();
+        [
+            self.transactions.poll_timeout(),
+            self.overlay.chord.poll_timeout(),
+            self.proxy.poll_timeout(),
+            storage,
+            nat,
+            reach,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Queues bytes sent outside any transaction (stateless answers, keep-alive pongs).
@@ -622,6 +600,10 @@ impl Peer {
     /// Decides what a valid request gets, by listener and role.
     fn route(&mut self, now: Instant, from: &Endpoint, msg: &Message) -> Answer {
         let Some(method) = msg.method().cloned() else { return Answer::Nothing };
+        if Peer::is_dial_back_request(from, msg) {
+            self.serve_dial_back(now, from, msg);
+            return Answer::Nothing;
+        }
         if from.listener == Listener::Overlay && storage_wire::is_storage_request(msg) {
             return self.handle_storage_request(now, from, msg);
         }
@@ -661,7 +643,7 @@ impl Peer {
                 let tag = self.tag_for(msg);
                 // The overlay extension is spoken on the overlay listener only.
                 let supported: &[&str] = match from.listener {
-                    Listener::Overlay => &[overlay_wire::OPTION_TAG],
+                    Listener::Overlay | Listener::OneShot => &[overlay_wire::OPTION_TAG],
                     Listener::Proxy => policy::SUPPORTED,
                 };
                 Answer::Respond(policy::options_ok(msg, &tag, &self.config.proxy.server, supported))

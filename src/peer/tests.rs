@@ -278,6 +278,7 @@ mod ring {
     use std::net::SocketAddr;
 
     use super::*;
+    use crate::nat::reachability::{Role, RoleChoice};
     use crate::sim::lockstep::LockStep;
 
     struct Net {
@@ -310,6 +311,125 @@ mod ring {
                     && p.chord().predecessor().map(|c| c.id) == Some(ids[(i + ids.len() - 1) % ids.len()])
             })
         }
+    }
+
+    /// A node that asks for a dial-back (as every daemon does), at `addr` as the network sees
+    /// it, listening on `local` (its own address behind a port forward, or `addr` itself).
+    fn probing_peer(net: &Net, local: &str, seed: u64, role: RoleChoice) -> Peer {
+        let overlay: SocketAddr = local.parse().unwrap();
+        let proxy = SocketAddr::new(overlay.ip(), 5060);
+        let config = PeerConfig { seed, dial_back: true, role, ..PeerConfig::new(overlay, proxy) };
+        Peer::new(config, net.lock.now())
+    }
+
+    fn roles(net: &mut Net, d: Duration) -> Vec<(SocketAddr, RoleEvent)> {
+        let mut events = Vec::new();
+        net.lock.run_for(d, |at, e| {
+            if let PeerEvent::Role(r) = e {
+                events.push((at, r));
+            }
+        });
+        events
+    }
+
+    #[test]
+    fn a_dial_back_decides_peer_or_client_from_a_fresh_socket_or_another_peer() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (a, b, c, d) =
+            (addr("127.0.0.1:5070"), addr("127.0.0.2:5070"), addr("127.0.0.3:5070"), addr("127.0.0.4:5070"));
+        let mut net = Net::new(&["127.0.0.1:5070"]);
+        let now = net.lock.now();
+        net.lock.peer(a).join(now, vec![]);
+        // b: a is alone, so a answers from a fresh socket of its own.
+        let p = probing_peer(&net, "127.0.0.2:5070", 2, RoleChoice::Auto);
+        net.lock.insert(b, p);
+        net.lock.peer(b).join(now, vec![a]);
+        let events = roles(&mut net, Duration::from_secs(10));
+        let first = (a, RoleEvent::Decided { role: Role::Peer, public: None });
+        assert_eq!(events, [first, (b, RoleEvent::Decided { role: Role::Peer, public: Some(b) })]);
+        assert_eq!(net.lock.at(a).counters().dial_backs_sent, 1, "from a's one-shot socket");
+        assert_eq!(net.lock.at(b).nat_status().and_then(|s| s.reachable), Some(true));
+        assert!(net.ring_ok());
+        // c: now a asks b, on another IP address, to send the dial-back.
+        let p = probing_peer(&net, "127.0.0.3:5070", 3, RoleChoice::Auto);
+        net.lock.insert(c, p);
+        let now = net.lock.now();
+        net.lock.peer(c).join(now, vec![a]);
+        let events = roles(&mut net, Duration::from_secs(10));
+        assert_eq!(events, [(c, RoleEvent::Decided { role: Role::Peer, public: Some(c) })]);
+        assert_eq!(net.lock.at(a).counters().dial_backs_asked, 2);
+        assert_eq!(net.lock.at(a).counters().dial_backs_sent, 1, "not from a's own socket this time");
+        assert_eq!(net.lock.at(b).counters().dial_backs_sent, 1);
+        assert!(net.ring_ok());
+        // d, behind a filtering NAT: the dial-back never arrives; d is a client, off the ring.
+        let p = probing_peer(&net, "127.0.0.4:5070", 4, RoleChoice::Auto);
+        net.lock.insert(d, p);
+        net.lock.filter_unsolicited(d);
+        let now = net.lock.now();
+        net.lock.peer(d).join(now, vec![a]);
+        let events = roles(&mut net, Duration::from_secs(10));
+        assert_eq!(events, [(d, RoleEvent::Decided { role: Role::Client, public: Some(d) })]);
+        assert_eq!(net.lock.at(d).nat_status().and_then(|s| s.reachable), Some(false));
+        assert_eq!(net.lock.at(d).chord().state(), crate::overlay::NodeState::Joining, "d took no ring position");
+        for x in [a, b, c] {
+            let p = net.lock.at(x);
+            let known: Vec<SocketAddr> =
+                p.chord().successors().iter().chain(p.chord().predecessor()).map(|c| c.addr).collect();
+            assert!(!known.contains(&d), "{x} knows the client as a ring member: {known:?}");
+        }
+    }
+
+    #[test]
+    fn role_peer_behind_a_filter_is_refused_and_role_client_asks_nothing() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (a, e, f) = (addr("127.0.0.1:5070"), addr("127.0.0.5:5070"), addr("127.0.0.6:5070"));
+        let mut net = Net::new(&["127.0.0.1:5070"]);
+        let p = probing_peer(&net, "127.0.0.5:5070", 5, RoleChoice::Peer);
+        net.lock.insert(e, p);
+        net.lock.filter_unsolicited(e);
+        let p = probing_peer(&net, "127.0.0.6:5070", 6, RoleChoice::Client);
+        net.lock.insert(f, p);
+        let now = net.lock.now();
+        net.lock.peer(e).join(now, vec![a]);
+        net.lock.peer(f).join(now, vec![a]);
+        let mut events = roles(&mut net, Duration::from_secs(10));
+        events.sort_by_key(|(at, _)| *at);
+        assert_eq!(
+            events,
+            [
+                (e, RoleEvent::PeerRefused { mapped: e, asked: a }),
+                (f, RoleEvent::Decided { role: Role::Client, public: None }),
+            ]
+        );
+        let asks = u64::from(crate::nat::reachability::DIAL_BACK_TRIES);
+        assert_eq!(net.lock.at(a).counters().dial_backs_asked, asks, "e asked, every try; f never did");
+    }
+
+    #[test]
+    fn a_port_forwarded_node_takes_its_id_from_the_public_address_the_dial_back_confirmed() {
+        // Two nodes behind one NAT at 198.51.100.7, each with a port forwarded: the network
+        // sees them at the public address; they listen on private ones.
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let a = addr("127.0.0.1:5070");
+        let mut net = Net::new(&["127.0.0.1:5070"]);
+        let now = net.lock.now();
+        net.lock.peer(a).join(now, vec![]);
+        let publics = [addr("198.51.100.7:5070"), addr("198.51.100.7:5071")];
+        for (i, (public, local)) in publics.iter().zip(["192.168.1.2:5070", "192.168.1.3:5071"]).enumerate() {
+            let p = probing_peer(&net, local, 10 + i as u64, RoleChoice::Auto);
+            net.lock.insert(*public, p);
+            let now = net.lock.now();
+            net.lock.peer(*public).join(now, vec![a]);
+            net.run_for(Duration::from_secs(10));
+        }
+        let ids: Vec<NodeId> = publics.iter().map(|p| net.lock.at(*p).node_id()).collect();
+        for (id, public) in ids.iter().zip(publics) {
+            assert_eq!(*id, NodeId::from_addr(public.ip(), public.port(), Default::default()));
+        }
+        assert_ne!(ids[0], ids[1]);
+        // Port-suffixed IDs: the same IP address, so the same prefix, side by side on the ring.
+        assert_eq!(net.lock.at(publics[0]).chord().successor().id, ids[1]);
+        assert!(net.ring_ok());
     }
 
     #[test]

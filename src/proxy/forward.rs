@@ -390,7 +390,9 @@ impl Proxy {
     /// The address of a listener: the proxy's, or the overlay's (the first other address).
     pub(super) fn listener_addr(&self, listener: Listener) -> SocketAddr {
         match listener {
-            Listener::Overlay => self.config.other_addrs.first().copied().unwrap_or(self.config.addr),
+            Listener::Overlay | Listener::OneShot => {
+                self.config.other_addrs.first().copied().unwrap_or(self.config.addr)
+            }
             Listener::Proxy => self.config.addr,
         }
     }

@@ -233,7 +233,13 @@ impl Proxy {
         }
     }
 
-    /// Replaces the local accounts (the accounts file was reloaded).
+    /// The node's other addresses, replaced (the dial-back confirmed a public one: it comes
+    /// first, for the Via and Record-Route toward other nodes).
+    pub fn set_other_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        self.config.other_addrs = addrs;
+    }
+
+    /// The local accounts phones may register with, replacing any before.
     pub fn set_accounts(&mut self, accounts: Accounts) {
         self.accounts = accounts;
     }

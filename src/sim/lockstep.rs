@@ -28,6 +28,9 @@ struct Slot {
     timer: Option<Instant>,
 }
 
+/// The source port of datagrams a peer sends from a one-shot socket ([`Listener::OneShot`]).
+pub const ONE_SHOT_PORT: u16 = 49_999;
+
 /// Peers exchanging their real SIP bytes over a virtual network, in lock-step.
 pub struct LockStep {
     now: Instant,
@@ -37,6 +40,9 @@ pub struct LockStep {
     network: Network,
     /// Datagrams sent to addresses where no peer was ever added, per address.
     undelivered: BTreeMap<SocketAddr, usize>,
+    /// Peers behind a filtering NAT (RFC 4787 §5, address-and-port-dependent filtering):
+    /// what each has sent to; a datagram to one of them from anywhere else is dropped.
+    filtered: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
 }
 
 impl LockStep {
@@ -55,6 +61,7 @@ impl LockStep {
             timers: BTreeSet::new(),
             network: Network::new(link, seed),
             undelivered: BTreeMap::new(),
+            filtered: BTreeMap::new(),
         }
     }
 
@@ -70,6 +77,12 @@ impl LockStep {
         self.slots.push(Slot { addr, peer: Some(peer), timer: None });
         self.by_addr.insert(addr, ix);
         ix
+    }
+
+    /// Puts the peer at `addr` behind a filtering NAT: from now on it receives only from
+    /// addresses it has sent to (address-and-port-dependent filtering, RFC 4787 §5).
+    pub fn filter_unsolicited(&mut self, addr: SocketAddr) {
+        self.filtered.entry(addr).or_default();
     }
 
     /// Removes peer `ix` (killed, or gone): its datagrams are dropped from now on.
@@ -182,6 +195,9 @@ impl LockStep {
                 *self.undelivered.entry(d.to).or_default() += 1;
                 return Some(None);
             };
+            if self.filtered.get(&d.to).is_some_and(|sent_to| !sent_to.contains(&d.from)) {
+                return Some(None);
+            }
             let slot = &mut self.slots[ix];
             let Some(peer) = slot.peer.as_mut() else { return Some(None) };
             // One node's story can be filtered from a thousand, as the daemon's `node` span does.
@@ -206,10 +222,19 @@ impl LockStep {
         let Some(slot) = self.slots.get_mut(ix) else { return };
         let Some(peer) = slot.peer.as_mut() else { return };
         let (addr, network) = (slot.addr, &mut self.network);
+        let mut sent_to = self.filtered.get_mut(&addr);
         let next = peer.drain(
             |t| {
                 on_transmit(&t);
-                network.send(now, addr, t.to.remote, t.to.transport, t.data);
+                if let Some(sent_to) = sent_to.as_mut() {
+                    sent_to.insert(t.to.remote);
+                }
+                // A one-shot socket: the same IP address, a port of its own.
+                let from = match t.to.listener {
+                    Listener::OneShot => SocketAddr::new(addr.ip(), ONE_SHOT_PORT),
+                    _ => addr,
+                };
+                network.send(now, from, t.to.remote, t.to.transport, t.data);
             },
             on_event,
         );

@@ -410,6 +410,8 @@ impl Sim {
                     self.storage_events.push((ix, event));
                     continue;
                 }
+                // Simulated nodes are all reachable peers: no dial-back is asked.
+                PeerEvent::Role(_) => continue,
             };
             match event {
                 Event::Joined { .. } => {

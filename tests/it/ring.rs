@@ -86,6 +86,14 @@ fn twenty_daemons_form_a_ring_heal_and_answer_lookups() {
     let contiguous = (0..sorted.len()).any(|start| (0..4).all(|k| shared.contains(&((start + k) % sorted.len()))));
     assert!(contiguous, "shared-address nodes at sorted positions {shared:?}");
 
+    // Every joiner proved itself reachable by a dial-back before it took its place; the first
+    // node started the ring, a peer without one.
+    for n in &nodes[1..] {
+        let s = n.status_json();
+        assert_eq!((s["role"].as_str(), s["nat"]["reachable"].as_bool()), (Some("peer"), Some(true)), "{s}");
+    }
+    assert_eq!(nodes[0].status_json()["role"], "peer");
+
     // `p2psip lookup` for an AoR.
     let aor = "sip:alice@p2p.test";
     let key = NodeId::for_key(aor.as_bytes(), IdHash::Sha1);

@@ -42,8 +42,11 @@ pub struct Status {
     pub storage: Option<crate::peer::StorageCounters>,
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
-    /// What STUN servers say of this node's address (`null` without STUN servers).
+    /// What STUN servers and the dial-back say of this node's address (`null` with neither:
+    /// a node that started a ring and has no STUN servers).
     pub nat: Option<crate::nat::discovery::NatStatus>,
+    /// `peer` (on the ring), `client` (off it) or `deciding` (the dial-back is under way).
+    pub role: &'static str,
     /// TCP connection limits and deadlines: what they refused and closed.
     pub tcp: crate::daemon::node::event_loop::TcpCounters,
 }

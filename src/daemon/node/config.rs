@@ -54,6 +54,7 @@ use crate::overlay::ChordConfig;
 /// turn = [{ uri = "turn:turn.example.net", username = "u", password = "p" }]  # for calls' media
 /// recheck_interval_secs = 300  # how often they are asked again
 /// ```
+/// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -84,6 +85,8 @@ pub struct Config {
     pub storage: StorageSettings,
     /// STUN servers and how often they are asked (`[nat]`).
     pub nat: NatSettings,
+    /// `auto` (a peer if others can reach it, else a client), `peer` or `client`.
+    pub role: crate::nat::reachability::RoleChoice,
 }
 
 /// The `[nat]` table: how the node learns its public address.
@@ -389,6 +392,7 @@ impl Default for Config {
             registrar: RegistrarSettings::default(),
             storage: StorageSettings::default(),
             nat: NatSettings::default(),
+            role: crate::nat::reachability::RoleChoice::Auto,
         }
     }
 }
@@ -416,6 +420,8 @@ pub struct Overrides {
     pub stun: Vec<String>,
     /// `--turn` with `--turn-user` and `--turn-pass`: replaces the file's list when not empty.
     pub turn: Vec<crate::nat::turn::TurnServer>,
+    /// `--role`.
+    pub role: Option<crate::nat::reachability::RoleChoice>,
 }
 
 /// Why the settings could not be used; one line, naming the file or key.
@@ -513,6 +519,9 @@ impl Config {
         }
         if !o.turn.is_empty() {
             self.nat.turn = o.turn;
+        }
+        if let Some(role) = o.role {
+            self.role = role;
         }
     }
 

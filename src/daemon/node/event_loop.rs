@@ -27,11 +27,12 @@ use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
 use super::listeners::Listeners;
 use crate::daemon::http::query::{LookupAnswer, Query};
 use crate::daemon::http::status::{self, NodeInfo, Status, Transactions};
+use crate::daemon::DaemonError;
 use crate::identity::Aor;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
 use crate::peer::{
-    ConnectionId, Endpoint, Input, InputBacklog, Listener, Output, Peer, PeerEvent, StorageEvent, StorageOpId,
-    Transmit, Transport,
+    ConnectionId, Endpoint, Input, InputBacklog, Listener, Output, Peer, PeerEvent, RoleEvent, StorageEvent,
+    StorageOpId, Transmit, Transport,
 };
 use crate::sip::framing::Frame;
 use crate::store::RecordKind;
@@ -106,6 +107,9 @@ pub(crate) struct EventLoop {
     accept_paused: [Option<Instant>; 2],
     /// When each kind of TCP warning was last logged.
     warned: BTreeMap<&'static str, Instant>,
+    /// What stopped the node, when something the user asked for cannot be (`--role peer`
+    /// behind a NAT): [`EventLoop::run`] returns it.
+    fatal: Option<DaemonError>,
 }
 
 impl EventLoop {
@@ -126,6 +130,7 @@ impl EventLoop {
             tcp: TcpCounters::default(),
             accept_paused: [None, None],
             warned: BTreeMap::new(),
+            fatal: None,
         }
     }
 
@@ -144,7 +149,7 @@ impl EventLoop {
 
     /// Runs until `shutdown` completes, then leaves the overlay. Returning drops the listeners
     /// and every connection's queue, which closes the sockets.
-    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         let mut overlay_buf = vec![0u8; UDP_BUFFER];
         let mut proxy_buf = vec![0u8; UDP_BUFFER];
         // Re-armed to the peer's deadline on every turn; only polled when there is one.
@@ -201,8 +206,12 @@ impl EventLoop {
             self.drive().await;
             self.peer.handle_input(Instant::now(), Input::LoopTurn { started, backlog });
             wake = self.drive().await;
+            if self.fatal.is_some() {
+                break;
+            }
         }
         self.leave(&mut overlay_buf).await;
+        self.fatal.take().map_or(Ok(()), Err)
     }
 
     /// Tells the neighbours we go, and serves overlay datagrams until they have answered
@@ -258,7 +267,21 @@ impl EventLoop {
                 Output::Transmit(t) => self.send(t).await,
                 Output::Event(PeerEvent::Storage(event)) => self.on_storage_event(event),
                 Output::Event(PeerEvent::Overlay(event)) => self.on_overlay_event(event),
+                Output::Event(PeerEvent::Role(event)) => self.on_role_event(event),
                 Output::Timeout(at) => return at,
+            }
+        }
+    }
+
+    fn on_role_event(&mut self, event: RoleEvent) {
+        match event {
+            RoleEvent::Decided { role, public } => {
+                info!(role = role.as_str(), public = ?public, node_id = %self.peer.node_id(), "role decided");
+            }
+            // `--role peer` and no dial-back: a clear error, and the node stops.
+            RoleEvent::PeerRefused { mapped, asked } => {
+                let port = self.peer.config().overlay_addr.port();
+                self.fatal = Some(DaemonError::NotReachable { mapped, asked, port });
             }
         }
     }
@@ -399,6 +422,12 @@ impl EventLoop {
 
     async fn send(&mut self, t: Transmit) {
         match t.to.transport {
+            Transport::Udp if t.to.listener == Listener::OneShot => {
+                let family = self.listeners.overlay.addr;
+                if let Err(e) = send_one_shot(family, &t.data, t.to.remote) {
+                    debug!(to = %t.to.remote, error = %e, "one-shot UDP send failed");
+                }
+            }
             Transport::Udp => {
                 let socket = &self.listeners.face(t.to.listener).udp;
                 // Straight to the socket; only a full send buffer waits for the reactor.
@@ -479,7 +508,8 @@ impl EventLoop {
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
-            nat: self.peer.nat_status().cloned(),
+            nat: self.peer.nat_status(),
+            role: self.peer.role().as_str(),
             tcp_connections: self.connections.len(),
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
         }
@@ -495,4 +525,11 @@ fn timed(f: impl FnOnce()) -> Instant {
 
 fn endpoint(id: ConnectionId, c: &Connection) -> Endpoint {
     Endpoint { listener: c.listener, transport: Transport::Tcp, remote: c.remote, conn: Some(id) }
+}
+
+/// Sends `data` to `to` from a new UDP socket on `overlay`'s IP address (an OS-chosen port),
+/// then closes it: a dial-back from an address and port the asker has not sent to.
+fn send_one_shot(overlay: SocketAddr, data: &[u8], to: SocketAddr) -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(overlay.ip(), 0))?;
+    socket.send_to(data, to).map(|_| ())
 }

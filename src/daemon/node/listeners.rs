@@ -35,7 +35,8 @@ impl Listeners {
 
     pub(crate) fn face(&self, listener: Listener) -> &Face {
         match listener {
-            Listener::Overlay => &self.overlay,
+            // A one-shot socket is opened by the sender; the overlay's is the family it copies.
+            Listener::Overlay | Listener::OneShot => &self.overlay,
             Listener::Proxy => &self.proxy,
         }
     }
@@ -44,7 +45,7 @@ impl Listeners {
 impl Face {
     async fn bind(listener: Listener, addr: SocketAddr) -> Result<Face, DaemonError> {
         let (udp_what, tcp_what) = match listener {
-            Listener::Overlay => ("overlay UDP socket", "overlay TCP listener"),
+            Listener::Overlay | Listener::OneShot => ("overlay UDP socket", "overlay TCP listener"),
             Listener::Proxy => ("proxy UDP socket", "proxy TCP listener"),
         };
         let udp = udp_socket(addr).map_err(|source| DaemonError::Bind { what: udp_what, addr, source })?;

@@ -64,6 +64,9 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     config.registrar.apply_to(&mut peer_config);
     peer_config.stun_servers = resolve_stun_servers(&config.nat.stun).await;
     peer_config.nat_recheck_interval = std::time::Duration::from_secs(config.nat.recheck_interval_secs);
+    // Every daemon asks for a dial-back before it joins (`nat::reachability`).
+    peer_config.role = config.role;
+    peer_config.dial_back = true;
     let node_addr = peer_config.node_addr();
     let accounts = accounts::load(&data_dir)?;
     let started = Instant::now();
@@ -98,12 +101,12 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
         stun_servers: config.nat.stun.clone(),
         turn_servers: config.nat.turn.iter().map(|t| t.uri.clone()).collect(),
     };
-    EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
+    let ran = EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.
     let _ = tokio::time::timeout(HTTP_DRAIN, http).await;
-    Ok(())
+    ran
 }
 
 /// Turns on signed storage when the data directory holds the overlay's root: records are kept

@@ -40,6 +40,16 @@ impl Chord {
         self.start_join(now);
     }
 
+    /// Keeps a node that has not joined anything off the ring without joining: it waits for
+    /// the dial-back that decides its role, or it is a client (`crate::nat::reachability`).
+    /// As while joining, it routes nothing, admits nobody, and its lookups fail `NotJoined`;
+    /// [`Chord::join`] ends it.
+    pub fn stand_by(&mut self) {
+        if self.state == NodeState::Alone && self.successors.is_empty() && self.predecessor.is_none() {
+            self.state = NodeState::Joining;
+        }
+    }
+
     /// Leaves gracefully: tells the predecessor and the successor, each of whom gets both our
     /// predecessor and our successor list, and stops all maintenance. [`Event::Left`] follows
     /// once both have answered or timed out.

@@ -46,6 +46,8 @@ pub enum PeerEvent {
     Overlay(Event),
     /// A storage operation finished ([`super::StorageEvent`]).
     Storage(super::StorageEvent),
+    /// The node's role was decided ([`super::RoleEvent`]).
+    Role(super::RoleEvent),
 }
 
 impl Peer {
@@ -59,9 +61,11 @@ impl Peer {
         &self.overlay.chord
     }
 
-    /// Joins the overlay through any of `bootstrap` (dSIP §6.3).
+    /// Joins the overlay through any of `bootstrap` (dSIP §6.3): at once as a peer, or after
+    /// the dial-back that decides the role when [`super::PeerConfig::dial_back`] asks for one
+    /// (`crate::nat::reachability`); a client takes no ring position.
     pub fn join(&mut self, now: Instant, bootstrap: Vec<SocketAddr>) {
-        self.overlay.chord.join(now, bootstrap);
+        self.start_role(now, bootstrap);
         self.drain_overlay(now);
     }
 

@@ -312,6 +312,15 @@ pub struct Replication {
 }
 
 impl Replication {
+    /// The node's overlay address changed before it published anything (the dial-back
+    /// confirmed a public address): the registration it will publish names the new one.
+    pub(in crate::peer) fn readdress(&mut self, old: std::net::SocketAddr, new: std::net::SocketAddr) {
+        let Some(identity) = self.identity.as_ref() else { return };
+        if self.contacts == [publish::default_contact(identity, old)] {
+            self.contacts = vec![publish::default_contact(identity, new)];
+        }
+    }
+
     /// When storage next needs [`Replication::handle_timeout`].
     pub(in crate::peer) fn poll_timeout(&self) -> Instant {
         let first_deadline = self.pending.values().map(|p| p.deadline).min();
