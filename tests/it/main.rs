@@ -14,6 +14,7 @@
 //!   against the proxy, alone and across the overlay.
 //! - [`robustness`]: floods and limits that must not take a node down.
 //! - [`stun`]: the overlay port answering a real STUN client.
+//! - [`nat`]: nodes in network namespaces behind nftables NATs: peers, clients, port forwards.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
 mod cli;
@@ -24,6 +25,7 @@ mod framing_agreement;
 mod fuzz_corpus;
 mod live_rfc4475;
 mod module_cycles;
+mod nat;
 mod proxy_baresip;
 mod proxy_overlay;
 mod proxy_sipp;

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 pub(crate) mod baresip;
 pub(crate) mod ca;
+pub(crate) mod netns;
 pub(crate) mod ring;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
