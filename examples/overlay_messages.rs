@@ -12,7 +12,7 @@ fn node(ip: &str, port: u16) -> Contact {
 }
 
 fn main() {
-    let overlay = OverlayInfo { name: "p2p.test".into(), hash: IdHash::Sha1 };
+    let overlay = OverlayInfo { name: "p2p.test".into(), hash: IdHash::Sha1, client: false };
     let (a, b) = (node("192.0.2.10", 5070), node("192.0.2.20", 5070));
     let show = |title: &str, request: Request, answer: Response| {
         let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(b.clone()), request };

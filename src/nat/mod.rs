@@ -9,13 +9,16 @@
 //!   tests; with two plain servers, the mapping alone.
 //! - [`reachability`]: the dial-back that tells whether others can reach the node (a peer)
 //!   or not (a client): a STUN Binding with CHANGE-REQUEST answered from another peer.
+//! - [`flow`]: a client's outbound flow to its edge peer (RFC 5626): the REGISTER, its
+//!   refresh, and STUN keep-alives.
 //! - [`turn`]: TURN servers as configured (`turn:` URIs and credentials), for the media of
 //!   calls that no direct path carries.
 //!
-//! # What it does not do (yet)
-//! A client's flow to its edge peer comes next, here. No sockets: the daemon owns them.
+//! # What it does not do
+//! No sockets: the daemon owns them.
 
 pub mod discovery;
+pub mod flow;
 pub mod reachability;
 pub mod stun;
 pub mod turn;

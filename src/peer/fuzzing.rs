@@ -15,7 +15,7 @@ use crate::sip::parse;
 use crate::store::Record;
 
 fn overlay() -> OverlayInfo {
-    OverlayInfo { name: "p2p.test".into(), hash: IdHash::Sha1 }
+    OverlayInfo { name: "p2p.test".into(), hash: IdHash::Sha1, client: false }
 }
 
 /// `admission`: the raw scan of a datagram the load shedder runs before the parser never

@@ -16,6 +16,7 @@
 
 mod admission;
 mod boundary;
+mod client;
 pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -100,6 +101,8 @@ pub struct PeerConfig {
     pub nat_recheck_interval: Duration,
     /// The role asked for (`--role`).
     pub role: crate::nat::reachability::RoleChoice,
+    /// A client's STUN keep-alive interval toward its edge (RFC 5626 §4.4.2); zero: 25 s.
+    pub client_keepalive: Duration,
     /// Whether joining starts with a dial-back that decides the role and confirms the public
     /// address (`crate::nat::reachability`). The daemon always asks for one; off by default,
     /// so the simulator's and unit tests' nodes, all reachable, join at once as peers.
@@ -125,6 +128,7 @@ impl PeerConfig {
             stun_servers: Vec::new(),
             nat_recheck_interval: Duration::from_secs(300),
             role: crate::nat::reachability::RoleChoice::Auto,
+            client_keepalive: Duration::ZERO,
             dial_back: false,
         }
     }
@@ -168,6 +172,8 @@ pub struct Peer {
     nat: Option<crate::nat::discovery::Discovery>,
     /// Peer or client: the dial-back that decides, and the dial-backs we serve.
     reach: nat::Reach,
+    /// A client's flow to its edge peer.
+    client: client::ClientSide,
 }
 
 /// Live transactions (RFC 3261 §17), by side.
@@ -198,6 +204,10 @@ impl Peer {
     pub fn new(config: PeerConfig, now: Instant) -> Peer {
         let admission = admission::Admission::new(config.overload_busy_percent);
         let reach = nat::Reach::new(config.role, now);
+        // From the seed, not a draw: the generator's sequence stays what the simulator's
+        // figures were measured with.
+        let flow_call_id = format!("{:016x}", config.seed.rotate_left(17) ^ 0x6f75_7462_6f75_6e64);
+        let client_side = client::ClientSide::new(config.client_keepalive, flow_call_id);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let own_sent_by = [config.overlay_addr, config.proxy.addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
@@ -205,7 +215,11 @@ impl Peer {
         let chord_config = ChordConfig { seed: rng.random(), ..config.chord.clone() };
         let overlay = overlay::OverlayDriver {
             chord: Chord::new(Contact::new(id, node_addr), chord_config, now),
-            info: overlay_wire::OverlayInfo { name: config.overlay_name.clone(), hash: config.chord.id_hash },
+            info: overlay_wire::OverlayInfo {
+                name: config.overlay_name.clone(),
+                hash: config.chord.id_hash,
+                client: false,
+            },
             pending: Default::default(),
             next_cseq: 0,
             rpc_kinds: None,
@@ -245,6 +259,7 @@ impl Peer {
             oversize_warned: None,
             nat,
             reach,
+            client: client_side,
             admission,
         }
     }
@@ -455,12 +470,14 @@ impl Peer {
         let storage = self.storage.as_ref().map(|s| s.poll_timeout());
         let nat = self.nat.as_ref().and_then(crate::nat::discovery::Discovery::poll_timeout);
         let reach = self.reach.poll_timeout();
+        let flow = self.client.flow.poll_timeout();
         [
             self.transactions.poll_timeout(),
             self.overlay.chord.poll_timeout(),
             self.proxy.poll_timeout(),
             storage,
             nat,
+            flow,
             reach,
         ]
         .into_iter()
@@ -495,6 +512,7 @@ impl Peer {
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
                     self.storage_transaction_failed(now, id);
+                    self.client_register_failed(now, id);
                 }
                 Event::ServerTerminated { id } => self.proxy.handle_server_terminated(id),
             }
@@ -676,6 +694,9 @@ impl Peer {
             Received::Response { id, response } if self.proxy.owns_client(id) => {
                 self.proxy.handle_response(now, &mut self.transactions, id, response);
             }
+            Received::Response { id, response } if self.owns_client_register(id) => {
+                self.client_register_answered(now, id, &response);
+            }
             Received::Response { id, response } if self.is_storage_transaction(&id) => {
                 self.handle_storage_response(now, id, &response)
             }
@@ -756,6 +777,12 @@ impl Peer {
     /// other request, or a REGISTER the checks refuse (it is refused through a transaction).
     /// It needs no transaction, so the transaction bound does not apply to it.
     fn register_stateless(&mut self, now: Instant, from: Endpoint, msg: &Message) -> Option<Message> {
+        if Proxy::is_client_register(from.listener, msg) {
+            // A client binding its user at us, its edge (`proxy::clients`).
+            policy::check_scheme(msg).and_then(|()| policy::uas_checks(msg)).ok()?;
+            let serving = self.role() == crate::nat::reachability::Role::Peer && from.transport == Transport::Udp;
+            return Some(self.proxy.register_client(now, from, msg, serving));
+        }
         if from.listener != Listener::Proxy || msg.method() != Some(&Method::Register) {
             return None;
         }

@@ -175,9 +175,23 @@ impl Peer {
         }
     }
 
-    fn decide(&mut self, _now: Instant, role: Role, public: Option<SocketAddr>) {
+    fn decide(&mut self, now: Instant, role: Role, public: Option<SocketAddr>) {
         self.reach.role = role;
+        if role == Role::Client {
+            self.become_client(now);
+        }
         self.events.push_back(PeerEvent::Role(RoleEvent::Decided { role, public }));
+    }
+
+    /// Off the ring, through the bootstrap nodes: the first is the edge. Their IDs are their
+    /// addresses' (port-suffixed Node IDs), so no answer is needed to name them.
+    fn become_client(&mut self, now: Instant) {
+        self.overlay.info.client = true;
+        let hash = self.config.chord.id_hash;
+        let peers =
+            self.reach.bootstrap.iter().map(|a| Contact::new(NodeId::from_addr(a.ip(), a.port(), hash), *a)).collect();
+        self.overlay.chord.become_client(now, peers);
+        self.drain_overlay(now);
     }
 
     /// The dial-back confirmed `public`: the Node ID derives from it from now on (port-suffixed
@@ -202,8 +216,16 @@ impl Peer {
         }
     }
 
-    /// The deadline work of the address check and the dial-back.
+    /// The probe starts again after `after` (a client that lost every peer).
+    pub(super) fn reach_retry_after(&mut self, now: Instant, after: Duration) {
+        if self.reach.probe.is_none() {
+            self.reach.retry_at = Some(now + after);
+        }
+    }
+
+    /// The deadline work of the address check, the dial-back and a client's flow.
     pub(super) fn nat_timeout(&mut self, now: Instant) {
+        self.client_timeout(now);
         if self.reach.retry_at.is_some_and(|at| now >= at) {
             self.start_probe(now);
         }
@@ -272,6 +294,12 @@ impl Peer {
                     nat.handle_answer(now, id, from.remote, (mapped, other), || rng.random());
                 }
                 self.nat_timeout(now);
+            }
+            // The edge answering a client's keep-alive (RFC 5626 §4.4.2).
+            Some(StunMessage::BindingSuccess { id, .. })
+                if from.listener == Listener::Overlay && self.client.flow.owns(&id) =>
+            {
+                self.client.flow.keepalive_answered(id);
             }
             // An answer to the reachability probe: the mapped address, or the dial-back.
             Some(StunMessage::BindingSuccess { id, mapped, .. })

@@ -105,8 +105,21 @@ impl Peer {
         let Some(aor) = self.aor().map(ToString::to_string) else { return };
         let has_account = self.proxy.has_account(&aor);
         let phones = !self.proxy.registrar().lookup(&aor, now).is_empty();
-        let node_addr = self.config.node_addr();
-        self.with_storage(now, |s, ring| s.follow_phones(now, ring, phones, has_account, node_addr));
+        // A client is reached through its edge: its record names the edge, and only once the
+        // edge has bound it.
+        let (node_addr, ready) = match self.role() {
+            crate::nat::reachability::Role::Client => match self.edge() {
+                Some(edge) => (edge, true),
+                None => (self.config.node_addr(), false),
+            },
+            _ => (self.config.node_addr(), true),
+        };
+        self.with_storage(now, |s, ring| {
+            s.set_contact_ready(ready);
+            if ready {
+                s.follow_phones(now, ring, phones, has_account, node_addr);
+            }
+        });
     }
 
     /// A leaving node hands its records to its successor.

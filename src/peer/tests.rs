@@ -370,7 +370,26 @@ mod ring {
         let events = roles(&mut net, Duration::from_secs(10));
         assert_eq!(events, [(d, RoleEvent::Decided { role: Role::Client, public: Some(d) })]);
         assert_eq!(net.lock.at(d).nat_status().and_then(|s| s.reachable), Some(false));
-        assert_eq!(net.lock.at(d).chord().state(), crate::overlay::NodeState::Joining, "d took no ring position");
+        assert_eq!(net.lock.at(d).chord().state(), crate::overlay::NodeState::Client, "d took no ring position");
+        // A client looks up like anyone, from its edge: every key's answer is the peer
+        // responsible, though no peer knows the client.
+        let mut ids: Vec<NodeId> = [a, b, c].iter().map(|x| net.lock.at(*x).node_id()).collect();
+        ids.sort();
+        for i in 0..8u8 {
+            let key = NodeId::for_key(&[i], crate::overlay::IdHash::Sha1);
+            let responsible = *ids.iter().find(|id| **id >= key).unwrap_or(&ids[0]);
+            let now = net.lock.now();
+            let asked = net.lock.peer(d).lookup(now, key);
+            let mut found = None;
+            net.lock.run_for(Duration::from_secs(5), |at, e| {
+                if let PeerEvent::Overlay(crate::overlay::Event::LookupDone { id, result, .. }) = e {
+                    if at == d && id == asked {
+                        found = Some(result.map(|c| c.id));
+                    }
+                }
+            });
+            assert_eq!(found, Some(Ok(responsible)), "key {key}");
+        }
         for x in [a, b, c] {
             let p = net.lock.at(x);
             let known: Vec<SocketAddr> =
@@ -496,7 +515,8 @@ mod ring {
             NodeId::from_addr(victim.ip(), victim.port(), crate::overlay::IdHash::Sha1),
             victim,
         );
-        let info = overlay_wire::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1 };
+        let info =
+            overlay_wire::OverlayInfo { name: "p2p.test".into(), hash: crate::overlay::IdHash::Sha1, client: false };
         let now = net.lock.now();
         let node = net.lock.peer(boot);
         let target = crate::overlay::RpcTarget::Node(node.chord().me().clone());

@@ -32,6 +32,7 @@
 pub mod accounts;
 pub mod auth;
 mod cancel;
+mod clients;
 pub mod digest;
 pub mod directory;
 mod forward;
@@ -87,7 +88,12 @@ pub struct ProxyConfig {
     /// provisional response before the proxy gives up on it (§16.8). The RFC asks for more
     /// than 3 minutes; [`DEFAULT_TIMER_C`].
     pub timer_c: Duration,
+    /// How many users clients may bind here, as their edge (`clients`); beyond it, 503.
+    pub max_clients: usize,
 }
+
+/// How many clients an edge serves by default.
+pub const DEFAULT_MAX_CLIENTS: usize = 200;
 
 /// Timer C's default: above the 3 minutes RFC 3261 §16.6 step 11 requires.
 pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(185);
@@ -106,6 +112,7 @@ impl ProxyConfig {
             nonce_lifetime: Duration::from_secs(300),
             digest_algorithms: Algorithm::DEFAULT_OFFER.to_vec(),
             timer_c: DEFAULT_TIMER_C,
+            max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -143,6 +150,12 @@ pub struct ProxyStatus {
     pub callers_refused: u64,
     /// INVITEs and MESSAGEs from the overlay whose caller was proven.
     pub callers_verified: u64,
+    /// Users bound here by clients now (this node is their edge).
+    pub clients: usize,
+    /// Clients' REGISTERs accepted since start.
+    pub clients_registered: u64,
+    /// Clients' REGISTERs refused (unproven, full, or this node is not a peer).
+    pub clients_refused: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -262,6 +275,7 @@ impl Proxy {
     /// What `p2psip status` shows of the proxy.
     pub fn status(&self) -> ProxyStatus {
         ProxyStatus {
+            clients: self.client_count_any(),
             accounts: self.accounts.len(),
             bindings: self.registrar.binding_count(),
             forwarding: self.contexts.len(),
@@ -269,6 +283,20 @@ impl Proxy {
             callers_refused: self.callers.as_ref().map_or(0, |c| c.refused),
             callers_verified: self.callers.as_ref().map_or(0, |c| c.verified),
             ..self.status.clone()
+        }
+    }
+
+    /// Users bound by clients, whatever their expiry (for status; the registrar drops expired
+    /// bindings on its timer).
+    fn client_count_any(&self) -> usize {
+        self.registrar.aors().filter(|(_, bs)| bs.iter().any(|b| b.flow.listener == Listener::Overlay)).count()
+    }
+
+    /// Signs `msg` as this node's user (its `Identity`), when it is from that user and the
+    /// node is enrolled: a client's REGISTER to its edge.
+    pub fn sign_as_node(&self, now: Instant, msg: &mut Message) {
+        if let Some(c) = &self.callers {
+            c.sign(now, msg);
         }
     }
 

@@ -22,6 +22,8 @@ impl Proxy {
             .registrar
             .aors()
             .flat_map(|(aor, bs)| bs.iter().map(move |b| (aor.to_owned(), b.contact.uri.clone(), b.flow)))
+            // Phones only: a client node's flow has keep-alives of its own (RFC 5626).
+            .filter(|(_, _, flow)| flow.listener == crate::transport::Listener::Proxy)
             .filter(|(aor, uri, _)| !pending.contains(&(aor.clone(), uri.to_string())))
             .collect();
         for (aor, uri, to) in targets {

@@ -2,7 +2,10 @@
 //! by the test (`common::netns`). Peers on public addresses; a node behind a cone NAT and one
 //! behind a symmetric NAT, which the dial-back makes clients; `--role peer` behind a NAT,
 //! refused with a clear error; and two peers behind one router with port forwards, whose
-//! Node IDs derive from the public address and sit side by side on the ring.
+//! Node IDs derive from the public address and sit side by side on the ring. Then clients with
+//! real phones: bound at their edges, found by lookup, exchanging MESSAGEs.
+// Tests measure with the real clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -120,4 +123,137 @@ fn peers_clients_and_port_forwards_in_real_nats() {
             assert!(!clients.contains(&n["node_id"]), "a client on the ring: {s}");
         }
     }
+}
+
+/// Short Chord timers for the ring; the configuration document carries them.
+const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
+    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
+    "successor_list_len": 8}}"#;
+const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n";
+
+/// The contacts of `aor`'s registration record, as `p2psip lookup` on `asker` reads it.
+fn registered_contacts(t: &Topology, asker: &NsNode, aor: &str) -> Option<Vec<String>> {
+    let dir = tempfile::TempDir::new().ok()?;
+    let out = t
+        .p2psip(&asker.short(), dir.path())
+        .args(["lookup", aor, "--json", "--http", &asker.http.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let contacts = answer["registration"]["contacts"].as_array()?;
+    Some(contacts.iter().filter_map(|c| c["uri"].as_str().map(String::from)).collect())
+}
+
+#[test]
+fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges() {
+    use crate::common::baresip::Phone;
+    use crate::common::{add_account, ca, wait_for};
+
+    // Enrollment on the host's loopback, once (RFC 6940 §11: the CA is contacted only then);
+    // the nodes then run in the namespaces on the data directories it filled.
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let ca_dir = base.join("ca");
+    let settings = base.join("settings.json");
+    std::fs::write(&settings, SETTINGS).expect("settings");
+    let ca_dir_text = ca_dir.to_str().expect("utf-8");
+    let settings_text = settings.to_str().expect("utf-8");
+    let init = ca::run(
+        base,
+        &["ca", "init", "--dir", ca_dir_text, "--domain", "p2p.test", "--replicas", "2", "--settings", settings_text],
+    );
+    assert!(init.status.success(), "ca init: {}", init.stderr);
+    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.96", &[]);
+    let users = ["sip:peer-a@p2p.test", "sip:peer-b@p2p.test", "sip:alice@p2p.test", "sip:bob@p2p.test"];
+    let dirs: Vec<std::path::PathBuf> = users
+        .iter()
+        .enumerate()
+        .map(|(i, aor)| {
+            let dir = base.join(format!("node{i}"));
+            let done = ca::enroll(base, aor, &authority, &dir, &[]);
+            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
+            dir
+        })
+        .collect();
+    authority.process.kill();
+    add_account(base, &dirs[2], users[2], "alice-pw", &[]);
+    add_account(base, &dirs[3], users[3], "bob-pw", &[]);
+    let config = base.join("node.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+
+    let mut t = Topology::new("b");
+    let (p1, p2) = (t.public_host(20), t.public_host(21));
+    let (_, cone) = t.router(1, NatKind::Cone, &[None]);
+    let (_, sym) = t.router(2, NatKind::Symmetric, &[None]);
+    let a =
+        NsNode::start_with_data(&t, "inet", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config]);
+    let join_a = a.listen.to_string();
+    let b = NsNode::start_with_data(
+        &t,
+        "inet",
+        SocketAddr::new(p2, 5070),
+        5080,
+        Some(&dirs[1]),
+        &["--config", &config, "--join", &join_a],
+    );
+    b.wait_status(&t, "b joins", |s| role_is(s, "peer", true) && s["overlay"]["state"] == "joined");
+    let join_b = b.listen.to_string();
+
+    // alice behind the cone NAT with a as her edge; bob behind the symmetric one, with b.
+    let home_a = t.home(1, 0);
+    let home_b = t.home(2, 0);
+    let started = std::time::Instant::now();
+    let alice_node = NsNode::start_with_data(
+        &t,
+        &home_a,
+        SocketAddr::new(cone[0], 5070),
+        5060,
+        Some(&dirs[2]),
+        &["--config", &config, "--join", &join_a],
+    );
+    let bob_node = NsNode::start_with_data(
+        &t,
+        &home_b,
+        SocketAddr::new(sym[0], 5070),
+        5060,
+        Some(&dirs[3]),
+        &["--config", &config, "--join", &join_b],
+    );
+    let edge_is = |s: &Value, edge: SocketAddr| role_is(s, "client", false) && s["edge"]["addr"] == edge.to_string();
+    alice_node.wait_status(&t, "alice is a client of a", |s| edge_is(s, a.listen));
+    bob_node.wait_status(&t, "bob is a client of b", |s| edge_is(s, b.listen));
+    println!("two clients bound at their edges {} ms after they started", started.elapsed().as_millis());
+    a.wait_status(&t, "a serves one client", |s| s["clients"] == 1);
+    b.wait_status(&t, "b serves one client", |s| s["clients"] == 1);
+
+    // Real phones on each home's own loopback, registered with their own node.
+    let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+    let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
+    let mut alice = Phone::start_in(Some(&alice_node.ns), "alice", "alice-pw", proxy, listen, &[users[3]]);
+    let mut bob = Phone::start_in(Some(&bob_node.ns), "bob", "bob-pw", proxy, listen, &[users[2]]);
+    alice.expect("alice@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+    bob.expect("bob@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+
+    // Each client's record names its edge, found by a lookup on the other side of the ring.
+    for (asker, aor, edge) in [(&a, users[3], b.listen), (&b, users[2], a.listen)] {
+        let want = vec![format!("{}@{edge}", aor.trim_end_matches("@p2p.test"))];
+        let found = wait_for(Duration::from_secs(30), || registered_contacts(&t, asker, aor).filter(|c| *c == want));
+        assert!(found.is_some(), "{aor}'s record never named {want:?}: {:?}", registered_contacts(&t, asker, aor));
+    }
+
+    // MESSAGEs both ways, each from one client's phone through the other's edge.
+    alice.command("/contact_next");
+    alice.expect("Current contact:");
+    alice.command("/message hello-bob-behind-a-symmetric-nat");
+    bob.expect("\"hello-bob-behind-a-symmetric-nat\"");
+    bob.command("/contact_next");
+    bob.expect("Current contact:");
+    bob.command("/message hello-alice-behind-a-cone-nat");
+    alice.expect("\"hello-alice-behind-a-cone-nat\"");
+
+    // The ring is the two peers alone: no client is anybody's neighbour.
+    let (sa, sb) = (a.status(&t).expect("a"), b.status(&t).expect("b"));
+    assert!(ring_correct(&[&sa, &sb]), "{sa}\n{sb}");
 }

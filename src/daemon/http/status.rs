@@ -47,6 +47,10 @@ pub struct Status {
     pub nat: Option<crate::nat::discovery::NatStatus>,
     /// `peer` (on the ring), `client` (off it) or `deciding` (the dial-back is under way).
     pub role: &'static str,
+    /// A client's edge peer, once it is bound there; `null` on a peer.
+    pub edge: Option<Node>,
+    /// How many users clients have bound at this node, their edge (0 on a client).
+    pub clients: usize,
     /// TCP connection limits and deadlines: what they refused and closed.
     pub tcp: crate::daemon::node::event_loop::TcpCounters,
 }
@@ -103,6 +107,7 @@ pub fn state_name(state: NodeState) -> &'static str {
         NodeState::Joined => "joined",
         NodeState::Leaving => "leaving",
         NodeState::Left => "left",
+        NodeState::Client => "client",
     }
 }
 

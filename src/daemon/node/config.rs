@@ -53,6 +53,8 @@ use crate::overlay::ChordConfig;
 /// stun = ["stun:stun.example.net"]  # servers to ask; two tell the NAT's mapping apart
 /// turn = [{ uri = "turn:turn.example.net", username = "u", password = "p" }]  # for calls' media
 /// recheck_interval_secs = 300  # how often they are asked again
+/// keepalive_secs = 25          # a client's STUN keep-alive toward its edge (RFC 5626)
+/// max_clients = 200            # clients this node serves as their edge; more get 503
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,11 +102,21 @@ pub struct NatSettings {
     pub turn: Vec<crate::nat::turn::TurnServer>,
     /// How often they are asked again, seconds.
     pub recheck_interval_secs: u64,
+    /// A client's STUN keep-alive toward its edge peer, seconds (RFC 5626 §4.4.2).
+    pub keepalive_secs: u64,
+    /// How many clients this node serves as their edge peer; beyond it, 503.
+    pub max_clients: usize,
 }
 
 impl Default for NatSettings {
     fn default() -> NatSettings {
-        NatSettings { stun: Vec::new(), turn: Vec::new(), recheck_interval_secs: 300 }
+        NatSettings {
+            stun: Vec::new(),
+            turn: Vec::new(),
+            recheck_interval_secs: 300,
+            keepalive_secs: crate::nat::flow::DEFAULT_KEEPALIVE.as_secs(),
+            max_clients: crate::proxy::DEFAULT_MAX_CLIENTS,
+        }
     }
 }
 

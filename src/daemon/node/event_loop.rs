@@ -510,6 +510,11 @@ impl EventLoop {
             storage: self.peer.storage_counters().cloned(),
             nat: self.peer.nat_status(),
             role: self.peer.role().as_str(),
+            edge: self.peer.edge().map(|addr| status::Node {
+                node_id: NodeId::from_addr(addr.ip(), addr.port(), self.peer.chord().config().id_hash).to_string(),
+                addr,
+            }),
+            clients: self.peer.proxy_status().clients,
             tcp_connections: self.connections.len(),
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
         }

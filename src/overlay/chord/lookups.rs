@@ -27,6 +27,16 @@ impl Chord {
         first: Option<Contact>,
     ) {
         let me = self.me.id;
+        if self.state == super::NodeState::Client {
+            // A client is nowhere on the ring: every peer it knows is a candidate (the
+            // lookup measures closeness from the key itself), and none is skipped as "past".
+            let failed = &self.recently_failed;
+            let known = self.client_peers.iter().filter(|c| failed.get(&c.id).is_none_or(|t| *t <= now));
+            let lookup = Lookup::new(key, key, known, first);
+            self.lookups.insert(id, ActiveLookup { lookup, purpose, waiting: None, stragglers: 0 });
+            self.lookup_step(now, id);
+            return;
+        }
         let lookup = match self.find_successor_step(now, key) {
             Step::Done(node) => {
                 self.lookups.insert(
@@ -57,7 +67,7 @@ impl Chord {
                 break;
             }
             let ((_, id), key) = entry.remove_entry();
-            if self.participating() {
+            if self.can_look_up() {
                 self.start_lookup(now, id, key, LookupPurpose::User(id), None);
             } else {
                 let (path, confirmations) = self.retried_lookups.remove(&id).unwrap_or_default();
@@ -295,7 +305,7 @@ impl Chord {
                 let mut path = active.lookup.into_path();
                 let found_nobody = matches!(result, Err(LookupError::HopLimit(_) | LookupError::NoRoute));
                 let first_attempt = !self.retried_lookups.contains_key(&id);
-                if found_nobody && first_attempt && !self.config.lookup_retry_delay.is_zero() && self.participating() {
+                if found_nobody && first_attempt && !self.config.lookup_retry_delay.is_zero() && self.can_look_up() {
                     // Once more from scratch, after the ring around the key has had time to
                     // repair itself (`ChordConfig::lookup_retry_delay`).
                     self.counters.lookups_retried += 1;

@@ -96,7 +96,7 @@ impl Chord {
     pub fn lookup(&mut self, now: Instant, key: NodeId) -> LookupId {
         let id = self.new_lookup_id();
         self.counters.lookups_started += 1;
-        if !self.participating() {
+        if !self.can_look_up() {
             self.counters.lookups_failed += 1;
             self.events.push_back(Event::LookupDone {
                 id,

@@ -16,6 +16,7 @@
 //! sender's ID matches its address (the caller, with [`NodeId::verify_claim`]), retransmission
 //! (the SIP transaction layer), storage and replication (the store).
 
+mod client;
 mod hedge;
 mod join_leave;
 mod lookups;
@@ -53,6 +54,9 @@ pub enum NodeState {
     Leaving,
     /// Gone. Refuses everything; the driver may drop it.
     Left,
+    /// Off the ring, through an edge peer (`client`): looks up, takes no position, answers
+    /// nothing as a node.
+    Client,
 }
 
 /// What happened, in the past tense. Drained with [`Chord::poll_event`].
@@ -96,6 +100,11 @@ pub enum Event {
     BootstrapFailed,
     /// [`Chord::leave`] has finished.
     Left,
+    /// A client's edge peer changed (the first, a failed one replaced, or none left).
+    EdgeChanged {
+        /// The new edge, if any peer is left.
+        edge: Option<Contact>,
+    },
 }
 
 /// What the node has seen, for the status API and for tests.
@@ -177,6 +186,10 @@ enum Purpose {
     Prove {
         candidate: Contact,
         then: proof::Then,
+    },
+    /// A client asking its edge for its neighbours (`client`).
+    ClientRefresh {
+        asked: Contact,
     },
 }
 
@@ -309,6 +322,10 @@ pub struct Chord {
     /// Proofs under way: the node, and which kind of request waits on it.
     proving: BTreeSet<(NodeId, u8)>,
     counters: ChordCounters,
+    /// A client's peers, its edge first (`client`).
+    client_peers: Vec<Contact>,
+    /// When a client next asks its edge for its neighbours.
+    client_refresh_at: Option<Instant>,
 }
 
 impl Chord {
@@ -371,6 +388,8 @@ impl Chord {
             proven: BTreeMap::new(),
             proving: BTreeSet::new(),
             counters: ChordCounters::default(),
+            client_peers: Vec::new(),
+            client_refresh_at: None,
         }
     }
 
@@ -440,6 +459,7 @@ impl Chord {
             Purpose::Leave => "leave",
             Purpose::Prove { .. } => "proof",
             Purpose::Push | Purpose::Handover => "push",
+            Purpose::ClientRefresh { .. } => "client_refresh",
             Purpose::Lookup { lookup, asked } => match self.lookups.get(lookup) {
                 Some(a) => match a.purpose {
                     LookupPurpose::User(_) if a.lookup.is_confirming(asked.id) => "confirmation",
@@ -478,6 +498,7 @@ impl Chord {
             self.push_due(),
             self.soft_deadlines.first().map(|(t, _)| *t),
             self.verdicts.first().map(|(t, _)| *t),
+            self.client_refresh_at,
         ];
         timers.into_iter().chain([rpc]).flatten().min()
     }
@@ -532,6 +553,7 @@ impl Chord {
             self.start_join(now);
         }
         self.retry_due_lookups(now);
+        self.client_refresh(now);
         if self.stabilize_at <= now {
             self.stabilize_at = now + self.jittered(self.stabilize_period);
             self.stabilize(now);
@@ -567,6 +589,7 @@ impl Chord {
             Purpose::Leave => self.on_leave_answer(),
             Purpose::Prove { candidate, then } => self.on_proof(now, candidate, then, result),
             Purpose::Push => self.pushing = false,
+            Purpose::ClientRefresh { asked } => self.on_client_refresh(now, asked, result),
             Purpose::Handover => {}
         }
     }
@@ -575,6 +598,11 @@ impl Chord {
 
     fn participating(&self) -> bool {
         matches!(self.state, NodeState::Alone | NodeState::Joined)
+    }
+
+    /// Whether lookups can start: on the ring, or a client through its peers.
+    fn can_look_up(&self) -> bool {
+        self.participating() || (self.state == NodeState::Client && !self.client_peers.is_empty())
     }
 
     fn send(&mut self, now: Instant, to: RpcTarget, request: Request, purpose: Purpose) -> RpcId {

@@ -56,24 +56,7 @@ impl Chord {
         }
         self.heard_from(now, &from);
         match request {
-            Request::FindSuccessor { key } => {
-                if !self.participating() {
-                    return self.refuse(&from, &request, RefuseReason::NotJoined);
-                }
-                match self.find_successor_step(now, key) {
-                    Step::Done(node) => {
-                        // Naming our successor, we add the rest of our list: should `node` have
-                        // failed unnoticed, the querier goes on with the next live one.
-                        let backups = if node.id == self.me.id {
-                            Vec::new()
-                        } else {
-                            self.successors.as_slice().iter().skip(1).cloned().collect()
-                        };
-                        Response::Successor { node, backups }
-                    }
-                    Step::Closer(nodes) => Response::Closer { nodes },
-                }
-            }
+            Request::FindSuccessor { .. } | Request::Ping => self.answer_request_anonymously(now, &from, request),
             Request::GetNeighbours { digest, notify } => {
                 // Stabilize's notify, done before answering so the answer already names the
                 // asker (or, if our predecessor lies between us, the check of it has started).
@@ -81,12 +64,7 @@ impl Chord {
                 if notify {
                     self.notify(now, from);
                 }
-                let predecessor = self.predecessor.clone();
-                let successors = self.successors.as_slice();
-                if digest.is_some_and(|d| d == neighbours_digest(predecessor.as_ref(), successors)) {
-                    return Response::NeighboursUnchanged;
-                }
-                Response::Neighbours { predecessor, successors: successors.to_vec() }
+                self.neighbours_answer(digest)
             }
             Request::Notify => {
                 self.notify(now, from);
@@ -96,7 +74,6 @@ impl Chord {
                 self.on_changed(now, &from, digest);
                 Response::Ok
             }
-            Request::Ping => Response::Ok,
             Request::Join { ref joiner } => {
                 if *joiner != from {
                     self.counters.joins_refused += 1;
@@ -112,6 +89,44 @@ impl Chord {
                 Response::Ok
             }
         }
+    }
+
+    /// The answers that teach us nothing about the asker: `find_successor`, our neighbours
+    /// (without notify), a ping. What a client may ask (`client`).
+    pub(super) fn answer_request_anonymously(&mut self, now: Instant, from: &Contact, request: Request) -> Response {
+        match request {
+            Request::FindSuccessor { key } => {
+                if !self.participating() {
+                    return self.refuse(from, &request, RefuseReason::NotJoined);
+                }
+                match self.find_successor_step(now, key) {
+                    Step::Done(node) => {
+                        // Naming our successor, we add the rest of our list: should `node` have
+                        // failed unnoticed, the querier goes on with the next live one.
+                        let backups = if node.id == self.me.id {
+                            Vec::new()
+                        } else {
+                            self.successors.as_slice().iter().skip(1).cloned().collect()
+                        };
+                        Response::Successor { node, backups }
+                    }
+                    Step::Closer(nodes) => Response::Closer { nodes },
+                }
+            }
+            Request::GetNeighbours { digest, .. } => self.neighbours_answer(digest),
+            Request::Ping => Response::Ok,
+            _ => self.refuse(from, &request, RefuseReason::IdMismatch),
+        }
+    }
+
+    /// Our predecessor and successor list, or that they are unchanged since `digest`.
+    fn neighbours_answer(&self, digest: Option<u64>) -> Response {
+        let predecessor = self.predecessor.clone();
+        let successors = self.successors.as_slice();
+        if digest.is_some_and(|d| d == neighbours_digest(predecessor.as_ref(), successors)) {
+            return Response::NeighboursUnchanged;
+        }
+        Response::Neighbours { predecessor, successors: successors.to_vec() }
     }
 
     fn refuse(&mut self, from: &Contact, request: &Request, reason: RefuseReason) -> Response {

@@ -121,7 +121,11 @@ impl Peer {
                 return Answer::Reject(rejection);
             }
         };
-        let mut response = self.overlay.chord.handle_request(now, sender.clone(), request);
+        let mut response = if overlay_wire::is_client(msg) {
+            self.overlay.chord.handle_client_request(now, &sender, request)
+        } else {
+            self.overlay.chord.handle_request(now, sender.clone(), request)
+        };
         if matches!(response, crate::overlay::Response::Refused { .. }) {
             self.counters.overlay_refused += 1;
         }
@@ -219,18 +223,23 @@ impl Peer {
             self.counters.client_transactions += 1;
             self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request, to: rpc.to });
         }
+        let mut edge_changes = Vec::new();
         while let Some(event) = self.overlay.chord.poll_event() {
             match &event {
                 Event::Joined { successor } => info!(successor = ?successor, "joined the overlay"),
                 Event::SuccessorChanged { successor } => debug!(successor = ?successor, "successor changed"),
                 Event::Isolated => info!("lost every successor; rejoining through the bootstrap list"),
                 Event::BootstrapFailed => info!("no bootstrap node answered; will retry"),
+                Event::EdgeChanged { edge } => edge_changes.push(edge.as_ref().map(|c| c.addr)),
                 _ => {}
             }
             if self.route_to_storage(&event) && matches!(event, Event::LookupDone { .. }) {
                 continue;
             }
             self.events.push_back(PeerEvent::Overlay(event));
+        }
+        if let Some(edge) = edge_changes.pop() {
+            self.edge_changed(now, edge);
         }
         self.drain_transactions_only();
     }

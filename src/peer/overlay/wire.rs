@@ -65,6 +65,9 @@ pub struct OverlayInfo {
     pub name: String,
     /// How Node IDs are hashed from addresses in this overlay.
     pub hash: IdHash,
+    /// Whether we are a client (no ring position): our `DHT-PeerID` then says `client`, and
+    /// peers take our ID from the address they see rather than checking the one we claim.
+    pub client: bool,
 }
 
 /// Why a received overlay request cannot be handed to Chord, and the status it gets.
@@ -162,7 +165,44 @@ pub fn peer_id_params(overlay: &OverlayInfo) -> Vec<Param> {
     }
     params.push(Param::new("version", Some(PROTOCOL_VERSION.to_string())));
     params.push(Param::new("overlay", Some(overlay.name.as_str())));
+    if overlay.client {
+        params.push(Param::new(CLIENT_PARAM, None::<String>));
+    }
     params
+}
+
+/// The `DHT-PeerID` parameter that marks a client (RFC 6940 §3.2.1: no ring position).
+pub const CLIENT_PARAM: &str = "client";
+
+/// Whether `msg` comes from a client: its `DHT-PeerID` carries [`CLIENT_PARAM`].
+pub fn is_client(msg: &Message) -> bool {
+    msg.headers
+        .get(&HeaderName::DhtPeerId)
+        .and_then(|h| NameAddr::parse(h.value()))
+        .is_some_and(|na| na.param(CLIENT_PARAM).is_some())
+}
+
+/// Who sent an overlay request: a node, whose claimed ID must be the one its address derives
+/// (port-suffixed Node IDs) and, over UDP, whose claimed port must be the one we saw; or a
+/// client, which has no place to claim and is named by the address we saw (its ID is that
+/// address's, so it can never pass for a peer at another address).
+pub fn sender(
+    msg: &Message,
+    observed: SocketAddr,
+    reliable: bool,
+    overlay: &OverlayInfo,
+) -> Result<Contact, DecodeError> {
+    let sender = peer_id(msg, overlay)?;
+    if is_client(msg) {
+        return Ok(Contact::new(NodeId::from_addr(observed.ip(), observed.port(), overlay.hash), observed));
+    }
+    let claim_ok = sender.addr.ip() == observed.ip()
+        && (reliable || sender.addr.port() == observed.port())
+        && NodeId::verify_claim(sender.id, sender.addr.ip(), sender.addr.port(), overlay.hash);
+    if !claim_ok {
+        return Err(DecodeError::IdMismatch);
+    }
+    Ok(sender)
 }
 
 fn peer_id_header(me: &Contact, overlay: &OverlayInfo, digest: Option<u64>) -> Header {
@@ -352,13 +392,7 @@ pub fn decode_request(
     me: &NodeId,
     overlay: &OverlayInfo,
 ) -> Result<(Contact, Request, usize), DecodeError> {
-    let sender = peer_id(msg, overlay)?;
-    let claim_ok = sender.addr.ip() == observed.ip()
-        && (reliable || sender.addr.port() == observed.port())
-        && NodeId::verify_claim(sender.id, sender.addr.ip(), sender.addr.port(), overlay.hash);
-    if !claim_ok {
-        return Err(DecodeError::IdMismatch);
-    }
+    let sender = sender(msg, observed, reliable, overlay)?;
     let about = match msg.request_uri() {
         Some(Uri::Sip(u)) => match u.user.as_deref() {
             None => None,
@@ -568,7 +602,7 @@ mod tests {
     }
 
     fn overlay() -> OverlayInfo {
-        OverlayInfo { name: "test.p2p".into(), hash: IdHash::Sha1 }
+        OverlayInfo { name: "test.p2p".into(), hash: IdHash::Sha1, client: false }
     }
 
     /// Encodes, prints, parses and decodes a request, as the wire would.
@@ -798,7 +832,7 @@ mod tests {
         let me = contact(5070);
         let rpc = OutgoingRpc { id: RpcId(1), to: RpcTarget::Node(contact(5071)), request: Request::Ping };
         let msg = encode_request(&rpc, &me, &overlay(), RequestIds { call_id: "c", from_tag: "t", cseq: 1 });
-        let other = OverlayInfo { name: "other".into(), hash: IdHash::Sha1 };
+        let other = OverlayInfo { name: "other".into(), hash: IdHash::Sha1, client: false };
         assert!(matches!(decode_request(&msg, me.addr, false, &me.id, &other), Err(DecodeError::Overlay(_))));
         assert!(decode_request(&msg, me.addr, false, &me.id, &overlay()).is_ok());
         for other in ["version=1", "version=3", "version=x"] {

@@ -284,6 +284,8 @@ pub struct Replication {
     rng: Option<SharedRandom>,
     /// The contacts of our registration (`publish_registration`).
     contacts: Vec<String>,
+    /// False while a client has no edge to name in its records: nothing is published then.
+    contact_ready: bool,
     /// Our records' last sequence number.
     last_seq: u64,
     refresh_at: Option<Instant>,
@@ -312,6 +314,20 @@ pub struct Replication {
 }
 
 impl Replication {
+    /// Whether a client has an edge to name in its records yet (peers always do).
+    pub(in crate::peer) fn set_contact_ready(&mut self, ready: bool) {
+        self.contact_ready = ready;
+    }
+
+    /// Whether our records may go out now: on the ring, or a client bound at its edge.
+    pub(in crate::peer) fn may_publish(&self, ring: &Ring<'_>) -> bool {
+        match ring.chord.state() {
+            crate::overlay::NodeState::Joined | crate::overlay::NodeState::Alone => true,
+            crate::overlay::NodeState::Client => self.contact_ready,
+            _ => false,
+        }
+    }
+
     /// The node's overlay address changed before it published anything (the dial-back
     /// confirmed a public address): the registration it will publish names the new one.
     pub(in crate::peer) fn readdress(&mut self, old: std::net::SocketAddr, new: std::net::SocketAddr) {
@@ -369,6 +385,7 @@ impl Replication {
             identity,
             rng,
             contacts,
+            contact_ready: true,
             last_seq: 0,
             refresh_at,
             incomplete_puts: 0,

@@ -9,7 +9,6 @@ use tracing::{debug, info};
 
 use super::{Purpose, Replication, Ring, StorageOpId, FIRST_PUBLISH_DELAY};
 use crate::identity::LocalIdentity;
-use crate::overlay::NodeState;
 use crate::store::{encode_chain, Record, RecordKind, Registration, Unsigned};
 
 impl Replication {
@@ -45,7 +44,7 @@ impl Replication {
             return;
         }
         let aor = identity.aor.to_string();
-        let joined = matches!(ring.chord.state(), NodeState::Joined | NodeState::Alone);
+        let joined = self.may_publish(&ring);
         let first_publish_pending = self.refresh_at.is_some() && self.last_seq == 0;
         info!(%aor, phones, "our registration record changes");
         if joined && !first_publish_pending {
@@ -75,7 +74,7 @@ impl Replication {
     /// joined yet.
     pub(super) fn refresh_timeout(&mut self, now: Instant, ring: Ring<'_>) {
         let refresh_due = self.refresh_at.is_some_and(|at| now >= at);
-        let joined = matches!(ring.chord.state(), NodeState::Joined | NodeState::Alone);
+        let joined = self.may_publish(&ring);
         if refresh_due && !joined {
             // Publishing waits for the ring; try again shortly.
             self.refresh_at = Some(now + FIRST_PUBLISH_DELAY);

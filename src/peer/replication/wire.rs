@@ -209,13 +209,7 @@ pub fn decode_request(
     reliable: bool,
     overlay: &OverlayInfo,
 ) -> Result<(Contact, StorageRequest), StorageDecodeError> {
-    let sender = overlay_wire::peer_id(msg, overlay)?;
-    let claim_ok = sender.addr.ip() == observed.ip()
-        && (reliable || sender.addr.port() == observed.port())
-        && NodeId::verify_claim(sender.id, sender.addr.ip(), sender.addr.port(), overlay.hash);
-    if !claim_ok {
-        return Err(overlay_wire::DecodeError::IdMismatch.into());
-    }
+    let sender = overlay_wire::sender(msg, observed, reliable, overlay)?;
     let replica_key = match msg.request_uri() {
         Some(Uri::Sip(u)) => {
             NodeId::from_hex(u.user.as_deref().unwrap_or_default()).map_err(|_| StorageDecodeError::RequestUri)?

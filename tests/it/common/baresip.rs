@@ -40,6 +40,19 @@ impl Phone {
         listen: SocketAddr,
         peers: &[&str],
     ) -> Phone {
+        Phone::start_in(None, name, password, proxy, listen, peers)
+    }
+
+    /// [`Phone::start`] inside network namespace `ns` (`ip netns exec` execs baresip: the PID
+    /// is the phone's own).
+    pub(crate) fn start_in(
+        ns: Option<&str>,
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        peers: &[&str],
+    ) -> Phone {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let config = format!(
             "poll_method epoll\nsip_listen {listen}\nnet_interface {ip}\ncall_local_timeout 120\n\
@@ -62,7 +75,15 @@ impl Phone {
         // Command output goes to stderr, events to stdout: one file for both, as a terminal.
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file handle");
-        let child = Command::new("baresip")
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "baresip"]);
+                c
+            }
+            None => Command::new("baresip"),
+        };
+        let child = cmd
             .arg("-f")
             .arg(dir.path())
             .stdin(Stdio::piped())

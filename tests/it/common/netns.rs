@@ -201,7 +201,10 @@ impl Drop for Topology {
 /// A node running inside a namespace, with its HTTP API on the namespace's own loopback.
 pub(crate) struct NsNode {
     pub process: ChildGuard,
+    /// The namespace's full name (for `ip netns exec`).
     pub ns: String,
+    /// Its name in the topology.
+    short: String,
     pub listen: SocketAddr,
     pub http: SocketAddr,
     dir: tempfile::TempDir,
@@ -211,7 +214,20 @@ impl NsNode {
     /// Starts `p2psip node --listen LISTEN --proxy 127.0.0.1:PROXY --http 127.0.0.1:HTTP
     /// EXTRA…` in namespace `name` and waits until `/status` answers there.
     pub(crate) fn start(t: &Topology, name: &str, listen: SocketAddr, port_base: u16, extra: &[&str]) -> NsNode {
+        NsNode::start_with_data(t, name, listen, port_base, None, extra)
+    }
+
+    /// [`NsNode::start`] on data directory `data` (enrolled, with accounts) when given.
+    pub(crate) fn start_with_data(
+        t: &Topology,
+        name: &str,
+        listen: SocketAddr,
+        port_base: u16,
+        data: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> NsNode {
         let dir = tempfile::TempDir::new().expect("temp dir");
+        let data = data.map_or_else(|| dir.path().join("data"), std::path::Path::to_owned);
         let http: SocketAddr = format!("127.0.0.1:{}", port_base + 1).parse().expect("address");
         let proxy = format!("127.0.0.1:{port_base}");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
@@ -220,13 +236,14 @@ impl NsNode {
             .args(["node", "--listen", &listen.to_string(), "--proxy", &proxy, "--http", &http.to_string()])
             .args(extra)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(&data)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn p2psip node in a namespace");
-        let mut node = NsNode { process: ChildGuard::new(child), ns: name.to_owned(), listen, http, dir };
+        let mut node =
+            NsNode { process: ChildGuard::new(child), ns: t.ns(name), short: name.to_owned(), listen, http, dir };
         let ready = wait_for(Duration::from_secs(15), || {
             if let Some(status) = node.process.try_exit() {
                 panic!("node in {name} exited during startup ({status}); log:\n{}", node.log());
@@ -240,7 +257,7 @@ impl NsNode {
     /// `/status`, asked from inside the namespace (`p2psip status --json`).
     pub(crate) fn status(&self, t: &Topology) -> Option<serde_json::Value> {
         let out = t
-            .p2psip(&self.ns, self.dir.path())
+            .p2psip(&self.short, self.dir.path())
             .args(["status", "--json", "--http", &self.http.to_string()])
             .stdin(Stdio::null())
             .output()
@@ -267,5 +284,10 @@ impl NsNode {
 
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Its namespace's name in the topology.
+    pub(crate) fn short(&self) -> String {
+        self.short.clone()
     }
 }

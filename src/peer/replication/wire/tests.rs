@@ -13,7 +13,7 @@ fn contact(port: u16) -> Contact {
 }
 
 fn overlay() -> OverlayInfo {
-    OverlayInfo { name: "test.p2p".into(), hash: IdHash::Sha1 }
+    OverlayInfo { name: "test.p2p".into(), hash: IdHash::Sha1, client: false }
 }
 
 fn record() -> Record {

@@ -1,0 +1,92 @@
+//! The registrar's door for clients (RFC 6940 §3.2.1, RFC 5626): a node that cannot be a
+//! peer REGISTERs its user with this node, its edge, over the overlay listener, from the flow
+//! its NAT keeps open. The binding then routes requests for that user into the flow, as a
+//! local phone's binding does for a phone.
+//!
+//! Who may bind: the REGISTER carries its node's signature (`Identity`, the same proof calls
+//! carry, docs/security.md M5) for the AoR in From and To; anyone else could otherwise bind a
+//! user's AoR here and receive their calls. How many: at most `max_clients` users, beyond
+//! which a new client gets 503 with Retry-After and tries another peer.
+
+use std::time::{Duration, Instant};
+
+use super::Proxy;
+use crate::sip::validate::Rejection;
+use crate::sip::{Header, HeaderName, Message, Method, SipUri};
+use crate::transport::{Endpoint, Listener};
+
+/// The keep-alive interval an edge asks of its clients (RFC 5626 §10.2's `Flow-Timer`), in
+/// seconds.
+pub(super) const FLOW_TIMER: u32 = 25;
+
+/// How long a refused client waits before trying this edge again.
+const FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+impl Proxy {
+    /// Whether `msg` is a client node's REGISTER (over the overlay listener, with an outbound
+    /// Contact: `+sip.instance` and `reg-id`, RFC 5626 §4.2), rather than a ring RPC.
+    pub fn is_client_register(listener: Listener, msg: &Message) -> bool {
+        listener == Listener::Overlay
+            && msg.method() == Some(&Method::Register)
+            && msg.headers.get(&HeaderName::DhtPeerId).is_none()
+            && msg.contacts().ok().is_some_and(|c| match c {
+                crate::sip::message::Contacts::List(list) => {
+                    list.iter().any(|c| c.param("+sip.instance").is_some() && c.param("reg-id").is_some())
+                }
+                crate::sip::message::Contacts::Star => false,
+            })
+    }
+
+    /// The answer to a client's REGISTER, sent without a server transaction (as a phone's).
+    /// `serving` says whether this node is a peer (a client is nobody's edge).
+    pub fn register_client(&mut self, now: Instant, from: Endpoint, msg: &Message, serving: bool) -> Message {
+        match self.bind_client(now, from, msg, serving) {
+            Ok(resp) => resp,
+            Err(r) => {
+                self.status.clients_refused += 1;
+                self.refusal(msg, r)
+            }
+        }
+    }
+
+    fn bind_client(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        msg: &Message,
+        serving: bool,
+    ) -> Result<Message, Rejection> {
+        if !serving {
+            return Err(Rejection::new(403, "Forbidden (this node is not a peer; it serves no clients)"));
+        }
+        let aor = msg.to().ok().and_then(|t| t.uri.as_sip().map(SipUri::aor));
+        let Some(aor) = aor else { return Err(Rejection::new(416, "Unsupported URI Scheme in To")) };
+        let Some(callers) = self.callers.as_mut() else { return Err(super::identity::cannot_check()) };
+        let proven = callers.check(now, msg)?;
+        if proven.as_str() != aor {
+            return Err(Rejection::new(403, "Forbidden (the signature is for another AoR)"));
+        }
+        let known = self.registrar.lookup(&aor, now).iter().any(|b| b.flow.listener == Listener::Overlay);
+        if !known && self.client_count(now) >= self.config.max_clients {
+            let retry = Header::new(HeaderName::other("Retry-After"), FULL_RETRY_AFTER.as_secs());
+            return Err(
+                Rejection::new(503, "Service Unavailable (this edge serves all the clients it may)").with_header(retry)
+            );
+        }
+        let tag = self.tag();
+        let mut resp = self.registrar.register(now, &aor, msg, from, &tag)?;
+        // RFC 5626 §6: the registrar supports outbound; §10.2: the keep-alive interval.
+        resp.headers.push(Header::new(HeaderName::Require, "outbound"));
+        resp.headers.push(Header::new(HeaderName::other("Flow-Timer"), FLOW_TIMER));
+        self.status.clients_registered += 1;
+        Ok(resp)
+    }
+
+    /// How many users are bound here by clients (over the overlay listener).
+    pub fn client_count(&self, now: Instant) -> usize {
+        self.registrar
+            .aors()
+            .filter(|(_, bindings)| bindings.iter().any(|b| b.flow.listener == Listener::Overlay && b.expires_at > now))
+            .count()
+    }
+}
