@@ -18,6 +18,9 @@ use crate::overlay::NodeState;
 use crate::sip::transaction::ClientTxId;
 use crate::sip::{Header, HeaderName, Message, Method, Uri};
 
+/// How long an edge whose flow broke, or that did not answer, is passed over.
+const LOST_EDGE_PASSED_OVER: Duration = Duration::from_secs(30);
+
 /// The client's side of its flow.
 #[derive(Debug)]
 pub(super) struct ClientSide {
@@ -65,7 +68,7 @@ impl Peer {
                 }
                 FlowAction::Lost { edge } => {
                     warn!(%edge, "the edge stopped answering keep-alives; moving to another peer");
-                    self.overlay.chord.drop_edge(now);
+                    self.overlay.chord.drop_edge(now, LOST_EDGE_PASSED_OVER);
                     self.drain_overlay_only(now);
                 }
             }
@@ -153,7 +156,7 @@ impl Peer {
             .map(Duration::from_secs);
         warn!(%edge, code, "the edge peer refused us; trying another");
         self.client.flow.register_failed(now, edge, retry_after);
-        self.overlay.chord.drop_edge(now);
+        self.overlay.chord.drop_edge(now, retry_after.unwrap_or(LOST_EDGE_PASSED_OVER));
         self.drain_overlay_only(now);
         self.client_step(now);
     }
@@ -166,7 +169,7 @@ impl Peer {
         let Some((_, edge)) = self.client.register_tx.take() else { return };
         warn!(%edge, "the edge peer did not answer our REGISTER; trying another");
         self.client.flow.register_failed(now, edge, None);
-        self.overlay.chord.drop_edge(now);
+        self.overlay.chord.drop_edge(now, LOST_EDGE_PASSED_OVER);
         self.drain_overlay_only(now);
         self.client_step(now);
     }

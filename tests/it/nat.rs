@@ -3,7 +3,9 @@
 //! behind a symmetric NAT, which the dial-back makes clients; `--role peer` behind a NAT,
 //! refused with a clear error; and two peers behind one router with port forwards, whose
 //! Node IDs derive from the public address and sit side by side on the ring. Then clients with
-//! real phones: bound at their edges, found by lookup, exchanging MESSAGEs.
+//! real phones (baresip on each home's own loopback): bound at their edges (one of them refused
+//! by an edge that is full, and bound at another), found by lookup, exchanging MESSAGEs; and
+//! kill -9 of an edge, after which its client binds elsewhere, republishes, and is reached.
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -165,7 +167,8 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     );
     assert!(init.status.success(), "ca init: {}", init.stderr);
     let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.96", &[]);
-    let users = ["sip:peer-a@p2p.test", "sip:peer-b@p2p.test", "sip:alice@p2p.test", "sip:bob@p2p.test"];
+    let users =
+        ["sip:peer-a@p2p.test", "sip:peer-b@p2p.test", "sip:alice@p2p.test", "sip:bob@p2p.test", "sip:peer-c@p2p.test"];
     let dirs: Vec<std::path::PathBuf> = users
         .iter()
         .enumerate()
@@ -183,12 +186,17 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     std::fs::write(&config, CONFIG).expect("config");
     let config = config.to_str().expect("utf-8").to_owned();
 
+    // Peer a serves at most one client: the second is refused (503) and binds at b.
+    let config_a = base.join("node-a.toml");
+    std::fs::write(&config_a, format!("{CONFIG}[nat]\nmax_clients = 1\n")).expect("config");
+    let config_a = config_a.to_str().expect("utf-8").to_owned();
+
     let mut t = Topology::new("b");
     let (p1, p2) = (t.public_host(20), t.public_host(21));
     let (_, cone) = t.router(1, NatKind::Cone, &[None]);
     let (_, sym) = t.router(2, NatKind::Symmetric, &[None]);
-    let a =
-        NsNode::start_with_data(&t, "inet", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config]);
+    let mut a =
+        NsNode::start_with_data(&t, "inet", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config_a]);
     let join_a = a.listen.to_string();
     let b = NsNode::start_with_data(
         &t,
@@ -199,33 +207,38 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
         &["--config", &config, "--join", &join_a],
     );
     b.wait_status(&t, "b joins", |s| role_is(s, "peer", true) && s["overlay"]["state"] == "joined");
-    let join_b = b.listen.to_string();
+    // A third peer, so that the ring outlives a.
+    let p3 = t.public_host(22);
+    let c = NsNode::start_with_data(
+        &t,
+        "inet",
+        SocketAddr::new(p3, 5070),
+        5090,
+        Some(&dirs[4]),
+        &["--config", &config, "--join", &join_a],
+    );
+    c.wait_status(&t, "c joins", |s| role_is(s, "peer", true) && s["overlay"]["state"] == "joined");
 
-    // alice behind the cone NAT with a as her edge; bob behind the symmetric one, with b.
+    // alice behind the cone NAT, bob behind the symmetric one, both through a.
     let home_a = t.home(1, 0);
     let home_b = t.home(2, 0);
     let started = std::time::Instant::now();
-    let alice_node = NsNode::start_with_data(
-        &t,
-        &home_a,
-        SocketAddr::new(cone[0], 5070),
-        5060,
-        Some(&dirs[2]),
-        &["--config", &config, "--join", &join_a],
-    );
-    let bob_node = NsNode::start_with_data(
-        &t,
-        &home_b,
-        SocketAddr::new(sym[0], 5070),
-        5060,
-        Some(&dirs[3]),
-        &["--config", &config, "--join", &join_b],
-    );
-    let edge_is = |s: &Value, edge: SocketAddr| role_is(s, "client", false) && s["edge"]["addr"] == edge.to_string();
-    alice_node.wait_status(&t, "alice is a client of a", |s| edge_is(s, a.listen));
-    bob_node.wait_status(&t, "bob is a client of b", |s| edge_is(s, b.listen));
+    let client = |home: &str, ip, dir| {
+        let flags = ["--config", config.as_str(), "--join", join_a.as_str()];
+        NsNode::start_with_data(&t, home, SocketAddr::new(ip, 5070), 5060, Some(dir), &flags)
+    };
+    let alice_node = client(&home_a, cone[0], &dirs[2]);
+    let bob_node = client(&home_b, sym[0], &dirs[3]);
+    let bound = |s: &Value| role_is(s, "client", false) && s["edge"]["addr"].is_string();
+    let edge_of = |n: &NsNode| n.wait_status(&t, "a client bound at an edge", bound)["edge"]["addr"].clone();
+    let edges = [edge_of(&alice_node), edge_of(&bob_node)];
     println!("two clients bound at their edges {} ms after they started", started.elapsed().as_millis());
-    a.wait_status(&t, "a serves one client", |s| s["clients"] == 1);
+    let (at_a, at_b) = (a.listen.to_string(), b.listen.to_string());
+    let mut sorted = edges.clone();
+    sorted.sort_by_key(|e| e.as_str().map(str::to_owned));
+    assert_eq!(sorted, [Value::from(at_a.clone()), Value::from(at_b.clone())], "one client per edge: {edges:?}");
+    let sa = a.wait_status(&t, "a serves one client", |s| s["clients"] == 1);
+    assert!(sa["registrar"]["clients_refused"].as_u64() >= Some(1), "a refused the second client: {sa}");
     b.wait_status(&t, "b serves one client", |s| s["clients"] == 1);
 
     // Real phones on each home's own loopback, registered with their own node.
@@ -236,11 +249,11 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     alice.expect("alice@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
     bob.expect("bob@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
 
-    // Each client's record names its edge, found by a lookup on the other side of the ring.
-    for (asker, aor, edge) in [(&a, users[3], b.listen), (&b, users[2], a.listen)] {
-        let want = vec![format!("{}@{edge}", aor.trim_end_matches("@p2p.test"))];
-        let found = wait_for(Duration::from_secs(30), || registered_contacts(&t, asker, aor).filter(|c| *c == want));
-        assert!(found.is_some(), "{aor}'s record never named {want:?}: {:?}", registered_contacts(&t, asker, aor));
+    // Each client's record names its edge, found by a lookup on a peer.
+    for (aor, edge) in [(users[2], &edges[0]), (users[3], &edges[1])] {
+        let want = vec![format!("{}@{}", aor.trim_end_matches("@p2p.test"), edge.as_str().unwrap_or_default())];
+        let found = wait_for(Duration::from_secs(30), || registered_contacts(&t, &b, aor).filter(|c| *c == want));
+        assert!(found.is_some(), "{aor}'s record never named {want:?}: {:?}", registered_contacts(&t, &b, aor));
     }
 
     // MESSAGEs both ways, each from one client's phone through the other's edge.
@@ -253,7 +266,41 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     bob.command("/message hello-alice-behind-a-cone-nat");
     alice.expect("\"hello-alice-behind-a-cone-nat\"");
 
-    // The ring is the two peers alone: no client is anybody's neighbour.
-    let (sa, sb) = (a.status(&t).expect("a"), b.status(&t).expect("b"));
-    assert!(ring_correct(&[&sa, &sb]), "{sa}\n{sb}");
+    // The ring is the three peers alone: no client is anybody's neighbour.
+    let ring = [&a, &b, &c].map(|n| n.status(&t).expect("status"));
+    assert!(ring_correct(&ring.iter().collect::<Vec<_>>()), "{ring:?}");
+
+    // kill -9 of edge a: its client moves to b and republishes its record there within 10 s,
+    // and a MESSAGE reaches it again.
+    let (orphan, orphan_phone, other_phone, aor) = if edges[0] == at_a.as_str() {
+        (&alice_node, &mut alice, &mut bob, users[2])
+    } else {
+        (&bob_node, &mut bob, &mut alice, users[3])
+    };
+    a.process.kill();
+    let killed = std::time::Instant::now();
+    let moved = orphan
+        .wait_status(&t, "the orphan binds at another peer", |s| s["edge"]["addr"].as_str().is_some_and(|e| e != at_a));
+    let new_edge = moved["edge"]["addr"].as_str().expect("edge").to_owned();
+    let want = vec![format!("{}@{new_edge}", aor.trim_end_matches("@p2p.test"))];
+    let found = wait_for(Duration::from_secs(30), || registered_contacts(&t, &b, aor).filter(|c| *c == want));
+    let failover = killed.elapsed();
+    if found.is_none() {
+        let dir = tempfile::TempDir::new().expect("dir");
+        let out = t
+            .p2psip(&b.short(), dir.path())
+            .args(["lookup", aor, "--json", "--http", &b.http.to_string()])
+            .output()
+            .expect("lookup");
+        panic!(
+            "{aor}'s record never moved off a: {}\n{}\norphan log:\n{}\nb log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            orphan.log(),
+            b.log()
+        );
+    }
+    println!("edge failover: bound at {new_edge} and record republished {} ms after kill -9", failover.as_millis());
+    other_phone.command("/message after-the-edge-died");
+    orphan_phone.expect("\"after-the-edge-died\"");
 }

@@ -10,7 +10,7 @@
 //! notify, and `Ping`; a client is never heard from as a node (no finger, no proof, no
 //! predecessor), since others could not reach it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Chord, Event, NodeState, Purpose};
 use crate::overlay::rpc::{Contact, RefuseReason, Request, Response, RpcFailure, RpcTarget};
@@ -31,41 +31,53 @@ impl Chord {
         self.client_peers = peers;
         self.client_peers.truncate(CLIENT_PEERS);
         self.client_refresh_at = Some(now);
-        self.events.push_back(Event::EdgeChanged { edge: self.client_peers.first().cloned() });
+        self.note_edge(now);
         self.after_input(now);
     }
 
-    /// The peers a client knows, its edge first; empty for a peer.
+    /// The peers a client knows, its edge first among those that take it; empty for a peer.
     pub fn client_peers(&self) -> &[Contact] {
         &self.client_peers
     }
 
-    /// A client's edge, if it has one.
+    /// A client's edge: the first of its peers that has not refused it lately.
     pub fn edge(&self) -> Option<&Contact> {
-        self.client_peers.first().filter(|_| self.state == NodeState::Client)
+        self.client_edge.as_ref().filter(|_| self.state == NodeState::Client)
     }
 
-    /// The edge refused the client (full, RFC 5626 503): the next peer becomes the edge.
-    pub fn drop_edge(&mut self, now: Instant) {
-        if self.state != NodeState::Client || self.client_peers.is_empty() {
+    /// The edge refused the client (full: RFC 5626's 503 with Retry-After) or its flow broke:
+    /// it is passed over for `for_how_long`, and the next peer becomes the edge.
+    pub fn drop_edge(&mut self, now: Instant, for_how_long: Duration) {
+        let Some(edge) = self.client_edge.clone() else { return };
+        if self.state != NodeState::Client {
             return;
         }
-        let gone = self.client_peers.remove(0);
-        // Kept at the end: the edge may take clients again later.
-        self.client_peers.push(gone);
-        self.events.push_back(Event::EdgeChanged { edge: self.client_peers.first().cloned() });
-        self.client_refresh_at = Some(now);
+        self.client_refused.insert(edge.id, now + for_how_long);
+        self.note_edge(now);
     }
 
-    /// Asks the edge for its neighbours when it is time.
+    /// The first peer that has not refused us lately; reported when it changes.
+    fn note_edge(&mut self, now: Instant) {
+        self.client_refused.retain(|_, until| *until > now);
+        let refused = &self.client_refused;
+        let edge = self.client_peers.iter().find(|p| !refused.contains_key(&p.id)).cloned();
+        if edge.as_ref().map(|c| c.id) != self.client_edge.as_ref().map(|c| c.id) {
+            self.client_edge = edge.clone();
+            self.events.push_back(Event::EdgeChanged { edge });
+        }
+    }
+
+    /// Asks the edge (or, with none taking us, the first peer) for its neighbours when it is
+    /// time; passed-over peers come back when their time is up.
     pub(super) fn client_refresh(&mut self, now: Instant) {
         if self.state != NodeState::Client || self.client_refresh_at.is_none_or(|at| at > now) {
             return;
         }
         self.client_refresh_at = None;
-        let Some(edge) = self.client_peers.first().cloned() else { return };
+        self.note_edge(now);
+        let Some(asked) = self.client_edge.clone().or_else(|| self.client_peers.first().cloned()) else { return };
         let request = Request::GetNeighbours { digest: None, notify: false };
-        self.send(now, RpcTarget::Node(edge.clone()), request, Purpose::ClientRefresh { asked: edge });
+        self.send(now, RpcTarget::Node(asked.clone()), request, Purpose::ClientRefresh { asked });
     }
 
     pub(super) fn on_client_refresh(&mut self, now: Instant, asked: Contact, result: Result<Response, RpcFailure>) {
@@ -75,38 +87,28 @@ impl Chord {
         self.client_refresh_at = Some(now + self.config.stabilize_interval);
         match result {
             Ok(Response::Neighbours { successors, .. }) => {
-                let mut peers = vec![asked.clone()];
+                // The peers we know keep their order (the edge stays the edge); the asked
+                // peer's successors fill the list up.
                 for s in successors {
-                    if !peers.iter().any(|p| p.id == s.id) && peers.len() < CLIENT_PEERS {
-                        peers.push(s);
+                    if !self.client_peers.iter().any(|p| p.id == s.id) && self.client_peers.len() < CLIENT_PEERS {
+                        self.client_peers.push(s);
                     }
                 }
-                // Peers known before and not in the edge's list stay as spares at the end.
-                for p in std::mem::take(&mut self.client_peers) {
-                    if !peers.iter().any(|q| q.id == p.id) && peers.len() < CLIENT_PEERS {
-                        peers.push(p);
-                    }
-                }
-                let edge_was = self.client_peers.first().map(|c| c.id);
-                self.client_peers = peers;
-                if edge_was != Some(asked.id) {
-                    self.events.push_back(Event::EdgeChanged { edge: Some(asked) });
-                }
+                self.note_edge(now);
             }
             Ok(Response::NeighboursUnchanged | Response::Ok) => {}
             Ok(_) | Err(_) => {
-                // The edge is gone (or answers nonsense): the next peer takes over at once.
+                // The peer is gone (or answers nonsense): the next one takes over at once.
                 self.client_peers.retain(|p| p.id != asked.id);
                 self.mark_failed(now, asked.id);
-                let next = self.client_peers.first().cloned();
-                self.events.push_back(Event::EdgeChanged { edge: next.clone() });
-                if next.is_some() {
-                    self.client_refresh_at = Some(now);
-                    self.client_refresh(now);
-                } else {
+                self.note_edge(now);
+                if self.client_peers.is_empty() {
                     // Cut off: the driver finds the ring again through its bootstrap list.
                     self.state = NodeState::Joining;
                     self.client_refresh_at = None;
+                } else {
+                    self.client_refresh_at = Some(now);
+                    self.client_refresh(now);
                 }
             }
         }

@@ -326,6 +326,10 @@ pub struct Chord {
     client_peers: Vec<Contact>,
     /// When a client next asks its edge for its neighbours.
     client_refresh_at: Option<Instant>,
+    /// A client's edge now (`client`).
+    client_edge: Option<Contact>,
+    /// Peers that refused the client, passed over until the instant given.
+    client_refused: BTreeMap<NodeId, Instant>,
 }
 
 impl Chord {
@@ -390,6 +394,8 @@ impl Chord {
             counters: ChordCounters::default(),
             client_peers: Vec::new(),
             client_refresh_at: None,
+            client_edge: None,
+            client_refused: BTreeMap::new(),
         }
     }
 
