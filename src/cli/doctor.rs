@@ -82,11 +82,43 @@ pub fn report(status: &Value, stun: &[ServerProbe], turn: &[ServerProbe]) -> Str
     };
     lines.push(Line { what: "public addr", found: public, hint: String::new() });
     lines.push(nat_line);
-    lines.push(Line {
-        what: "reachable",
-        found: "not tested".into(),
-        hint: "every node is a ring peer for now; reachability tests come with the client role".into(),
+    let listen_port = status["listen"].as_str().and_then(|l| l.rsplit(':').next()).unwrap_or("5070").to_owned();
+    lines.push(match nat["reachable"].as_bool() {
+        Some(true) => Line { what: "reachable", found: "yes (another node's dial-back arrived)".into(), hint: String::new() },
+        Some(false) => Line {
+            what: "reachable",
+            found: "no (no dial-back arrived: a NAT or firewall filters)".into(),
+            hint: format!(
+                "to be a peer, forward UDP and TCP port {listen_port} to this machine on the router; as a client it works without"
+            ),
+        },
+        None => Line {
+            what: "reachable",
+            found: "not tested".into(),
+            hint: if alone { String::new() } else { "the dial-back has not finished: ask again in a few seconds".into() },
+        },
     });
+    let role = status["role"].as_str().unwrap_or("?");
+    lines.push(Line {
+        what: "role",
+        found: match role {
+            "peer" => format!("peer, serving {} client(s)", status["clients"].as_u64().unwrap_or(0)),
+            "client" => "client (no ring position; reached through its edge peer)".into(),
+            other => other.to_owned(),
+        },
+        hint: String::new(),
+    });
+    if role == "client" {
+        let edge = &status["edge"];
+        lines.push(match edge["addr"].as_str() {
+            Some(addr) => Line { what: "edge", found: format!("bound at {addr}"), hint: String::new() },
+            None => Line {
+                what: "edge",
+                found: "none".into(),
+                hint: "no peer has taken this client yet: check the --join address, or the node's log".into(),
+            },
+        });
+    }
     for (kind, probes) in [("STUN", stun), ("TURN", turn)] {
         if probes.is_empty() {
             let hint = if kind == "STUN" { "" } else { "none configured: calls across NATs will need one (--turn)" };
@@ -157,5 +189,16 @@ mod tests {
         let quiet =
             report(&serde_json::json!({"overlay": {"state": "joined"}, "registrar": {"bindings": 1}}), &[], &[]);
         assert!(quiet.contains("NAT          not checked\n             -> no STUN server"), "{quiet}");
+        let client = report(
+            &serde_json::json!({"listen": "192.168.1.2:5070", "role": "client", "edge": null,
+                "nat": {"mapped": "203.0.113.11:5070", "mapping": "unknown", "reachable": false},
+                "overlay": {"state": "client"}, "registrar": {"bindings": 1}}),
+            &[],
+            &[],
+        );
+        assert!(client.contains("reachable    no (no dial-back arrived"), "{client}");
+        assert!(client.contains("-> to be a peer, forward UDP and TCP port 5070"), "{client}");
+        assert!(client.contains("role         client (no ring position"), "{client}");
+        assert!(client.contains("edge         none\n             -> no peer has taken this client"), "{client}");
     }
 }

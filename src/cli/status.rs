@@ -91,6 +91,18 @@ pub fn summary(status: &Value) -> String {
         (None, _) => "?".to_owned(),
     };
     let _ = writeln!(out, "{:<14}{role}", "role");
+    match (status["role"].as_str(), status["edge"]["addr"].as_str()) {
+        (Some("client"), Some(addr)) => {
+            let _ = writeln!(out, "{:<14}{addr} (requests for our user come through it)", "edge");
+        }
+        (Some("client"), None) => {
+            let _ = writeln!(out, "{:<14}none yet", "edge");
+        }
+        (Some("peer"), _) => {
+            let _ = writeln!(out, "{:<14}{} served as their edge", "clients", status["clients"].as_u64().unwrap_or(0));
+        }
+        _ => {}
+    }
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);
@@ -168,6 +180,7 @@ mod tests {
         client["nat"] = serde_json::json!({"mapped": "203.0.113.11:40000", "mapping": "unknown", "reachable": false});
         let s = summary(&client);
         assert!(s.contains("role          client, off the ring: no dial-back reached"), "{s}");
+        assert!(s.contains("edge          none yet"), "{s}");
         assert!(s.contains("public addr   203.0.113.11:40000"), "{s}");
     }
 }
