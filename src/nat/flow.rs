@@ -75,6 +75,8 @@ pub struct Flow {
     keepalive_sent: Option<(StunTransactionId, Instant)>,
     /// When the flow was last bound at an edge, and which.
     registered: Option<(SocketAddr, Instant)>,
+    /// The address the edge's keep-alive answers name: our NAT's mapping of the flow.
+    mapped: Option<SocketAddr>,
     actions: VecDeque<FlowAction>,
 }
 
@@ -89,6 +91,7 @@ impl Flow {
             next_keepalive: None,
             keepalive_sent: None,
             registered: None,
+            mapped: None,
             actions: VecDeque::new(),
         }
     }
@@ -149,11 +152,21 @@ impl Flow {
         self.keepalive_sent.is_some_and(|(k, _)| k == *id)
     }
 
-    /// The edge answered the keep-alive `id` (§4.4.2): the flow is alive.
-    pub fn keepalive_answered(&mut self, id: StunTransactionId) {
-        if self.owns(&id) {
-            self.keepalive_sent = None;
+    /// The edge answered the keep-alive `id` (§4.4.2), seeing us at `mapped`: the flow is
+    /// alive. A mapping that changed (the NAT forgot us, or the laptop moved) means the edge's
+    /// binding points at a dead address: registered again at once (§4.4.1).
+    pub fn keepalive_answered(&mut self, id: StunTransactionId, mapped: SocketAddr) {
+        if !self.owns(&id) {
+            return;
         }
+        self.keepalive_sent = None;
+        if self.mapped.is_some_and(|m| m != mapped) {
+            if let (Some(edge), State::Registered) = (self.edge, self.state) {
+                self.state = State::Registering;
+                self.actions.push_back(FlowAction::Register { edge });
+            }
+        }
+        self.mapped = Some(mapped);
     }
 
     /// Keep-alives, refreshes and retries that are due.
@@ -237,7 +250,8 @@ mod tests {
         let Some(FlowAction::KeepAlive { edge: to, data }) = flow.poll_action() else { panic!("a keep-alive") };
         assert_eq!(to, edge);
         let id: StunTransactionId = data[8..20].try_into().unwrap();
-        flow.keepalive_answered(id);
+        let mapped: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        flow.keepalive_answered(id, mapped);
         // Refreshed at 450 s (¾ of 600); keep-alives every 25 s meanwhile.
         let mut now = t1;
         let mut registers = 0;
@@ -246,7 +260,9 @@ mod tests {
             flow.handle_timeout(now, ids());
             while let Some(a) = flow.poll_action() {
                 match a {
-                    FlowAction::KeepAlive { data, .. } => flow.keepalive_answered(data[8..20].try_into().unwrap()),
+                    FlowAction::KeepAlive { data, .. } => {
+                        flow.keepalive_answered(data[8..20].try_into().unwrap(), mapped)
+                    }
                     FlowAction::Register { .. } => {
                         registers += 1;
                         flow.registered(now, edge, 600, Some(20));
@@ -265,6 +281,26 @@ mod tests {
         let lost = std::iter::from_fn(|| flow.poll_action()).find(|a| matches!(a, FlowAction::Lost { .. }));
         assert_eq!(lost, Some(FlowAction::Lost { edge }));
         assert_eq!(flow.registered_edge(), None);
+    }
+
+    #[test]
+    fn a_keep_alive_answer_naming_a_new_mapping_registers_again() {
+        let t0 = Instant::now();
+        let edge: SocketAddr = "203.0.113.20:5070".parse().unwrap();
+        let mut flow = Flow::new(Duration::from_secs(25));
+        flow.set_edge(t0, Some(edge));
+        flow.poll_action();
+        flow.registered(t0, edge, 600, None);
+        let answer = |flow: &mut Flow, at: Instant, mapped: &str| {
+            flow.handle_timeout(at, ids());
+            let Some(FlowAction::KeepAlive { data, .. }) = flow.poll_action() else { panic!("a keep-alive") };
+            flow.keepalive_answered(data[8..20].try_into().unwrap(), mapped.parse().unwrap());
+            flow.poll_action()
+        };
+        assert_eq!(answer(&mut flow, t0 + Duration::from_secs(25), "198.51.100.7:40000"), None);
+        assert_eq!(answer(&mut flow, t0 + Duration::from_secs(50), "198.51.100.7:40000"), None);
+        let moved = answer(&mut flow, t0 + Duration::from_secs(75), "198.51.100.9:41000");
+        assert_eq!(moved, Some(FlowAction::Register { edge }));
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub(super) struct Reach {
     retry_at: Option<Instant>,
     /// Dial-back work in the current one-second window.
     window: (Instant, u32),
+    /// A peer's check of its own address: when it is next due, and the request in flight
+    /// (its transaction ID and the peer asked).
+    self_check_at: Option<Instant>,
+    self_check: Option<(StunTransactionId, SocketAddr)>,
+    /// The public address changed: leaving, then joining again from the new one.
+    rejoin: Option<Vec<SocketAddr>>,
 }
 
 impl Reach {
@@ -84,11 +90,15 @@ impl Reach {
             bootstrap: Vec::new(),
             retry_at: None,
             window: (now, 0),
+            self_check_at: None,
+            self_check: None,
+            rejoin: None,
         }
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.probe.as_ref().and_then(DialBack::poll_timeout).or(self.retry_at)
+        let probe = self.probe.as_ref().and_then(DialBack::poll_timeout).or(self.retry_at);
+        [probe, self.self_check_at].into_iter().flatten().min()
     }
 
     /// One more dial-back step, if the window has room.
@@ -177,6 +187,10 @@ impl Peer {
 
     fn decide(&mut self, now: Instant, role: Role, public: Option<SocketAddr>) {
         self.reach.role = role;
+        // A peer asks a neighbour now and then which address it sees (laptops move between
+        // networks): a new public address means a new Node ID.
+        let watch = role == Role::Peer && self.config.dial_back;
+        self.reach.self_check_at = watch.then(|| now + self.config.nat_recheck_interval);
         if role == Role::Client {
             self.become_client(now);
         }
@@ -226,6 +240,7 @@ impl Peer {
     /// The deadline work of the address check, the dial-back and a client's flow.
     pub(super) fn nat_timeout(&mut self, now: Instant) {
         self.client_timeout(now);
+        self.self_check_timeout(now);
         if self.reach.retry_at.is_some_and(|at| now >= at) {
             self.start_probe(now);
         }
@@ -243,6 +258,69 @@ impl Peer {
             let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: server, conn: None };
             self.outbox.push_back(Transmit { to, data: Bytes::from(data) });
         }
+    }
+
+    /// A peer asks its successor (or, cut off from the ring, a bootstrap node) which address
+    /// it sees, every `nat_recheck_interval` and at once when it loses every successor (on a
+    /// laptop, most often because the network changed under it).
+    fn self_check_timeout(&mut self, now: Instant) {
+        if self.reach.self_check_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.reach.self_check_at = Some(now + self.config.nat_recheck_interval);
+        let state = self.overlay.chord.state();
+        if self.reach.role != Role::Peer || !matches!(state, NodeState::Joined | NodeState::Joining) {
+            return;
+        }
+        let successor = self.overlay.chord.successors().first().map(|c| c.addr);
+        let Some(asked) = successor.or_else(|| self.reach.bootstrap.first().copied()) else { return };
+        let id: StunTransactionId = self.rng.random();
+        self.reach.self_check = Some((id, asked));
+        let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: asked, conn: None };
+        self.outbox.push_back(Transmit { to, data: Bytes::from(stun::binding_request(id)) });
+    }
+
+    /// Our successor sees us at `mapped`: if that is not the address our Node ID derives from,
+    /// the network moved under us. The node leaves (its neighbours are told, its records handed
+    /// on) and joins again from the new address, with the ID it derives, rather than leave a
+    /// stale entry on the ring that nobody can reach.
+    fn self_check_answered(&mut self, now: Instant, mapped: SocketAddr) {
+        let old = self.config.node_addr();
+        if mapped == old || self.reach.rejoin.is_some() {
+            return;
+        }
+        warn!(%old, new = %mapped, "our public address changed; leaving the ring to join again from the new one");
+        let mut bootstrap: Vec<SocketAddr> = self.overlay.chord.successors().iter().map(|c| c.addr).collect();
+        bootstrap.extend(self.overlay.chord.predecessor().map(|c| c.addr));
+        bootstrap.extend(self.reach.bootstrap.iter().copied());
+        bootstrap.dedup();
+        self.reach.rejoin = Some(bootstrap);
+        self.reach.self_check_at = None;
+        self.leave(now);
+    }
+
+    /// Every successor is gone: check our address now rather than at the next interval.
+    pub(super) fn isolated(&mut self, now: Instant) {
+        if self.reach.self_check_at.is_some() {
+            self.reach.self_check_at = Some(now);
+        }
+    }
+
+    /// The chord core has left: if it left because the address changed, start again as a new
+    /// node at our address (the dial-back confirms the public one and adopts it).
+    pub(super) fn left(&mut self, now: Instant) {
+        let Some(bootstrap) = self.reach.rejoin.take() else { return };
+        let addr = self.config.overlay_addr;
+        self.config.advertised_addr = None;
+        let id = NodeId::from_addr(addr.ip(), addr.port(), self.config.chord.id_hash);
+        let chord_config = self.overlay.chord.config().clone();
+        self.overlay.chord = Chord::new(Contact::new(id, addr), chord_config, now);
+        self.overlay.pending.clear();
+        self.overlay.info.client = false;
+        self.reach.role = Role::Deciding;
+        info!(via = ?bootstrap.first(), "joining again from the new address");
+        self.start_role(now, bootstrap);
+        self.drain_overlay_only(now);
     }
 
     /// How the node's address looks from outside: what the STUN servers say, with what the
@@ -296,10 +374,19 @@ impl Peer {
                 self.nat_timeout(now);
             }
             // The edge answering a client's keep-alive (RFC 5626 §4.4.2).
-            Some(StunMessage::BindingSuccess { id, .. })
+            Some(StunMessage::BindingSuccess { id, mapped, .. })
                 if from.listener == Listener::Overlay && self.client.flow.owns(&id) =>
             {
-                self.client.flow.keepalive_answered(id);
+                self.client.flow.keepalive_answered(id, mapped);
+                self.client_step(now);
+            }
+            // A neighbour telling a peer which address it sees.
+            Some(StunMessage::BindingSuccess { id, mapped, .. })
+                if from.listener == Listener::Overlay
+                    && self.reach.self_check.is_some_and(|(s, a)| s == id && a == from.remote) =>
+            {
+                self.reach.self_check = None;
+                self.self_check_answered(now, mapped);
             }
             // An answer to the reachability probe: the mapped address, or the dial-back.
             Some(StunMessage::BindingSuccess { id, mapped, .. })

@@ -304,3 +304,41 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     other_phone.command("/message after-the-edge-died");
     orphan_phone.expect("\"after-the-edge-died\"");
 }
+
+#[test]
+fn a_peer_whose_public_address_changes_leaves_and_joins_again_with_the_new_id() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[chord]\nstabilize_interval_ms = 500\nstabilize_max_interval_ms = 500\ncheck_predecessor_interval_ms = 500\n\
+         rpc_timeout_ms = 500\njoin_retry_interval_ms = 1000\n[nat]\nrecheck_interval_secs = 1\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let mut t = Topology::new("c");
+    let p1 = t.public_host(20);
+    let (before, after) = ("203.0.113.30".parse().expect("ip"), "203.0.113.31".parse().expect("ip"));
+    t.host("laptop", before);
+    let a = NsNode::start(&t, "inet", SocketAddr::new(p1, 5070), 5060, &["--config", config]);
+    let join = a.listen.to_string();
+    // The laptop listens on every address, as a laptop's node does.
+    let any: SocketAddr = "0.0.0.0:5070".parse().expect("address");
+    let x = NsNode::start(&t, "laptop", any, 5060, &["--config", config, "--join", &join]);
+    let id = |ip| NodeId::from_addr(ip, 5070, IdHash::Sha1).to_string();
+    let on_ring_as = |s: &Value, ip| s["node_id"] == id(ip) && s["overlay"]["state"] == "joined" && s["role"] == "peer";
+    x.wait_status(&t, "the laptop joins as a peer", |s| on_ring_as(s, before));
+
+    t.readdress("laptop", before, after);
+    let moved = std::time::Instant::now();
+    x.wait_status(&t, "the laptop joins again with the ID of its new address", |s| on_ring_as(s, after));
+    let rejoined = moved.elapsed();
+    let ring = crate::common::wait_for(Duration::from_secs(30), || {
+        let both = [a.status(&t)?, x.status(&t)?];
+        ring_correct(&[&both[0], &both[1]]).then_some(both)
+    });
+    let ring = ring.unwrap_or_else(|| panic!("the ring never settled:\n{}", x.log()));
+    assert_eq!(ring[0]["successors"][0]["addr"], format!("{after}:5070"), "no stale entry for the old address");
+    assert!(x.log().contains("our public address changed"), "{}", x.log());
+    println!("public address change: on the ring with the new ID {} ms after the move", rejoined.as_millis());
+}

@@ -580,10 +580,10 @@ impl Config {
             crate::nat::turn::parse_uri(&server.uri)
                 .map_err(|message| ConfigError::Invalid { key: "nat.turn", message })?;
         }
-        if !(10..=86_400).contains(&self.nat.recheck_interval_secs) {
+        if !(1..=86_400).contains(&self.nat.recheck_interval_secs) {
             return Err(ConfigError::Invalid {
                 key: "nat.recheck_interval_secs",
-                message: format!("{} is not between 10 and 86400", self.nat.recheck_interval_secs),
+                message: format!("{} is not between 1 and 86400", self.nat.recheck_interval_secs),
             });
         }
         if !(1..=MAX_DATAGRAM_SIZE_LIMIT).contains(&self.max_datagram_size) {

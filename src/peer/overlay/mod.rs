@@ -224,13 +224,19 @@ impl Peer {
             self.overlay.pending.insert(tx, PendingRpc { rpc: rpc.id, request: rpc.request, to: rpc.to });
         }
         let mut edge_changes = Vec::new();
+        let mut left = false;
+        let mut isolated = false;
         while let Some(event) = self.overlay.chord.poll_event() {
             match &event {
                 Event::Joined { successor } => info!(successor = ?successor, "joined the overlay"),
                 Event::SuccessorChanged { successor } => debug!(successor = ?successor, "successor changed"),
-                Event::Isolated => info!("lost every successor; rejoining through the bootstrap list"),
+                Event::Isolated => {
+                    info!("lost every successor; rejoining through the bootstrap list");
+                    isolated = true;
+                }
                 Event::BootstrapFailed => info!("no bootstrap node answered; will retry"),
                 Event::EdgeChanged { edge } => edge_changes.push(edge.as_ref().map(|c| c.addr)),
+                Event::Left => left = true,
                 _ => {}
             }
             if self.route_to_storage(&event) && matches!(event, Event::LookupDone { .. }) {
@@ -240,6 +246,12 @@ impl Peer {
         }
         if let Some(edge) = edge_changes.pop() {
             self.edge_changed(now, edge);
+        }
+        if left {
+            self.left(now);
+        }
+        if isolated {
+            self.isolated(now);
         }
         self.drain_transactions_only();
     }

@@ -101,6 +101,21 @@ impl Topology {
         addr.parse().expect("address")
     }
 
+    /// A host of its own on the Internet (a laptop on a public network): namespace `name`,
+    /// `eth0` on the bridge at `addr`.
+    pub(crate) fn host(&mut self, name: &str, addr: IpAddr) {
+        self.namespace(name);
+        self.veth("inet", &format!("p-{name}"), name, "eth0");
+        self.exec("inet", &["ip", "link", "set", &format!("p-{name}"), "master", "br0"]);
+        self.exec(name, &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    }
+
+    /// Host `name` moves from `old` to `new` (its network gave it another address).
+    pub(crate) fn readdress(&self, name: &str, old: IpAddr, new: IpAddr) {
+        self.exec(name, &["ip", "addr", "del", &format!("{old}/24"), "dev", "eth0"]);
+        self.exec(name, &["ip", "addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+    }
+
     /// Router `nat{n}` at `203.0.113.{10+n}` with one home host per entry of `forwards`
     /// (`home{n}{i}` at `192.168.{n}.{2+i}`; a `Some(port)` forwards that public port to
     /// the same port of the host). Returns the router's public address and the hosts'.
