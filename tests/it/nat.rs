@@ -42,6 +42,9 @@ fn ring_correct(peers: &[&Value]) -> bool {
 #[test]
 fn peers_clients_and_port_forwards_in_real_nats() {
     let mut t = Topology::new("a");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let (stun, _coturn) = t.stun_server(dir.path());
+    let stun = format!("stun:{stun}");
     let (p1, p2) = (t.public_host(20), t.public_host(21));
     let (cone_wan, cone) = t.router(1, NatKind::Cone, &[None, None]);
     let (sym_wan, sym) = t.router(2, NatKind::Symmetric, &[None]);
@@ -55,12 +58,21 @@ fn peers_clients_and_port_forwards_in_real_nats() {
     let sb =
         b.wait_status(&t, "b is a reachable peer", |s| role_is(s, "peer", true) && s["overlay"]["state"] == "joined");
     assert_eq!(sb["nat"]["mapped"], "203.0.113.21:5070", "{sb}");
+    // A second peer on the first one's host: the same address, another port.
+    let a2 = NsNode::start(&t, "inet", SocketAddr::new(p1, 5071), 5100, &["--join", &join]);
+    a2.wait_status(&t, "a2 is a reachable peer", |s| role_is(s, "peer", true) && s["overlay"]["state"] == "joined");
 
-    // Behind a cone NAT and a symmetric one: the dial-back from b never passes the filter.
-    let c = NsNode::start(&t, &t.home(1, 0), SocketAddr::new(cone[0], 5070), 5060, &["--join", &join]);
-    let d = NsNode::start(&t, &t.home(2, 0), SocketAddr::new(sym[0], 5070), 5060, &["--join", &join]);
-    let sc = c.wait_status(&t, "c is a client", |s| role_is(s, "client", false));
-    let sd = d.wait_status(&t, "d is a client", |s| role_is(s, "client", false));
+    // Behind a cone NAT and a symmetric one: the dial-back never passes the filter. Both ask
+    // coturn too, whose RFC 5780 tests tell the two NATs apart.
+    let flags = ["--join", join.as_str(), "--stun", stun.as_str()];
+    let c = NsNode::start(&t, &t.home(1, 0), SocketAddr::new(cone[0], 5070), 5060, &flags);
+    let d = NsNode::start(&t, &t.home(2, 0), SocketAddr::new(sym[0], 5070), 5060, &flags);
+    let checked = |s: &Value| s["nat"]["mapping"] != "unknown" && s["nat"]["filtering"] != "unknown";
+    let sc = c.wait_status(&t, "c is a client", |s| role_is(s, "client", false) && checked(s));
+    let sd = d.wait_status(&t, "d is a client", |s| role_is(s, "client", false) && checked(s));
+    assert_eq!(sc["nat"]["mapping"], "endpoint-independent", "a cone NAT: {sc}");
+    assert_eq!(sc["nat"]["filtering"], "address-and-port-dependent", "conntrack filters: {sc}");
+    assert_ne!(sd["nat"]["mapping"], "endpoint-independent", "a symmetric NAT: {sd}");
     assert_eq!(sc["nat"]["mapped"], format!("{cone_wan}:5070"), "a cone NAT keeps the port: {sc}");
     let d_mapped: SocketAddr = sd["nat"]["mapped"].as_str().and_then(|m| m.parse().ok()).expect("mapped");
     assert_eq!(d_mapped.ip(), sym_wan, "{sd}");
@@ -99,8 +111,8 @@ fn peers_clients_and_port_forwards_in_real_nats() {
         assert_eq!(s["nat"]["mapped"], public.to_string(), "{s}");
     }
 
-    // The ring of the four peers converges; the clients are nobody's neighbour or finger.
-    let peers = [&a, &b, &f1, &f2];
+    // The ring of the five peers converges; the clients are nobody's neighbour or finger.
+    let peers = [&a, &b, &f1, &f2, &a2];
     let statuses = crate::common::wait_for(Duration::from_secs(30), || {
         let all: Vec<Value> = peers.iter().map(|p| p.status(&t)).collect::<Option<_>>()?;
         ring_correct(&all.iter().collect::<Vec<_>>()).then_some(all)
@@ -111,7 +123,7 @@ fn peers_clients_and_port_forwards_in_real_nats() {
             .filter_map(|p| p.status(&t))
             .map(|s| format!("{} pred {} succ {}", s["node_id"], s["predecessor"], s["successors"]))
             .collect();
-        panic!("the ring of four peers never converged:\n{}\nf1 log:\n{}", brief.join("\n"), f1.log())
+        panic!("the ring of five peers never converged:\n{}\nf1 log:\n{}", brief.join("\n"), f1.log())
     });
     let id_f1 = NodeId::from_addr(fwd_wan, 5070, IdHash::Sha1).to_string();
     let id_f2 = NodeId::from_addr(fwd_wan, 5071, IdHash::Sha1).to_string();

@@ -101,6 +101,38 @@ impl Topology {
         addr.parse().expect("address")
     }
 
+    /// coturn (Debian's `turnserver`) on the Internet at 203.0.113.2 and .3 (two addresses:
+    /// RFC 5780's tests), port 3478, STUN for anyone and TURN for `test`/`test`, relaying to
+    /// no private address (as a real one is set up). Killed by PID when the guard drops.
+    pub(crate) fn stun_server(&mut self, dir: &std::path::Path) -> (SocketAddr, ChildGuard) {
+        for last in [2, 3] {
+            self.public_host(last);
+        }
+        let ns = self.ns("inet");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls"])
+            .args(["--listening-ip", &format!("{INET}.2"), "--listening-ip", &format!("{INET}.3")])
+            .args(["--relay-ip", &format!("{INET}.2"), "--listening-port", "3478"])
+            .args(["--lt-cred-mech", "--user", "test:test", "--realm", "p2p.test"])
+            .args(["--denied-peer-ip", "10.0.0.0-10.255.255.255", "--denied-peer-ip", "172.16.0.0-172.31.255.255"])
+            .args(["--denied-peer-ip", "192.168.0.0-192.168.255.255", "--log-file", "stdout"])
+            .arg("--pidfile")
+            .arg(dir.join("turnserver.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn turnserver (Debian package coturn)");
+        let guard = ChildGuard::new(child);
+        let server: SocketAddr = format!("{INET}.2:3478").parse().expect("address");
+        let listening = wait_for(Duration::from_secs(15), || {
+            let out = self.exec("inet", &["ss", "-lun"]);
+            String::from_utf8_lossy(&out.stdout).contains(&format!("{INET}.3:3478")).then_some(())
+        });
+        assert!(listening.is_some(), "turnserver did not start in the namespace");
+        (server, guard)
+    }
+
     /// A host of its own on the Internet (a laptop on a public network): namespace `name`,
     /// `eth0` on the bridge at `addr`.
     pub(crate) fn host(&mut self, name: &str, addr: IpAddr) {
