@@ -354,3 +354,125 @@ fn a_peer_whose_public_address_changes_leaves_and_joins_again_with_the_new_id() 
     assert!(x.log().contains("our public address changed"), "{}", x.log());
     println!("public address change: on the ring with the new ID {} ms after the move", rejoined.as_millis());
 }
+
+/// Seconds since the Unix epoch at the start of a log line (its RFC 3339 timestamp).
+fn log_secs(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let t = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// When the first line containing every one of `needles` was logged at or after `after`.
+fn logged(log: &str, after: f64, needles: &[&str]) -> Option<f64> {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).filter_map(log_secs).find(|t| *t >= after)
+}
+
+/// Issue 13 item 7, a benchmark rather than a test (run it with `--ignored`): for each kind of
+/// node (public peer, port-forwarded peer, client behind a cone NAT, client behind a symmetric
+/// NAT), the time from start to its role decided and to its registration record stored, and
+/// a client's edge failover after kill -9 of its edge, with the default Chord timers, read from
+/// the nodes' own logs. Three rounds; `docs/performance.md` (B12) keeps the figures.
+#[test]
+#[ignore = "a benchmark: cargo test --release --test it -- --ignored measure_nat_roles --nocapture"]
+fn measure_nat_roles_publishing_and_edge_failover() {
+    use crate::common::{ca, wait_for};
+
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let ca_dir = base.join("ca");
+    let init = ca::run(base, &["ca", "init", "--dir", ca_dir.to_str().expect("utf-8"), "--domain", "p2p.test"]);
+    assert!(init.status.success(), "ca init: {}", init.stderr);
+    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.96", &[]);
+    let names = ["peer-a", "peer-b", "peer-c", "fwd", "cone", "sym"];
+    let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut note = |what: &str, secs: f64| match rows.iter_mut().find(|(w, _)| w == what) {
+        Some((_, v)) => v.push(secs),
+        None => rows.push((what.to_owned(), vec![secs])),
+    };
+    // Enrolled once; each round starts from a copy (no records from the round before).
+    for n in names {
+        let dir = base.join(format!("enrolled-{n}"));
+        let aor = format!("sip:{n}@p2p.test");
+        let done = ca::enroll(base, &aor, &authority, &dir, &[]);
+        // No local account: the node's record names its own contact (a client's: its edge),
+        // phone or not, so every change of edge is republished.
+        assert!(done.status.success(), "enroll {aor}: {}", done.stderr);
+    }
+    authority.process.kill();
+    for round in 0..3 {
+        let dirs: Vec<std::path::PathBuf> = names
+            .iter()
+            .map(|n| {
+                let dir = base.join(format!("round{round}-{n}"));
+                let copied = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(base.join(format!("enrolled-{n}")))
+                    .arg(&dir)
+                    .status()
+                    .expect("cp");
+                assert!(copied.success());
+                dir
+            })
+            .collect();
+        let mut t = Topology::new(&format!("m{round}"));
+        let hosts = [t.public_host(20), t.public_host(21), t.public_host(22)];
+        let (_, fwd) = t.router(3, NatKind::Forwarded, &[Some(5070)]);
+        let (_, cone) = t.router(1, NatKind::Cone, &[None]);
+        let (_, sym) = t.router(2, NatKind::Symmetric, &[None]);
+        let a = NsNode::start_with_data(&t, "inet", SocketAddr::new(hosts[0], 5070), 5060, Some(&dirs[0]), &[]);
+        let join = a.listen.to_string();
+        let flags = ["--join", join.as_str()];
+        let b = NsNode::start_with_data(&t, "inet", SocketAddr::new(hosts[1], 5070), 5080, Some(&dirs[1]), &flags);
+        let c = NsNode::start_with_data(&t, "inet", SocketAddr::new(hosts[2], 5070), 5100, Some(&dirs[2]), &flags);
+        for n in [&b, &c] {
+            n.wait_status(&t, "a public peer joins", |s| s["overlay"]["state"] == "joined");
+        }
+        let f = NsNode::start_with_data(&t, &t.home(3, 0), SocketAddr::new(fwd[0], 5070), 5060, Some(&dirs[3]), &flags);
+        let x =
+            NsNode::start_with_data(&t, &t.home(1, 0), SocketAddr::new(cone[0], 5070), 5060, Some(&dirs[4]), &flags);
+        let y = NsNode::start_with_data(&t, &t.home(2, 0), SocketAddr::new(sym[0], 5070), 5060, Some(&dirs[5]), &flags);
+        let nodes = [("public peer", &b), ("port-forwarded peer", &f), ("cone client", &x), ("symmetric client", &y)];
+        for (what, n) in nodes {
+            let published = wait_for(Duration::from_secs(60), || {
+                let log = n.log();
+                let start = logged(&log, 0.0, &["p2psip node listening"])?;
+                let role = logged(&log, start, &["role decided"])?;
+                let stored = log
+                    .lines()
+                    .filter(|l| l.contains("record stored kind=Registration") && !l.contains("stored=0"))
+                    .find_map(log_secs)?;
+                Some((role - start, stored - start))
+            });
+            let (role, stored) = published.unwrap_or_else(|| panic!("{what}: no role or record:\n{}", n.log()));
+            note(&format!("{what}: start to role decided"), role);
+            note(&format!("{what}: start to record stored"), stored);
+        }
+        // kill -9 of the cone client's edge (a, its --join node): bound elsewhere, record stored.
+        x.wait_status(&t, "the cone client is bound at a", |s| s["edge"]["addr"] == join.as_str());
+        let mut a = a;
+        let killed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+        a.process.kill();
+        let failover = wait_for(Duration::from_secs(60), || {
+            let log = x.log();
+            let bound = logged(&log, killed, &["bound at the edge peer"])?;
+            let stored = log
+                .lines()
+                .filter(|l| l.contains("record stored kind=Registration") && !l.contains("stored=0"))
+                .filter_map(log_secs)
+                .find(|t| *t >= bound)?;
+            Some((bound - killed, stored - killed))
+        });
+        let (bound, stored) = failover.unwrap_or_else(|| panic!("no failover:\n{}", x.log()));
+        if std::env::var_os("P2PSIP_BENCH_LOGS").is_some() && stored - bound > 2.0 {
+            println!("slow republish after the failover; the client's log:\n{}", x.log());
+        }
+        note("cone client: kill -9 of its edge to bound at another", bound);
+        note("cone client: kill -9 of its edge to record stored", stored);
+        drop((b, c, f, x, y));
+    }
+    println!("| what | round 1 | round 2 | round 3 |\n|---|---|---|---|");
+    for (what, v) in rows {
+        let cells: Vec<String> = v.iter().map(|s| format!("{:.2} s", s)).collect();
+        println!("| {what} | {} |", cells.join(" | "));
+    }
+}

@@ -84,7 +84,9 @@ impl Chord {
         if self.state != NodeState::Client {
             return;
         }
-        self.client_refresh_at = Some(now + self.config.stabilize_interval);
+        // Twice per stabilize interval: how fast a client notices that its edge died (it has
+        // no neighbour to notice for it), for one small request.
+        self.client_refresh_at = Some(now + self.config.stabilize_interval / 2);
         match result {
             Ok(Response::Neighbours { successors, .. }) => {
                 // The peers we know keep their order (the edge stays the edge); the asked
