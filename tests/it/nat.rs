@@ -278,6 +278,14 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     bob.command("/message hello-alice-behind-a-cone-nat");
     alice.expect("\"hello-alice-behind-a-cone-nat\"");
 
+    // A call between them: INVITE, 200, ACK and BYE through both edges (the media is issue
+    // 14's: the phones' RTP does not cross the NATs yet).
+    alice.command("/dial sip:bob@p2p.test");
+    alice.expect("Call established: sip:bob@p2p.test");
+    bob.expect("Call established: sip:alice@p2p.test");
+    alice.command("/hangup");
+    bob.expect("session closed");
+
     // The ring is the three peers alone: no client is anybody's neighbour.
     let ring = [&a, &b, &c].map(|n| n.status(&t).expect("status"));
     assert!(ring_correct(&ring.iter().collect::<Vec<_>>()), "{ring:?}");
@@ -315,6 +323,12 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     println!("edge failover: bound at {new_edge} and record republished {} ms after kill -9", failover.as_millis());
     other_phone.command("/message after-the-edge-died");
     orphan_phone.expect("\"after-the-edge-died\"");
+    // And a call reaches it again.
+    let established = |p: &Phone| p.log().matches("Call established").count();
+    other_phone.command(&format!("/dial {aor}"));
+    let again = wait_for(Duration::from_secs(15), || (established(orphan_phone) == 2).then_some(()));
+    assert!(again.is_some(), "no call after the failover:\n{}", orphan_phone.log());
+    other_phone.command("/hangup");
 }
 
 #[test]
