@@ -224,14 +224,7 @@ impl Flow {
 mod tests {
     #![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
     use super::*;
-
-    fn ids() -> impl FnMut() -> StunTransactionId {
-        let mut n = 0u8;
-        move || {
-            n += 1;
-            [n; 12]
-        }
-    }
+    use crate::nat::stun::counting_ids;
 
     #[test]
     fn registers_keeps_alive_refreshes_and_reports_a_silent_edge() {
@@ -246,7 +239,7 @@ mod tests {
         // The edge's Flow-Timer (20 s) is shorter than ours (25 s): it wins.
         assert_eq!(flow.poll_timeout(), Some(t0 + Duration::from_secs(20)));
         let t1 = t0 + Duration::from_secs(20);
-        flow.handle_timeout(t1, ids());
+        flow.handle_timeout(t1, counting_ids());
         let Some(FlowAction::KeepAlive { edge: to, data }) = flow.poll_action() else { panic!("a keep-alive") };
         assert_eq!(to, edge);
         let id: StunTransactionId = data[8..20].try_into().unwrap();
@@ -257,7 +250,7 @@ mod tests {
         let mut registers = 0;
         while now < t0 + Duration::from_secs(460) {
             now = flow.poll_timeout().unwrap();
-            flow.handle_timeout(now, ids());
+            flow.handle_timeout(now, counting_ids());
             while let Some(a) = flow.poll_action() {
                 match a {
                     FlowAction::KeepAlive { data, .. } => {
@@ -274,10 +267,10 @@ mod tests {
         assert_eq!(registers, 1);
         // A keep-alive left unanswered for 10 s: the flow is lost.
         let at = flow.poll_timeout().unwrap();
-        flow.handle_timeout(at, ids());
+        flow.handle_timeout(at, counting_ids());
         while flow.poll_action().is_some() {}
         let at = flow.poll_timeout().unwrap();
-        flow.handle_timeout(at, ids());
+        flow.handle_timeout(at, counting_ids());
         let lost = std::iter::from_fn(|| flow.poll_action()).find(|a| matches!(a, FlowAction::Lost { .. }));
         assert_eq!(lost, Some(FlowAction::Lost { edge }));
         assert_eq!(flow.registered_edge(), None);
@@ -292,7 +285,7 @@ mod tests {
         flow.poll_action();
         flow.registered(t0, edge, 600, None);
         let answer = |flow: &mut Flow, at: Instant, mapped: &str| {
-            flow.handle_timeout(at, ids());
+            flow.handle_timeout(at, counting_ids());
             let Some(FlowAction::KeepAlive { data, .. }) = flow.poll_action() else { panic!("a keep-alive") };
             flow.keepalive_answered(data[8..20].try_into().unwrap(), mapped.parse().unwrap());
             flow.poll_action()

@@ -286,15 +286,7 @@ impl DialBack {
 mod tests {
     #![allow(clippy::disallowed_methods)] // one real reading as the virtual clock's epoch
     use super::*;
-    use crate::nat::stun::{binding_success, parse, StunMessage};
-
-    fn ids() -> impl FnMut() -> StunTransactionId {
-        let mut n = 0u8;
-        move || {
-            n += 1;
-            [n; 12]
-        }
-    }
+    use crate::nat::stun::{binding_success, counting_ids, parse, StunMessage};
 
     fn sent(probe: &mut DialBack) -> Vec<(SocketAddr, StunMessage)> {
         std::iter::from_fn(|| probe.poll_transmit()).map(|(to, d)| (to, parse(&d).unwrap())).collect()
@@ -311,7 +303,7 @@ mod tests {
         let StunMessage::BindingSuccess { id, mapped, .. } = parse(&binding_success(id, mapped, false)).unwrap() else {
             panic!()
         };
-        probe.handle_answer(now, id, from, mapped, ids());
+        probe.handle_answer(now, id, from, mapped, counting_ids());
     }
 
     const BOOT: &str = "198.51.100.1:5060";
@@ -323,7 +315,7 @@ mod tests {
     fn a_dial_back_from_an_unknown_address_proves_reachability() {
         let t0 = Instant::now();
         let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        let mut probe = DialBack::new(vec![a(BOOT)], [a(STUN)], t0, ids());
+        let mut probe = DialBack::new(vec![a(BOOT)], [a(STUN)], t0, counting_ids());
         let out = sent(&mut probe);
         let (id, change) = request_id(&out[0].1);
         assert_eq!((out.len(), out[0].0, change), (1, a(BOOT), false), "first the mapped address");
@@ -349,14 +341,14 @@ mod tests {
     fn no_dial_back_by_the_deadline_means_unreachable_and_asks_are_repeated_until_then() {
         let t0 = Instant::now();
         let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        let mut probe = DialBack::new(vec![a(BOOT)], [], t0, ids());
+        let mut probe = DialBack::new(vec![a(BOOT)], [], t0, counting_ids());
         let (id, _) = request_id(&sent(&mut probe)[0].1);
         answer(&mut probe, t0, id, a(BOOT), a(MAPPED));
         let mut asks = sent(&mut probe).len();
         let mut now = t0;
         while let Some(at) = probe.poll_timeout() {
             now = at;
-            probe.handle_timeout(now, ids());
+            probe.handle_timeout(now, counting_ids());
             asks += sent(&mut probe).len();
         }
         assert_eq!(asks, DIAL_BACK_TRIES as usize);
@@ -368,13 +360,13 @@ mod tests {
     fn a_silent_bootstrap_node_is_replaced_by_the_next_and_none_answering_is_no_answer() {
         let t0 = Instant::now();
         let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
-        let mut probe = DialBack::new(vec![a(BOOT), a(HELPER)], [], t0, ids());
+        let mut probe = DialBack::new(vec![a(BOOT), a(HELPER)], [], t0, counting_ids());
         let mut to = Vec::new();
         let mut now = t0;
         to.extend(sent(&mut probe).into_iter().map(|(t, _)| t));
         while let Some(at) = probe.poll_timeout() {
             now = at;
-            probe.handle_timeout(now, ids());
+            probe.handle_timeout(now, counting_ids());
             to.extend(sent(&mut probe).into_iter().map(|(t, _)| t));
         }
         let per_node = MAPPING_TRIES as usize;

@@ -21,6 +21,16 @@ use rtc_stun::xoraddr::XorMappedAddress;
 /// A STUN transaction ID: 96 bits (RFC 8489 §5).
 pub type StunTransactionId = [u8; 12];
 
+/// Transaction IDs 1, 2, 3… (each byte the count): for tests that follow requests by ID.
+#[cfg(test)]
+pub(crate) fn counting_ids() -> impl FnMut() -> StunTransactionId {
+    let mut n = 0u8;
+    move || {
+        n = n.wrapping_add(1);
+        [n; 12]
+    }
+}
+
 /// What a datagram that looks like STUN turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StunMessage {

@@ -139,10 +139,6 @@ fn peers_clients_and_port_forwards_in_real_nats() {
     }
 }
 
-/// Short Chord timers for the ring; the configuration document carries them.
-const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
-    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
-    "successor_list_len": 8}}"#;
 const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n";
 
 /// The contacts of `aor`'s registration record, as `p2psip lookup` on `asker` reads it.
@@ -154,9 +150,7 @@ fn registered_contacts(t: &Topology, asker: &NsNode, aor: &str) -> Option<Vec<St
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let contacts = answer["registration"]["contacts"].as_array()?;
-    Some(contacts.iter().filter_map(|c| c["uri"].as_str().map(String::from)).collect())
+    crate::common::record_contacts(&out.stdout)
 }
 
 #[test]
@@ -168,30 +162,9 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     // the nodes then run in the namespaces on the data directories it filled.
     let base = tempfile::TempDir::new().expect("temp dir");
     let base = base.path();
-    let ca_dir = base.join("ca");
-    let settings = base.join("settings.json");
-    std::fs::write(&settings, SETTINGS).expect("settings");
-    let ca_dir_text = ca_dir.to_str().expect("utf-8");
-    let settings_text = settings.to_str().expect("utf-8");
-    let init = ca::run(
-        base,
-        &["ca", "init", "--dir", ca_dir_text, "--domain", "p2p.test", "--replicas", "2", "--settings", settings_text],
-    );
-    assert!(init.status.success(), "ca init: {}", init.stderr);
-    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.96", &[]);
     let users =
         ["sip:peer-a@p2p.test", "sip:peer-b@p2p.test", "sip:alice@p2p.test", "sip:bob@p2p.test", "sip:peer-c@p2p.test"];
-    let dirs: Vec<std::path::PathBuf> = users
-        .iter()
-        .enumerate()
-        .map(|(i, aor)| {
-            let dir = base.join(format!("node{i}"));
-            let done = ca::enroll(base, aor, &authority, &dir, &[]);
-            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
-            dir
-        })
-        .collect();
-    authority.process.kill();
+    let dirs = ca::enrolled_overlay(base, "127.0.0.96", &users);
     add_account(base, &dirs[2], users[2], "alice-pw", &[]);
     add_account(base, &dirs[3], users[3], "bob-pw", &[]);
     let config = base.join("node.toml");

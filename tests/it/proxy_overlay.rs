@@ -14,19 +14,12 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::baresip::{Phone, WAIT};
 use crate::common::{ca, free_addrs, ip, read_tcp_message, run_p2psip, wait_for, Node};
-use serde_json::Value;
 
-const DOMAIN: &str = "p2p.test";
 const PATIENCE: Duration = Duration::from_secs(60);
-/// Short Chord timers for the ring; the configuration document carries them.
-const SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
-    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
-    "successor_list_len": 8}}"#;
 /// Fast pings, so bob's dead phone is noticed within seconds.
 /// A fixed stabilize period (the document's 500 ms; it does not carry the longest period).
 const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 1000\nping_timeout_ms = 2000\n\
@@ -35,39 +28,15 @@ const CONFIG: &str = "domain = \"p2p.test\"\n[registrar]\nping_interval_ms = 100
 /// The contacts of `aor`'s registration record as `asker` reads it from the overlay.
 fn registered_contacts(asker: &Node, aor: &str) -> Option<Vec<String>> {
     let out = run_p2psip(&["lookup", aor, "--json", "--http", &asker.http.to_string()], PATIENCE);
-    let answer: Value = serde_json::from_str(&out.stdout).ok()?;
-    let contacts = answer["registration"]["contacts"].as_array()?;
-    Some(contacts.iter().filter_map(|c| c["uri"].as_str().map(String::from)).collect())
+    crate::common::record_contacts(out.stdout.as_bytes())
 }
 
 #[test]
 fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     let base = tempfile::TempDir::new().expect("temp dir");
     let base = base.path();
-    let ca_dir = base.join("ca");
-    let settings = base.join("settings.json");
-    std::fs::write(&settings, SETTINGS).expect("settings");
-    let init = ca::run(
-        base,
-        &["ca", "init", "--dir", ca_dir.to_str().unwrap(), "--domain", DOMAIN, "--replicas", "2"]
-            .into_iter()
-            .chain(["--settings", settings.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-    );
-    assert!(init.status.success(), "ca init: {}", init.stderr);
-    let mut authority = ca::Ca::serve(base, &ca_dir, "127.0.0.81", &[]);
     let users = ["sip:alice@p2p.test", "sip:bob@p2p.test", "sip:carol@p2p.test"];
-    let dirs: Vec<PathBuf> = users
-        .iter()
-        .enumerate()
-        .map(|(i, aor)| {
-            let dir = base.join(format!("node{i}"));
-            let done = ca::enroll(base, aor, &authority, &dir, &[]);
-            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
-            dir
-        })
-        .collect();
-    authority.process.kill();
+    let dirs = ca::enrolled_overlay(base, "127.0.0.81", &users);
     let config = base.join("node.toml");
     std::fs::write(&config, CONFIG).expect("config");
 

@@ -11,6 +11,12 @@ use super::{free_addrs, ip, p2psip, wait_for, ChildGuard, Finished};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Short Chord timers for test rings, as `ca init --settings` puts them in the overlay's
+/// configuration document.
+pub(crate) const FAST_CHORD_SETTINGS: &str = r#"{"chord": {"stabilize_interval_ms": 500, "check_predecessor_interval_ms": 500,
+    "fix_fingers_interval_ms": 1000, "rpc_timeout_ms": 500, "join_retry_interval_ms": 1000,
+    "successor_list_len": 8}}"#;
+
 /// Runs `p2psip ARGS` in `dir` to completion.
 pub(crate) fn run(dir: &Path, args: &[&str]) -> Finished {
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -84,4 +90,31 @@ pub(crate) fn enroll(work: &Path, aor: &str, ca: &Ca, data_dir: &Path, extra: &[
     ];
     args.extend_from_slice(extra);
     run(work, &args)
+}
+
+/// An overlay enrolled once and for all (RFC 6940 §11: the CA is contacted only at
+/// enrollment): `ca init` in `base` with short Chord timers and two replicas, `ca serve` on
+/// `ip`, one data directory per AoR in `users` (`base/node0`, `node1`, …), and the CA stopped
+/// before any node starts.
+pub(crate) fn enrolled_overlay(base: &Path, ip: &str, users: &[&str]) -> Vec<PathBuf> {
+    let ca_dir = base.join("ca");
+    let settings = base.join("settings.json");
+    std::fs::write(&settings, FAST_CHORD_SETTINGS).expect("settings");
+    let (dir, settings) = (ca_dir.to_str().expect("utf-8"), settings.to_str().expect("utf-8"));
+    let init =
+        run(base, &["ca", "init", "--dir", dir, "--domain", "p2p.test", "--replicas", "2", "--settings", settings]);
+    assert!(init.status.success(), "ca init: {}", init.stderr);
+    let mut authority = Ca::serve(base, &ca_dir, ip, &[]);
+    let dirs = users
+        .iter()
+        .enumerate()
+        .map(|(i, aor)| {
+            let dir = base.join(format!("node{i}"));
+            let done = enroll(base, aor, &authority, &dir, &[]);
+            assert!(done.status.success(), "enroll {aor}: {}\n{}", done.stderr, authority.log());
+            dir
+        })
+        .collect();
+    authority.process.kill();
+    dirs
 }

@@ -436,6 +436,13 @@ impl Node {
     }
 }
 
+/// The contacts of the registration record in `p2psip lookup AOR --json`'s output.
+pub(crate) fn record_contacts(stdout: &[u8]) -> Option<Vec<String>> {
+    let answer: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    let contacts = answer["registration"]["contacts"].as_array()?;
+    Some(contacts.iter().filter_map(|c| c["uri"].as_str().map(String::from)).collect())
+}
+
 /// A GET with the `Host` given and `extra` header lines: `(status, body, raw headers)`.
 pub(crate) fn http_get_with_host(
     addr: SocketAddr,
