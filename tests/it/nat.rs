@@ -226,6 +226,25 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     assert!(sa["registrar"]["clients_refused"].as_u64() >= Some(1), "a refused the second client: {sa}");
     b.wait_status(&t, "b serves one client", |s| s["clients"] == 1);
 
+    // What a user behind the NAT sees: `p2psip status` and `p2psip doctor`, in words.
+    for (cmd, want) in [
+        ("status", vec!["role          client, off the ring: no dial-back reached", "edge          203.0.113."]),
+        (
+            "doctor",
+            vec!["reachable    no (no dial-back arrived", "role         client", "edge         bound at 203.0.113."],
+        ),
+    ] {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let out = t
+            .p2psip(&alice_node.short(), dir.path())
+            .args([cmd, "--http", &alice_node.http.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect(cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && want.iter().all(|w| text.contains(w)), "p2psip {cmd}:\n{text}");
+    }
+
     // Real phones on each home's own loopback, registered with their own node.
     let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
     let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
