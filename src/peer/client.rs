@@ -145,6 +145,12 @@ impl Peer {
                 .and_then(|v| v.trim().parse().ok());
             info!(%edge, expires, "bound at the edge peer; requests for our user reach us through it");
             self.client.flow.registered(now, edge, expires, flow_timer);
+            // The edge's route with our flow's token stands for us in our dialogs' Record-Routes.
+            let path = response
+                .headers
+                .get(&HeaderName::other("Path"))
+                .and_then(|h| crate::sip::header::NameAddr::parse(h.value()));
+            self.proxy.set_overlay_path(path);
             self.sync_registration(now);
             return;
         }

@@ -78,8 +78,37 @@ impl Proxy {
         // RFC 5626 §6: the registrar supports outbound; §10.2: the keep-alive interval.
         resp.headers.push(Header::new(HeaderName::Require, "outbound"));
         resp.headers.push(Header::new(HeaderName::other("Flow-Timer"), FLOW_TIMER));
+        // The route to the client through us, with its flow's token (RFC 5626 §5.3's flow
+        // token, RFC 3327's Path): it stands for the client in the Record-Routes of its dialogs,
+        // so in-dialog requests come to us and go on into the flow.
+        let edge = self.listener_addr(Listener::Overlay);
+        let path = format!(
+            "<sip:{}@{};lr;{};{}>",
+            self.flow_token(from.remote),
+            crate::sip::uri::host_port(&edge.ip().into(), Some(edge.port())),
+            super::forward::FLOW_PARAM,
+            super::forward::NODE_ROUTE_PARAM
+        );
+        resp.headers.push(Header::new(HeaderName::other("Path"), path));
         self.status.clients_registered += 1;
         Ok(resp)
+    }
+
+    /// The token naming a client's flow from `remote`: an HMAC, so only flows we bound can be
+    /// named, and nothing is stored for it.
+    pub(super) fn flow_token(&self, remote: std::net::SocketAddr) -> String {
+        let tag = ring::hmac::sign(&self.route_key, format!("p2psip-flow {remote}").as_bytes());
+        crate::encoding::hex(&tag.as_ref()[..8])
+    }
+
+    /// The live client flow `token` names, if any.
+    pub(super) fn client_flow_by_token(&self, token: &str, now: Instant) -> Option<Endpoint> {
+        self.registrar
+            .aors()
+            .flat_map(|(_, bindings)| bindings.iter())
+            .filter(|b| b.flow.listener == Listener::Overlay && b.expires_at > now)
+            .map(|b| b.flow)
+            .find(|flow| self.flow_token(flow.remote) == token)
     }
 
     /// How many users are bound here by clients (over the overlay listener).

@@ -63,10 +63,14 @@ impl Proxy {
         for _ in 0..2 {
             let Ok(routes) = req.routes() else { break };
             match routes.first().map(|r| &r.uri) {
-                Some(Uri::Sip(u)) if self.is_own(&u.host, u.port) => {
+                Some(Uri::Sip(u)) if self.is_own(&u.host, u.port) || self.is_our_path(u) => {
                     popped.any = true;
                     if let Some(t) = u.param(ROUTE_TOKEN_PARAM).and_then(|p| p.value.clone()) {
                         popped.tokens.push(t);
+                    }
+                    // An edge's own route naming one of its clients' flows (`clients`).
+                    if self.is_own(&u.host, u.port) && u.param(FLOW_PARAM).is_some() {
+                        popped.flow = u.user.clone();
                     }
                     req.headers.remove_first_element(&HeaderName::Route);
                 }
@@ -74,6 +78,12 @@ impl Proxy {
             }
         }
         popped
+    }
+
+    /// Whether `u` is the route through our edge that stands for us (a client's `Path`).
+    fn is_our_path(&self, u: &SipUri) -> bool {
+        let Some(Uri::Sip(path)) = self.overlay_path.as_ref().map(|p| &p.uri) else { return false };
+        path.user == u.user && path.host == u.host && path.port == u.port
     }
 
     /// The token our Record-Routes carry when a dialog crosses from the phones to the node at
@@ -106,6 +116,17 @@ impl Proxy {
         let ruri = req.request_uri().cloned().ok_or_else(|| Rejection::new(400, "No Request-URI"))?;
         let Uri::Sip(sip) = &ruri else { return Err(Rejection::new(416, "Unsupported URI Scheme")) };
         let from_overlay = from.listener == Listener::Overlay;
+        // Our own route naming a client's flow: into that flow, as it stands (the client pops
+        // its own routes).
+        if let Some(token) = &popped.flow {
+            return match self.client_flow_by_token(token, now) {
+                Some(to) => Ok(Targets::Send(vec![(ruri.clone(), to)])),
+                None => {
+                    self.status.next_hops_refused += 1;
+                    Err(Rejection::new(480, "Temporarily Unavailable (that client is no longer bound here)"))
+                }
+            };
+        }
         // A remaining Route (after ours was popped) is the next hop, loose routing (§16.12).
         if let Some(route) = req.routes().ok().and_then(|r| r.into_iter().next()) {
             // A route into one of our registered phones, or (for a local phone's request only)
@@ -364,8 +385,12 @@ impl Proxy {
                 let rr = self.record_route(from, to.transport, token);
                 copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
             }
-            let rr = self.record_route(to.listener, to.transport, token);
-            copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
+            // From the overlay into a client's flow, an edge stays off the path: the client's
+            // own Record-Route names the edge with the flow's token.
+            if !(from == Listener::Overlay && to.listener == Listener::Overlay) {
+                let rr = self.record_route(to.listener, to.transport, token);
+                copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
+            }
         }
         // Who is calling: signed when our phone's call leaves for another node; the proof is
         // for nodes, never shown to a phone.
@@ -406,6 +431,14 @@ impl Proxy {
     }
 
     pub(super) fn record_route(&self, listener: Listener, transport: Transport, token: Option<&str>) -> NameAddr {
+        // A client is reached on the overlay only through its edge: its route stands for it.
+        if let (Listener::Overlay, Some(path)) = (listener, &self.overlay_path) {
+            let mut path = path.clone();
+            if let (Uri::Sip(u), Some(t)) = (&mut path.uri, token) {
+                u.params.push(crate::sip::syntax::Param { name: ROUTE_TOKEN_PARAM.into(), value: Some(t.into()) });
+            }
+            return path;
+        }
         let a = self.listener_addr(listener);
         let mut uri = SipUri::new(a.ip().into(), Some(a.port()));
         uri.params.push(crate::sip::syntax::Param { name: "lr".into(), value: None });
@@ -552,16 +585,20 @@ impl Proxy {
 /// Marks the Record-Route a node puts on its overlay leg: a local phone's in-dialog request
 /// whose next Route carries it goes to that node's overlay listener; any other Route to an
 /// address that is not a registered phone stays refused.
-const NODE_ROUTE_PARAM: &str = "p2psip-node";
+pub(super) const NODE_ROUTE_PARAM: &str = "p2psip-node";
 
 /// The Record-Route parameter holding [`Proxy::route_token`].
 const ROUTE_TOKEN_PARAM: &str = "p2psip-rt";
+/// Marks an edge's route whose user part is the token of a client's flow (`clients`).
+pub(super) const FLOW_PARAM: &str = "ob";
 
 /// What [`Proxy::pop_own_route`] removed: whether any Route was ours, and their tokens.
 #[derive(Debug, Default)]
 pub(super) struct Popped {
     any: bool,
     tokens: Vec<String>,
+    /// The flow token of our own route naming a client's flow (`clients`).
+    flow: Option<String>,
 }
 
 /// What [`Proxy::forward`] did with a request.

@@ -205,6 +205,9 @@ pub struct Proxy {
     /// Signs our user's calls into the overlay and checks those arriving; `None` until the
     /// node's enrollment is known ([`Proxy::set_callers`]).
     callers: Option<identity::Callers>,
+    /// A client's route through its edge (the `Path` its edge returned, RFC 5626 §5.3): its
+    /// Record-Route toward the overlay, since its own address is private.
+    overlay_path: Option<crate::sip::header::NameAddr>,
     started: Instant,
     rng: ChaCha8Rng,
     contexts: BTreeMap<ServerTxId, Context>,
@@ -230,6 +233,7 @@ impl Proxy {
             auth: Authenticator::new(&key, config.nonce_lifetime, &config.domain, config.digest_algorithms.clone()),
             route_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>()),
             callers: None,
+            overlay_path: None,
             registrar: Registrar::new(config.registrar.clone()),
             next_ping_sweep: now + config.ping_interval,
             config,
@@ -290,6 +294,12 @@ impl Proxy {
     /// bindings on its timer).
     fn client_count_any(&self) -> usize {
         self.registrar.aors().filter(|(_, bs)| bs.iter().any(|b| b.flow.listener == Listener::Overlay)).count()
+    }
+
+    /// The route through our edge that stands for us on the overlay side of dialogs (a
+    /// client's), or none (a peer's own address does).
+    pub fn set_overlay_path(&mut self, path: Option<crate::sip::header::NameAddr>) {
+        self.overlay_path = path;
     }
 
     /// Signs `msg` as this node's user (its `Identity`), when it is from that user and the

@@ -277,6 +277,17 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     bob.expect("Call established: sip:alice@p2p.test");
     alice.command("/hangup");
     bob.expect("session closed");
+    // Again, hung up by bob: his BYE goes back through alice's edge, named in her Record-Route
+    // with the token of her flow (RFC 5626 §5.3), never to her private address.
+    alice.command("/dial sip:bob@p2p.test");
+    let established = |p: &Phone| p.log().matches("Call established").count();
+    let both = wait_for(Duration::from_secs(15), || (established(&alice) == 2 && established(&bob) == 2).then_some(()));
+    assert!(both.is_some(), "second call:\n{}", alice.log());
+    let closed = |p: &Phone| p.log().matches("session closed").count();
+    let before = closed(&alice);
+    bob.command("/hangup");
+    let reached = wait_for(Duration::from_secs(15), || (closed(&alice) == before + 1).then_some(()));
+    assert!(reached.is_some(), "bob's BYE did not reach alice:\n{}", alice.log());
 
     // The ring is the three peers alone: no client is anybody's neighbour.
     let ring = [&a, &b, &c].map(|n| n.status(&t).expect("status"));
@@ -316,9 +327,8 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     other_phone.command("/message after-the-edge-died");
     orphan_phone.expect("\"after-the-edge-died\"");
     // And a call reaches it again.
-    let established = |p: &Phone| p.log().matches("Call established").count();
     other_phone.command(&format!("/dial {aor}"));
-    let again = wait_for(Duration::from_secs(15), || (established(orphan_phone) == 2).then_some(()));
+    let again = wait_for(Duration::from_secs(15), || (established(orphan_phone) == 3).then_some(()));
     assert!(again.is_some(), "no call after the failover:\n{}", orphan_phone.log());
     other_phone.command("/hangup");
 }

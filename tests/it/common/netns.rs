@@ -278,8 +278,12 @@ impl NsNode {
         let http: SocketAddr = format!("127.0.0.1:{}", port_base + 1).parse().expect("address");
         let proxy = format!("127.0.0.1:{port_base}");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
-        let child = t
-            .p2psip(name, dir.path())
+        let mut cmd = t.p2psip(name, dir.path());
+        // P2PSIP_TEST_LOG=debug (say) gives the nodes of a failing test a fuller log.
+        if let Some(level) = std::env::var_os("P2PSIP_TEST_LOG") {
+            cmd.env("RUST_LOG", level);
+        }
+        let child = cmd
             .args(["node", "--listen", &listen.to_string(), "--proxy", &proxy, "--http", &http.to_string()])
             .args(extra)
             .arg("--data-dir")
