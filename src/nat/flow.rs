@@ -131,7 +131,7 @@ impl Flow {
         // Refreshed at three quarters of what was granted (at least a minute's notice).
         let expires = Duration::from_secs(u64::from(expires.max(60)));
         self.refresh_at = Some(now + expires.mul_f64(0.75));
-        let interval = flow_timer.map_or(self.keepalive, |t| self.keepalive.min(Duration::from_secs(t.max(5).into())));
+        let interval = flow_timer.map_or(self.keepalive, |t| self.keepalive.min(Duration::from_secs(t.max(1).into())));
         self.next_keepalive = Some(now + interval);
     }
 

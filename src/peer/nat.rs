@@ -356,6 +356,10 @@ impl Peer {
         match stun::parse(data) {
             Some(StunMessage::BindingRequest { id, fingerprint, change: false }) => {
                 self.counters.stun_answered += 1;
+                if from.listener == Listener::Overlay {
+                    // Perhaps a client's keep-alive (RFC 5626 §4.4.2): its flow lives on.
+                    self.proxy.client_keepalive(now, from.remote);
+                }
                 let answer = stun::binding_success(id, from.remote, fingerprint);
                 self.transmit(Transmit { to: from, data: Bytes::from(answer) });
             }

@@ -15,9 +15,13 @@ use crate::sip::validate::Rejection;
 use crate::sip::{Header, HeaderName, Message, Method, SipUri};
 use crate::transport::{Endpoint, Listener};
 
-/// The keep-alive interval an edge asks of its clients (RFC 5626 §10.2's `Flow-Timer`), in
-/// seconds.
-pub(super) const FLOW_TIMER: u32 = 25;
+/// How many keep-alive intervals (the `Flow-Timer` an edge asks for, RFC 5626 §10.2) a client
+/// flow may stay silent, plus [`SILENCE_MARGIN`], before it counts as failed (§5.4): its
+/// binding goes, so callers get 480 at once rather than a timeout, until the client binds
+/// again.
+pub const SILENT_INTERVALS: u32 = 3;
+/// The margin on top of those intervals.
+pub const SILENCE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a refused client waits before trying this edge again.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -77,7 +81,7 @@ impl Proxy {
         let mut resp = self.registrar.register(now, &aor, msg, from, &tag)?;
         // RFC 5626 §6: the registrar supports outbound; §10.2: the keep-alive interval.
         resp.headers.push(Header::new(HeaderName::Require, "outbound"));
-        resp.headers.push(Header::new(HeaderName::other("Flow-Timer"), FLOW_TIMER));
+        resp.headers.push(Header::new(HeaderName::other("Flow-Timer"), self.config.flow_timer.as_secs()));
         // The route to the client through us, with its flow's token (RFC 5626 §5.3's flow
         // token, RFC 3327's Path): it stands for the client in the Record-Routes of its dialogs,
         // so in-dialog requests come to us and go on into the flow.
@@ -91,7 +95,50 @@ impl Proxy {
         );
         resp.headers.push(Header::new(HeaderName::other("Path"), path));
         self.status.clients_registered += 1;
+        self.client_seen.insert(from.remote, now);
         Ok(resp)
+    }
+
+    /// A keep-alive (a STUN Binding request) came from `remote`: if it is a client's flow,
+    /// the flow lives on.
+    pub fn client_keepalive(&mut self, now: Instant, remote: std::net::SocketAddr) {
+        if let Some(seen) = self.client_seen.get_mut(&remote) {
+            *seen = now;
+        }
+    }
+
+    /// Unbinds the clients whose flows went silent.
+    pub(super) fn unbind_silent_clients(&mut self, now: Instant) {
+        let silent: Vec<std::net::SocketAddr> = self
+            .client_seen
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) >= self.flow_silence())
+            .map(|(remote, _)| *remote)
+            .collect();
+        for remote in silent {
+            self.client_seen.remove(&remote);
+            let gone: Vec<(String, crate::sip::Uri)> = self
+                .registrar
+                .aors()
+                .flat_map(|(aor, bs)| bs.iter().map(move |b| (aor, b)))
+                .filter(|(_, b)| b.flow.listener == Listener::Overlay && b.flow.remote == remote)
+                .map(|(aor, b)| (aor.to_owned(), b.contact.uri.clone()))
+                .collect();
+            for (aor, contact) in gone {
+                tracing::info!(%aor, %remote, "a client's flow went silent; unbound");
+                self.registrar.remove(&aor, &contact);
+                self.status.clients_lost += 1;
+            }
+        }
+    }
+
+    /// When the next silent flow is due to be unbound.
+    pub(super) fn next_silence(&self) -> Option<Instant> {
+        self.client_seen.values().min().map(|seen| *seen + self.flow_silence())
+    }
+
+    fn flow_silence(&self) -> Duration {
+        self.config.flow_timer * SILENT_INTERVALS + SILENCE_MARGIN
     }
 
     /// The token naming a client's flow from `remote`: an HMAC, so only flows we bound can be

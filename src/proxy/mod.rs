@@ -32,7 +32,7 @@
 pub mod accounts;
 pub mod auth;
 mod cancel;
-mod clients;
+pub mod clients;
 pub mod digest;
 pub mod directory;
 mod forward;
@@ -90,6 +90,8 @@ pub struct ProxyConfig {
     pub timer_c: Duration,
     /// How many users clients may bind here, as their edge (`clients`); beyond it, 503.
     pub max_clients: usize,
+    /// The keep-alive interval asked of clients (`Flow-Timer`, RFC 5626 §10.2).
+    pub flow_timer: Duration,
 }
 
 /// How many clients an edge serves by default.
@@ -113,6 +115,7 @@ impl ProxyConfig {
             digest_algorithms: Algorithm::DEFAULT_OFFER.to_vec(),
             timer_c: DEFAULT_TIMER_C,
             max_clients: DEFAULT_MAX_CLIENTS,
+            flow_timer: crate::nat::flow::DEFAULT_KEEPALIVE,
         }
     }
 }
@@ -156,6 +159,8 @@ pub struct ProxyStatus {
     pub clients_registered: u64,
     /// Clients' REGISTERs refused (unproven, full, or this node is not a peer).
     pub clients_refused: u64,
+    /// Clients unbound because their flow went silent (no keep-alive, RFC 5626 §5.4).
+    pub clients_lost: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -208,6 +213,10 @@ pub struct Proxy {
     /// A client's route through its edge (the `Path` its edge returned, RFC 5626 §5.3): its
     /// Record-Route toward the overlay, since its own address is private.
     overlay_path: Option<crate::sip::header::NameAddr>,
+    /// When each client flow last showed it is alive (its REGISTER or a keep-alive), by the
+    /// address it comes from (`clients`): a flow silent for a few keep-alive intervals is
+    /// unbound.
+    client_seen: BTreeMap<SocketAddr, Instant>,
     started: Instant,
     rng: ChaCha8Rng,
     contexts: BTreeMap<ServerTxId, Context>,
@@ -234,6 +243,7 @@ impl Proxy {
             route_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>()),
             callers: None,
             overlay_path: None,
+            client_seen: BTreeMap::new(),
             registrar: Registrar::new(config.registrar.clone()),
             next_ping_sweep: now + config.ping_interval,
             config,
@@ -509,6 +519,7 @@ impl Proxy {
     /// Expired bindings, ping sweeps, ping deadlines.
     pub fn handle_timeout(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>) {
         self.registrar.handle_timeout(now);
+        self.unbind_silent_clients(now);
         while self.registrar.poll_event().is_some() {}
         let late: Vec<ClientTxId> = self.pings.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         for id in late {
@@ -530,6 +541,9 @@ impl Proxy {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pings = self.pings.values().map(|p| p.deadline).min();
         let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);
-        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next()].into_iter().flatten().min()
+        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next(), self.next_silence()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

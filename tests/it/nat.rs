@@ -139,7 +139,8 @@ fn peers_clients_and_port_forwards_in_real_nats() {
     }
 }
 
-const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n";
+/// Fast keep-alives (1 s), so that an edge notices a dead client within seconds.
+const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n[nat]\nkeepalive_secs = 1\n";
 
 /// The contacts of `aor`'s registration record, as `p2psip lookup` on `asker` reads it.
 fn registered_contacts(t: &Topology, asker: &NsNode, aor: &str) -> Option<Vec<String>> {
@@ -173,7 +174,7 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
 
     // Peer a serves at most one client: the second is refused (503) and binds at b.
     let config_a = base.join("node-a.toml");
-    std::fs::write(&config_a, format!("{CONFIG}[nat]\nmax_clients = 1\n")).expect("config");
+    std::fs::write(&config_a, format!("{CONFIG}max_clients = 1\n")).expect("config");
     let config_a = config_a.to_str().expect("utf-8").to_owned();
 
     let mut t = Topology::new("b");
@@ -331,6 +332,19 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     let again = wait_for(Duration::from_secs(15), || (established(orphan_phone) == 3).then_some(()));
     assert!(again.is_some(), "no call after the failover:\n{}", orphan_phone.log());
     other_phone.command("/hangup");
+
+    // kill -9 of the other client: its edge hears no keep-alive and unbinds it (RFC 5626
+    // §5.4), three keep-alive intervals (1 s here) and a margin later.
+    let (gone, its_edge) =
+        if orphan.short() == alice_node.short() { (&bob_node, &edges[1]) } else { (&alice_node, &edges[0]) };
+    let edge = [&b, &c].into_iter().find(|p| p.listen.to_string() == its_edge.as_str().unwrap_or_default());
+    let edge = edge.expect("the other client's edge is b or c");
+    let killed = std::process::Command::new("kill").args(["-KILL", &gone.process.pid().to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let unbound = edge.wait_status(&t, "the dead client is unbound", |s| s["registrar"]["clients_lost"] == 1);
+    // What is left bound there: the other client, if it moved to the same edge.
+    let left = usize::from(new_edge == edge.listen.to_string());
+    assert_eq!(unbound["clients"], left, "{unbound}");
 }
 
 #[test]

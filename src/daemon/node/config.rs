@@ -102,7 +102,8 @@ pub struct NatSettings {
     pub turn: Vec<crate::nat::turn::TurnServer>,
     /// How often they are asked again, seconds.
     pub recheck_interval_secs: u64,
-    /// A client's STUN keep-alive toward its edge peer, seconds (RFC 5626 §4.4.2).
+    /// A client's STUN keep-alive toward its edge peer, seconds (RFC 5626 §4.4.2); as an edge,
+    /// the interval it asks of its clients (`Flow-Timer`), three of which unheard unbind one.
     pub keepalive_secs: u64,
     /// How many clients this node serves as their edge peer; beyond it, 503.
     pub max_clients: usize,
@@ -579,6 +580,12 @@ impl Config {
         for server in &self.nat.turn {
             crate::nat::turn::parse_uri(&server.uri)
                 .map_err(|message| ConfigError::Invalid { key: "nat.turn", message })?;
+        }
+        if !(1..=3_600).contains(&self.nat.keepalive_secs) {
+            return Err(ConfigError::Invalid {
+                key: "nat.keepalive_secs",
+                message: format!("{} is not between 1 and 3600", self.nat.keepalive_secs),
+            });
         }
         if !(1..=86_400).contains(&self.nat.recheck_interval_secs) {
             return Err(ConfigError::Invalid {
