@@ -66,6 +66,8 @@ enum State {
 #[derive(Debug)]
 pub struct Flow {
     keepalive: Duration,
+    /// Over TCP: CRLF pings and pongs instead of STUN (§4.4.1).
+    tcp: bool,
     edge: Option<SocketAddr>,
     state: State,
     /// When the binding at the edge is refreshed.
@@ -85,6 +87,7 @@ impl Flow {
     pub fn new(keepalive: Duration) -> Flow {
         Flow {
             keepalive: if keepalive.is_zero() { DEFAULT_KEEPALIVE } else { keepalive },
+            tcp: false,
             edge: None,
             state: State::Idle,
             refresh_at: None,
@@ -93,6 +96,34 @@ impl Flow {
             registered: None,
             mapped: None,
             actions: VecDeque::new(),
+        }
+    }
+
+    /// The same flow over TCP: keep-alives are CRLF pings answered by CRLF pongs (§4.4.1).
+    pub fn over_tcp(mut self) -> Flow {
+        self.tcp = true;
+        self
+    }
+
+    /// Whether the flow runs over TCP.
+    pub fn is_tcp(&self) -> bool {
+        self.tcp
+    }
+
+    /// The edge answered our ping with a pong (over TCP): the flow is alive.
+    pub fn pong(&mut self) {
+        if self.tcp {
+            self.keepalive_sent = None;
+        }
+    }
+
+    /// The stream to the edge closed: the flow has failed.
+    pub fn stream_closed(&mut self, edge: SocketAddr) {
+        if self.tcp && self.edge == Some(edge) && self.state != State::Idle {
+            self.state = State::Idle;
+            self.edge = None;
+            self.keepalive_sent = None;
+            self.actions.push_back(FlowAction::Lost { edge });
         }
     }
 
@@ -149,7 +180,7 @@ impl Flow {
 
     /// Whether `id` is our keep-alive in flight.
     pub fn owns(&self, id: &StunTransactionId) -> bool {
-        self.keepalive_sent.is_some_and(|(k, _)| k == *id)
+        !self.tcp && self.keepalive_sent.is_some_and(|(k, _)| k == *id)
     }
 
     /// The edge answered the keep-alive `id` (§4.4.2), seeing us at `mapped`: the flow is
@@ -196,7 +227,8 @@ impl Flow {
                     let id = new_id();
                     self.keepalive_sent = Some((id, now + KEEPALIVE_ANSWER));
                     self.next_keepalive = Some(now + self.keepalive);
-                    self.actions.push_back(FlowAction::KeepAlive { edge, data: binding_request(id) });
+                    let data = if self.tcp { b"\r\n\r\n".to_vec() } else { binding_request(id) };
+                    self.actions.push_back(FlowAction::KeepAlive { edge, data });
                 }
             }
         }

@@ -28,6 +28,11 @@ pub enum Input {
         /// The stream it arrived on.
         from: Endpoint,
     },
+    /// A lone CRLF pong arrived on a stream we opened (RFC 5626 §4.4.1).
+    Pong {
+        /// The stream it arrived on.
+        from: Endpoint,
+    },
     /// A stream's framing broke (RFC 3261 §18.3); the driver closes that connection.
     FramingError {
         /// The stream.
@@ -75,7 +80,8 @@ impl Peer {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::Receive { from, data } => self.receive(now, from, data),
-            Input::Ping { from } => self.ping(from),
+            Input::Ping { from } => self.ping(now, from),
+            Input::Pong { from } => self.pong(now, from),
             Input::FramingError { from, error } => self.framing_error(from, &error),
             Input::StreamClosed { from } => self.stream_closed(now, from),
             Input::Timeout => self.timeout(now),

@@ -33,8 +33,18 @@ pub(super) struct ClientSide {
 }
 
 impl ClientSide {
-    pub(super) fn new(keepalive: Duration, call_id: String) -> ClientSide {
-        ClientSide { flow: Flow::new(keepalive), register_tx: None, call_id, cseq: 0 }
+    pub(super) fn new(keepalive: Duration, call_id: String, tcp: bool) -> ClientSide {
+        let flow = if tcp { Flow::new(keepalive).over_tcp() } else { Flow::new(keepalive) };
+        ClientSide { flow, register_tx: None, call_id, cseq: 0 }
+    }
+
+    /// The transport the flow runs over.
+    fn transport(&self) -> Transport {
+        if self.flow.is_tcp() {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
     }
 }
 
@@ -62,8 +72,8 @@ impl Peer {
             match action {
                 FlowAction::Register { edge } => self.send_client_register(now, edge),
                 FlowAction::KeepAlive { edge, data } => {
-                    let to =
-                        Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: edge, conn: None };
+                    let transport = self.client.transport();
+                    let to = Endpoint { listener: Listener::Overlay, transport, remote: edge, conn: None };
                     self.outbox.push_back(Transmit { to, data: Bytes::from(data) });
                 }
                 FlowAction::Lost { edge } => {
@@ -94,7 +104,9 @@ impl Peer {
         let tag = format!("{:08x}", self.rng.random::<u32>());
         self.client.cseq += 1;
         let h = &mut msg.headers;
-        h.push(Header::new(HeaderName::Via, format!("SIP/2.0/UDP {};branch={branch};rport", sent_by(local))));
+        let transport = self.client.transport();
+        let via = format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), sent_by(local));
+        h.push(Header::new(HeaderName::Via, via));
         h.push(Header::new(HeaderName::MaxForwards, 70));
         h.push(Header::new(HeaderName::From, format!("<{aor}>;tag={tag}")));
         h.push(Header::new(HeaderName::To, format!("<{aor}>")));
@@ -111,8 +123,8 @@ impl Peer {
         h.push(Header::new(HeaderName::Supported, "outbound, path"));
         h.push(Header::new(HeaderName::ContentLength, 0));
         self.proxy.sign_as_node(now, &mut msg);
-        let to = Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote: edge, conn: None };
-        let tx = self.transactions.send_request(now, msg, to, false);
+        let to = Endpoint { listener: Listener::Overlay, transport, remote: edge, conn: None };
+        let tx = self.transactions.send_request(now, msg, to, transport.is_reliable());
         self.counters.client_transactions += 1;
         self.client.register_tx = Some((tx, edge));
     }
@@ -124,6 +136,22 @@ impl Peer {
         let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
         let h = crate::encoding::hex(&d.as_ref()[..16]);
         format!("urn:uuid:{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    }
+
+    /// A CRLF pong on a stream we opened: our edge answering the flow's ping (RFC 5626 §4.4.1).
+    pub(super) fn pong(&mut self, now: Instant, from: Endpoint) {
+        if from.listener == Listener::Overlay && self.client.flow.registered_edge() == Some(from.remote) {
+            self.client.flow.pong();
+        }
+        self.client_step(now);
+    }
+
+    /// A stream closed: if it was the flow to our edge, the flow has failed.
+    pub(super) fn client_stream_closed(&mut self, now: Instant, from: Endpoint) {
+        if from.listener == Listener::Overlay && from.transport == Transport::Tcp {
+            self.client.flow.stream_closed(from.remote);
+            self.client_step(now);
+        }
     }
 
     /// Whether `id` is the client's REGISTER.

@@ -103,6 +103,9 @@ pub struct PeerConfig {
     pub role: crate::nat::reachability::RoleChoice,
     /// A client's STUN keep-alive interval toward its edge (RFC 5626 §4.4.2); zero: 25 s.
     pub client_keepalive: Duration,
+    /// Whether a client's flow to its edge runs over TCP (CRLF keep-alives, §4.4.1) rather
+    /// than UDP: where UDP is blocked.
+    pub client_flow_tcp: bool,
     /// Whether joining starts with a dial-back that decides the role and confirms the public
     /// address (`crate::nat::reachability`). The daemon always asks for one; off by default,
     /// so the simulator's and unit tests' nodes, all reachable, join at once as peers.
@@ -129,6 +132,7 @@ impl PeerConfig {
             nat_recheck_interval: Duration::from_secs(300),
             role: crate::nat::reachability::RoleChoice::Auto,
             client_keepalive: Duration::ZERO,
+            client_flow_tcp: false,
             dial_back: false,
         }
     }
@@ -207,7 +211,7 @@ impl Peer {
         // From the seed, not a draw: the generator's sequence stays what the simulator's
         // figures were measured with.
         let flow_call_id = format!("{:016x}", config.seed.rotate_left(17) ^ 0x6f75_7462_6f75_6e64);
-        let client_side = client::ClientSide::new(config.client_keepalive, flow_call_id);
+        let client_side = client::ClientSide::new(config.client_keepalive, flow_call_id, config.client_flow_tcp);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let own_sent_by = [config.overlay_addr, config.proxy.addr].iter().map(|a| sent_by(*a)).collect();
         let node_addr = config.node_addr();
@@ -398,8 +402,12 @@ impl Peer {
     }
 
     /// A CRLF CRLF ping arrived on a stream: answer with a CRLF pong (RFC 5626 §4.4.1).
-    fn ping(&mut self, from: Endpoint) {
+    fn ping(&mut self, now: Instant, from: Endpoint) {
         self.counters.keepalives += 1;
+        if from.listener == Listener::Overlay {
+            // Perhaps a client's keep-alive over TCP: its flow lives on.
+            self.proxy.client_keepalive(now, from.remote);
+        }
         self.transmit(Transmit { to: from, data: Bytes::from_static(b"\r\n") });
     }
 
@@ -413,7 +421,12 @@ impl Peer {
     /// A stream connection closed (either side, or a framing error). Phones registered over
     /// it are unregistered, and our registration record follows (RFC 5626 §5.2 in spirit).
     fn stream_closed(&mut self, now: Instant, from: Endpoint) {
-        let (Listener::Proxy, Transport::Tcp, Some(conn)) = (from.listener, from.transport, from.conn) else {
+        // A client's TCP flow to its edge (we are that client): the flow has failed.
+        self.client_stream_closed(now, from);
+        // Phones over the proxy listener, and clients over the overlay one (we are their edge).
+        let (Listener::Proxy | Listener::Overlay, Transport::Tcp, Some(conn)) =
+            (from.listener, from.transport, from.conn)
+        else {
             return;
         };
         self.proxy.connection_closed(&mut self.transactions, conn);
@@ -780,7 +793,7 @@ impl Peer {
         if Proxy::is_client_register(from.listener, msg) {
             // A client binding its user at us, its edge (`proxy::clients`).
             policy::check_scheme(msg).and_then(|()| policy::uas_checks(msg)).ok()?;
-            let serving = self.role() == crate::nat::reachability::Role::Peer && from.transport == Transport::Udp;
+            let serving = self.role() == crate::nat::reachability::Role::Peer;
             return Some(self.proxy.register_client(now, from, msg, serving));
         }
         if from.listener != Listener::Proxy || msg.method() != Some(&Method::Register) {

@@ -17,6 +17,9 @@ pub enum Frame {
     Message(Bytes),
     /// A double-CRLF "ping" (RFC 5626 §3.5.1): answer with a single CRLF "pong".
     Ping,
+    /// A single CRLF "pong", on a stream we opened ([`StreamFramer::with_pongs`]): the far end
+    /// answered our ping.
+    Pong,
 }
 
 /// Why a stream could not be cut into messages; the connection is closed (RFC 3261 §18.3).
@@ -44,6 +47,9 @@ pub struct StreamFramer {
     buf: BytesMut,
     max_headers: usize,
     max_message: usize,
+    /// A lone CRLF between messages is a pong (RFC 5626 §4.4.1), on a stream whose far end
+    /// never pings: one we opened as a client's flow.
+    pongs: bool,
 }
 
 impl Default for StreamFramer {
@@ -55,7 +61,14 @@ impl Default for StreamFramer {
 impl StreamFramer {
     /// A framer with these limits, in bytes.
     pub fn new(max_headers: usize, max_message: usize) -> StreamFramer {
-        StreamFramer { buf: BytesMut::new(), max_headers, max_message }
+        StreamFramer { buf: BytesMut::new(), max_headers, max_message, pongs: false }
+    }
+
+    /// The same framer reporting lone CRLFs as [`Frame::Pong`]: for a stream we opened, whose
+    /// far end answers our pings and never pings us.
+    pub fn with_pongs(mut self) -> StreamFramer {
+        self.pongs = true;
+        self
     }
 
     /// Appends bytes read from the stream.
@@ -73,9 +86,13 @@ impl StreamFramer {
         // Between messages only CRLFs may appear (RFC 3261 §7.5). A CRLF pair followed by
         // another is a keep-alive ping; a lone CRLF is a pong or padding.
         loop {
-            if self.buf.starts_with(b"\r\n\r\n") {
+            if self.buf.starts_with(b"\r\n\r\n") && !self.pongs {
                 self.buf.advance(4);
                 return Ok(Some(Frame::Ping));
+            }
+            if self.pongs && self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+                return Ok(Some(Frame::Pong));
             }
             if self.buf.starts_with(b"\r\n") && self.buf.len() >= 4 {
                 self.buf.advance(2);
@@ -158,6 +175,22 @@ mod tests {
             assert_eq!(frames.len(), 2, "cut at {cut}");
             assert_eq!(frames[0], Frame::Message(Bytes::from_static(&msg[..38])));
         }
+    }
+
+    #[test]
+    fn a_stream_we_opened_reports_pongs() {
+        let mut f = StreamFramer::default().with_pongs();
+        f.push(b"\r\n");
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Pong)));
+        assert_eq!(f.next_frame(), Ok(None));
+        f.push(b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Pong)));
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Pong)));
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+        // A stream the far end opened: a lone CRLF is padding, never a pong.
+        let mut g = StreamFramer::default();
+        g.push(b"\r\n");
+        assert_eq!(g.next_frame(), Ok(None));
     }
 
     #[test]

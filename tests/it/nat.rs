@@ -209,12 +209,16 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     let home_a = t.home(1, 0);
     let home_b = t.home(2, 0);
     let started = std::time::Instant::now();
-    let client = |home: &str, ip, dir| {
-        let flags = ["--config", config.as_str(), "--join", join_a.as_str()];
+    // bob's flow to his edge runs over TCP (CRLF keep-alives, RFC 5626 §4.4.1), alice's over UDP.
+    let config_tcp = base.join("node-tcp.toml");
+    std::fs::write(&config_tcp, format!("{CONFIG}flow_transport = \"tcp\"\n")).expect("config");
+    let config_tcp = config_tcp.to_str().expect("utf-8").to_owned();
+    let client = |home: &str, ip, dir, config: &str| {
+        let flags = ["--config", config, "--join", join_a.as_str()];
         NsNode::start_with_data(&t, home, SocketAddr::new(ip, 5070), 5060, Some(dir), &flags)
     };
-    let alice_node = client(&home_a, cone[0], &dirs[2]);
-    let bob_node = client(&home_b, sym[0], &dirs[3]);
+    let alice_node = client(&home_a, cone[0], &dirs[2], &config);
+    let bob_node = client(&home_b, sym[0], &dirs[3], &config_tcp);
     let bound = |s: &Value| role_is(s, "client", false) && s["edge"]["addr"].is_string();
     let edge_of = |n: &NsNode| n.wait_status(&t, "a client bound at an edge", bound)["edge"]["addr"].clone();
     let edges = [edge_of(&alice_node), edge_of(&bob_node)];
@@ -226,6 +230,8 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     let sa = a.wait_status(&t, "a serves one client", |s| s["clients"] == 1);
     assert!(sa["registrar"]["clients_refused"].as_u64() >= Some(1), "a refused the second client: {sa}");
     b.wait_status(&t, "b serves one client", |s| s["clients"] == 1);
+    let sbob = bob_node.status(&t).expect("bob's status");
+    assert!(sbob["tcp_connections"].as_u64() >= Some(1), "bob's flow is a TCP connection: {sbob}");
 
     // What a user behind the NAT sees: `p2psip status` and `p2psip doctor`, in words.
     for (cmd, want) in [
@@ -333,18 +339,21 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     assert!(again.is_some(), "no call after the failover:\n{}", orphan_phone.log());
     other_phone.command("/hangup");
 
-    // kill -9 of the other client: its edge hears no keep-alive and unbinds it (RFC 5626
-    // §5.4), three keep-alive intervals (1 s here) and a margin later.
+    // kill -9 of the other client: its edge unbinds it, when its TCP flow closes or, over UDP,
+    // when no keep-alive comes for three intervals (1 s here) and a margin (RFC 5626 §5.4).
     let (gone, its_edge) =
         if orphan.short() == alice_node.short() { (&bob_node, &edges[1]) } else { (&alice_node, &edges[0]) };
     let edge = [&b, &c].into_iter().find(|p| p.listen.to_string() == its_edge.as_str().unwrap_or_default());
     let edge = edge.expect("the other client's edge is b or c");
     let killed = std::process::Command::new("kill").args(["-KILL", &gone.process.pid().to_string()]).status();
     assert!(killed.is_ok_and(|s| s.success()));
-    let unbound = edge.wait_status(&t, "the dead client is unbound", |s| s["registrar"]["clients_lost"] == 1);
     // What is left bound there: the other client, if it moved to the same edge.
     let left = usize::from(new_edge == edge.listen.to_string());
-    assert_eq!(unbound["clients"], left, "{unbound}");
+    edge.wait_status(&t, "the dead client is unbound", |s| {
+        let r = &s["registrar"];
+        let unbound = r["clients_lost"].as_u64().unwrap_or(0) + r["unregistered_on_close"].as_u64().unwrap_or(0);
+        s["clients"] == left && unbound == 1
+    });
 }
 
 #[test]

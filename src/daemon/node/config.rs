@@ -55,6 +55,7 @@ use crate::overlay::ChordConfig;
 /// recheck_interval_secs = 300  # how often they are asked again
 /// keepalive_secs = 25          # a client's STUN keep-alive toward its edge (RFC 5626)
 /// max_clients = 200            # clients this node serves as their edge; more get 503
+/// flow_transport = "udp"       # a client's flow to its edge: "udp" or "tcp" (UDP blocked)
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +108,20 @@ pub struct NatSettings {
     pub keepalive_secs: u64,
     /// How many clients this node serves as their edge peer; beyond it, 503.
     pub max_clients: usize,
+    /// A client's flow to its edge: `udp` (STUN keep-alives) or `tcp` (CRLF keep-alives,
+    /// where UDP is blocked).
+    pub flow_transport: FlowTransport,
+}
+
+/// The transport of a client's flow to its edge (`[nat] flow_transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowTransport {
+    /// UDP, kept alive by STUN (RFC 5626 §4.4.2).
+    #[default]
+    Udp,
+    /// TCP, kept alive by CRLF pings (§4.4.1).
+    Tcp,
 }
 
 impl Default for NatSettings {
@@ -117,6 +132,7 @@ impl Default for NatSettings {
             recheck_interval_secs: 300,
             keepalive_secs: crate::nat::flow::DEFAULT_KEEPALIVE.as_secs(),
             max_clients: crate::proxy::DEFAULT_MAX_CLIENTS,
+            flow_transport: FlowTransport::Udp,
         }
     }
 }

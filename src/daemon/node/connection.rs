@@ -112,7 +112,8 @@ async fn pump(
     // SIP messages are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let mut framer = StreamFramer::default();
+    // On a stream we opened (a client's flow to its edge) a lone CRLF is the pong to our ping.
+    let mut framer = if accepted { StreamFramer::default() } else { StreamFramer::default().with_pongs() };
     let mut buf = vec![0u8; READ_CHUNK];
     let opened = tokio::time::Instant::now();
     let mut framed_once = !accepted;

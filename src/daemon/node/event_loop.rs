@@ -396,6 +396,7 @@ impl EventLoop {
                 match frame {
                     Frame::Message(data) => self.peer.handle_input(now, Input::Receive { from, data }),
                     Frame::Ping => self.peer.handle_input(now, Input::Ping { from }),
+                    Frame::Pong => self.peer.handle_input(now, Input::Pong { from }),
                 }
             }
             ConnEvent::Closed { id, reason } => {

@@ -69,6 +69,7 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     peer_config.client_keepalive = std::time::Duration::from_secs(config.nat.keepalive_secs);
     peer_config.proxy.max_clients = config.nat.max_clients;
     peer_config.proxy.flow_timer = std::time::Duration::from_secs(config.nat.keepalive_secs);
+    peer_config.client_flow_tcp = config.nat.flow_transport == config::FlowTransport::Tcp;
     peer_config.dial_back = true;
     let node_addr = peer_config.node_addr();
     let accounts = accounts::load(&data_dir)?;
