@@ -36,6 +36,7 @@ pub mod netem;
 pub mod overlay;
 pub mod peer;
 pub mod proxy;
+pub mod sdp;
 pub mod sim;
 pub mod sip;
 pub mod store;

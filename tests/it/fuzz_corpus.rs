@@ -40,6 +40,11 @@ fn admission_corpus() {
 }
 
 #[test]
+fn sdp_corpus() {
+    replay("sdp", p2psip::sdp::fuzzing::fuzz_sdp);
+}
+
+#[test]
 fn overlay_decode_corpus() {
     replay("overlay_decode", fuzz_overlay_decode);
 }
