@@ -11,6 +11,7 @@
 //! - [`netem`]: the one link model of the simulated networks (latency ± jitter, loss).
 //! - [`overlay`]: the Chord ring: Node IDs, finger table, successor list, maintenance, lookups. Sans-IO.
 //! - [`identity`]: AoRs, keys, certificate chain checks, the caller's signature. Sans-IO.
+//! - [`media`]: the media anchor: ICE between the two nodes of a call, signed key agreement, the encrypted tunnel. Sans-IO.
 //! - [`enrollment`]: what the enrollment CA makes: certificates (`ca`), its answers to requests (`desk`), the signed overlay configuration document (`config_doc`, RFC 6940 §11.1 in spirit). Sans-IO.
 //! - [`store`]: signed records, the checks a storing node makes, replica placement, the store trait. Sans-IO.
 //! - [`proxy`]: the phone-facing registrar (digest auth, bindings) and stateful proxy (RFC 3261 §10, §16). Sans-IO.
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod encoding;
 pub mod enrollment;
 pub mod identity;
+pub mod media;
 pub mod nat;
 pub mod netem;
 pub mod overlay;

@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod header;
 pub mod message;
 pub mod method;
+pub mod multipart;
 pub mod parse;
 pub mod syntax;
 pub mod transaction;
