@@ -11,10 +11,11 @@
 //! no less than 5 ms across all agents of a host); the controlling side nominates the best
 //! pair that has succeeded as soon as it succeeds: no per-candidate-type wait, so a pair on
 //! sub-millisecond links is chosen within a few Ta. Consent (RFC 7675 §5.1): a Binding request
-//! on the selected pair every [`IceTimers::consent_interval`]; the path counts as lost after
-//! [`IceTimers::consent_timeout`] without an answer or an authenticated frame (the caller
-//! reports those through [`IceSession::accepts`], which is why forged packets do not keep a
-//! path alive).
+//! on the selected pair every [`IceTimers::consent_interval`]; the path counts as disconnected
+//! after [`IceTimers::disconnected_timeout`] without an answer or an authenticated frame, and
+//! failed after [`IceTimers::failed_timeout`] more (the caller reports frames through
+//! [`IceSession::accepts`] only once they authenticated, which is why forged packets do not
+//! keep a path alive). A path that never forms fails at [`IceTimers::connect_timeout`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
