@@ -4,7 +4,7 @@
 //! RFC 3830 §3; the signed transcript also covers the other side's share, as in TLS 1.3's
 //! CertificateVerify).
 //!
-//! What is signed (fields length-prefixed, [`super::tunnel::encode_fields`]):
+//! What is signed (each field prefixed with its length as 4 bytes, big-endian):
 //! - offer, by the caller's node: `"p2psip-media-v1 offer"`, Call-ID, caller AoR, callee AoR,
 //!   the caller's ufrag, pwd and share;
 //! - answer, by the callee's node: `"p2psip-media-v1 answer"`, the same call fields, the
