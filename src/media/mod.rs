@@ -13,12 +13,22 @@
 //! - [`frag`]: the `application/trickle-ice-sdpfrag` part (RFC 8840) one node's agent hands the
 //!   other's: credentials, candidates, the signed share and the certificate.
 //! - [`ice`]: [`ice::IceSession`], our trait over an ICE agent, and its rtc-ice implementation.
+//! - [`pool`]: sockets opened ahead of calls (legs with their server-reflexive address
+//!   gathered, relay port pairs), within a bound.
+//! - [`phone`]: one stream's phone side: where the phone wants media, latching, RTCP mux.
+//! - [`call`]: one call: its leg, ICE session, tunnel and phone streams; relays datagrams.
+//! - [`anchor`]: [`anchor::Anchor`], every anchored call of the node: the signalling hooks the
+//!   proxy calls, sockets in and out, status.
 //!
 //! # What it does not do (yet)
 //! No TURN allocation (the relayed candidate kind exists; the daemon's TURN client does not),
-//! no anchor of the phone side, no ICE restart.
+//! no ICE restart.
 
+pub mod anchor;
+pub mod call;
 pub mod frag;
 pub mod ice;
 pub mod keys;
+pub mod phone;
+pub mod pool;
 pub mod tunnel;
