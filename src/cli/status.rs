@@ -103,6 +103,27 @@ pub fn summary(status: &Value) -> String {
         }
         _ => {}
     }
+    // Calls in progress whose media this node anchors, one line each.
+    if let Some(calls) = status["calls"].as_array().filter(|c| !c.is_empty()) {
+        let _ = writeln!(out, "calls");
+        for c in calls {
+            let path = match c["path"].as_str() {
+                Some("host") => "direct between the nodes",
+                Some("srflx") => "through the NATs' mappings",
+                Some("relay") => "through a TURN relay",
+                Some(other) => other,
+                None => "no path yet",
+            };
+            let _ = writeln!(
+                out,
+                "  {} ({}), {path}: {} packets in, {} out",
+                c["peer_aor"].as_str().unwrap_or("?"),
+                c["state"].as_str().unwrap_or("?"),
+                c["packets_in"],
+                c["packets_out"],
+            );
+        }
+    }
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);
@@ -182,5 +203,13 @@ mod tests {
         assert!(s.contains("role          client, off the ring: no dial-back reached"), "{s}");
         assert!(s.contains("edge          none yet"), "{s}");
         assert!(s.contains("public addr   203.0.113.11:40000"), "{s}");
+        let mut calling = status.clone();
+        calling["calls"] = serde_json::json!([{"call_id": "c1", "peer_aor": "sip:bob@p2p.test", "state": "active",
+            "path": "srflx", "packets_in": 40, "packets_out": 41, "bytes_in": 6880, "bytes_out": 7052, "started_at": 1}]);
+        let s = summary(&calling);
+        assert!(
+            s.contains("calls\n  sip:bob@p2p.test (active), through the NATs' mappings: 40 packets in, 41 out"),
+            "{s}"
+        );
     }
 }

@@ -244,6 +244,7 @@ pub struct Anchor {
     totals: AnchorTotals,
     /// Counters of ended calls, so the totals include them.
     ended: CallCounters,
+    next_wake: Option<Instant>,
 }
 
 /// How a message's body splits: the phone's part (its type and bytes) and our ICE part.
@@ -304,6 +305,7 @@ impl Anchor {
             reflectors: Vec::new(),
             totals: AnchorTotals::default(),
             ended: CallCounters::default(),
+            next_wake: None,
         };
         a.refill();
         a
@@ -345,6 +347,19 @@ impl Anchor {
     /// A message from our phone on its way to another node (the proxy's copy for one branch,
     /// or a response going upstream).
     pub fn toward_overlay(&mut self, now: Instant, msg: &mut Message) {
+        self.phone_sent(now, msg);
+        self.rewake();
+    }
+
+    /// A message from another node on its way to our phone. Refused (the request gets the
+    /// rejection) when its ICE part does not prove the caller or no call can be anchored.
+    pub fn toward_phone(&mut self, now: Instant, msg: &mut Message) -> Result<(), Rejection> {
+        let r = self.for_phone(now, msg);
+        self.rewake();
+        r
+    }
+
+    fn phone_sent(&mut self, now: Instant, msg: &mut Message) {
         let Ok(call_id) = msg.call_id().map(str::to_owned) else { return };
         let initial = msg.to().ok().is_some_and(|t| t.tag().is_none());
         if let Some(method) = msg.method().cloned() {
@@ -382,9 +397,7 @@ impl Anchor {
         self.refill();
     }
 
-    /// A message from another node on its way to our phone. Refused (the request gets the
-    /// rejection) when its ICE part does not prove the caller or no call can be anchored.
-    pub fn toward_phone(&mut self, now: Instant, msg: &mut Message) -> Result<(), Rejection> {
+    fn for_phone(&mut self, now: Instant, msg: &mut Message) -> Result<(), Rejection> {
         let Ok(call_id) = msg.call_id().map(str::to_owned) else { return Ok(()) };
         let initial = msg.to().ok().is_some_and(|t| t.tag().is_none());
         let body = split_body(msg);
@@ -685,9 +698,11 @@ impl Anchor {
             MediaInput::Datagram { socket, index, from, data } => self.datagram(now, socket, index, from, &data),
         }
         self.flush();
+        self.rewake();
     }
 
     fn datagram(&mut self, now: Instant, socket: SocketId, index: u8, from: SocketAddr, data: &[u8]) {
+        tracing::trace!(%socket, index, %from, len = data.len(), owner = ?self.owners.get(&socket), "media datagram");
         match self.owners.get(&socket).cloned() {
             Some(Owner::Leg(call_id)) => {
                 if let Some(call) = self.calls.get_mut(&call_id) {
@@ -740,6 +755,7 @@ impl Anchor {
         }
         self.refill();
         self.flush();
+        self.rewake();
     }
 
     fn flush(&mut self) {
@@ -760,10 +776,16 @@ impl Anchor {
     }
 
     /// When the anchor next needs [`handle_timeout`](Self::handle_timeout).
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_wake
+    }
+
+    /// Works out [`poll_timeout`](Self::poll_timeout) after a change (the ICE sessions'
+    /// deadlines are only read through `&mut`).
+    fn rewake(&mut self) {
         let idle = self.config.idle_timeout;
         let calls = self.calls.values_mut().filter_map(|c| c.poll_timeout(idle)).min();
-        [calls, self.pool.poll_timeout()].into_iter().flatten().min()
+        self.next_wake = [calls, self.pool.poll_timeout()].into_iter().flatten().min();
     }
 
     // ---- status ----
@@ -855,6 +877,7 @@ fn rewrite(
     let relay: Vec<Option<RelayPorts>> =
         (0..streams.len()).map(|i| ensure_stream(call, pool, owners, i).map(|s| s.ports)).collect();
     sdp.anchor(phone_ip, &relay);
+    tracing::trace!(?relay, "SDP toward our phone rewritten");
     let ty = body.phone.as_ref().and_then(|(t, _)| t.clone()).unwrap_or_else(|| MediaType::new("application", "sdp"));
     msg.set_body(sdp.encode(), Some(&ty));
 }

@@ -6,8 +6,9 @@
 //! - **Where the phone wants media** comes from the SDP it sent (its offer or answer):
 //!   `c=`, the `m=` port, `a=rtcp` (RFC 3605), `a=rtcp-mux` (RFC 5761).
 //! - **Latching** (symmetric RTP, RFC 4961): a packet counts only from the phone's address
-//!   (its SDP's, or any while the SDP says none); the first one's source port becomes where the
-//!   node sends, so a phone whose SDP names another port than it sends from is still reached.
+//!   (its SDP's, any loopback address for a phone on loopback, or any while the SDP says none);
+//!   its source becomes where the node sends, so a phone whose SDP names another port or
+//!   loopback address than it sends from is still reached.
 //! - **RTCP** arrives on the RTCP port, or on the RTP port muxed: RFC 5761 §4 tells them apart
 //!   by the second byte (payload types 64–95 with the marker bit are RTCP's 192–223). It goes to
 //!   the phone's RTCP port, or its RTP port when its SDP asked for mux.
@@ -60,7 +61,10 @@ impl PhoneStream {
     /// A datagram arrived on socket `index` (0 RTP, 1 RTCP) from `from`: `Some(rtcp)` when it
     /// is the phone's, to be relayed.
     pub fn from_phone(&mut self, index: u8, from: SocketAddr, datagram: &[u8]) -> Option<bool> {
-        if self.phone_ip().is_some_and(|ip| ip != from.ip()) {
+        // A phone on this machine may name one loopback address and send from another (a
+        // socket bound to the wildcard address sends from 127.0.0.1): loopback is one host.
+        let same_host = |ip: IpAddr| ip == from.ip() || (ip.is_loopback() && from.ip().is_loopback());
+        if self.phone_ip().is_some_and(|ip| !same_host(ip)) {
             return None;
         }
         let rtcp = index == 1 || looks_like_rtcp(datagram);
@@ -125,8 +129,10 @@ mod tests {
         assert_eq!(s.to_phone(true), Some((1, "127.0.0.1:4001".parse().unwrap())));
         assert_eq!(s.from_phone(0, "127.0.0.1:5000".parse().unwrap(), &rtp()), Some(false));
         assert_eq!(s.to_phone(false), Some((0, "127.0.0.1:5000".parse().unwrap())));
-        // Not the phone's address: ignored.
-        assert_eq!(s.from_phone(0, "127.0.0.2:5000".parse().unwrap(), &rtp()), None);
+        // Not the phone's address: ignored; another loopback address is the same machine.
+        assert_eq!(s.from_phone(0, "10.0.0.2:5000".parse().unwrap(), &rtp()), None);
+        assert_eq!(s.from_phone(0, "127.0.0.2:5000".parse().unwrap(), &rtp()), Some(false));
+        assert_eq!(s.from_phone(0, "127.0.0.1:5000".parse().unwrap(), &rtp()), Some(false));
         // RTCP muxed onto the RTP port is told apart and latched as RTCP.
         assert_eq!(s.from_phone(0, "127.0.0.1:5001".parse().unwrap(), &rtcp()), Some(true));
         assert_eq!(s.to_phone(true), Some((1, "127.0.0.1:5001".parse().unwrap())));

@@ -47,6 +47,8 @@ pub enum Input {
     },
     /// The deadline of the last [`Output::Timeout`] has come.
     Timeout,
+    /// Something happened on the media anchor's sockets (`crate::media::anchor`).
+    Media(crate::media::anchor::MediaInput),
     /// One turn of the driver's loop ended now (the load signal of admission control).
     LoopTurn {
         /// When the turn's work began.
@@ -70,6 +72,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Something the driver may want to know happened.
     Event(PeerEvent),
+    /// Open, use or close one of the media anchor's sockets.
+    Media(crate::media::anchor::MediaOutput),
     /// Nothing more for now: call [`Peer::handle_input`] with [`Input::Timeout`] at this
     /// instant, or earlier if input arrives (`None`: only when input arrives).
     Timeout(Option<Instant>),
@@ -85,6 +89,7 @@ impl Peer {
             Input::FramingError { from, error } => self.framing_error(from, &error),
             Input::StreamClosed { from } => self.stream_closed(now, from),
             Input::Timeout => self.timeout(now),
+            Input::Media(input) => self.media(now, input),
             Input::LoopTurn { started, backlog } => self.loop_turn(started, now, backlog),
         }
     }
@@ -93,6 +98,9 @@ impl Peer {
     pub fn poll_output(&mut self) -> Output {
         if let Some(t) = self.poll_transmit() {
             return Output::Transmit(t);
+        }
+        if let Some(m) = self.proxy.poll_media() {
+            return Output::Media(m);
         }
         if let Some(e) = self.poll_event() {
             return Output::Event(e);
@@ -106,6 +114,8 @@ impl Peer {
             match self.poll_output() {
                 Output::Transmit(t) => transmit(t),
                 Output::Event(e) => event(e),
+                // No media sockets here: a driver of this loop never turns the anchor on.
+                Output::Media(_) => {}
                 Output::Timeout(at) => return at,
             }
         }

@@ -110,6 +110,10 @@ pub struct PeerConfig {
     /// address (`crate::nat::reachability`). The daemon always asks for one; off by default,
     /// so the simulator's and unit tests' nodes, all reachable, join at once as peers.
     pub dial_back: bool,
+    /// The media anchor's settings (`crate::media::anchor`); `None`: SDP passes untouched.
+    /// Only a driver that opens the anchor's sockets ([`Output::Media`]) turns it on: the
+    /// daemon does; the simulator and the unit tests' harnesses do not.
+    pub media: Option<crate::media::anchor::AnchorConfig>,
 }
 
 impl PeerConfig {
@@ -134,6 +138,7 @@ impl PeerConfig {
             client_keepalive: Duration::ZERO,
             client_flow_tcp: false,
             dial_back: false,
+            media: None,
         }
     }
 
@@ -234,7 +239,13 @@ impl Peer {
             other_addrs: vec![config.node_addr(), config.overlay_addr],
             ..config.proxy.clone()
         };
-        let proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
+        let mut proxy = Proxy::new(proxy_config, Accounts::default(), rng.random(), now);
+        if let Some(media) = config.media.clone() {
+            // From the seed, not a draw: the simulator's sequence stays as it was measured.
+            let mut anchor = crate::media::anchor::Anchor::new(media, config.seed ^ 0x6d65_6469_615f_616e);
+            anchor.set_reflectors(config.stun_servers.clone());
+            proxy.set_anchor(anchor);
+        }
         let tag_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rng.random::<[u8; 32]>());
         let nat = (!config.stun_servers.is_empty()).then(|| {
             let servers = config.stun_servers.clone();
@@ -432,6 +443,12 @@ impl Peer {
         self.proxy.connection_closed(&mut self.transactions, conn);
         self.drain_transactions(now);
         self.proxy_overlay(now);
+    }
+
+    /// The media anchor's sockets reported something.
+    fn media(&mut self, now: Instant, input: crate::media::anchor::MediaInput) {
+        self.proxy.media_input(now, &mut self.transactions, input);
+        self.drain_transactions(now);
     }
 
     /// The deadline of [`Peer::poll_timeout`] has come.

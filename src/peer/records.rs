@@ -39,6 +39,22 @@ impl Peer {
             self.started,
         );
         self.proxy.set_callers(callers);
+        // ...and proves this node's user to the far node of a call (issue 14).
+        if let Some(s) = signer.as_ref() {
+            if let (Ok(key), Some(cert)) =
+                (crate::identity::KeyPair::from_pkcs8(s.identity.key.pkcs8_der(), &*s.rng), s.identity.chain.first())
+            {
+                self.proxy.set_anchor_identity(crate::media::anchor::AnchorIdentity {
+                    key,
+                    cert: cert.clone(),
+                    aor: s.identity.aor.clone(),
+                    rng: s.rng.clone(),
+                    ids: VerifiedCache::new(ids.root().clone(), 256),
+                    unix_at_start: config.unix_at_start,
+                    started: self.started,
+                });
+            }
+        }
         let node_addr = self.config.node_addr();
         self.storage = Some(Replication::new(config, store, ids, signer, node_addr, self.started, now));
     }

@@ -256,6 +256,12 @@ impl Proxy {
                 return Ok(Forwarded::Parked);
             }
         };
+        // The media anchor: another node's call for our phones loses its ICE part and has its
+        // SDP pointed at our relay ports, once for every branch; a call it cannot anchor is
+        // refused here, before any phone rings.
+        if let Some(to) = targets.iter().map(|(_, e)| e.listener).find(|l| *l == Listener::Proxy) {
+            self.anchor_toward_phone(now, from.listener, to, &mut req)?;
+        }
         self.send_branches(now, tl, id, &mut ctx, &req, targets);
         self.contexts.insert(id, ctx);
         Ok(Forwarded::Sent)
@@ -392,6 +398,9 @@ impl Proxy {
                 copy.headers.push_front_of(Header::new(HeaderName::RecordRoute, rr));
             }
         }
+        // The media anchor's ICE part goes in before the caller's signature, which covers the
+        // body.
+        self.anchor_toward_overlay(now, from, to.listener, &mut copy);
         // Who is calling: signed when our phone's call leaves for another node; the proof is
         // for nodes, never shown to a phone.
         if to.listener == Listener::Overlay && from == Listener::Proxy && super::identity::needs_identity(&copy) {
@@ -470,6 +479,10 @@ impl Proxy {
         match self.targets(now, from, &req, &popped) {
             Ok(Targets::Send(targets)) => {
                 for (uri, to) in targets.into_iter().take(1) {
+                    // A late offer's answer rides on the ACK: the anchor sees it too.
+                    if let Err(r) = self.anchor_toward_phone(now, from.listener, to.listener, &mut req) {
+                        debug!(status = r.status, "ACK's body refused by the media anchor");
+                    }
                     let copy = self.prepare(now, &req, &Method::Ack, uri, from.listener, to);
                     tl.send_stateless(to, &copy);
                 }
@@ -500,6 +513,17 @@ impl Proxy {
         response.headers.remove_first_element(&HeaderName::Via);
         if response.headers.get(&HeaderName::Via).is_none() {
             return;
+        }
+        // The media anchor: a response crossing between our phone's side and the overlay.
+        let faces = self
+            .contexts
+            .get(&sid)
+            .and_then(|c| c.branches.iter().find(|b| b.client == client).map(|b| (b.to.listener, c.from_listener)));
+        if let Some((came_from, goes_to)) = faces {
+            self.anchor_toward_overlay(now, came_from, goes_to, &mut response);
+            if let Err(r) = self.anchor_toward_phone(now, came_from, goes_to, &mut response) {
+                debug!(status = r.status, "response's body refused by the media anchor");
+            }
         }
         let Some(ctx) = self.contexts.get_mut(&sid) else { return };
         let Some(b) = ctx.branches.iter_mut().find(|b| b.client == client) else { return };

@@ -17,6 +17,8 @@
 //!   Record-Route toward other nodes, best response (§16.7), ACK for 2xx.
 //! - `cancel`: CANCEL (§16.10) and Timer C (§16.8).
 //! - `ping`: OPTIONS pings that unregister phones that stopped answering.
+//! - `media`: what crosses between a phone and the overlay is handed to the media anchor
+//!   (`crate::media::anchor`); a call whose media path never formed ends with 503.
 //!
 //! # What it does not do (yet)
 //! The proxy itself does not reach the overlay: a request for an AoR nobody here serves is
@@ -37,6 +39,7 @@ pub mod digest;
 pub mod directory;
 mod forward;
 pub mod identity;
+mod media;
 mod ping;
 mod register;
 pub mod registrar;
@@ -231,6 +234,8 @@ pub struct Proxy {
     /// Timer C of each INVITE branch (RFC 3261 §16.6 step 11), and the same deadlines in
     /// order, so the next one is found without a scan.
     timer_c: Deadlines,
+    /// The media anchor (`media`), when on.
+    anchor: Option<crate::media::anchor::Anchor>,
 }
 
 impl Proxy {
@@ -257,6 +262,7 @@ impl Proxy {
             status: ProxyStatus::default(),
             lookups: Vec::new(),
             timer_c: Deadlines::default(),
+            anchor: None,
         }
     }
 
@@ -535,13 +541,15 @@ impl Proxy {
         while let Some(client) = self.timer_c.pop_due(now) {
             self.timer_c_fired(now, tl, client);
         }
+        self.anchor_timeout(now, tl);
     }
 
     /// When the proxy next needs `handle_timeout` (binding expiry, pings, Timer C).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pings = self.pings.values().map(|p| p.deadline).min();
         let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);
-        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next(), self.next_silence()]
+        let anchor = self.anchor.as_ref().and_then(crate::media::anchor::Anchor::poll_timeout);
+        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next(), self.next_silence(), anchor]
             .into_iter()
             .flatten()
             .min()

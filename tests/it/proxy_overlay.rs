@@ -81,10 +81,34 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     bob.expect("Call established: sip:alice@p2p.test");
     alice.expect("incoming rtp for 'audio' established");
     bob.expect("incoming rtp for 'audio' established");
+    // The media went through both nodes' anchors (issue 14): each shows the call, on the host
+    // path between them (both on loopback), with packets relayed both ways.
+    for (node, peer) in [(&a, users[1]), (&b, users[0])] {
+        let call = wait_for(WAIT, || {
+            let calls = node.status().unwrap_or_default()["calls"].clone();
+            let c = calls
+                .get(0)
+                .cloned()
+                .filter(|c| c["packets_in"].as_u64() > Some(0) && c["packets_out"].as_u64() > Some(0));
+            c
+        })
+        .unwrap_or_else(|| panic!("no call with media both ways in {}", node.status().unwrap_or_default()["calls"]));
+        assert_eq!(call["peer_aor"], peer, "{call}");
+        assert_eq!(call["state"], "active", "{call}");
+        assert_eq!(call["path"], "host", "{call}");
+    }
     alice.command("/hangup");
     // The BYE followed the route set through both nodes to bob's phone.
     bob.expect("session closed");
     crate::common::baresip::assert_rtp_both_ways(&alice, &bob);
+    // Hung up: every socket of the call is closed at both nodes, the totals stay.
+    for node in [&a, &b] {
+        let gone = wait_for(WAIT, || node.status().filter(|s| s["calls"].as_array().is_some_and(Vec::is_empty)));
+        let s = gone.unwrap_or_else(|| panic!("the call stayed: {}", node.status().unwrap_or_default()["calls"]));
+        assert_eq!(s["counters"]["calls_anchored"], 1, "{}", s["counters"]);
+        assert!(s["counters"]["media_packets_in"].as_u64() >= Some(1), "{}", s["counters"]);
+        assert!(s["counters"]["media_packets_out"].as_u64() >= Some(1), "{}", s["counters"]);
+    }
 
     // A MESSAGE outside any call: bob's phone shows the text.
     alice.command("/contact_next");

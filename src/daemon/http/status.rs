@@ -20,8 +20,8 @@ pub struct Status {
     pub node: NodeInfo,
     /// Seconds since the node started.
     pub uptime_secs: u64,
-    /// Messages, bytes, errors and refusals since start.
-    pub counters: Counters,
+    /// Messages, bytes, errors and refusals since start, and the media anchor's totals.
+    pub counters: StatusCounters,
     /// Live SIP transactions.
     pub transactions: Transactions,
     /// The proxy listener's admission control: how busy the loop was over the last 100 ms,
@@ -53,6 +53,21 @@ pub struct Status {
     pub clients: usize,
     /// TCP connection limits and deadlines: what they refused and closed.
     pub tcp: crate::daemon::node::event_loop::TcpCounters,
+    /// Calls whose media this node anchors now (`crate::media::anchor`).
+    pub calls: Vec<crate::media::anchor::CallStatus>,
+    /// The media anchor's sockets open now; `null` with the anchor off.
+    pub media_sockets: Option<usize>,
+}
+
+/// `counters`: the peer's, and the media anchor's totals beside them (one flat object).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusCounters {
+    /// Messages, bytes, errors and refusals.
+    #[serde(flatten)]
+    pub peer: Counters,
+    /// Calls anchored, refused, failed; media packets and bytes relayed.
+    #[serde(flatten)]
+    pub media: crate::media::anchor::AnchorTotals,
 }
 
 /// A node as the status API shows it.

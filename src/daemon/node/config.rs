@@ -56,6 +56,12 @@ use crate::overlay::ChordConfig;
 /// keepalive_secs = 25          # a client's STUN keep-alive toward its edge (RFC 5626)
 /// max_clients = 200            # clients this node serves as their edge; more get 503
 /// flow_transport = "udp"       # a client's flow to its edge: "udp" or "tcp" (UDP blocked)
+/// [media]                      # the media anchor (docs/media-security.md)
+/// anchor = true                # carry calls' media between nodes over ICE, encrypted; false: SDP untouched
+/// port_min = 20000             # relay ports for phones, an even/odd pair per stream
+/// port_max = 29999
+/// max_calls = 32               # calls anchored at once; more get 503
+/// idle_timeout_secs = 60       # no media either way this long ends a call's relay
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +96,78 @@ pub struct Config {
     pub nat: NatSettings,
     /// `auto` (a peer if others can reach it, else a client), `peer` or `client`.
     pub role: crate::nat::reachability::RoleChoice,
+    /// The media anchor (`[media]`).
+    pub media: MediaSettings,
+}
+
+/// The `[media]` table: the media anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Whether calls across the overlay are anchored (ICE between nodes, encrypted).
+    pub anchor: bool,
+    /// The lowest relay port for phones.
+    pub port_min: u16,
+    /// The highest.
+    pub port_max: u16,
+    /// Calls anchored at once.
+    pub max_calls: usize,
+    /// No media either way for this long ends a call's relay, seconds.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> MediaSettings {
+        let d = crate::media::anchor::AnchorConfig::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into());
+        MediaSettings {
+            anchor: true,
+            port_min: d.port_range.0,
+            port_max: d.port_range.1,
+            max_calls: d.max_calls,
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl MediaSettings {
+    /// The anchor's configuration for phones on `phone_ip` and legs on `leg_ip`.
+    pub fn anchor_config(
+        &self,
+        phone_ip: std::net::IpAddr,
+        leg_ip: std::net::IpAddr,
+    ) -> crate::media::anchor::AnchorConfig {
+        crate::media::anchor::AnchorConfig {
+            port_range: (self.port_min, self.port_max),
+            max_calls: self.max_calls,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            ..crate::media::anchor::AnchorConfig::new(phone_ip, leg_ip)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.port_min < 1024 || self.port_max <= self.port_min.saturating_add(2) {
+            return Err(ConfigError::Invalid {
+                key: "media.port_min",
+                message: format!(
+                    "{}-{} is not a range of at least two port pairs above 1023",
+                    self.port_min, self.port_max
+                ),
+            });
+        }
+        if !(1..=1000).contains(&self.max_calls) {
+            return Err(ConfigError::Invalid {
+                key: "media.max_calls",
+                message: format!("{} is not between 1 and 1000", self.max_calls),
+            });
+        }
+        if !(5..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "media.idle_timeout_secs",
+                message: format!("{} is not between 5 and 86400", self.idle_timeout_secs),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The `[nat]` table: how the node learns its public address.
@@ -422,6 +500,7 @@ impl Default for Config {
             storage: StorageSettings::default(),
             nat: NatSettings::default(),
             role: crate::nat::reachability::RoleChoice::Auto,
+            media: MediaSettings::default(),
         }
     }
 }
@@ -638,7 +717,8 @@ impl Config {
         }
         self.chord.validate()?;
         self.registrar.validate()?;
-        self.storage.validate()
+        self.storage.validate()?;
+        self.media.validate()
     }
 
     /// The data directory: the configured one, else `$XDG_DATA_HOME/p2psip`.

@@ -25,10 +25,12 @@ use tracing::{debug, info, trace, warn};
 
 use super::connection::{self, CloseReason, ConnEvent, OUTGOING_QUEUE};
 use super::listeners::Listeners;
+use super::media::MediaSockets;
 use crate::daemon::http::query::{LookupAnswer, Query};
 use crate::daemon::http::status::{self, NodeInfo, Status, Transactions};
 use crate::daemon::DaemonError;
 use crate::identity::Aor;
+use crate::media::anchor::MediaOutput;
 use crate::overlay::{Event, LookupId, NodeId, NodeState};
 use crate::peer::{
     ConnectionId, Endpoint, Input, InputBacklog, Listener, Output, Peer, PeerEvent, RoleEvent, StorageEvent,
@@ -110,10 +112,18 @@ pub(crate) struct EventLoop {
     /// What stopped the node, when something the user asked for cannot be (`--role peer`
     /// behind a NAT): [`EventLoop::run`] returns it.
     fatal: Option<DaemonError>,
+    /// The media anchor's sockets.
+    media: MediaSockets,
 }
 
 impl EventLoop {
-    pub(crate) fn new(peer: Peer, listeners: Listeners, info: NodeInfo, queries: mpsc::Receiver<Query>) -> EventLoop {
+    pub(crate) fn new(
+        peer: Peer,
+        listeners: Listeners,
+        info: NodeInfo,
+        queries: mpsc::Receiver<Query>,
+        media_first_port: u16,
+    ) -> EventLoop {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         EventLoop {
             peer,
@@ -131,6 +141,7 @@ impl EventLoop {
             accept_paused: [None, None],
             warned: BTreeMap::new(),
             fatal: None,
+            media: MediaSockets::new(media_first_port),
         }
     }
 
@@ -197,6 +208,11 @@ impl EventLoop {
                         _ => InputBacklog::NotRead,
                     };
                     (t, backlog)
+                }
+                Some(d) = self.media.rx.recv() => {
+                    let t = Instant::now();
+                    self.peer.handle_input(t, Input::Media(d.into()));
+                    (t, self.media_burst().await)
                 }
                 Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), InputBacklog::NotRead),
                 () = &mut sleep, if deadline.is_some() => {
@@ -268,9 +284,35 @@ impl EventLoop {
                 Output::Event(PeerEvent::Storage(event)) => self.on_storage_event(event),
                 Output::Event(PeerEvent::Overlay(event)) => self.on_overlay_event(event),
                 Output::Event(PeerEvent::Role(event)) => self.on_role_event(event),
+                Output::Media(m) => self.on_media(m),
                 Output::Timeout(at) => return at,
             }
         }
+    }
+
+    /// Does what the media anchor asks: opens (and reports back), sends, closes.
+    fn on_media(&mut self, m: MediaOutput) {
+        match m {
+            MediaOutput::Open { socket, kind, ip, range } => {
+                let opened = self.media.open(socket, kind, ip, range);
+                self.peer.handle_input(Instant::now(), Input::Media(opened));
+            }
+            MediaOutput::Send(s) => self.media.send(s.socket, s.index, s.to, &s.bytes),
+            MediaOutput::Close { socket } => self.media.close(socket),
+        }
+    }
+
+    /// After one media datagram: the others already queued, up to [`UDP_BURST`], before the
+    /// loop looks at its other inputs.
+    async fn media_burst(&mut self) -> InputBacklog {
+        for _ in 0..UDP_BURST {
+            self.drive().await;
+            match self.media.rx.try_recv() {
+                Ok(d) => self.peer.handle_input(Instant::now(), Input::Media(d.into())),
+                Err(_) => return InputBacklog::Emptied,
+            }
+        }
+        InputBacklog::Left
     }
 
     fn on_role_event(&mut self, event: RoleEvent) {
@@ -500,7 +542,10 @@ impl EventLoop {
             version: env!("CARGO_PKG_VERSION"),
             node: self.info.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
-            counters: self.peer.counters().clone(),
+            counters: status::StatusCounters {
+                peer: self.peer.counters().clone(),
+                media: self.peer.proxy().anchor().map(|a| a.totals()).unwrap_or_default(),
+            },
             transactions: Transactions::of(&self.peer),
             load: status::Load::of(&self.peer),
             predecessor: chord.predecessor().map(Into::into),
@@ -518,6 +563,8 @@ impl EventLoop {
             clients: self.peer.proxy_status().clients,
             tcp_connections: self.connections.len(),
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
+            calls: self.peer.proxy().anchor().map(|a| a.calls()).unwrap_or_default(),
+            media_sockets: self.peer.proxy().anchor().map(|_| self.media.count()),
         }
     }
 }

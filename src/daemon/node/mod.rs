@@ -8,11 +8,13 @@
 //! - `listeners`: binding UDP and TCP on the overlay and proxy addresses, and the HTTP port.
 //! - `event_loop`: the loop that owns the peer; where transmits go (RFC 3261 §18.2.2).
 //! - `connection`: one task per TCP connection; stream framing (§18.3).
+//! - `media`: the media anchor's UDP sockets: legs, relay pairs from the port range.
 
 pub mod config;
 mod connection;
 pub(crate) mod event_loop;
 mod listeners;
+mod media;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Instant;
@@ -71,6 +73,12 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     peer_config.proxy.flow_timer = std::time::Duration::from_secs(config.nat.keepalive_secs);
     peer_config.client_flow_tcp = config.nat.flow_transport == config::FlowTransport::Tcp;
     peer_config.dial_back = true;
+    if config.media.anchor {
+        let leg_ip = local_ip(listen, &config.join);
+        peer_config.media = Some(config.media.anchor_config(proxy.ip(), leg_ip));
+        span.in_scope(|| info!(%leg_ip, ports = ?(config.media.port_min, config.media.port_max), "media anchor on"));
+    }
+    let media_first_port = config.media.port_min.saturating_add((random_seed()? % 1000) as u16 * 2);
     let node_addr = peer_config.node_addr();
     let accounts = accounts::load(&data_dir)?;
     let started = Instant::now();
@@ -105,7 +113,7 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
         stun_servers: config.nat.stun.clone(),
         turn_servers: config.nat.turn.iter().map(|t| t.uri.clone()).collect(),
     };
-    let ran = EventLoop::new(peer, listeners, info, query_rx).run(shutdown).instrument(span).await;
+    let ran = EventLoop::new(peer, listeners, info, query_rx, media_first_port).run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.
@@ -177,6 +185,24 @@ async fn resolve_stun_servers(uris: &[String]) -> Vec<SocketAddr> {
     servers
 }
 
+/// The node's own IP, where media legs are bound (their host candidate): `listen`'s when it
+/// names one, else the one the OS would send from toward the first `join` peer (a connected
+/// UDP socket sends nothing), else 127.0.0.1. Never the advertised address: behind a port
+/// forward that is the router's.
+fn local_ip(listen: SocketAddr, join: &[SocketAddr]) -> IpAddr {
+    if !listen.ip().is_unspecified() {
+        return listen.ip();
+    }
+    join.first().and_then(local_ip_toward).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn local_ip_toward(peer: &SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().ok()? };
+    let socket = UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// The overlay address to derive the Node ID from and to advertise, when it is not `listen`
 /// itself: `advertise` if given; else, for a wildcard `listen`, the local IP the OS would send
 /// from toward the first `join` peer (a connected UDP socket sends nothing), else 127.0.0.1.
@@ -184,13 +210,7 @@ fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[So
     if advertise.is_some() || !listen.ip().is_unspecified() {
         return advertise;
     }
-    let toward = |peer: &SocketAddr| -> Option<IpAddr> {
-        let any: SocketAddr = if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().ok()? };
-        let socket = UdpSocket::bind(any).ok()?;
-        socket.connect(peer).ok()?;
-        Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
-    };
-    let ip = join.first().and_then(toward).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let ip = join.first().and_then(local_ip_toward).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     if join.is_empty() {
         warn!(%ip, "listening on a wildcard address with nothing to join: advertising {ip}; set --advertise");
     }
