@@ -57,10 +57,12 @@ impl Proxy {
     }
 
     /// §16.4: a top Route naming us is removed; with the double Record-Route of RFC 5658
-    /// (§3.2) the next one may name our other listener, and goes too. Says what was popped.
+    /// (§3.2) the next one may name our other listener, and goes too; and a third may be our
+    /// own route into a client's flow, when we are both the callee's node and the caller's
+    /// edge (the caller's node Record-Routed through us). Says what was popped.
     pub(super) fn pop_own_route(&self, req: &mut Message) -> Popped {
         let mut popped = Popped::default();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let Ok(routes) = req.routes() else { break };
             match routes.first().map(|r| &r.uri) {
                 Some(Uri::Sip(u)) if self.is_own(&u.host, u.port) || self.is_our_path(u) => {

@@ -15,6 +15,7 @@
 //! - [`robustness`]: floods and limits that must not take a node down.
 //! - [`stun`]: the overlay port answering a real STUN client.
 //! - [`nat`]: nodes in network namespaces behind nftables NATs: peers, clients, port forwards.
+//! - [`media`]: calls between real phones through real NATs, their media anchored by the nodes.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
 mod cli;
@@ -24,6 +25,7 @@ mod enrollment;
 mod framing_agreement;
 mod fuzz_corpus;
 mod live_rfc4475;
+mod media;
 mod module_cycles;
 mod nat;
 mod proxy_baresip;

@@ -1,0 +1,171 @@
+//! Calls between real phones through real NATs (issue 14): each node anchors its own phone's
+//! media and carries it to the other node over ICE, encrypted. Network namespaces with
+//! nftables routers, built and removed by the test (`common::netns`); baresip phones
+//! (headless, `ausine` source) on each home's own loopback, registered with their own node;
+//! coturn on the "Internet" as the STUN server every node asks.
+//!
+//! Checked for each call: RTP both ways at both phones (baresip's packet counters), the call
+//! in both nodes' `/status` with packets both ways and the path type chosen, and, after the
+//! hang-up, no call left and every socket of it closed.
+// Tests measure with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::baresip::Phone;
+use crate::common::netns::{NatKind, NsNode, Topology};
+use crate::common::{add_account, ca, wait_for};
+
+/// Fast keep-alives (1 s) and stabilize, as in `nat.rs`.
+const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n[nat]\nkeepalive_secs = 1\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The contacts of `aor`'s registration record, as `p2psip lookup` on `asker` reads it.
+fn registered_contacts(t: &Topology, asker: &NsNode, aor: &str) -> Option<Vec<String>> {
+    let dir = tempfile::TempDir::new().ok()?;
+    let out = t
+        .p2psip(&asker.short(), dir.path())
+        .args(["lookup", aor, "--json", "--http", &asker.http.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    crate::common::record_contacts(&out.stdout)
+}
+
+/// The call `node` anchors now once it has packets both ways.
+fn call_with_media(t: &Topology, node: &NsNode, what: &str) -> Value {
+    let found = wait_for(WAIT, || {
+        let calls = node.status(t)?["calls"].clone();
+        calls.get(0).cloned().filter(|c| c["packets_in"].as_u64() > Some(0) && c["packets_out"].as_u64() > Some(0))
+    });
+    found.unwrap_or_else(|| {
+        panic!("{what}: no call with media both ways: {}\n{}", node.status(t).unwrap_or_default()["calls"], node.log())
+    })
+}
+
+/// Waits until `node` anchors no call and holds only its spare sockets again.
+fn all_freed(t: &Topology, node: &NsNode, what: &str) -> Value {
+    let idle = |s: &Value| s["calls"].as_array().is_some_and(Vec::is_empty);
+    let s = wait_for(WAIT, || node.status(t).filter(idle));
+    s.unwrap_or_else(|| panic!("{what}: the call stayed: {}", node.status(t).unwrap_or_default()["calls"]))
+}
+
+/// One call from `caller` to `callee`'s AoR: established, RTP both ways at both phones, each
+/// node reporting the call on `path`; hung up by `hang_up_by_callee`'s side; both nodes free
+/// again. Returns the two nodes' call entries.
+#[allow(clippy::too_many_arguments)]
+fn call(
+    t: &Topology,
+    (caller, caller_node): (&mut Phone, &NsNode),
+    (callee, callee_node): (&mut Phone, &NsNode),
+    callee_aor: &str,
+    path: &str,
+    hang_up_by_callee: bool,
+) -> (Value, Value) {
+    let calls_before = |p: &Phone| p.log().matches("Call established").count();
+    let (n_caller, n_callee) = (calls_before(caller), calls_before(callee));
+    let dialled = std::time::Instant::now();
+    caller.command(&format!("/dial {callee_aor}"));
+    let up = wait_for(WAIT, || (calls_before(caller) > n_caller && calls_before(callee) > n_callee).then_some(()));
+    assert!(up.is_some(), "call to {callee_aor} not established:\n{}\n{}", caller.log(), caller_node.log());
+    println!("{callee_aor}: established {} ms after the dial", dialled.elapsed().as_millis());
+    let a = call_with_media(t, caller_node, "caller's node");
+    let b = call_with_media(t, callee_node, "callee's node");
+    println!("{callee_aor}: media both ways at both nodes {} ms after the dial", dialled.elapsed().as_millis());
+    for c in [&a, &b] {
+        assert_eq!(c["state"], "active", "{c}");
+        assert_eq!(c["path"], path, "{c}");
+    }
+    let (hanger, other) = if hang_up_by_callee { (&mut *callee, &mut *caller) } else { (&mut *caller, &mut *callee) };
+    let closed = |p: &Phone| p.log().matches("session closed").count();
+    let before = closed(other);
+    hanger.command("/hangup");
+    let gone = wait_for(WAIT, || (closed(other) > before).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the hang-up did not reach the other phone:\n{}\ncaller's node:\n{}\ncallee's node:\n{}",
+        other.log().lines().filter(|l| !l.contains("audio=")).collect::<Vec<_>>().join("\n"),
+        caller_node.log(),
+        callee_node.log()
+    );
+    crate::common::baresip::assert_rtp_both_ways(caller, callee);
+    for node in [caller_node, callee_node] {
+        let s = all_freed(t, node, "after the hang-up");
+        assert!(s["counters"]["media_packets_in"].as_u64() > Some(0), "{}", s["counters"]);
+    }
+    (a, b)
+}
+
+#[test]
+fn calls_through_cone_nats_and_to_a_public_peer_carry_media_both_ways() {
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let users = ["sip:pat@p2p.test", "sip:alice@p2p.test", "sip:bob@p2p.test", "sip:peer-b@p2p.test"];
+    let dirs = ca::enrolled_overlay(base, "127.0.0.97", &users);
+    for (i, (user, pw)) in [(users[0], "pat-pw"), (users[1], "alice-pw"), (users[2], "bob-pw")].into_iter().enumerate()
+    {
+        add_account(base, &dirs[i], user, pw, &[]);
+    }
+    let mut t = Topology::new("m");
+    let (stun, _coturn) = t.stun_server(base);
+    let config = base.join("node.toml");
+    std::fs::write(&config, format!("{CONFIG}stun = [\"stun:{stun}\"]\n")).expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+
+    // Two public peers (pat's node carries a phone); alice and bob behind cone NATs, clients.
+    let (p1, p2) = (t.public_host(20), t.public_host(21));
+    let pat_node =
+        NsNode::start_with_data(&t, "inet", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config]);
+    let join = pat_node.listen.to_string();
+    let peer_b = NsNode::start_with_data(
+        &t,
+        "inet",
+        SocketAddr::new(p2, 5070),
+        5080,
+        Some(&dirs[3]),
+        &["--config", &config, "--join", &join],
+    );
+    peer_b.wait_status(&t, "peer b joins", |s| s["overlay"]["state"] == "joined");
+    let (_, cone1) = t.router(1, NatKind::Cone, &[None]);
+    let (_, cone2) = t.router(2, NatKind::Cone, &[None]);
+    let client = |home: &str, ip, dir| {
+        NsNode::start_with_data(
+            &t,
+            home,
+            SocketAddr::new(ip, 5070),
+            5060,
+            Some(dir),
+            &["--config", &config, "--join", &join],
+        )
+    };
+    let alice_node = client(&t.home(1, 0), cone1[0], &dirs[1]);
+    let bob_node = client(&t.home(2, 0), cone2[0], &dirs[2]);
+    for n in [&alice_node, &bob_node] {
+        n.wait_status(&t, "a client bound at an edge", |s| s["role"] == "client" && s["edge"]["addr"].is_string());
+    }
+
+    let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+    let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
+    let mut pat = Phone::start_in(Some(&pat_node.ns), "pat", "pat-pw", proxy, listen, &[]);
+    let mut alice = Phone::start_in(Some(&alice_node.ns), "alice", "alice-pw", proxy, listen, &[]);
+    let mut bob = Phone::start_in(Some(&bob_node.ns), "bob", "bob-pw", proxy, listen, &[]);
+    for (p, aor) in [(&pat, "pat"), (&alice, "alice"), (&bob, "bob")] {
+        p.expect(&format!("{aor}@p2p.test: {{0/UDP/v4}} 200 OK () [1 binding]"));
+    }
+    // Each user's record must name a contact before anyone calls them.
+    for aor in &users[..3] {
+        let found = wait_for(WAIT, || registered_contacts(&t, &peer_b, aor).filter(|c| !c.is_empty()));
+        assert!(found.is_some(), "{aor}'s record has no contact");
+    }
+
+    // Cone to cone: both nodes behind NATs that map every destination alike, so the
+    // server-reflexive candidates meet (hole punching).
+    call(&t, (&mut alice, &alice_node), (&mut bob, &bob_node), users[2], "srflx", false);
+    // A client behind a cone NAT calls a user whose node is a public peer, which hangs up.
+    call(&t, (&mut alice, &alice_node), (&mut pat, &pat_node), users[0], "srflx", true);
+    // And back: the public peer's user calls the client behind its NAT.
+    call(&t, (&mut pat, &pat_node), (&mut bob, &bob_node), users[2], "srflx", false);
+}
