@@ -64,6 +64,9 @@ pub struct AnchorConfig {
     pub idle_timeout: Duration,
     /// The ICE sessions' timers.
     pub ice: IceTimers,
+    /// TURN servers (the first is used): each leg allocates a relayed address there ahead of
+    /// its call.
+    pub turn: Vec<super::turn::TurnConfig>,
 }
 
 impl AnchorConfig {
@@ -78,6 +81,7 @@ impl AnchorConfig {
             spare_pairs: 4,
             idle_timeout: Duration::from_secs(60),
             ice: IceTimers::default(),
+            turn: Vec::new(),
         }
     }
 
@@ -376,7 +380,7 @@ impl Anchor {
                 self.attach_frag(msg, &body, frag);
             }
             if matches!(method, Method::Bye | Method::Cancel) {
-                self.end(&call_id, "hung up");
+                self.end(now, &call_id, "hung up");
             }
             self.refill();
             return;
@@ -393,7 +397,7 @@ impl Anchor {
                 self.attach_frag(msg, &body, frag);
             }
         }
-        self.after_response(&call_id, &cseq.method, status);
+        self.after_response(now, &call_id, &cseq.method, status);
         self.refill();
     }
 
@@ -412,7 +416,7 @@ impl Anchor {
                 rewrite(call, &mut self.pool, &mut self.owners, self.config.phone_ip, msg, &body);
             }
             if matches!(method, Method::Bye | Method::Cancel) {
-                self.end(&call_id, "hung up");
+                self.end(now, &call_id, "hung up");
             }
             self.refill();
             return Ok(());
@@ -427,12 +431,12 @@ impl Anchor {
         if let Some(call) = self.calls.get_mut(&call_id) {
             rewrite(call, &mut self.pool, &mut self.owners, self.config.phone_ip, msg, &body);
         }
-        self.after_response(&call_id, &cseq.method, status);
+        self.after_response(now, &call_id, &cseq.method, status);
         self.refill();
         Ok(())
     }
 
-    fn after_response(&mut self, call_id: &str, method: &Method, status: u16) {
+    fn after_response(&mut self, now: Instant, call_id: &str, method: &Method, status: u16) {
         let Some(call) = self.calls.get_mut(call_id) else { return };
         if *method != Method::Invite {
             return;
@@ -440,7 +444,7 @@ impl Anchor {
         if (200..300).contains(&status) {
             call.answered = true;
         } else if status >= 300 && !call.answered {
-            self.end(call_id, "not answered");
+            self.end(now, call_id, "not answered");
         }
     }
 
@@ -546,7 +550,7 @@ impl Anchor {
             .start(now, false, &frag.share.ufrag, &frag.share.pwd, &frag.candidates)
             .map_err(|e| refuse(e.to_string()))?;
         call.offer = Some(frag.share);
-        call.drive(&mut self.sends);
+        call.drive(now, &mut self.sends);
         self.adopt(call);
         Ok(())
     }
@@ -597,7 +601,7 @@ impl Anchor {
         if let Err(e) = call.ice.start(now, true, &frag.share.ufrag, &frag.share.pwd, &frag.candidates) {
             debug!(call_id, error = %e, "media: ICE could not start");
         }
-        call.drive(&mut self.sends);
+        call.drive(now, &mut self.sends);
     }
 
     fn new_call(
@@ -620,6 +624,9 @@ impl Anchor {
         ice.add_local(LocalCandidate { kind: CandidateKind::Host, addr: leg.addr, base: leg.addr }).ok()?;
         if let Some(srflx) = leg.srflx.filter(|s| *s != leg.addr) {
             let _ = ice.add_local(LocalCandidate { kind: CandidateKind::Srflx, addr: srflx, base: leg.addr });
+        }
+        if let Some(relayed) = leg.turn.as_ref().and_then(super::turn::TurnLeg::relayed) {
+            let _ = ice.add_local(LocalCandidate { kind: CandidateKind::Relay, addr: relayed, base: relayed });
         }
         let key = KeyShare::generate(&*id.rng).ok()?;
         let (ufrag, pwd) = ice.credentials();
@@ -655,7 +662,7 @@ impl Anchor {
         self.calls.insert(call.call_id.clone(), call);
     }
 
-    fn end(&mut self, call_id: &str, why: &str) {
+    fn end(&mut self, now: Instant, call_id: &str, why: &str) {
         let Some(call) = self.calls.remove(call_id) else { return };
         info!(
             call_id,
@@ -674,7 +681,8 @@ impl Anchor {
         self.ended.bytes_out += c.bytes_out;
         self.ended.frames_dropped += c.frames_dropped;
         let mut call = call;
-        call.ice.close();
+        call.close(now, &mut self.sends);
+        self.flush();
         for socket in call.sockets().collect::<Vec<_>>() {
             self.owners.remove(&socket);
             self.pool.released();
@@ -688,8 +696,17 @@ impl Anchor {
     pub fn handle_input(&mut self, now: Instant, input: MediaInput) {
         match input {
             MediaInput::Opened { socket, addrs } => {
-                self.pool.opened(socket, &addrs);
+                if self.pool.opened(socket, &addrs) == Some(SocketKind::Leg) {
+                    // A spare leg allocates its relay now, so a call finds it ready.
+                    if let (Some(server), Some(addr)) = (self.config.turn.first(), addrs.first()) {
+                        let seed = self.rng.random();
+                        if let Some(leg) = self.pool.leg_mut(socket) {
+                            leg.turn = super::turn::TurnLeg::allocate(now, *addr, server, seed);
+                        }
+                    }
+                }
                 self.ask_reflectors(now);
+                self.drive_spares(now);
             }
             MediaInput::OpenFailed { socket, error } => {
                 info!(%socket, %error, "media: could not open a socket");
@@ -715,6 +732,13 @@ impl Anchor {
                 }
             }
             None if self.pool.is_spare_leg(socket) => {
+                if let Some(turn) = self.pool.leg_mut(socket).and_then(|l| l.turn.as_mut()) {
+                    if turn.server() == from {
+                        turn.handle_datagram(now, data);
+                        self.drive_spares(now);
+                        return;
+                    }
+                }
                 if let Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped, .. }) =
                     crate::nat::stun::parse(data)
                 {
@@ -724,6 +748,13 @@ impl Anchor {
                 }
             }
             None => {}
+        }
+    }
+
+    /// The spare legs' TURN clients: retransmissions and refreshes go out.
+    fn drive_spares(&mut self, now: Instant) {
+        for (socket, to, bytes) in self.pool.handle_timeout(now) {
+            self.sends.push_back(Send { socket, index: 0, to, bytes });
         }
     }
 
@@ -738,6 +769,7 @@ impl Anchor {
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ask_reflectors(now);
+        self.drive_spares(now);
         let idle = self.config.idle_timeout;
         let mut gone = Vec::new();
         for (id, call) in &mut self.calls {
@@ -751,7 +783,7 @@ impl Anchor {
             }
         }
         for (id, why) in gone {
-            self.end(&id, why);
+            self.end(now, &id, why);
         }
         self.refill();
         self.flush();
@@ -835,6 +867,16 @@ impl Anchor {
     /// Sockets open or opening.
     pub fn sockets_held(&self) -> usize {
         self.pool.held()
+    }
+
+    /// TURN allocations held (spare legs' and calls'), not counting refused ones.
+    pub fn relays_held(&self) -> usize {
+        let live = |l: &super::pool::Leg| {
+            l.turn.as_ref().is_some_and(|t| {
+                matches!(t.state(), super::turn::TurnState::Allocating | super::turn::TurnState::Allocated(_))
+            })
+        };
+        self.pool.relays() + self.calls.values().filter(|c| live(&c.leg)).count()
     }
 }
 

@@ -116,15 +116,31 @@ impl Call {
         }
     }
 
-    /// Moves the ICE session's transmits and events out; the leg sends.
-    pub(super) fn drive(&mut self, out: &mut VecDeque<Send>) {
-        while let Some(t) = self.ice.poll_transmit() {
-            // Host and server-reflexive pairs are sent from the leg itself (RFC 8445 §6.1.2:
-            // from the base).
-            if t.local == self.leg.addr {
-                out.push_back(Send { socket: self.leg.id, index: 0, to: t.to, bytes: t.bytes });
+    /// Sends `bytes` to `to` from `local`: the leg itself for host and server-reflexive pairs
+    /// (RFC 8445 §6.1.2: from the base), or through the TURN server for the relayed address.
+    fn send_from(&mut self, now: Instant, local: SocketAddr, to: SocketAddr, bytes: Vec<u8>, out: &mut VecDeque<Send>) {
+        if local == self.leg.addr {
+            out.push_back(Send { socket: self.leg.id, index: 0, to, bytes });
+        } else if let Some(turn) = self.leg.turn.as_mut().filter(|t| t.relayed() == Some(local)) {
+            turn.send(now, to, &bytes);
+        }
+    }
+
+    /// What the TURN client has for its server goes out on the leg.
+    fn drain_turn(&mut self, out: &mut VecDeque<Send>) {
+        if let Some(turn) = self.leg.turn.as_mut() {
+            while let Some(bytes) = turn.poll_transmit() {
+                out.push_back(Send { socket: self.leg.id, index: 0, to: turn.server(), bytes });
             }
         }
+    }
+
+    /// Moves the ICE session's transmits and events out; the leg sends.
+    pub(super) fn drive(&mut self, now: Instant, out: &mut VecDeque<Send>) {
+        while let Some(t) = self.ice.poll_transmit() {
+            self.send_from(now, t.local, t.to, t.bytes, out);
+        }
+        self.drain_turn(out);
         while let Some(ev) = self.ice.poll_event() {
             match ev {
                 IceEvent::Selected { local, remote, path } => {
@@ -147,11 +163,36 @@ impl Call {
         self.update_state();
     }
 
-    /// A datagram on the leg from `from`.
+    /// A datagram on the leg from `from`: from the TURN server (its answers, or what it
+    /// relays from the far node to our relayed address), or straight from the far node.
     pub(super) fn handle_leg(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut VecDeque<Send>) {
+        let relayed = match self.leg.turn.as_mut() {
+            Some(turn) if turn.server() == from => Some((turn.relayed(), turn.handle_datagram(now, datagram))),
+            _ => None,
+        };
+        match relayed {
+            Some((Some(local), data)) => {
+                for r in data {
+                    self.arrived(now, local, r.peer, &r.data, out);
+                }
+            }
+            Some((None, _)) => {}
+            None => self.arrived(now, self.leg.addr, from, datagram, out),
+        }
+        self.drive(now, out);
+    }
+
+    /// A datagram from the far node arrived at our `local` candidate (the leg, or the relay).
+    fn arrived(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut VecDeque<Send>,
+    ) {
         if crate::nat::stun::is_stun(datagram) {
-            self.ice.handle_stun(now, self.leg.addr, from, datagram);
-            self.drive(out);
+            self.ice.handle_stun(now, local, from, datagram);
             return;
         }
         if !tunnel::is_frame(datagram) || self.state == CallState::Refused {
@@ -166,7 +207,7 @@ impl Call {
             }
         };
         // Authenticated: it refreshes consent only if it came over the selected pair.
-        if !self.ice.accepts(now, self.leg.addr, from) {
+        if !self.ice.accepts(now, local, from) {
             self.counters.frames_dropped += 1;
             return;
         }
@@ -193,23 +234,40 @@ impl Call {
         if !self.ready() || stream >= tunnel::MAX_STREAMS {
             return;
         }
-        let (Some(t), Some((_, remote, _))) = (self.tunnel.as_mut(), self.path) else { return };
+        let (Some(t), Some((local, remote, _))) = (self.tunnel.as_mut(), self.path) else { return };
         let frame = t.seal(Channel { stream: stream as u8, rtcp }, datagram);
         self.last_packet = now;
         self.counters.packets_out += 1;
         self.counters.bytes_out += datagram.len() as u64;
-        out.push_back(Send { socket: self.leg.id, index: 0, to: remote, bytes: frame });
+        self.send_from(now, local, remote, frame, out);
+        self.drain_turn(out);
     }
 
-    /// When the call next needs time: its ICE session's deadline, or the idle limit.
+    /// When the call next needs time: its ICE session's or TURN client's deadline, or the
+    /// idle limit.
     pub(super) fn poll_timeout(&mut self, idle: Duration) -> Option<Instant> {
-        [self.ice.poll_timeout(), Some(self.last_packet + idle)].into_iter().flatten().min()
+        let turn = self.leg.turn.as_mut().and_then(|t| t.poll_timeout());
+        [self.ice.poll_timeout(), turn, Some(self.last_packet + idle)].into_iter().flatten().min()
     }
 
     /// Time passed.
     pub(super) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Send>) {
         self.ice.handle_timeout(now);
-        self.drive(out);
+        if let Some(t) = self.leg.turn.as_mut() {
+            if t.poll_timeout().is_some_and(|at| at <= now) {
+                t.handle_timeout(now);
+            }
+        }
+        self.drive(now, out);
+    }
+
+    /// The call ends: ICE stops, the TURN allocation is released (its last words go out).
+    pub(super) fn close(&mut self, now: Instant, out: &mut VecDeque<Send>) {
+        self.ice.close();
+        if let Some(t) = self.leg.turn.as_mut() {
+            t.close(now);
+        }
+        self.drain_turn(out);
     }
 
     /// Whether no datagram went either way for `idle` (a phone that vanished).

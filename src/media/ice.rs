@@ -214,6 +214,12 @@ impl RTCCryptoProvider for Provider {
     }
 }
 
+/// The rtc crates' crypto on ring, with randomness from a generator seeded by `seed`.
+pub(super) fn seeded_provider(seed: u64) -> Arc<dyn RTCCryptoProvider> {
+    let random = SeededRandom(std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(seed)));
+    Arc::new(Provider { crypto: Default::default(), random })
+}
+
 /// [`IceSession`] over rtc-ice's `Agent`.
 pub struct RtcIce {
     agent: Agent,
@@ -251,8 +257,7 @@ impl RtcIce {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ufrag = ice_string(&mut rng, 8);
         let pwd = ice_string(&mut rng, 24);
-        let random = SeededRandom(std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(rng.random())));
-        let provider = Arc::new(Provider { crypto: Default::default(), random });
+        let provider = seeded_provider(rng.random());
         let config = AgentConfig {
             local_ufrag: ufrag.clone(),
             local_pwd: pwd.clone(),

@@ -14,15 +14,17 @@
 //!   other's: credentials, candidates, the signed share and the certificate.
 //! - [`ice`]: [`ice::IceSession`], our trait over an ICE agent, and its rtc-ice implementation.
 //! - [`pool`]: sockets opened ahead of calls (legs with their server-reflexive address
-//!   gathered, relay port pairs), within a bound.
+//!   gathered and their TURN allocation made, relay port pairs), within a bound.
+//! - [`turn`]: a leg's TURN allocation (RFC 8656) through rtc-turn: the relayed candidate,
+//!   permissions, refreshes, release.
 //! - [`phone`]: one stream's phone side: where the phone wants media, latching, RTCP mux.
 //! - [`call`]: one call: its leg, ICE session, tunnel and phone streams; relays datagrams.
 //! - [`anchor`]: [`anchor::Anchor`], every anchored call of the node: the signalling hooks the
 //!   proxy calls, sockets in and out, status.
 //!
 //! # What it does not do (yet)
-//! No TURN allocation (the relayed candidate kind exists; the daemon's TURN client does not),
-//! no ICE restart.
+//! No ICE restart (a node that moves networks mid-call loses the call's media); TURN over UDP
+//! only.
 
 pub mod anchor;
 pub mod call;
@@ -32,3 +34,4 @@ pub mod keys;
 pub mod phone;
 pub mod pool;
 pub mod tunnel;
+pub mod turn;

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::turn::{TurnLeg, TurnState};
 use crate::nat::stun::StunTransactionId;
 use crate::sdp::RelayPorts;
 
@@ -37,7 +38,7 @@ pub enum SocketKind {
 }
 
 /// A spare leg.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Leg {
     /// Its socket.
     pub id: SocketId,
@@ -48,6 +49,8 @@ pub struct Leg {
     /// The Binding request out, its transaction ID, when and to whom it went, and how many
     /// times.
     asking: Option<(StunTransactionId, Instant, SocketAddr, u8)>,
+    /// Its TURN allocation, when TURN servers are configured.
+    pub turn: Option<TurnLeg>,
 }
 
 /// How long a reflector gets to answer a leg's Binding request before it is sent again
@@ -98,7 +101,7 @@ impl Pool {
         let kind = self.opening.remove(&id)?;
         match (kind, addrs) {
             (SocketKind::Leg, [addr, ..]) => {
-                self.legs.push_back(Leg { id, addr: *addr, srflx: None, asking: None });
+                self.legs.push_back(Leg { id, addr: *addr, srflx: None, asking: None, turn: None });
             }
             (SocketKind::Pair, [rtp, rtcp, ..]) => {
                 self.pairs.push_back((id, RelayPorts { rtp: rtp.port(), rtcp: rtcp.port() }));
@@ -128,10 +131,40 @@ impl Pool {
         self.held
     }
 
-    /// A spare leg for a call, the one with a reflexive address first.
+    /// A spare leg for a call: the most gathered first (a reflexive address and a relay).
     pub fn take_leg(&mut self) -> Option<Leg> {
-        let i = self.legs.iter().position(|l| l.srflx.is_some()).unwrap_or(0);
-        self.legs.remove(i)
+        let gathered = |l: &Leg| {
+            usize::from(l.srflx.is_some()) + usize::from(l.turn.as_ref().is_some_and(|t| t.relayed().is_some()))
+        };
+        let best = self.legs.iter().enumerate().max_by_key(|(i, l)| (gathered(l), usize::MAX - i)).map(|(i, _)| i)?;
+        self.legs.remove(best)
+    }
+
+    /// The spare leg `id`.
+    pub fn leg_mut(&mut self, id: SocketId) -> Option<&mut Leg> {
+        self.legs.iter_mut().find(|l| l.id == id)
+    }
+
+    /// Drives the spare legs' TURN allocations; what they send to their servers.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<(SocketId, SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        for leg in &mut self.legs {
+            if let Some(t) = leg.turn.as_mut() {
+                if t.poll_timeout().is_some_and(|at| at <= now) {
+                    t.handle_timeout(now);
+                }
+                while let Some(bytes) = t.poll_transmit() {
+                    out.push((leg.id, t.server(), bytes));
+                }
+            }
+        }
+        out
+    }
+
+    /// Live TURN allocations of spare legs.
+    pub fn relays(&self) -> usize {
+        let live = |t: &TurnLeg| matches!(t.state(), TurnState::Allocating | TurnState::Allocated(_));
+        self.legs.iter().filter(|l| l.turn.as_ref().is_some_and(live)).count()
     }
 
     /// A spare pair for a stream.
@@ -168,16 +201,20 @@ impl Pool {
         out
     }
 
-    /// When [`poll_stun`](Self::poll_stun) has more to send.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.legs
+    /// When [`poll_stun`](Self::poll_stun) or [`handle_timeout`](Self::handle_timeout) has
+    /// more to do.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let stun = self
+            .legs
             .iter()
             .filter(|l| l.srflx.is_none())
             .filter_map(|l| match l.asking {
                 Some((_, at, _, tries)) if tries < STUN_TRIES => Some(at + STUN_RTO),
                 _ => None,
             })
-            .min()
+            .min();
+        let turn = self.legs.iter_mut().filter_map(|l| l.turn.as_mut()?.poll_timeout()).min();
+        [stun, turn].into_iter().flatten().min()
     }
 
     /// A Binding answer arrived on leg `id` from `from`: its mapped address is the leg's

@@ -169,3 +169,60 @@ fn calls_through_cone_nats_and_to_a_public_peer_carry_media_both_ways() {
     // And back: the public peer's user calls the client behind its NAT.
     call(&t, (&mut pat, &pat_node), (&mut bob, &bob_node), users[2], "srflx", false);
 }
+
+#[test]
+fn calls_between_symmetric_nats_go_through_turn_and_release_the_allocation() {
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let users = ["sip:peer-a@p2p.test", "sip:carol@p2p.test", "sip:dave@p2p.test"];
+    let dirs = ca::enrolled_overlay(base, "127.0.0.98", &users);
+    add_account(base, &dirs[1], users[1], "carol-pw", &[]);
+    add_account(base, &dirs[2], users[2], "dave-pw", &[]);
+    let mut t = Topology::new("t");
+    let (stun, _coturn) = t.stun_server(base);
+    let config = base.join("node.toml");
+    let turn = format!("turn = [{{ uri = \"turn:{stun}\", username = \"test\", password = \"test\" }}]\n");
+    std::fs::write(&config, format!("{CONFIG}stun = [\"stun:{stun}\"]\n{turn}")).expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+
+    let p1 = t.public_host(20);
+    let peer =
+        NsNode::start_with_data(&t, "inet", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config]);
+    let join = peer.listen.to_string();
+    // Both behind NATs that give each destination its own mapping: no direct path exists.
+    let (_, sym1) = t.router(1, NatKind::Symmetric, &[None]);
+    let (_, sym2) = t.router(2, NatKind::Symmetric, &[None]);
+    let client = |home: &str, ip, dir| {
+        NsNode::start_with_data(
+            &t,
+            home,
+            SocketAddr::new(ip, 5070),
+            5060,
+            Some(dir),
+            &["--config", &config, "--join", &join],
+        )
+    };
+    let carol_node = client(&t.home(1, 0), sym1[0], &dirs[1]);
+    let dave_node = client(&t.home(2, 0), sym2[0], &dirs[2]);
+    // Each keeps its spare legs' relays allocated ahead of calls.
+    let spares = |s: &Value| s["role"] == "client" && s["edge"]["addr"].is_string() && s["media_relays"] == 2;
+    for n in [&carol_node, &dave_node] {
+        n.wait_status(&t, "a client bound, its spare relays allocated", spares);
+    }
+    let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+    let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
+    let mut carol = Phone::start_in(Some(&carol_node.ns), "carol", "carol-pw", proxy, listen, &[]);
+    let mut dave = Phone::start_in(Some(&dave_node.ns), "dave", "dave-pw", proxy, listen, &[]);
+    carol.expect("carol@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+    dave.expect("dave@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+    for aor in &users[1..] {
+        let found = wait_for(WAIT, || registered_contacts(&t, &peer, aor).filter(|c| !c.is_empty()));
+        assert!(found.is_some(), "{aor}'s record has no contact");
+    }
+
+    call(&t, (&mut carol, &carol_node), (&mut dave, &dave_node), users[2], "relay", true);
+    // The call's allocation was released and the spares are allocated again: two each.
+    for n in [&carol_node, &dave_node] {
+        n.wait_status(&t, "the call's relay released, the spares' kept", |s| s["media_relays"] == 2);
+    }
+}

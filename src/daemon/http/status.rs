@@ -57,6 +57,8 @@ pub struct Status {
     pub calls: Vec<crate::media::anchor::CallStatus>,
     /// The media anchor's sockets open now; `null` with the anchor off.
     pub media_sockets: Option<usize>,
+    /// TURN allocations the anchor holds now (spare legs' and calls'); `null` with it off.
+    pub media_relays: Option<usize>,
 }
 
 /// `counters`: the peer's, and the media anchor's totals beside them (one flat object).

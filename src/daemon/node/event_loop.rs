@@ -565,6 +565,7 @@ impl EventLoop {
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
             calls: self.peer.proxy().anchor().map(|a| a.calls()).unwrap_or_default(),
             media_sockets: self.peer.proxy().anchor().map(|_| self.media.count()),
+            media_relays: self.peer.proxy().anchor().map(crate::media::anchor::Anchor::relays_held),
         }
     }
 }

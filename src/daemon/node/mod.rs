@@ -75,7 +75,9 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     peer_config.dial_back = true;
     if config.media.anchor {
         let leg_ip = local_ip(listen, &config.join);
-        peer_config.media = Some(config.media.anchor_config(proxy.ip(), leg_ip));
+        let mut anchor = config.media.anchor_config(proxy.ip(), leg_ip);
+        anchor.turn = resolve_turn_servers(&config.nat.turn).await;
+        peer_config.media = Some(anchor);
         span.in_scope(|| info!(%leg_ip, ports = ?(config.media.port_min, config.media.port_max), "media anchor on"));
     }
     let media_first_port = config.media.port_min.saturating_add((random_seed()? % 1000) as u16 * 2);
@@ -201,6 +203,30 @@ fn local_ip_toward(peer: &SocketAddr) -> Option<IpAddr> {
     let socket = UdpSocket::bind(any).ok()?;
     socket.connect(peer).ok()?;
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+/// The TURN servers of `[nat] turn` with credentials, their addresses resolved (UDP only:
+/// the anchor's legs are UDP sockets). One without credentials, over TCP, or that does not
+/// resolve is left out with a warning.
+async fn resolve_turn_servers(servers: &[crate::nat::turn::TurnServer]) -> Vec<crate::media::turn::TurnConfig> {
+    let mut out = Vec::new();
+    for s in servers {
+        let Ok((host, port, transport)) = crate::nat::turn::parse_uri(&s.uri) else { continue };
+        if transport != crate::nat::turn::TurnTransport::Udp {
+            warn!(uri = %s.uri, "TURN over TCP is not used for media yet; left out");
+            continue;
+        }
+        let (Some(username), Some(password)) = (s.username.clone(), s.password.clone()) else {
+            warn!(uri = %s.uri, "TURN server without username and password; left out");
+            continue;
+        };
+        let host_port = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        match tokio::net::lookup_host(host_port).await.map(|a| a.min_by_key(SocketAddr::is_ipv6)) {
+            Ok(Some(server)) => out.push(crate::media::turn::TurnConfig { server, username, password }),
+            _ => warn!(uri = %s.uri, "TURN server does not resolve; left out"),
+        }
+    }
+    out
 }
 
 /// The overlay address to derive the Node ID from and to advertise, when it is not `listen`
