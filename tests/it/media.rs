@@ -1,7 +1,8 @@
 //! Calls between real phones through real NATs (issue 14): each node anchors its own phone's
 //! media and carries it to the other node over ICE, encrypted. Network namespaces with
 //! nftables routers, built and removed by the test (`common::netns`); baresip phones
-//! (headless, `ausine` source) on each home's own loopback, registered with their own node;
+//! (headless, `ausine` source) and a Linphone (`linphone-daemon`) on each home's own
+//! loopback, registered with their own node;
 //! coturn on the "Internet" as the STUN server every node asks.
 //!
 //! Checked for each call: RTP both ways at both phones (baresip's packet counters), the call
@@ -16,7 +17,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::baresip::Phone;
+use crate::common::linphone::Linphone;
 use crate::common::netns::{NatKind, NsNode, Topology};
+use crate::common::softphone::Softphone;
 use crate::common::{add_account, ca, wait_for};
 
 /// Fast keep-alives (1 s) and stabilize, as in `nat.rs`.
@@ -56,22 +59,23 @@ fn all_freed(t: &Topology, node: &NsNode, what: &str) -> Value {
 /// One call from `caller` to `callee`'s AoR: established, RTP both ways at both phones, each
 /// node reporting the call on `path`; hung up by `hang_up_by_callee`'s side; both nodes free
 /// again. Returns the two nodes' call entries.
-#[allow(clippy::too_many_arguments)]
 fn call(
     t: &Topology,
-    (caller, caller_node): (&mut Phone, &NsNode),
-    (callee, callee_node): (&mut Phone, &NsNode),
+    (caller, caller_node): (&mut dyn Softphone, &NsNode),
+    (callee, callee_node): (&mut dyn Softphone, &NsNode),
     callee_aor: &str,
     path: &str,
     hang_up_by_callee: bool,
 ) -> (Value, Value) {
-    let calls_before = |p: &Phone| p.log().matches("Call established").count();
-    let (n_caller, n_callee) = (calls_before(caller), calls_before(callee));
+    let (n_caller, n_callee) = (caller.established(), callee.established());
+    let before = (caller.packets(), callee.packets());
     let dialled = std::time::Instant::now();
-    caller.command(&format!("/dial {callee_aor}"));
-    let up = wait_for(WAIT, || (calls_before(caller) > n_caller && calls_before(callee) > n_callee).then_some(()));
-    assert!(up.is_some(), "call to {callee_aor} not established:\n{}\n{}", caller.log(), caller_node.log());
+    caller.dial(callee_aor);
+    let up = wait_for(WAIT, || (caller.established() > n_caller && callee.established() > n_callee).then_some(()));
+    assert!(up.is_some(), "call to {callee_aor} not established:\n{}\n{}", caller.describe(), caller_node.log());
     println!("{callee_aor}: established {} ms after the dial", dialled.elapsed().as_millis());
+    caller.start_audio();
+    callee.start_audio();
     let a = call_with_media(t, caller_node, "caller's node");
     let b = call_with_media(t, callee_node, "callee's node");
     println!("{callee_aor}: media both ways at both nodes {} ms after the dial", dialled.elapsed().as_millis());
@@ -79,19 +83,25 @@ fn call(
         assert_eq!(c["state"], "active", "{c}");
         assert_eq!(c["path"], path, "{c}");
     }
-    let (hanger, other) = if hang_up_by_callee { (&mut *callee, &mut *caller) } else { (&mut *caller, &mut *callee) };
-    let closed = |p: &Phone| p.log().matches("session closed").count();
-    let before = closed(other);
-    hanger.command("/hangup");
-    let gone = wait_for(WAIT, || (closed(other) > before).then_some(()));
+    let (hanger, other): (&mut dyn Softphone, &mut dyn Softphone) =
+        if hang_up_by_callee { (&mut *callee, &mut *caller) } else { (&mut *caller, &mut *callee) };
+    let closed = other.closed();
+    hanger.hang_up();
+    let gone = wait_for(WAIT, || (other.closed() > closed).then_some(()));
     assert!(
         gone.is_some(),
         "the hang-up did not reach the other phone:\n{}\ncaller's node:\n{}\ncallee's node:\n{}",
-        other.log().lines().filter(|l| !l.contains("audio=")).collect::<Vec<_>>().join("\n"),
+        other.describe(),
         caller_node.log(),
         callee_node.log()
     );
-    crate::common::baresip::assert_rtp_both_ways(caller, callee);
+    // RTP both ways at both phones, by their own counters for this call.
+    for (p, old) in [(&*caller, before.0), (&*callee, before.1)] {
+        let counted = wait_for(WAIT, || p.packets().filter(|c| Some(*c) != old));
+        let (tx, rx) =
+            counted.unwrap_or_else(|| panic!("{}: no packet counts for the call:\n{}", p.name(), p.describe()));
+        assert!(tx > 0 && rx > 0, "{} sent {tx} RTP packets, received {rx}", p.name());
+    }
     for node in [caller_node, callee_node] {
         let s = all_freed(t, node, "after the hang-up");
         assert!(s["counters"]["media_packets_in"].as_u64() > Some(0), "{}", s["counters"]);
@@ -149,10 +159,12 @@ fn calls_through_cone_nats_and_to_a_public_peer_carry_media_both_ways() {
 
     let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
     let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
-    let mut pat = Phone::start_in(Some(&pat_node.ns), "pat", "pat-pw", proxy, listen, &[]);
+    // pat's phone is a Linphone: the second kind of phone, with its own SDP (more codecs,
+    // telephone-event, its own ports).
+    let mut pat = Linphone::start_in(Some(&pat_node.ns), "pat", "pat-pw", proxy, listen, 7078);
     let mut alice = Phone::start_in(Some(&alice_node.ns), "alice", "alice-pw", proxy, listen, &[]);
     let mut bob = Phone::start_in(Some(&bob_node.ns), "bob", "bob-pw", proxy, listen, &[]);
-    for (p, aor) in [(&pat, "pat"), (&alice, "alice"), (&bob, "bob")] {
+    for (p, aor) in [(&alice, "alice"), (&bob, "bob")] {
         p.expect(&format!("{aor}@p2p.test: {{0/UDP/v4}} 200 OK () [1 binding]"));
     }
     // Each user's record must name a contact before anyone calls them.

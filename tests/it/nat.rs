@@ -277,8 +277,9 @@ fn clients_behind_cone_and_symmetric_nats_message_each_other_through_their_edges
     bob.command("/message hello-alice-behind-a-cone-nat");
     alice.expect("\"hello-alice-behind-a-cone-nat\"");
 
-    // A call between them: INVITE, 200, ACK and BYE through both edges (the media is issue
-    // 14's: the phones' RTP does not cross the NATs yet).
+    // A call between them: INVITE, 200, ACK and BYE through both edges. (Its media: a cone
+    // NAT and a symmetric one leave no direct path, and these nodes have no TURN server;
+    // tests/it/media.rs carries media through NATs.)
     alice.command("/dial sip:bob@p2p.test");
     alice.expect("Call established: sip:bob@p2p.test");
     bob.expect("Call established: sip:alice@p2p.test");

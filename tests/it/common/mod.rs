@@ -19,8 +19,10 @@ use tempfile::TempDir;
 
 pub(crate) mod baresip;
 pub(crate) mod ca;
+pub(crate) mod linphone;
 pub(crate) mod netns;
 pub(crate) mod ring;
+pub(crate) mod softphone;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
 

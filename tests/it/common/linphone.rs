@@ -1,0 +1,164 @@
+//! Headless Linphone phones (liblinphone's `linphone-daemon`, Debian package `linphone-cli`),
+//! the second kind of real phone the media tests use (`tests/it/media.rs`).
+//!
+//! How it is driven, and why:
+//! - `linphonec` in Debian 12 never sends anything when its stdin is not a terminal; the
+//!   daemon reads commands from stdin and prints events (`Event: LinphoneCallConnected`…) on
+//!   stdout, which goes to a file the test reads.
+//! - liblinphone needs a writable home (its database), so each phone gets `HOME` in its own
+//!   temporary directory.
+//! - There is no sound card: a call's audio comes from `incall-player-start` playing a
+//!   generated 440 Hz WAV into the call ([`Linphone::play`]); without it Linphone sends no RTP.
+//! - Its RTP counters are read from liblinphone's own log, which prints an "AUDIO SESSION'S RTP
+//!   STATISTICS" block (sent / received packets) when a call's stream ends (`call-stats`
+//!   crashes the daemon of Debian 12).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+
+use super::baresip::WAIT;
+use super::{wait_for, ChildGuard};
+
+/// One headless Linphone, driven through its stdin.
+pub(crate) struct Linphone {
+    pub name: &'static str,
+    pub process: ChildGuard,
+    stdin: ChildStdin,
+    events: PathBuf,
+    log: PathBuf,
+    wav: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Ten seconds of a 440 Hz tone, 8 kHz mono 16-bit PCM, as a WAV file.
+fn tone_wav() -> Vec<u8> {
+    let rate = 8000u32;
+    let samples: Vec<u8> = (0..rate * 10)
+        .flat_map(|i| {
+            let v = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / f64::from(rate)).sin()) as i16;
+            v.to_le_bytes()
+        })
+        .collect();
+    let mut w = Vec::with_capacity(44 + samples.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for (v, n) in [(16u32, 4), (1, 2), (1, 2), (rate, 4), (rate * 2, 4), (2, 2), (16, 2)] {
+        w.extend_from_slice(&v.to_le_bytes()[..n]);
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    w.extend_from_slice(&samples);
+    w
+}
+
+impl Linphone {
+    /// Linphone registered as `name` (password `password`) through `proxy`, SIP on `listen`,
+    /// RTP from `rtp_port`, auto-answering, inside namespace `ns` when given.
+    pub(crate) fn start_in(
+        ns: Option<&str>,
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        rtp_port: u16,
+    ) -> Linphone {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".local/share/linphone")).expect("linphone home");
+        let config = dir.path().join("linphonerc");
+        std::fs::write(
+            &config,
+            format!(
+                "[sip]\nsip_port={port}\nsip_tcp_port=-1\nsip_tls_port=-1\nbind_address={ip}\ndefault_proxy=0\n\
+                 [rtp]\naudio_rtp_port={rtp_port}\n[sound]\nechocancellation=0\n\
+                 [auth_info_0]\nusername={name}\npasswd={password}\nrealm=p2p.test\ndomain=p2p.test\n\
+                 [proxy_0]\nreg_proxy=<sip:{proxy}>\nreg_route=<sip:{proxy};lr>\nreg_identity=<sip:{name}@p2p.test>\n\
+                 reg_expires=600\nreg_sendregister=1\npublish=0\n",
+                port = listen.port(),
+                ip = listen.ip(),
+            ),
+        )
+        .expect("write linphonerc");
+        let wav = dir.path().join("tone.wav");
+        std::fs::write(&wav, tone_wav()).expect("write tone");
+        let events = dir.path().join("events");
+        let log = dir.path().join("log");
+        let out = std::fs::File::create(&events).expect("events file");
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "linphone-daemon"]);
+                c
+            }
+            None => Command::new("linphone-daemon"),
+        };
+        let child = cmd
+            .arg("--config")
+            .arg(&config)
+            .arg("--log")
+            .arg(&log)
+            .arg("--auto-answer")
+            .env("HOME", &home)
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("linphone-daemon is not installed (apt-get install -y linphone-cli); this test needs it");
+        let mut process = ChildGuard::new(child);
+        let stdin = process.take_stdin().expect("linphone-daemon's stdin");
+        let mut phone = Linphone { name, process, stdin, events, log, wav, _dir: dir };
+        // Registered once the daemon says so.
+        let ok = wait_for(WAIT, || {
+            phone.command("register-status ALL");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            phone.events().contains("LinphoneRegistrationOk").then_some(())
+        });
+        assert!(ok.is_some(), "{name}: Linphone did not register:\n{}", phone.events());
+        phone
+    }
+
+    /// What the daemon printed: command answers and events.
+    pub(crate) fn events(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.events).unwrap_or_default()).into_owned()
+    }
+
+    /// liblinphone's log.
+    pub(crate) fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    pub(crate) fn command(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("write to linphone-daemon");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// Plays the tone into the call in progress: its RTP.
+    pub(crate) fn play(&mut self) {
+        let cmd = format!("incall-player-start {}", self.wav.display());
+        self.command(&cmd);
+    }
+
+    /// Calls answered or placed and connected so far.
+    pub(crate) fn established(&self) -> usize {
+        self.events().matches("Event: LinphoneCallConnected").count()
+    }
+
+    /// Calls ended so far.
+    pub(crate) fn closed(&self) -> usize {
+        self.events().matches("Event: LinphoneCallEnd").count()
+    }
+
+    /// The (sent, received) RTP packets of the last call that ended, from the log.
+    pub(crate) fn packets(&self) -> Option<(u64, u64)> {
+        let log = self.log();
+        let block = log.rsplit("AUDIO SESSION'S RTP STATISTICS").next()?;
+        let count = |label: &str| -> Option<u64> {
+            let line = block.lines().find(|l| l.split("ortp-message-").nth(1).is_some_and(|m| m.starts_with(label)))?;
+            line.split_whitespace().rev().nth(1)?.parse().ok()
+        };
+        Some((count("sent  ")?, count("received  ")?))
+    }
+}
