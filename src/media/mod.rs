@@ -20,18 +20,21 @@
 //! - [`phone`]: one stream's phone side: where the phone wants media, latching, RTCP mux.
 //! - [`call`]: one call: its leg, ICE session, tunnel and phone streams; relays datagrams.
 //! - [`anchor`]: [`anchor::Anchor`], every anchored call of the node: the signalling hooks the
-//!   proxy calls, sockets in and out, status.
+//!   proxy calls, sockets in and out; `body`: the phone's body and our ICE part, apart or
+//!   together; [`status`]: what `/status` shows of it.
 //!
 //! # What it does not do (yet)
 //! No ICE restart (a node that moves networks mid-call loses the call's media); TURN over UDP
 //! only.
 
 pub mod anchor;
+mod body;
 pub mod call;
 pub mod frag;
 pub mod ice;
 pub mod keys;
 pub mod phone;
 pub mod pool;
+pub mod status;
 pub mod tunnel;
 pub mod turn;

@@ -31,6 +31,8 @@ pub struct PhoneStream {
     latched_rtp: Option<SocketAddr>,
     /// Where RTCP from the phone came from last (latched).
     latched_rtcp: Option<SocketAddr>,
+    /// What the far phone's SDP last said of the stream (direction, rejected or not).
+    far: Option<Stream>,
 }
 
 /// RFC 5761 §4: an RTCP packet's second byte is its packet type, 192–223.
@@ -41,7 +43,7 @@ pub fn looks_like_rtcp(datagram: &[u8]) -> bool {
 impl PhoneStream {
     /// A stream relayed on `pair`, whose sockets have `ports`.
     pub fn new(pair: SocketId, ports: RelayPorts) -> PhoneStream {
-        PhoneStream { pair, ports, phone: None, latched_rtp: None, latched_rtcp: None }
+        PhoneStream { pair, ports, phone: None, latched_rtp: None, latched_rtcp: None, far: None }
     }
 
     /// The phone's SDP said this of the stream (an offer, an answer, a re-INVITE).
@@ -52,6 +54,20 @@ impl PhoneStream {
             self.latched_rtcp = None;
         }
         self.phone = Some(stream);
+    }
+
+    /// The far phone's SDP said this of the stream.
+    pub fn far_said(&mut self, stream: Stream) {
+        self.far = Some(stream);
+    }
+
+    /// Whether either phone holds the stream (RFC 3264 §8.4: `sendonly`, `recvonly` or
+    /// `inactive`, or the old `c=0.0.0.0`) or it is rejected.
+    pub fn held(&self) -> bool {
+        [&self.phone, &self.far]
+            .into_iter()
+            .flatten()
+            .any(|s| s.direction != crate::sdp::Direction::SendRecv || s.is_off())
     }
 
     fn phone_ip(&self) -> Option<IpAddr> {
@@ -139,6 +155,19 @@ mod tests {
         // A new SDP port unlatches.
         s.learn(stream(6000, false));
         assert_eq!(s.to_phone(false), Some((0, "127.0.0.1:6000".parse().unwrap())));
+    }
+
+    #[test]
+    fn held_when_either_side_says_so() {
+        let mut s = PhoneStream::new(SocketId(1), RelayPorts { rtp: 30000, rtcp: 30001 });
+        s.learn(stream(4000, false));
+        s.far_said(stream(6000, false));
+        assert!(!s.held());
+        s.far_said(Stream { direction: Direction::SendOnly, ..stream(6000, false) });
+        assert!(s.held());
+        s.far_said(stream(6000, false));
+        s.learn(Stream { direction: Direction::Inactive, ..stream(4000, false) });
+        assert!(s.held());
     }
 
     #[test]

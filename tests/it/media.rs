@@ -56,16 +56,65 @@ fn all_freed(t: &Topology, node: &NsNode, what: &str) -> Value {
     s.unwrap_or_else(|| panic!("{what}: the call stayed: {}", node.status(t).unwrap_or_default()["calls"]))
 }
 
+/// How a test call goes on once its media flows.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// The caller holds the call and resumes it before the hang-up.
+    hold: bool,
+    /// The callee hangs up (else the caller).
+    callee_hangs_up: bool,
+}
+
+/// Packets relayed so far for the call `node` anchors, (in, out).
+fn relayed(t: &Topology, node: &NsNode) -> (u64, u64) {
+    let calls = node.status(t).unwrap_or_default()["calls"].clone();
+    let c = calls.get(0).cloned().unwrap_or_default();
+    (c["packets_in"].as_u64().unwrap_or(0), c["packets_out"].as_u64().unwrap_or(0))
+}
+
+/// Hold by the caller, then resume: both nodes see the call held (the re-INVITE's SDP, anchored
+/// like any other), then not, and media flows both ways again after the resume.
+fn hold_and_resume(t: &Topology, caller: &mut dyn Softphone, callee: &mut dyn Softphone, nodes: [&NsNode; 2]) {
+    let held = |n: &NsNode, want: bool, phone: &dyn Softphone| {
+        let ok = wait_for(WAIT, || n.status(t).filter(|s| s["calls"][0]["held"] == want));
+        let calls = n.status(t).unwrap_or_default()["calls"].clone();
+        assert!(ok.is_some(), "held is never {want}: {calls}\n{}", phone.describe());
+    };
+    let t0 = std::time::Instant::now();
+    caller.hold();
+    for n in nodes {
+        held(n, true, caller);
+    }
+    println!("held at both nodes {} ms after the hold", t0.elapsed().as_millis());
+    let t0 = std::time::Instant::now();
+    caller.resume();
+    for n in nodes {
+        held(n, false, caller);
+    }
+    println!("resumed at both nodes {} ms after the resume", t0.elapsed().as_millis());
+    // A phone whose audio was a player started for the call starts it again.
+    caller.start_audio();
+    callee.start_audio();
+    let after = nodes.map(|n| relayed(t, n));
+    for (n, (i0, o0)) in nodes.into_iter().zip(after) {
+        let grew = wait_for(WAIT, || {
+            let (i, o) = relayed(t, n);
+            (i > i0 + 5 && o > o0 + 5).then_some(())
+        });
+        assert!(grew.is_some(), "no media both ways after the resume: {:?}", relayed(t, n));
+    }
+}
+
 /// One call from `caller` to `callee`'s AoR: established, RTP both ways at both phones, each
-/// node reporting the call on `path`; hung up by `hang_up_by_callee`'s side; both nodes free
-/// again. Returns the two nodes' call entries.
+/// node reporting the call on `path`; held and resumed if `plan` says so; hung up by the side
+/// `plan` says; both nodes free again. Returns the two nodes' call entries.
 fn call(
     t: &Topology,
     (caller, caller_node): (&mut dyn Softphone, &NsNode),
     (callee, callee_node): (&mut dyn Softphone, &NsNode),
     callee_aor: &str,
     path: &str,
-    hang_up_by_callee: bool,
+    plan: Plan,
 ) -> (Value, Value) {
     let (n_caller, n_callee) = (caller.established(), callee.established());
     let before = (caller.packets(), callee.packets());
@@ -83,8 +132,11 @@ fn call(
         assert_eq!(c["state"], "active", "{c}");
         assert_eq!(c["path"], path, "{c}");
     }
+    if plan.hold {
+        hold_and_resume(t, caller, callee, [caller_node, callee_node]);
+    }
     let (hanger, other): (&mut dyn Softphone, &mut dyn Softphone) =
-        if hang_up_by_callee { (&mut *callee, &mut *caller) } else { (&mut *caller, &mut *callee) };
+        if plan.callee_hangs_up { (&mut *callee, &mut *caller) } else { (&mut *caller, &mut *callee) };
     let closed = other.closed();
     hanger.hang_up();
     let gone = wait_for(WAIT, || (other.closed() > closed).then_some(()));
@@ -175,11 +227,15 @@ fn calls_through_cone_nats_and_to_a_public_peer_carry_media_both_ways() {
 
     // Cone to cone: both nodes behind NATs that map every destination alike, so the
     // server-reflexive candidates meet (hole punching).
-    call(&t, (&mut alice, &alice_node), (&mut bob, &bob_node), users[2], "srflx", false);
+    // The caller holds the call and resumes it (re-INVITEs with a=sendonly, then sendrecv).
+    let hold = Plan { hold: true, callee_hangs_up: false };
+    call(&t, (&mut alice, &alice_node), (&mut bob, &bob_node), users[2], "srflx", hold);
     // A client behind a cone NAT calls a user whose node is a public peer, which hangs up.
-    call(&t, (&mut alice, &alice_node), (&mut pat, &pat_node), users[0], "srflx", true);
+    let by_callee = Plan { hold: false, callee_hangs_up: true };
+    call(&t, (&mut alice, &alice_node), (&mut pat, &pat_node), users[0], "srflx", by_callee);
     // And back: the public peer's user calls the client behind its NAT.
-    call(&t, (&mut pat, &pat_node), (&mut bob, &bob_node), users[2], "srflx", false);
+    // Linphone holds and resumes too.
+    call(&t, (&mut pat, &pat_node), (&mut bob, &bob_node), users[2], "srflx", hold);
 }
 
 #[test]
@@ -232,7 +288,8 @@ fn calls_between_symmetric_nats_go_through_turn_and_release_the_allocation() {
         assert!(found.is_some(), "{aor}'s record has no contact");
     }
 
-    call(&t, (&mut carol, &carol_node), (&mut dave, &dave_node), users[2], "relay", true);
+    let plan = Plan { hold: true, callee_hangs_up: true };
+    call(&t, (&mut carol, &carol_node), (&mut dave, &dave_node), users[2], "relay", plan);
     // The call's allocation was released and the spares are allocated again: two each.
     for n in [&carol_node, &dave_node] {
         n.wait_status(&t, "the call's relay released, the spares' kept", |s| s["media_relays"] == 2);

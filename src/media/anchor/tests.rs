@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::identity::tests::{Fixture, T0};
+use crate::media::ice::PathKind;
 
 const LATENCY: Duration = Duration::from_micros(300);
 

@@ -135,6 +135,14 @@ impl Linphone {
         self.stdin.flush().expect("flush");
     }
 
+    /// The id of the call the last call event was about (`Id:` follows each event).
+    pub(crate) fn last_call_id(&self) -> Option<String> {
+        let events = self.events();
+        let last = events.rsplit("Event: LinphoneCall").next()?;
+        let id = last.lines().find_map(|l| l.strip_prefix("Id: "))?;
+        Some(id.trim().to_owned())
+    }
+
     /// Plays the tone into the call in progress: its RTP.
     pub(crate) fn play(&mut self) {
         let cmd = format!("incall-player-start {}", self.wav.display());

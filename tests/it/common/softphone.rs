@@ -15,6 +15,10 @@ pub(crate) trait Softphone {
     /// What the phone must do once a call is up to send audio (a baresip phone's `ausine`
     /// runs by itself).
     fn start_audio(&mut self) {}
+    /// Puts the call on hold (a re-INVITE with `a=sendonly`, RFC 3264 §8.4).
+    fn hold(&mut self);
+    /// Takes it off hold.
+    fn resume(&mut self);
     /// (sent, received) RTP packets of the last call, once it ended.
     fn packets(&self) -> Option<(u64, u64)>;
     /// Its log, for a failure message.
@@ -30,6 +34,12 @@ impl Softphone for Phone {
     }
     fn hang_up(&mut self) {
         self.command("/hangup");
+    }
+    fn hold(&mut self) {
+        self.command("/hold");
+    }
+    fn resume(&mut self) {
+        self.command("/resume");
     }
     fn established(&self) -> usize {
         self.log().matches("Call established").count()
@@ -54,6 +64,19 @@ impl Softphone for Linphone {
     }
     fn hang_up(&mut self) {
         self.command("terminate");
+    }
+    fn hold(&mut self) {
+        // Resuming while the pause is still being negotiated is refused: wait for Paused.
+        let paused = |p: &Linphone| p.events().matches("Event: LinphoneCallPaused\n").count();
+        let before = paused(self);
+        self.command("call-pause");
+        let done = super::wait_for(super::baresip::WAIT, || (paused(self) > before).then_some(()));
+        assert!(done.is_some(), "{}: the call never paused:\n{}", self.name, self.events());
+    }
+    fn resume(&mut self) {
+        // A paused call is no longer the current one: name it.
+        let id = self.last_call_id().unwrap_or_default();
+        self.command(&format!("call-resume {id}"));
     }
     fn established(&self) -> usize {
         Linphone::established(self)
