@@ -19,6 +19,7 @@
 //!   it wants media.
 //! - **A call ends** on BYE or CANCEL crossing either way, on a final failure of its INVITE
 //!   before any 2xx, or when no datagram went either way for [`AnchorConfig::idle_timeout`]
+//!   ([`AnchorConfig::held_idle_timeout`] while a phone holds it: a held call may be silent)
 //!   (a phone that vanished): its sockets close. A path that never formed before the call was
 //!   answered is reported ([`AnchorEvent::PathFailed`]) so the proxy can end the call cleanly.
 
@@ -59,6 +60,8 @@ pub struct AnchorConfig {
     pub spare_pairs: usize,
     /// No datagram either way for this long ends a call's relay (60 s, rtpengine's default).
     pub idle_timeout: Duration,
+    /// The same while a phone holds the call (3600 s, rtpengine's for muted streams).
+    pub held_idle_timeout: Duration,
     /// The ICE sessions' timers.
     pub ice: IceTimers,
     /// TURN servers (the first is used): each leg allocates a relayed address there ahead of
@@ -77,6 +80,7 @@ impl AnchorConfig {
             spare_legs: 2,
             spare_pairs: 4,
             idle_timeout: Duration::from_secs(60),
+            held_idle_timeout: Duration::from_secs(3600),
             ice: IceTimers::default(),
             turn: Vec::new(),
         }
@@ -376,7 +380,7 @@ impl Anchor {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ask_reflectors(now);
         self.drive_spares(now);
-        let idle = self.config.idle_timeout;
+        let (idle, held_idle) = (self.config.idle_timeout, self.config.held_idle_timeout);
         let mut gone = Vec::new();
         for (id, call) in &mut self.calls {
             call.handle_timeout(now, &mut self.sends);
@@ -384,7 +388,7 @@ impl Anchor {
                 call.reported = true;
                 self.events.push_back(AnchorEvent::PathFailed { call_id: id.clone() });
                 gone.push((id.clone(), "no media path"));
-            } else if call.is_idle(now, idle) {
+            } else if call.is_idle(now, if call.held() { held_idle } else { idle }) {
                 gone.push((id.clone(), "no media either way for the idle timeout"));
             }
         }
@@ -421,8 +425,9 @@ impl Anchor {
     /// Works out [`poll_timeout`](Self::poll_timeout) after a change (the ICE sessions'
     /// deadlines are only read through `&mut`).
     fn rewake(&mut self) {
-        let idle = self.config.idle_timeout;
-        let calls = self.calls.values_mut().filter_map(|c| c.poll_timeout(idle)).min();
+        let (idle, held_idle) = (self.config.idle_timeout, self.config.held_idle_timeout);
+        let calls =
+            self.calls.values_mut().filter_map(|c| c.poll_timeout(if c.held() { held_idle } else { idle })).min();
         self.next_wake = [calls, self.pool.poll_timeout()].into_iter().flatten().min();
     }
 
@@ -440,7 +445,7 @@ impl Anchor {
                 },
                 state: c.state,
                 path: c.path.map(|p| p.2),
-                held: c.streams.iter().any(PhoneStream::held),
+                held: c.held(),
                 packets_in: c.counters.packets_in,
                 packets_out: c.counters.packets_out,
                 bytes_in: c.counters.bytes_in,

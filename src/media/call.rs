@@ -270,6 +270,11 @@ impl Call {
         self.drain_turn(out);
     }
 
+    /// Whether a phone holds the call.
+    pub fn held(&self) -> bool {
+        self.streams.iter().any(PhoneStream::held)
+    }
+
     /// Whether no datagram went either way for `idle` (a phone that vanished).
     pub(super) fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         now >= self.last_packet + idle

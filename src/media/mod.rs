@@ -31,6 +31,8 @@ pub mod anchor;
 mod body;
 pub mod call;
 pub mod frag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ice;
 pub mod keys;
 pub mod phone;

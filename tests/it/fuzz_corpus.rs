@@ -45,6 +45,11 @@ fn sdp_corpus() {
 }
 
 #[test]
+fn media_part_corpus() {
+    replay("media_part", p2psip::media::fuzzing::fuzz_media_part);
+}
+
+#[test]
 fn overlay_decode_corpus() {
     replay("overlay_decode", fuzz_overlay_decode);
 }

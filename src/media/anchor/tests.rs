@@ -364,3 +364,218 @@ fn a_path_that_never_forms_is_reported_and_frees_everything() {
     assert_eq!(a.closed.len(), 2);
     assert_eq!(a.anchor.totals().calls_failed, 1);
 }
+
+/// Relays one datagram from `from_node`'s phone (on stream `stream`, socket `index`) to the
+/// other node and returns what the other node sends to its phone.
+fn relay_one(
+    from_node: &mut Node,
+    to_node: &mut Node,
+    now: Instant,
+    port: u16,
+    index: u8,
+    from: &str,
+    data: &[u8],
+) -> Vec<Send> {
+    let pair = *from_node.sockets.iter().find(|(_, a)| a.len() == 2 && a[0].port() == port).unwrap().0;
+    from_node.anchor.handle_input(
+        now,
+        MediaInput::Datagram { socket: pair, index, from: from.parse().unwrap(), data: Bytes::copy_from_slice(data) },
+    );
+    let mut out = Vec::new();
+    for s in from_node.outputs(now) {
+        let leg = to_node.leg_socket(s.to).expect("sent to the far leg");
+        let src = from_node.local(&s);
+        to_node
+            .anchor
+            .handle_input(now, MediaInput::Datagram { socket: leg, index: 0, from: src, data: Bytes::from(s.bytes) });
+        out.extend(to_node.outputs(now));
+    }
+    out
+}
+
+fn two_nodes(t0: Instant) -> (Node, Node) {
+    let mut fx = Fixture::new("p2p.test");
+    (Node::new(&mut fx, "sip:alice@p2p.test", "192.0.2.1", t0), Node::new(&mut fx, "sip:bob@p2p.test", "192.0.2.2", t0))
+}
+
+fn ack(body: Option<&str>) -> Message {
+    let head = "ACK sip:bob@127.0.0.1:5062 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK3\nFrom: <sip:alice@p2p.test>;tag=a1\nTo: <sip:bob@p2p.test>;tag=b1\nCall-ID: call-1\nCSeq: 1 ACK\n";
+    match body {
+        Some(b) => with_body(head, b),
+        None => msg(&format!("{head}Content-Length: 0\n\n")),
+    }
+}
+
+#[test]
+fn a_late_offer_is_anchored_from_the_200_and_the_acks_answer() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    // An INVITE without SDP (RFC 3261 §13.2.1): the ICE part travels alone.
+    let mut invite = msg(&format!("{INVITE}Content-Length: 0\n\n"));
+    a.anchor.toward_overlay(t0, &mut invite);
+    assert!(invite.content_type().unwrap().unwrap().is("multipart", "mixed"));
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    assert!(invite.body.is_empty() && invite.content_type().unwrap().is_none(), "bob's phone gets no body");
+    // Bob's phone offers in its 200; alice's phone gets it toward alice's relay.
+    let mut ok = with_body(OK, &sdp(8000));
+    b.anchor.toward_overlay(t0, &mut ok);
+    a.anchor.toward_phone(t0, &mut ok).unwrap();
+    let a_port = relay_port(&ok);
+    // Alice's phone answers in the ACK: her node learns it, bob's phone gets it anchored.
+    let mut answer = ack(Some(&sdp(7000)));
+    a.anchor.toward_overlay(t0, &mut answer);
+    b.anchor.toward_phone(t0, &mut answer).unwrap();
+    let b_port = relay_port(&answer);
+    assert!(b_port != 7000 && a_port != 8000);
+    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    let out = relay_one(&mut a, &mut b, t1, a_port, 0, "127.0.0.1:7000", &[0x80, 0, 0, 1]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, "127.0.0.1:8000".parse().unwrap(), "to bob's phone, where its offer said");
+    let out = relay_one(&mut b, &mut a, t1, b_port, 0, "127.0.0.1:8000", &[0x80, 0, 0, 2]);
+    assert_eq!(out[0].to, "127.0.0.1:7000".parse().unwrap(), "to alice's phone, where the ACK said");
+}
+
+#[test]
+fn early_media_on_183_flows_before_the_answer() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    let mut invite = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut invite);
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let b_port = relay_port(&invite);
+    let mut progress = with_body(&OK.replace("200 OK", "183 Session Progress"), &sdp(8000));
+    b.anchor.toward_overlay(t0, &mut progress);
+    a.anchor.toward_phone(t0, &mut progress).unwrap();
+    let a_port = relay_port(&progress);
+    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    // Bob's ringback reaches alice's phone before any 200.
+    let out = relay_one(&mut b, &mut a, t1, b_port, 0, "127.0.0.1:8000", &[0x80, 8, 0, 1]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, "127.0.0.1:7000".parse().unwrap());
+    let _ = a_port;
+    // The call is not answered: a 486 ends it at both nodes, every socket closed.
+    let mut busy = msg(&format!("{}Content-Length: 0\n\n", OK.replace("200 OK", "486 Busy Here")));
+    b.anchor.toward_overlay(t1, &mut busy);
+    a.anchor.toward_phone(t1, &mut busy).unwrap();
+    a.outputs(t1);
+    b.outputs(t1);
+    assert!(a.anchor.calls().is_empty() && b.anchor.calls().is_empty());
+    assert_eq!((a.closed.len(), b.closed.len()), (2, 2));
+}
+
+#[test]
+fn several_streams_rtcp_mux_and_a_rejected_stream() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    // Audio with RTCP muxed, and video: bob rejects the video (port 0, RFC 3264 §6).
+    let offer = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 7000 RTP/AVP 0\na=rtcp-mux\nm=video 7002 RTP/AVP 96\na=rtpmap:96 H264/90000\n";
+    let answer = "v=0\no=- 2 2 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 8000 RTP/AVP 0\na=rtcp-mux\nm=video 0 RTP/AVP 96\n";
+    let mut invite = with_body(INVITE, offer);
+    a.anchor.toward_overlay(t0, &mut invite);
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let streams = Sdp::parse(&invite.body).unwrap().streams();
+    assert_eq!(streams.len(), 2);
+    assert!(streams[0].rtcp_mux && streams[1].port != 0 && streams[1].port != 7002, "{streams:?}");
+    let mut ok = with_body(OK, answer);
+    b.anchor.toward_overlay(t0, &mut ok);
+    a.anchor.toward_phone(t0, &mut ok).unwrap();
+    let to_alice = Sdp::parse(&ok.body).unwrap().streams();
+    assert_eq!(to_alice[1].port, 0, "a rejected stream stays rejected");
+    let a_port = to_alice[0].port;
+    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    // RTCP that alice's phone muxes on its RTP port reaches bob's phone's RTP port (it muxes).
+    let rtcp = [0x81, 200, 0, 1, 1, 2, 3, 4];
+    let out = relay_one(&mut a, &mut b, t1, a_port, 0, "127.0.0.1:7000", &rtcp);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].index, out[0].to), (0, "127.0.0.1:8000".parse().unwrap()));
+}
+
+#[test]
+fn forked_answers_carry_the_same_part_and_cancel_ends_the_call() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    let mut invite = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut invite);
+    // Bob's node forks to two phones: the INVITE is anchored once, for both branches.
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let mut again = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut again);
+    b.anchor.toward_phone(t0, &mut again).unwrap();
+    assert_eq!(b.anchor.calls().len(), 1);
+    assert_eq!(relay_port(&invite), relay_port(&again), "one relay for the call");
+    // Two phones ring (two to-tags): each 180 carries bob's node's part, and alice's node
+    // checks the first and ignores the repeat.
+    for tag in ["b1", "b2"] {
+        let mut ringing = msg(&format!(
+            "{}Content-Length: 0\n\n",
+            OK.replace("200 OK", "180 Ringing").replace("tag=b1", &format!("tag={tag}"))
+        ));
+        b.anchor.toward_overlay(t0, &mut ringing);
+        assert!(body_text(&ringing).contains("a=p2psip-key:"));
+        a.anchor.toward_phone(t0, &mut ringing).unwrap();
+        assert!(ringing.body.is_empty());
+    }
+    assert_eq!(a.anchor.totals().calls_refused, 0);
+    // Alice cancels: both nodes end the call when the CANCEL crosses.
+    let cancel = "CANCEL sip:bob@p2p.test SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1\nFrom: <sip:alice@p2p.test>;tag=a1\nTo: <sip:bob@p2p.test>\nCall-ID: call-1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n";
+    a.anchor.toward_overlay(t0, &mut msg(cancel));
+    b.anchor.toward_phone(t0, &mut msg(cancel)).unwrap();
+    a.outputs(t0);
+    b.outputs(t0);
+    assert!(a.anchor.calls().is_empty() && b.anchor.calls().is_empty());
+}
+
+#[test]
+fn a_phone_that_vanishes_ends_the_relay_at_the_idle_timeout_not_the_node() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    let mut invite = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut invite);
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let mut ok = with_body(OK, &sdp(8000));
+    b.anchor.toward_overlay(t0, &mut ok);
+    a.anchor.toward_phone(t0, &mut ok).unwrap();
+    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    // Nothing more from either phone: the nodes keep consent between them, but after the
+    // idle timeout each ends its relay and closes the call's sockets.
+    let idle = AnchorConfig::new("127.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()).idle_timeout;
+    let end = run(&mut a, &mut b, t1, idle + Duration::from_secs(5), |a, b| {
+        a.anchor.calls().is_empty() && b.anchor.calls().is_empty()
+    });
+    assert!(end - t0 >= idle, "ended only at the idle timeout: {:?}", end - t0);
+    assert_eq!((a.closed.len(), b.closed.len()), (2, 2));
+}
+
+#[test]
+fn a_held_call_may_stay_silent_longer() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    let mut invite = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut invite);
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let mut ok = with_body(OK, &sdp(8000));
+    b.anchor.toward_overlay(t0, &mut ok);
+    a.anchor.toward_phone(t0, &mut ok).unwrap();
+    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    // Alice's phone holds (a re-INVITE with a=sendonly, RFC 3264 §8.4); both nodes see it.
+    let held = sdp(7000).replace("a=sendrecv", "a=sendonly");
+    let mut reinvite = with_body(
+        &INVITE.replace("To: <sip:bob@p2p.test>", "To: <sip:bob@p2p.test>;tag=b1").replace("CSeq: 1", "CSeq: 2"),
+        &held,
+    );
+    a.anchor.toward_overlay(t1, &mut reinvite);
+    b.anchor.toward_phone(t1, &mut reinvite).unwrap();
+    assert!(body_text(&reinvite).contains("a=sendonly"), "the direction reaches bob's phone");
+    assert!(a.anchor.calls()[0].held && b.anchor.calls()[0].held);
+    // Silent for twice the idle timeout: the held call stays.
+    let idle = AnchorConfig::new("127.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()).idle_timeout;
+    let mut now = t1;
+    while now < t1 + idle * 2 {
+        now += Duration::from_secs(1);
+        a.anchor.handle_timeout(now);
+        b.anchor.handle_timeout(now);
+        a.outputs(now);
+        b.outputs(now);
+    }
+    assert_eq!((a.anchor.calls().len(), b.anchor.calls().len()), (1, 1), "still there after {:?}", now - t1);
+}
