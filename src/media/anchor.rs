@@ -342,18 +342,20 @@ impl Anchor {
                 }
             }
             None if self.pool.is_spare_leg(socket) => {
-                if let Some(turn) = self.pool.leg_mut(socket).and_then(|l| l.turn.as_mut()) {
-                    if turn.server() == from {
-                        turn.handle_datagram(now, data);
-                        self.drive_spares(now);
-                        return;
-                    }
-                }
+                // The answer to our Binding request (the reflector may be the TURN server
+                // itself), else the TURN client's.
                 if let Some(crate::nat::stun::StunMessage::BindingSuccess { id, mapped, .. }) =
                     crate::nat::stun::parse(data)
                 {
                     if self.pool.stun_answer(socket, from, id, mapped) {
                         debug!(%socket, %mapped, "media: a spare leg learned its server-reflexive address");
+                        return;
+                    }
+                }
+                if let Some(turn) = self.pool.leg_mut(socket).and_then(|l| l.turn.as_mut()) {
+                    if turn.server() == from {
+                        turn.handle_datagram(now, data);
+                        self.drive_spares(now);
                     }
                 }
             }
@@ -451,6 +453,9 @@ impl Anchor {
                 bytes_in: c.counters.bytes_in,
                 bytes_out: c.counters.bytes_out,
                 started_at: c.started_unix,
+                ice_ms: c.ice_ms,
+                ringing_ms: c.ringing_ms,
+                first_media_ms: c.first_media_ms,
             })
             .collect()
     }

@@ -102,6 +102,21 @@ pub struct Call {
     pub(super) answered: bool,
     /// A failed path was reported to the proxy.
     pub(super) reported: bool,
+    /// When the anchor made the call (the INVITE crossed).
+    pub(super) created: Instant,
+    /// When the ICE checks began (the far description arrived).
+    pub(super) checks_started: Option<Instant>,
+    /// Milliseconds from the checks' start to the first selected pair.
+    pub ice_ms: Option<u64>,
+    /// Milliseconds from the call's making to the first 18x or 2xx our phone was handed
+    /// (the caller's node: dial to ringing).
+    pub ringing_ms: Option<u64>,
+    /// Milliseconds from the call's making to the first datagram handed to our phone.
+    pub first_media_ms: Option<u64>,
+}
+
+fn ms_since(then: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Call {
@@ -144,6 +159,9 @@ impl Call {
         while let Some(ev) = self.ice.poll_event() {
             match ev {
                 IceEvent::Selected { local, remote, path } => {
+                    if self.ice_ms.is_none() {
+                        self.ice_ms = self.checks_started.map(|t| ms_since(t, now));
+                    }
                     self.path = Some((local, remote, path));
                     self.update_state();
                 }
@@ -154,6 +172,18 @@ impl Call {
                     }
                 }
             }
+        }
+    }
+
+    /// The ICE checks begin now.
+    pub(super) fn checks_began(&mut self, now: Instant) {
+        self.checks_started.get_or_insert(now);
+    }
+
+    /// A provisional or final answer went to our phone now.
+    pub(super) fn answered_phone(&mut self, now: Instant) {
+        if self.ringing_ms.is_none() {
+            self.ringing_ms = Some(ms_since(self.created, now));
         }
     }
 
@@ -216,6 +246,9 @@ impl Call {
         let Some((index, to)) = stream.to_phone(channel.rtcp) else { return };
         self.counters.packets_in += 1;
         self.counters.bytes_in += payload.len() as u64;
+        if self.first_media_ms.is_none() {
+            self.first_media_ms = Some(ms_since(self.created, now));
+        }
         out.push_back(Send { socket: stream.pair, index, to, bytes: payload });
     }
 

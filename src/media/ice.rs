@@ -9,8 +9,12 @@
 //!
 //! Timers (RFC 8445 §14): checks paced every [`IceTimers::check_interval`] (Ta; §14.2 asks for
 //! no less than 5 ms across all agents of a host); the controlling side nominates the best
-//! pair that has succeeded as soon as it succeeds: no per-candidate-type wait, so a pair on
-//! sub-millisecond links is chosen within a few Ta. Consent (RFC 7675 §5.1): a Binding request
+//! direct pair (host, server- or peer-reflexive) as soon as it succeeds, so such a path on
+//! sub-millisecond links is chosen within a few Ta. A relayed pair succeeds first when the
+//! nodes sit behind two NATs (the direct pair needs a second round to punch through), so it is
+//! nominated only after [`RELAY_ROUNDS`] check rounds: the one wait, counted in rounds of Ta
+//! rather than a fixed time per candidate type (rtc-ice's defaults hold a server-reflexive
+//! pair 500 ms and a relayed one 2 s). Consent (RFC 7675 §5.1): a Binding request
 //! on the selected pair every [`IceTimers::consent_interval`]; the path counts as disconnected
 //! after [`IceTimers::disconnected_timeout`] without an answer or an authenticated frame, and
 //! failed after [`IceTimers::failed_timeout`] more (the caller reports frames through
@@ -110,6 +114,12 @@ pub enum IceError {
     #[error("ICE candidate refused: {0}")]
     Candidate(String),
 }
+
+/// Check rounds the direct pairs get before a relayed pair may be nominated. A hole punch
+/// between two NATs needs two (each side's first check opens its own NAT for the other's
+/// second); five leave room for a lost check. At Ta = 20 ms that is 100 ms, within the 500 ms a
+/// relayed path may take, and a path that needs no relay is never held up by it.
+pub const RELAY_ROUNDS: u32 = 5;
 
 /// The timers of the ICE sessions, with why each default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,11 +280,12 @@ impl RtcIce {
             keepalive_interval: Some(timers.consent_interval),
             disconnected_timeout: Some(timers.disconnected_timeout),
             failed_timeout: Some(timers.failed_timeout),
-            // Nominate as soon as a pair succeeds, whatever its type (see the module's doc).
+            // Nominate a direct pair as soon as it succeeds; a relayed one only once the direct
+            // pairs have had `RELAY_ROUNDS` check rounds (see the module's doc).
             host_acceptance_min_wait: Some(Duration::ZERO),
             srflx_acceptance_min_wait: Some(Duration::ZERO),
             prflx_acceptance_min_wait: Some(Duration::ZERO),
-            relay_acceptance_min_wait: Some(Duration::ZERO),
+            relay_acceptance_min_wait: Some(timers.check_interval * RELAY_ROUNDS),
             ..AgentConfig::default()
         };
         let agent = Agent::new(now, Arc::new(config), provider).map_err(|e| IceError::Agent(e.to_string()))?;

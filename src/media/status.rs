@@ -27,6 +27,13 @@ pub struct CallStatus {
     pub bytes_out: u64,
     /// Unix time it began.
     pub started_at: u64,
+    /// Milliseconds from the start of the ICE checks to the first path selected.
+    pub ice_ms: Option<u64>,
+    /// Milliseconds from the INVITE to the first 18x or 2xx handed to our phone (the caller's
+    /// node: dial to ringing, less the phone's own hop).
+    pub ringing_ms: Option<u64>,
+    /// Milliseconds from the INVITE to the first datagram handed to our phone.
+    pub first_media_ms: Option<u64>,
 }
 
 /// Counts since start (`/status`'s `counters`).

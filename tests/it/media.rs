@@ -295,3 +295,109 @@ fn calls_between_symmetric_nats_go_through_turn_and_release_the_allocation() {
         n.wait_status(&t, "the call's relay released, the spares' kept", |s| s["media_relays"] == 2);
     }
 }
+
+/// Issue 14 item 6, a benchmark rather than a test (run it with `--ignored --nocapture`): for
+/// each path type — host (two public peers), srflx (two clients behind cone NATs) and relay
+/// (two clients behind symmetric NATs, through coturn) — `ROUNDS` calls between baresip
+/// phones, reading from the nodes' `/status`: ICE connect time at the caller's node (the
+/// controlling agent: checks' start to the path selected) and at the callee's, dial to ringing
+/// at the caller's node, and the INVITE to the first media datagram handed to each phone.
+/// `docs/performance.md` (B10, B11) keeps the figures.
+#[test]
+#[ignore = "benchmark: cargo test --test it measure_media_paths -- --ignored --nocapture"]
+fn measure_media_paths() {
+    const ROUNDS: usize = 5;
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let users = [
+        "sip:h1@p2p.test",
+        "sip:h2@p2p.test",
+        "sip:c1@p2p.test",
+        "sip:c2@p2p.test",
+        "sip:s1@p2p.test",
+        "sip:s2@p2p.test",
+    ];
+    let dirs = ca::enrolled_overlay(base, "127.0.0.99", &users);
+    for (i, u) in users.iter().enumerate() {
+        add_account(base, &dirs[i], u, "pw", &[]);
+    }
+    let mut t = Topology::new("x");
+    let (stun, _coturn) = t.stun_server(base);
+    let config = base.join("node.toml");
+    let turn = format!("turn = [{{ uri = \"turn:{stun}\", username = \"test\", password = \"test\" }}]\n");
+    std::fs::write(&config, format!("{CONFIG}stun = [\"stun:{stun}\"]\n{turn}")).expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+    let (p1, p2) = (t.public_host(20), t.public_host(21));
+    // Each public peer in a namespace of its own, so that its phone has its own loopback.
+    t.host("pub1", p1);
+    t.host("pub2", p2);
+    let h1 =
+        NsNode::start_with_data(&t, "pub1", SocketAddr::new(p1, 5070), 5060, Some(&dirs[0]), &["--config", &config]);
+    let join = h1.listen.to_string();
+    let flags = ["--config", config.as_str(), "--join", join.as_str()];
+    let h2 = NsNode::start_with_data(&t, "pub2", SocketAddr::new(p2, 5070), 5060, Some(&dirs[1]), &flags);
+    let (_, cone1) = t.router(1, NatKind::Cone, &[None]);
+    let (_, cone2) = t.router(2, NatKind::Cone, &[None]);
+    let (_, sym3) = t.router(3, NatKind::Symmetric, &[None]);
+    let (_, sym4) = t.router(4, NatKind::Symmetric, &[None]);
+    let start =
+        |home: String, ip, dir| NsNode::start_with_data(&t, &home, SocketAddr::new(ip, 5070), 5060, Some(dir), &flags);
+    let c1 = start(t.home(1, 0), cone1[0], &dirs[2]);
+    let c2 = start(t.home(2, 0), cone2[0], &dirs[3]);
+    let s1 = start(t.home(3, 0), sym3[0], &dirs[4]);
+    let s2 = start(t.home(4, 0), sym4[0], &dirs[5]);
+    for n in [&c1, &c2, &s1, &s2] {
+        n.wait_status(&t, "a client bound, its spares ready", |s| {
+            s["edge"]["addr"].is_string() && s["media_relays"] == 2
+        });
+    }
+    let proxy: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+    let listen: SocketAddr = "127.0.0.1:5062".parse().expect("address");
+    let names = ["h1", "h2", "c1", "c2", "s1", "s2"];
+    let nodes = [&h1, &h2, &c1, &c2, &s1, &s2];
+    let mut phones: Vec<Phone> =
+        names.iter().zip(nodes).map(|(n, node)| Phone::start_in(Some(&node.ns), n, "pw", proxy, listen, &[])).collect();
+    for (p, n) in phones.iter().zip(names) {
+        p.expect(&format!("{n}@p2p.test: {{0/UDP/v4}} 200 OK () [1 binding]"));
+    }
+    for aor in &users {
+        let found = wait_for(WAIT, || registered_contacts(&t, &h1, aor).filter(|c| !c.is_empty()));
+        assert!(found.is_some(), "{aor}'s record has no contact");
+    }
+    println!("| path | ICE at the caller's node, ms (p50 / max) | at the callee's | dial → ringing at the caller's node | INVITE → first media to the callee's phone | … to the caller's phone |");
+    println!("|---|---|---|---|---|---|");
+    for (path, a, b) in [("host", 0, 1), ("srflx", 2, 3), ("relay", 4, 5)] {
+        let mut rows: Vec<[u64; 5]> = Vec::new();
+        for _ in 0..ROUNDS {
+            let (left, right) = phones.split_at_mut(b);
+            let (pa, pb) = (&mut left[a], &mut right[0]);
+            let (n_a, n_b) = (pa.established(), pb.established());
+            pa.dial(users[b]);
+            let up = wait_for(WAIT, || (pa.established() > n_a && pb.established() > n_b).then_some(()));
+            assert!(up.is_some(), "{path}: call not established");
+            let ca = call_with_media(&t, nodes[a], "caller's node");
+            let cb = call_with_media(&t, nodes[b], "callee's node");
+            assert_eq!((ca["path"].as_str(), cb["path"].as_str()), (Some(path), Some(path)));
+            let ms = |c: &Value, k: &str| c[k].as_u64().unwrap_or(u64::MAX);
+            rows.push([
+                ms(&ca, "ice_ms"),
+                ms(&cb, "ice_ms"),
+                ms(&ca, "ringing_ms"),
+                ms(&cb, "first_media_ms"),
+                ms(&ca, "first_media_ms"),
+            ]);
+            let closed = pb.closed();
+            pa.hang_up();
+            assert!(wait_for(WAIT, || (pb.closed() > closed).then_some(())).is_some());
+            for n in [nodes[a], nodes[b]] {
+                all_freed(&t, n, "after the hang-up");
+            }
+        }
+        let stat = |i: usize| {
+            let mut v: Vec<u64> = rows.iter().map(|r| r[i]).collect();
+            v.sort_unstable();
+            format!("{} / {}", v[v.len() / 2], v[v.len() - 1])
+        };
+        println!("| {path} | {} | {} | {} | {} | {} |", stat(0), stat(1), stat(2), stat(3), stat(4));
+    }
+}

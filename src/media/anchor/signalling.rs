@@ -100,6 +100,9 @@ impl Anchor {
             }
         }
         if let Some(call) = self.calls.get_mut(&call_id) {
+            if cseq.method == Method::Invite && (180..300).contains(&status) {
+                call.answered_phone(now);
+            }
             rewrite(call, &mut self.pool, &mut self.owners, self.config.phone_ip, msg, &body);
         }
         self.after_response(now, &call_id, &cseq.method, status);
@@ -210,6 +213,7 @@ impl Anchor {
         let tunnel = key.agree(&frag.share.public, &ctx, Direction::FromCallee).map_err(|e| refuse(e.to_string()))?;
         call.set_tunnel(tunnel);
         // Checks start while the phone rings (RFC 8445 §6.1.1: the INVITE's sender controls).
+        call.checks_began(now);
         call.ice
             .start(now, false, &frag.share.ufrag, &frag.share.pwd, &frag.candidates)
             .map_err(|e| refuse(e.to_string()))?;
@@ -262,6 +266,7 @@ impl Anchor {
                 return;
             }
         }
+        call.checks_began(now);
         if let Err(e) = call.ice.start(now, true, &frag.share.ufrag, &frag.share.pwd, &frag.candidates) {
             debug!(call_id, error = %e, "media: ICE could not start");
         }
@@ -316,6 +321,11 @@ impl Anchor {
             counters: CallCounters::default(),
             answered: false,
             reported: false,
+            created: now,
+            checks_started: None,
+            ice_ms: None,
+            ringing_ms: None,
+            first_media_ms: None,
         })
     }
 }

@@ -183,6 +183,12 @@ fn a_call_is_anchored_at_both_nodes_and_media_flows_both_ways_encrypted() {
 
     let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
     assert!(t1 - t0 < Duration::from_millis(200), "path in {:?}", t1 - t0);
+    // Both nodes time it: the checks' start to the path, well under the 200 ms target.
+    for n in [&a, &b] {
+        let ms = n.anchor.calls()[0].ice_ms.expect("ICE time recorded");
+        assert!(ms < 200, "{ms} ms");
+    }
+    assert!(a.anchor.calls()[0].ringing_ms.is_some(), "the 200 reached alice's phone");
     assert_eq!(a.anchor.calls()[0].path, Some(PathKind::Host));
     assert_eq!(a.anchor.calls()[0].peer_aor, "sip:bob@p2p.test");
     assert_eq!(b.anchor.calls()[0].peer_aor, "sip:alice@p2p.test");
