@@ -268,7 +268,15 @@ impl Anchor {
     fn adopt(&mut self, call: Call) {
         self.totals.calls_anchored += 1;
         self.owners.insert(call.leg.id, Owner::Leg(call.call_id.clone()));
-        info!(call_id = %call.call_id, role = ?call.role, leg = %call.leg.addr, "media: call anchored");
+        let relay = call.leg.turn.as_ref().and_then(super::turn::TurnLeg::relayed);
+        info!(
+            call_id = %call.call_id,
+            role = ?call.role,
+            leg = %call.leg.addr,
+            srflx = ?call.leg.srflx,
+            relay = ?relay,
+            "media: call anchored"
+        );
         self.calls.insert(call.call_id.clone(), call);
     }
 

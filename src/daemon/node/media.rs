@@ -38,7 +38,10 @@ impl From<Datagram> for MediaInput {
 }
 
 struct Open {
-    sockets: Vec<Arc<UdpSocket>>,
+    /// For sending: the plain non-blocking sockets. (tokio's `try_send_to` answers
+    /// WouldBlock until the reactor has seen the socket writable, which drops the first
+    /// datagrams of a fresh socket: a leg's STUN and TURN requests.)
+    senders: Vec<std::net::UdpSocket>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -64,18 +67,22 @@ impl MediaSockets {
             SocketKind::Leg => bind(SocketAddr::new(ip, 0)).map(|s| vec![s]),
             SocketKind::Pair => self.bind_pair(ip, range),
         };
-        match opened.and_then(|sockets| {
-            let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
-            Ok((sockets, addrs))
-        }) {
-            Ok((sockets, addrs)) => {
-                let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
-                let readers = sockets
-                    .iter()
+        let made = opened.and_then(|sockets| {
+            let addrs = sockets.iter().map(std::net::UdpSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+            let mut receivers = Vec::new();
+            for s in &sockets {
+                receivers.push(UdpSocket::from_std(s.try_clone()?)?);
+            }
+            Ok((sockets, receivers, addrs))
+        });
+        match made {
+            Ok((senders, receivers, addrs)) => {
+                let readers = receivers
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, s)| tokio::spawn(read(socket, i as u8, s.clone(), self.tx.clone())))
+                    .map(|(i, s)| tokio::spawn(read(socket, i as u8, Arc::new(s), self.tx.clone())))
                     .collect();
-                self.open.insert(socket, Open { sockets, readers });
+                self.open.insert(socket, Open { senders, readers });
                 MediaInput::Opened { socket, addrs }
             }
             Err(e) => MediaInput::OpenFailed { socket, error: e.to_string() },
@@ -83,7 +90,7 @@ impl MediaSockets {
     }
 
     /// An even port and the next one, both free, searched from where the last search ended.
-    fn bind_pair(&mut self, ip: IpAddr, (low, high): (u16, u16)) -> io::Result<Vec<UdpSocket>> {
+    fn bind_pair(&mut self, ip: IpAddr, (low, high): (u16, u16)) -> io::Result<Vec<std::net::UdpSocket>> {
         let low = low + low % 2;
         let pairs = (high.saturating_sub(low) / 2).max(1);
         for _ in 0..pairs {
@@ -102,8 +109,8 @@ impl MediaSockets {
 
     /// Sends `data` from socket `index` of `socket` to `to`, now or never.
     pub(crate) fn send(&self, socket: SocketId, index: u8, to: SocketAddr, data: &[u8]) {
-        let Some(s) = self.open.get(&socket).and_then(|o| o.sockets.get(index as usize)) else { return };
-        if let Err(e) = s.try_send_to(data, to) {
+        let Some(s) = self.open.get(&socket).and_then(|o| o.senders.get(index as usize)) else { return };
+        if let Err(e) = s.send_to(data, to) {
             debug!(%socket, %to, error = %e, "media datagram not sent");
         }
     }
@@ -119,14 +126,14 @@ impl MediaSockets {
 
     /// How many sockets are open.
     pub(crate) fn count(&self) -> usize {
-        self.open.values().map(|o| o.sockets.len()).sum()
+        self.open.values().map(|o| o.senders.len()).sum()
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s)
+    Ok(s)
 }
 
 async fn read(socket: SocketId, index: u8, udp: Arc<UdpSocket>, tx: mpsc::Sender<Datagram>) {
