@@ -64,6 +64,8 @@ pub struct AnchorConfig {
     pub held_idle_timeout: Duration,
     /// The ICE sessions' timers.
     pub ice: IceTimers,
+    /// Which ICE agent the sessions use.
+    pub agent: super::ice::AgentKind,
     /// TURN servers (the first is used): each leg allocates a relayed address there ahead of
     /// its call.
     pub turn: Vec<super::turn::TurnConfig>,
@@ -82,6 +84,7 @@ impl AnchorConfig {
             idle_timeout: Duration::from_secs(60),
             held_idle_timeout: Duration::from_secs(3600),
             ice: IceTimers::default(),
+            agent: super::ice::AgentKind::default(),
             turn: Vec::new(),
         }
     }

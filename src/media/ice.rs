@@ -496,5 +496,33 @@ impl IceSession for RtcIce {
     }
 }
 
+mod str0m_is;
+pub use str0m_is::IsIce;
+
+/// Which agent the sessions use (`[media] ice`): rtc-ice (the default) or `is`, kept so that
+/// the two can be measured against each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    /// webrtc-rs's rtc-ice.
+    #[default]
+    RtcIce,
+    /// str0m's `is`.
+    Is,
+}
+
+/// A new session of `kind` with credentials from `seed`.
+pub fn new_session(
+    kind: AgentKind,
+    now: Instant,
+    seed: u64,
+    timers: &IceTimers,
+) -> Result<Box<dyn IceSession>, IceError> {
+    Ok(match kind {
+        AgentKind::RtcIce => Box::new(RtcIce::new(now, seed, timers)?),
+        AgentKind::Is => Box::new(IsIce::new(seed, timers)),
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -307,6 +307,9 @@ fn calls_between_symmetric_nats_go_through_turn_and_release_the_allocation() {
 #[ignore = "benchmark: cargo test --test it measure_media_paths -- --ignored --nocapture"]
 fn measure_media_paths() {
     const ROUNDS: usize = 5;
+    // P2PSIP_BENCH_ICE=is measures str0m's agent instead of rtc-ice (`[media] ice`).
+    let agent = std::env::var("P2PSIP_BENCH_ICE").unwrap_or_else(|_| "rtc-ice".into());
+    println!("ICE agent: {agent}");
     let base = tempfile::TempDir::new().expect("temp dir");
     let base = base.path();
     let users = [
@@ -325,7 +328,8 @@ fn measure_media_paths() {
     let (stun, _coturn) = t.stun_server(base);
     let config = base.join("node.toml");
     let turn = format!("turn = [{{ uri = \"turn:{stun}\", username = \"test\", password = \"test\" }}]\n");
-    std::fs::write(&config, format!("{CONFIG}stun = [\"stun:{stun}\"]\n{turn}")).expect("config");
+    let media = format!("[media]\nice = \"{agent}\"\n");
+    std::fs::write(&config, format!("{CONFIG}stun = [\"stun:{stun}\"]\n{turn}{media}")).expect("config");
     let config = config.to_str().expect("utf-8").to_owned();
     let (p1, p2) = (t.public_host(20), t.public_host(21));
     // Each public peer in a namespace of its own, so that its phone has its own loopback.

@@ -62,6 +62,7 @@ use crate::overlay::ChordConfig;
 /// port_max = 29999
 /// max_calls = 32               # calls anchored at once; more get 503
 /// idle_timeout_secs = 60       # no media either way this long ends a call's relay
+/// ice = "rtc-ice"              # the ICE agent: "rtc-ice" or "is" (str0m's), to compare them
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,8 @@ pub struct MediaSettings {
     pub max_calls: usize,
     /// No media either way for this long ends a call's relay, seconds.
     pub idle_timeout_secs: u64,
+    /// The ICE agent: `rtc-ice` (the default) or `is` (str0m's), for comparing them.
+    pub ice: crate::media::ice::AgentKind,
 }
 
 impl Default for MediaSettings {
@@ -125,6 +128,7 @@ impl Default for MediaSettings {
             port_max: d.port_range.1,
             max_calls: d.max_calls,
             idle_timeout_secs: d.idle_timeout.as_secs(),
+            ice: d.agent,
         }
     }
 }
@@ -140,6 +144,7 @@ impl MediaSettings {
             port_range: (self.port_min, self.port_max),
             max_calls: self.max_calls,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            agent: self.ice,
             ..crate::media::anchor::AnchorConfig::new(phone_ip, leg_ip)
         }
     }

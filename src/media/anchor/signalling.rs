@@ -11,7 +11,7 @@ use super::{aor_of, learn, rewrite, Anchor};
 use crate::media::body::{self, sdp_of, split_body, strip_frag, Body};
 use crate::media::call::{Call, CallCounters, CallState, Role};
 use crate::media::frag::Frag;
-use crate::media::ice::{CandidateKind, IceSession, LocalCandidate, RtcIce};
+use crate::media::ice::{CandidateKind, LocalCandidate};
 use crate::media::keys::{self, CallNames, KeyShare, Share};
 use crate::media::pool::Leg;
 use crate::media::tunnel::{Direction, KeyContext};
@@ -283,7 +283,8 @@ impl Anchor {
         leg: Leg,
     ) -> Option<Call> {
         let id = self.identity.as_ref()?;
-        let mut ice = match RtcIce::new(now, self.rng.random(), &self.config.ice) {
+        let mut ice = match crate::media::ice::new_session(self.config.agent, now, self.rng.random(), &self.config.ice)
+        {
             Ok(ice) => ice,
             Err(e) => {
                 debug!(error = %e, "media: no ICE session");
@@ -307,7 +308,7 @@ impl Anchor {
             caller,
             callee,
             leg,
-            ice: Box::new(ice) as Box<dyn IceSession>,
+            ice,
             key: Some(key),
             ours,
             frag: Vec::new(),

@@ -12,7 +12,7 @@ use super::*;
 const LATENCY: Duration = Duration::from_micros(300);
 
 struct Side {
-    ice: RtcIce,
+    ice: Box<dyn IceSession>,
     /// The socket's address (the base).
     base: SocketAddr,
     /// The NAT in front of it: its public address, and the remotes it has sent to (a
@@ -23,8 +23,12 @@ struct Side {
 
 impl Side {
     fn new(now: Instant, seed: u64, base: &str, nat: Option<&str>) -> Side {
+        Side::with(AgentKind::RtcIce, now, seed, base, nat)
+    }
+
+    fn with(kind: AgentKind, now: Instant, seed: u64, base: &str, nat: Option<&str>) -> Side {
         let base: SocketAddr = base.parse().unwrap();
-        let mut ice = RtcIce::new(now, seed, &IceTimers::default()).unwrap();
+        let mut ice = new_session(kind, now, seed, &IceTimers::default()).unwrap();
         ice.add_local(LocalCandidate { kind: CandidateKind::Host, addr: base, base }).unwrap();
         let nat = nat.map(|n| (n.parse::<SocketAddr>().unwrap(), BTreeSet::new()));
         if let Some((public, _)) = &nat {
@@ -153,4 +157,20 @@ fn no_path_fails_and_stops_asking_for_time() {
     assert!(now - t0 >= IceTimers::default().connect_timeout);
     assert_eq!(a.ice.poll_timeout(), None, "a failed session asks for no more time");
     assert_eq!(a.ice.poll_transmit(), None);
+}
+
+#[test]
+fn the_is_agent_connects_host_to_host_and_through_a_nat_too() {
+    let t0 = Instant::now();
+    let mut a = Side::with(AgentKind::Is, t0, 1, "192.0.2.1:40000", None);
+    let mut b = Side::with(AgentKind::Is, t0, 2, "192.0.2.2:40000", None);
+    let took = connect(&mut a, &mut b, t0, Duration::from_secs(2)).expect("connected");
+    assert_eq!(a.selected.unwrap().2, PathKind::Host);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    let mut a = Side::with(AgentKind::Is, t0, 3, "10.0.0.2:40000", Some("203.0.113.7:40000"));
+    let mut b = Side::with(AgentKind::Is, t0, 4, "198.51.100.9:41000", None);
+    let took = connect(&mut a, &mut b, t0, Duration::from_secs(2)).expect("connected");
+    assert_eq!(a.selected.unwrap().1, b.base);
+    assert_eq!(b.selected.unwrap().1, "203.0.113.7:40000".parse().unwrap());
+    assert!(took < Duration::from_millis(200), "{took:?}");
 }
