@@ -49,11 +49,21 @@ fn call_with_media(t: &Topology, node: &NsNode, what: &str) -> Value {
     })
 }
 
-/// Waits until `node` anchors no call and holds only its spare sockets again.
+/// Sockets a node's anchor keeps open with no call: two spare legs and four spare relay
+/// pairs (`AnchorConfig`'s defaults).
+const SPARE_SOCKETS: u64 = 2 + 4 * 2;
+
+/// Waits until `node` anchors no call and holds only its spare sockets again: every socket of
+/// the call closed.
 fn all_freed(t: &Topology, node: &NsNode, what: &str) -> Value {
-    let idle = |s: &Value| s["calls"].as_array().is_some_and(Vec::is_empty);
+    let idle = |s: &Value| {
+        s["calls"].as_array().is_some_and(Vec::is_empty) && s["media_sockets"].as_u64() == Some(SPARE_SOCKETS)
+    };
     let s = wait_for(WAIT, || node.status(t).filter(idle));
-    s.unwrap_or_else(|| panic!("{what}: the call stayed: {}", node.status(t).unwrap_or_default()["calls"]))
+    s.unwrap_or_else(|| {
+        let s = node.status(t).unwrap_or_default();
+        panic!("{what}: the call stayed: {} (media sockets {})", s["calls"], s["media_sockets"])
+    })
 }
 
 /// How a test call goes on once its media flows.
