@@ -175,6 +175,13 @@ impl Call {
         }
     }
 
+    /// The ICE part we send: our share and candidates, `signature` over the share, and our
+    /// certificate.
+    pub(super) fn our_frag(&self, signature: Vec<u8>, cert: Vec<u8>) -> Vec<u8> {
+        super::frag::Frag { share: self.ours.clone(), candidates: self.ice.local_candidates(), signature, cert }
+            .encode()
+    }
+
     /// The ICE checks begin now.
     pub(super) fn checks_began(&mut self, now: Instant) {
         self.checks_started.get_or_insert(now);

@@ -260,13 +260,21 @@ fn ice_string(rng: &mut ChaCha8Rng, len: usize) -> String {
     (0..len).map(|_| ICE_CHARS[rng.random_range(0..ICE_CHARS.len())] as char).collect()
 }
 
+/// Fresh credentials from `seed`: an 8-character ufrag and a 24-character password (48 and
+/// 144 bits, above RFC 8445 §5.3's 24 and 128), and the generator, for what else the session
+/// draws.
+fn fresh_credentials(seed: u64) -> (ChaCha8Rng, String, String) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ufrag = ice_string(&mut rng, 8);
+    let pwd = ice_string(&mut rng, 24);
+    (rng, ufrag, pwd)
+}
+
 impl RtcIce {
-    /// A session with fresh credentials (8-character ufrag, 24-character password: 48 and 144
-    /// bits, above RFC 8445 §5.3's 24 and 128) drawn from `seed`.
+    /// A session with fresh credentials drawn from `seed`: an 8-character ufrag and a
+    /// 24-character password (48 and 144 bits, above RFC 8445 §5.3's 24 and 128).
     pub fn new(now: Instant, seed: u64, timers: &IceTimers) -> Result<RtcIce, IceError> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ufrag = ice_string(&mut rng, 8);
-        let pwd = ice_string(&mut rng, 24);
+        let (mut rng, ufrag, pwd) = fresh_credentials(seed);
         let provider = seeded_provider(rng.random());
         let config = AgentConfig {
             local_ufrag: ufrag.clone(),

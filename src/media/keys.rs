@@ -59,31 +59,27 @@ pub struct CallNames<'a> {
 const OFFER_LABEL: &[u8] = b"p2psip-media-v1 offer";
 const ANSWER_LABEL: &[u8] = b"p2psip-media-v1 answer";
 
-fn offer_transcript(names: &CallNames<'_>, offer: &Share) -> Vec<u8> {
-    encode_fields(&[
-        OFFER_LABEL,
+/// The call's fields and the offer's share: what both signatures cover.
+fn call_fields<'a>(label: &'a [u8], names: &CallNames<'a>, offer: &'a Share) -> Vec<&'a [u8]> {
+    vec![
+        label,
         names.call_id.as_bytes(),
         names.caller.as_bytes(),
         names.callee.as_bytes(),
         offer.ufrag.as_bytes(),
         offer.pwd.as_bytes(),
         &offer.public,
-    ])
+    ]
+}
+
+fn offer_transcript(names: &CallNames<'_>, offer: &Share) -> Vec<u8> {
+    encode_fields(&call_fields(OFFER_LABEL, names, offer))
 }
 
 fn answer_transcript(names: &CallNames<'_>, offer: &Share, answer: &Share) -> Vec<u8> {
-    encode_fields(&[
-        ANSWER_LABEL,
-        names.call_id.as_bytes(),
-        names.caller.as_bytes(),
-        names.callee.as_bytes(),
-        offer.ufrag.as_bytes(),
-        offer.pwd.as_bytes(),
-        &offer.public,
-        answer.ufrag.as_bytes(),
-        answer.pwd.as_bytes(),
-        &answer.public,
-    ])
+    let mut fields = call_fields(ANSWER_LABEL, names, offer);
+    fields.extend([answer.ufrag.as_bytes(), answer.pwd.as_bytes(), answer.public.as_slice()]);
+    encode_fields(&fields)
 }
 
 /// This node's ephemeral ECDH key for one call: used once, then dropped (forward secrecy).

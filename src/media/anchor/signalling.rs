@@ -150,13 +150,7 @@ impl Anchor {
         let names = CallNames { call_id, caller: &call.caller, callee: &call.callee };
         let Some(id) = &self.identity else { return };
         let Ok(signature) = keys::sign_offer(&id.key, &*id.rng, &names, &call.ours) else { return };
-        call.frag = Frag {
-            share: call.ours.clone(),
-            candidates: call.ice.local_candidates(),
-            signature,
-            cert: id.cert.clone(),
-        }
-        .encode();
+        call.frag = call.our_frag(signature, id.cert.clone());
         call.offer = Some(call.ours.clone());
         self.adopt(call);
     }
@@ -195,13 +189,7 @@ impl Anchor {
         let names = CallNames { call_id, caller: &call.caller, callee: &call.callee };
         let signature = keys::sign_answer(&id.key, &*id.rng, &names, &frag.share, &call.ours)
             .map_err(|_| Rejection::new(500, "Server Internal Error (signing)"))?;
-        call.frag = Frag {
-            share: call.ours.clone(),
-            candidates: call.ice.local_candidates(),
-            signature,
-            cert: id.cert.clone(),
-        }
-        .encode();
+        call.frag = call.our_frag(signature, id.cert.clone());
         let ctx = KeyContext {
             call_id,
             caller: &call.caller,

@@ -404,6 +404,18 @@ fn two_nodes(t0: Instant) -> (Node, Node) {
     (Node::new(&mut fx, "sip:alice@p2p.test", "192.0.2.1", t0), Node::new(&mut fx, "sip:bob@p2p.test", "192.0.2.2", t0))
 }
 
+/// Alice's phone calls bob's with SDP (ports 7000 and 8000), bob's answers; the nodes run until
+/// the path is up. Returns when.
+fn answered_call(a: &mut Node, b: &mut Node, t0: Instant) -> Instant {
+    let mut invite = with_body(INVITE, &sdp(7000));
+    a.anchor.toward_overlay(t0, &mut invite);
+    b.anchor.toward_phone(t0, &mut invite).unwrap();
+    let mut ok = with_body(OK, &sdp(8000));
+    b.anchor.toward_overlay(t0, &mut ok);
+    a.anchor.toward_phone(t0, &mut ok).unwrap();
+    run(a, b, t0, Duration::from_secs(2), |a, b| active(a) && active(b))
+}
+
 fn ack(body: Option<&str>) -> Message {
     let head = "ACK sip:bob@127.0.0.1:5062 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK3\nFrom: <sip:alice@p2p.test>;tag=a1\nTo: <sip:bob@p2p.test>;tag=b1\nCall-ID: call-1\nCSeq: 1 ACK\n";
     match body {
@@ -535,13 +547,7 @@ fn forked_answers_carry_the_same_part_and_cancel_ends_the_call() {
 fn a_phone_that_vanishes_ends_the_relay_at_the_idle_timeout_not_the_node() {
     let t0 = Instant::now();
     let (mut a, mut b) = two_nodes(t0);
-    let mut invite = with_body(INVITE, &sdp(7000));
-    a.anchor.toward_overlay(t0, &mut invite);
-    b.anchor.toward_phone(t0, &mut invite).unwrap();
-    let mut ok = with_body(OK, &sdp(8000));
-    b.anchor.toward_overlay(t0, &mut ok);
-    a.anchor.toward_phone(t0, &mut ok).unwrap();
-    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    let t1 = answered_call(&mut a, &mut b, t0);
     // Nothing more from either phone: the nodes keep consent between them, but after the
     // idle timeout each ends its relay and closes the call's sockets.
     let idle = AnchorConfig::new("127.0.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()).idle_timeout;
@@ -556,13 +562,7 @@ fn a_phone_that_vanishes_ends_the_relay_at_the_idle_timeout_not_the_node() {
 fn a_held_call_may_stay_silent_longer() {
     let t0 = Instant::now();
     let (mut a, mut b) = two_nodes(t0);
-    let mut invite = with_body(INVITE, &sdp(7000));
-    a.anchor.toward_overlay(t0, &mut invite);
-    b.anchor.toward_phone(t0, &mut invite).unwrap();
-    let mut ok = with_body(OK, &sdp(8000));
-    b.anchor.toward_overlay(t0, &mut ok);
-    a.anchor.toward_phone(t0, &mut ok).unwrap();
-    let t1 = run(&mut a, &mut b, t0, Duration::from_secs(2), |a, b| active(a) && active(b));
+    let t1 = answered_call(&mut a, &mut b, t0);
     // Alice's phone holds (a re-INVITE with a=sendonly, RFC 3264 §8.4); both nodes see it.
     let held = sdp(7000).replace("a=sendrecv", "a=sendonly");
     let mut reinvite = with_body(

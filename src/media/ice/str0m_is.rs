@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use is::stun::{StunMessage, StunPacket};
 use is::{Candidate, CandidateKind as IsKind, IceAgent, IceAgentEvent, IceConnectionState, IceCreds, Protocol};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use super::{
-    ice_string, usable_remote, CandidateKind, IceError, IceEvent, IceSession, IceTimers, IceTransmit, LocalCandidate,
-    PathKind,
+    fresh_credentials, usable_remote, CandidateKind, IceError, IceEvent, IceSession, IceTimers, IceTransmit,
+    LocalCandidate, PathKind,
 };
 
 /// [`IceSession`] over `is`'s `IceAgent`.
@@ -45,9 +44,7 @@ impl std::fmt::Debug for IsIce {
 impl IsIce {
     /// A session with fresh credentials drawn from `seed`.
     pub fn new(seed: u64, timers: &IceTimers) -> IsIce {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ufrag = ice_string(&mut rng, 8);
-        let pwd = ice_string(&mut rng, 24);
+        let (mut rng, ufrag, pwd) = fresh_credentials(seed);
         let mut agent = IceAgent::new(IceCreds { ufrag: ufrag.clone(), pass: pwd.clone() });
         agent.set_timing_advance(timers.check_interval);
         agent.set_control_tie_breaker(rng.random());
