@@ -9,7 +9,8 @@ its user's account. Two phones played by this script (a minimal SIP UA each: dig
 INVITE with SDP, 200, ACK; OPTIONS pings answered) set up N calls between alice and bob across
 the overlay, every call anchored by both nodes. Then for each N: G.711-sized RTP (172 bytes,
 50 packets a second each way per call, the send time in the payload) from every call's two
-phone sockets for --secs seconds after a 2 s warm-up, and it reports:
+phone sockets for --secs seconds after a 2 s warm-up (sent and counted by
+`examples/rtp_load.rs`, which a Python loop could not keep up with), and it reports:
 
 - loss: datagrams sent by one phone that never reached the other (both directions);
 - latency phone to phone through both anchors (p50, p99), on one machine's loopback;
@@ -20,7 +21,7 @@ Each node is pinned to a core of its own (taskset), the script on whichever core
 call holds three sockets at each node (a leg and a relay pair): with a descriptor limit of
 1,024 a node anchors some 300 calls (`ulimit -n`). Prints a
 Markdown table. Traffic stays on 127.0.0.0/8; every process it starts is ended by its PID.
-Needs `cargo build --release` first.
+Needs `cargo build --release --examples` first.
 """
 
 import argparse
@@ -29,10 +30,8 @@ import json
 import os
 import random
 import re
-import selectors
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
@@ -155,11 +154,10 @@ def setup_calls(alice, bob, n, first):
     """N calls from alice to bob; returns [(alice rtp socket, relay at A, bob rtp socket, relay at B)]."""
     calls = []
     for i in range(first, first + n):
-        pa = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        pa.bind((PA_IP, 0))
-        pb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        pb.bind((PB_IP, 0))
-        body = sdp(PA_IP, pa.getsockname()[1])
+        # Each call's phones have RTP port 40000 + i on their own address (nothing else uses
+        # 127.0.3.101 and .102); the generator binds them.
+        pa, pb = (PA_IP, 40000 + i), (PB_IP, 40000 + i)
+        body = sdp(PA_IP, pa[1])
         cid = f"load{i}@bench"
         alice.send(f"INVITE sip:bob@{DOMAIN} SIP/2.0\nVia: SIP/2.0/UDP {alice.ip}:{alice.port};branch={alice.branch()};rport\n"
                    f"Max-Forwards: 70\nFrom: <sip:alice@{DOMAIN}>;tag=a{i}\nTo: <sip:bob@{DOMAIN}>\nCall-ID: {cid}\n"
@@ -180,7 +178,7 @@ def setup_calls(alice, bob, n, first):
                 break
         relay_b = media_port(msg.split("\r\n\r\n", 1)[1])
         bob.answer(msg.replace(f"To: <sip:bob@{DOMAIN}>", f"To: <sip:bob@{DOMAIN}>;tag=b{i}", 1), 200, "OK",
-                   f"Contact: <sip:bob@{bob.ip}:{bob.port}>\n", sdp(PB_IP, pb.getsockname()[1]), "application/sdp")
+                   f"Contact: <sip:bob@{bob.ip}:{bob.port}>\n", sdp(PB_IP, pb[1]), "application/sdp")
         while True:
             msg, _ = alice.recv()
             if msg.startswith("SIP/2.0 200") and f"Call-ID: {cid}" in msg:
@@ -197,71 +195,31 @@ def setup_calls(alice, bob, n, first):
     return calls
 
 
-def load(calls, secs, pid_a):
-    """RTP both ways on every call; returns loss, latencies, and node A's CPU per datagram."""
-    sel = selectors.DefaultSelector()
-    for pa, _, pb, _ in calls:
-        for s in (pa, pb):
-            s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ)
-    pkt = bytearray(172)
-    pkt[0] = 0x80
-    sent = received = 0
-    lat = []
-    warm = 2.0
-    start = time.monotonic()
-    end = start + warm + secs
-    next_tick = start
-    cpu0 = None
-    measuring = False
-    seq = 0
-    while True:
-        now = time.monotonic()
-        if not measuring and now >= start + warm:
-            measuring, cpu0, t0 = True, cpu_secs(pid_a), now
-            relayed0 = status(A_IP)["counters"]
-        if now >= end:
-            break
-        if now >= next_tick:
-            seq = (seq + 1) & 0xFFFF
-            struct.pack_into("!H", pkt, 2, seq)
-            struct.pack_into("!d", pkt, 12, time.monotonic())
-            for pa, ra, pb, rb in calls:
-                pa.sendto(pkt, ra)
-                pb.sendto(pkt, rb)
-                if measuring:
-                    sent += 2
-            next_tick += 0.020
-        for key, _ in sel.select(timeout=max(0.0, min(next_tick, end) - time.monotonic())):
-            try:
-                while True:
-                    data = key.fileobj.recv(2048)
-                    if measuring and len(data) == 172:
-                        t = struct.unpack_from("!d", data, 12)[0]
-                        if t >= t0:
-                            received += 1
-                            lat.append(time.monotonic() - t)
-            except BlockingIOError:
-                pass
-    cpu = cpu_secs(pid_a) - cpu0
-    elapsed = time.monotonic() - t0
-    # Late arrivals of the last tick.
-    time.sleep(0.2)
-    for key, _ in sel.select(timeout=0):
-        try:
-            while True:
-                data = key.fileobj.recv(2048)
-                if len(data) == 172 and struct.unpack_from("!d", data, 12)[0] >= t0:
-                    received += 1
-        except BlockingIOError:
-            pass
-    relayed1 = status(A_IP)["counters"]
-    relayed = (relayed1["media_packets_in"] + relayed1["media_packets_out"]) - (relayed0["media_packets_in"] + relayed0["media_packets_out"])
-    for key in list(sel.get_map().values()):
-        sel.unregister(key.fileobj)
-    lat.sort()
-    pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] * 1e6 if lat else float("nan")
-    return sent, received, pct(0.5), pct(0.99), cpu, elapsed, relayed
+GEN = os.path.join(ROOT, "target", "release", "examples", "rtp_load")
+
+
+def load(calls, secs, pid_a, pid_b):
+    """RTP both ways on every call (examples/rtp_load.rs); returns what it counted and node A's CPU."""
+    lines = []
+    for a, ra, b, rb in calls:
+        lines.append(f"{a[0]}:{a[1]} {ra[0]}:{ra[1]} {b[0]}:{b[1]} {rb[0]}:{rb[1]}")
+    gen = subprocess.Popen([GEN, str(secs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    gen.stdin.write("\n".join(lines) + "\n")
+    gen.stdin.close()
+    time.sleep(2.0)  # the generator's warm-up
+    cpu0, cpub0, t0 = cpu_secs(pid_a), cpu_secs(pid_b), time.monotonic()
+    c0 = status(A_IP)["counters"]
+    time.sleep(secs)
+    cpu, cpub, elapsed = cpu_secs(pid_a) - cpu0, cpu_secs(pid_b) - cpub0, time.monotonic() - t0
+    c1 = status(A_IP)["counters"]
+    out = gen.stdout.read()
+    if not out.strip():
+        raise SystemExit(f"rtp_load failed: {gen.stderr.read()}")
+    result = json.loads(out)
+    gen.wait(30)
+    relayed = (c1["media_packets_in"] + c1["media_packets_out"]) - (c0["media_packets_in"] + c0["media_packets_out"])
+    return result["sent"], result["received"], result["p50_us"], result["p99_us"], cpu, cpub, elapsed, relayed
 
 
 def main():
@@ -300,16 +258,17 @@ def main():
             except Exception:
                 pass
             time.sleep(0.2)
-        print("| calls | datagrams sent (both ways) | lost | phone to phone p50 / p99 | alice's node: CPU per relayed datagram | its share of one core |")
-        print("|---|---|---|---|---|---|")
+        print("| calls | datagrams sent (both ways) | lost | phone to phone p50 / p99 | alice's node: CPU per relayed datagram | its share of one core | bob's node's share |")
+        print("|---|---|---|---|---|---|---|")
         calls = []
         for n in sorted(args.calls):
             calls += setup_calls(alice, bob, n - len(calls), len(calls))
             time.sleep(0.5)
-            sent, received, p50, p99, cpu, elapsed, relayed = load(calls, args.secs, procs[0].pid)
+            sent, received, p50, p99, cpu, cpub, elapsed, relayed = load(calls, args.secs, procs[0].pid, procs[1].pid)
             lost = sent - received
             per = cpu / relayed * 1e6 if relayed else float("nan")
-            print(f"| {n} | {sent} | {lost} ({lost / max(sent, 1):.3%}) | {p50:.0f} / {p99:.0f} µs | {per:.2f} µs | {cpu / elapsed:.0%} |", flush=True)
+            print(f"| {n} | {sent} | {lost} ({lost / max(sent, 1):.3%}) | {p50:.0f} / {p99:.0f} µs | {per:.2f} µs | "
+                  f"{cpu / elapsed:.0%} | {cpub / elapsed:.0%} |", flush=True)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -272,10 +272,19 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// Logs to stderr. RUST_LOG sets the filter (default `info`, `warn` for `sim`); each -v raises p2psip's own
-/// level on top of it (debug, then trace).
+/// level on top of it (debug, then trace). Without RUST_LOG, the ICE and TURN crates say only
+/// their errors: their warnings are about the far side's packets (a check answered late, an
+/// unknown transaction), which an attacker can provoke at will.
 fn init_logging(verbose: u8, quiet: bool) {
     let default = if quiet { tracing::Level::WARN } else { tracing::Level::INFO };
     let mut filter = EnvFilter::builder().with_default_directive(default.into()).from_env_lossy();
+    if std::env::var_os("RUST_LOG").is_none() {
+        for quiet_crate in ["rtc_ice=error", "rtc_turn=error", "rtc_stun=error", "is=error"] {
+            if let Ok(d) = quiet_crate.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let level = match verbose {
         0 => None,
         1 => Some("p2psip=debug"),

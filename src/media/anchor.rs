@@ -333,24 +333,38 @@ impl Anchor {
                 info!(%socket, %error, "media: could not open a socket");
                 self.pool.open_failed(socket);
             }
-            MediaInput::Datagram { socket, index, from, data } => self.datagram(now, socket, index, from, &data),
+            MediaInput::Datagram { socket, index, from, data } => {
+                if let Some(call_id) = self.datagram(now, socket, index, from, &data) {
+                    // Only that call's deadline moved: no scan of every call per datagram
+                    // (a later deadline leaves `next_wake` early, which costs one wake-up).
+                    let (idle, held_idle) = (self.config.idle_timeout, self.config.held_idle_timeout);
+                    let at = self.calls.get_mut(&call_id).and_then(|c| {
+                        let limit = if c.held() { held_idle } else { idle };
+                        c.poll_timeout(limit)
+                    });
+                    self.next_wake = [self.next_wake, at].into_iter().flatten().min();
+                    self.flush();
+                    return;
+                }
+            }
         }
         self.flush();
         self.rewake();
     }
 
-    fn datagram(&mut self, now: Instant, socket: SocketId, index: u8, from: SocketAddr, data: &[u8]) {
+    /// A datagram on one of our sockets; the call it belonged to, if any.
+    fn datagram(&mut self, now: Instant, socket: SocketId, index: u8, from: SocketAddr, data: &[u8]) -> Option<String> {
         tracing::trace!(%socket, index, %from, len = data.len(), owner = ?self.owners.get(&socket), "media datagram");
         match self.owners.get(&socket).cloned() {
             Some(Owner::Leg(call_id)) => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
-                    call.handle_leg(now, from, data, &mut self.sends);
-                }
+                let call = self.calls.get_mut(&call_id)?;
+                call.handle_leg(now, from, data, &mut self.sends);
+                Some(call_id)
             }
             Some(Owner::Stream(call_id, i)) => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
-                    call.handle_phone(now, i, index, from, data, &mut self.sends);
-                }
+                let call = self.calls.get_mut(&call_id)?;
+                call.handle_phone(now, i, index, from, data, &mut self.sends);
+                Some(call_id)
             }
             None if self.pool.is_spare_leg(socket) => {
                 // The answer to our Binding request (the reflector may be the TURN server
@@ -360,7 +374,7 @@ impl Anchor {
                 {
                     if self.pool.stun_answer(socket, from, id, mapped) {
                         debug!(%socket, %mapped, "media: a spare leg learned its server-reflexive address");
-                        return;
+                        return None;
                     }
                 }
                 if let Some(turn) = self.pool.leg_mut(socket).and_then(|l| l.turn.as_mut()) {
@@ -369,8 +383,9 @@ impl Anchor {
                         self.drive_spares(now);
                     }
                 }
+                None
             }
-            None => {}
+            None => None,
         }
     }
 
