@@ -11,10 +11,12 @@
 //! no less than 5 ms across all agents of a host); the controlling side nominates the best
 //! direct pair (host, server- or peer-reflexive) as soon as it succeeds, so such a path on
 //! sub-millisecond links is chosen within a few Ta. A relayed pair succeeds first when the
-//! nodes sit behind two NATs (the direct pair needs a second round to punch through), so it is
-//! nominated only after [`RELAY_ROUNDS`] check rounds: the one wait, counted in rounds of Ta
-//! rather than a fixed time per candidate type (rtc-ice's defaults hold a server-reflexive
-//! pair 500 ms and a relayed one 2 s). Consent (RFC 7675 §5.1): a Binding request
+//! nodes sit behind two NATs (the direct pair needs a second round to punch through), so the
+//! controlling agent nominates it only after [`relay_wait`]: two check rounds and four round
+//! trips to the far node, as the signalling measured them (our INVITE to its answer), at most
+//! 400 ms. That is the one wait, and it follows the path rather than a fixed time per
+//! candidate type (rtc-ice's defaults hold a server-reflexive pair 500 ms and a relayed one
+//! 2 s whatever the path). Consent (RFC 7675 §5.1): a Binding request
 //! on the selected pair every [`IceTimers::consent_interval`]; the path counts as disconnected
 //! after [`IceTimers::disconnected_timeout`] without an answer or an authenticated frame, and
 //! failed after [`IceTimers::failed_timeout`] more (the caller reports frames through
@@ -115,11 +117,23 @@ pub enum IceError {
     Candidate(String),
 }
 
-/// Check rounds the direct pairs get before a relayed pair may be nominated. A hole punch
-/// between two NATs needs two (each side's first check opens its own NAT for the other's
-/// second); five leave room for a lost check. At Ta = 20 ms that is 100 ms, within the 500 ms a
-/// relayed path may take, and a path that needs no relay is never held up by it.
+/// Check rounds the direct pairs get before a relayed pair may be nominated when the round
+/// trip to the far node is not known. A hole punch between two NATs needs two (each side's
+/// first check opens its own NAT for the other's second); five leave room for a lost check.
+/// At Ta = 20 ms that is 100 ms, within the 500 ms a relayed path may take, and a path that
+/// needs no relay is never held up by it.
 pub const RELAY_ROUNDS: u32 = 5;
+
+/// The wait before a relayed pair may be nominated by the controlling agent, from the round
+/// trip the signalling measured: two check rounds and four round trips (a hole punch takes a
+/// round and two round trips; the rest is margin), at most 400 ms so a relayed path stays
+/// within its 500 ms target. With the round trip unknown, [`RELAY_ROUNDS`] rounds.
+pub fn relay_wait(check_interval: Duration, rtt: Option<Duration>) -> Duration {
+    match rtt {
+        Some(rtt) => (check_interval * 2 + rtt * 4).min(Duration::from_millis(400)),
+        None => check_interval * RELAY_ROUNDS,
+    }
+}
 
 /// The timers of the ICE sessions, with why each default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +178,10 @@ pub trait IceSession: std::fmt::Debug + Send {
     fn add_local(&mut self, candidate: LocalCandidate) -> Result<(), IceError>;
     /// Our candidates as `a=candidate` values (RFC 8839 §5.1).
     fn local_candidates(&self) -> Vec<String>;
+    /// The round trip to the far node as the signalling measured it (our INVITE to its
+    /// answer), known before the checks start: what the wait before a relayed pair is
+    /// derived from. Agents without such a wait ignore it.
+    fn set_round_trip(&mut self, _rtt: Duration) {}
     /// The far node's description arrived: checks begin. The INVITE's sender controls
     /// (RFC 8445 §6.1.1).
     fn start(
@@ -230,12 +248,48 @@ pub(super) fn seeded_provider(seed: u64) -> Arc<dyn RTCCryptoProvider> {
     Arc::new(Provider { crypto: Default::default(), random })
 }
 
+/// rtc-ice's agent with our credentials and timers; a direct pair nominated as soon as it
+/// succeeds, a relayed one after `relay_wait` (see the module's doc).
+fn build_agent(
+    now: Instant,
+    ufrag: &str,
+    pwd: &str,
+    timers: &IceTimers,
+    relay_wait: Duration,
+    seed: u64,
+) -> Result<Agent, IceError> {
+    let config = AgentConfig {
+        local_ufrag: ufrag.to_owned(),
+        local_pwd: pwd.to_owned(),
+        multicast_dns_mode: MulticastDnsMode::Disabled,
+        multicast_dns_local_name: "p2psip.local".into(),
+        candidate_types: vec![CandidateType::Host, CandidateType::ServerReflexive, CandidateType::Relay],
+        network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
+        check_interval: timers.check_interval,
+        max_binding_requests: Some(timers.max_binding_requests),
+        keepalive_interval: Some(timers.consent_interval),
+        disconnected_timeout: Some(timers.disconnected_timeout),
+        failed_timeout: Some(timers.failed_timeout),
+        host_acceptance_min_wait: Some(Duration::ZERO),
+        srflx_acceptance_min_wait: Some(Duration::ZERO),
+        prflx_acceptance_min_wait: Some(Duration::ZERO),
+        relay_acceptance_min_wait: Some(relay_wait),
+        ..AgentConfig::default()
+    };
+    Agent::new(now, Arc::new(config), seeded_provider(seed)).map_err(|e| IceError::Agent(e.to_string()))
+}
+
 /// [`IceSession`] over rtc-ice's `Agent`.
 pub struct RtcIce {
     agent: Agent,
     ufrag: String,
     pwd: String,
     rng: ChaCha8Rng,
+    timers: IceTimers,
+    /// Our candidates as added (kind, address, base, id), to build the agent again with the
+    /// relay wait the round trip gives.
+    locals: Vec<(LocalCandidate, String)>,
+    rtt: Option<Duration>,
     /// Our first host candidate's address: what remote candidates are judged against.
     own_ip: Option<IpAddr>,
     /// Our server-reflexive candidates: (base, mapped address).
@@ -275,33 +329,15 @@ impl RtcIce {
     /// 24-character password (48 and 144 bits, above RFC 8445 §5.3's 24 and 128).
     pub fn new(now: Instant, seed: u64, timers: &IceTimers) -> Result<RtcIce, IceError> {
         let (mut rng, ufrag, pwd) = fresh_credentials(seed);
-        let provider = seeded_provider(rng.random());
-        let config = AgentConfig {
-            local_ufrag: ufrag.clone(),
-            local_pwd: pwd.clone(),
-            multicast_dns_mode: MulticastDnsMode::Disabled,
-            multicast_dns_local_name: "p2psip.local".into(),
-            candidate_types: vec![CandidateType::Host, CandidateType::ServerReflexive, CandidateType::Relay],
-            network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
-            check_interval: timers.check_interval,
-            max_binding_requests: Some(timers.max_binding_requests),
-            keepalive_interval: Some(timers.consent_interval),
-            disconnected_timeout: Some(timers.disconnected_timeout),
-            failed_timeout: Some(timers.failed_timeout),
-            // Nominate a direct pair as soon as it succeeds; a relayed one only once the direct
-            // pairs have had `RELAY_ROUNDS` check rounds (see the module's doc).
-            host_acceptance_min_wait: Some(Duration::ZERO),
-            srflx_acceptance_min_wait: Some(Duration::ZERO),
-            prflx_acceptance_min_wait: Some(Duration::ZERO),
-            relay_acceptance_min_wait: Some(timers.check_interval * RELAY_ROUNDS),
-            ..AgentConfig::default()
-        };
-        let agent = Agent::new(now, Arc::new(config), provider).map_err(|e| IceError::Agent(e.to_string()))?;
+        let agent = build_agent(now, &ufrag, &pwd, timers, relay_wait(timers.check_interval, None), rng.random())?;
         Ok(RtcIce {
             agent,
             ufrag,
             pwd,
             rng,
+            timers: *timers,
+            locals: Vec::new(),
+            rtt: None,
             own_ip: None,
             srflx: Vec::new(),
             connect_by: None,
@@ -354,6 +390,33 @@ impl RtcIce {
     }
 }
 
+/// rtc-ice's candidate for ours, with candidate id `id`.
+fn rtc_candidate(c: &LocalCandidate, id: &str) -> Result<rtc_ice::candidate::Candidate, IceError> {
+    let base_config = CandidateConfig {
+        candidate_id: id.to_owned(),
+        network: "udp".into(),
+        address: c.addr.ip().to_string(),
+        port: c.addr.port(),
+        component: 1,
+        ..CandidateConfig::default()
+    };
+    match c.kind {
+        CandidateKind::Host => CandidateHostConfig { base_config, ..Default::default() }.new_candidate_host(),
+        CandidateKind::Srflx => CandidateServerReflexiveConfig {
+            base_config,
+            rel_addr: c.base.ip().to_string(),
+            rel_port: c.base.port(),
+            url: None,
+        }
+        .new_candidate_server_reflexive(),
+        CandidateKind::Relay => {
+            CandidateRelayConfig { base_config, rel_addr: c.base.ip().to_string(), rel_port: c.base.port(), url: None }
+                .new_candidate_relay()
+        }
+    }
+    .map_err(|e| IceError::Agent(e.to_string()))
+}
+
 /// Addresses a NAT does not hand out as public ones: RFC 1918, shared (RFC 6598), loopback,
 /// link-local, unique-local IPv6.
 fn is_private(ip: IpAddr) -> bool {
@@ -395,33 +458,17 @@ impl IceSession for RtcIce {
             CandidateKind::Srflx => self.srflx.push((c.base, c.addr)),
             CandidateKind::Relay => {}
         }
-        let base_config = CandidateConfig {
-            candidate_id: ice_string(&mut self.rng, 16),
-            network: "udp".into(),
-            address: c.addr.ip().to_string(),
-            port: c.addr.port(),
-            component: 1,
-            ..CandidateConfig::default()
-        };
-        let candidate = match c.kind {
-            CandidateKind::Host => CandidateHostConfig { base_config, ..Default::default() }.new_candidate_host(),
-            CandidateKind::Srflx => CandidateServerReflexiveConfig {
-                base_config,
-                rel_addr: c.base.ip().to_string(),
-                rel_port: c.base.port(),
-                url: None,
-            }
-            .new_candidate_server_reflexive(),
-            CandidateKind::Relay => CandidateRelayConfig {
-                base_config,
-                rel_addr: c.base.ip().to_string(),
-                rel_port: c.base.port(),
-                url: None,
-            }
-            .new_candidate_relay(),
-        }
-        .map_err(|e| IceError::Agent(e.to_string()))?;
-        self.agent.add_local_candidate(candidate).map(drop).map_err(|e| IceError::Agent(e.to_string()))
+        let id = ice_string(&mut self.rng, 16);
+        self.agent
+            .add_local_candidate(rtc_candidate(&c, &id)?)
+            .map(drop)
+            .map_err(|e| IceError::Agent(e.to_string()))?;
+        self.locals.push((c, id));
+        Ok(())
+    }
+
+    fn set_round_trip(&mut self, rtt: Duration) {
+        self.rtt = Some(rtt);
     }
 
     fn local_candidates(&self) -> Vec<String> {
@@ -436,6 +483,15 @@ impl IceSession for RtcIce {
         pwd: &str,
         candidates: &[String],
     ) -> Result<(), IceError> {
+        // Only the controlling agent nominates: its relay wait follows the measured round trip.
+        if controlling && self.rtt.is_some() {
+            let wait = relay_wait(self.timers.check_interval, self.rtt);
+            let mut agent = build_agent(now, &self.ufrag, &self.pwd, &self.timers, wait, self.rng.random())?;
+            for (c, id) in &self.locals {
+                agent.add_local_candidate(rtc_candidate(c, id)?).map_err(|e| IceError::Agent(e.to_string()))?;
+            }
+            self.agent = agent;
+        }
         self.agent
             .start_connectivity_checks(now, controlling, ufrag.to_string(), pwd.to_string())
             .map_err(|e| IceError::Agent(e.to_string()))?;

@@ -255,6 +255,9 @@ impl Anchor {
             }
         }
         call.checks_began(now);
+        // Our INVITE left when the call was made; the far node's answer is here: a round trip
+        // (and the far phone's first response), which the relay wait is derived from.
+        call.ice.set_round_trip(now.saturating_duration_since(call.created));
         if let Err(e) = call.ice.start(now, true, &frag.share.ufrag, &frag.share.pwd, &frag.candidates) {
             debug!(call_id, error = %e, "media: ICE could not start");
         }

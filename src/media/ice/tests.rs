@@ -174,3 +174,12 @@ fn the_is_agent_connects_host_to_host_and_through_a_nat_too() {
     assert_eq!(b.selected.unwrap().1, "203.0.113.7:40000".parse().unwrap());
     assert!(took < Duration::from_millis(200), "{took:?}");
 }
+
+#[test]
+fn the_relay_wait_follows_the_round_trip_within_bounds() {
+    let ta = Duration::from_millis(20);
+    assert_eq!(relay_wait(ta, None), ta * RELAY_ROUNDS);
+    assert_eq!(relay_wait(ta, Some(Duration::from_millis(1))), Duration::from_millis(44));
+    assert_eq!(relay_wait(ta, Some(Duration::from_millis(50))), Duration::from_millis(240));
+    assert_eq!(relay_wait(ta, Some(Duration::from_secs(2))), Duration::from_millis(400), "capped");
+}

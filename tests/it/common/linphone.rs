@@ -10,8 +10,8 @@
 //! - There is no sound card: a call's audio comes from `incall-player-start` playing a
 //!   generated 440 Hz WAV into the call ([`Linphone::play`]); without it Linphone sends no RTP.
 //! - Its RTP counters are read from liblinphone's own log, which prints an "AUDIO SESSION'S RTP
-//!   STATISTICS" block (sent / received packets) when a call's stream ends (`call-stats`
-//!   crashes the daemon of Debian 12).
+//!   STATISTICS" block (sent / received packets) when a call's stream ends or pauses
+//!   (`call-stats` crashes the daemon of Debian 12).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -143,10 +143,27 @@ impl Linphone {
         Some(id.trim().to_owned())
     }
 
-    /// Plays the tone into the call in progress: its RTP.
+    /// Plays the tone into the call in progress: its RTP. The player starts only once the
+    /// call's streams run (a call just connected, or just resumed, may not be there yet), so
+    /// the command is repeated until the daemon answers it with `Status: Ok`.
     pub(crate) fn play(&mut self) {
         let cmd = format!("incall-player-start {}", self.wav.display());
-        self.command(&cmd);
+        let started = wait_for(WAIT, || {
+            let before = self.events().len();
+            self.command(&cmd);
+            let answer = wait_for(std::time::Duration::from_secs(2), || {
+                let events = self.events();
+                let after = events.get(before..).unwrap_or_default();
+                after.lines().find_map(|l| l.strip_prefix("Status: ").map(str::to_owned))
+            });
+            if answer.as_deref() == Some("Ok") {
+                Some(())
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            }
+        });
+        assert!(started.is_some(), "{}: the tone never started:\n{}", self.name, self.events());
     }
 
     /// Calls answered or placed and connected so far.
@@ -159,14 +176,15 @@ impl Linphone {
         self.events().matches("Event: LinphoneCallEnd").count()
     }
 
-    /// The (sent, received) RTP packets of the last call that ended, from the log.
-    pub(crate) fn packets(&self) -> Option<(u64, u64)> {
+    /// RTP statistics blocks in the log so far, and their sent and received packets summed.
+    pub(crate) fn rtp_totals(&self) -> (u64, u64, u64) {
         let log = self.log();
-        let block = log.rsplit("AUDIO SESSION'S RTP STATISTICS").next()?;
-        let count = |label: &str| -> Option<u64> {
-            let line = block.lines().find(|l| l.split("ortp-message-").nth(1).is_some_and(|m| m.starts_with(label)))?;
-            line.split_whitespace().rev().nth(1)?.parse().ok()
+        let count = |block: &str, label: &str| -> u64 {
+            let line = block.lines().find(|l| l.split("ortp-message-").nth(1).is_some_and(|m| m.starts_with(label)));
+            line.and_then(|l| l.split_whitespace().rev().nth(1)?.parse().ok()).unwrap_or(0)
         };
-        Some((count("sent  ")?, count("received  ")?))
+        log.split("AUDIO SESSION'S RTP STATISTICS")
+            .skip(1)
+            .fold((0, 0, 0), |(r, s, x), block| (r + 1, s + count(block, "sent  "), x + count(block, "received  ")))
     }
 }

@@ -19,8 +19,9 @@ pub(crate) trait Softphone {
     fn hold(&mut self);
     /// Takes it off hold.
     fn resume(&mut self);
-    /// (sent, received) RTP packets of the last call, once it ended.
-    fn packets(&self) -> Option<(u64, u64)>;
+    /// RTP counters the phone has reported so far, summed: (reports, sent, received). A phone
+    /// reports when a call's stream ends (Linphone also when it pauses one).
+    fn rtp_totals(&self) -> (u64, u64, u64);
     /// Its log, for a failure message.
     fn describe(&self) -> String;
 }
@@ -47,8 +48,13 @@ impl Softphone for Phone {
     fn closed(&self) -> usize {
         self.log().matches("session closed").count()
     }
-    fn packets(&self) -> Option<(u64, u64)> {
-        Phone::packets(self)
+    fn rtp_totals(&self) -> (u64, u64, u64) {
+        let log = self.log();
+        let counts = log.lines().filter_map(|l| {
+            let mut n = l.trim_start().strip_prefix("packets:")?.split_whitespace().map(|x| x.parse::<u64>().ok());
+            Some((n.next()??, n.next()??))
+        });
+        counts.fold((0, 0, 0), |(r, s, x), (tx, rx)| (r + 1, s + tx, x + rx))
     }
     fn describe(&self) -> String {
         self.log().lines().filter(|l| !l.contains("audio=")).collect::<Vec<_>>().join("\n")
@@ -87,8 +93,8 @@ impl Softphone for Linphone {
     fn start_audio(&mut self) {
         self.play();
     }
-    fn packets(&self) -> Option<(u64, u64)> {
-        Linphone::packets(self)
+    fn rtp_totals(&self) -> (u64, u64, u64) {
+        Linphone::rtp_totals(self)
     }
     fn describe(&self) -> String {
         self.events()
