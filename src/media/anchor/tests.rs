@@ -585,3 +585,30 @@ fn a_held_call_may_stay_silent_longer() {
     }
     assert_eq!((a.anchor.calls().len(), b.anchor.calls().len()), (1, 1), "still there after {:?}", now - t1);
 }
+
+#[test]
+fn an_update_holds_and_resumes_like_a_re_invite() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_nodes(t0);
+    let t1 = answered_call(&mut a, &mut b, t0);
+    // RFC 3311: bob's phone holds with an UPDATE; its 200 carries alice's phone's answer.
+    let update_head = "UPDATE sip:alice@127.0.0.1:5062 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK7\nFrom: <sip:bob@p2p.test>;tag=b1\nTo: <sip:alice@p2p.test>;tag=a1\nCall-ID: call-1\nCSeq: 5 UPDATE\n";
+    let mut update = with_body(update_head, &sdp(8000).replace("a=sendrecv", "a=sendonly"));
+    b.anchor.toward_overlay(t1, &mut update);
+    a.anchor.toward_phone(t1, &mut update).unwrap();
+    assert!(body_text(&update).contains("a=sendonly") && relay_port(&update) != 8000, "anchored for alice's phone");
+    let ok_head = "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK7\nFrom: <sip:bob@p2p.test>;tag=b1\nTo: <sip:alice@p2p.test>;tag=a1\nCall-ID: call-1\nCSeq: 5 UPDATE\n";
+    let mut ok = with_body(ok_head, &sdp(7000).replace("a=sendrecv", "a=recvonly"));
+    a.anchor.toward_overlay(t1, &mut ok);
+    b.anchor.toward_phone(t1, &mut ok).unwrap();
+    assert!(!body_text(&ok).contains("p2psip-key"), "no ICE part on an UPDATE's answer");
+    assert!(a.anchor.calls()[0].held && b.anchor.calls()[0].held);
+    // Resumed by another UPDATE.
+    let mut resume = with_body(&update_head.replace("CSeq: 5", "CSeq: 6"), &sdp(8000));
+    b.anchor.toward_overlay(t1, &mut resume);
+    a.anchor.toward_phone(t1, &mut resume).unwrap();
+    let mut ok = with_body(&ok_head.replace("CSeq: 5", "CSeq: 6"), &sdp(7000));
+    a.anchor.toward_overlay(t1, &mut ok);
+    b.anchor.toward_phone(t1, &mut ok).unwrap();
+    assert!(!a.anchor.calls()[0].held && !b.anchor.calls()[0].held);
+}
