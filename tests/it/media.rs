@@ -26,6 +26,19 @@ use crate::common::{add_account, ca, wait_for};
 const CONFIG: &str = "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n[nat]\nkeepalive_secs = 1\n";
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A node at `ip` in namespace `home` on data directory `dir`, joining through `join`: a
+/// client, behind the router of its home.
+fn client_node(
+    t: &Topology,
+    home: &str,
+    ip: std::net::IpAddr,
+    dir: &std::path::Path,
+    config: &str,
+    join: &str,
+) -> NsNode {
+    NsNode::start_with_data(t, home, SocketAddr::new(ip, 5070), 5060, Some(dir), &["--config", config, "--join", join])
+}
+
 /// The contacts of `aor`'s registration record, as `p2psip lookup` on `asker` reads it.
 fn registered_contacts(t: &Topology, asker: &NsNode, aor: &str) -> Option<Vec<String>> {
     let dir = tempfile::TempDir::new().ok()?;
@@ -205,16 +218,7 @@ fn calls_through_cone_nats_and_to_a_public_peer_carry_media_both_ways() {
     peer_b.wait_status(&t, "peer b joins", |s| s["overlay"]["state"] == "joined");
     let (_, cone1) = t.router(1, NatKind::Cone, &[None]);
     let (_, cone2) = t.router(2, NatKind::Cone, &[None]);
-    let client = |home: &str, ip, dir| {
-        NsNode::start_with_data(
-            &t,
-            home,
-            SocketAddr::new(ip, 5070),
-            5060,
-            Some(dir),
-            &["--config", &config, "--join", &join],
-        )
-    };
+    let client = |home: &str, ip, dir| client_node(&t, home, ip, dir, &config, &join);
     let alice_node = client(&t.home(1, 0), cone1[0], &dirs[1]);
     let bob_node = client(&t.home(2, 0), cone2[0], &dirs[2]);
     for n in [&alice_node, &bob_node] {
@@ -272,16 +276,7 @@ fn calls_between_symmetric_nats_go_through_turn_and_release_the_allocation() {
     // Both behind NATs that give each destination its own mapping: no direct path exists.
     let (_, sym1) = t.router(1, NatKind::Symmetric, &[None]);
     let (_, sym2) = t.router(2, NatKind::Symmetric, &[None]);
-    let client = |home: &str, ip, dir| {
-        NsNode::start_with_data(
-            &t,
-            home,
-            SocketAddr::new(ip, 5070),
-            5060,
-            Some(dir),
-            &["--config", &config, "--join", &join],
-        )
-    };
+    let client = |home: &str, ip, dir| client_node(&t, home, ip, dir, &config, &join);
     let carol_node = client(&t.home(1, 0), sym1[0], &dirs[1]);
     let dave_node = client(&t.home(2, 0), sym2[0], &dirs[2]);
     // Each keeps its spare legs' relays allocated ahead of calls.

@@ -154,9 +154,7 @@ fn active(n: &Node) -> bool {
 #[test]
 fn a_call_is_anchored_at_both_nodes_and_media_flows_both_ways_encrypted() {
     let t0 = Instant::now();
-    let mut fx = Fixture::new("p2p.test");
-    let mut a = Node::new(&mut fx, "sip:alice@p2p.test", "192.0.2.1", t0);
-    let mut b = Node::new(&mut fx, "sip:bob@p2p.test", "192.0.2.2", t0);
+    let (mut a, mut b) = two_nodes(t0);
 
     // Alice's phone calls: her node adds its ICE part.
     let mut invite = with_body(INVITE, &sdp(7000));
@@ -340,9 +338,7 @@ fn a_node_without_an_ice_part_leaves_the_call_unanchored() {
 #[test]
 fn a_path_that_never_forms_is_reported_and_frees_everything() {
     let t0 = Instant::now();
-    let mut fx = Fixture::new("p2p.test");
-    let mut a = Node::new(&mut fx, "sip:alice@p2p.test", "192.0.2.1", t0);
-    let mut b = Node::new(&mut fx, "sip:bob@p2p.test", "192.0.2.2", t0);
+    let (mut a, mut b) = two_nodes(t0);
     let mut invite = with_body(INVITE, &sdp(7000));
     a.anchor.toward_overlay(t0, &mut invite);
     b.anchor.toward_phone(t0, &mut invite).unwrap();
