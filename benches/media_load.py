@@ -33,6 +33,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -153,7 +154,10 @@ def media_port(text):
 def setup_calls(alice, bob, n, first):
     """N calls from alice to bob; returns [(alice rtp socket, relay at A, bob rtp socket, relay at B)]."""
     calls = []
+    began = time.monotonic()
     for i in range(first, first + n):
+        if i % 100 == 0 and i > first:
+            print(f"[setup] {i} calls, {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
         # Each call's phones have RTP port 40000 + i on their own address (nothing else uses
         # 127.0.3.101 and .102); the generator binds them.
         pa, pb = (PA_IP, 40000 + i), (PB_IP, 40000 + i)
