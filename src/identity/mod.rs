@@ -9,6 +9,7 @@
 //! - [`verify`]: [`verify_chain`] at an explicit Unix time, [`VerifiedCache`].
 //! - [`local`]: [`LocalIdentity`], an enrolled node's own key and chain, and the data-dir layout.
 //! - [`pem`]: certificates as PEM, SHA-256 fingerprints.
+//! - [`hpke`]: sealing to a user's X25519 encryption key (RFC 9180), for offline messages.
 //!
 //! # Sans-IO
 //! No clock, no files, no OS randomness: Unix times and a `ring::rand::SecureRandom` are
@@ -17,6 +18,7 @@
 
 pub mod aor;
 pub mod caller;
+pub mod hpke;
 pub mod key;
 pub mod local;
 pub mod pem;
