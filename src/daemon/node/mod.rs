@@ -75,7 +75,7 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     peer_config.dial_back = true;
     if config.media.anchor {
         let leg_ip = local_ip(listen, &config.join);
-        let mut anchor = config.media.anchor_config(proxy.ip(), leg_ip);
+        let mut anchor = config.media.anchor_config(phone_facing_ip(proxy, leg_ip), leg_ip);
         anchor.turn = resolve_turn_servers(&config.nat.turn).await;
         peer_config.media = Some(anchor);
         span.in_scope(|| info!(%leg_ip, ports = ?(config.media.port_min, config.media.port_max), "media anchor on"));
@@ -187,6 +187,17 @@ async fn resolve_stun_servers(uris: &[String]) -> Vec<SocketAddr> {
     servers
 }
 
+/// Where the anchor's relay ports for phones are bound and what the SDP handed to a phone
+/// names: the proxy listener's address, or the node's own when the proxy listens on every
+/// interface (an SDP cannot name 0.0.0.0: phones read it as hold, RFC 3264 §8.4).
+fn phone_facing_ip(proxy: SocketAddr, leg_ip: IpAddr) -> IpAddr {
+    if proxy.ip().is_unspecified() {
+        leg_ip
+    } else {
+        proxy.ip()
+    }
+}
+
 /// The node's own IP, where media legs are bound (their host candidate): `listen`'s when it
 /// names one, else the one the OS would send from toward the first `join` peer (a connected
 /// UDP socket sends nothing), else 127.0.0.1. Never the advertised address: behind a port
@@ -253,6 +264,14 @@ fn random_seed() -> Result<u64, DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phones_are_given_a_concrete_address() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        assert_eq!(phone_facing_ip(a("127.0.0.1:5060"), lan), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(phone_facing_ip(a("0.0.0.0:5060"), lan), lan, "never 0.0.0.0 in an SDP");
+    }
 
     #[test]
     fn advertised_address() {
