@@ -44,6 +44,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from ca_session import ca_session
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "p2psip")
 R = int(os.environ.get("B4_R", "8"))  # successor_list_len: the default, or B4_R for a build with another
@@ -73,23 +75,7 @@ def aor(i):
 
 def enroll_all(n, work):
     """Enrolls every node's data directory through a CA that is stopped afterwards."""
-    ca_dir = os.path.join(work, "ca")
-    subprocess.run([BIN, "ca", "init", "--dir", ca_dir, "--domain", DOMAIN], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = open(os.path.join(work, "ca.out"), "w+")
-    ca = subprocess.Popen([BIN, "ca", "serve", "--dir", ca_dir, "--listen", "127.0.9.1:5443",
-                           "--rate-limit", f"{n + 10}/min"], stdout=out, stderr=subprocess.DEVNULL)
-    try:
-        line = ""
-        for _ in range(200):
-            out.seek(0)
-            line = out.read()
-            if line.endswith("\n"):
-                break
-            time.sleep(0.05)
-        url = next(w for w in line.split() if w.startswith("https://"))
-        fingerprint = line.strip().rsplit(" ", 1)[1]
-
+    with ca_session(BIN, work, DOMAIN, "127.0.9.1:5443", rate_limit=f"{n + 10}/min") as (url, fingerprint):
         def one(i):
             data = os.path.join(work, f"n{i}")
             os.makedirs(data, exist_ok=True)
@@ -98,9 +84,6 @@ def enroll_all(n, work):
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(one, range(n)))
-    finally:
-        ca.send_signal(signal.SIGTERM)
-        ca.wait(10)
 
 
 def start_ring(n, work):

@@ -38,6 +38,8 @@ import tempfile
 import time
 import urllib.request
 
+from ca_session import ca_session
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "p2psip")
 DOMAIN = "p2p.test"
@@ -46,22 +48,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def enroll(work, users):
-    ca_dir = os.path.join(work, "ca")
-    subprocess.run([BIN, "ca", "init", "--dir", ca_dir, "--domain", DOMAIN], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = open(os.path.join(work, "ca.out"), "w+")
-    ca = subprocess.Popen([BIN, "ca", "serve", "--dir", ca_dir, "--listen", "127.0.3.9:5443"],
-                          stdout=out, stderr=subprocess.DEVNULL)
-    try:
-        line = ""
-        for _ in range(200):
-            out.seek(0)
-            line = out.read()
-            if line.endswith("\n"):
-                break
-            time.sleep(0.05)
-        url = next(w for w in line.split() if w.startswith("https://"))
-        fingerprint = line.strip().rsplit(" ", 1)[1]
+    """Enrolls and gives an account to each user, through a CA that is stopped afterwards."""
+    with ca_session(BIN, work, DOMAIN, "127.0.3.9:5443") as (url, fingerprint):
         for user, pw in users:
             data = os.path.join(work, user)
             os.makedirs(data, exist_ok=True)
@@ -69,9 +57,6 @@ def enroll(work, users):
                             "--data-dir", data], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             subprocess.run([BIN, "account", "add", f"sip:{user}@{DOMAIN}", "--password-stdin", "--data-dir", data],
                            input=pw.encode(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    finally:
-        ca.send_signal(signal.SIGTERM)
-        ca.wait(10)
 
 
 def status(ip):
