@@ -334,14 +334,9 @@ impl Anchor {
                 self.pool.open_failed(socket);
             }
             MediaInput::Datagram { socket, index, from, data } => {
-                if let Some(call_id) = self.datagram(now, socket, index, from, &data) {
+                if let Some(at) = self.datagram(now, socket, index, from, &data) {
                     // Only that call's deadline moved: no scan of every call per datagram
                     // (a later deadline leaves `next_wake` early, which costs one wake-up).
-                    let (idle, held_idle) = (self.config.idle_timeout, self.config.held_idle_timeout);
-                    let at = self.calls.get_mut(&call_id).and_then(|c| {
-                        let limit = if c.held() { held_idle } else { idle };
-                        c.poll_timeout(limit)
-                    });
                     self.next_wake = [self.next_wake, at].into_iter().flatten().min();
                     self.flush();
                     return;
@@ -352,19 +347,29 @@ impl Anchor {
         self.rewake();
     }
 
-    /// A datagram on one of our sockets; the call it belonged to, if any.
-    fn datagram(&mut self, now: Instant, socket: SocketId, index: u8, from: SocketAddr, data: &[u8]) -> Option<String> {
+    /// A datagram on one of our sockets. When a call took it, that call's next deadline.
+    fn datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        index: u8,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<Option<Instant>> {
         tracing::trace!(%socket, index, %from, len = data.len(), owner = ?self.owners.get(&socket), "media datagram");
-        match self.owners.get(&socket).cloned() {
+        let (idle, held_idle) = (self.config.idle_timeout, self.config.held_idle_timeout);
+        let deadline = |c: &mut Call| c.poll_timeout(if c.held() { held_idle } else { idle });
+        // Per packet: the owner is looked up, not cloned.
+        match self.owners.get(&socket) {
             Some(Owner::Leg(call_id)) => {
-                let call = self.calls.get_mut(&call_id)?;
+                let call = self.calls.get_mut(call_id)?;
                 call.handle_leg(now, from, data, &mut self.sends);
-                Some(call_id)
+                Some(deadline(call))
             }
             Some(Owner::Stream(call_id, i)) => {
-                let call = self.calls.get_mut(&call_id)?;
-                call.handle_phone(now, i, index, from, data, &mut self.sends);
-                Some(call_id)
+                let call = self.calls.get_mut(call_id)?;
+                call.handle_phone(now, *i, index, from, data, &mut self.sends);
+                Some(deadline(call))
             }
             None if self.pool.is_spare_leg(socket) => {
                 // The answer to our Binding request (the reflector may be the TURN server
@@ -514,12 +519,8 @@ impl Anchor {
 
     /// TURN allocations held (spare legs' and calls'), not counting refused ones.
     pub fn relays_held(&self) -> usize {
-        let live = |l: &super::pool::Leg| {
-            l.turn.as_ref().is_some_and(|t| {
-                matches!(t.state(), super::turn::TurnState::Allocating | super::turn::TurnState::Allocated(_))
-            })
-        };
-        self.pool.relays() + self.calls.values().filter(|c| live(&c.leg)).count()
+        let live = |c: &&Call| c.leg.turn.as_ref().is_some_and(super::turn::TurnLeg::is_live);
+        self.pool.relays() + self.calls.values().filter(live).count()
     }
 }
 

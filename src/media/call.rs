@@ -194,6 +194,26 @@ impl Call {
         }
     }
 
+    /// Agrees the call's keys with the far node's share (already proven) and sets the tunnel:
+    /// the context names the caller's and callee's ufrags by this node's role.
+    pub(super) fn agree(&mut self, far: &super::keys::Share) -> Result<(), super::keys::KeyError> {
+        let key = self.key.take().ok_or(super::keys::KeyError::BadShare)?;
+        let (caller_ufrag, callee_ufrag, we_send) = match self.role {
+            Role::Caller => (&self.ours.ufrag, &far.ufrag, tunnel::Direction::FromCaller),
+            Role::Callee => (&far.ufrag, &self.ours.ufrag, tunnel::Direction::FromCallee),
+        };
+        let ctx = tunnel::KeyContext {
+            call_id: &self.call_id,
+            caller: &self.caller,
+            callee: &self.callee,
+            caller_ufrag,
+            callee_ufrag,
+        };
+        let t = key.agree(&far.public, &ctx, we_send)?;
+        self.set_tunnel(t);
+        Ok(())
+    }
+
     /// The tunnel is agreed.
     pub(super) fn set_tunnel(&mut self, tunnel: Tunnel) {
         self.tunnel = Some(tunnel);

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::turn::{TurnLeg, TurnState};
+use super::turn::TurnLeg;
 use crate::nat::stun::StunTransactionId;
 use crate::sdp::RelayPorts;
 
@@ -163,8 +163,7 @@ impl Pool {
 
     /// Live TURN allocations of spare legs.
     pub fn relays(&self) -> usize {
-        let live = |t: &TurnLeg| matches!(t.state(), TurnState::Allocating | TurnState::Allocated(_));
-        self.legs.iter().filter(|l| l.turn.as_ref().is_some_and(live)).count()
+        self.legs.iter().filter(|l| l.turn.as_ref().is_some_and(TurnLeg::is_live)).count()
     }
 
     /// A spare pair for a stream.

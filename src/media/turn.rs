@@ -120,6 +120,11 @@ impl TurnLeg {
         self.state
     }
 
+    /// Whether the allocation is being made or stands (not refused, not released).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, TurnState::Allocating | TurnState::Allocated(_))
+    }
+
     /// The relayed address, once allocated.
     pub fn relayed(&self) -> Option<SocketAddr> {
         match self.state {

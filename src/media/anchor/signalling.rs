@@ -14,7 +14,6 @@ use crate::media::frag::Frag;
 use crate::media::ice::{CandidateKind, LocalCandidate};
 use crate::media::keys::{self, CallNames, KeyShare, Share};
 use crate::media::pool::Leg;
-use crate::media::tunnel::{Direction, KeyContext};
 use crate::sip::validate::Rejection;
 use crate::sip::{Message, Method};
 
@@ -190,16 +189,7 @@ impl Anchor {
         let signature = keys::sign_answer(&id.key, &*id.rng, &names, &frag.share, &call.ours)
             .map_err(|_| Rejection::new(500, "Server Internal Error (signing)"))?;
         call.frag = call.our_frag(signature, id.cert.clone());
-        let ctx = KeyContext {
-            call_id,
-            caller: &call.caller,
-            callee: &call.callee,
-            caller_ufrag: &frag.share.ufrag,
-            callee_ufrag: &call.ours.ufrag,
-        };
-        let key = call.key.take().ok_or_else(|| Rejection::new(500, "Server Internal Error"))?;
-        let tunnel = key.agree(&frag.share.public, &ctx, Direction::FromCallee).map_err(|e| refuse(e.to_string()))?;
-        call.set_tunnel(tunnel);
+        call.agree(&frag.share).map_err(|e| refuse(e.to_string()))?;
         // Checks start while the phone rings (RFC 8445 §6.1.1: the INVITE's sender controls).
         call.checks_began(now);
         call.ice
@@ -238,21 +228,10 @@ impl Anchor {
                 return;
             }
         };
-        let ctx = KeyContext {
-            call_id,
-            caller: &call.caller,
-            callee: &call.callee,
-            caller_ufrag: &call.ours.ufrag,
-            callee_ufrag: &frag.share.ufrag,
-        };
-        let Some(key) = call.key.take() else { return };
-        match key.agree(&frag.share.public, &ctx, Direction::FromCaller) {
-            Ok(t) => call.set_tunnel(t),
-            Err(_) => {
-                call.state = CallState::Refused;
-                self.totals.calls_refused += 1;
-                return;
-            }
+        if call.agree(&frag.share).is_err() {
+            call.state = CallState::Refused;
+            self.totals.calls_refused += 1;
+            return;
         }
         call.checks_began(now);
         // Our INVITE left when the call was made; the far node's answer is here: a round trip

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
 
 use super::{wait_for, ChildGuard};
@@ -75,14 +75,7 @@ impl Phone {
         // Command output goes to stderr, events to stdout: one file for both, as a terminal.
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file handle");
-        let mut cmd = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "baresip"]);
-                c
-            }
-            None => Command::new("baresip"),
-        };
+        let mut cmd = super::command_in(ns, "baresip");
         let child = cmd
             .arg("-f")
             .arg(dir.path())

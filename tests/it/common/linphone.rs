@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 
 use super::baresip::WAIT;
 use super::{wait_for, ChildGuard};
@@ -87,14 +87,7 @@ impl Linphone {
         let events = dir.path().join("events");
         let log = dir.path().join("log");
         let out = std::fs::File::create(&events).expect("events file");
-        let mut cmd = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "linphone-daemon"]);
-                c
-            }
-            None => Command::new("linphone-daemon"),
-        };
+        let mut cmd = super::command_in(ns, "linphone-daemon");
         let child = cmd
             .arg("--config")
             .arg(&config)

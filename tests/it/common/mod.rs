@@ -177,6 +177,19 @@ impl Drop for ChildGuard {
     }
 }
 
+/// `program` run in network namespace `ns` when given (`ip netns exec` execs it: the PID is
+/// the program's own), else here.
+pub(crate) fn command_in(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A `p2psip` command for tests: no RUST_LOG from the environment, and the XDG data home in
 /// `dir` so nothing touches the real home directory.
 pub(crate) fn p2psip(dir: &Path) -> Command {

@@ -1,5 +1,6 @@
-//! Network namespaces with nftables NATs, made and removed by the test that uses them (after
-//! `../shared/testbed/nat-topology.sh`): a public "Internet" (a bridge in namespace `inet`,
+//! Network namespaces with nftables NATs, made and removed by the test that uses them (the
+//! layout of the project's earlier NAT testbed, rebuilt here so a fresh clone needs nothing
+//! beside the repository): a public "Internet" (a bridge in namespace `inet`,
 //! where public hosts live as addresses on the bridge), and routers (`nat*`) with a home
 //! network (`home*`) behind each. Nothing touches the host's own network: every link is a
 //! veth pair created directly inside the namespaces, and every namespace name carries the
