@@ -32,6 +32,7 @@ pub mod daemon;
 pub mod encoding;
 pub mod enrollment;
 pub mod identity;
+pub mod mailbox;
 pub mod media;
 pub mod nat;
 pub mod netem;

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use p2psip::cli::{
     self, AccountArgs, AccountCommand, CaArgs, CaCommand, Cli, Command, DemoArgs, DoctorArgs, EnrollArgs, LookupArgs,
-    NodeArgs, SimArgs, StatusArgs,
+    MessagesArgs, NodeArgs, SimArgs, StatusArgs,
 };
 use p2psip::daemon::{self, Config};
 
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status(a),
         Command::Doctor(a) => doctor(a),
         Command::Lookup(a) => lookup(a),
+        Command::Messages(a) => messages(a),
         Command::Sim(a) => sim(a),
         Command::Ca(a) => ca(a),
         Command::Enroll(a) => enroll(a),
@@ -236,6 +237,17 @@ fn lookup(args: LookupArgs) -> anyhow::Result<()> {
     }
     if let Some(aor) = cli::lookup::record_missing(&answer) {
         anyhow::bail!("no valid copy of {aor}'s registration at any of its replica places");
+    }
+    Ok(())
+}
+
+fn messages(args: MessagesArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    let answer = runtime.block_on(daemon::fetch_json(args.http, "/messages", STATUS_TIMEOUT))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", cli::messages::summary(&answer));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The command line (clap derive): `p2psip node` runs a node, `p2psip status` asks one how it
-//! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip sim`
+//! is doing, `p2psip lookup` asks one which node is responsible for a key, `p2psip messages` lists
+//! the offline messages for its user, `p2psip sim`
 //! simulates a ring of them, `p2psip ca` runs the enrollment CA, `p2psip enroll` gets a
 //! certificate from it, `p2psip account` manages the accounts phones register with and
 //! `p2psip demo` starts a CA, three nodes and two accounts on loopback.
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod doctor;
 pub mod enroll;
 pub mod lookup;
+pub mod messages;
 pub mod node;
 pub mod sim;
 pub mod status;
@@ -27,6 +29,7 @@ pub use demo::DemoArgs;
 pub use doctor::DoctorArgs;
 pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
+pub use messages::MessagesArgs;
 pub use node::NodeArgs;
 pub use sim::SimArgs;
 pub use status::StatusArgs;
@@ -62,6 +65,7 @@ pub enum Command {
     Status(StatusArgs),
     Doctor(DoctorArgs),
     Lookup(LookupArgs),
+    Messages(MessagesArgs),
     Sim(SimArgs),
     Ca(CaArgs),
     Enroll(EnrollArgs),

@@ -21,6 +21,7 @@ pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
 mod nat;
+mod offline;
 pub mod overlay;
 pub mod policy;
 mod records;
@@ -183,6 +184,12 @@ pub struct Peer {
     reach: nat::Reach,
     /// A client's flow to its edge peer.
     client: client::ClientSide,
+    /// Offline messages to and from our user; off until [`Peer::enable_mailbox`].
+    mailbox: Option<crate::mailbox::Mailbox>,
+    /// Storage operations the mailbox asked for, and whose ticket each is.
+    mailbox_ops: std::collections::BTreeMap<StorageOpId, crate::mailbox::Ticket>,
+    /// ...and their reports, waiting for [`Peer::run_mailbox`].
+    mailbox_reports: VecDeque<(crate::mailbox::Ticket, StorageEvent)>,
 }
 
 /// Live transactions (RFC 3261 §17), by side.
@@ -276,6 +283,9 @@ impl Peer {
             reach,
             client: client_side,
             admission,
+            mailbox: None,
+            mailbox_ops: Default::default(),
+            mailbox_reports: VecDeque::new(),
         }
     }
 
@@ -460,6 +470,7 @@ impl Peer {
         self.overlay.chord.handle_timeout(now);
         self.drain_overlay(now);
         self.storage_timeout(now);
+        self.mailbox_timeout(now);
         self.proxy_overlay(now);
         self.nat_timeout(now);
     }
@@ -484,6 +495,7 @@ impl Peer {
             });
             self.proxy.overlay_resolved(now, &mut self.transactions, sid, contacts);
         }
+        self.run_mailbox(now);
         self.drain_transactions(now);
     }
 
@@ -501,6 +513,7 @@ impl Peer {
         let nat = self.nat.as_ref().and_then(crate::nat::discovery::Discovery::poll_timeout);
         let reach = self.reach.poll_timeout();
         let flow = self.client.flow.poll_timeout();
+        let mailbox = self.mailbox.as_ref().and_then(crate::mailbox::Mailbox::poll_timeout);
         [
             self.transactions.poll_timeout(),
             self.overlay.chord.poll_timeout(),
@@ -509,6 +522,7 @@ impl Peer {
             nat,
             flow,
             reach,
+            mailbox,
         ]
         .into_iter()
         .flatten()
@@ -538,6 +552,9 @@ impl Peer {
                 }
                 Event::ClientTerminated { id } if self.proxy.owns_client(id) => {
                     self.proxy.handle_client_terminated(id);
+                }
+                Event::ClientTimeout { id } | Event::ClientTerminated { id } if self.is_delivery(id) => {
+                    self.delivery_failed(now, id);
                 }
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
@@ -723,6 +740,9 @@ impl Peer {
             }
             Received::Response { id, response } if self.proxy.owns_client(id) => {
                 self.proxy.handle_response(now, &mut self.transactions, id, response);
+            }
+            Received::Response { id, response } if self.is_delivery(id) => {
+                self.delivery_answered(now, id, &response);
             }
             Received::Response { id, response } if self.owns_client_register(id) => {
                 self.client_register_answered(now, id, &response);

@@ -104,6 +104,11 @@ impl Peer {
         self.with_storage(now, |s, ring| s.put(now, ring, record))
     }
 
+    /// Lists the mailbox of `aor` at its R+1 places; reported with [`StorageEvent::Listed`].
+    pub fn list_mailbox(&mut self, now: Instant, aor: &str) -> Option<StorageOpId> {
+        self.with_storage(now, |s, ring| s.list_mailbox(now, ring, aor))
+    }
+
     /// Fetches `(kind, key)` from its R+1 places; reported with [`StorageEvent::Fetched`].
     pub fn fetch(&mut self, now: Instant, kind: RecordKind, key: &str) -> Option<StorageOpId> {
         self.with_storage(now, |s, ring| s.fetch(now, ring, kind, key))
@@ -304,6 +309,9 @@ impl Peer {
     /// A finished put or fetch: a registration fetch the proxy waits for goes to the proxy's
     /// queue (resumed in `proxy_overlay`), everything else to the driver.
     fn storage_event(&mut self, event: StorageEvent) {
+        if self.mailbox_takes(&event) {
+            return;
+        }
         if let StorageEvent::Fetched { op, newest, .. } = &event {
             if let Some(sid) = self.proxy_fetches.remove(op) {
                 self.proxy_resolved.push_back((sid, newest.clone()));

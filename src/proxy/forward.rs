@@ -331,6 +331,10 @@ impl Proxy {
             .filter_map(|u| self.overlay_hop(&u).map(|to| (u, to)))
             .collect();
         if targets.is_empty() {
+            if self.divert_to_mailbox(id, &mut ctx) {
+                self.contexts.insert(id, ctx);
+                return;
+            }
             let (code, reason) = match contacts {
                 None => (404, "Not Found"),
                 Some(_) => (480, "Temporarily Unavailable"),
@@ -584,10 +588,20 @@ impl Proxy {
 
     /// Step 7 once every branch has ended: the best response, or 480 when they all timed out.
     pub(super) fn maybe_send_best(&mut self, now: Instant, tl: &mut TransactionLayer<Endpoint>, sid: ServerTxId) {
-        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
-        if ctx.final_sent || ctx.branches.iter().any(|b| b.final_code.is_none()) {
+        let Some(mut ctx) = self.contexts.remove(&sid) else { return };
+        if ctx.final_sent || ctx.parked.is_some() || ctx.branches.iter().any(|b| b.final_code.is_none()) {
+            self.contexts.insert(sid, ctx);
             return;
         }
+        // A MESSAGE that reached nobody (every branch timed out, or the far node has no phone
+        // for the user) waits in the user's mailbox instead (`offline`).
+        let nobody = ctx.best.as_ref().and_then(Message::status).is_none_or(|s| matches!(s, 404 | 408 | 480 | 503));
+        if nobody && self.divert_to_mailbox(sid, &mut ctx) {
+            self.contexts.insert(sid, ctx);
+            return;
+        }
+        self.contexts.insert(sid, ctx);
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
         ctx.final_sent = true;
         let tag = format!("{:016x}", self.rng.random::<u64>());
         let resp = match ctx.best.take() {

@@ -40,6 +40,7 @@ pub mod directory;
 mod forward;
 pub mod identity;
 mod media;
+pub mod offline;
 mod ping;
 mod register;
 pub mod registrar;
@@ -164,6 +165,8 @@ pub struct ProxyStatus {
     pub clients_refused: u64,
     /// Clients unbound because their flow went silent (no keep-alive, RFC 5626 §5.4).
     pub clients_lost: u64,
+    /// MESSAGEs from our phones that found nobody and went to the recipient's mailbox.
+    pub sent_to_mailbox: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -236,6 +239,10 @@ pub struct Proxy {
     timer_c: Deadlines,
     /// The media anchor (`media`), when on.
     anchor: Option<crate::media::anchor::Anchor>,
+    /// Store-and-forward is on (`offline`).
+    offline_on: bool,
+    /// MESSAGEs handed to the mailbox, for the peer.
+    offline: Vec<offline::OfflineRequest>,
 }
 
 impl Proxy {
@@ -263,6 +270,8 @@ impl Proxy {
             lookups: Vec::new(),
             timer_c: Deadlines::default(),
             anchor: None,
+            offline_on: false,
+            offline: Vec::new(),
         }
     }
 

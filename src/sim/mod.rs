@@ -410,8 +410,9 @@ impl Sim {
                     self.storage_events.push((ix, event));
                     continue;
                 }
-                // Simulated nodes are all reachable peers: no dial-back is asked.
-                PeerEvent::Role(_) => continue,
+                // Simulated nodes are all reachable peers: no dial-back is asked; they have no
+                // mailbox.
+                PeerEvent::Role(_) | PeerEvent::Delivered(_) => continue,
             };
             match event {
                 Event::Joined { .. } => {

@@ -187,7 +187,9 @@ fn wait_for(
         sim.run_until(step);
         for (ix, event) in sim.take_storage_events() {
             let op = match &event {
-                StorageEvent::Stored { op, .. } | StorageEvent::Fetched { op, .. } => *op,
+                StorageEvent::Stored { op, .. }
+                | StorageEvent::Fetched { op, .. }
+                | StorageEvent::Listed { op, .. } => *op,
             };
             if waiting.remove(&(ix, op)) {
                 f(&event);

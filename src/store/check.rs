@@ -5,17 +5,22 @@
 //! 1. size against [`StorePolicy::max_record_bytes`];
 //! 2. the signer's chain up to the configured root, valid at `unix_now`;
 //! 3. the record's owner is the AoR the certificate binds;
-//! 4. USER-MATCH: the resource name is the owner's AoR;
+//! 4. USER-MATCH: the resource name is the owner's AoR (a mailbox message: any enrolled
+//!    sender may write it, and only the mailbox's owner may delete it, `super::mailbox`);
 //! 5. the signature over the record's to-be-signed bytes, by the certified key;
 //! 6. expiry: not already expired, not further ahead than [`StorePolicy::max_lifetime`];
-//! 7. the resource is not held by another owner, and `seq` is newer than what is held;
-//! 8. the owner's quota (records and bytes), counting a replacement as freeing the old copy.
+//! 7. the resource is not held by another owner, and `seq` is newer than what is held (a
+//!    mailbox owner's tombstone replaces a message whatever its number; nothing replaces a
+//!    tombstone);
+//! 8. the owner's quota (records and bytes), counting a replacement as freeing the old copy
+//!    (tombstones do not count: they are bounded by the messages they delete).
 //!
 //! Each refusal is its own [`StoreRefusal`] variant with a SIP status and reason phrase.
 
 use crate::identity::{verify_chain, Aor, IdentityError, TrustAnchor, VerifiedCache, VerifiedIdentity};
 
-use super::Record;
+use super::mailbox::parse_message_key;
+use super::{Record, RecordKind};
 
 /// Limits a storing node applies (from the overlay configuration document).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +118,10 @@ pub enum StoreRefusal {
     ChainTooLong { len: usize },
     #[error("this node stores as much as it will for all owners together")]
     NodeFull,
+    #[error("only {recipient} may delete messages from their mailbox")]
+    NotMailboxOwner { recipient: Aor },
+    #[error("the message was deleted by its recipient")]
+    MessageDeleted,
 }
 
 impl StoreRefusal {
@@ -129,6 +138,10 @@ impl StoreRefusal {
 
     /// The reason phrase of [`StoreRefusal::StaleSequence`]: the holder has a newer copy.
     pub const STALE_SEQUENCE: &'static str = "Stale Sequence Number";
+
+    /// The reason phrase of [`StoreRefusal::MessageDeleted`]: the place holds the recipient's
+    /// tombstone, which is as good as the deletion the recipient asked for.
+    pub const MESSAGE_DELETED: &'static str = "Message Deleted";
 
     /// The reason phrase for that answer: short, fixed, no peer-controlled text.
     pub fn reason_phrase(&self) -> &'static str {
@@ -147,6 +160,8 @@ impl StoreRefusal {
             StoreRefusal::OverQuota { .. } => "Owner Over Quota",
             StoreRefusal::ChainTooLong { .. } => "Certificate Chain Too Long",
             StoreRefusal::NodeFull => "Insufficient Storage",
+            StoreRefusal::NotMailboxOwner { .. } => "Not The Mailbox Owner",
+            StoreRefusal::MessageDeleted => StoreRefusal::MESSAGE_DELETED,
         }
     }
 }
@@ -178,8 +193,17 @@ pub fn check_store(
     if record.owner != identity.aor {
         return Err(StoreRefusal::OwnerMismatch { owner: record.owner.clone(), certified: identity.aor });
     }
-    // RFC 6940 §7.3: every kind defined so far is stored under its owner's user name.
-    if record.key != record.owner.as_str() {
+    // RFC 6940 §7.3: every kind is stored under its owner's user name, except a mailbox
+    // message, stored under its recipient's by any enrolled sender (an access rule of its own,
+    // as RELOAD lets each kind choose one), and deleted only by the recipient.
+    if record.kind == RecordKind::OfflineMessage {
+        let Some((recipient, _)) = parse_message_key(&record.key) else {
+            return Err(StoreRefusal::NotUserMatch { key: record.key.clone(), owner: record.owner.clone() });
+        };
+        if record.is_tombstone() && record.owner != recipient {
+            return Err(StoreRefusal::NotMailboxOwner { recipient });
+        }
+    } else if record.key != record.owner.as_str() {
         return Err(StoreRefusal::NotUserMatch { key: record.key.clone(), owner: record.owner.clone() });
     }
     let signed = record.to_be_signed().map_err(|_| StoreRefusal::BadSignature)?;
@@ -198,9 +222,20 @@ pub fn check_store(
         });
     }
 
+    if record.is_tombstone() {
+        // Step 7 for a deletion: it replaces a message whatever its number, and it is never
+        // itself replaced. Step 8 does not apply.
+        if existing.is_some_and(Record::is_tombstone) {
+            return Err(StoreRefusal::MessageDeleted);
+        }
+        return Ok(identity);
+    }
     let mut records = usage.records.saturating_add(1);
     let mut bytes = usage.bytes.saturating_add(size);
     if let Some(held) = existing {
+        if held.is_tombstone() {
+            return Err(StoreRefusal::MessageDeleted);
+        }
         if held.owner != record.owner {
             return Err(StoreRefusal::HeldByOther { holder: held.owner.clone() });
         }

@@ -20,6 +20,11 @@ pub trait Store {
     fn remove(&mut self, kind: RecordKind, key: &str) -> Option<Record>;
     /// Every record, in (kind, key) order.
     fn iter(&self) -> Box<dyn Iterator<Item = &Record> + '_>;
+    /// The records of `kind` whose resource name starts with `prefix` (a mailbox's messages).
+    fn with_prefix(&self, kind: RecordKind, prefix: &str) -> Box<dyn Iterator<Item = &Record> + '_> {
+        let prefix = prefix.to_owned();
+        Box::new(self.iter().filter(move |r| r.kind == kind && r.key.starts_with(&prefix)))
+    }
     /// Drops every record with `expires_at <= unix_now`; returns them.
     fn expire(&mut self, unix_now: u64) -> Vec<Record>;
     /// What `owner` has stored here.
@@ -85,6 +90,11 @@ impl MemoryStore {
             self.total.records = self.total.records.saturating_sub(1);
             self.total.bytes = self.total.bytes.saturating_sub(size);
         }
+        // A mailbox owner's deletions are bounded by the messages they delete, not by the
+        // owner's quota (`super::mailbox`): they do not count against it.
+        if record.is_tombstone() {
+            return;
+        }
         let usage = self.usage.entry(record.owner.clone()).or_default();
         if add {
             usage.records = usage.records.saturating_add(1);
@@ -123,6 +133,12 @@ impl Store for MemoryStore {
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Record> + '_> {
         Box::new(self.records.values())
+    }
+
+    fn with_prefix(&self, kind: RecordKind, prefix: &str) -> Box<dyn Iterator<Item = &Record> + '_> {
+        let prefix = prefix.to_owned();
+        let range = self.records.range((kind, prefix.clone())..);
+        Box::new(range.take_while(move |((k, key), _)| *k == kind && key.starts_with(&prefix)).map(|(_, r)| r))
     }
 
     fn expire(&mut self, unix_now: u64) -> Vec<Record> {

@@ -40,3 +40,48 @@ impl Registration {
         self.contacts.iter().filter(move |c| c.expires_at > unix_now)
     }
 }
+
+/// The payload of an `EncryptionKey` record: the owner's X25519 public key and the HPKE suite
+/// it is for (RFC 9180 §7's identifiers), so a later suite can sit beside this one.
+///
+/// ```text
+/// "p2pK" | kem u16 | kdf u16 | aead u16 | key_len u16 | key      (big-endian)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionKey {
+    /// (KEM, KDF, AEAD) identifiers.
+    pub suite: (u16, u16, u16),
+    /// The public key as the KEM serialises it.
+    pub public: Vec<u8>,
+}
+
+const KEY_MAGIC: &[u8; 4] = b"p2pK";
+
+impl EncryptionKey {
+    /// The key of `public` in the one suite this version seals with
+    /// ([`crate::identity::hpke::SUITE`]).
+    pub fn x25519(public: Vec<u8>) -> EncryptionKey {
+        EncryptionKey { suite: crate::identity::hpke::SUITE, public }
+    }
+
+    /// The payload bytes.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let mut out = KEY_MAGIC.to_vec();
+        for id in [self.suite.0, self.suite.1, self.suite.2] {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out.extend_from_slice(&u16::try_from(self.public.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.public);
+        out
+    }
+
+    /// Reads a payload back; `None` unless it is exactly one key.
+    pub fn from_payload(bytes: &[u8]) -> Option<EncryptionKey> {
+        let rest = bytes.strip_prefix(KEY_MAGIC)?;
+        let u16_at = |i: usize| Some(u16::from_be_bytes([*rest.get(i)?, *rest.get(i + 1)?]));
+        let suite = (u16_at(0)?, u16_at(2)?, u16_at(4)?);
+        let len = usize::from(u16_at(6)?);
+        let public = rest.get(8..)?;
+        (public.len() == len).then(|| EncryptionKey { suite, public: public.to_vec() })
+    }
+}

@@ -35,11 +35,23 @@ pub enum RecordKind {
     Registration,
     /// Reserved for presence (a later issue).
     Presence,
-    /// Reserved for offline messages (not stored yet).
+    /// One sealed message in a user's mailbox, or its deletion by that user (`super::mailbox`).
     OfflineMessage,
+    /// The owner's X25519 public key that offline messages are sealed to
+    /// ([`super::EncryptionKey`]).
+    EncryptionKey,
 }
 
 impl RecordKind {
+    /// Every kind, in code order.
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::CertificateChain,
+        RecordKind::Registration,
+        RecordKind::Presence,
+        RecordKind::OfflineMessage,
+        RecordKind::EncryptionKey,
+    ];
+
     /// The kind's byte in the record encoding and in `DHT-Resource`.
     pub fn code(self) -> u8 {
         match self {
@@ -47,6 +59,7 @@ impl RecordKind {
             RecordKind::Registration => 2,
             RecordKind::Presence => 3,
             RecordKind::OfflineMessage => 4,
+            RecordKind::EncryptionKey => 5,
         }
     }
 
@@ -57,6 +70,7 @@ impl RecordKind {
             2 => RecordKind::Registration,
             3 => RecordKind::Presence,
             4 => RecordKind::OfflineMessage,
+            5 => RecordKind::EncryptionKey,
             _ => return None,
         })
     }
@@ -150,6 +164,18 @@ pub enum DecodeError {
 }
 
 impl Record {
+    /// A mailbox owner's deletion of one message: an `OfflineMessage` record with no payload
+    /// (`super::mailbox`).
+    pub fn is_tombstone(&self) -> bool {
+        self.kind == RecordKind::OfflineMessage && self.payload.is_empty()
+    }
+
+    /// The name the record's places derive from: its resource name, except that a mailbox
+    /// message is placed at its recipient's AoR (`super::mailbox::placement_key`).
+    pub fn placement_key(&self) -> &str {
+        super::mailbox::placement_key(self.kind, &self.key)
+    }
+
     /// The exact bytes the signature covers.
     pub fn to_be_signed(&self) -> Result<Vec<u8>, DecodeError> {
         let mut out = Vec::with_capacity(40 + self.key.len() + self.payload.len());

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod data_dir;
 pub mod identity;
+pub mod mailbox;
 pub mod record_store;
 
 /// File names inside a node's data directory (`--data-dir`).
@@ -19,6 +20,11 @@ pub mod layout {
     pub const CONFIG_DOC: &str = "overlay-config.json";
     /// The embedded database of records this node stores for the overlay.
     pub const RECORDS: &str = "records.redb";
+    /// Our user's X25519 encryption key (offline messages are sealed to it), 32 raw bytes,
+    /// file mode 0600.
+    pub const ENCRYPTION_KEY: &str = "identity/encryption.key";
+    /// The mailbox's delivery log: JSON lines, file mode 0600.
+    pub const DELIVERED: &str = "mailbox/delivered.jsonl";
     /// Secret replica mode only: the salt the CA gave at enrollment, hex, file mode 0600.
     pub const REPLICA_SECRET: &str = "identity/replica-secret";
 }

@@ -148,6 +148,10 @@ impl Store for RedbStore {
         self.memory.iter()
     }
 
+    fn with_prefix(&self, kind: RecordKind, prefix: &str) -> Box<dyn Iterator<Item = &Record> + '_> {
+        self.memory.with_prefix(kind, prefix)
+    }
+
     fn expire(&mut self, unix_now: u64) -> Vec<Record> {
         let gone = self.memory.expire(unix_now);
         for r in &gone {

@@ -1,5 +1,6 @@
-//! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]), `GET /health`, and
-//! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]).
+//! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]), `GET /health`,
+//! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]) and `GET /messages` (JSON, see
+//! [`crate::mailbox::Messages`]).
 //!
 //! Handlers never touch the peer: they send the event loop a `Query` over a channel.
 //!
@@ -54,6 +55,7 @@ pub(crate) fn router(queries: mpsc::Sender<Query>, bound: SocketAddr) -> Router 
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/lookup", get(lookup))
+        .route("/messages", get(messages))
         .with_state(api)
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| same_machine(bound, req, next)))
 }
@@ -133,6 +135,11 @@ async fn ask<T>(
 async fn status(State(api): State<Api>) -> Result<Json<Status>, Failure> {
     let (tx, rx) = oneshot::channel();
     ask(&api.queries, Query::Status(tx), rx, QUERY_TIMEOUT).await.map(Json)
+}
+
+async fn messages(State(api): State<Api>) -> Result<Json<crate::mailbox::Messages>, Failure> {
+    let (tx, rx) = oneshot::channel();
+    ask(&api.queries, Query::Messages(tx), rx, QUERY_TIMEOUT).await.map(Json)
 }
 
 /// `key` is 40 hex digits or any percent-encoded text, hashed as

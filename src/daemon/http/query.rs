@@ -11,6 +11,7 @@ use crate::store::{Contact as RegisteredContact, Record, Registration};
 
 pub(crate) enum Query {
     Status(oneshot::Sender<Status>),
+    Messages(oneshot::Sender<crate::mailbox::Messages>),
     /// `key` as the user gave it ([`NodeId::from_user_key`]); a failure is one line of text.
     Lookup {
         key: String,

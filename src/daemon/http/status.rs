@@ -40,6 +40,9 @@ pub struct Status {
     pub registrar: crate::proxy::ProxyStatus,
     /// Signed storage's counters; `null` when storage is off.
     pub storage: Option<crate::peer::StorageCounters>,
+    /// Offline messages: held here for others, waiting for our user, delivered to our user's
+    /// phones, and the mailbox's counters; `null` when storage is off.
+    pub mailbox: Option<crate::mailbox::MailboxStatus>,
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
     /// What STUN servers and the dial-back say of this node's address (`null` with neither:

@@ -256,6 +256,9 @@ impl EventLoop {
             Query::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Query::Messages(reply) => {
+                let _ = reply.send(self.peer.messages());
+            }
             Query::Lookup { key, reply } => {
                 // An AoR on a node that stores records: fetch its registration from every
                 // replica place.
@@ -284,6 +287,13 @@ impl EventLoop {
                 Output::Event(PeerEvent::Storage(event)) => self.on_storage_event(event),
                 Output::Event(PeerEvent::Overlay(event)) => self.on_overlay_event(event),
                 Output::Event(PeerEvent::Role(event)) => self.on_role_event(event),
+                Output::Event(PeerEvent::Delivered(entry)) => {
+                    // Kept durably: after a restart, the listing that may still show the message
+                    // (its tombstone not yet everywhere) delivers nothing twice.
+                    if let Err(e) = crate::daemon::files::mailbox::append_delivered(&self.info.data_dir, &entry) {
+                        warn!(error = %e, "could not keep the delivery log; a restart may deliver this message again");
+                    }
+                }
                 Output::Media(m) => self.on_media(m),
                 Output::Timeout(at) => return at,
             }
@@ -355,6 +365,7 @@ impl EventLoop {
                 let stored = places.iter().filter(|p| p.valid).count();
                 info!(?kind, %key, stored, places = places.len(), "record stored");
             }
+            StorageEvent::Listed { key, records, .. } => debug!(%key, records = records.len(), "mailbox listed"),
         }
     }
 
@@ -554,6 +565,7 @@ impl EventLoop {
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
+            mailbox: self.peer.mailbox_status(),
             nat: self.peer.nat_status(),
             role: self.peer.role().as_str(),
             edge: self.peer.edge().map(|addr| status::Node {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
 
-use super::files::{accounts, data_dir, identity as identity_files, record_store};
+use super::files::{accounts, data_dir, identity as identity_files, mailbox as files_mailbox, record_store};
 use super::http::{self, status, status::NodeInfo};
 use super::{signal, unix_now, DaemonError};
 use crate::peer::{Peer, PeerConfig};
@@ -159,9 +159,43 @@ fn enable_storage(
     let ids = crate::identity::VerifiedCache::new(files.root, 1024);
     // The OS's randomness for the node's ECDSA signatures (the sans-IO core takes it as input).
     let rng: crate::identity::SharedRandom = std::sync::Arc::new(super::os_random());
+    let mailbox = match &files.local {
+        Some(local) => Some(mailbox_identity(local, data_dir, rng.clone(), unix_now)?),
+        None => None,
+    };
     let signer = files.local.map(|identity| crate::identity::Signer { identity, rng });
     peer.enable_storage(started, storage, Box::new(store), ids, signer);
+    if let Some((identity, delivered)) = mailbox {
+        info!(delivered = delivered.len(), "offline messages on (encryption key in identity/encryption.key)");
+        peer.enable_mailbox(started, identity, crate::mailbox::MailboxConfig::default(), delivered);
+    }
     Ok(())
+}
+
+/// What the mailbox signs and opens with, and the delivery log kept so far: the enrolled key,
+/// and the encryption key from the data directory (made at the first start).
+fn mailbox_identity(
+    local: &crate::identity::LocalIdentity,
+    data_dir: &std::path::Path,
+    rng: crate::identity::SharedRandom,
+    unix_now: u64,
+) -> Result<(crate::mailbox::MailboxIdentity, Vec<crate::mailbox::Delivered>), DaemonError> {
+    let seed: [u8; 32] = ring::rand::generate(&*rng).map_err(|_| DaemonError::Random)?.expose();
+    let encryption =
+        files_mailbox::load_or_create_key(data_dir, seed).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let delivered =
+        files_mailbox::load_delivered(data_dir, unix_now).map_err(|e| DaemonError::Storage(e.to_string()))?;
+    let key = crate::identity::KeyPair::from_pkcs8(local.key.pkcs8_der(), &*rng)
+        .map_err(|e| DaemonError::Storage(format!("identity key: {e}")))?;
+    let identity = crate::mailbox::MailboxIdentity {
+        aor: local.aor.clone(),
+        key,
+        chain: local.chain.clone(),
+        not_after: local.not_after,
+        encryption,
+        rng,
+    };
+    Ok((identity, delivered))
 }
 
 /// The addresses of the `stun:` URIs (validated at start), by DNS where they name a host: the

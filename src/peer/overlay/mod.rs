@@ -48,6 +48,9 @@ pub enum PeerEvent {
     Storage(super::StorageEvent),
     /// The node's role was decided ([`super::RoleEvent`]).
     Role(super::RoleEvent),
+    /// An offline message reached one of our user's phones: the driver keeps the entry in the
+    /// delivery log (`crate::mailbox::log`).
+    Delivered(crate::mailbox::Delivered),
 }
 
 impl Peer {

@@ -82,7 +82,7 @@ impl Replication {
     /// in a backup store: the record's key nearest before us.
     fn chain_position(&self, ring: Ring<'_>, record: &Record) -> Option<(u8, u8, NodeId)> {
         let me = ring.chord.me().id;
-        let keys = replica_keys_numbered(record.key.as_bytes(), &self.numbers, ring.chord.config().id_hash);
+        let keys = replica_keys_numbered(record.placement_key().as_bytes(), &self.numbers, ring.chord.config().id_hash);
         // Clockwise distance from the key to us: the nearest key is the one we hold it for.
         let (replica, key) = keys.iter().enumerate().min_by_key(|(_, k)| k.distance(me))?;
         let replica = u8::try_from(replica).ok()?;

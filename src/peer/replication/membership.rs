@@ -144,7 +144,7 @@ impl Replication {
         let r = u8::try_from(numbers.len()).unwrap_or(u8::MAX);
         let mut handoffs = Vec::new();
         for record in self.store.iter() {
-            let keys = replica_keys_numbered(record.key.as_bytes(), numbers, hash);
+            let keys = replica_keys_numbered(record.placement_key().as_bytes(), numbers, hash);
             let places: Vec<u8> = (0..=r).filter(|&i| keys.get(usize::from(i)).is_some_and(|k| moved(*k))).collect();
             if places.is_empty() {
                 continue;
@@ -195,7 +195,7 @@ impl Replication {
             .store
             .iter()
             .filter_map(|rec| {
-                let keys = replica_keys_numbered(rec.key.as_bytes(), numbers, hash);
+                let keys = replica_keys_numbered(rec.placement_key().as_bytes(), numbers, hash);
                 let (i, k) = keys.iter().enumerate().find(|(_, k)| Self::is_responsible(ring, **k))?;
                 Some((rec.clone(), u8::try_from(i).ok()?, *k))
             })

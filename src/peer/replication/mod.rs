@@ -45,6 +45,7 @@ use super::Transport;
 use crate::identity::{LocalIdentity, SharedRandom, Signer, VerifiedCache};
 use crate::overlay::{Chord, Contact, Event, LookupId, NodeId};
 use crate::sip::transaction::ClientTxId;
+use crate::store::mailbox::MailboxLimits;
 use crate::store::{with_spares, Record, RecordKind, Store, StorePolicy};
 
 /// How a node stores and publishes.
@@ -56,6 +57,8 @@ pub struct StorageConfig {
     pub backups: u8,
     /// The checks a storing node makes (sizes, quotas, lifetimes).
     pub policy: StorePolicy,
+    /// What it keeps for mailboxes (`crate::store::mailbox`).
+    pub mailbox: MailboxLimits,
     /// How long this node's own records live.
     pub record_lifetime: Duration,
     /// How often this node re-publishes its own records (well before they expire).
@@ -73,6 +76,7 @@ impl Default for StorageConfig {
             replicas: DEFAULT_REPLICAS,
             backups: DEFAULT_BACKUPS,
             policy: StorePolicy::default(),
+            mailbox: MailboxLimits::default(),
             record_lifetime: Duration::from_secs(3600),
             refresh_interval: Duration::from_secs(1200),
             unix_at_start: 0,
@@ -191,6 +195,18 @@ pub enum StorageEvent {
         /// Each place, as the read found it.
         places: Vec<Place>,
     },
+    /// A [`Peer::list_mailbox`] has heard from every place.
+    Listed {
+        /// The listing.
+        op: StorageOpId,
+        /// The mailbox's AoR.
+        key: String,
+        /// Each message or tombstone of the mailbox, once, verified as a storing node would;
+        /// a tombstone wins over the message it deletes.
+        records: Vec<Record>,
+        /// Each place, as the listing found it.
+        places: Vec<Place>,
+    },
 }
 
 enum Purpose {
@@ -202,6 +218,8 @@ enum Purpose {
     Fetch,
     /// A re-put after a failure ([`membership::Reput`]): placed like a put, not reported.
     Reput,
+    /// [`Peer::list_mailbox`]: reported with `Listed` once every place has answered.
+    List,
 }
 
 struct Op {
@@ -230,6 +248,8 @@ struct Op {
     report_at: Option<Instant>,
     /// A read: `Fetched` has been reported.
     reported: bool,
+    /// A listing: every record the places sent, unverified.
+    listed: Vec<Record>,
 }
 
 /// A request in flight to one place (or, with no `op`, a hand-off, backup or repair).
@@ -284,6 +304,8 @@ pub struct Replication {
     rng: Option<SharedRandom>,
     /// The contacts of our registration (`publish_registration`).
     contacts: Vec<String>,
+    /// Our X25519 public key, published as an `EncryptionKey` record once set.
+    encryption_key: Option<Vec<u8>>,
     /// False while a client has no edge to name in its records: nothing is published then.
     contact_ready: bool,
     /// Our records' last sequence number.
@@ -385,6 +407,7 @@ impl Replication {
             identity,
             rng,
             contacts,
+            encryption_key: None,
             contact_ready: true,
             last_seq: 0,
             refresh_at,
@@ -452,6 +475,11 @@ impl Replication {
     /// Stores `record` at its R+1 places; reported with [`StorageEvent::Stored`].
     pub(in crate::peer) fn put(&mut self, now: Instant, ring: Ring<'_>, record: Record) -> StorageOpId {
         self.start_op(now, ring, Purpose::Put, record.kind, record.key.clone(), Some(record), None)
+    }
+
+    /// Lists the mailbox of `aor` at its R+1 places; reported with [`StorageEvent::Listed`].
+    pub(in crate::peer) fn list_mailbox(&mut self, now: Instant, ring: Ring<'_>, aor: &str) -> StorageOpId {
+        self.start_op(now, ring, Purpose::List, RecordKind::OfflineMessage, aor.to_owned(), None, None)
     }
 
     /// Fetches `(kind, key)` from its R+1 places; reported with [`StorageEvent::Fetched`].

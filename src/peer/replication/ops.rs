@@ -12,6 +12,7 @@ use crate::peer::overlay::wire as overlay_wire;
 use crate::peer::replication::wire::{StorageAnswer, StorageRequest};
 use crate::peer::Transport;
 use crate::sip::transaction::ClientTxId;
+use crate::store::mailbox::placement_key;
 use crate::store::{replica_keys_numbered, Record, RecordKind};
 
 impl Replication {
@@ -28,7 +29,7 @@ impl Replication {
         only: Option<Vec<u8>>,
     ) -> StorageOpId {
         let hash = ring.chord.config().id_hash;
-        let keys = replica_keys_numbered(key.as_bytes(), &self.numbers, hash);
+        let keys = replica_keys_numbered(placement_key(kind, &key).as_bytes(), &self.numbers, hash);
         let id = StorageOpId(self.next_op);
         self.next_op += 1;
         let replicas: Vec<u8> = only.unwrap_or_else(|| (0..=self.config.replicas).collect());
@@ -65,6 +66,7 @@ impl Replication {
             started: now,
             report_at: None,
             reported: false,
+            listed: Vec::new(),
         };
         self.ops.insert(id, op);
         for (ix, place) in places.iter().enumerate() {
@@ -264,6 +266,13 @@ impl Replication {
         redirected: bool,
         transport: Transport,
     ) {
+        // Mailbox messages and listings go over TCP: a listing may be far larger than a
+        // datagram, and a message record larger than RFC 3261 §18.1.1's 1300 bytes.
+        let transport = match &request {
+            StorageRequest::Store { record, .. } if record.kind == RecordKind::OfflineMessage => Transport::Tcp,
+            StorageRequest::Fetch { kind: RecordKind::OfflineMessage, .. } => Transport::Tcp,
+            _ => transport,
+        };
         let me = ring.chord.me().clone();
         if node.id == me.id {
             let answer = self.serve(now, ring, &me, request.clone());
@@ -356,6 +365,12 @@ impl Replication {
             return;
         };
         let result = match answer {
+            StorageAnswer::Listed(records) => {
+                if let Some(o) = self.ops.get_mut(&op) {
+                    o.listed.extend(records);
+                }
+                Ok(None)
+            }
             StorageAnswer::Stored => Ok(None),
             StorageAnswer::Found(record) => Ok(Some(record)),
             StorageAnswer::NotFound => Err("no record".to_owned()),
@@ -434,6 +449,7 @@ impl Replication {
                 }
             }
             Purpose::Fetch => self.finish_read(now, ring, op, o),
+            Purpose::List => self.finish_listing(now, op, o),
         }
     }
 }

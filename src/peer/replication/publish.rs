@@ -9,9 +9,26 @@ use tracing::{debug, info};
 
 use super::{Purpose, Replication, Ring, StorageOpId, FIRST_PUBLISH_DELAY};
 use crate::identity::LocalIdentity;
-use crate::store::{encode_chain, Record, RecordKind, Registration, Unsigned};
+use crate::store::{encode_chain, EncryptionKey, Record, RecordKind, Registration, StorePolicy, Unsigned};
+
+/// The lifetime of records that must outlast their owner's absence (the encryption key, a
+/// mailbox message): the storing nodes' longest, less an hour for clocks that disagree.
+pub(in crate::peer) fn long_lifetime(policy: &StorePolicy) -> u64 {
+    policy.max_lifetime.saturating_sub(3600).max(policy.max_lifetime / 2)
+}
 
 impl Replication {
+    /// The public half of our encryption key: published (signed) with our other records from
+    /// now on, at once if we are on the ring.
+    pub(in crate::peer) fn set_encryption_key(&mut self, now: Instant, ring: Ring<'_>, public: Vec<u8>) {
+        self.encryption_key = Some(public);
+        if self.may_publish(&ring) && self.last_seq != 0 {
+            if let Some(record) = self.sign_own(now, RecordKind::EncryptionKey) {
+                let _ = self.put(now, ring, record);
+            }
+        }
+    }
+
     /// Replaces our registration's contacts and publishes it.
     pub(in crate::peer) fn publish_registration(
         &mut self,
@@ -62,7 +79,8 @@ impl Replication {
             return;
         }
         self.refresh_at = Some(now + self.config.refresh_interval);
-        for kind in [RecordKind::CertificateChain, RecordKind::Registration] {
+        let kinds = [RecordKind::CertificateChain, RecordKind::Registration, RecordKind::EncryptionKey];
+        for kind in kinds {
             if let Some(record) = self.sign_own(now, kind) {
                 info!(kind = ?kind, key = %record.key, seq = record.seq, "publishing our record");
                 let _ = self.start_op(now, ring, Purpose::Put, record.kind, record.key.clone(), Some(record), None);
@@ -88,7 +106,12 @@ impl Replication {
         let unix_now = self.unix_now(now);
         let identity = self.identity.as_ref()?;
         let rng = self.rng.as_ref()?;
-        let expires_at = (unix_now + self.config.record_lifetime.as_secs()).min(identity.not_after);
+        let lifetime = match kind {
+            // Offline messages are sealed to it for as long as they wait (issue 15).
+            RecordKind::EncryptionKey => long_lifetime(&self.config.policy),
+            _ => self.config.record_lifetime.as_secs(),
+        };
+        let expires_at = (unix_now + lifetime).min(identity.not_after);
         let payload = match kind {
             RecordKind::CertificateChain => encode_chain(&identity.chain).ok()?,
             RecordKind::Registration => Registration {
@@ -99,6 +122,7 @@ impl Replication {
                     .collect(),
             }
             .to_payload(),
+            RecordKind::EncryptionKey => EncryptionKey::x25519(self.encryption_key.clone()?).to_payload(),
             RecordKind::Presence | RecordKind::OfflineMessage => return None,
         };
         // Sequence numbers grow with the wall clock (milliseconds' worth of room per second),

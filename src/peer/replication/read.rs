@@ -20,7 +20,7 @@ use tracing::debug;
 use super::{Op, Output, Replication, Ring, StorageEvent, StorageOpId};
 use crate::peer::replication::wire::StorageRequest;
 use crate::peer::Transport;
-use crate::store::{check_store, OwnerUsage, Record};
+use crate::store::{check_store, OwnerUsage, Record, RecordKind};
 
 /// The shortest grace after the first valid copy: a few scheduler ticks.
 pub(super) const GRACE_MIN: Duration = Duration::from_millis(20);
@@ -95,6 +95,35 @@ impl Replication {
             let request = StorageRequest::Store { replica, replica_key, record, backup: 0 };
             self.send_request(now, ring, None, 0, node, request, false, Transport::Udp);
         }
+    }
+}
+
+impl Replication {
+    /// Every place of a mailbox listing has answered: each record verified as a storing node
+    /// would (chain, owner, the mailbox's access rule, signature, expiry), each name once, a
+    /// tombstone before the message it deletes.
+    pub(super) fn finish_listing(&mut self, now: Instant, op: StorageOpId, o: Op) {
+        let unix_now = self.unix_now(now);
+        let prefix = format!("{};{}=", o.key, crate::store::mailbox::MESSAGE_PARAM);
+        let mut by_name: std::collections::BTreeMap<String, Record> = std::collections::BTreeMap::new();
+        for record in o.listed {
+            if record.kind != RecordKind::OfflineMessage || !record.key.starts_with(&prefix) {
+                continue;
+            }
+            let wins = match by_name.get(&record.key) {
+                None => true,
+                Some(held) => record.is_tombstone() && !held.is_tombstone(),
+            };
+            if !wins {
+                continue;
+            }
+            let valid = check_store(&record, None, OwnerUsage::default(), &self.config.policy, unix_now, &mut self.ids);
+            if valid.is_ok() {
+                by_name.insert(record.key.clone(), record);
+            }
+        }
+        let records = by_name.into_values().collect();
+        self.out.push_back(Output::Event(StorageEvent::Listed { op, key: o.key, records, places: o.places }));
     }
 }
 

@@ -7,8 +7,10 @@ use tracing::debug;
 
 use super::{Replication, Ring, STORES_PER_OWNER_BURST, STORES_PER_OWNER_PER_SEC};
 use crate::addr::source_group;
+use crate::identity::Aor;
 use crate::overlay::{Contact, NodeId};
 use crate::peer::replication::wire::{StorageAnswer, StorageRequest};
+use crate::store::mailbox::{check_mailbox, mailbox, parse_message_key};
 use crate::store::{put_checked, replica_keys_numbered, Record, RecordKind};
 
 impl Replication {
@@ -61,6 +63,9 @@ impl Replication {
     }
 
     fn serve_fetch(&mut self, kind: RecordKind, key: &str, place: &PlaceView) -> StorageAnswer {
+        if kind == RecordKind::OfflineMessage && parse_message_key(key).is_none() {
+            return self.serve_listing(key, place);
+        }
         let held = self.store.get(kind, key);
         // Only for keys in our arc (docs/security.md, M1), or behind it when we keep a copy there
         // (`backup`): a lookup names us for a key behind us when the holder before us is gone,
@@ -78,6 +83,21 @@ impl Replication {
         }
     }
 
+    /// A mailbox listing: every message and tombstone held for the AoR `key`. The places of a
+    /// mailbox are the AoR's, so the same arc rule as a fetch applies.
+    fn serve_listing(&mut self, key: &str, place: &PlaceView) -> StorageAnswer {
+        let Ok(recipient) = Aor::parse(key) else {
+            return StorageAnswer::Refused { status: 400, reason: "Mailbox Name Is Not An AoR".into() };
+        };
+        let held: Vec<Record> = mailbox(self.store.as_ref(), &recipient).into_iter().cloned().collect();
+        if !(place.responsible || (place.behind && !held.is_empty())) {
+            self.counters.not_responsible += 1;
+            return StorageAnswer::NotResponsible { node: place.redirect_to.clone() };
+        }
+        self.counters.fetches_served += 1;
+        StorageAnswer::Listed(held)
+    }
+
     /// A store: the checks of `docs/storage-over-sip.md`, "What the storing node checks".
     fn serve_store(
         &mut self,
@@ -91,11 +111,11 @@ impl Replication {
         let unix_now = self.unix_now(now);
         let hash = ring.chord.config().id_hash;
         // Kinds this version has no use for yet are not stored for anyone (M2).
-        if matches!(record.kind, RecordKind::Presence | RecordKind::OfflineMessage) {
+        if record.kind == RecordKind::Presence {
             self.counters.stores_refused += 1;
             return StorageAnswer::Refused { status: 403, reason: "Record Kind Not Supported".into() };
         }
-        let keys = replica_keys_numbered(record.key.as_bytes(), &self.numbers, hash);
+        let keys = replica_keys_numbered(record.placement_key().as_bytes(), &self.numbers, hash);
         if !keys.contains(&replica_key) {
             self.counters.stores_refused += 1;
             return StorageAnswer::Refused { status: 403, reason: "Not A Replica Key Of The Record".into() };
@@ -116,6 +136,25 @@ impl Replication {
         if held.is_some_and(|held| *held == record) {
             return StorageAnswer::Stored;
         }
+        // A deletion of a message we do not hold leaves nothing to do (and nothing to keep:
+        // tombstones stay bounded by the messages they delete).
+        let deletes = record.is_tombstone() && held.is_some_and(|h| !h.is_tombstone());
+        if record.is_tombstone() && !deletes {
+            return StorageAnswer::Stored;
+        }
+        if record.kind == RecordKind::OfflineMessage && !record.is_tombstone() && held.is_none() {
+            // The recipient's enrollment is known at the place itself; a hand-off or a backup
+            // copy may arrive before the recipient's key record does.
+            let direct = backup == 0 && !place.from_predecessor;
+            if let Err(refusal) = check_mailbox(&record, self.store.as_ref(), &self.config.mailbox, unix_now, direct) {
+                self.counters.stores_refused += 1;
+                debug!(from = %place.sender, %refusal, "message refused");
+                return StorageAnswer::Refused {
+                    status: refusal.status_code(),
+                    reason: refusal.reason_phrase().to_owned(),
+                };
+            }
+        }
         // One owner re-storing in a loop (seq + 1 each time) must not make this node do
         // nothing else (M2): its accepted stores are rate-limited. Only accepted ones
         // spend the allowance, so nobody but the owner can use it up.
@@ -124,7 +163,8 @@ impl Replication {
             let refill = now.saturating_duration_since(*at).as_secs_f64() * STORES_PER_OWNER_PER_SEC;
             (tokens + refill).min(STORES_PER_OWNER_BURST)
         });
-        if allowance < 1.0 {
+        // A deletion spends nothing: it is bounded by the messages held.
+        if allowance < 1.0 && !deletes {
             self.counters.stores_refused += 1;
             return StorageAnswer::Refused { status: 403, reason: "Owner Store Rate Exceeded".into() };
         }
@@ -137,7 +177,9 @@ impl Replication {
                     self.owner_budget
                         .retain(|_, (t, at)| *t + now.saturating_duration_since(*at).as_secs_f64() * rate < burst);
                 }
-                self.owner_budget.insert(owner, (allowance - 1.0, now));
+                if !deletes {
+                    self.owner_budget.insert(owner, (allowance - 1.0, now));
+                }
                 self.counters.stores_accepted += 1;
                 self.recount();
                 StorageAnswer::Stored

@@ -32,6 +32,33 @@ use crate::store::{Record, RecordKind};
 pub const RESOURCE_HEADER: &str = "DHT-Resource";
 /// The body type of a record (the wire encoding of [`Record::encode`]).
 pub const RECORD_TYPE: (&str, &str) = ("application", "p2psip-record");
+/// The body type of a mailbox listing: `count u16 | (record_len u32 | record)*`.
+pub const RECORDS_TYPE: (&str, &str) = ("application", "p2psip-records");
+
+/// A mailbox listing's body ([`RECORDS_TYPE`]).
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    let encoded: Vec<Vec<u8>> = records.iter().filter_map(|r| r.encode().ok()).take(usize::from(u16::MAX)).collect();
+    let mut out = (encoded.len() as u16).to_be_bytes().to_vec();
+    for bytes in encoded {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Reads [`encode_records`]'s form; `None` unless the whole body is that many records.
+pub fn decode_records(body: &[u8]) -> Option<Vec<Record>> {
+    let count = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    let mut rest = body.get(2..)?;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let end = len.checked_add(4)?;
+        out.push(Record::decode(rest.get(4..end)?).ok()?);
+        rest = &rest[end..];
+    }
+    rest.is_empty().then_some(out)
+}
 
 fn resource_header_name() -> HeaderName {
     HeaderName::from_bytes(RESOURCE_HEADER.as_bytes())
@@ -44,13 +71,12 @@ pub fn kind_token(kind: RecordKind) -> &'static str {
         RecordKind::Registration => "registration",
         RecordKind::Presence => "presence",
         RecordKind::OfflineMessage => "offline-message",
+        RecordKind::EncryptionKey => "encryption-key",
     }
 }
 
 fn kind_from_token(token: &str) -> Option<RecordKind> {
-    [RecordKind::CertificateChain, RecordKind::Registration, RecordKind::Presence, RecordKind::OfflineMessage]
-        .into_iter()
-        .find(|k| kind_token(*k).eq_ignore_ascii_case(token))
+    RecordKind::ALL.into_iter().find(|k| kind_token(*k).eq_ignore_ascii_case(token))
 }
 
 /// What a storage request asks.
@@ -260,6 +286,9 @@ pub enum StorageAnswer {
     Stored,
     /// The record held for the key (a fetch).
     Found(Record),
+    /// Every record of a mailbox held here, messages and tombstones (a fetch of an
+    /// `OfflineMessage` resource named by the recipient's AoR alone).
+    Listed(Vec<Record>),
     /// A fetch for a key this node holds nothing under.
     NotFound,
     /// The replica key is not ours: try `node`.
@@ -286,7 +315,7 @@ pub enum StorageAnswer {
 /// The response carrying `answer` to `request`.
 pub fn encode_response(request: &Message, answer: &StorageAnswer, to_tag: &str) -> Message {
     let (code, reason) = match answer {
-        StorageAnswer::Stored | StorageAnswer::Found(_) => (200, "OK".to_owned()),
+        StorageAnswer::Stored | StorageAnswer::Found(_) | StorageAnswer::Listed(_) => (200, "OK".to_owned()),
         StorageAnswer::NotFound => (404, "No Such Record".to_owned()),
         StorageAnswer::NotResponsible { .. } | StorageAnswer::UseTcp { .. } => (302, "Moved Temporarily".to_owned()),
         StorageAnswer::Refused { status, reason } => (*status, reason.clone()),
@@ -297,6 +326,10 @@ pub fn encode_response(request: &Message, answer: &StorageAnswer, to_tag: &str) 
         StorageAnswer::Found(record) => {
             let body = record.encode().unwrap_or_default();
             resp.set_body(Bytes::from(body), Some(&MediaType::new(RECORD_TYPE.0, RECORD_TYPE.1)));
+        }
+        StorageAnswer::Listed(records) => {
+            let body = encode_records(records);
+            resp.set_body(Bytes::from(body), Some(&MediaType::new(RECORDS_TYPE.0, RECORDS_TYPE.1)));
         }
         StorageAnswer::NotResponsible { node } => {
             resp.headers.push(Header::new(HeaderName::Contact, NameAddr::new(Uri::Sip(node_uri(&node.id, node.addr)))));
@@ -321,6 +354,12 @@ pub fn decode_response(msg: &Message) -> StorageAnswer {
     };
     match code {
         200 if msg.body.is_empty() => StorageAnswer::Stored,
+        200 if msg.content_type().ok().flatten().is_some_and(|t| t.subtype.eq_ignore_ascii_case(RECORDS_TYPE.1)) => {
+            match decode_records(&msg.body) {
+                Some(records) => StorageAnswer::Listed(records),
+                None => StorageAnswer::Refused { status: 200, reason: "undecodable mailbox listing".into() },
+            }
+        }
         200 => match Record::decode(&msg.body) {
             Ok(record) => StorageAnswer::Found(record),
             Err(e) => StorageAnswer::Refused { status: 200, reason: format!("undecodable record: {e}") },
