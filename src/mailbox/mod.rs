@@ -241,6 +241,8 @@ pub struct Mailbox {
     waiting: BTreeMap<MessageId, receive::Held>,
     /// Deliveries in flight: the phone each is for.
     deliveries: BTreeMap<ClientTxId, (MessageId, String)>,
+    /// Deliveries asked of the peer and not yet sent ([`Mailbox::delivery_sent`]).
+    pending_to: Vec<(MessageId, String)>,
     /// Tombstones being stored.
     deleting: BTreeSet<MessageId>,
     /// (message, phone) pairs that failed since the last listing: not tried again before it.
@@ -249,6 +251,8 @@ pub struct Mailbox {
     unreadable: BTreeSet<MessageId>,
     /// What reached which phone (`log`).
     log: log::DeliveryLog,
+    /// Storage reaches the ring (`set_on_ring`).
+    on_ring: bool,
     /// A listing in flight; another is wanted after it.
     listing: Option<Ticket>,
     list_again: bool,
@@ -280,10 +284,12 @@ impl Mailbox {
             devices: Vec::new(),
             waiting: BTreeMap::new(),
             deliveries: BTreeMap::new(),
+            pending_to: Vec::new(),
             deleting: BTreeSet::new(),
             failed: BTreeSet::new(),
             unreadable: BTreeSet::new(),
             log,
+            on_ring: false,
             listing: None,
             list_again: false,
             counters,

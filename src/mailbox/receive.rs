@@ -59,6 +59,17 @@ impl Mailbox {
         }
     }
 
+    /// Whether storage can reach the ring now (joined, or a client bound at its edge). Coming
+    /// onto it lists our mailbox at once: what waited while we were away is delivered without
+    /// waiting for the periodic listing.
+    pub fn set_on_ring(&mut self, now: Instant, on_ring: bool) {
+        let arrived = on_ring && !self.on_ring;
+        self.on_ring = on_ring;
+        if arrived {
+            self.list(now);
+        }
+    }
+
     /// Lists our mailbox now (or right after the listing in flight).
     pub(super) fn list(&mut self, now: Instant) {
         if self.listing.is_some() {
@@ -113,7 +124,7 @@ impl Mailbox {
             }
         }
         // Gone from every place (deleted or expired): forgotten, unless a phone has it now.
-        let busy: BTreeSet<MessageId> = self.deliveries.values().map(|(id, _)| *id).collect();
+        let busy: BTreeSet<MessageId> = self.deliveries.values().chain(&self.pending_to).map(|(id, _)| *id).collect();
         self.waiting.retain(|id, _| seen.contains(id) || busy.contains(id));
         self.unreadable.retain(|id| seen.contains(id));
         if !self.waiting.is_empty() {
@@ -125,28 +136,38 @@ impl Mailbox {
         }
     }
 
-    /// Hands each waiting message to each phone that has not had it, and deletes what some
-    /// phone has and none is still receiving.
+    /// Hands each phone the oldest waiting message it has not had, one at a time per phone (in
+    /// the order they were sent, and never a burst a phone could be slow to answer: a phone
+    /// that answers a retransmission as a new MESSAGE would show it twice), and deletes what
+    /// some phone has and none is still receiving.
     fn dispatch(&mut self, unix_now: u64, listing: bool) {
-        let ids: Vec<MessageId> = self.waiting.keys().copied().collect();
-        for id in ids {
-            let devices = self.devices.clone();
-            for device in devices {
-                let in_flight = self.deliveries.values().any(|(m, d)| *m == id && *d == device.id);
-                if in_flight || self.failed.contains(&(id, device.id.clone())) {
-                    continue;
-                }
-                if self.log.reached(&id, &device.id) {
+        let mut order: Vec<(u64, MessageId)> = self.waiting.values().map(|h| (h.seq, h.id)).collect();
+        order.sort();
+        let devices = self.devices.clone();
+        for device in devices {
+            let busy = self.deliveries.values().chain(&self.pending_to).any(|(_, d)| *d == device.id);
+            if busy {
+                continue;
+            }
+            let mut next = None;
+            for (_, id) in &order {
+                if self.log.reached(id, &device.id) {
                     // A listing that still shows a message this phone has.
                     self.counters.duplicates_suppressed += u64::from(listing);
-                    continue;
+                } else if next.is_none() && !self.failed.contains(&(*id, device.id.clone())) {
+                    next = Some(*id);
                 }
-                let Some(held) = self.waiting.get(&id).cloned() else { continue };
-                let request = self.delivery_request(&held, &device, unix_now);
-                self.out.push_back(Output::Deliver { id, device, request: Box::new(request) });
             }
+            let Some(id) = next else { continue };
+            let Some(held) = self.waiting.get(&id).cloned() else { continue };
+            let request = self.delivery_request(&held, &device, unix_now);
+            self.pending_to.push((id, device.id.clone()));
+            self.out.push_back(Output::Deliver { id, device, request: Box::new(request) });
+        }
+        for (_, id) in order {
             let in_flight = self.deliveries.values().any(|(m, _)| *m == id);
-            if !in_flight && self.log.reached_any(&id) && !self.deleting.contains(&id) {
+            let pending = self.pending_to.iter().any(|(m, _)| *m == id);
+            if !in_flight && !pending && self.log.reached_any(&id) && !self.deleting.contains(&id) {
                 self.delete(id);
             }
         }
@@ -182,6 +203,7 @@ impl Mailbox {
 
     /// The peer sent the delivery of `id` to `device` as client transaction `tx`.
     pub fn delivery_sent(&mut self, tx: ClientTxId, id: MessageId, device: String) {
+        self.pending_to.retain(|(m, d)| !(*m == id && *d == device));
         self.deliveries.insert(tx, (id, device));
     }
 

@@ -92,7 +92,9 @@ impl Mailbox {
         let owner = self.identity.aor.clone();
         let payload = j.letter.seal(recipient_key, &key, &owner, seed).ok()?;
         let expires_at = (unix_now + self.config.lifetime_secs).min(self.identity.not_after);
-        let seq = unix_now.saturating_mul(1000);
+        // Milliseconds' worth of room per second: the messages of one second keep the order
+        // they were sent in (deliveries follow it).
+        let seq = unix_now.saturating_mul(1000) + job % 1000;
         let unsigned = Unsigned { kind: RecordKind::OfflineMessage, key, owner, seq, expires_at, payload };
         self.sign(unsigned)
     }
@@ -123,7 +125,11 @@ impl Mailbox {
             Some(MailboxRefusal::NotEnrolled) => (404, "Not Found (the user is not enrolled)".to_owned()),
             Some(MailboxRefusal::TooLarge) => (413, "Message Too Large".to_owned()),
             Some(r) => (480, format!("Temporarily Unavailable ({})", r.reason_phrase().to_lowercase())),
-            None => (503, "Service Unavailable (no place of the mailbox could be reached)".to_owned()),
+            // Another refusal ("403 Owner Store Rate Exceeded"), in its own words.
+            None => match result.failures.iter().find_map(|f| refusal_phrase(f)) {
+                Some(phrase) => (480, format!("Temporarily Unavailable ({})", phrase.to_lowercase())),
+                None => (503, "Service Unavailable (no place of the mailbox could be reached)".to_owned()),
+            },
         };
         debug!(to = %j.recipient, ?result, status, "offline message not stored");
         self.answer(j.sid, status, reason);
@@ -132,6 +138,13 @@ impl Mailbox {
     fn answer(&mut self, sid: ServerTxId, status: u16, reason: String) {
         self.out.push_back(Output::Answer { sid, status, reason });
     }
+}
+
+/// The reason phrase of a place's failure when it was a refusal ("403 Mailbox Full"), not a
+/// failure to answer.
+fn refusal_phrase(failure: &str) -> Option<&str> {
+    let (code, phrase) = failure.split_once(' ')?;
+    (code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit())).then_some(phrase)
 }
 
 /// A display name fit to go back into a header: no control characters, at most 128 bytes.

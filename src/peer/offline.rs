@@ -121,7 +121,12 @@ impl Peer {
         }
         let unix_now = self.unix_now(now);
         let devices = self.our_devices(now);
+        let on_ring = self
+            .storage
+            .as_ref()
+            .is_some_and(|s| s.may_publish(&Ring { chord: &self.overlay.chord, info: &self.overlay.info }));
         if let Some(m) = self.mailbox.as_mut() {
+            m.set_on_ring(now, on_ring);
             m.set_devices(now, devices);
         }
         loop {

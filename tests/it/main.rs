@@ -25,6 +25,7 @@ mod enrollment;
 mod framing_agreement;
 mod fuzz_corpus;
 mod live_rfc4475;
+mod mailbox;
 mod media;
 mod module_cycles;
 mod nat;

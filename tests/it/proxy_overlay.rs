@@ -13,10 +13,11 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::baresip::{Phone, WAIT};
+use crate::common::sip_client::register_over_tcp;
 use crate::common::{ca, free_addrs, ip, read_tcp_message, run_p2psip, wait_for, Node};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -170,42 +171,6 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     );
     let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
     assert!(emptied.is_some(), "bob's record still names a contact after the close:\n{}", b.log());
-}
-
-/// The value of `name="..."` in a challenge.
-fn auth_param<'a>(head: &'a str, name: &str) -> &'a str {
-    let start = head.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).expect("parameter");
-    &head[start..start + head[start..].find('"').expect("closing quote")]
-}
-
-/// Registers `user` over a new TCP connection, answering the digest challenge (MD5,
-/// qop=auth, RFC 7616); returns the open connection and the final response's head.
-fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStream, String) {
-    use p2psip::proxy::digest::{ha1, Algorithm};
-    let mut s = TcpStream::connect(proxy).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let local = s.local_addr().expect("local address");
-    let request = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq};rport\r\n\
-             From: <sip:{user}@p2p.test>;tag=tcp1\r\nTo: <sip:{user}@p2p.test>\r\nCall-ID: tcp-reg-{user}\r\n\
-             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local};transport=tcp>\r\nExpires: 600\r\n\
-             Max-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    s.write_all(request(1, "").as_bytes()).expect("send");
-    let challenge = read_tcp_message(&mut s).expect("401");
-    let (realm, nonce) = (auth_param(&challenge, "realm"), auth_param(&challenge, "nonce"));
-    let h1 = ha1(Algorithm::Md5, user, realm, password);
-    let h2 = Algorithm::Md5.hash("REGISTER:sip:p2p.test");
-    let response = Algorithm::Md5.hash(&format!("{h1}:{nonce}:00000001:cn:auth:{h2}"));
-    let auth = format!(
-        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", \
-         algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\", response=\"{response}\"\r\n"
-    );
-    s.write_all(request(2, &auth).as_bytes()).expect("send");
-    let ok = read_tcp_message(&mut s).expect("final response");
-    (s, ok)
 }
 
 /// Answers the node's OPTIONS pings on `s` with 200 until the connection closes.

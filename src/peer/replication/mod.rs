@@ -294,8 +294,8 @@ pub(in crate::peer) enum Output {
 /// out as `Output`s, and their results come back through its `handle_*` methods.
 pub struct Replication {
     /// Stores accepted lately per owner (docs/security.md, M2): at most [`STORES_PER_OWNER_BURST`]
-    /// at once, refilled at [`STORES_PER_OWNER_PER_SEC`].
-    owner_budget: std::collections::BTreeMap<crate::identity::Aor, (f64, Instant)>,
+    /// at once, refilled at [`STORES_PER_OWNER_PER_SEC`]; records and mail (`true`) apart.
+    owner_budget: std::collections::BTreeMap<(crate::identity::Aor, bool), (f64, Instant)>,
     config: StorageConfig,
     store: Box<dyn Store + Send>,
     ids: VerifiedCache,

@@ -157,8 +157,9 @@ impl Replication {
         }
         // One owner re-storing in a loop (seq + 1 each time) must not make this node do
         // nothing else (M2): its accepted stores are rate-limited. Only accepted ones
-        // spend the allowance, so nobody but the owner can use it up.
-        let owner = record.owner.clone();
+        // spend the allowance, so nobody but the owner can use it up. Mail has an allowance
+        // of its own: a user sending messages never starves their own records' refresh.
+        let owner = (record.owner.clone(), record.kind == RecordKind::OfflineMessage);
         let allowance = self.owner_budget.get(&owner).map_or(STORES_PER_OWNER_BURST, |(tokens, at)| {
             let refill = now.saturating_duration_since(*at).as_secs_f64() * STORES_PER_OWNER_PER_SEC;
             (tokens + refill).min(STORES_PER_OWNER_BURST)

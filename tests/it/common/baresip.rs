@@ -43,6 +43,19 @@ impl Phone {
         Phone::start_in(None, name, password, proxy, listen, peers)
     }
 
+    /// [`Phone::start`] registered over TCP: requests to it are never retransmitted (RFC 3261
+    /// §17.1.2.2). baresip answers each MESSAGE statelessly, so over UDP a retransmission that
+    /// crosses a slow answer is shown twice; tests that count messages use TCP.
+    pub(crate) fn start_tcp(
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        peers: &[&str],
+    ) -> Phone {
+        Phone::launch(None, name, password, &format!("sip:{proxy};transport=tcp"), listen, peers)
+    }
+
     /// [`Phone::start`] inside network namespace `ns` (`ip netns exec` execs baresip: the PID
     /// is the phone's own).
     pub(crate) fn start_in(
@@ -50,6 +63,17 @@ impl Phone {
         name: &'static str,
         password: &str,
         proxy: SocketAddr,
+        listen: SocketAddr,
+        peers: &[&str],
+    ) -> Phone {
+        Phone::launch(ns, name, password, &format!("sip:{proxy}"), listen, peers)
+    }
+
+    fn launch(
+        ns: Option<&str>,
+        name: &'static str,
+        password: &str,
+        outbound: &str,
         listen: SocketAddr,
         peers: &[&str],
     ) -> Phone {
@@ -65,7 +89,7 @@ impl Phone {
         );
         std::fs::write(dir.path().join("config"), config).expect("write config");
         let account = format!(
-            "<sip:{name}@p2p.test>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"sip:{proxy}\";\
+            "<sip:{name}@p2p.test>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"{outbound}\";\
              auth_user={name};auth_pass={password}\n"
         );
         std::fs::write(dir.path().join("accounts"), account).expect("write accounts");

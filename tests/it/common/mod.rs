@@ -22,6 +22,7 @@ pub(crate) mod ca;
 pub(crate) mod linphone;
 pub(crate) mod netns;
 pub(crate) mod ring;
+pub(crate) mod sip_client;
 pub(crate) mod softphone;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
@@ -538,6 +539,14 @@ pub(crate) fn read_tcp_response(s: &mut TcpStream, timeout: Duration) -> Option<
 /// stream's own read timeout and returns its head as text; `None` if the stream ends or a
 /// read times out.
 pub(crate) fn read_tcp_message(s: &mut TcpStream) -> Option<String> {
+    let whole = read_tcp_bytes(s)?;
+    let end = whole.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(String::from_utf8_lossy(&whole[..end]).into_owned())
+}
+
+/// Reads one whole SIP message from a stream (headers, then the Content-Length body) with the
+/// stream's own read timeout; `None` if the stream ends or a read times out.
+pub(crate) fn read_tcp_bytes(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -552,7 +561,8 @@ pub(crate) fn read_tcp_message(s: &mut TcpStream) -> Option<String> {
                 let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
                 got.extend_from_slice(&buf[..n]);
             }
-            return Some(head);
+            got.truncate(end + 4 + len);
+            return Some(got);
         }
         let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
         got.extend_from_slice(&buf[..n]);

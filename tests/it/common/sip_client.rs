@@ -1,0 +1,68 @@
+//! A plain SIP client over TCP for tests that need exact status codes from a phone's side:
+//! registering with a digest (RFC 7616, MD5, qop=auth) and sending requests on that flow.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::read_tcp_message;
+
+/// The value of `name="..."` in a challenge.
+pub(crate) fn auth_param<'a>(head: &'a str, name: &str) -> &'a str {
+    let start = head.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).expect("parameter");
+    &head[start..start + head[start..].find('"').expect("closing quote")]
+}
+
+/// Registers `user` over a new TCP connection, answering the digest challenge (MD5,
+/// qop=auth, RFC 7616); returns the open connection and the final response's head.
+pub(crate) fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStream, String) {
+    use p2psip::proxy::digest::{ha1, Algorithm};
+    let mut s = TcpStream::connect(proxy).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let local = s.local_addr().expect("local address");
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:p2p.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq};rport\r\n\
+             From: <sip:{user}@p2p.test>;tag=tcp1\r\nTo: <sip:{user}@p2p.test>\r\nCall-ID: tcp-reg-{user}\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local};transport=tcp>\r\nExpires: 600\r\n\
+             Max-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    s.write_all(request(1, "").as_bytes()).expect("send");
+    let challenge = read_tcp_message(&mut s).expect("401");
+    let (realm, nonce) = (auth_param(&challenge, "realm"), auth_param(&challenge, "nonce"));
+    let h1 = ha1(Algorithm::Md5, user, realm, password);
+    let h2 = Algorithm::Md5.hash("REGISTER:sip:p2p.test");
+    let response = Algorithm::Md5.hash(&format!("{h1}:{nonce}:00000001:cn:auth:{h2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:p2p.test\", \
+         algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\", response=\"{response}\"\r\n"
+    );
+    s.write_all(request(2, &auth).as_bytes()).expect("send");
+    let ok = read_tcp_message(&mut s).expect("final response");
+    (s, ok)
+}
+
+/// Sends a MESSAGE from `user` to `to` with `body` (CSeq `cseq`) on a flow registered with
+/// [`register_over_tcp`], and returns the final response's head. Requests the node sends on
+/// the flow meanwhile (OPTIONS pings) are skipped.
+pub(crate) fn message_over_tcp(s: &mut TcpStream, user: &str, to: &str, body: &str, cseq: u32) -> String {
+    let local = s.local_addr().expect("local address");
+    let request = format!(
+        "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKmsg{cseq};rport\r\n\
+         From: <sip:{user}@p2p.test>;tag=m{cseq}\r\nTo: <{to}>\r\nCall-ID: tcp-msg-{user}-{cseq}\r\n\
+         CSeq: {cseq} MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    loop {
+        let head = read_tcp_message(s).expect("an answer to the MESSAGE");
+        let cseq_line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("cseq:")).unwrap_or("");
+        let status: Option<u16> = head.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)?.parse().ok());
+        if status.is_some_and(|s| s >= 200) && cseq_line.contains(&format!("{cseq} MESSAGE")) {
+            return head;
+        }
+    }
+}
