@@ -38,6 +38,7 @@ pub mod nat;
 pub mod netem;
 pub mod overlay;
 pub mod peer;
+pub mod presence;
 pub mod proxy;
 pub mod sdp;
 pub mod sim;

@@ -24,6 +24,7 @@ mod nat;
 mod offline;
 pub mod overlay;
 pub mod policy;
+mod presence;
 mod records;
 pub mod replication;
 
@@ -190,6 +191,12 @@ pub struct Peer {
     mailbox_ops: std::collections::BTreeMap<StorageOpId, crate::mailbox::Ticket>,
     /// ...and their reports, waiting for [`Peer::run_mailbox`].
     mailbox_reports: VecDeque<(crate::mailbox::Ticket, StorageEvent)>,
+    /// Presence between buddies; off until [`Peer::enable_presence`].
+    presence: Option<crate::presence::Presence>,
+    /// Registration fetches for the buddies presence watches...
+    presence_fetches: std::collections::BTreeMap<StorageOpId, crate::identity::Aor>,
+    /// ...and their answers, waiting for [`Peer::run_presence`].
+    presence_resolved: VecDeque<(crate::identity::Aor, Option<crate::store::Record>)>,
 }
 
 /// Live transactions (RFC 3261 §17), by side.
@@ -286,6 +293,9 @@ impl Peer {
             mailbox: None,
             mailbox_ops: Default::default(),
             mailbox_reports: VecDeque::new(),
+            presence: None,
+            presence_fetches: Default::default(),
+            presence_resolved: VecDeque::new(),
         }
     }
 
@@ -471,6 +481,7 @@ impl Peer {
         self.drain_overlay(now);
         self.storage_timeout(now);
         self.mailbox_timeout(now);
+        self.presence_timeout(now);
         self.proxy_overlay(now);
         self.nat_timeout(now);
     }
@@ -496,6 +507,7 @@ impl Peer {
             self.proxy.overlay_resolved(now, &mut self.transactions, sid, contacts);
         }
         self.run_mailbox(now);
+        self.run_presence(now);
         self.drain_transactions(now);
     }
 
@@ -514,6 +526,7 @@ impl Peer {
         let reach = self.reach.poll_timeout();
         let flow = self.client.flow.poll_timeout();
         let mailbox = self.mailbox.as_ref().and_then(crate::mailbox::Mailbox::poll_timeout);
+        let presence = self.presence.as_ref().and_then(crate::presence::Presence::poll_timeout);
         [
             self.transactions.poll_timeout(),
             self.overlay.chord.poll_timeout(),
@@ -523,6 +536,7 @@ impl Peer {
             flow,
             reach,
             mailbox,
+            presence,
         ]
         .into_iter()
         .flatten()
@@ -555,6 +569,9 @@ impl Peer {
                 }
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } if self.is_delivery(id) => {
                     self.delivery_failed(now, id);
+                }
+                Event::ClientTimeout { id } | Event::ClientTerminated { id } if self.is_presence_transaction(id) => {
+                    self.presence_failed(now, id);
                 }
                 Event::ClientTimeout { id } | Event::ClientTerminated { id } => {
                     self.overlay_transaction_failed(now, id);
@@ -601,6 +618,11 @@ impl Peer {
         let budget = from.listener.index();
         let received = self.transactions.handle_message_in(now, msg, reply_to, from.transport.is_reliable(), budget);
         match received {
+            Received::Request { id, request, cancels } if cancels.is_none() && self.presence_wants(&from, &request) => {
+                self.counters.server_transactions += 1;
+                self.presence_request(now, id, from, &request);
+                self.drain_transactions(now);
+            }
             Received::Request { id, request, cancels } => {
                 self.counters.server_transactions += 1;
                 let for_proxy = match cancels {
@@ -743,6 +765,9 @@ impl Peer {
             }
             Received::Response { id, response } if self.is_delivery(id) => {
                 self.delivery_answered(now, id, &response);
+            }
+            Received::Response { id, response } if self.is_presence_transaction(id) => {
+                self.presence_answered(now, id, &response);
             }
             Received::Response { id, response } if self.owns_client_register(id) => {
                 self.client_register_answered(now, id, &response);

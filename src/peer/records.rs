@@ -313,6 +313,9 @@ impl Peer {
             return;
         }
         if let StorageEvent::Fetched { op, newest, .. } = &event {
+            if self.presence_takes(*op, newest.as_ref()) {
+                return;
+            }
             if let Some(sid) = self.proxy_fetches.remove(op) {
                 self.proxy_resolved.push_back((sid, newest.clone()));
                 return;

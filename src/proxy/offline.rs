@@ -31,6 +31,30 @@ impl Proxy {
         self.offline_on = on;
     }
 
+    /// Whether a phone's request outside a dialog may use this node (a registered flow, or
+    /// digest credentials), as for any request it forwards; the refusal says why not.
+    pub fn admit_phone(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        req: &Message,
+    ) -> Result<(), crate::sip::validate::Rejection> {
+        self.admit_phone_request(now, from, req)
+    }
+
+    /// Who another node's request proves its sender to be (its `Identity`, docs/security.md
+    /// M5); a refusal when it proves nobody.
+    pub fn check_caller(
+        &mut self,
+        now: Instant,
+        req: &Message,
+    ) -> Result<crate::identity::Aor, crate::sip::validate::Rejection> {
+        match self.callers.as_mut() {
+            Some(c) => c.check(now, req),
+            None => Err(super::identity::cannot_check()),
+        }
+    }
+
     /// A Via for a request of ours to a phone (a delivery from the mailbox).
     pub fn phone_via(&mut self, transport: crate::transport::Transport) -> crate::sip::header::Via {
         self.via(transport)

@@ -12,6 +12,7 @@
 //!
 //! Nothing here does I/O or reads a clock.
 
+pub mod dialog;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -29,6 +29,7 @@ mod mailbox;
 mod media;
 mod module_cycles;
 mod nat;
+mod presence;
 mod proxy_baresip;
 mod proxy_overlay;
 mod proxy_sipp;

@@ -43,6 +43,9 @@ pub struct Status {
     /// Offline messages: held here for others, waiting for our user, delivered to our user's
     /// phones, and the mailbox's counters; `null` when storage is off.
     pub mailbox: Option<crate::mailbox::MailboxStatus>,
+    /// Presence: buddies watched for our phones, our user's watchers (allowed and pending),
+    /// and what our phones are told of each buddy; `null` on a node with no enrolled user.
+    pub presence: Option<crate::presence::PresenceStatus>,
     /// TCP connections open or opening now, on both listeners.
     pub tcp_connections: usize,
     /// What STUN servers and the dial-back say of this node's address (`null` with neither:

@@ -63,6 +63,11 @@ use crate::overlay::ChordConfig;
 /// max_calls = 32               # calls anchored at once; more get 503
 /// idle_timeout_secs = 60       # no media either way this long ends a call's relay
 /// ice = "rtc-ice"              # the ICE agent: "rtc-ice" or "is" (str0m's), to compare them
+/// [presence]                   # our user's presence (RFC 3856) and our phones' buddies
+/// allow = ["sip:carol@p2p.test"]  # may watch our user even if our phones do not watch them
+/// remote_expires_secs = 600    # our subscriptions to buddies' nodes (a dead node is seen within this)
+/// retry_min_secs = 30          # first wait before trying an unreachable buddy again (doubling)
+/// retry_max_secs = 300         # the longest wait
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +104,73 @@ pub struct Config {
     pub role: crate::nat::reachability::RoleChoice,
     /// The media anchor (`[media]`).
     pub media: MediaSettings,
+    /// Presence (`[presence]`).
+    pub presence: PresenceSettings,
+}
+
+/// The `[presence]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// Watchers allowed to see our user's presence besides the buddies our phones watch.
+    pub allow: Vec<String>,
+    /// How long our subscriptions to buddies' nodes last, seconds.
+    pub remote_expires_secs: u32,
+    /// First wait before trying an unreachable buddy again, seconds.
+    pub retry_min_secs: u64,
+    /// Longest wait between tries, seconds.
+    pub retry_max_secs: u64,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> PresenceSettings {
+        let d = crate::presence::PresenceConfig::default();
+        PresenceSettings {
+            allow: Vec::new(),
+            remote_expires_secs: d.remote_expires,
+            retry_min_secs: d.retry_min.as_secs(),
+            retry_max_secs: d.retry_max.as_secs(),
+        }
+    }
+}
+
+impl PresenceSettings {
+    /// The presence service's settings.
+    pub fn presence_config(&self) -> Result<crate::presence::PresenceConfig, ConfigError> {
+        let allow = self
+            .allow
+            .iter()
+            .map(|a| {
+                crate::identity::Aor::parse(a).map_err(|e| ConfigError::Invalid {
+                    key: "presence.allow",
+                    message: format!("{a:?} is not an AoR: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let d = crate::presence::PresenceConfig::default();
+        if !(d.min_expires..=d.max_expires).contains(&self.remote_expires_secs) {
+            return Err(ConfigError::Invalid {
+                key: "presence.remote_expires_secs",
+                message: format!("{} is not between {} and {}", self.remote_expires_secs, d.min_expires, d.max_expires),
+            });
+        }
+        if !(1..=86_400).contains(&self.retry_min_secs) || self.retry_max_secs < self.retry_min_secs {
+            return Err(ConfigError::Invalid {
+                key: "presence.retry_min_secs",
+                message: format!(
+                    "{}..{} is not a range of seconds from 1 to 86400",
+                    self.retry_min_secs, self.retry_max_secs
+                ),
+            });
+        }
+        Ok(crate::presence::PresenceConfig {
+            allow,
+            remote_expires: self.remote_expires_secs,
+            retry_min: Duration::from_secs(self.retry_min_secs),
+            retry_max: Duration::from_secs(self.retry_max_secs),
+            ..d
+        })
+    }
 }
 
 /// The `[media]` table: the media anchor.
@@ -506,6 +578,7 @@ impl Default for Config {
             nat: NatSettings::default(),
             role: crate::nat::reachability::RoleChoice::Auto,
             media: MediaSettings::default(),
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -723,6 +796,7 @@ impl Config {
         self.chord.validate()?;
         self.registrar.validate()?;
         self.storage.validate()?;
+        self.presence.presence_config()?;
         self.media.validate()
     }
 

@@ -566,6 +566,7 @@ impl EventLoop {
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
             mailbox: self.peer.mailbox_status(),
+            presence: self.peer.presence_status(),
             nat: self.peer.nat_status(),
             role: self.peer.role().as_str(),
             edge: self.peer.edge().map(|addr| status::Node {

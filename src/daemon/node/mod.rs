@@ -168,6 +168,7 @@ fn enable_storage(
     if let Some((identity, delivered)) = mailbox {
         info!(delivered = delivered.len(), "offline messages on (encryption key in identity/encryption.key)");
         peer.enable_mailbox(started, identity, crate::mailbox::MailboxConfig::default(), delivered);
+        peer.enable_presence(config.presence.presence_config()?);
     }
     Ok(())
 }

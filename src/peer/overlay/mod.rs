@@ -74,6 +74,7 @@ impl Peer {
 
     /// Leaves gracefully: neighbours are told and handed each other (dSIP §6.5).
     pub fn leave(&mut self, now: Instant) {
+        self.presence_leave(now);
         self.storage_leave(now);
         self.overlay.chord.leave(now);
         self.drain_overlay(now);

@@ -14,6 +14,15 @@ use super::{wait_for, ChildGuard};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
+/// How a phone is set up beyond its account.
+#[derive(Default)]
+struct Setup {
+    /// Its outbound proxy URI.
+    outbound: String,
+    /// The presence module, publishing and watching its contacts.
+    presence: bool,
+}
+
 /// One headless baresip, driven through its stdin, logging to a file.
 pub(crate) struct Phone {
     pub name: &'static str,
@@ -53,7 +62,22 @@ impl Phone {
         listen: SocketAddr,
         peers: &[&str],
     ) -> Phone {
-        Phone::launch(None, name, password, &format!("sip:{proxy};transport=tcp"), listen, peers)
+        let setup = Setup { outbound: format!("sip:{proxy};transport=tcp"), ..Setup::default() };
+        Phone::launch(None, name, password, &setup, listen, peers)
+    }
+
+    /// [`Phone::start`] with baresip's `presence` module: it PUBLISHes its own state every 60 s
+    /// (`pubint`, and at once on `/presence_online` and `/presence_offline`) and SUBSCRIBEs to each of `buddies`
+    /// (contacts marked `;presence=p2p`), whose state `/contacts` shows.
+    pub(crate) fn start_presence(
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        buddies: &[&str],
+    ) -> Phone {
+        let setup = Setup { outbound: format!("sip:{proxy}"), presence: true };
+        Phone::launch(None, name, password, &setup, listen, buddies)
     }
 
     /// [`Phone::start`] inside network namespace `ns` (`ip netns exec` execs baresip: the PID
@@ -66,34 +90,40 @@ impl Phone {
         listen: SocketAddr,
         peers: &[&str],
     ) -> Phone {
-        Phone::launch(ns, name, password, &format!("sip:{proxy}"), listen, peers)
+        let setup = Setup { outbound: format!("sip:{proxy}"), ..Setup::default() };
+        Phone::launch(ns, name, password, &setup, listen, peers)
     }
 
     fn launch(
         ns: Option<&str>,
         name: &'static str,
         password: &str,
-        outbound: &str,
+        setup: &Setup,
         listen: SocketAddr,
         peers: &[&str],
     ) -> Phone {
+        let outbound = &setup.outbound;
+        let (presence_module, pubint, marker) = match setup.presence {
+            true => ("module_app presence.so\n", ";pubint=60", ";presence=p2p"),
+            false => ("", "", ""),
+        };
         let dir = tempfile::TempDir::new().expect("temp dir");
         let config = format!(
             "poll_method epoll\nsip_listen {listen}\nnet_interface {ip}\ncall_local_timeout 120\n\
              audio_player alsa,null\naudio_alert alsa,null\naudio_source ausine,440\nausrc_srate 48000\n\
              ausrc_channels 2\naudio_level no\nrtp_stats yes\nmodule_path {modules}\nmodule stdio.so\n\
              module g711.so\nmodule alsa.so\nmodule ausine.so\nmodule_tmp uuid.so\nmodule_tmp account.so\n\
-             module_app contact.so\nmodule_app menu.so\n",
+             module_app contact.so\nmodule_app menu.so\n{presence_module}",
             ip = listen.ip(),
             modules = module_path(),
         );
         std::fs::write(dir.path().join("config"), config).expect("write config");
         let account = format!(
             "<sip:{name}@p2p.test>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"{outbound}\";\
-             auth_user={name};auth_pass={password}\n"
+             auth_user={name};auth_pass={password}{pubint}\n"
         );
         std::fs::write(dir.path().join("accounts"), account).expect("write accounts");
-        let contacts: String = peers.iter().map(|p| format!("\"{p}\" <{p}>\n")).collect();
+        let contacts: String = peers.iter().map(|p| format!("\"{p}\" <{p}>{marker}\n")).collect();
         std::fs::write(dir.path().join("contacts"), contacts).expect("write contacts");
         let log = dir.path().join("log");
         // Command output goes to stderr, events to stdout: one file for both, as a terminal.
