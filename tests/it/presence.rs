@@ -5,11 +5,12 @@
 //! baresip phones with the `presence` module: alice's and carol's watch bob; bob's watches
 //! alice (so alice is bob's buddy, carol is not) and publishes its own state.
 //!
-//! - alice sees bob online; bob's node counts her as a watcher and carol as pending, and
-//!   carol's phone learns nothing.
+//! - alice sees bob online, on her baresip and on her second phone, a Linphone (one
+//!   subscription across the overlay serves both); bob's node counts her as a watcher and
+//!   carol as pending, and carol's phone learns nothing.
 //! - bob sets himself offline (his phone PUBLISHes `closed`), then online: alice's phone
 //!   follows.
-//! - bob's phone quits: alice's phone shows him offline, and her subscription stays up.
+//! - bob's phone quits: alice's phones show him offline, and her subscription stays up.
 //! - bob's node leaves the overlay: still offline for alice, her subscription still up; bob's
 //!   node and phone come back, and alice sees him online again.
 //!
@@ -20,6 +21,7 @@
 use std::time::Duration;
 
 use crate::common::baresip::{Phone, WAIT};
+use crate::common::linphone::Linphone;
 use crate::common::{ca, free_addrs, ip, wait_for, Node};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -93,6 +95,21 @@ fn buddies_see_each_other_online_away_and_offline_across_the_overlay() {
     // alice (bob's buddy) sees him online; carol (not his buddy) waits, and sees nothing.
     wait_buddy(&a, BOB, "open");
     wait_shown(&mut alice, "Online");
+    // alice's second phone, a Linphone, watches bob too: it is told he is online.
+    let lp_addr = free_addrs(ip("127.0.0.112"), 1)[0];
+    let linphone = Linphone::start_watching(
+        "alice",
+        "alice-pw",
+        a.proxy,
+        lp_addr,
+        free_addrs(ip("127.0.0.112"), 1)[0].port(),
+        &[BOB],
+    );
+    let told = |l: &Linphone, state: &str| l.log().contains(&format!("<sip:bob@p2p.test>] has presence [{state}]"));
+    let open = wait_for(PATIENCE, || told(&linphone, "open").then_some(()));
+    assert!(open.is_some(), "Linphone never heard bob is online:\n{}", linphone.log());
+    assert_eq!(a.status_json()["presence"]["phone_subscriptions"], 2, "one subscription per phone");
+    assert_eq!(a.status_json()["presence"]["subscriptions"], 1, "one across the overlay for both");
     wait_buddy(&c, BOB, "pending");
     let watchers = wait_for(PATIENCE, || {
         let p = b.status_json()["presence"].clone();
@@ -119,13 +136,15 @@ fn buddies_see_each_other_online_away_and_offline_across_the_overlay() {
     assert!(offline.is_some(), "alice never saw bob go:\n{}", alice.log());
     wait_buddy(&a, BOB, "closed");
     assert!(!alice.log().contains("subscriber closed"), "alice's subscription was ended:\n{}", alice.log());
+    let closed = wait_for(PATIENCE, || told(&linphone, "closed").then_some(()));
+    assert!(closed.is_some(), "Linphone never heard bob went:\n{}", linphone.log());
 
     // bob's node leaves: still closed for alice, her subscription still up. It comes back, and
     // so does bob's phone: alice sees him online.
     b.process.terminate();
     assert!(b.process.wait_exit(PATIENCE).is_some(), "bob's node did not stop");
     wait_buddy(&a, BOB, "closed");
-    assert_eq!(a.status_json()["presence"]["phone_subscriptions"], 1, "{}", a.status_json()["presence"]);
+    assert_eq!(a.status_json()["presence"]["phone_subscriptions"], 2, "{}", a.status_json()["presence"]);
     let b2 = Node::builder("127.0.0.113")
         .addrs([b.listen, b.proxy, b.http])
         .data_dir(&dirs[1])

@@ -65,6 +65,31 @@ impl Linphone {
         listen: SocketAddr,
         rtp_port: u16,
     ) -> Linphone {
+        Linphone::launch(ns, name, password, proxy, listen, rtp_port, &[])
+    }
+
+    /// [`Linphone::start_in`] on the host with `friends` in its address book, each subscribed
+    /// to for presence (liblinphone reads `[friend_N]` from its configuration file at start).
+    pub(crate) fn start_watching(
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        rtp_port: u16,
+        friends: &[&str],
+    ) -> Linphone {
+        Linphone::launch(None, name, password, proxy, listen, rtp_port, friends)
+    }
+
+    fn launch(
+        ns: Option<&str>,
+        name: &'static str,
+        password: &str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+        rtp_port: u16,
+        friends: &[&str],
+    ) -> Linphone {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let home = dir.path().join("home");
         std::fs::create_dir_all(home.join(".local/share/linphone")).expect("linphone home");
@@ -76,9 +101,14 @@ impl Linphone {
                  [rtp]\naudio_rtp_port={rtp_port}\n[sound]\nechocancellation=0\n\
                  [auth_info_0]\nusername={name}\npasswd={password}\nrealm=p2p.test\ndomain=p2p.test\n\
                  [proxy_0]\nreg_proxy=<sip:{proxy}>\nreg_route=<sip:{proxy};lr>\nreg_identity=<sip:{name}@p2p.test>\n\
-                 reg_expires=600\nreg_sendregister=1\npublish=0\n",
+                 reg_expires=600\nreg_sendregister=1\npublish=0\n{friends}",
                 port = listen.port(),
                 ip = listen.ip(),
+                friends = friends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("[friend_{i}]\nurl=<{f}>\npol=accept\nsubscribe=1\n"))
+                    .collect::<String>(),
             ),
         )
         .expect("write linphonerc");
