@@ -124,6 +124,32 @@ pub fn summary(status: &Value) -> String {
             );
         }
     }
+    // Offline messages and buddies, in words.
+    let mailbox = &status["mailbox"];
+    if mailbox.is_object() {
+        let _ = writeln!(
+            out,
+            "{:<14}{} waiting for us, {} delivered; {} held here for others",
+            "messages",
+            mailbox["waiting_for_me"].as_u64().unwrap_or(0),
+            mailbox["delivered"].as_u64().unwrap_or(0),
+            mailbox["held_for_others"].as_u64().unwrap_or(0),
+        );
+    }
+    let presence = &status["presence"];
+    if let Some(buddies) = presence["buddies"].as_object() {
+        let _ = writeln!(
+            out,
+            "{:<14}we are {}; {} watching us, {} pending",
+            "presence",
+            presence["state"].as_str().unwrap_or("?"),
+            presence["watchers"].as_u64().unwrap_or(0),
+            presence["pending"].as_u64().unwrap_or(0),
+        );
+        for (aor, state) in buddies {
+            let _ = writeln!(out, "  {aor} {}", state.as_str().unwrap_or("?"));
+        }
+    }
     if let Value::Object(counters) = &status["counters"] {
         let _ = writeln!(out, "counters");
         let width = counters.keys().map(String::len).max().unwrap_or(0);
@@ -211,5 +237,12 @@ mod tests {
             s.contains("calls\n  sip:bob@p2p.test (active), through the NATs' mappings: 40 packets in, 41 out"),
             "{s}"
         );
+        let mut social = status.clone();
+        social["mailbox"] = serde_json::json!({"held_for_others": 3, "waiting_for_me": 1, "delivered": 2});
+        social["presence"] = serde_json::json!({"state": "open", "watchers": 1, "pending": 2,
+            "buddies": {"sip:bob@p2p.test": "closed"}});
+        let s = summary(&social);
+        assert!(s.contains("messages      1 waiting for us, 2 delivered; 3 held here for others"), "{s}");
+        assert!(s.contains("presence      we are open; 1 watching us, 2 pending\n  sip:bob@p2p.test closed"), "{s}");
     }
 }

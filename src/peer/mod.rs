@@ -491,7 +491,13 @@ impl Peer {
     /// hands finished fetches back to the proxy (RFC 3261 §16.5).
     fn proxy_overlay(&mut self, now: Instant) {
         self.sync_registration(now);
+        self.cache_misses();
         while let Some((sid, aor)) = self.proxy.poll_lookup() {
+            // Buddy-first routing: a buddy's cached contacts, no lookup.
+            if self.route_by_cache(now, sid, &aor) {
+                self.cache_misses();
+                continue;
+            }
             if !self.fetch_for_proxy(now, sid, &aor) {
                 // No storage on this node: nobody outside it can be found.
                 self.proxy.overlay_resolved(now, &mut self.transactions, sid, None);
@@ -499,6 +505,9 @@ impl Peer {
         }
         let unix_now = self.unix_now(now);
         while let Some((sid, newest)) = self.proxy_resolved.pop_front() {
+            if let Some(record) = &newest {
+                self.note_fetched_registration(now, record);
+            }
             let contacts = newest.map(|record| {
                 crate::store::Registration::from_payload(&record.payload)
                     .map(|r| r.live_contacts(unix_now).map(|c| c.uri.clone()).collect())

@@ -14,6 +14,13 @@ use crate::sip::{Header, HeaderName, Message};
 use crate::store::RecordKind;
 use crate::transport::{Endpoint, Listener};
 
+/// A registration record's live contacts with their expiry.
+fn live_contacts(record: &crate::store::Record, unix_now: u64) -> Vec<(String, u64)> {
+    crate::store::Registration::from_payload(&record.payload)
+        .map(|r| r.live_contacts(unix_now).map(|c| (c.uri.clone(), c.expires_at)).collect())
+        .unwrap_or_default()
+}
+
 impl Peer {
     /// Turns presence on for our enrolled user (storage must be on to find buddies).
     pub fn enable_presence(&mut self, config: PresenceConfig) {
@@ -109,17 +116,17 @@ impl Peer {
         let online = !self.proxy.registrar().lookup(&me, now).is_empty();
         let unix_now = self.unix_now(now);
         if let Some(p) = self.presence.as_mut() {
+            p.set_unix_now(unix_now);
             p.set_phones_online(now, online);
         }
         loop {
             if let Some((aor, newest)) = self.presence_resolved.pop_front() {
-                let contacts = newest.map(|record| {
-                    crate::store::Registration::from_payload(&record.payload)
-                        .map(|r| r.live_contacts(unix_now).map(|c| c.uri.clone()).collect())
-                        .unwrap_or_default()
-                });
+                let contacts = newest.as_ref().map(|r| live_contacts(r, unix_now));
                 if let Some(p) = self.presence.as_mut() {
-                    p.resolved(now, &aor, contacts);
+                    if let Some(c) = &contacts {
+                        p.note_registration(&aor, c, unix_now);
+                    }
+                    p.resolved(now, &aor, contacts.map(|c| c.into_iter().map(|(uri, _)| uri).collect()));
                 }
                 continue;
             }
@@ -147,6 +154,36 @@ impl Peer {
             }
         }
         self.drain_transactions_only();
+    }
+
+    /// Buddy-first routing: a parked request for `aor` that the buddy cache can send at once;
+    /// true when it did (no lookup then).
+    pub(super) fn route_by_cache(&mut self, now: Instant, sid: ServerTxId, aor: &str) -> bool {
+        let unix_now = self.unix_now(now);
+        let Ok(aor) = crate::identity::Aor::parse(aor) else { return false };
+        let Some(contacts) = self.presence.as_mut().and_then(|p| p.cached_contacts(&aor, unix_now)) else {
+            return false;
+        };
+        self.proxy.overlay_resolved_cached(now, &mut self.transactions, sid, aor.as_str(), contacts);
+        true
+    }
+
+    /// A registration record the proxy fetched for a call: kept when it is a buddy's.
+    pub(super) fn note_fetched_registration(&mut self, now: Instant, record: &crate::store::Record) {
+        let unix_now = self.unix_now(now);
+        let contacts = live_contacts(record, unix_now);
+        if let Some(p) = self.presence.as_mut() {
+            p.note_registration(&record.owner, &contacts, unix_now);
+        }
+    }
+
+    /// Buddies whose cached contacts failed: out of the cache.
+    pub(super) fn cache_misses(&mut self) {
+        while let Some(aor) = self.proxy.poll_cache_miss() {
+            if let (Some(p), Ok(aor)) = (self.presence.as_mut(), crate::identity::Aor::parse(&aor)) {
+                p.cache_failed(&aor);
+            }
+        }
     }
 
     fn presence_send(&mut self, now: Instant, key: crate::presence::SendKey, to: Endpoint, mut request: Message) {

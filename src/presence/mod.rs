@@ -19,6 +19,7 @@
 //! hands back what to send ([`Output`]); the peer sends it and reports the answers.
 
 pub mod agent;
+pub mod buddies;
 pub mod pidf;
 pub mod watch;
 
@@ -151,6 +152,12 @@ pub struct PresenceStatus {
     pub notifies_sent: u64,
     /// NOTIFYs from other nodes refused (no proof of the presentity, no such subscription).
     pub notifies_refused: u64,
+    /// Calls and MESSAGEs to buddies sent on cached contacts (`buddies`): lookups saved, and
+    /// fallbacks when the cached contacts failed.
+    #[serde(flatten)]
+    pub cache: buddies::CacheCounters,
+    /// Buddies whose contacts are cached now.
+    pub cached: u64,
 }
 
 /// Presence for one node (see the module documentation).
@@ -167,6 +174,10 @@ pub struct Presence {
     pending: BTreeMap<ClientTxId, SendKey>,
     notifies_sent: u64,
     notifies_refused: u64,
+    /// Our buddies' contacts, for buddy-first routing (`buddies`).
+    cache: buddies::BuddyCache,
+    /// Unix seconds as the peer last said ([`Presence::set_unix_now`]).
+    unix_now: u64,
     out: VecDeque<Output>,
 }
 
@@ -194,6 +205,8 @@ impl Presence {
             pending: BTreeMap::new(),
             notifies_sent: 0,
             notifies_refused: 0,
+            cache: buddies::BuddyCache::default(),
+            unix_now: 0,
             out: VecDeque::new(),
         }
     }
@@ -268,6 +281,11 @@ impl Presence {
         }
     }
 
+    /// The wall clock, as the peer reads it (the cache's entries expire in Unix time).
+    pub fn set_unix_now(&mut self, unix_now: u64) {
+        self.unix_now = unix_now;
+    }
+
     /// Our user's phones: whether any is registered (none: `closed` for watchers).
     pub fn set_phones_online(&mut self, now: Instant, online: bool) {
         if self.agent.set_online(online) {
@@ -335,6 +353,28 @@ impl Presence {
         self.agent_leave(now);
     }
 
+    /// The contacts to send a call or MESSAGE to `aor` on without a lookup, when `aor` is a
+    /// buddy our phones watch and its node is known alive (`buddies`).
+    pub fn cached_contacts(&mut self, aor: &Aor, unix_now: u64) -> Option<Vec<String>> {
+        if !self.watch.is_watched(aor) {
+            return None;
+        }
+        self.cache.take(aor, unix_now)
+    }
+
+    /// A verified registration record of `aor` was read (for a call, or for presence): its
+    /// contacts with their expiry. Kept when `aor` is one of our buddies.
+    pub fn note_registration(&mut self, aor: &Aor, contacts: &[(String, u64)], unix_now: u64) {
+        if self.watch.is_watched(aor) {
+            self.cache.put(aor, contacts, unix_now);
+        }
+    }
+
+    /// A request sent on `aor`'s cached contacts failed; it is being looked up.
+    pub fn cache_failed(&mut self, aor: &Aor) {
+        self.cache.fell_back(aor);
+    }
+
     /// What `/status` shows.
     pub fn status(&self) -> PresenceStatus {
         let (watchers, pending) = self.agent.counts();
@@ -348,6 +388,8 @@ impl Presence {
             buddies: self.watch.buddy_states(),
             notifies_sent: self.notifies_sent,
             notifies_refused: self.notifies_refused,
+            cache: self.cache.counters(),
+            cached: self.cache.len() as u64,
         }
     }
 

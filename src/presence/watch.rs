@@ -89,6 +89,10 @@ impl Watching {
         })
     }
 
+    pub(super) fn is_watched(&self, aor: &Aor) -> bool {
+        self.remotes.contains_key(aor)
+    }
+
     pub(super) fn remote_count(&self) -> usize {
         self.remotes.len()
     }
@@ -277,6 +281,8 @@ impl Presence {
             remote.refresh_at = Some(now + refresh);
             remote.retry_at = None;
             remote.backoff = self.config.retry_min;
+            // The buddy's node is alive where the cache says: buddy-first routing may go on.
+            self.cache.touch(aor, self.unix_now, u64::from(granted));
             return;
         }
         debug!(%aor, status, "the buddy's node refused our subscription");
@@ -293,6 +299,8 @@ impl Presence {
     /// the back-off.
     fn buddy_offline(&mut self, now: Instant, aor: &Aor) {
         let (min, max) = (self.config.retry_min, self.config.retry_max);
+        // Its node is gone or has no phone of the buddy: no call goes there on the cache.
+        self.cache.forget(aor);
         let Some(remote) = self.watch.remotes.get_mut(aor) else { return };
         remote.dialog = None;
         remote.request = None;
@@ -392,6 +400,7 @@ impl Presence {
         if self.watch.phones.values().any(|s| s.buddy == sub.buddy) {
             return;
         }
+        self.cache.forget(&sub.buddy);
         let Some(mut remote) = self.watch.remotes.remove(&sub.buddy) else { return };
         if let Some(dialog) = remote.dialog.as_mut() {
             let mut req = dialog.request(Method::Subscribe, &self.node_contact);

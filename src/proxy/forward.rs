@@ -237,6 +237,7 @@ impl Proxy {
             final_sent: false,
             parked: None,
             from_listener: from.listener,
+            cached: None,
         };
         let targets = match targets {
             Targets::Send(targets)
@@ -292,6 +293,7 @@ impl Proxy {
                 to,
                 provisional: false,
                 final_code: None,
+                rang: false,
                 cancel_pending: false,
                 cancelled: false,
             });
@@ -538,6 +540,7 @@ impl Proxy {
             100 => b.provisional = true,
             101..=199 => {
                 b.provisional = true;
+                b.rang = true;
                 let cancel = b.cancel_pending && !b.cancelled;
                 let to = b.to;
                 if cancel {
@@ -593,9 +596,15 @@ impl Proxy {
             self.contexts.insert(sid, ctx);
             return;
         }
+        // Sent on the buddy cache and not taken there: looked up after all (`cached`).
+        let best = ctx.best.as_ref().and_then(Message::status);
+        if self.cache_fallback(sid, &mut ctx, best) {
+            self.contexts.insert(sid, ctx);
+            return;
+        }
         // A MESSAGE that reached nobody (every branch timed out, or the far node has no phone
         // for the user) waits in the user's mailbox instead (`offline`).
-        let nobody = ctx.best.as_ref().and_then(Message::status).is_none_or(|s| matches!(s, 404 | 408 | 480 | 503));
+        let nobody = best.is_none_or(|s| matches!(s, 404 | 408 | 480 | 503));
         if nobody && self.divert_to_mailbox(sid, &mut ctx) {
             self.contexts.insert(sid, ctx);
             return;

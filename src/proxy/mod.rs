@@ -33,6 +33,7 @@
 
 pub mod accounts;
 pub mod auth;
+mod cached;
 mod cancel;
 pub mod clients;
 pub mod digest;
@@ -167,6 +168,8 @@ pub struct ProxyStatus {
     pub clients_lost: u64,
     /// MESSAGEs from our phones that found nobody and went to the recipient's mailbox.
     pub sent_to_mailbox: u64,
+    /// Requests sent on the buddy cache that failed and were looked up after all.
+    pub cache_fallbacks: u64,
 }
 
 /// One forwarded copy of a request (§16.6).
@@ -177,6 +180,8 @@ struct Branch {
     /// A provisional response arrived, so a CANCEL may be sent (§9.1).
     provisional: bool,
     final_code: Option<u16>,
+    /// A provisional response other than 100 arrived: something rang.
+    rang: bool,
     /// CANCEL asked for before any provisional response: sent when one arrives.
     cancel_pending: bool,
     cancelled: bool,
@@ -196,6 +201,9 @@ struct Context {
     parked: Option<String>,
     /// The listener the request came in on (for the double Record-Route, RFC 5658).
     from_listener: Listener,
+    /// Sent on the buddy cache's contacts for this AoR (`cached`), and by when the buddy's
+    /// node must have answered something.
+    cached: Option<(String, Instant)>,
 }
 
 #[derive(Debug)]
@@ -243,6 +251,8 @@ pub struct Proxy {
     offline_on: bool,
     /// MESSAGEs handed to the mailbox, for the peer.
     offline: Vec<offline::OfflineRequest>,
+    /// Buddies whose cached contacts failed (`cached`), for the peer.
+    cache_misses: Vec<String>,
 }
 
 impl Proxy {
@@ -272,6 +282,7 @@ impl Proxy {
             anchor: None,
             offline_on: false,
             offline: Vec::new(),
+            cache_misses: Vec::new(),
         }
     }
 
@@ -551,6 +562,7 @@ impl Proxy {
             self.timer_c_fired(now, tl, client);
         }
         self.anchor_timeout(now, tl);
+        self.cache_timeout(now, tl);
     }
 
     /// When the proxy next needs `handle_timeout` (binding expiry, pings, Timer C).
@@ -558,7 +570,8 @@ impl Proxy {
         let pings = self.pings.values().map(|p| p.deadline).min();
         let sweep = (self.registrar.binding_count() > 0).then_some(self.next_ping_sweep);
         let anchor = self.anchor.as_ref().and_then(crate::media::anchor::Anchor::poll_timeout);
-        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next(), self.next_silence(), anchor]
+        let cache = self.next_cache_deadline();
+        [self.registrar.poll_timeout(), pings, sweep, self.timer_c.next(), self.next_silence(), anchor, cache]
             .into_iter()
             .flatten()
             .min()

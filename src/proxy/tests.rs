@@ -737,3 +737,41 @@ fn a_call_from_the_overlay_must_prove_its_caller() {
     assert!(to_phone.headers.get(&HeaderName::other("Identity")).is_none(), "the phone never sees it");
     assert_eq!((proxy.status().callers_refused, proxy.status().callers_verified), (2, 1));
 }
+
+#[test]
+fn a_buddys_cached_node_that_stays_silent_or_refuses_falls_back_to_a_lookup_unseen_by_the_phone() {
+    // Silent: no answer at all within the cache's wait.
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    sent(&mut tl);
+    proxy.overlay_resolved_cached(now, &mut tl, id, "sip:dave@p2p.test", vec!["sip:dave@127.0.0.7:5070".into()]);
+    assert!(sent(&mut tl).iter().any(|(to, m)| m.is_request() && to.remote.port() == 5070), "sent on the cache");
+    let deadline = proxy.poll_timeout().expect("the cache's wait");
+    assert!(deadline <= now + Duration::from_secs(2));
+    proxy.handle_timeout(deadline, &mut tl);
+    assert_eq!(proxy.poll_lookup(), Some((id, "sip:dave@p2p.test".to_owned())), "looked up after all");
+    assert_eq!(proxy.poll_cache_miss().as_deref(), Some("sip:dave@p2p.test"));
+    assert!(sent(&mut tl).iter().all(|(_, m)| m.status().is_none_or(|s| s < 200)), "the phone heard nothing final");
+    proxy.overlay_resolved(deadline, &mut tl, id, Some(vec!["sip:dave@127.0.0.8:5070".into()]));
+    assert!(sent(&mut tl).iter().any(|(to, m)| m.is_request() && to.remote.ip().to_string() == "127.0.0.8"));
+    assert_eq!(proxy.status().cache_fallbacks, 1);
+
+    // Refused before anything rang (the node no longer serves dave): looked up too.
+    let (mut proxy, mut tl, id, now) = parked(phone(6000), "dave");
+    assert!(proxy.poll_lookup().is_some());
+    sent(&mut tl);
+    proxy.overlay_resolved_cached(now, &mut tl, id, "sip:dave@p2p.test", vec!["sip:dave@127.0.0.7:5070".into()]);
+    let out = sent(&mut tl);
+    let (to, invite) = out.iter().find(|(_, m)| m.is_request()).expect("sent on the cache");
+    let refusal = invite.make_response(404, "Not Found", Some("x"));
+    let from = Endpoint { listener: Listener::Overlay, ..*to };
+    let crate::sip::transaction::Received::Response { id: client, response } =
+        tl.handle_message(now, refusal, from, false)
+    else {
+        panic!("the branch's answer")
+    };
+    proxy.handle_response(now, &mut tl, client, response);
+    assert_eq!(proxy.poll_lookup(), Some((id, "sip:dave@p2p.test".to_owned())));
+    let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
+    assert!(finals.is_empty(), "the phone heard nothing final: {finals:?}");
+}

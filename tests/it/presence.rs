@@ -8,6 +8,7 @@
 //! - alice sees bob online, on her baresip and on her second phone, a Linphone (one
 //!   subscription across the overlay serves both); bob's node counts her as a watcher and
 //!   carol as pending, and carol's phone learns nothing.
+//! - alice calls bob: her node sends the INVITE on bob's cached contact, skipping the lookup.
 //! - bob sets himself offline (his phone PUBLISHes `closed`), then online: alice's phone
 //!   follows.
 //! - bob's phone quits: alice's phones show him offline, and her subscription stays up.
@@ -110,6 +111,19 @@ fn buddies_see_each_other_online_away_and_offline_across_the_overlay() {
     assert!(open.is_some(), "Linphone never heard bob is online:\n{}", linphone.log());
     assert_eq!(a.status_json()["presence"]["phone_subscriptions"], 2, "one subscription per phone");
     assert_eq!(a.status_json()["presence"]["subscriptions"], 1, "one across the overlay for both");
+    // alice calls her buddy bob: her node sends the INVITE on bob's cached contact, with no
+    // lookup (buddy-first routing).
+    alice.command("/dial sip:bob@p2p.test");
+    alice.expect("Call established: sip:bob@p2p.test");
+    bob.expect("Call established: sip:alice@p2p.test");
+    let routing = a.status_json()["presence"].clone();
+    assert_eq!(
+        (routing["lookups_saved"].as_u64(), routing["cache_fallbacks"].as_u64()),
+        (Some(1), Some(0)),
+        "{routing}"
+    );
+    alice.command("/hangup");
+    bob.expect("session closed");
     wait_buddy(&c, BOB, "pending");
     let watchers = wait_for(PATIENCE, || {
         let p = b.status_json()["presence"].clone();
@@ -159,4 +173,71 @@ fn buddies_see_each_other_online_away_and_offline_across_the_overlay() {
     wait_shown(&mut alice, "Online");
     assert!(!alice.log().contains("subscriber closed"), "alice's subscription was ended:\n{}", alice.log());
     drop(bob);
+}
+
+/// B13 (`docs/performance.md`): a MESSAGE's round trip from a phone to a buddy, routed by a
+/// registration lookup and by the buddy cache. Eight nodes on loopback; the sending "phone" is
+/// a plain SIP client on alice's node, so the time is measured to the microsecond.
+/// `cargo test --release --test it -- --ignored measure_buddy_first_routing --nocapture`
+#[test]
+#[ignore = "a benchmark, run by hand (docs/performance.md, B13)"]
+fn measure_buddy_first_routing() {
+    use crate::common::sip_client::{message_over_tcp, register_over_tcp};
+    let base = tempfile::TempDir::new().expect("temp dir");
+    let base = base.path();
+    let storers: Vec<String> = (0..6).map(|i| format!("sip:store{i}@p2p.test")).collect();
+    let mut users = vec![ALICE, BOB];
+    users.extend(storers.iter().map(String::as_str));
+    let dirs = ca::enrolled_overlay(base, "127.0.0.116", &users);
+    let config = base.join("node.toml");
+    // The registrar's own pings (every 30 s): a phone busy showing messages is not dropped.
+    std::fs::write(&config, "domain = \"p2p.test\"\n[chord]\nstabilize_max_interval_ms = 500\n").expect("config");
+    let a = Node::builder("127.0.0.117").data_dir(&dirs[0]).config(&config).enrolled_account(ALICE, "alice-pw").start();
+    let b = Node::builder("127.0.0.118")
+        .data_dir(&dirs[1])
+        .config(&config)
+        .enrolled_account(BOB, "bob-pw")
+        .join(a.listen)
+        .start();
+    // Six more nodes that only store, on one address (side by side on the ring).
+    let others: Vec<Node> = dirs[2..]
+        .iter()
+        .map(|d| Node::builder("127.0.0.119").data_dir(d).config(&config).join(a.listen).start())
+        .collect();
+    let mut all: Vec<&Node> = vec![&a, &b];
+    all.extend(others.iter());
+    let joined = wait_for(PATIENCE, || {
+        all.iter().all(|n| n.status().unwrap_or_default()["overlay"]["state"] == "joined").then_some(())
+    });
+    assert!(joined.is_some(), "ring not formed");
+    // bob's phone watches alice, so alice may watch him.
+    let bob = Phone::start_presence("bob", "bob-pw", b.proxy, free_addrs(ip("127.0.0.118"), 1)[0], &[ALICE]);
+    bob.expect("bob@p2p.test: {0/UDP/v4} 200 OK () [1 binding]");
+    let (mut flow, ok) = register_over_tcp(a.proxy, "alice", "alice-pw");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let mut cseq = 10;
+    let mut round = |label: &str| {
+        let mut times = Vec::new();
+        for _ in 0..60 {
+            cseq += 1;
+            let began = std::time::Instant::now();
+            let answer = message_over_tcp(&mut flow, "alice", BOB, &format!("{label}-{cseq}"), cseq);
+            times.push(began.elapsed().as_secs_f64() * 1000.0);
+            assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{label}: p50 {:.2} ms, p90 {:.2} ms, min {:.2} ms over {} MESSAGEs",
+            times[15],
+            times[27],
+            times[0],
+            times.len()
+        );
+    };
+    round("lookup");
+    // alice's phone watches bob: from now on her node has his contact.
+    let _alice = Phone::start_presence("alice", "alice-pw", a.proxy, free_addrs(ip("127.0.0.117"), 1)[0], &[BOB]);
+    wait_buddy(&a, BOB, "open");
+    round("buddy cache");
+    println!("presence: {}", a.status_json()["presence"]);
 }

@@ -12,13 +12,11 @@
 // Tests measure with the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::baresip::{Phone, WAIT};
-use crate::common::sip_client::register_over_tcp;
-use crate::common::{ca, free_addrs, ip, read_tcp_message, run_p2psip, wait_for, Node};
+use crate::common::sip_client::{answer_pings, register_over_tcp};
+use crate::common::{ca, free_addrs, ip, run_p2psip, wait_for, Node};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Fast pings, so bob's dead phone is noticed within seconds.
@@ -171,28 +169,4 @@ fn phones_on_two_nodes_call_and_message_through_the_overlay() {
     );
     let emptied = wait_for(PATIENCE, || registered_contacts(&c, users[1]).filter(|cs| cs.is_empty()));
     assert!(emptied.is_some(), "bob's record still names a contact after the close:\n{}", b.log());
-}
-
-/// Answers the node's OPTIONS pings on `s` with 200 until the connection closes.
-fn answer_pings(mut s: TcpStream) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        s.set_read_timeout(None).ok();
-        while let Some(head) = read_tcp_message(&mut s) {
-            if !head.starts_with("OPTIONS ") {
-                continue;
-            }
-            let mut ok = String::from("SIP/2.0 200 OK\r\n");
-            for line in head.lines().skip(1) {
-                let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-                if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
-                    ok += line;
-                    ok += "\r\n";
-                }
-            }
-            ok += "Content-Length: 0\r\n\r\n";
-            if s.write_all(ok.as_bytes()).is_err() {
-                return;
-            }
-        }
-    })
 }

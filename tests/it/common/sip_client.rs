@@ -18,6 +18,7 @@ pub(crate) fn auth_param<'a>(head: &'a str, name: &str) -> &'a str {
 pub(crate) fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -> (TcpStream, String) {
     use p2psip::proxy::digest::{ha1, Algorithm};
     let mut s = TcpStream::connect(proxy).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let local = s.local_addr().expect("local address");
     let request = |cseq: u32, auth: &str| {
@@ -45,7 +46,7 @@ pub(crate) fn register_over_tcp(proxy: SocketAddr, user: &str, password: &str) -
 
 /// Sends a MESSAGE from `user` to `to` with `body` (CSeq `cseq`) on a flow registered with
 /// [`register_over_tcp`], and returns the final response's head. Requests the node sends on
-/// the flow meanwhile (OPTIONS pings) are skipped.
+/// the flow meanwhile are answered (its OPTIONS pings) or skipped.
 pub(crate) fn message_over_tcp(s: &mut TcpStream, user: &str, to: &str, body: &str, cseq: u32) -> String {
     let local = s.local_addr().expect("local address");
     let request = format!(
@@ -59,10 +60,40 @@ pub(crate) fn message_over_tcp(s: &mut TcpStream, user: &str, to: &str, body: &s
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     loop {
         let head = read_tcp_message(s).expect("an answer to the MESSAGE");
+        // The node's keep-alive ping (the registrar unregisters a phone that ignores them).
+        if head.starts_with("OPTIONS ") {
+            s.write_all(ping_answer(&head).as_bytes()).expect("answer the ping");
+            continue;
+        }
         let cseq_line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("cseq:")).unwrap_or("");
         let status: Option<u16> = head.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)?.parse().ok());
         if status.is_some_and(|s| s >= 200) && cseq_line.contains(&format!("{cseq} MESSAGE")) {
             return head;
         }
     }
+}
+
+/// The `200 OK` a phone sends for the node's OPTIONS ping whose head is `head`.
+fn ping_answer(head: &str) -> String {
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for line in head.lines().skip(1) {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+            ok += line;
+            ok += "\r\n";
+        }
+    }
+    ok + "Content-Length: 0\r\n\r\n"
+}
+
+/// Answers the node's OPTIONS pings on `s` with 200 until the connection closes.
+pub(crate) fn answer_pings(mut s: TcpStream) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(None).ok();
+        while let Some(head) = read_tcp_message(&mut s) {
+            if head.starts_with("OPTIONS ") && s.write_all(ping_answer(&head).as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
 }
