@@ -17,6 +17,7 @@
 //! through its methods. Time and randomness come in as arguments: `now`, Unix seconds, and the
 //! driver's [`SharedRandom`] for message IDs and HPKE's ephemeral keys.
 
+pub mod fuzzing;
 pub mod letter;
 pub mod log;
 mod receive;

@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod buddies;
+pub mod fuzzing;
 pub mod pidf;
 pub mod watch;
 

@@ -63,3 +63,13 @@ fn storage_decode_corpus() {
 fn record_decode_corpus() {
     replay("record_decode", fuzz_record);
 }
+
+#[test]
+fn presence_body_corpus() {
+    replay("presence_body", p2psip::presence::fuzzing::fuzz_presence);
+}
+
+#[test]
+fn mailbox_decode_corpus() {
+    replay("mailbox_decode", p2psip::mailbox::fuzzing::fuzz_mailbox);
+}
