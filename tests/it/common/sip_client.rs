@@ -97,3 +97,75 @@ pub(crate) fn answer_pings(mut s: TcpStream) -> std::thread::JoinHandle<()> {
         }
     })
 }
+
+/// One call from `user` to `to` on a flow registered with [`register_over_tcp`]: the INVITE
+/// (with a G.711 offer), its answer, the ACK, then the BYE and its answer. Returns the time from
+/// sending the INVITE to its 200 OK. Panics if the call is not answered.
+pub(crate) fn call_over_tcp(s: &mut TcpStream, user: &str, to: &str, n: u32) -> Duration {
+    let local = s.local_addr().expect("local address");
+    let sdp = format!(
+        "v=0\r\no=- {n} {n} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = local.ip(),
+        port = 40000 + 2 * (n % 1000),
+    );
+    let call_id = format!("tcp-call-{user}-{n}");
+    let invite = format!(
+        "INVITE {to} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKinv{n};rport\r\n\
+         From: <sip:{user}@p2p.test>;tag=c{n}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:{user}@{local};transport=tcp>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let began = std::time::Instant::now();
+    s.write_all(invite.as_bytes()).expect("send");
+    let (ok, took) = loop {
+        let head = read_tcp_message(s).expect("an answer to the INVITE");
+        if head.starts_with("OPTIONS ") {
+            s.write_all(ping_answer(&head).as_bytes()).expect("answer the ping");
+            continue;
+        }
+        let status: Option<u16> = head.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)?.parse().ok());
+        match status {
+            Some(200) if head.contains("1 INVITE") => break (head, began.elapsed()),
+            Some(code) if code >= 300 && head.contains("1 INVITE") => panic!("the call failed: {head}"),
+            _ => continue,
+        }
+    };
+    // §13.2.2.4 and §12.1.2: the dialog's route set is the 200's Record-Route reversed, its
+    // remote target the 200's Contact.
+    let header = |name: &str| -> Vec<String> {
+        ok.lines()
+            .filter_map(|l| l.split_once(':').filter(|(h, _)| h.trim().eq_ignore_ascii_case(name)))
+            .flat_map(|(_, v)| v.split(',').map(|x| x.trim().to_owned()).collect::<Vec<_>>())
+            .collect()
+    };
+    let mut routes = header("Record-Route");
+    routes.reverse();
+    let target = header("Contact")
+        .first()
+        .and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_owned()))
+        .expect("a Contact");
+    let to_header = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).expect("To").to_owned();
+    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK{branch}{n};rport\r\n{route_lines}\
+             From: <sip:{user}@p2p.test>;tag=c{n}\r\n{to_header}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    s.write_all(in_dialog("ACK", 1, "ack").as_bytes()).expect("send ACK");
+    s.write_all(in_dialog("BYE", 2, "bye").as_bytes()).expect("send BYE");
+    loop {
+        let head = read_tcp_message(s).expect("an answer to the BYE");
+        if head.starts_with("OPTIONS ") {
+            s.write_all(ping_answer(&head).as_bytes()).expect("answer the ping");
+            continue;
+        }
+        if head.starts_with("SIP/2.0 ") && head.contains("2 BYE") {
+            break;
+        }
+    }
+    took
+}
