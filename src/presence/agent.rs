@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::{
-    granted_expires, interval_too_brief, secs_until, Presence, PresenceConfig, PresenceState, SendKey, Sender,
-};
 use super::{pidf, Output};
+use super::{secs_until, Presence, PresenceConfig, PresenceState, SendKey, Sender};
 use crate::identity::Aor;
 use crate::sip::dialog::{Dialog, DialogId};
 use crate::sip::transaction::ServerTxId;
@@ -124,28 +122,12 @@ impl Presence {
         if sender != Some(Sender::OurPhone) || !self.names_me(req) {
             return self.refuse(sid, req, 403, "Forbidden (this node publishes only its own user's presence)");
         }
-        if !super::is_presence(req) {
-            let tag = self.tag();
-            let mut resp = req.make_response(489, "Bad Event", Some(&tag));
-            resp.headers.push(Header::new(HeaderName::AllowEvents, super::EVENT));
-            return self.respond(sid, resp);
-        }
-        let expires = match granted_expires(req, &self.config, self.config.max_expires) {
-            Ok(e) => e,
-            Err(min) => {
-                let tag = self.tag();
-                return self.respond(sid, interval_too_brief(req, min, &tag));
-            }
-        };
+        let Some(expires) = self.event_and_expires(sid, req) else { return };
         let if_match = req.headers.get(&HeaderName::other(IF_MATCH)).and_then(|h| h.value_str()).map(str::trim);
         let state = match req.body.is_empty() {
             true => None,
             false => {
-                let pidf_type = req.content_type().ok().flatten().is_some_and(|t| {
-                    t.ty.eq_ignore_ascii_case(pidf::CONTENT_TYPE.0)
-                        && t.subtype.eq_ignore_ascii_case(pidf::CONTENT_TYPE.1)
-                });
-                if !pidf_type {
+                if !pidf::is_pidf(req) {
                     let tag = self.tag();
                     let mut resp = req.make_response(415, "Unsupported Media Type", Some(&tag));
                     resp.headers.push(Header::new(HeaderName::Accept, "application/pidf+xml"));
@@ -213,19 +195,7 @@ impl Presence {
             Some(Sender::OurPhone) => self.me.clone(),
             None => return self.refuse(sid, req, 403, "Forbidden (watcher not proven)"),
         };
-        if !super::is_presence(req) {
-            let tag = self.tag();
-            let mut resp = req.make_response(489, "Bad Event", Some(&tag));
-            resp.headers.push(Header::new(HeaderName::AllowEvents, super::EVENT));
-            return self.respond(sid, resp);
-        }
-        let expires = match granted_expires(req, &self.config, self.config.max_expires) {
-            Ok(e) => e,
-            Err(min) => {
-                let tag = self.tag();
-                return self.respond(sid, interval_too_brief(req, min, &tag));
-            }
-        };
+        let Some(expires) = self.event_and_expires(sid, req) else { return };
         let contact =
             if from.listener == Listener::Proxy { self.phone_contact.clone() } else { self.node_contact.clone() };
         if let Some(id) = DialogId::of_request(req) {
@@ -235,11 +205,9 @@ impl Presence {
             if w.watcher != watcher {
                 return self.refuse(sid, req, 403, "Forbidden (not this subscription's watcher)");
             }
-            let seq = req.cseq().map(|c| c.seq).unwrap_or(0);
-            if !w.dialog.accept_remote_seq(seq) {
+            if !w.dialog.accept_request(req) {
                 return self.refuse(sid, req, 500, "Server Internal Error (CSeq out of order)");
             }
-            w.dialog.refresh_target(req);
             w.expires_at = now + Duration::from_secs(u64::from(expires));
             let resp = subscribe_ok(req, None, expires, &contact);
             self.respond(sid, resp);

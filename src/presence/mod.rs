@@ -402,6 +402,27 @@ impl Presence {
         self.out.push_back(Output::Respond { sid, response: Box::new(response) });
     }
 
+    /// The checks every SUBSCRIBE and PUBLISH passes: the event is `presence` (else `489` with
+    /// `Allow-Events`, RFC 6665 §8.2.1) and the expiry is not too brief (else `423` with
+    /// `Min-Expires`). The expiry granted, or `None` once refused.
+    fn event_and_expires(&mut self, sid: ServerTxId, req: &Message) -> Option<u32> {
+        if !is_presence(req) {
+            let tag = self.tag();
+            let mut resp = req.make_response(489, "Bad Event", Some(&tag));
+            resp.headers.push(Header::new(HeaderName::AllowEvents, EVENT));
+            self.respond(sid, resp);
+            return None;
+        }
+        match granted_expires(req, &self.config, self.config.max_expires) {
+            Ok(expires) => Some(expires),
+            Err(min) => {
+                let tag = self.tag();
+                self.respond(sid, interval_too_brief(req, min, &tag));
+                None
+            }
+        }
+    }
+
     fn refuse(&mut self, sid: ServerTxId, req: &Message, code: u16, reason: &str) {
         let tag = self.tag();
         let response = req.make_response(code, reason, Some(&tag));

@@ -10,6 +10,14 @@ use quick_xml::NsReader;
 
 /// The body type every phone expects, exactly (baresip answers 415 to anything else).
 pub const CONTENT_TYPE: (&str, &str) = ("application", "pidf+xml");
+/// Whether a message's body is declared PIDF.
+pub fn is_pidf(msg: &crate::sip::Message) -> bool {
+    msg.content_type()
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.ty.eq_ignore_ascii_case(CONTENT_TYPE.0) && t.subtype.eq_ignore_ascii_case(CONTENT_TYPE.1))
+}
+
 /// Largest PIDF document read or published.
 pub const MAX_BYTES: usize = 4096;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::agent::subscribe_ok;
-use super::{granted_expires, interval_too_brief, pidf, secs_until, Output, Presence, PresenceState, SendKey, Sender};
+use super::{pidf, secs_until, Output, Presence, PresenceState, SendKey, Sender};
 use crate::identity::Aor;
 use crate::sip::dialog::{Dialog, DialogId};
 use crate::sip::header::NameAddr;
@@ -149,29 +149,15 @@ impl Presence {
         if sender != Some(Sender::OurPhone) {
             return self.refuse(sid, req, 403, "Forbidden (presence is watched for this node's user only)");
         }
-        if !super::is_presence(req) {
-            let tag = self.tag();
-            let mut resp = req.make_response(489, "Bad Event", Some(&tag));
-            resp.headers.push(Header::new(HeaderName::AllowEvents, super::EVENT));
-            return self.respond(sid, resp);
-        }
-        let expires = match granted_expires(req, &self.config, self.config.max_expires) {
-            Ok(e) => e,
-            Err(min) => {
-                let tag = self.tag();
-                return self.respond(sid, interval_too_brief(req, min, &tag));
-            }
-        };
+        let Some(expires) = self.event_and_expires(sid, req) else { return };
         let contact = self.phone_contact.clone();
         if let Some(id) = DialogId::of_request(req) {
             let Some(sub) = self.watch.phones.get_mut(&id) else {
                 return self.refuse(sid, req, 481, "Subscription Does Not Exist");
             };
-            let seq = req.cseq().map(|c| c.seq).unwrap_or(0);
-            if !sub.dialog.accept_remote_seq(seq) {
+            if !sub.dialog.accept_request(req) {
                 return self.refuse(sid, req, 500, "Server Internal Error (CSeq out of order)");
             }
-            sub.dialog.refresh_target(req);
             sub.expires_at = now + Duration::from_secs(u64::from(expires));
             self.respond(sid, subscribe_ok(req, None, expires, &contact));
             self.notify_phone(now, &id, expires == 0);
@@ -341,10 +327,7 @@ impl Presence {
         let document = if req.body.is_empty() {
             None
         } else {
-            let pidf_type = req.content_type().ok().flatten().is_some_and(|t| {
-                t.ty.eq_ignore_ascii_case(pidf::CONTENT_TYPE.0) && t.subtype.eq_ignore_ascii_case(pidf::CONTENT_TYPE.1)
-            });
-            match pidf_type.then(|| PresenceState::parse(&req.body)) {
+            match pidf::is_pidf(req).then(|| PresenceState::parse(&req.body)) {
                 Some(Ok(doc)) => Some(doc),
                 _ => {
                     self.notifies_refused += 1;

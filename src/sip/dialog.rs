@@ -111,6 +111,17 @@ impl Dialog {
         true
     }
 
+    /// A request of theirs inside the dialog (§12.2.2): taken when its CSeq is in order, and
+    /// then a target refresh (its Contact, if any, replaces the remote target).
+    pub fn accept_request(&mut self, req: &Message) -> bool {
+        let Ok(cseq) = req.cseq() else { return false };
+        if !self.accept_remote_seq(cseq.seq) {
+            return false;
+        }
+        self.refresh_target(req);
+        true
+    }
+
     /// A target refresh (§12.2.2): a new Contact in their request replaces the remote target.
     pub fn refresh_target(&mut self, req: &Message) {
         if let Some(uri) = contact_uri(req) {

@@ -67,8 +67,8 @@ impl Phone {
     }
 
     /// [`Phone::start`] with baresip's `presence` module: it PUBLISHes its own state every 60 s
-    /// (`pubint`, and at once on `/presence_online` and `/presence_offline`) and SUBSCRIBEs to each of `buddies`
-    /// (contacts marked `;presence=p2p`), whose state `/contacts` shows.
+    /// (`pubint`, and at once on `/presence_online` and `/presence_offline`) and SUBSCRIBEs to
+    /// each of `buddies` (contacts marked `;presence=p2p`), whose state `/contacts` shows.
     pub(crate) fn start_presence(
         name: &'static str,
         password: &str,
