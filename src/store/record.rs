@@ -200,10 +200,22 @@ impl Record {
         Ok(out)
     }
 
-    /// Size on the wire, what size limits and quotas count. Unencodable records count as
-    /// `usize::MAX` so that every limit refuses them.
+    /// Size on the wire, what size limits and quotas count, computed without encoding (quota
+    /// checks sum it over every record held). Unencodable records count as `usize::MAX` so that
+    /// every limit refuses them.
     pub fn encoded_len(&self) -> usize {
-        self.encode().map_or(usize::MAX, |b| b.len())
+        let fits = self.key.len() <= usize::from(u16::MAX)
+            && self.owner.as_str().len() <= usize::from(u16::MAX)
+            && u32::try_from(self.payload.len()).is_ok()
+            && self.signature.len() <= usize::from(u16::MAX)
+            && self.signer_chain.len() <= usize::from(u8::MAX)
+            && self.signer_chain.iter().all(|c| u32::try_from(c.len()).is_ok());
+        if !fits {
+            return usize::MAX;
+        }
+        let to_be_signed = MAGIC.len() + 2 + 2 + self.key.len() + 2 + self.owner.as_str().len() + 8 + 8 + 4;
+        let chain: usize = self.signer_chain.iter().map(|c| 4 + c.len()).sum();
+        to_be_signed + self.payload.len() + 2 + self.signature.len() + 1 + chain
     }
 
     /// Reads a wire encoding; the whole input must be one record.

@@ -318,6 +318,18 @@ proptest! {
         let _ = Record::decode(&bytes);
         let _ = decode_chain(&bytes);
     }
+
+    #[test]
+    fn the_computed_size_is_the_encoded_size(
+        key in "[a-z:@.;=0-9]{0,80}",
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        signature in proptest::collection::vec(any::<u8>(), 0..80),
+        chain in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..4),
+    ) {
+        let owner = Aor::parse("sip:alice@example.com").unwrap();
+        let record = Record { kind: RecordKind::OfflineMessage, key, owner, seq: 1, expires_at: 2, payload, signature, signer_chain: chain };
+        prop_assert_eq!(record.encoded_len(), record.encode().unwrap().len());
+    }
 }
 
 #[test]
@@ -369,4 +381,21 @@ fn a_node_stores_no_more_than_its_total_quota_for_all_owners() {
         }
     }
     assert_eq!(store.total().records, 3);
+}
+
+#[test]
+fn a_record_that_cannot_be_encoded_counts_as_too_large_for_any_limit() {
+    let owner = Aor::parse("sip:alice@example.com").unwrap();
+    let record = Record {
+        kind: RecordKind::Registration,
+        key: "k".repeat(70_000),
+        owner,
+        seq: 1,
+        expires_at: 2,
+        payload: Vec::new(),
+        signature: Vec::new(),
+        signer_chain: Vec::new(),
+    };
+    assert!(record.encode().is_err());
+    assert_eq!(record.encoded_len(), usize::MAX);
 }
