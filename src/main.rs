@@ -43,6 +43,16 @@ fn main() -> ExitCode {
         Command::Enroll(a) => enroll(a),
         Command::Account(a) => account(a),
         Command::Demo(a) => demo(a),
+        Command::Service(a) => service(a),
+        Command::Completions(a) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut command, "p2psip", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man(_) => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout()).context("cannot write the manual page")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,6 +262,31 @@ fn messages(args: MessagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn service(args: cli::ServiceArgs) -> anyhow::Result<()> {
+    use p2psip::daemon::service::{install, uninstall, unit_dir, Unit};
+    match args.command {
+        cli::ServiceCommand::Install { system, config, unit_dir: dir, .. } => {
+            let binary = std::env::current_exe().context("cannot tell where this p2psip binary is")?;
+            let config = config.map(|c| std::path::absolute(&c).unwrap_or(c));
+            let unit = Unit { binary, config, system };
+            let path = install(&unit, &unit_dir(dir.as_deref(), system)?)?;
+            let ctl = if system { "systemctl" } else { "systemctl --user" };
+            println!("wrote {}", path.display());
+            println!("start it now and with every session:  {ctl} daemon-reload && {ctl} enable --now p2psip");
+            println!("its log:  journalctl {}-u p2psip -f", if system { "" } else { "--user " });
+        }
+        cli::ServiceCommand::Uninstall { system, unit_dir: dir, .. } => {
+            let dir = unit_dir(dir.as_deref(), system)?;
+            if uninstall(&dir)? {
+                println!("removed {}", dir.join(p2psip::daemon::service::UNIT_NAME).display());
+            } else {
+                println!("no p2psip unit in {}", dir.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the simulator. Main owns the real clock: one reading as the virtual clock's epoch, and
 /// the wall time and peak memory the report carries.
 #[allow(clippy::disallowed_methods)]
@@ -305,9 +340,12 @@ fn init_logging(verbose: u8, quiet: bool) {
     if let Some(directive) = level.and_then(|d| d.parse().ok()) {
         filter = filter.add_directive(directive);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Under systemd (`p2psip service`) stderr is the journal (JOURNAL_STREAM, systemd.exec(5)):
+    // it stamps each line itself, and shows no colour codes.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.with_ansi(false).without_time().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }

@@ -3,7 +3,9 @@
 //! the offline messages for its user, `p2psip sim`
 //! simulates a ring of them, `p2psip ca` runs the enrollment CA, `p2psip enroll` gets a
 //! certificate from it, `p2psip account` manages the accounts phones register with and
-//! `p2psip demo` starts a CA, three nodes and two accounts on loopback.
+//! `p2psip demo` starts a CA, three nodes and two accounts on loopback; `p2psip service`
+//! installs the node as a systemd service, `p2psip completions` and `p2psip man` print shell
+//! completions and the manual page.
 //! Parsing and formatting only; `main` runs the commands through [`crate::daemon`] and
 //! [`crate::sim`].
 // clap takes each command's help from its attributes; doc comments on these items
@@ -18,6 +20,7 @@ pub mod enroll;
 pub mod lookup;
 pub mod messages;
 pub mod node;
+pub mod service;
 pub mod sim;
 pub mod status;
 
@@ -31,6 +34,7 @@ pub use enroll::EnrollArgs;
 pub use lookup::LookupArgs;
 pub use messages::MessagesArgs;
 pub use node::NodeArgs;
+pub use service::{CompletionsArgs, ManArgs, ServiceArgs, ServiceCommand};
 pub use sim::SimArgs;
 pub use status::StatusArgs;
 
@@ -71,6 +75,9 @@ pub enum Command {
     Enroll(EnrollArgs),
     Account(AccountArgs),
     Demo(DemoArgs),
+    Service(ServiceArgs),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod error;
 pub mod files;
 pub mod http;
 pub mod node;
+pub mod service;
 mod signal;
 
 pub use client::status::{fetch_json, fetch_status};

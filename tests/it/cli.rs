@@ -206,3 +206,50 @@ fn account_needs_a_certificate_or_the_explicit_flag_and_lists_what_was_added() {
     assert_eq!(listed.stdout, "sip:bob@p2p.test\n");
     assert_eq!(node.status_json()["registrar"]["accounts"], 1);
 }
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_and_comes_off_again() {
+    // systemd's own checker, offline (Debian package `systemd`): unit syntax, the binary.
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let units = dir.path().join("units");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "domain = \"p2p.test\"\n").expect("config");
+    let (units_s, config_s) = (units.to_str().expect("utf-8"), config.to_str().expect("utf-8"));
+    let out = run_p2psip(&["service", "install", "--unit-dir", units_s, "--config", config_s], QUICK);
+    assert!(out.status.success(), "{}", out.stderr);
+    let unit = units.join("p2psip.service");
+    let text = std::fs::read_to_string(&unit).expect("the unit");
+    assert!(text.contains(&format!(" node --config {config_s}\n")) && text.contains("Restart=on-failure"), "{text}");
+    assert!(
+        out.stdout.contains("systemctl --user daemon-reload && systemctl --user enable --now p2psip"),
+        "{}",
+        out.stdout
+    );
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is not installed (apt-get install -y systemd); this test needs it");
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze: {complaints}");
+    let out = run_p2psip(&["service", "uninstall", "--unit-dir", units_s], QUICK);
+    assert!(out.status.success() && !unit.exists(), "{}", out.stderr);
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_command_line_itself() {
+    let bash = run_p2psip(&["completions", "bash"], QUICK);
+    assert!(
+        bash.status.success() && bash.stdout.contains("_p2psip()") && bash.stdout.contains("messages"),
+        "{}",
+        bash.stderr
+    );
+    let zsh = run_p2psip(&["completions", "zsh"], QUICK);
+    assert!(zsh.stdout.starts_with("#compdef p2psip"), "{}", zsh.stdout);
+    let man = run_p2psip(&["man"], QUICK);
+    assert!(
+        man.status.success() && man.stdout.contains(".TH p2psip 1") && man.stdout.contains("service"),
+        "{}",
+        man.stderr
+    );
+}
