@@ -318,6 +318,34 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A log line for the journal: the syslog priority of its level (`<3>` error, `<4>` warning,
+/// `<6>` info, `<7>` debug and trace), then the usual line without its timestamp and level.
+struct JournalFormat {
+    inner: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
 /// Logs to stderr. RUST_LOG sets the filter (default `info`, `warn` for `sim`); each -v raises p2psip's own
 /// level on top of it (debug, then trace). Without RUST_LOG, the ICE and TURN crates say only
 /// their errors: their warnings are about the far side's packets (a check answered late, an
@@ -342,9 +370,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     }
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // Under systemd (`p2psip service`) stderr is the journal (JOURNAL_STREAM, systemd.exec(5)):
-    // it stamps each line itself, and shows no colour codes.
+    // each line starts with its syslog priority (sd-daemon(3)'s `<6>`), and carries neither a
+    // timestamp (the journal stamps it) nor colour codes.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        logs.with_ansi(false).without_time().init();
+        let inner = tracing_subscriber::fmt::format().without_time().with_level(false).with_ansi(false);
+        logs.with_ansi(false).event_format(JournalFormat { inner }).init();
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }

@@ -253,3 +253,30 @@ fn completions_and_the_manual_page_come_from_the_command_line_itself() {
         man.stderr
     );
 }
+
+#[test]
+fn under_systemd_log_lines_carry_their_priority_for_the_journal() {
+    // systemd sets JOURNAL_STREAM when stderr is the journal (systemd.exec(5)).
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let [listen, proxy, http] = free_addrs(ip("127.0.0.1"), 3).try_into().expect("three addresses");
+    let log = dir.path().join("stderr");
+    let child = crate::common::p2psip(dir.path())
+        .args(["node", "--listen", &listen.to_string(), "--proxy", &proxy.to_string(), "--http", &http.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("JOURNAL_STREAM", "8:8")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn p2psip node");
+    let _node = crate::common::ChildGuard::new(child);
+    let line = wait_for(QUICK, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().find(|l| l.contains("p2psip node listening")).map(str::to_owned)
+    })
+    .expect("the node's first line");
+    assert!(line.starts_with("<6>"), "syslog priority first: {line}");
+    assert!(!line.contains("INFO") && !line.contains("\u{1b}["), "no level word, no colour: {line}");
+    assert!(!line[3..].trim_start().starts_with(char::is_numeric), "no timestamp: {line}");
+}
