@@ -67,17 +67,11 @@ pub struct MailboxConfig {
     /// How often our mailbox is listed again while we have it in mind: a message stored while
     /// our registration record still said we were offline is found this late at most.
     pub recheck_interval: Duration,
-    /// The first listing, this long after start.
-    pub first_listing: Duration,
 }
 
 impl Default for MailboxConfig {
     fn default() -> MailboxConfig {
-        MailboxConfig {
-            lifetime_secs: 7 * 86_400 - 3600,
-            recheck_interval: Duration::from_secs(300),
-            first_listing: Duration::from_secs(2),
-        }
+        MailboxConfig { lifetime_secs: 7 * 86_400 - 3600, recheck_interval: Duration::from_secs(300) }
     }
 }
 
@@ -275,7 +269,8 @@ impl Mailbox {
         let counters = MailboxCounters { delivered: log.messages() as u64, ..MailboxCounters::default() };
         Mailbox {
             identity,
-            next_listing: now + config.first_listing,
+            // The first listing comes when storage reaches the ring (`set_on_ring`).
+            next_listing: now + config.recheck_interval,
             config,
             ids: ChaCha8Rng::seed_from_u64(seed),
             tickets: BTreeMap::new(),
@@ -371,7 +366,7 @@ impl Mailbox {
         ticket
     }
 
-    /// 16 fresh random bytes from the driver's generator.
+    /// N fresh random bytes from the driver's generator.
     fn random<const N: usize>(&self) -> Option<[u8; N]> {
         let mut out = [0u8; N];
         self.identity.rng.fill(&mut out).ok()?;

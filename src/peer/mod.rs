@@ -491,6 +491,7 @@ impl Peer {
     /// hands finished fetches back to the proxy (RFC 3261 §16.5).
     fn proxy_overlay(&mut self, now: Instant) {
         self.sync_registration(now);
+        self.sync_our_phones(now);
         self.cache_misses();
         while let Some((sid, aor)) = self.proxy.poll_lookup() {
             // Buddy-first routing: a buddy's cached contacts, no lookup.
@@ -908,6 +909,15 @@ enum Answer {
     Respond(Message),
     Reject(Rejection),
     Nothing,
+}
+
+impl Peer {
+    /// A Via for a request of ours from the overlay listener over `transport` (a fresh branch,
+    /// `rport` asked, RFC 3581).
+    fn overlay_via(&mut self, transport: Transport) -> String {
+        let branch = new_branch(&mut self.rng);
+        format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), sent_by(self.config.overlay_addr))
+    }
 }
 
 fn sent_by(a: SocketAddr) -> String {

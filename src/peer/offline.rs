@@ -120,15 +120,6 @@ impl Peer {
             return;
         }
         let unix_now = self.unix_now(now);
-        let devices = self.our_devices(now);
-        let on_ring = self
-            .storage
-            .as_ref()
-            .is_some_and(|s| s.may_publish(&Ring { chord: &self.overlay.chord, info: &self.overlay.info }));
-        if let Some(m) = self.mailbox.as_mut() {
-            m.set_on_ring(now, on_ring);
-            m.set_devices(now, devices);
-        }
         loop {
             let mut busy = false;
             while let Some(offline) = self.proxy.poll_offline() {
@@ -153,12 +144,18 @@ impl Peer {
         }
     }
 
-    /// Our user's phones, as the registrar has them (phones on the proxy listener only).
-    fn our_devices(&self, now: Instant) -> Vec<Device> {
-        let Some(aor) = self.mailbox.as_ref().map(|m| m.aor().to_string()) else { return Vec::new() };
-        self.proxy
+    /// Our user's phones, as the registrar has them (phones on the proxy listener only), and
+    /// whether storage reaches the ring: read once per pass of the peer and handed to the
+    /// mailbox and to presence (`proxy_overlay`), which act on changes only.
+    pub(super) fn sync_our_phones(&mut self, now: Instant) {
+        let Some(me) = self.aor().map(ToString::to_string) else { return };
+        if self.mailbox.is_none() && self.presence.is_none() {
+            return;
+        }
+        let devices: Vec<Device> = self
+            .proxy
             .registrar()
-            .lookup(&aor, now)
+            .lookup(&me, now)
             .into_iter()
             .filter(|b| b.flow.listener == Listener::Proxy)
             .map(|b| Device {
@@ -170,7 +167,18 @@ impl Peer {
                 uri: b.contact.uri.clone(),
                 flow: b.flow,
             })
-            .collect()
+            .collect();
+        let on_ring = self
+            .storage
+            .as_ref()
+            .is_some_and(|s| s.may_publish(&Ring { chord: &self.overlay.chord, info: &self.overlay.info }));
+        if let Some(p) = self.presence.as_mut() {
+            p.set_phones_online(now, !devices.is_empty());
+        }
+        if let Some(m) = self.mailbox.as_mut() {
+            m.set_on_ring(now, on_ring);
+            m.set_devices(now, devices);
+        }
     }
 
     fn mailbox_report(&mut self, now: Instant, unix_now: u64, ticket: Ticket, event: StorageEvent) {

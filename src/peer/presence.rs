@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::replication::Ring;
-use super::{new_branch, Peer, StorageOpId};
+use super::{Peer, StorageOpId};
 use crate::presence::{Output, Presence, PresenceConfig, Sender};
 use crate::sip::transaction::{ClientTxId, ServerTxId};
 use crate::sip::{Header, HeaderName, Message};
@@ -112,12 +112,12 @@ impl Peer {
     /// Does what presence asks, and hands it our phones' state and the buddies resolved,
     /// until it has nothing more.
     pub(super) fn run_presence(&mut self, now: Instant) {
-        let Some(me) = self.presence.as_ref().map(|p| p.me().to_string()) else { return };
-        let online = !self.proxy.registrar().lookup(&me, now).is_empty();
+        if self.presence.is_none() {
+            return;
+        }
         let unix_now = self.unix_now(now);
         if let Some(p) = self.presence.as_mut() {
             p.set_unix_now(unix_now);
-            p.set_phones_online(now, online);
         }
         loop {
             if let Some((aor, newest)) = self.presence_resolved.pop_front() {
@@ -199,12 +199,7 @@ impl Peer {
                     return;
                 }
                 self.proxy.sign_as_node(now, &mut request);
-                let branch = new_branch(&mut self.rng);
-                format!(
-                    "SIP/2.0/{} {};branch={branch};rport",
-                    to.transport.via_name(),
-                    super::sent_by(self.config.overlay_addr)
-                )
+                self.overlay_via(to.transport)
             }
             _ => self.proxy.phone_via(to.transport).to_string(),
         };

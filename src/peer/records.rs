@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::replication::wire::{self as storage_wire, StorageAnswer};
 use super::replication::{Output, Replication, Ring};
-use super::{new_branch, Answer, Endpoint, Listener, Peer, PeerEvent, StorageConfig, StorageEvent, StorageOpId};
+use super::{Answer, Endpoint, Listener, Peer, PeerEvent, StorageConfig, StorageEvent, StorageOpId};
 use crate::identity::{Signer, VerifiedCache};
 use crate::overlay::Event;
 use crate::sip::transaction::ClientTxId;
@@ -282,12 +282,7 @@ impl Peer {
                     let cseq = storage.next_cseq();
                     let ids = storage_wire::RequestIds { call_id: &call_id, from_tag: &from_tag, cseq };
                     let mut msg = storage_wire::encode_request(&pending.request, to.addr, &me, &self.overlay.info, ids);
-                    let branch = new_branch(&mut self.rng);
-                    let via = format!(
-                        "SIP/2.0/{} {};branch={branch};rport",
-                        transport.via_name(),
-                        super::sent_by(self.config.overlay_addr)
-                    );
+                    let via = self.overlay_via(transport);
                     msg.headers.push_front_of(Header::new(HeaderName::Via, via));
                     let endpoint = Endpoint { listener: Listener::Overlay, transport, remote: to.addr, conn: None };
                     let tx = self.transactions.send_request(now, msg, endpoint, transport.is_reliable());

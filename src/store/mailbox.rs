@@ -58,8 +58,9 @@ pub fn message_key(recipient: &Aor, id: &MessageId) -> String {
     format!("{recipient};{MESSAGE_PARAM}={}", id.to_hex())
 }
 
-/// The prefix every message key of `recipient`'s mailbox starts with.
-pub fn mailbox_prefix(recipient: &Aor) -> String {
+/// The prefix every message key of `recipient`'s mailbox starts with (`recipient` an AoR's
+/// text).
+pub fn mailbox_prefix(recipient: &str) -> String {
     format!("{recipient};{MESSAGE_PARAM}=")
 }
 
@@ -181,7 +182,7 @@ impl MailboxRefusal {
 
 /// Every record (messages and tombstones) of `recipient`'s mailbox that `store` holds.
 pub fn mailbox<'a>(store: &'a dyn Store, recipient: &Aor) -> Vec<&'a Record> {
-    let prefix = mailbox_prefix(recipient);
+    let prefix = mailbox_prefix(recipient.as_str());
     store.with_prefix(RecordKind::OfflineMessage, &prefix).collect()
 }
 

@@ -104,7 +104,7 @@ impl Replication {
     /// tombstone before the message it deletes.
     pub(super) fn finish_listing(&mut self, now: Instant, op: StorageOpId, o: Op) {
         let unix_now = self.unix_now(now);
-        let prefix = format!("{};{}=", o.key, crate::store::mailbox::MESSAGE_PARAM);
+        let prefix = crate::store::mailbox::mailbox_prefix(&o.key);
         let mut by_name: std::collections::BTreeMap<String, Record> = std::collections::BTreeMap::new();
         for record in o.listed {
             if record.kind != RecordKind::OfflineMessage || !record.key.starts_with(&prefix) {
