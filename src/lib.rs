@@ -31,6 +31,7 @@ pub mod cli;
 pub mod daemon;
 pub mod encoding;
 pub mod enrollment;
+pub mod histogram;
 pub mod identity;
 pub mod mailbox;
 pub mod media;

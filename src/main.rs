@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor(a),
         Command::Lookup(a) => lookup(a),
         Command::Messages(a) => messages(a),
+        Command::Web(a) => web(a),
         Command::Sim(a) => sim(a),
         Command::Ca(a) => ca(a),
         Command::Enroll(a) => enroll(a),
@@ -259,6 +260,26 @@ fn messages(args: MessagesArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", cli::messages::summary(&answer));
     }
+    Ok(())
+}
+
+fn web(args: cli::WebArgs) -> anyhow::Result<()> {
+    let token = if args.no_token {
+        None
+    } else {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+        let status = runtime.block_on(daemon::fetch_json(args.http, "/status", STATUS_TIMEOUT))?;
+        let dir = status["data_dir"].as_str().context("the node did not say where its data directory is")?;
+        let token = p2psip::daemon::files::token::read(std::path::Path::new(dir)).with_context(|| {
+            format!(
+                "cannot read {}: run this as the user who runs the node",
+                p2psip::daemon::files::token::path(dir.as_ref()).display()
+            )
+        })?;
+        Some(token)
+    };
+    println!("{}", cli::web::page_url(args.http, token.as_deref()));
     Ok(())
 }
 

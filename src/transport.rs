@@ -43,6 +43,14 @@ impl Listener {
 }
 
 impl Transport {
+    /// `udp` or `tcp`, as `/status` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+
     /// Whether the transport is reliable (no retransmissions, §17.1.1.2).
     pub fn is_reliable(self) -> bool {
         matches!(self, Transport::Tcp)

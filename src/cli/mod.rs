@@ -23,6 +23,7 @@ pub mod node;
 pub mod service;
 pub mod sim;
 pub mod status;
+pub mod web;
 
 use clap::{ArgAction, Parser, Subcommand};
 
@@ -37,6 +38,7 @@ pub use node::NodeArgs;
 pub use service::{CompletionsArgs, ManArgs, ServiceArgs, ServiceCommand};
 pub use sim::SimArgs;
 pub use status::StatusArgs;
+pub use web::WebArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +72,7 @@ pub enum Command {
     Doctor(DoctorArgs),
     Lookup(LookupArgs),
     Messages(MessagesArgs),
+    Web(WebArgs),
     Sim(SimArgs),
     Ca(CaArgs),
     Enroll(EnrollArgs),

@@ -39,7 +39,7 @@ pub mod testnet;
 #[cfg(test)]
 mod tests;
 
-pub use chord::{Chord, ChordCounters, Event, NodeState};
+pub use chord::{Chord, ChordCounters, Event, LookupMeasures, NodeState};
 pub use config::ChordConfig;
 pub use finger::Finger;
 pub use id::{IdHash, IdParseError, NodeId, ID_BITS};

@@ -324,6 +324,11 @@ impl Peer {
         self.proxy.status()
     }
 
+    /// The phones registered with our proxy now.
+    pub fn phones(&self, now: Instant) -> Vec<crate::proxy::PhoneStatus> {
+        self.proxy.phones(now)
+    }
+
     /// Live server and client transactions.
     pub fn transaction_counts(&self) -> TransactionCounts {
         TransactionCounts { server: self.transactions.server_count(), client: self.transactions.client_count() }

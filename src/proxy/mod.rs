@@ -125,6 +125,21 @@ impl ProxyConfig {
     }
 }
 
+/// A phone registered on the proxy listener, as `/status` and the web page show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PhoneStatus {
+    /// The AoR it registered for.
+    pub aor: String,
+    /// The contact it registered.
+    pub contact: String,
+    /// `udp` or `tcp`: how it registered.
+    pub transport: &'static str,
+    /// Where its REGISTER came from (where requests for it go).
+    pub source: std::net::SocketAddr,
+    /// Seconds until the registration expires unless refreshed.
+    pub expires_in_secs: u64,
+}
+
 /// What `p2psip status` shows of the proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyStatus {
@@ -324,6 +339,23 @@ impl Proxy {
             callers_verified: self.callers.as_ref().map_or(0, |c| c.verified),
             ..self.status.clone()
         }
+    }
+
+    /// The phones registered on the proxy listener now, by AoR (clients bound at this edge
+    /// are not phones and are counted in `status().clients`).
+    pub fn phones(&self, now: Instant) -> Vec<PhoneStatus> {
+        self.registrar
+            .aors()
+            .flat_map(|(aor, bindings)| bindings.iter().map(move |b| (aor, b)))
+            .filter(|(_, b)| b.flow.listener == Listener::Proxy && b.expires_at > now)
+            .map(|(aor, b)| PhoneStatus {
+                aor: aor.to_owned(),
+                contact: b.uri().to_string(),
+                transport: b.flow.transport.as_str(),
+                source: b.flow.remote,
+                expires_in_secs: b.expires_at.saturating_duration_since(now).as_secs(),
+            })
+            .collect()
     }
 
     /// Users bound by clients, whatever their expiry (for status; the registrar drops expired

@@ -16,6 +16,7 @@
 //! - [`stun`]: the overlay port answering a real STUN client.
 //! - [`nat`]: nodes in network namespaces behind nftables NATs: peers, clients, port forwards.
 //! - [`media`]: calls between real phones through real NATs, their media anchored by the nodes.
+//! - [`web`]: the web page in headless Chromium, `/metrics`, the token that stops a node.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
 mod cli;
@@ -40,3 +41,4 @@ mod robustness;
 mod sipp_options;
 mod storage;
 mod stun;
+mod web;

@@ -27,27 +27,6 @@ fn error(path: &Path, e: impl std::fmt::Display) -> MailboxFileError {
     MailboxFileError { path: path.display().to_string(), message: e.to_string() }
 }
 
-/// Opens `path` for writing with mode 0600 from the start (an existing file gets 0600 again),
-/// appending or truncating.
-fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true);
-    if append {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
-    }
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(file)
-}
-
 /// Our encryption key: read from the data directory, or made from `seed` (the OS's
 /// randomness) and written there when there is none.
 pub fn load_or_create_key(data_dir: &Path, seed: [u8; 32]) -> Result<EncryptionKeyPair, MailboxFileError> {
@@ -68,7 +47,7 @@ pub fn load_or_create_key(data_dir: &Path, seed: [u8; 32]) -> Result<EncryptionK
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = EncryptionKeyPair::generate(seed);
             let tmp = path.with_extension("tmp");
-            let written = open_private(&tmp, false)
+            let written = super::open_private(&tmp, false)
                 .and_then(|mut f| f.write_all(&key.private_bytes()).and_then(|()| f.sync_all()))
                 .and_then(|()| std::fs::rename(&tmp, &path));
             written.map_err(|e| error(&path, e))?;
@@ -91,7 +70,7 @@ pub fn load_delivered(data_dir: &Path, unix_now: u64) -> Result<Vec<Delivered>, 
     let compacted: String = entries.iter().map(|e| e.to_line() + "\n").collect();
     if compacted != text {
         let tmp = path.with_extension("tmp");
-        let written = open_private(&tmp, false)
+        let written = super::open_private(&tmp, false)
             .and_then(|mut f| f.write_all(compacted.as_bytes()).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&tmp, &path));
         written.map_err(|e| error(&path, e))?;
@@ -103,7 +82,7 @@ pub fn load_delivered(data_dir: &Path, unix_now: u64) -> Result<Vec<Delivered>, 
 /// not come back after a crash).
 pub fn append_delivered(data_dir: &Path, entry: &Delivered) -> Result<(), MailboxFileError> {
     let path = data_dir.join(layout::DELIVERED);
-    open_private(&path, true)
+    super::open_private(&path, true)
         .and_then(|mut f| f.write_all((entry.to_line() + "\n").as_bytes()).and_then(|()| f.sync_data()))
         .map_err(|e| error(&path, e))
 }

@@ -7,6 +7,7 @@ pub mod data_dir;
 pub mod identity;
 pub mod mailbox;
 pub mod record_store;
+pub mod token;
 
 /// File names inside a node's data directory (`--data-dir`).
 pub mod layout {
@@ -25,6 +26,30 @@ pub mod layout {
     pub const ENCRYPTION_KEY: &str = "identity/encryption.key";
     /// The mailbox's delivery log: JSON lines, file mode 0600.
     pub const DELIVERED: &str = "mailbox/delivered.jsonl";
+    /// The web page's and API's token for requests that change the node's state (stop it),
+    /// hex, file mode 0600: only the local user can read it.
+    pub const HTTP_TOKEN: &str = "http-token";
     /// Secret replica mode only: the salt the CA gave at enrollment, hex, file mode 0600.
     pub const REPLICA_SECRET: &str = "identity/replica-secret";
+}
+
+/// Opens `path` for writing with mode 0600 from the start (an existing file gets 0600 again),
+/// appending or truncating.
+pub(crate) fn open_private(path: &std::path::Path, append: bool) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }

@@ -1,6 +1,10 @@
 //! The local HTTP status API (axum): `GET /status` (JSON, see [`Status`]), `GET /health`,
-//! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]) and `GET /messages` (JSON, see
-//! [`crate::mailbox::Messages`]).
+//! `GET /lookup?key=KEY` (JSON, see [`LookupAnswer`]), `GET /messages` (JSON, see
+//! [`crate::mailbox::Messages`]), `GET /metrics` (Prometheus, [`metrics`]), the web page at
+//! `GET /` ([`page`]), and `POST /shutdown`, which stops the node as SIGTERM does.
+//!
+//! What changes the node's state (`POST /shutdown`) needs the token of the data directory
+//! (`Authorization: Bearer <token>`, [`crate::daemon::files::token`]); reading does not.
 //!
 //! Handlers never touch the peer: they send the event loop a `Query` over a channel.
 //!
@@ -10,6 +14,8 @@
 //! or an `Origin` that is not the API itself) gets 403 too, so a page cannot start lookups;
 //! no CORS header is ever sent; and at most `MAX_LOOKUPS` lookups run at once.
 
+pub mod metrics;
+pub mod page;
 pub mod query;
 pub mod status;
 
@@ -21,7 +27,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
@@ -46,16 +52,29 @@ type Failure = (StatusCode, String);
 pub(crate) struct Api {
     queries: mpsc::Sender<Query>,
     lookups: Arc<tokio::sync::Semaphore>,
+    control: Control,
+}
+
+/// What the state-changing requests need: the token they must show, and the node's stop.
+#[derive(Clone)]
+pub(crate) struct Control {
+    /// The data directory's token; `None` refuses every state change.
+    pub token: Option<Arc<str>>,
+    /// Fired (once) by `POST /shutdown`.
+    pub stop: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 /// The API's routes, for a listener bound to `bound`.
-pub(crate) fn router(queries: mpsc::Sender<Query>, bound: SocketAddr) -> Router {
-    let api = Api { queries, lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)) };
+pub(crate) fn router(queries: mpsc::Sender<Query>, bound: SocketAddr, control: Control) -> Router {
+    let api = Api { queries, lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)), control };
     Router::new()
+        .route("/", get(page::page))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/lookup", get(lookup))
         .route("/messages", get(messages))
+        .route("/metrics", get(metrics))
+        .route("/shutdown", post(shutdown))
         .with_state(api)
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| same_machine(bound, req, next)))
 }
@@ -94,7 +113,12 @@ async fn same_machine(bound: SocketAddr, req: Request, next: Next) -> Response {
 }
 
 /// Serves until `stop` fires (or its sender is dropped), then lets open requests finish.
-pub(crate) async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>, stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    queries: mpsc::Sender<Query>,
+    control: Control,
+    stop: oneshot::Receiver<()>,
+) {
     let shutdown = async {
         let _ = stop.await;
     };
@@ -105,7 +129,7 @@ pub(crate) async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>, s
             return;
         }
     };
-    if let Err(e) = axum::serve(listener, router(queries, bound)).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router(queries, bound, control)).with_graceful_shutdown(shutdown).await {
         warn!(error = %e, "HTTP status API stopped");
     }
 }
@@ -135,6 +159,43 @@ async fn ask<T>(
 async fn status(State(api): State<Api>) -> Result<Json<Status>, Failure> {
     let (tx, rx) = oneshot::channel();
     ask(&api.queries, Query::Status(tx), rx, QUERY_TIMEOUT).await.map(Json)
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Response, Failure> {
+    let (tx, rx) = oneshot::channel();
+    let status = ask(&api.queries, Query::Status(tx), rx, QUERY_TIMEOUT).await?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&status)).into_response())
+}
+
+/// Stops the node as SIGTERM would (it leaves the ring first), for a request that shows the
+/// token: 401 without it, 403 with another, 409 once the stop is under way.
+async fn shutdown(State(api): State<Api>, req: Request) -> Result<&'static str, Failure> {
+    let shown = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(shown) = shown else {
+        return Err((StatusCode::UNAUTHORIZED, "the token of the data directory's http-token file is needed".into()));
+    };
+    match &api.control.token {
+        Some(token) if same_secret(token.as_bytes(), shown.as_bytes()) => {}
+        _ => return Err((StatusCode::FORBIDDEN, "wrong token".into())),
+    }
+    let stop = api.control.stop.lock().ok().and_then(|mut s| s.take());
+    match stop {
+        Some(stop) => {
+            let _ = stop.send(());
+            Ok("stopping: leaving the overlay")
+        }
+        None => Err((StatusCode::CONFLICT, "already stopping".into())),
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn messages(State(api): State<Api>) -> Result<Json<crate::mailbox::Messages>, Failure> {

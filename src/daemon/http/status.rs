@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::overlay::{Chord, ChordCounters, Contact, NodeState};
+use crate::overlay::{Chord, ChordCounters, Contact, LookupMeasures, NodeState};
 use crate::peer::{Counters, Peer};
 
 /// The JSON body of `GET /status`. Field names are a contract with `p2psip status` and scripts.
@@ -35,6 +35,8 @@ pub struct Status {
     pub fingers: Vec<FingerEntry>,
     /// The overlay's name, this node's state in it, and Chord's counters.
     pub overlay: OverlayStatus,
+    /// The phones registered with the proxy listener now.
+    pub phones: Vec<crate::proxy::PhoneStatus>,
     /// The registrar and proxy: accounts, registered contacts, requests in flight. (`proxy`,
     /// the top-level key, is the proxy listener's address.)
     pub registrar: crate::proxy::ProxyStatus,
@@ -113,12 +115,19 @@ pub struct OverlayStatus {
     pub state: &'static str,
     /// What the Chord core has done.
     pub counters: ChordCounters,
+    /// Hops and seconds of the user lookups that found their node (cumulative buckets).
+    pub lookups: LookupMeasures,
 }
 
 impl OverlayStatus {
     /// The overlay part of the status from the Chord core.
     pub fn of(name: &str, chord: &Chord) -> OverlayStatus {
-        OverlayStatus { name: name.to_owned(), state: state_name(chord.state()), counters: chord.counters().clone() }
+        OverlayStatus {
+            name: name.to_owned(),
+            state: state_name(chord.state()),
+            counters: chord.counters().clone(),
+            lookups: chord.lookup_measures().clone(),
+        }
     }
 }
 

@@ -563,6 +563,7 @@ impl EventLoop {
             successors: chord.successors().iter().map(Into::into).collect(),
             fingers: status::distinct_fingers(chord),
             overlay: status::OverlayStatus::of(&self.peer.config().overlay_name, chord),
+            phones: self.peer.phones(Instant::now()),
             registrar: self.peer.proxy_status(),
             storage: self.peer.storage_counters().cloned(),
             mailbox: self.peer.mailbox_status(),

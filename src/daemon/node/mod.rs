@@ -101,7 +101,19 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
 
     let (query_tx, query_rx) = mpsc::channel(16);
     let (stop_http, http_stopped) = oneshot::channel();
-    let http = tokio::spawn(http::serve(http_listener, query_tx, http_stopped).instrument(span.clone()));
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let token = crate::daemon::files::token::load_or_create(&data_dir, random_bytes()?)
+        .map_err(|source| DaemonError::Io { doing: "write the API token file", source })?;
+    let control =
+        http::Control { token: Some(token.into()), stop: std::sync::Arc::new(std::sync::Mutex::new(Some(stop_tx))) };
+    let http = tokio::spawn(http::serve(http_listener, query_tx, control, http_stopped).instrument(span.clone()));
+    // A `POST /shutdown` with the token stops the node as a signal does.
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(()) = stop_rx => info!("shutting down: asked through the local API"),
+        }
+    };
 
     let identity = enrolled.as_ref().map(status::IdentityStatus::of);
     let info = NodeInfo {
@@ -291,9 +303,11 @@ fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[So
 
 /// 64 bits from the operating system: the peer derives its nonce key from this seed.
 fn random_seed() -> Result<u64, DaemonError> {
-    let bytes: [u8; 8] =
-        ring::rand::generate(&ring::rand::SystemRandom::new()).map_err(|_| DaemonError::Random)?.expose();
-    Ok(u64::from_le_bytes(bytes))
+    Ok(u64::from_le_bytes(random_bytes()?))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], DaemonError> {
+    Ok(ring::rand::generate(&ring::rand::SystemRandom::new()).map_err(|_| DaemonError::Random)?.expose())
 }
 
 #[cfg(test)]

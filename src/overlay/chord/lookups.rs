@@ -71,9 +71,8 @@ impl Chord {
                 self.start_lookup(now, id, key, LookupPurpose::User(id), None);
             } else {
                 let (path, confirmations) = self.retried_lookups.remove(&id).unwrap_or_default();
-                self.counters.lookups_failed += 1;
                 let result = Err(LookupError::NotJoined);
-                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
+                self.user_lookup_done(now, Event::LookupDone { id, key, result, path, confirmations });
             }
         }
     }
@@ -318,10 +317,7 @@ impl Chord {
                     path = first;
                     confirmations += first_confirmations;
                 }
-                if result.is_err() {
-                    self.counters.lookups_failed += 1;
-                }
-                self.events.push_back(Event::LookupDone { id, key, result, path, confirmations });
+                self.user_lookup_done(now, Event::LookupDone { id, key, result, path, confirmations });
             }
             LookupPurpose::OwnPlace => {
                 self.checking_own_place = false;
@@ -335,5 +331,23 @@ impl Chord {
                 self.fix_next_finger(now);
             }
         }
+    }
+
+    /// Reports a user lookup's end (`done` is its `LookupDone`): counted, and measured when it
+    /// found its node.
+    fn user_lookup_done(&mut self, now: Instant, done: Event) {
+        if let Event::LookupDone { id, result, path, .. } = &done {
+            let started = self.user_lookups_started.remove(id);
+            match result {
+                Ok(_) => {
+                    self.measures.hops.observe(path.len() as f64);
+                    if let Some(started) = started {
+                        self.measures.seconds.observe(now.saturating_duration_since(started).as_secs_f64());
+                    }
+                }
+                Err(_) => self.counters.lookups_failed += 1,
+            }
+        }
+        self.events.push_back(done);
     }
 }

@@ -107,6 +107,7 @@ impl Chord {
             });
             return id;
         }
+        self.user_lookups_started.insert(id, now);
         self.start_lookup(now, id, key, LookupPurpose::User(id), None);
         id
     }

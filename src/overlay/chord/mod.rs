@@ -38,6 +38,7 @@ use super::id::NodeId;
 use super::lookup::{Lookup, LookupError, LookupId};
 use super::rpc::{Contact, OutgoingRpc, Request, Response, RpcFailure, RpcId, RpcTarget};
 use super::successors::SuccessorList;
+use crate::histogram::Histogram;
 
 /// Where the node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,29 @@ pub enum Event {
         /// The new edge, if any peer is left.
         edge: Option<Contact>,
     },
+}
+
+/// Upper bounds of the lookup-hop buckets: Chord's paths are about ½·log2 N long (4.4 for
+/// 1,000 nodes in the simulator), with a confirmation or two on top.
+const HOP_BOUNDS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0];
+/// Upper bounds of the lookup-time buckets, in seconds: a loopback hop takes a fraction of a
+/// millisecond, an Internet one tens to hundreds; the RPC deadline is seconds.
+const LOOKUP_SECONDS_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The hops and time of user lookups that found their node (the ones calls, messages and
+/// storage wait on; the ring's own finger and place lookups are not in them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LookupMeasures {
+    /// Nodes asked, confirmations included (`/lookup`'s `hops`).
+    pub hops: Histogram,
+    /// From the lookup being asked for to its answer, retries included, in seconds.
+    pub seconds: Histogram,
+}
+
+impl Default for LookupMeasures {
+    fn default() -> LookupMeasures {
+        LookupMeasures { hops: Histogram::new(HOP_BOUNDS), seconds: Histogram::new(LOOKUP_SECONDS_BOUNDS) }
+    }
 }
 
 /// What the node has seen, for the status API and for tests.
@@ -266,6 +290,10 @@ pub struct Chord {
     /// The first attempt's path and confirmations of each retried lookup, still in flight, so
     /// the answer reports everything asked.
     retried_lookups: BTreeMap<LookupId, (Vec<Contact>, u32)>,
+    /// When each user lookup in flight was asked for (its first attempt's start).
+    user_lookups_started: BTreeMap<LookupId, Instant>,
+    /// Hops and time of the user lookups that found their node.
+    measures: LookupMeasures,
 
     stabilize_at: Instant,
     /// The current stabilize period: from `stabilize_interval`, doubled after each round that
@@ -363,6 +391,8 @@ impl Chord {
             lookups: BTreeMap::new(),
             lookup_retries: BTreeMap::new(),
             retried_lookups: BTreeMap::new(),
+            user_lookups_started: BTreeMap::new(),
+            measures: LookupMeasures::default(),
             stabilize_at,
             stabilize_period,
             changed_at: now,
@@ -442,6 +472,11 @@ impl Chord {
     /// What the Chord core has done, for `p2psip status`.
     pub fn counters(&self) -> &ChordCounters {
         &self.counters
+    }
+
+    /// The hops and time of the user lookups that found their node, since start.
+    pub fn lookup_measures(&self) -> &LookupMeasures {
+        &self.measures
     }
 
     /// Whether request `id` still waits for its answer. Once its deadline has passed (or the

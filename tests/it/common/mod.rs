@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub(crate) mod baresip;
+pub(crate) mod browser;
 pub(crate) mod ca;
 pub(crate) mod linphone;
 pub(crate) mod netns;
@@ -466,9 +467,22 @@ pub(crate) fn http_get_with_host(
     host: &str,
     extra: &str,
 ) -> Option<(u16, String, String)> {
+    http_request(addr, "GET", path, host, extra)
+}
+
+/// A request with no body, the `Host` given and `extra` header lines: `(status, body, raw
+/// headers)`.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    extra: &str,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").ok()?;
+    let length = if method == "POST" { "Content-Length: 0\r\n" } else { "" };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}{length}Connection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
