@@ -37,6 +37,7 @@ pub mod mailbox;
 pub mod media;
 pub mod nat;
 pub mod netem;
+pub mod outbound;
 pub mod overlay;
 pub mod peer;
 pub mod presence;

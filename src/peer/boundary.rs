@@ -49,6 +49,14 @@ pub enum Input {
     Timeout,
     /// Something happened on the media anchor's sockets (`crate::media::anchor`).
     Media(crate::media::anchor::MediaInput),
+    /// What DNS said for a request of [`PeerEvent::Resolve`]: the targets in the order
+    /// RFC 3263 gives, or why there are none.
+    Resolved {
+        /// The request's server transaction.
+        sid: crate::sip::transaction::ServerTxId,
+        /// The targets, or why none.
+        result: Result<Vec<crate::outbound::Target>, crate::outbound::ResolveError>,
+    },
     /// One turn of the driver's loop ended now (the load signal of admission control).
     LoopTurn {
         /// When the turn's work began.
@@ -90,6 +98,7 @@ impl Peer {
             Input::StreamClosed { from } => self.stream_closed(now, from),
             Input::Timeout => self.timeout(now),
             Input::Media(input) => self.media(now, input),
+            Input::Resolved { sid, result } => self.resolved(now, sid, result),
             Input::LoopTurn { started, backlog } => self.loop_turn(started, now, backlog),
         }
     }

@@ -476,6 +476,17 @@ impl Peer {
         self.drain_transactions(now);
     }
 
+    /// DNS answered for a phone's request to another domain (`crate::outbound`).
+    fn resolved(
+        &mut self,
+        now: Instant,
+        sid: crate::sip::transaction::ServerTxId,
+        result: Result<Vec<crate::outbound::Target>, crate::outbound::ResolveError>,
+    ) {
+        self.proxy.external_resolved(now, &mut self.transactions, sid, result);
+        self.drain_transactions(now);
+    }
+
     /// The deadline of [`Peer::poll_timeout`] has come.
     fn timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);

@@ -146,6 +146,13 @@ impl Proxy {
                     return Ok(Targets::Send(vec![(ruri.clone(), to)]));
                 }
             }
+            // A local phone's request in a dialog we Record-Routed toward another domain
+            // (`outbound`): the far side's route leads.
+            if !from_overlay && !node_route && !popped.tokens.is_empty() {
+                if let Uri::Sip(next) = &route.uri {
+                    return self.external_targets(next, &ruri);
+                }
+            }
             self.status.next_hops_refused += 1;
             return Err(unreachable_route());
         }
@@ -173,6 +180,11 @@ impl Proxy {
             if let Some(to) = self.endpoint_for(&ruri, now, true) {
                 return Ok(Targets::Send(vec![(ruri.clone(), to)]));
             }
+            // In a dialog we Record-Routed toward another domain whose far end put no route
+            // of its own: its Contact is the next hop (`outbound`).
+            if !from_overlay && !popped.tokens.is_empty() {
+                return self.external_targets(sip, &ruri);
+            }
             self.status.next_hops_refused += 1;
             return Err(if from_overlay {
                 Rejection::new(403, "Forbidden (not a phone this node serves)")
@@ -181,6 +193,11 @@ impl Proxy {
             });
         }
         if sip.user.is_some() {
+            // Another SIP domain: our phones reach it through DNS (RFC 3263, `outbound`); no
+            // node relays there for others.
+            if !from_overlay {
+                return self.external_targets(sip, &ruri);
+            }
             return Err(Rejection::new(404, "Not Found (not an overlay domain)"));
         }
         Err(Rejection::new(404, "Not Found"))
@@ -238,6 +255,7 @@ impl Proxy {
             parked: None,
             from_listener: from.listener,
             cached: None,
+            external: None,
         };
         let targets = match targets {
             Targets::Send(targets)
@@ -251,6 +269,17 @@ impl Proxy {
                 targets
             }
             Targets::Send(targets) => targets,
+            Targets::External { uri, to, alternates } => {
+                ctx.external = Some(alternates);
+                self.status.external_requests += 1;
+                vec![(uri, to)]
+            }
+            Targets::Resolve(uri) => {
+                debug!(host = %uri.host, "another domain; asking DNS (RFC 3263)");
+                self.park_for_dns(id, &mut ctx, uri);
+                self.contexts.insert(id, ctx);
+                return Ok(Forwarded::Parked);
+            }
             Targets::AskOverlay(aor) => {
                 debug!(%aor, "target not served here; fetching its registration from the overlay");
                 ctx.parked = Some(aor.clone());
@@ -280,8 +309,9 @@ impl Proxy {
         targets: Vec<(Uri, Endpoint)>,
     ) {
         let method = req.method().cloned().unwrap_or(Method::Options);
+        let external = ctx.external.is_some();
         for (uri, to) in targets {
-            let copy = self.prepare(now, req, &method, uri, ctx.from_listener, to);
+            let copy = self.prepare(now, req, &method, uri, ctx.from_listener, to, external);
             let client = tl.send_request(now, copy, to, to.transport.is_reliable());
             self.branches.insert(client, id);
             if method == Method::Invite {
@@ -357,7 +387,9 @@ impl Proxy {
         self.contexts.insert(id, ctx);
     }
 
-    /// The copy of `req` for one branch (§16.6 steps 1–8).
+    /// The copy of `req` for one branch (§16.6 steps 1–8). `external`: it leaves for another
+    /// SIP domain (`outbound`), which gets neither the media anchor's part nor our signature.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn prepare(
         &mut self,
         now: Instant,
@@ -366,6 +398,7 @@ impl Proxy {
         uri: Uri,
         from: Listener,
         to: Endpoint,
+        external: bool,
     ) -> Message {
         let mut copy = req.clone();
         // Step 2: the target becomes the Request-URI.
@@ -408,10 +441,16 @@ impl Proxy {
         }
         // The media anchor's ICE part goes in before the caller's signature, which covers the
         // body.
-        self.anchor_toward_overlay(now, from, to.listener, &mut copy);
+        if !external {
+            self.anchor_toward_overlay(now, from, to.listener, &mut copy);
+        }
         // Who is calling: signed when our phone's call leaves for another node; the proof is
         // for nodes, never shown to a phone.
-        if to.listener == Listener::Overlay && from == Listener::Proxy && super::identity::needs_identity(&copy) {
+        if !external
+            && to.listener == Listener::Overlay
+            && from == Listener::Proxy
+            && super::identity::needs_identity(&copy)
+        {
             if let Some(c) = &self.callers {
                 c.sign(now, &mut copy);
             }
@@ -491,10 +530,15 @@ impl Proxy {
                     if let Err(r) = self.anchor_toward_phone(now, from.listener, to.listener, &mut req) {
                         debug!(status = r.status, "ACK's body refused by the media anchor");
                     }
-                    let copy = self.prepare(now, &req, &Method::Ack, uri, from.listener, to);
+                    let copy = self.prepare(now, &req, &Method::Ack, uri, from.listener, to, false);
                     tl.send_stateless(to, &copy);
                 }
             }
+            Ok(Targets::External { uri, to, .. }) => {
+                let copy = self.prepare(now, &req, &Method::Ack, uri, from.listener, to, true);
+                tl.send_stateless(to, &copy);
+            }
+            Ok(Targets::Resolve(uri)) => debug!(host = %uri.host, "ACK for a host DNS must name; dropped"),
             Ok(Targets::AskOverlay(aor)) => debug!(%aor, "ACK for an AoR not served here; dropped"),
             Err(r) => debug!(status = r.status, "ACK not forwarded"),
         }
@@ -598,7 +642,7 @@ impl Proxy {
         }
         // Sent on the buddy cache and not taken there: looked up after all (`cached`).
         let best = ctx.best.as_ref().and_then(Message::status);
-        if self.cache_fallback(sid, &mut ctx, best) {
+        if self.cache_fallback(sid, &mut ctx, best) || self.external_fallback(now, tl, sid, &mut ctx, best) {
             self.contexts.insert(sid, ctx);
             return;
         }
@@ -660,6 +704,15 @@ pub(super) enum Forwarded {
 /// Where a request goes (§16.5).
 pub(super) enum Targets {
     Send(Vec<(Uri, Endpoint)>),
+    /// Another SIP domain's server (`outbound`): the first target, and the ones to try after it
+    /// (RFC 3263 §4.3).
+    External {
+        uri: Uri,
+        to: Endpoint,
+        alternates: Vec<Endpoint>,
+    },
+    /// Another SIP domain whose server DNS must name first.
+    Resolve(crate::sip::uri::SipUri),
     /// An AoR of our domain that nobody here serves: its registration record decides.
     AskOverlay(String),
 }

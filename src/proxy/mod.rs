@@ -42,6 +42,7 @@ mod forward;
 pub mod identity;
 mod media;
 pub mod offline;
+pub mod outbound;
 mod ping;
 mod register;
 pub mod registrar;
@@ -183,6 +184,12 @@ pub struct ProxyStatus {
     pub clients_lost: u64,
     /// MESSAGEs from our phones that found nobody and went to the recipient's mailbox.
     pub sent_to_mailbox: u64,
+    /// Requests from our phones sent to other SIP domains (RFC 3263).
+    pub external_requests: u64,
+    /// Of those, sent on to the next target after one timed out or answered 503.
+    pub external_failovers: u64,
+    /// Requests for other domains DNS named no server for.
+    pub dns_failures: u64,
     /// Requests sent on the buddy cache that failed and were looked up after all.
     pub cache_fallbacks: u64,
 }
@@ -219,6 +226,8 @@ struct Context {
     /// Sent on the buddy cache's contacts for this AoR (`cached`), and by when the buddy's
     /// node must have answered something.
     cached: Option<(String, Instant)>,
+    /// Sent to another SIP domain (`outbound`): the targets left to try.
+    external: Option<Vec<Endpoint>>,
 }
 
 #[derive(Debug)]
@@ -268,6 +277,8 @@ pub struct Proxy {
     offline: Vec<offline::OfflineRequest>,
     /// Buddies whose cached contacts failed (`cached`), for the peer.
     cache_misses: Vec<String>,
+    /// Requests for other domains waiting for DNS (`outbound`), for the peer's driver.
+    resolutions: Vec<outbound::ResolveRequest>,
 }
 
 impl Proxy {
@@ -298,6 +309,7 @@ impl Proxy {
             offline_on: false,
             offline: Vec::new(),
             cache_misses: Vec::new(),
+            resolutions: Vec::new(),
         }
     }
 

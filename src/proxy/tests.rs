@@ -34,6 +34,19 @@ fn phone(port: u16) -> Endpoint {
     }
 }
 
+/// [`send`], keeping the peer's events too.
+fn send_collecting(
+    p: &mut Peer,
+    now: Instant,
+    from: Endpoint,
+    text: String,
+) -> (Vec<(Endpoint, Message)>, Vec<crate::peer::PeerEvent>) {
+    p.handle_input(now, Input::receive(from, Bytes::from(text)));
+    let (mut sent, mut events) = (Vec::new(), Vec::new());
+    p.drain(|t| sent.push((t.to, parse(t.data).unwrap())), |e| events.push(e));
+    (sent, events)
+}
+
 fn send(p: &mut Peer, now: Instant, from: Endpoint, text: String) -> Vec<(Endpoint, Message)> {
     p.handle_input(now, Input::receive(from, Bytes::from(text)));
     drain(p)
@@ -242,11 +255,20 @@ fn statuses_for_unknown_offline_foreign_and_overlay_side() {
     assert_eq!(status(&mut p, phone(6000), request_text("MESSAGE", "nobody", "z9hG4bKm1", 6000)), Some(404));
     // Carol has an account but no phone registered: temporarily unavailable.
     assert_eq!(status(&mut p, phone(6000), request_text("MESSAGE", "carol", "z9hG4bKm2", 6000)), Some(480));
+    // Another domain is asked of DNS (`outbound`); one DNS knows nothing of is 404.
     let foreign = request_text("MESSAGE", "bob", "z9hG4bKm3", 6000).replace("bob@p2p.test SIP", "bob@example.com SIP");
-    let out = send(&mut p, now, phone(6000), foreign);
+    let (out, resolve) = send_collecting(&mut p, now, phone(6000), foreign);
+    assert!(out.iter().all(|(_, m)| m.status().is_none_or(|s| s < 200)), "{out:?}");
+    let [crate::peer::PeerEvent::Resolve(r)] = resolve.as_slice() else { panic!("{resolve:?}") };
+    assert_eq!(r.uri.host.to_string(), "example.com");
+    let result = Err(crate::outbound::ResolveError::NotFound("example.com".into()));
+    p.handle_input(now, Input::Resolved { sid: r.sid, result });
+    let out = drain(&mut p);
     assert_eq!(out[0].1.status(), Some(404));
     assert!(
-        matches!(&out[0].1.start, crate::sip::StartLine::Response(s) if s.reason.contains("not an overlay domain"))
+        matches!(&out[0].1.start, crate::sip::StartLine::Response(s) if s.reason.contains("no SIP server found")),
+        "{:?}",
+        out[0].1.start
     );
     // From the overlay side, a request for a phone's address that is not registered here
     // is refused, never relayed.
@@ -774,4 +796,43 @@ fn a_buddys_cached_node_that_stays_silent_or_refuses_falls_back_to_a_lookup_unse
     assert_eq!(proxy.poll_lookup(), Some((id, "sip:dave@p2p.test".to_owned())));
     let finals: Vec<u16> = sent(&mut tl).iter().filter_map(|(_, m)| m.status()).filter(|c| *c >= 200).collect();
     assert!(finals.is_empty(), "the phone heard nothing final: {finals:?}");
+}
+
+/// A phone's INVITE to another domain (`outbound`): the targets DNS gave are tried in order
+/// from the overlay listener, the first's 503 sends it to the second (RFC 3263 §4.3), with our
+/// two Record-Routes and neither the media anchor's part nor our signature; the phone sees
+/// only the 200.
+#[test]
+fn another_domain_s_targets_are_tried_in_order_with_our_record_routes() {
+    use crate::outbound::Target;
+    let far = |remote| Endpoint { listener: Listener::Overlay, transport: Transport::Udp, remote, conn: None };
+    let (mut p, now) = peer();
+    caller_registered(&mut p, now);
+    let invite = request_text("INVITE", "carol", "z9hG4bKx1", 6000).replace("carol@p2p.test", "carol@example.com");
+    let (_, events) = send_collecting(&mut p, now, phone(6000), invite);
+    let [crate::peer::PeerEvent::Resolve(r)] = events.as_slice() else { panic!("{events:?}") };
+    let first: std::net::SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    let second: std::net::SocketAddr = "192.0.2.11:5070".parse().unwrap();
+    let result =
+        Ok(vec![Target { transport: Transport::Udp, addr: first }, Target { transport: Transport::Udp, addr: second }]);
+    p.handle_input(now, Input::Resolved { sid: r.sid, result });
+    let out = drain(&mut p);
+    let sent: Vec<_> = out.iter().filter(|(_, m)| m.method().is_some()).collect();
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let (to, copy) = sent[0];
+    assert_eq!((to.listener, to.remote), (Listener::Overlay, first));
+    assert_eq!(copy.headers.get_all(&HeaderName::RecordRoute).count(), 2, "both faces Record-Routed");
+    assert!(copy.headers.get(&HeaderName::other("Identity")).is_none(), "no node signature for another domain");
+    assert!(!String::from_utf8_lossy(&copy.body).contains("trickle-ice"), "no ICE part for another domain");
+    let copy = copy.clone();
+    let out = send(&mut p, now, far(first), answer(&copy, 503, "Busy Here", "s1"));
+    let retried: Vec<_> = out.iter().filter(|(_, m)| m.method() == Some(&crate::sip::Method::Invite)).collect();
+    assert_eq!(retried.len(), 1, "{out:?}");
+    assert_eq!(retried[0].0.remote, second);
+    assert!(out.iter().all(|(to, m)| !(to.listener == Listener::Proxy && m.status() == Some(500))), "{out:?}");
+    let copy = retried[0].1.clone();
+    let out = send(&mut p, now, far(second), answer(&copy, 200, "OK", "s2"));
+    let to_phone: Vec<_> = out.iter().filter(|(to, _)| to.listener == Listener::Proxy).collect();
+    assert_eq!(to_phone.iter().filter_map(|(_, m)| m.status()).collect::<Vec<_>>(), vec![200]);
+    assert_eq!(p.proxy_status().external_failovers, 1);
 }

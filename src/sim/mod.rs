@@ -411,8 +411,8 @@ impl Sim {
                     continue;
                 }
                 // Simulated nodes are all reachable peers: no dial-back is asked; they have no
-                // mailbox.
-                PeerEvent::Role(_) | PeerEvent::Delivered(_) => continue,
+                // mailbox and no phones calling other domains.
+                PeerEvent::Role(_) | PeerEvent::Delivered(_) | PeerEvent::Resolve(_) => continue,
             };
             match event {
                 Event::Joined { .. } => {

@@ -16,6 +16,7 @@
 //! - [`stun`]: the overlay port answering a real STUN client.
 //! - [`nat`]: nodes in network namespaces behind nftables NATs: peers, clients, port forwards.
 //! - [`media`]: calls between real phones through real NATs, their media anchored by the nodes.
+//! - [`outbound`]: calls and messages to an ordinary SIP domain through DNS (dnsmasq) and Kamailio.
 //! - [`web`]: the web page in headless Chromium, `/metrics`, the token that stops a node.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
@@ -30,6 +31,7 @@ mod mailbox;
 mod media;
 mod module_cycles;
 mod nat;
+mod outbound;
 mod presence;
 mod proxy_baresip;
 mod proxy_overlay;

@@ -68,6 +68,8 @@ use crate::overlay::ChordConfig;
 /// remote_expires_secs = 600    # our subscriptions to buddies' nodes (a dead node is seen within this)
 /// retry_min_secs = 30          # first wait before trying an unreachable buddy again (doubling)
 /// retry_max_secs = 300         # the longest wait
+/// [dns]                        # calls to other SIP domains (RFC 3263)
+/// servers = ["192.0.2.53:53"]  # name servers to ask; none: the system's (/etc/resolv.conf)
 /// ```
 /// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +108,16 @@ pub struct Config {
     pub media: MediaSettings,
     /// Presence (`[presence]`).
     pub presence: PresenceSettings,
+    /// DNS for calls to other SIP domains (`[dns]`).
+    pub dns: DnsSettings,
+}
+
+/// The `[dns]` table: where the names of other SIP domains are asked (RFC 3263).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSettings {
+    /// Name servers (address and port), asked over UDP and TCP; empty: the system's.
+    pub servers: Vec<SocketAddr>,
 }
 
 /// The `[presence]` table.
@@ -579,6 +591,7 @@ impl Default for Config {
             role: crate::nat::reachability::RoleChoice::Auto,
             media: MediaSettings::default(),
             presence: PresenceSettings::default(),
+            dns: DnsSettings::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -114,6 +115,10 @@ pub(crate) struct EventLoop {
     fatal: Option<DaemonError>,
     /// The media anchor's sockets.
     media: MediaSockets,
+    /// DNS for requests to other SIP domains (`None`: it could not start; they get 404).
+    dns: Option<Arc<hickory_resolver::TokioResolver>>,
+    resolved_tx: mpsc::Sender<super::dns::Resolved>,
+    resolved: mpsc::Receiver<super::dns::Resolved>,
 }
 
 impl EventLoop {
@@ -123,8 +128,10 @@ impl EventLoop {
         info: NodeInfo,
         queries: mpsc::Receiver<Query>,
         media_first_port: u16,
+        dns: Option<Arc<hickory_resolver::TokioResolver>>,
     ) -> EventLoop {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (resolved_tx, resolved) = mpsc::channel(EVENT_QUEUE);
         EventLoop {
             peer,
             listeners,
@@ -142,6 +149,9 @@ impl EventLoop {
             warned: BTreeMap::new(),
             fatal: None,
             media: MediaSockets::new(media_first_port),
+            dns,
+            resolved_tx,
+            resolved,
         }
     }
 
@@ -215,6 +225,9 @@ impl EventLoop {
                     (t, self.media_burst().await)
                 }
                 Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), InputBacklog::NotRead),
+                Some((sid, result)) = self.resolved.recv() => {
+                    (timed(|| self.peer.handle_input(Instant::now(), Input::Resolved { sid, result })), InputBacklog::NotRead)
+                }
                 () = &mut sleep, if deadline.is_some() => {
                     (timed(|| self.peer.handle_input(Instant::now(), Input::Timeout)), InputBacklog::NotRead)
                 }
@@ -294,6 +307,7 @@ impl EventLoop {
                         warn!(error = %e, "could not keep the delivery log; a restart may deliver this message again");
                     }
                 }
+                Output::Event(PeerEvent::Resolve(request)) => self.on_resolve(request),
                 Output::Media(m) => self.on_media(m),
                 Output::Timeout(at) => return at,
             }
@@ -544,6 +558,19 @@ impl EventLoop {
         let (outgoing, rx) = mpsc::channel(OUTGOING_QUEUE);
         self.connections.insert(id, Connection { listener, remote, outgoing });
         (id, rx)
+    }
+
+    /// A phone's request for another SIP domain: DNS is asked on a task of its own, and the
+    /// targets come back through `resolved`.
+    fn on_resolve(&mut self, request: crate::proxy::outbound::ResolveRequest) {
+        let Some(resolver) = self.dns.clone() else {
+            let host = request.uri.host.to_string();
+            let failed = (request.sid, Err(crate::outbound::ResolveError::NotFound(host)));
+            self.peer.handle_input(Instant::now(), Input::Resolved { sid: failed.0, result: failed.1 });
+            return;
+        };
+        let seed = crate::daemon::random_u64();
+        tokio::spawn(super::dns::resolve(resolver, request, seed, self.resolved_tx.clone()));
     }
 
     fn status(&self) -> Status {

@@ -12,6 +12,7 @@
 
 pub mod config;
 mod connection;
+mod dns;
 pub(crate) mod event_loop;
 mod listeners;
 mod media;
@@ -127,7 +128,16 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
         stun_servers: config.nat.stun.clone(),
         turn_servers: config.nat.turn.iter().map(|t| t.uri.clone()).collect(),
     };
-    let ran = EventLoop::new(peer, listeners, info, query_rx, media_first_port).run(shutdown).instrument(span).await;
+    // Calls to other SIP domains ask DNS (RFC 3263); without a resolver they get 404.
+    let dns = match dns::resolver(&config.dns.servers) {
+        Ok(r) => Some(std::sync::Arc::new(r)),
+        Err(e) => {
+            span.in_scope(|| warn!(error = %e, "no DNS: calls to other SIP domains will fail"));
+            None
+        }
+    };
+    let ran =
+        EventLoop::new(peer, listeners, info, query_rx, media_first_port, dns).run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.

@@ -51,6 +51,10 @@ pub enum PeerEvent {
     /// An offline message reached one of our user's phones: the driver keeps the entry in the
     /// delivery log (`crate::mailbox::log`).
     Delivered(crate::mailbox::Delivered),
+    /// A phone's request for another SIP domain waits for DNS: the driver resolves the URI
+    /// (`crate::outbound::Resolution`) and hands the targets back as
+    /// [`super::Input::Resolved`].
+    Resolve(crate::proxy::outbound::ResolveRequest),
 }
 
 impl Peer {
@@ -100,6 +104,9 @@ impl Peer {
     }
 
     pub(super) fn poll_event(&mut self) -> Option<PeerEvent> {
+        if let Some(r) = self.proxy.poll_resolution() {
+            return Some(PeerEvent::Resolve(r));
+        }
         self.events.pop_front()
     }
 

@@ -21,6 +21,8 @@ struct Setup {
     outbound: String,
     /// The presence module, publishing and watching its contacts.
     presence: bool,
+    /// Its domain, when not the overlay's `p2p.test`.
+    domain: Option<&'static str>,
 }
 
 /// One headless baresip, driven through its stdin, logging to a file.
@@ -76,8 +78,21 @@ impl Phone {
         listen: SocketAddr,
         buddies: &[&str],
     ) -> Phone {
-        let setup = Setup { outbound: format!("sip:{proxy}"), presence: true };
+        let setup = Setup { outbound: format!("sip:{proxy}"), presence: true, ..Setup::default() };
         Phone::launch(None, name, password, &setup, listen, buddies)
+    }
+
+    /// [`Phone::start`] as a user of another SIP `domain`, registered with that domain's own
+    /// server at `proxy` (not a p2psip node).
+    pub(crate) fn start_in_domain(
+        name: &'static str,
+        password: &str,
+        domain: &'static str,
+        proxy: SocketAddr,
+        listen: SocketAddr,
+    ) -> Phone {
+        let setup = Setup { outbound: format!("sip:{proxy}"), domain: Some(domain), ..Setup::default() };
+        Phone::launch(None, name, password, &setup, listen, &[])
     }
 
     /// [`Phone::start`] inside network namespace `ns` (`ip netns exec` execs baresip: the PID
@@ -118,8 +133,9 @@ impl Phone {
             modules = module_path(),
         );
         std::fs::write(dir.path().join("config"), config).expect("write config");
+        let domain = setup.domain.unwrap_or("p2p.test");
         let account = format!(
-            "<sip:{name}@p2p.test>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"{outbound}\";\
+            "<sip:{name}@{domain}>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"{outbound}\";\
              auth_user={name};auth_pass={password}{pubint}\n"
         );
         std::fs::write(dir.path().join("accounts"), account).expect("write accounts");
