@@ -29,6 +29,7 @@ pub mod cli;
 // The one module allowed to read the clock (clippy.toml's sans-IO list).
 #[allow(clippy::disallowed_methods)]
 pub mod daemon;
+pub mod discovery;
 pub mod encoding;
 pub mod enrollment;
 pub mod histogram;

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let quiet = matches!(args.command, Command::Sim(_));
     init_logging(args.verbose, quiet);
     let result = match args.command {
-        Command::Node(a) => node(a),
+        Command::Node(a) => node(*a),
         Command::Status(a) => status(a),
         Command::Doctor(a) => doctor(a),
         Command::Lookup(a) => lookup(a),

@@ -67,7 +67,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     Status(StatusArgs),
     Doctor(DoctorArgs),
     Lookup(LookupArgs),

@@ -56,9 +56,16 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
 
-    /// A node (its overlay address) to join the overlay through; repeat for several
+    /// A node (its overlay address) to join the overlay through; repeat for several. Without
+    /// any, the node first looks for nodes of its overlay on the local network (mDNS,
+    /// _p2psip._udp.local) and joins them, or starts a ring of its own if it hears none
     #[arg(long, value_name = "ADDR")]
     pub join: Vec<SocketAddr>,
+
+    /// Neither announce this node on the local network nor look for others there (mDNS);
+    /// without --join, it then starts a ring of its own at once
+    #[arg(long)]
+    pub no_mdns: bool,
 
     /// The overlay address other nodes reach this one at, from which its Node ID derives.
     /// Only needed when --listen is a wildcard (0.0.0.0): then it defaults to the local IP
@@ -115,6 +122,7 @@ impl NodeArgs {
             advertise: self.advertise,
             stun: self.stun.clone(),
             role: self.role.as_deref().and_then(|r| r.parse().ok()),
+            no_mdns: self.no_mdns,
             turn: self
                 .turn
                 .iter()

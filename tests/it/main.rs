@@ -16,6 +16,7 @@
 //! - [`stun`]: the overlay port answering a real STUN client.
 //! - [`nat`]: nodes in network namespaces behind nftables NATs: peers, clients, port forwards.
 //! - [`media`]: calls between real phones through real NATs, their media anchored by the nodes.
+//! - [`lan`]: nodes on one bridge in network namespaces finding each other by mDNS.
 //! - [`outbound`]: calls and messages to an ordinary SIP domain through DNS (dnsmasq) and Kamailio.
 //! - [`web`]: the web page in headless Chromium, `/metrics`, the token that stops a node.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
@@ -26,6 +27,7 @@ mod demo;
 mod enrollment;
 mod framing_agreement;
 mod fuzz_corpus;
+mod lan;
 mod live_rfc4475;
 mod mailbox;
 mod media;

@@ -61,6 +61,9 @@ pub struct Status {
     pub clients: usize,
     /// TCP connection limits and deadlines: what they refused and closed.
     pub tcp: crate::daemon::node::event_loop::TcpCounters,
+    /// The node on its local network (mDNS); `null` when it is not announced there
+    /// (`--no-mdns`, or a loopback address).
+    pub mdns: Option<MdnsStatus>,
     /// Calls whose media this node anchors now (`crate::media::anchor`).
     pub calls: Vec<crate::media::anchor::CallStatus>,
     /// The media anchor's sockets open now; `null` with the anchor off.
@@ -243,4 +246,16 @@ impl IdentityStatus {
             config_sequence: enrolled.config.sequence,
         }
     }
+}
+
+/// `"mdns"` in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct MdnsStatus {
+    /// Started without `--join`, it is still listening for nodes of its overlay before it
+    /// joins them or starts the ring.
+    pub deciding: bool,
+    /// Nodes of our overlay heard while deciding.
+    pub heard: usize,
+    /// Its announcement says it is on a ring.
+    pub on_ring: bool,
 }

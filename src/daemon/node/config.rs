@@ -71,7 +71,8 @@ use crate::overlay::ChordConfig;
 /// [dns]                        # calls to other SIP domains (RFC 3263)
 /// servers = ["192.0.2.53:53"]  # name servers to ask; none: the system's (/etc/resolv.conf)
 /// ```
-/// and at the top level `role = "auto"` (`peer`, `client`): see `--role`.
+/// and at the top level `role = "auto"` (`peer`, `client`): see `--role`; `mdns = true`
+/// (`false`: `--no-mdns`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -110,6 +111,9 @@ pub struct Config {
     pub presence: PresenceSettings,
     /// DNS for calls to other SIP domains (`[dns]`).
     pub dns: DnsSettings,
+    /// Announce the node on the local network and, without `join`, look for nodes of its
+    /// overlay there first (mDNS, `crate::discovery`).
+    pub mdns: bool,
 }
 
 /// The `[dns]` table: where the names of other SIP domains are asked (RFC 3263).
@@ -592,6 +596,7 @@ impl Default for Config {
             media: MediaSettings::default(),
             presence: PresenceSettings::default(),
             dns: DnsSettings::default(),
+            mdns: true,
         }
     }
 }
@@ -621,6 +626,8 @@ pub struct Overrides {
     pub turn: Vec<crate::nat::turn::TurnServer>,
     /// `--role`.
     pub role: Option<crate::nat::reachability::RoleChoice>,
+    /// `--no-mdns`: sets `mdns = false`.
+    pub no_mdns: bool,
 }
 
 /// Why the settings could not be used; one line, naming the file or key.
@@ -700,6 +707,9 @@ impl Config {
         }
         if !o.join.is_empty() {
             self.join = o.join;
+        }
+        if o.no_mdns {
+            self.mdns = false;
         }
         if let Some(d) = o.domain {
             self.domain = d;

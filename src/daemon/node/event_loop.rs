@@ -119,6 +119,10 @@ pub(crate) struct EventLoop {
     dns: Option<Arc<hickory_resolver::TokioResolver>>,
     resolved_tx: mpsc::Sender<super::dns::Resolved>,
     resolved: mpsc::Receiver<super::dns::Resolved>,
+    /// The node's mDNS announcement and what it hears on the LAN.
+    lan: Option<super::mdns::Lan>,
+    /// Started without `--join`: whether to join nodes heard on the LAN or start the ring.
+    lan_join: Option<crate::discovery::LanJoin>,
 }
 
 impl EventLoop {
@@ -152,7 +156,37 @@ impl EventLoop {
             dns,
             resolved_tx,
             resolved,
+            lan: None,
+            lan_join: None,
         }
+    }
+
+    /// Announces the node on the LAN; with `deciding`, a node started without `--join`, it
+    /// first listens there for nodes of its overlay (`crate::discovery`).
+    pub(crate) fn with_lan(mut self, lan: super::mdns::Lan, deciding: Option<crate::discovery::LanJoin>) -> EventLoop {
+        self.lan = Some(lan);
+        self.lan_join = deciding;
+        self
+    }
+
+    /// Acts on the LAN decision once it is taken: join the nodes heard, or be the ring.
+    fn lan_step(&mut self) -> Option<Instant> {
+        let join = self.lan_join.as_mut()?;
+        match join.decide(Instant::now()) {
+            crate::discovery::Decision::Wait(at) => return Some(at),
+            crate::discovery::Decision::Join(nodes) => {
+                info!(join = ?nodes, "joining the overlay through nodes found on the local network (mDNS)");
+                self.peer.join(Instant::now(), nodes);
+            }
+            crate::discovery::Decision::StartRing => {
+                info!("no node of this overlay on the local network (mDNS): this node starts the ring");
+                if let Some(lan) = self.lan.as_mut() {
+                    lan.set_on_ring();
+                }
+            }
+        }
+        self.lan_join = None;
+        None
     }
 
     fn accepting(&self, listener: Listener) -> bool {
@@ -183,7 +217,8 @@ impl EventLoop {
         loop {
             // A paused accept wakes the loop when the pause ends.
             let resume = self.accept_paused.iter().flatten().min().copied();
-            let deadline = [wake, resume].into_iter().flatten().min();
+            let decide = self.lan_step();
+            let deadline = [wake, resume, decide].into_iter().flatten().min();
             if let Some(at) = deadline {
                 sleep.as_mut().reset(at.into());
             }
@@ -225,6 +260,7 @@ impl EventLoop {
                     (t, self.media_burst().await)
                 }
                 Some(query) = self.queries.recv() => (timed(|| self.on_query(query)), InputBacklog::NotRead),
+                Some(event) = next_lan(&mut self.lan) => (timed(|| self.on_lan(event)), InputBacklog::NotRead),
                 Some((sid, result)) = self.resolved.recv() => {
                     (timed(|| self.peer.handle_input(Instant::now(), Input::Resolved { sid, result })), InputBacklog::NotRead)
                 }
@@ -240,6 +276,9 @@ impl EventLoop {
             }
         }
         self.leave(&mut overlay_buf).await;
+        if let Some(lan) = self.lan.take() {
+            lan.stop();
+        }
         self.fatal.take().map_or(Ok(()), Err)
     }
 
@@ -363,7 +402,25 @@ impl EventLoop {
                     let _ = reply.send(answer);
                 }
             }
+            Event::Joined { .. } => {
+                if let Some(lan) = self.lan.as_mut() {
+                    lan.set_on_ring();
+                }
+                debug!(event = ?event, "overlay event");
+            }
             other => debug!(event = ?other, "overlay event"),
+        }
+    }
+
+    /// What mDNS heard: counted toward the LAN decision while it is open.
+    fn on_lan(&mut self, event: super::mdns::LanEvent) {
+        let Some(join) = self.lan_join.as_mut() else { return };
+        match event {
+            super::mdns::LanEvent::Heard(h) => {
+                debug!(addr = %h.addr, on_ring = h.on_ring, "node of this overlay heard on the LAN");
+                join.heard(h);
+            }
+            super::mdns::LanEvent::Gone(id) => join.gone(id),
         }
     }
 
@@ -604,10 +661,23 @@ impl EventLoop {
             clients: self.peer.proxy_status().clients,
             tcp_connections: self.connections.len(),
             tcp: TcpCounters { open: self.connections.len(), ..self.tcp.clone() },
+            mdns: self.lan.as_ref().map(|lan| status::MdnsStatus {
+                deciding: self.lan_join.is_some(),
+                heard: self.lan_join.as_ref().map_or(0, crate::discovery::LanJoin::heard_count),
+                on_ring: lan.on_ring(),
+            }),
             calls: self.peer.proxy().anchor().map(|a| a.calls()).unwrap_or_default(),
             media_sockets: self.peer.proxy().anchor().map(|_| self.media.count()),
             media_relays: self.peer.proxy().anchor().map(crate::media::anchor::Anchor::relays_held),
         }
+    }
+}
+
+/// The next LAN event, or never when mDNS is off.
+async fn next_lan(lan: &mut Option<super::mdns::Lan>) -> Option<super::mdns::LanEvent> {
+    match lan {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -15,6 +15,7 @@ mod connection;
 mod dns;
 pub(crate) mod event_loop;
 mod listeners;
+mod mdns;
 mod media;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -99,6 +100,26 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
             peer.join(Instant::now(), bootstrap);
         }
     });
+    // The local network: announced there, and, without --join, asked first (mDNS).
+    let lan = match config.mdns && !node_addr.ip().is_loopback() {
+        true => {
+            match mdns::Lan::start(&config.overlay, peer.node_id(), peer.chord().config().id_hash, node_addr, false) {
+                Ok(lan) => {
+                    span.in_scope(|| {
+                        info!(service = crate::discovery::SERVICE_TYPE, "announced on the local network (mDNS)")
+                    });
+                    Some(lan)
+                }
+                Err(e) => {
+                    span.in_scope(|| warn!(error = %e, "not on the local network (mDNS)"));
+                    None
+                }
+            }
+        }
+        false => None,
+    };
+    let deciding = (lan.is_some() && config.join.iter().all(|a| *a == node_addr))
+        .then(|| crate::discovery::LanJoin::new(peer.node_id(), Instant::now()));
 
     let (query_tx, query_rx) = mpsc::channel(16);
     let (stop_http, http_stopped) = oneshot::channel();
@@ -136,8 +157,11 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
             None
         }
     };
-    let ran =
-        EventLoop::new(peer, listeners, info, query_rx, media_first_port, dns).run(shutdown).instrument(span).await;
+    let mut event_loop = EventLoop::new(peer, listeners, info, query_rx, media_first_port, dns);
+    if let Some(lan) = lan {
+        event_loop = event_loop.with_lan(lan, deciding);
+    }
+    let ran = event_loop.run(shutdown).instrument(span).await;
 
     let _ = stop_http.send(());
     // Open keep-alive connections may hold the server; they are cut when the runtime stops.
