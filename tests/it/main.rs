@@ -18,6 +18,7 @@
 //! - [`media`]: calls between real phones through real NATs, their media anchored by the nodes.
 //! - [`lan`]: nodes on one bridge in network namespaces finding each other by mDNS.
 //! - [`outbound`]: calls and messages to an ordinary SIP domain through DNS (dnsmasq) and Kamailio.
+//! - [`tutorial`]: `docs/tutorial.md` run as written: a server and two laptops behind NATs.
 //! - [`web`]: the web page in headless Chromium, `/metrics`, the token that stops a node.
 //! - [`common`]: the shared harness (processes by PID, free ports, the node, the CA, phones).
 
@@ -45,4 +46,5 @@ mod robustness;
 mod sipp_options;
 mod storage;
 mod stun;
+mod tutorial;
 mod web;

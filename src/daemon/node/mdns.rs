@@ -94,8 +94,9 @@ impl Lan {
         let host = format!("{instance}.local.");
         let txt = discovery::txt(&self.overlay, self.id, on_ring);
         let ip = if self.addr.ip().is_unspecified() { String::new() } else { self.addr.ip().to_string() };
-        let mut info = ServiceInfo::new(discovery::SERVICE_TYPE, &instance, &host, ip.as_str(), self.addr.port(), &txt[..])
-            .map_err(|e| format!("mDNS announcement: {e}"))?;
+        let mut info =
+            ServiceInfo::new(discovery::SERVICE_TYPE, &instance, &host, ip.as_str(), self.addr.port(), &txt[..])
+                .map_err(|e| format!("mDNS announcement: {e}"))?;
         if self.addr.ip().is_unspecified() {
             info = info.enable_addr_auto();
         }

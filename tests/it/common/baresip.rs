@@ -23,6 +23,10 @@ struct Setup {
     presence: bool,
     /// Its domain, when not the overlay's `p2p.test`.
     domain: Option<&'static str>,
+    /// The accounts file as given (the tutorial's), instead of one made from the arguments.
+    accounts: Option<String>,
+    /// The contacts file as given, instead of one made from the peers.
+    contacts: Option<String>,
 }
 
 /// One headless baresip, driven through its stdin, logging to a file.
@@ -95,6 +99,20 @@ impl Phone {
         Phone::launch(None, name, password, &setup, listen, &[])
     }
 
+    /// baresip inside namespace `ns` with the `accounts` and `contacts` files as given, SIP
+    /// on `listen` (the tutorial's settings, exactly as a user writes them).
+    pub(crate) fn start_with_files(
+        ns: Option<&str>,
+        name: &'static str,
+        accounts: &str,
+        contacts: &str,
+        listen: SocketAddr,
+    ) -> Phone {
+        let setup =
+            Setup { accounts: Some(accounts.to_owned()), contacts: Some(contacts.to_owned()), ..Setup::default() };
+        Phone::launch(ns, name, "", &setup, listen, &[])
+    }
+
     /// [`Phone::start`] inside network namespace `ns` (`ip netns exec` execs baresip: the PID
     /// is the phone's own).
     pub(crate) fn start_in(
@@ -138,8 +156,12 @@ impl Phone {
             "<sip:{name}@{domain}>;regint=600;answermode=auto;audio_codecs=pcmu;outbound=\"{outbound}\";\
              auth_user={name};auth_pass={password}{pubint}\n"
         );
+        let account = setup.accounts.clone().unwrap_or(account);
         std::fs::write(dir.path().join("accounts"), account).expect("write accounts");
-        let contacts: String = peers.iter().map(|p| format!("\"{p}\" <{p}>{marker}\n")).collect();
+        let contacts: String = match &setup.contacts {
+            Some(c) => c.clone(),
+            None => peers.iter().map(|p| format!("\"{p}\" <{p}>{marker}\n")).collect(),
+        };
         std::fs::write(dir.path().join("contacts"), contacts).expect("write contacts");
         let log = dir.path().join("log");
         // Command output goes to stderr, events to stdout: one file for both, as a terminal.

@@ -32,7 +32,7 @@ fn chromium(profile: &Path, args: &[&str], url: &str) -> Option<String> {
         .expect("start chromium");
     let mut guard = ChildGuard::new(child);
     // Read stdout on a thread: a page larger than the pipe would block the browser.
-    let mut out = guard.child.stdout.take().expect("chromium's stdout");
+    let mut out = guard.take_stdout().expect("chromium's stdout");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut out, &mut text).ok().map(|_| text)

@@ -65,7 +65,19 @@ impl Linphone {
         listen: SocketAddr,
         rtp_port: u16,
     ) -> Linphone {
-        Linphone::launch(ns, name, password, proxy, listen, rtp_port, &[])
+        Linphone::launch(ns, name, &account_section(name, password, proxy), listen, rtp_port, &[])
+    }
+
+    /// Linphone inside namespace `ns` with `account` as the account part of its configuration
+    /// (the tutorial's `[auth_info_0]` and `[proxy_0]`, exactly as a user writes them).
+    pub(crate) fn start_with_account(
+        ns: Option<&str>,
+        name: &'static str,
+        account: &str,
+        listen: SocketAddr,
+        rtp_port: u16,
+    ) -> Linphone {
+        Linphone::launch(ns, name, account, listen, rtp_port, &[])
     }
 
     /// [`Linphone::start_in`] on the host with `friends` in its address book, each subscribed
@@ -78,14 +90,13 @@ impl Linphone {
         rtp_port: u16,
         friends: &[&str],
     ) -> Linphone {
-        Linphone::launch(None, name, password, proxy, listen, rtp_port, friends)
+        Linphone::launch(None, name, &account_section(name, password, proxy), listen, rtp_port, friends)
     }
 
     fn launch(
         ns: Option<&str>,
         name: &'static str,
-        password: &str,
-        proxy: SocketAddr,
+        account: &str,
         listen: SocketAddr,
         rtp_port: u16,
         friends: &[&str],
@@ -98,10 +109,7 @@ impl Linphone {
             &config,
             format!(
                 "[sip]\nsip_port={port}\nsip_tcp_port=-1\nsip_tls_port=-1\nbind_address={ip}\ndefault_proxy=0\n\
-                 [rtp]\naudio_rtp_port={rtp_port}\n[sound]\nechocancellation=0\n\
-                 [auth_info_0]\nusername={name}\npasswd={password}\nrealm=p2p.test\ndomain=p2p.test\n\
-                 [proxy_0]\nreg_proxy=<sip:{proxy}>\nreg_route=<sip:{proxy};lr>\nreg_identity=<sip:{name}@p2p.test>\n\
-                 reg_expires=600\nreg_sendregister=1\npublish=0\n{friends}",
+                 [rtp]\naudio_rtp_port={rtp_port}\n[sound]\nechocancellation=0\n{account}\n{friends}",
                 port = listen.port(),
                 ip = listen.ip(),
                 friends = friends
@@ -210,4 +218,13 @@ impl Linphone {
             .skip(1)
             .fold((0, 0, 0), |(r, s, x), block| (r + 1, s + count(block, "sent  "), x + count(block, "received  ")))
     }
+}
+
+/// The account part of a Linphone configuration: `name` registering with `proxy` in `p2p.test`.
+fn account_section(name: &str, password: &str, proxy: SocketAddr) -> String {
+    format!(
+        "[auth_info_0]\nusername={name}\npasswd={password}\nrealm=p2p.test\ndomain=p2p.test\n\
+         [proxy_0]\nreg_proxy=<sip:{proxy}>\nreg_route=<sip:{proxy};lr>\nreg_identity=<sip:{name}@p2p.test>\n\
+         reg_expires=600\nreg_sendregister=1\npublish=0\n"
+    )
 }

@@ -132,6 +132,11 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The child's stdout, when it was spawned with `Stdio::piped()`.
+    pub(crate) fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// The child's stdin, when it was spawned with `Stdio::piped()`.
     pub(crate) fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
         self.child.stdin.take()
