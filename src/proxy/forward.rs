@@ -371,12 +371,8 @@ impl Proxy {
                 None => (404, "Not Found"),
                 Some(_) => (480, "Temporarily Unavailable"),
             };
-            ctx.final_sent = true;
-            let tag = self.tag();
-            let mut resp = ctx.request.make_response(code, reason, Some(&tag));
-            resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
             self.contexts.insert(id, ctx);
-            self.respond(now, tl, id, resp);
+            self.answer_with(now, tl, id, code, reason);
             return;
         }
         let mut req = ctx.request.clone();
@@ -385,6 +381,24 @@ impl Proxy {
         self.send_branches(now, tl, id, &mut ctx, &req, targets);
         self.status.requests_forwarded += 1;
         self.contexts.insert(id, ctx);
+    }
+
+    /// Ends request `sid` with a final response of our own (§16.7 step 6 aside: nothing was
+    /// forwarded, or what was is given up), carrying our `Server`.
+    pub(super) fn answer_with(
+        &mut self,
+        now: Instant,
+        tl: &mut TransactionLayer<Endpoint>,
+        sid: ServerTxId,
+        status: u16,
+        reason: &str,
+    ) {
+        let tag = self.tag();
+        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
+        ctx.final_sent = true;
+        let mut resp = ctx.request.make_response(status, reason, Some(&tag));
+        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
+        self.respond(now, tl, sid, resp);
     }
 
     /// The copy of `req` for one branch (§16.6 steps 1–8). `external`: it leaves for another

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::media::anchor::{Anchor, AnchorEvent, AnchorIdentity, MediaInput, MediaOutput};
 use crate::sip::transaction::TransactionLayer;
 use crate::sip::validate::Rejection;
-use crate::sip::{Header, HeaderName, Message, Method};
+use crate::sip::{Message, Method};
 use crate::transport::{Endpoint, Listener};
 
 use super::Proxy;
@@ -78,13 +78,7 @@ impl Proxy {
                 .map(|(sid, _)| *sid);
             let Some(sid) = sid else { continue };
             self.cancel_branches(now, tl, sid, None);
-            let tag = self.tag();
-            let Some(ctx) = self.contexts.get_mut(&sid) else { continue };
-            ctx.final_sent = true;
-            let mut resp =
-                ctx.request.make_response(503, "Service Unavailable (no media path to the other node)", Some(&tag));
-            resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-            self.respond(now, tl, sid, resp);
+            self.answer_with(now, tl, sid, 503, "Service Unavailable (no media path to the other node)");
         }
     }
 

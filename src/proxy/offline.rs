@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{Context, Proxy};
 use crate::sip::transaction::{ServerTxId, TransactionLayer};
-use crate::sip::{Header, HeaderName, Message, Method, Uri};
+use crate::sip::{Message, Method, Uri};
 use crate::transport::{Endpoint, Listener};
 
 /// Marks a context parked for the mailbox rather than for a registration fetch.
@@ -102,11 +102,6 @@ impl Proxy {
             return;
         }
         ctx.parked = None;
-        ctx.final_sent = true;
-        let request = ctx.request.clone();
-        let tag = self.tag();
-        let mut resp = request.make_response(status, reason, Some(&tag));
-        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-        self.respond(now, tl, sid, resp);
+        self.answer_with(now, tl, sid, status, reason);
     }
 }

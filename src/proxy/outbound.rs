@@ -21,7 +21,7 @@ use crate::addr::next_hop_allowed;
 use crate::outbound::{Resolution, ResolveError, Target};
 use crate::sip::transaction::{ServerTxId, TransactionLayer};
 use crate::sip::uri::{SipUri, Uri};
-use crate::sip::{Header, HeaderName};
+use crate::sip::HeaderName;
 use crate::transport::{Endpoint, Listener};
 
 /// A request for another domain, waiting for DNS.
@@ -105,7 +105,7 @@ impl Proxy {
                 self.status.dns_failures += 1;
                 let r = refusal(&e);
                 self.contexts.insert(sid, ctx);
-                self.refuse_parked(now, tl, sid, r.status, &r.reason);
+                self.answer_with(now, tl, sid, r.status, &r.reason);
                 return;
             }
         };
@@ -113,7 +113,7 @@ impl Proxy {
         let Some(first) = hops.next() else {
             let r = self.refuse_hop();
             self.contexts.insert(sid, ctx);
-            self.refuse_parked(now, tl, sid, r.status, &r.reason);
+            self.answer_with(now, tl, sid, r.status, &r.reason);
             return;
         };
         ctx.external = Some(hops.collect());
@@ -154,23 +154,6 @@ impl Proxy {
         self.status.external_failovers += 1;
         self.send_branches(now, tl, sid, ctx, &req, vec![(uri, next)]);
         true
-    }
-
-    /// A final response for a parked request that will not be sent anywhere.
-    fn refuse_parked(
-        &mut self,
-        now: Instant,
-        tl: &mut TransactionLayer<Endpoint>,
-        sid: ServerTxId,
-        status: u16,
-        reason: &str,
-    ) {
-        let tag = self.tag();
-        let Some(ctx) = self.contexts.get_mut(&sid) else { return };
-        ctx.final_sent = true;
-        let mut resp = ctx.request.make_response(status, reason, Some(&tag));
-        resp.headers.push(Header::new(HeaderName::Server, &self.config.server));
-        self.respond(now, tl, sid, resp);
     }
 }
 
