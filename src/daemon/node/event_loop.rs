@@ -172,6 +172,17 @@ impl EventLoop {
     /// Acts on the LAN decision once it is taken: join the nodes heard, or be the ring.
     fn lan_step(&mut self) -> Option<Instant> {
         let join = self.lan_join.as_mut()?;
+        // A node listening is a ring of one meanwhile: others that found it may have joined
+        // it already, and then it is their ring and joins nobody.
+        let chord = self.peer.chord();
+        if chord.state() != NodeState::Alone || !chord.successors().is_empty() {
+            info!("nodes joined this one while it listened on the local network: it stays on their ring");
+            if let Some(lan) = self.lan.as_mut() {
+                lan.set_on_ring();
+            }
+            self.lan_join = None;
+            return None;
+        }
         match join.decide(Instant::now()) {
             crate::discovery::Decision::Wait(at) => return Some(at),
             crate::discovery::Decision::Join(nodes) => {
