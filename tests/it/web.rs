@@ -136,6 +136,10 @@ fn the_page_shows_the_ring_phones_buddies_and_calls_in_a_real_browser() {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(line.starts_with("p2psip_"), "every metric is p2psip_: {line}");
     }
+    let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let unique: BTreeSet<&str> = families.iter().copied().collect();
+    assert_eq!(unique.len(), families.len(), "each metric family once: {families:?}");
+    assert!(families.len() > 100, "the status's counters are all there: {}", families.len());
     assert_eq!(sample(&text, "p2psip_phones"), Some(1.0));
     assert_eq!(sample(&text, "p2psip_calls"), Some(1.0));
     assert_eq!(sample(&text, "p2psip_presence_buddies"), Some(1.0));
