@@ -170,8 +170,9 @@ impl EventLoop {
     }
 
     /// Acts on the LAN decision once it is taken: join the nodes heard, or be the ring.
-    fn lan_step(&mut self) -> Option<Instant> {
-        let join = self.lan_join.as_mut()?;
+    /// Returns when to decide again, and whether it acted (the peer has output to drive).
+    fn lan_step(&mut self) -> (Option<Instant>, bool) {
+        let Some(join) = self.lan_join.as_mut() else { return (None, false) };
         // A node listening is a ring of one meanwhile: others that found it may have joined
         // it already, and then it is their ring and joins nobody.
         let chord = self.peer.chord();
@@ -181,10 +182,10 @@ impl EventLoop {
                 lan.set_on_ring();
             }
             self.lan_join = None;
-            return None;
+            return (None, false);
         }
         match join.decide(Instant::now()) {
-            crate::discovery::Decision::Wait(at) => return Some(at),
+            crate::discovery::Decision::Wait(at) => return (Some(at), false),
             crate::discovery::Decision::Join(nodes) => {
                 info!(join = ?nodes, "joining the overlay through nodes found on the local network (mDNS)");
                 self.peer.join(Instant::now(), nodes);
@@ -197,7 +198,7 @@ impl EventLoop {
             }
         }
         self.lan_join = None;
-        None
+        (None, true)
     }
 
     fn accepting(&self, listener: Listener) -> bool {
@@ -228,7 +229,11 @@ impl EventLoop {
         loop {
             // A paused accept wakes the loop when the pause ends.
             let resume = self.accept_paused.iter().flatten().min().copied();
-            let decide = self.lan_step();
+            let (decide, acted) = self.lan_step();
+            if acted {
+                // The join it started (or nothing, for a ring of its own) goes out now.
+                wake = self.drive().await;
+            }
             let deadline = [wake, resume, decide].into_iter().flatten().min();
             if let Some(at) = deadline {
                 sleep.as_mut().reset(at.into());
@@ -632,9 +637,8 @@ impl EventLoop {
     /// targets come back through `resolved`.
     fn on_resolve(&mut self, request: crate::proxy::outbound::ResolveRequest) {
         let Some(resolver) = self.dns.clone() else {
-            let host = request.uri.host.to_string();
-            let failed = (request.sid, Err(crate::outbound::ResolveError::NotFound(host)));
-            self.peer.handle_input(Instant::now(), Input::Resolved { sid: failed.0, result: failed.1 });
+            let result = Err(crate::outbound::ResolveError::NotFound(request.uri.host.to_string()));
+            self.peer.handle_input(Instant::now(), Input::Resolved { sid: request.sid, result });
             return;
         };
         let seed = crate::daemon::random_u64();
