@@ -52,7 +52,7 @@ pub fn summary(status: &Value) -> String {
         ("uptime", uptime),
         ("overlay", format!("{} (UDP, TCP)", text("listen"))),
         ("proxy", format!("{} (UDP, TCP)", text("proxy"))),
-        ("http", text("http")),
+        ("http", format!("{} (web page: p2psip web)", text("http"))),
         ("domain", text("domain")),
         ("transactions", format!("{} server, {} client in progress", tx["server"], tx["client"])),
     ];
@@ -102,6 +102,32 @@ pub fn summary(status: &Value) -> String {
             let _ = writeln!(out, "{:<14}{} served as their edge", "clients", status["clients"].as_u64().unwrap_or(0));
         }
         _ => {}
+    }
+    // The phones registered here, one line each.
+    if let Some(phones) = status["phones"].as_array() {
+        let _ = writeln!(out, "{:<14}{} registered", "phones", phones.len());
+        for p in phones {
+            let _ = writeln!(
+                out,
+                "  {} at {} ({} from {}, {} s left)",
+                p["aor"].as_str().unwrap_or("?"),
+                p["contact"].as_str().unwrap_or("?"),
+                p["transport"].as_str().unwrap_or("?"),
+                p["source"].as_str().unwrap_or("?"),
+                p["expires_in_secs"],
+            );
+        }
+    }
+    let mdns = &status["mdns"];
+    if mdns.is_object() {
+        let state = if mdns["deciding"] == true {
+            format!("listening for nodes of this overlay before joining ({} heard)", mdns["heard"])
+        } else if mdns["on_ring"] == true {
+            "announced on the local network (mDNS), on a ring".to_owned()
+        } else {
+            "announced on the local network (mDNS), joining".to_owned()
+        };
+        let _ = writeln!(out, "{:<14}{state}", "lan");
     }
     // Calls in progress whose media this node anchors, one line each.
     if let Some(calls) = status["calls"].as_array().filter(|c| !c.is_empty()) {
@@ -229,6 +255,13 @@ mod tests {
         assert!(s.contains("role          client, off the ring: no dial-back reached"), "{s}");
         assert!(s.contains("edge          none yet"), "{s}");
         assert!(s.contains("public addr   203.0.113.11:40000"), "{s}");
+        let mut lan = status.clone();
+        lan["phones"] = serde_json::json!([{"aor": "sip:alice@p2p.test", "contact": "sip:alice@127.0.0.1:5062",
+            "transport": "udp", "source": "127.0.0.1:5062", "expires_in_secs": 590}]);
+        lan["mdns"] = serde_json::json!({"deciding": true, "heard": 2, "on_ring": false});
+        let s = summary(&lan);
+        assert!(s.contains("phones        1 registered\n  sip:alice@p2p.test at sip:alice@127.0.0.1:5062 (udp"), "{s}");
+        assert!(s.contains("lan           listening for nodes of this overlay before joining (2 heard)"), "{s}");
         let mut calling = status.clone();
         calling["calls"] = serde_json::json!([{"call_id": "c1", "peer_aor": "sip:bob@p2p.test", "state": "active",
             "path": "srflx", "packets_in": 40, "packets_out": 41, "bytes_in": 6880, "bytes_out": 7052, "started_at": 1}]);
