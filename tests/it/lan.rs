@@ -6,7 +6,8 @@
 //! needs root, as the NAT tests do): A and B of overlay `p2p.test`, C of `other.test`, D of
 //! `p2p.test` with `--no-mdns`. A, started first, hears nobody and starts the ring; B, started
 //! next, hears A on a ring and joins it; C hears them but not its overlay and starts its own;
-//! D announces nothing and stays alone.
+//! D announces nothing and stays alone. Three more nodes switched on together make one ring
+//! around the lowest Node ID.
 
 use std::net::SocketAddr;
 
@@ -54,4 +55,33 @@ fn nodes_on_one_lan_find_each_other_by_mdns_and_form_one_ring() {
         ring["successors"].as_array().into_iter().flatten().filter_map(|n| n["addr"].as_str()).collect();
     assert_eq!(known, vec![addr(32).to_string().as_str()], "{ring}");
     drop((a, b, c, d));
+}
+
+/// Three nodes switched on together, none on a ring yet: the lowest Node ID starts the ring
+/// and the other two join it, so the LAN has one ring, not three.
+#[test]
+fn nodes_switched_on_together_make_one_ring() {
+    let mut t = Topology::new("s");
+    t.exec("inet", &["ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"]);
+    let addr = |last: u8| -> SocketAddr { format!("{INET}.{last}:5070").parse().expect("address") };
+    let names = [("sw1", 41), ("sw2", 42), ("sw3", 43)];
+    for (name, last) in names {
+        t.host(name, addr(last).ip());
+    }
+    // Each start returns once the node answers /status: all three are listening within the
+    // first node's 3-second window.
+    let nodes: Vec<NsNode> = names.iter().map(|(name, last)| NsNode::start(&t, name, addr(*last), 5060, &[])).collect();
+    for n in &nodes {
+        n.wait_status(&t, "on one ring of three", |s| {
+            s["overlay"]["state"] == "joined" && s["successors"].as_array().is_some_and(|l| l.len() == 2)
+        });
+    }
+    let lowest = names
+        .iter()
+        .map(|(_, last)| addr(*last))
+        .min_by_key(|a| p2psip::overlay::NodeId::from_addr(a.ip(), a.port(), p2psip::overlay::IdHash::Sha1))
+        .expect("three nodes");
+    let started: Vec<String> =
+        nodes.iter().filter(|n| n.log().contains("this node starts the ring")).map(|n| n.listen.to_string()).collect();
+    assert_eq!(started, vec![lowest.to_string()], "only the lowest ID starts the ring");
 }
