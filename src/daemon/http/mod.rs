@@ -58,8 +58,8 @@ pub(crate) struct Api {
 /// What the state-changing requests need: the token they must show, and the node's stop.
 #[derive(Clone)]
 pub(crate) struct Control {
-    /// The data directory's token; `None` refuses every state change.
-    pub token: Option<Arc<str>>,
+    /// The data directory's token.
+    pub token: Arc<str>,
     /// Fired (once) by `POST /shutdown`.
     pub stop: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
 }
@@ -179,9 +179,8 @@ async fn shutdown(State(api): State<Api>, req: Request) -> Result<&'static str, 
     let Some(shown) = shown else {
         return Err((StatusCode::UNAUTHORIZED, "the token of the data directory's http-token file is needed".into()));
     };
-    match &api.control.token {
-        Some(token) if same_secret(token.as_bytes(), shown.as_bytes()) => {}
-        _ => return Err((StatusCode::FORBIDDEN, "wrong token".into())),
+    if !same_secret(api.control.token.as_bytes(), shown.as_bytes()) {
+        return Err((StatusCode::FORBIDDEN, "wrong token".into()));
     }
     let stop = api.control.stop.lock().ok().and_then(|mut s| s.take());
     match stop {

@@ -101,22 +101,22 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
         }
     });
     // The local network: announced there, and, without --join, asked first (mDNS).
-    let lan = match config.mdns && !node_addr.ip().is_loopback() {
-        true => {
-            match mdns::Lan::start(&config.overlay, peer.node_id(), peer.chord().config().id_hash, node_addr, false) {
-                Ok(lan) => {
-                    span.in_scope(|| {
-                        info!(service = crate::discovery::SERVICE_TYPE, "announced on the local network (mDNS)")
-                    });
-                    Some(lan)
-                }
-                Err(e) => {
-                    span.in_scope(|| warn!(error = %e, "not on the local network (mDNS)"));
-                    None
-                }
+    let lan = if config.mdns && !node_addr.ip().is_loopback() {
+        let id_hash = peer.chord().config().id_hash;
+        match mdns::Lan::start(&config.overlay, peer.node_id(), id_hash, node_addr, false) {
+            Ok(lan) => {
+                span.in_scope(|| {
+                    info!(service = crate::discovery::SERVICE_TYPE, "announced on the local network (mDNS)")
+                });
+                Some(lan)
+            }
+            Err(e) => {
+                span.in_scope(|| warn!(error = %e, "not on the local network (mDNS)"));
+                None
             }
         }
-        false => None,
+    } else {
+        None
     };
     let deciding = (lan.is_some() && config.join.iter().all(|a| *a == node_addr))
         .then(|| crate::discovery::LanJoin::new(peer.node_id(), Instant::now()));
@@ -127,7 +127,7 @@ pub async fn run(config: Config, enrolled: Option<data_dir::Enrolled>) -> Result
     let token = crate::daemon::files::token::load_or_create(&data_dir, random_bytes()?)
         .map_err(|source| DaemonError::Io { doing: "write the API token file", source })?;
     let control =
-        http::Control { token: Some(token.into()), stop: std::sync::Arc::new(std::sync::Mutex::new(Some(stop_tx))) };
+        http::Control { token: token.into(), stop: std::sync::Arc::new(std::sync::Mutex::new(Some(stop_tx))) };
     let http = tokio::spawn(http::serve(http_listener, query_tx, control, http_stopped).instrument(span.clone()));
     // A `POST /shutdown` with the token stops the node as a signal does.
     let shutdown = async move {
