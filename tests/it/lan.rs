@@ -68,11 +68,17 @@ fn nodes_switched_on_together_make_one_ring() {
     for (name, last) in names {
         t.host(name, addr(last).ip());
     }
-    // Each start returns once the node answers /status: all three are listening within the
-    // first node's 3-second window.
-    let nodes: Vec<NsNode> = names.iter().map(|(name, last)| NsNode::start(&t, name, addr(*last), 5060, &[])).collect();
+    // Started at once, from three threads: all three listen within each other's 3-second window.
+    let t = &t;
+    let nodes: Vec<NsNode> = std::thread::scope(|scope| {
+        let starting: Vec<_> = names
+            .iter()
+            .map(|(name, last)| scope.spawn(move || NsNode::start(t, name, addr(*last), 5060, &[])))
+            .collect();
+        starting.into_iter().map(|h| h.join().expect("node started")).collect()
+    });
     for n in &nodes {
-        n.wait_status(&t, "on one ring of three", |s| {
+        n.wait_status(t, "on one ring of three", |s| {
             s["overlay"]["state"] == "joined" && s["successors"].as_array().is_some_and(|l| l.len() == 2)
         });
     }
