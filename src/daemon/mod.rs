@@ -46,9 +46,3 @@ pub fn unix_now() -> u64 {
 pub fn os_random() -> ring::rand::SystemRandom {
     ring::rand::SystemRandom::new()
 }
-
-/// A random number from the operating system, for seeds the sans-IO code takes (0 in the
-/// unheard-of case that the OS has none to give: a seed, not a secret).
-pub fn random_u64() -> u64 {
-    ring::rand::generate::<[u8; 8]>(&os_random()).map_or(0, |r| u64::from_le_bytes(r.expose()))
-}

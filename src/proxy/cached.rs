@@ -61,17 +61,13 @@ impl Proxy {
         ctx.best = None;
         ctx.parked = Some(aor.clone());
         self.status.cache_fallbacks += 1;
-        self.cache_misses.push(aor.clone());
-        self.lookups.push((sid, aor));
+        self.cache_misses.push_back(aor.clone());
+        self.lookups.push_back((sid, aor));
     }
 
     /// A buddy whose cached contacts failed: the peer drops them from the cache.
     pub fn poll_cache_miss(&mut self) -> Option<String> {
-        if self.cache_misses.is_empty() {
-            None
-        } else {
-            Some(self.cache_misses.remove(0))
-        }
+        self.cache_misses.pop_front()
     }
 
     /// Requests on the cache whose buddy's node has not answered anything in time: their

@@ -241,10 +241,7 @@ impl Proxy {
         reply_to: Endpoint,
         request: &Message,
     ) -> Result<Forwarded, Rejection> {
-        let mut req = request.clone();
-        let popped = self.pop_own_route(&mut req);
-        // §22.3: credentials for our realm were for us; they go no further.
-        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        let (mut req, popped) = self.outgoing(request);
         let targets = self.targets(now, from, &req, &popped)?;
         let mut ctx = Context {
             request: request.clone(),
@@ -284,7 +281,7 @@ impl Proxy {
                 debug!(%aor, "target not served here; fetching its registration from the overlay");
                 ctx.parked = Some(aor.clone());
                 self.contexts.insert(id, ctx);
-                self.lookups.push((id, aor));
+                self.lookups.push_back((id, aor));
                 return Ok(Forwarded::Parked);
             }
         };
@@ -332,11 +329,7 @@ impl Proxy {
 
     /// The next parked request whose AoR the peer should look up in the overlay.
     pub fn poll_lookup(&mut self) -> Option<(ServerTxId, String)> {
-        if self.lookups.is_empty() {
-            None
-        } else {
-            Some(self.lookups.remove(0))
-        }
+        self.lookups.pop_front()
     }
 
     /// The overlay lookup for a parked request ended: `contacts` are the live contacts of the
@@ -375,12 +368,19 @@ impl Proxy {
             self.answer_with(now, tl, id, code, reason);
             return;
         }
-        let mut req = ctx.request.clone();
-        self.pop_own_route(&mut req);
-        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        let (req, _) = self.outgoing(&ctx.request);
         self.send_branches(now, tl, id, &mut ctx, &req, targets);
         self.status.requests_forwarded += 1;
         self.contexts.insert(id, ctx);
+    }
+
+    /// The copy of `request` that goes on: our own Routes popped (§16.4) and our realm's
+    /// credentials removed (§22.3: they were for us; they go no further), with what was popped.
+    pub(super) fn outgoing(&mut self, request: &Message) -> (Message, Popped) {
+        let mut req = request.clone();
+        let popped = self.pop_own_route(&mut req);
+        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        (req, popped)
     }
 
     /// Ends request `sid` with a final response of our own (§16.7 step 6 aside: nothing was

@@ -49,7 +49,7 @@ pub mod registrar;
 
 #[cfg(test)]
 mod tests;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,7 @@ pub struct Proxy {
     next_ping_sweep: Instant,
     status: ProxyStatus,
     /// Parked requests whose AoR the peer must look up in the overlay.
-    lookups: Vec<(ServerTxId, String)>,
+    lookups: VecDeque<(ServerTxId, String)>,
     /// Timer C of each INVITE branch (RFC 3261 §16.6 step 11), and the same deadlines in
     /// order, so the next one is found without a scan.
     timer_c: Deadlines,
@@ -274,11 +274,11 @@ pub struct Proxy {
     /// Store-and-forward is on (`offline`).
     offline_on: bool,
     /// MESSAGEs handed to the mailbox, for the peer.
-    offline: Vec<offline::OfflineRequest>,
+    offline: VecDeque<offline::OfflineRequest>,
     /// Buddies whose cached contacts failed (`cached`), for the peer.
-    cache_misses: Vec<String>,
+    cache_misses: VecDeque<String>,
     /// Requests for other domains waiting for DNS (`outbound`), for the peer's driver.
-    resolutions: Vec<outbound::ResolveRequest>,
+    resolutions: VecDeque<outbound::ResolveRequest>,
 }
 
 impl Proxy {
@@ -303,13 +303,13 @@ impl Proxy {
             cancels: BTreeSet::new(),
             pings: BTreeMap::new(),
             status: ProxyStatus::default(),
-            lookups: Vec::new(),
+            lookups: VecDeque::new(),
             timer_c: Deadlines::default(),
             anchor: None,
             offline_on: false,
-            offline: Vec::new(),
-            cache_misses: Vec::new(),
-            resolutions: Vec::new(),
+            offline: VecDeque::new(),
+            cache_misses: VecDeque::new(),
+            resolutions: VecDeque::new(),
         }
     }
 

@@ -62,11 +62,7 @@ impl Proxy {
 
     /// The next MESSAGE handed to the mailbox.
     pub fn poll_offline(&mut self) -> Option<OfflineRequest> {
-        if self.offline.is_empty() {
-            None
-        } else {
-            Some(self.offline.remove(0))
-        }
+        self.offline.pop_front()
     }
 
     /// Whether the request of `ctx`, which found nobody, goes to its recipient's mailbox: a
@@ -84,7 +80,7 @@ impl Proxy {
         let aor = format!("sip:{user}@{}", self.config.domain);
         ctx.parked = Some(MAILBOX_PARK.to_owned());
         self.status.sent_to_mailbox += 1;
-        self.offline.push(OfflineRequest { sid, aor, request: ctx.request.clone() });
+        self.offline.push_back(OfflineRequest { sid, aor, request: ctx.request.clone() });
         true
     }
 

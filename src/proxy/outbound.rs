@@ -21,7 +21,6 @@ use crate::addr::next_hop_allowed;
 use crate::outbound::{Resolution, ResolveError, Target};
 use crate::sip::transaction::{ServerTxId, TransactionLayer};
 use crate::sip::uri::{SipUri, Uri};
-use crate::sip::HeaderName;
 use crate::transport::{Endpoint, Listener};
 
 /// A request for another domain, waiting for DNS.
@@ -71,16 +70,12 @@ impl Proxy {
     pub(super) fn park_for_dns(&mut self, sid: ServerTxId, ctx: &mut Context, uri: SipUri) {
         ctx.parked = Some(DNS_PARK.to_owned());
         ctx.external = Some(Vec::new());
-        self.resolutions.push(ResolveRequest { sid, uri });
+        self.resolutions.push_back(ResolveRequest { sid, uri });
     }
 
     /// The next request waiting for DNS, for the peer's driver.
     pub fn poll_resolution(&mut self) -> Option<ResolveRequest> {
-        if self.resolutions.is_empty() {
-            None
-        } else {
-            Some(self.resolutions.remove(0))
-        }
+        self.resolutions.pop_front()
     }
 
     /// What DNS said for a parked request: it goes to the first target, the others kept for
@@ -117,9 +112,7 @@ impl Proxy {
             return;
         };
         ctx.external = Some(hops.collect());
-        let mut req = ctx.request.clone();
-        self.pop_own_route(&mut req);
-        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        let (req, _) = self.outgoing(&ctx.request);
         let uri = req.request_uri().cloned().unwrap_or_else(|| Uri::Sip(SipUri::new(first.remote.ip().into(), None)));
         self.send_branches(now, tl, sid, &mut ctx, &req, vec![(uri, first)]);
         self.status.external_requests += 1;
@@ -147,9 +140,7 @@ impl Proxy {
             self.branches.remove(&b.client);
         }
         ctx.best = None;
-        let mut req = ctx.request.clone();
-        self.pop_own_route(&mut req);
-        req.headers.remove_all(&HeaderName::ProxyAuthorization);
+        let (req, _) = self.outgoing(&ctx.request);
         let Some(uri) = req.request_uri().cloned() else { return false };
         self.status.external_failovers += 1;
         self.send_branches(now, tl, sid, ctx, &req, vec![(uri, next)]);

@@ -67,50 +67,50 @@ pub(crate) async fn resolve(
 
 /// One query; a failure (no such name, no answer) finds nothing.
 async fn ask(resolver: &TokioResolver, query: &Query) -> Answer {
-    let fqdn = |name: &str| format!("{}.", name.trim_end_matches('.'));
     match query {
-        Query::Naptr(name) => {
-            let records = match resolver.lookup(fqdn(name), RecordType::NAPTR).await {
-                Ok(l) => l
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::NAPTR(n) => Some(Naptr {
-                            order: n.order,
-                            preference: n.preference,
-                            flags: String::from_utf8_lossy(&n.flags).into_owned(),
-                            services: String::from_utf8_lossy(&n.services).into_owned(),
-                            replacement: n.replacement.to_ascii(),
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            Answer::Naptr(records)
-        }
-        Query::Srv(name) => {
-            let records = match resolver.lookup(fqdn(name), RecordType::SRV).await {
-                Ok(l) => l
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::SRV(s) => Some(Srv {
-                            priority: s.priority,
-                            weight: s.weight,
-                            port: s.port,
-                            target: s.target.to_ascii(),
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            Answer::Srv(records)
-        }
+        Query::Naptr(name) => Answer::Naptr(
+            records(resolver, name, RecordType::NAPTR, |data| match data {
+                RData::NAPTR(n) => Some(Naptr {
+                    order: n.order,
+                    preference: n.preference,
+                    flags: String::from_utf8_lossy(&n.flags).into_owned(),
+                    services: String::from_utf8_lossy(&n.services).into_owned(),
+                    replacement: n.replacement.to_ascii(),
+                }),
+                _ => None,
+            })
+            .await,
+        ),
+        Query::Srv(name) => Answer::Srv(
+            records(resolver, name, RecordType::SRV, |data| match data {
+                RData::SRV(s) => {
+                    Some(Srv { priority: s.priority, weight: s.weight, port: s.port, target: s.target.to_ascii() })
+                }
+                _ => None,
+            })
+            .await,
+        ),
         Query::Address(name) => match resolver.lookup_ip(fqdn(name)).await {
             Ok(ips) => Answer::Address(ips.iter().collect()),
             Err(_) => Answer::Address(Vec::new()),
         },
     }
+}
+
+/// The records of `kind` for `name` that `read` makes sense of; none when the query fails.
+async fn records<T>(
+    resolver: &TokioResolver,
+    name: &str,
+    kind: RecordType,
+    read: impl Fn(&RData) -> Option<T>,
+) -> Vec<T> {
+    match resolver.lookup(fqdn(name), kind).await {
+        Ok(found) => found.answers().iter().filter_map(|r| read(&r.data)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `name` as a fully qualified name: asked as is, never with a search domain appended.
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
 }

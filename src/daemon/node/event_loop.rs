@@ -641,7 +641,8 @@ impl EventLoop {
             self.peer.handle_input(Instant::now(), Input::Resolved { sid: request.sid, result });
             return;
         };
-        let seed = crate::daemon::random_u64();
+        // A seed for the SRV order, not a secret: 0 in the unheard-of case the OS has none.
+        let seed = super::random_seed().unwrap_or_default();
         tokio::spawn(super::dns::resolve(resolver, request, seed, self.resolved_tx.clone()));
     }
 

@@ -335,8 +335,9 @@ fn advertised_addr(listen: SocketAddr, advertise: Option<SocketAddr>, join: &[So
     Some(SocketAddr::new(ip, listen.port()))
 }
 
-/// 64 bits from the operating system: the peer derives its nonce key from this seed.
-fn random_seed() -> Result<u64, DaemonError> {
+/// 64 bits from the operating system: the peer derives its nonce key from this seed, a DNS
+/// resolution its SRV order.
+pub(super) fn random_seed() -> Result<u64, DaemonError> {
     Ok(u64::from_le_bytes(random_bytes()?))
 }
 
